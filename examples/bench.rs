@@ -1,0 +1,262 @@
+//! What users feel, beside this machine's own baselines measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench            # human table
+//! cargo run --release --example bench -- --json  # ... and a JSON object as the last line
+//! ```
+//!
+//! Uses `SPRITES_API_URL`/`SPRITES_TOKEN` when set; otherwise starts `sprites-local` in a child
+//! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
+//! measured without the server's.
+
+use sprites::{Client, Sprite, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+const SERVE_VAR: &str = "SPRITES_BENCH_SERVE";
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(dir) = std::env::var_os(SERVE_VAR) {
+        return serve(dir.into());
+    }
+    let json = std::env::args().any(|a| a == "--json");
+    let (client, mut server) = connect()?;
+    let name = format!("bench-{}", std::process::id());
+    let sprite = client.create_sprite(&name)?;
+    let result = run(&sprite, json);
+    let _ = sprite.delete();
+    if let Some(server) = server.as_mut() {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    result
+}
+
+fn run(sprite: &Sprite, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let spawn = local_spawn_ms(200);
+    let tcp = loopback_tcp_mib_s(1 << 30)?;
+    let exec = exec_rtt_ms(sprite, 300)?;
+    let stdout = stdout_mib_s(sprite, 1 << 30)?;
+    let stdin = stdin_mib_s(sprite, 256 << 20)?;
+    let echo = echo_rtt_us(sprite, 2000)?;
+    let peak_rss = peak_rss_mib();
+
+    println!("{:<38} {:>12} {:>12}", "measure", "value", "vs baseline");
+    println!("{:<38} {:>12} {:>12}", "baseline: local spawn+wait `true` p50", format!("{:.3} ms", spawn.p50), "");
+    println!("{:<38} {:>12} {:>12}", "baseline: loopback TCP", format!("{tcp:.0} MiB/s"), "");
+    println!("{:<38} {:>12} {:>12}", "exec round trip `true` p50", format!("{:.3} ms", exec.p50), format!("+{:.3} ms", exec.p50 - spawn.p50));
+    println!("{:<38} {:>12} {:>12}", "exec round trip `true` p99", format!("{:.3} ms", exec.p99), format!("+{:.3} ms", exec.p99 - spawn.p50));
+    println!("{:<38} {:>12} {:>12}", "stdout throughput (1 GiB)", format!("{stdout:.0} MiB/s"), format!("{:.0}%", 100.0 * stdout / tcp));
+    println!("{:<38} {:>12} {:>12}", "stdin->stdout via cat (256 MiB)", format!("{stdin:.0} MiB/s"), format!("{:.0}%", 100.0 * stdin / tcp));
+    println!("{:<38} {:>12} {:>12}", "1-byte echo via cat p50", format!("{:.0} us", echo.p50), "");
+    println!("{:<38} {:>12} {:>12}", "1-byte echo via cat p99", format!("{:.0} us", echo.p99), "");
+    println!("{:<38} {:>12} {:>12}", "client peak RSS", format!("{peak_rss:.1} MiB"), "");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "exec_rtt_p50_ms": exec.p50,
+                "exec_rtt_p99_ms": exec.p99,
+                "stdout_mib_s": stdout,
+                "stdin_mib_s": stdin,
+                "echo_rtt_p50_us": echo.p50,
+                "echo_rtt_p99_us": echo.p99,
+                "peak_rss_mib": peak_rss,
+                "baseline_tcp_mib_s": tcp,
+                "baseline_spawn_ms": spawn.p50,
+                "stdout_vs_tcp": stdout / tcp,
+                "stdin_vs_tcp": stdin / tcp,
+                "exec_rtt_minus_spawn_ms": exec.p50 - spawn.p50,
+            })
+        );
+    }
+    Ok(())
+}
+
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+}
+
+fn percentiles(mut samples: Vec<f64>) -> Percentiles {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Percentiles { p50: at(0.50), p99: at(0.99) }
+}
+
+fn local_spawn_ms(runs: usize) -> Percentiles {
+    let samples = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            let status = std::process::Command::new("true").status().expect("spawn true");
+            assert!(status.success());
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    percentiles(samples)
+}
+
+/// Bytes through a loopback TCP connection, writer and reader in two threads, 64 KiB buffers.
+fn loopback_tcp_mib_s(total: usize) -> std::io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut stream = TcpStream::connect(addr)?;
+        let buf = vec![0u8; 64 << 10];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len());
+            stream.write_all(&buf[..n])?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let (mut stream, _) = listener.accept()?;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    writer.join().expect("writer thread")?;
+    assert_eq!(got, total);
+    Ok(total as f64 / MIB / secs)
+}
+
+fn exec_rtt_ms(sprite: &Sprite, runs: usize) -> std::io::Result<Percentiles> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let status = sprite.command("true").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+        assert!(status.success());
+    }
+    Ok(percentiles(samples))
+}
+
+fn stdout_mib_s(sprite: &Sprite, total: u64) -> std::io::Result<f64> {
+    let started = Instant::now();
+    let mut child = sprite
+        .command("head")
+        .args(["-c", &total.to_string(), "/dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0u64;
+    loop {
+        let n = stdout.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    assert!(child.wait()?.success());
+    assert_eq!(got, total);
+    Ok(total as f64 / MIB / started.elapsed().as_secs_f64())
+}
+
+fn stdin_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<f64> {
+    let started = Instant::now();
+    let mut child = sprite.command("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let buf = vec![7u8; 64 << 10];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len());
+            stdin.write_all(&buf[..n])?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0;
+    loop {
+        let n = stdout.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    writer.join().expect("writer thread")?;
+    assert!(child.wait()?.success());
+    assert_eq!(got, total);
+    Ok(total as f64 / MIB / started.elapsed().as_secs_f64())
+}
+
+fn echo_rtt_us(sprite: &Sprite, rounds: usize) -> std::io::Result<Percentiles> {
+    let mut child = sprite.command("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut byte = [0u8; 1];
+    let mut samples = Vec::with_capacity(rounds);
+    for i in 0..rounds + 50 {
+        let started = Instant::now();
+        stdin.write_all(b"x")?;
+        stdout.read_exact(&mut byte)?;
+        // The first rounds warm caches and the scheduler; they are not what users feel.
+        if i >= 50 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(stdin);
+    child.wait()?;
+    Ok(percentiles(samples))
+}
+
+/// Peak resident memory of this process (VmHWM) in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The API from the environment, or a local server in a child process.
+fn connect() -> Result<(Client, Option<std::process::Child>), Box<dyn std::error::Error>> {
+    if std::env::var_os("SPRITES_TOKEN").is_some() || std::env::var_os("SPRITE_TOKEN").is_some() {
+        return Ok((Client::from_env()?, None));
+    }
+    let dir = std::env::temp_dir().join(format!("sprites-bench-{}", std::process::id()));
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .env(SERVE_VAR, &dir)
+        .stdin(Stdio_::piped())
+        .stdout(Stdio_::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = lines.next().ok_or("server printed nothing")??;
+    let token = lines.next().ok_or("server printed no token")??;
+    eprintln!("bench: sprites-local in a child process at {url}");
+    let client = Client::builder().base_url(url).token(token).http_timeout(Duration::from_secs(60)).build()?;
+    Ok((client, Some(child)))
+}
+
+use std::process::Stdio as Stdio_;
+
+/// Child-process mode: serve, print URL and token, run until stdin closes.
+fn serve(dir: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let server = sprites_local::Server::builder().data_dir(&dir).start()?;
+    eprintln!("bench: {}", server.runtime_note());
+    println!("{}", server.url());
+    println!("{}", server.token());
+    std::io::stdout().flush()?;
+    let _ = std::io::stdin().read_line(&mut String::new());
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

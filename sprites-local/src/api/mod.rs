@@ -1,0 +1,104 @@
+//! Routing: authentication, path matching and dispatch to the handlers.
+
+mod exec_routes;
+mod sprites;
+
+use std::sync::Arc;
+
+use crate::auth;
+use crate::exec::Upgrade;
+use crate::http::{Request, Response};
+use crate::query::{self, Query};
+use crate::server::Shared;
+
+/// What a request turns into.
+pub enum Reply {
+    /// An ordinary HTTP response.
+    Response(Response),
+    /// An accepted exec upgrade: the process is running, the 101 is still to be sent.
+    Upgrade(Box<Upgrade>),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Self {
+        Reply::Response(r)
+    }
+}
+
+/// 404 for an unknown sprite.
+pub fn sprite_not_found(name: &str) -> Response {
+    Response::error(
+        404,
+        "sprite_not_found",
+        &format!("sprite {name:?} not found"),
+    )
+}
+
+/// 400 `invalid_request`.
+pub fn invalid_request(message: &str) -> Response {
+    Response::error(400, "invalid_request", message)
+}
+
+fn method_not_allowed(allow: &str) -> Response {
+    Response::error(405, "method_not_allowed", "method not allowed on this path")
+        .with_header("Allow", allow)
+}
+
+/// Handles one request.
+pub fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
+    if !auth::is_authorized(req.header("authorization"), &shared.token) {
+        return Response::error(401, "unauthorized", "missing or invalid bearer token").into();
+    }
+    let Some(rest) = req.path.strip_prefix("/v1/") else {
+        return not_found().into();
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let mut segments = Vec::new();
+    for raw in rest.split('/') {
+        match query::decode(raw, false) {
+            Ok(s) => segments.push(s),
+            Err(e) => return invalid_request(&e.0).into(),
+        }
+    }
+    let q = match Query::parse(&req.query) {
+        Ok(q) => q,
+        Err(e) => return invalid_request(&e.0).into(),
+    };
+    let m = req.method.as_str();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match seg.as_slice() {
+        ["sprites"] => match m {
+            "GET" => sprites::list(shared, &q).into(),
+            "POST" => sprites::create(shared, &req.body).into(),
+            _ => method_not_allowed("GET, POST").into(),
+        },
+        ["sprites", name] => match m {
+            "GET" => sprites::get(shared, name).into(),
+            "PUT" => sprites::update(shared, name, &req.body).into(),
+            "DELETE" => sprites::delete(shared, name).into(),
+            _ => method_not_allowed("GET, PUT, DELETE").into(),
+        },
+        ["sprites", name, "upgrade"] => match m {
+            "POST" => sprites::upgrade(shared, name).into(),
+            _ => method_not_allowed("POST").into(),
+        },
+        ["sprites", name, "exec"] => match m {
+            "GET" => exec_routes::exec_or_list(shared, name, req, &q),
+            "HEAD" => exec_routes::head(shared, name).into(),
+            _ => method_not_allowed("GET, HEAD").into(),
+        },
+        ["sprites", name, "exec", id] => match m {
+            "GET" => exec_routes::attach(shared, name, id).into(),
+            _ => method_not_allowed("GET").into(),
+        },
+        ["sprites", name, "exec", id, "kill"] => match m {
+            "POST" => exec_routes::kill(shared, name, id, &q, &req.body).into(),
+            _ => method_not_allowed("POST").into(),
+        },
+        _ => not_found().into(),
+    }
+}
+
+fn not_found() -> Response {
+    Response::error(404, "not_found", "no such endpoint")
+}

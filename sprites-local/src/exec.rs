@@ -1,0 +1,769 @@
+//! Exec sessions over WebSocket (PROTOCOL.md §6, non-TTY).
+//!
+//! The process is spawned before the `101` so spawn errors become plain HTTP errors. After
+//! the upgrade, one exec uses these threads, all joined to the exec's lifetime:
+//!
+//! - the **connection thread** (the caller of [`run`]) reads client frames: stdin goes to
+//!   the stdin thread, signals go to the process group, pings become pong requests;
+//! - the **writer** owns writes to the socket: the 101 + `session_info` preamble, output
+//!   frames, pongs, a ping every 15 s, the exit frame and the close frame. Only it writes,
+//!   so the reader never blocks behind a slow client;
+//! - one **pump** per output pipe reads up to 64 KiB into a pooled buffer that has room for
+//!   the frame header in front, and hands it to the writer (two buffers per pipe, so memory
+//!   is bounded and a client that stops reading stalls the process on a full pipe);
+//! - the stderr pump, after EOF, **waits for the process** and reports its status — the exit
+//!   frame is written only after both pipes reached EOF and the process exited, so it
+//!   always follows all output;
+//! - with `stdin=true`, a **stdin thread** writes to the process through a small bounded
+//!   channel, so a process that doesn't read stdin cannot wedge signal handling for long.
+//!
+//! If the client goes away before the exit frame, the whole process group is SIGKILLed.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, never, select, Receiver, Sender};
+
+use crate::http::{Response, SPRITE_VERSION};
+use crate::query::Query;
+use crate::runtime::{ProcessSpec, SpawnError};
+use crate::server::Shared;
+use crate::sessions::Session;
+use crate::signal;
+use crate::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
+
+/// Server ping interval while an exec runs.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// Silence from the client after which it counts as gone.
+const CLIENT_SILENCE: Duration = Duration::from_secs(45);
+/// How long to wait for the client's close after the exit frame (and for a close reply).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Bytes read from a pipe per frame.
+const CHUNK: usize = 64 * 1024;
+/// Pump buffer: frame header room + stream byte + data.
+const FRAME_BUF: usize = ws::MAX_HEADER + 1 + CHUNK;
+/// Output buffers per pipe (one being filled while one is being written).
+const BUFFERS_PER_PIPE: usize = 2;
+/// Pipe capacity we ask the kernel for, so a fast writer is not throttled by 64 KiB pipes.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Non-TTY stream ids (byte 0 of binary frames).
+mod stream_id {
+    pub const STDIN: u8 = 0x00;
+    pub const STDOUT: u8 = 0x01;
+    pub const STDERR: u8 = 0x02;
+    pub const EXIT: u8 = 0x03;
+    pub const STDIN_EOF: u8 = 0x04;
+}
+
+/// Exec query parameters, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecParams {
+    /// argv (`cmd` params), non-empty with a non-empty `argv[0]`.
+    pub argv: Vec<String>,
+    /// Program to look up (`path`, else `cmd[0]`).
+    pub program: String,
+    /// `env` params split at the first `=`.
+    pub env: Vec<(String, String)>,
+    /// `dir` param.
+    pub dir: Option<String>,
+    /// `stdin` param.
+    pub stdin: bool,
+}
+
+fn invalid(message: &str) -> Response {
+    Response::error(400, "invalid_request", message)
+}
+
+/// Validates the exec query (PROTOCOL.md §6.1). Errors are ready-to-send 400 responses.
+pub fn parse_params(q: &Query) -> Result<ExecParams, Response> {
+    let argv: Vec<String> = q.get_all("cmd").map(str::to_owned).collect();
+    if argv.first().is_none_or(|a| a.is_empty()) {
+        return Err(invalid("exec requires at least one cmd parameter"));
+    }
+    let tty = q.get_bool("tty", false).map_err(|e| invalid(&e.0))?;
+    if tty {
+        return Err(invalid("tty not yet supported"));
+    }
+    let stdin = q.get_bool("stdin", false).map_err(|e| invalid(&e.0))?;
+    let mut env = Vec::new();
+    for kv in q.get_all("env") {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+                env.push((k.to_owned(), v.to_owned()))
+            }
+            _ => {
+                return Err(invalid(&format!(
+                    "env parameter must be KEY=VALUE, got {kv:?}"
+                )))
+            }
+        }
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(invalid("cmd parameters must not contain NUL bytes"));
+    }
+    let program = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&argv[0])
+        .to_owned();
+    let dir = q.get("dir").filter(|d| !d.is_empty()).map(str::to_owned);
+    if program.contains('\0') || dir.as_deref().is_some_and(|d| d.contains('\0')) {
+        return Err(invalid("path and dir must not contain NUL bytes"));
+    }
+    Ok(ExecParams {
+        argv,
+        program,
+        env,
+        dir,
+        stdin,
+    })
+}
+
+/// A spawned process waiting for its WebSocket.
+pub struct Upgrade {
+    child: Child,
+    session: Arc<Session>,
+    accept_key: String,
+}
+
+/// Spawns the process for an exec on `sprite` (which must exist). Errors are the HTTP
+/// responses to send instead of the upgrade.
+pub fn spawn(
+    shared: &Shared,
+    sprite: &str,
+    params: &ExecParams,
+    ws_key: &str,
+) -> Result<Upgrade, Response> {
+    let Some(rec) = shared.store.get(sprite) else {
+        return Err(crate::api::sprite_not_found(sprite));
+    };
+    let mut env: Vec<(String, String)> = rec.environment.into_iter().collect();
+    env.extend(params.env.iter().cloned());
+    let spec = ProcessSpec {
+        program: &params.program,
+        argv: &params.argv,
+        env: &env,
+        dir: params.dir.as_deref(),
+        stdin: params.stdin,
+    };
+    let spawned = match shared
+        .runtime
+        .spawn(&shared.store.sprite_dir(sprite), &spec)
+    {
+        Ok(s) => s,
+        Err(SpawnError::InvalidDirectory(m)) => {
+            return Err(Response::error(400, "invalid_directory", &m))
+        }
+        Err(SpawnError::Io(e)) => return Err(spawn_error_response(&params.program, &e)),
+    };
+    let session = Arc::new(Session::new(
+        spawned.child.id(),
+        sprite.to_owned(),
+        params.argv.join(" "),
+        spawned.workdir,
+    ));
+    shared.sessions.insert(session.clone());
+    // Before the 101, so anyone who has seen the exec start also sees the sprite as run
+    // (persisted on a sprite's first run only: one fsync in its lifetime).
+    let _ = shared
+        .store
+        .mark_running(sprite, crate::time::now_rfc3339());
+    Ok(Upgrade {
+        child: spawned.child,
+        session,
+        accept_key: ws::accept_key(ws_key),
+    })
+}
+
+fn spawn_error_response(program: &str, e: &io::Error) -> Response {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Response::error(
+            400,
+            "command_not_found",
+            &format!("exec: {program:?}: executable file not found in $PATH"),
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => Response::error(
+            400,
+            "permission_denied",
+            &format!("exec: {program:?}: permission denied"),
+        ),
+        _ => Response::error(500, "exec_failed", &format!("exec: {program:?}: {e}")),
+    }
+}
+
+/// Output from the pumps and the waiter, in order, to the writer.
+enum Out {
+    Data {
+        stream: u8,
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Eof,
+    Exited(u8),
+}
+
+/// The server's handle on a running exec, to end it cleanly at shutdown.
+#[derive(Clone)]
+pub struct ExecControl {
+    ctrl: Sender<Ctrl>,
+    closed: Receiver<()>,
+}
+
+impl ExecControl {
+    /// Asks the exec's writer to send close 1001 ("going away") and stop writing.
+    pub fn going_away(&self) {
+        let _ = self
+            .ctrl
+            .try_send(Ctrl::Close(close_code::GOING_AWAY, "server shutting down"));
+    }
+
+    /// Waits until the close frame is out (or the writer ended), at most until `deadline`.
+    pub fn wait_closed(&self, deadline: Instant) {
+        let _ = self.closed.recv_deadline(deadline);
+    }
+}
+
+/// Removes an exec from the server's registry when its connection ends.
+struct Registered<'a> {
+    shared: &'a Shared,
+    pid: u32,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        crate::lock(&self.shared.execs).remove(&self.pid);
+    }
+}
+
+/// Requests from the reader (or the server, at shutdown) to the writer.
+enum Ctrl {
+    Pong(Vec<u8>),
+    /// Send a close frame with this code and reason; the reader is done.
+    Close(u16, &'static str),
+    /// The client is gone; write nothing more.
+    Gone,
+}
+
+/// Runs an upgraded exec on `stream` until it ends. `leftover` = bytes the client sent
+/// right behind the upgrade request.
+pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade) {
+    let Upgrade {
+        mut child,
+        session,
+        accept_key,
+    } = up;
+    let pid = session.pid;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let stdin = child.stdin.take();
+    for fd in [
+        stdout.as_ref().map(|p| p.as_raw_fd()),
+        stderr.as_ref().map(|p| p.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        grow_pipe(fd);
+    }
+
+    let _ = stream.set_read_timeout(Some(CLIENT_SILENCE));
+    let (data_tx, data_rx) = bounded::<Out>(8);
+    let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
+    let (done_tx, done_rx) = bounded::<()>(1);
+    let exit_sent = Arc::new(AtomicBool::new(false));
+    let (free_out_tx, free_out_rx) = bounded::<Vec<u8>>(BUFFERS_PER_PIPE);
+    let (free_err_tx, free_err_rx) = bounded::<Vec<u8>>(BUFFERS_PER_PIPE);
+
+    let mut preamble = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept_key}\r\nX-Sprite-Capabilities: signal\r\n\
+         Sprite-Version: {SPRITE_VERSION}\r\n\r\n"
+    )
+    .into_bytes();
+    let info = format!(r#"{{"type":"session_info","session_id":"{pid}","tty":false}}"#);
+    preamble.extend_from_slice(&ws::encode_frame(opcode::TEXT, &[info.as_bytes()]));
+
+    // Failure to start any helper thread ends the exec: kill the group, let whatever did
+    // start wind down (their channels disconnect), and reap the process ourselves if the
+    // waiter never got it.
+    let abort = |child: Option<&mut Child>| {
+        signal::kill_group(pid, libc::SIGKILL);
+        session.mark_exited();
+        if let Some(c) = child {
+            let _ = c.wait();
+        }
+        shared.sessions.finish(&session);
+        let _ = stream.shutdown(Shutdown::Both);
+    };
+
+    let writer = stream.try_clone().and_then(|sock| {
+        let exit_sent = exit_sent.clone();
+        spawn_named("sprites-exec-writer", move || {
+            let w = Writer {
+                sock,
+                broken: false,
+                closed: false,
+            };
+            let free = [free_out_tx, free_err_tx];
+            writer_main(w, preamble, data_rx, ctrl_rx, free, &exit_sent, &done_tx);
+        })
+    });
+    if writer.is_err() {
+        return abort(Some(&mut child));
+    }
+    crate::lock(&shared.execs).insert(
+        pid,
+        ExecControl {
+            ctrl: ctrl_tx.clone(),
+            closed: done_rx.clone(),
+        },
+    );
+    let _registered = Registered {
+        shared: &shared,
+        pid,
+    };
+
+    let waiter = {
+        let data_tx = data_tx.clone();
+        let session = session.clone();
+        let shared = shared.clone();
+        spawn_named("sprites-exec-stderr", move || {
+            if let Some(err) = stderr {
+                pump(err, stream_id::STDERR, &data_tx, &free_err_rx, &session);
+            }
+            let _ = data_tx.send(Out::Eof);
+            let code = wait_exit(&mut child, &session);
+            shared.sessions.finish(&session);
+            let _ = data_tx.send(Out::Exited(code));
+        })
+    };
+    if waiter.is_err() {
+        // The closure (and the Child in it) is gone; reap by PID.
+        signal::kill_group(pid, libc::SIGKILL);
+        session.mark_exited();
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        unsafe {
+            let mut st = 0;
+            libc::waitpid(pid as libc::pid_t, &mut st, 0);
+        }
+        shared.sessions.finish(&session);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    {
+        let session = session.clone();
+        let started = spawn_named("sprites-exec-stdout", move || {
+            if let Some(out) = stdout {
+                pump(out, stream_id::STDOUT, &data_tx, &free_out_rx, &session);
+            }
+            let _ = data_tx.send(Out::Eof);
+        });
+        if started.is_err() {
+            // The waiter will reap; the writer never sees two EOFs and ends when the data
+            // senders are all dropped.
+            signal::kill_group(pid, libc::SIGKILL);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let mut stdin_tx = stdin.and_then(|pipe| {
+        let (tx, rx) = bounded::<(Vec<u8>, usize)>(4);
+        spawn_named("sprites-exec-stdin", move || stdin_main(pipe, rx))
+            .ok()
+            .map(|_| tx)
+    });
+
+    let Ok(read_sock) = stream.try_clone() else {
+        signal::kill_group(pid, libc::SIGKILL);
+        let _ = ctrl_tx.try_send(Ctrl::Gone);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    };
+    let mut reader = MessageReader::new(read_sock, leftover);
+    let close_with = loop {
+        match reader.read_message() {
+            Ok(Message::Binary(data)) => match data.first() {
+                Some(&stream_id::STDIN) if data.len() > 1 => {
+                    if let Some(tx) = &stdin_tx {
+                        if tx.send((data, 1)).is_err() {
+                            stdin_tx = None; // the process closed its stdin
+                        }
+                    }
+                }
+                Some(&stream_id::STDIN_EOF) => stdin_tx = None,
+                _ => {} // empty frames and unknown stream ids are ignored
+            },
+            Ok(Message::Text(text)) => {
+                if let Some(sig) = signal_request(&text) {
+                    session.signal(sig);
+                }
+            }
+            Ok(Message::Ping(payload)) => {
+                // If the writer is backed up, a dropped pong is harmless: the client's next
+                // ping (or our own pings) keeps the connection alive.
+                let _ = ctrl_tx.try_send(Ctrl::Pong(payload));
+            }
+            Ok(Message::Pong) => {}
+            Ok(Message::Close(code)) => break Some((echo_close_code(code), "")),
+            Err(ReadError::Protocol(code, reason)) => break Some((code, reason)),
+            Err(ReadError::Eof) | Err(ReadError::Io) => break None,
+        }
+    };
+    drop(stdin_tx);
+    if !exit_sent.load(Ordering::SeqCst) {
+        // The client left before the exit report: the exec is over for everyone.
+        signal::kill_group(pid, libc::SIGKILL);
+    }
+    match close_with {
+        Some((code, reason)) => {
+            if ctrl_tx
+                .send_timeout(Ctrl::Close(code, reason), CLOSE_WAIT)
+                .is_ok()
+            {
+                // Wait (bounded) until the writer has sent the close frame.
+                let _ = done_rx.recv_timeout(CLOSE_WAIT);
+            }
+        }
+        None => {
+            let _ = ctrl_tx.try_send(Ctrl::Gone);
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn spawn_named(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(128 * 1024)
+        .spawn(f)
+}
+
+/// Asks for a bigger pipe so a fast producer does fewer, larger writes. Best effort: the
+/// kernel may refuse (per-user pipe limits), which only costs throughput.
+fn grow_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ takes an int and touches no memory.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
+}
+
+/// Reads `pipe` until EOF, sending each chunk as one frame-ready buffer.
+fn pump(
+    mut pipe: impl Read,
+    stream: u8,
+    data_tx: &Sender<Out>,
+    free_rx: &Receiver<Vec<u8>>,
+    session: &Session,
+) {
+    let mut allocated = 0;
+    loop {
+        let mut buf = match free_rx.try_recv() {
+            Ok(b) => b,
+            Err(_) if allocated < BUFFERS_PER_PIPE => {
+                allocated += 1;
+                vec![0u8; FRAME_BUF]
+            }
+            Err(_) => match free_rx.recv() {
+                Ok(b) => b,
+                Err(_) => return, // writer gone
+            },
+        };
+        let n = loop {
+            match pipe.read(&mut buf[ws::MAX_HEADER + 1..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break 0,
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        session.note_output(n);
+        buf[ws::MAX_HEADER] = stream;
+        if data_tx
+            .send(Out::Data {
+                stream,
+                buf,
+                len: n,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Waits for the process leader to exit and returns the exit byte: the exit code, or
+/// 128 + N when killed by signal N.
+fn wait_exit(child: &mut Child, session: &Session) -> u8 {
+    // Wait without reaping first, then mark the session exited, then reap: while the
+    // zombie exists its PID cannot be reused, so a concurrent `signal` can never hit a
+    // stranger's process group.
+    let pid = child.id() as libc::id_t;
+    loop {
+        // SAFETY: siginfo_t is plain data, zero is a valid bit pattern; waitid writes it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    session.mark_exited();
+    match child.wait() {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => (code & 0xff) as u8,
+            (None, Some(sig)) => (128 + sig) as u8,
+            (None, None) => 1,
+        },
+        Err(_) => 1,
+    }
+}
+
+fn stdin_main(mut pipe: ChildStdin, rx: Receiver<(Vec<u8>, usize)>) {
+    for (buf, offset) in rx {
+        if pipe.write_all(&buf[offset..]).is_err() {
+            return;
+        }
+    }
+    // Channel closed (EOF frame or client gone): dropping `pipe` closes the process's stdin.
+}
+
+/// `{"type":"signal","signal":"TERM"}` → the signal number (names with or without `SIG`,
+/// or numbers). Anything else (resize, unknown types, junk) → None.
+fn signal_request(text: &str) -> Option<i32> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v.get("type")?.as_str()? != "signal" {
+        return None;
+    }
+    match v.get("signal")? {
+        serde_json::Value::String(s) => signal::parse(s),
+        serde_json::Value::Number(n) => signal::parse(&n.to_string()),
+        _ => None,
+    }
+}
+
+/// The close code to answer a client's close with: its own code when that may be sent on
+/// the wire, else 1000.
+fn echo_close_code(code: Option<u16>) -> u16 {
+    match code {
+        Some(c @ (1000..=1003 | 1007..=1011 | 3000..=4999)) => c,
+        _ => close_code::NORMAL,
+    }
+}
+
+/// The socket's write side, owned by the writer thread.
+struct Writer {
+    sock: TcpStream,
+    /// A write failed: the peer is gone; write nothing more.
+    broken: bool,
+    /// Our close frame is out: write nothing more.
+    closed: bool,
+}
+
+impl Writer {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.broken || self.closed {
+            return;
+        }
+        if self.sock.write_all(bytes).is_err() {
+            self.broken = true;
+            // Wake the reader too: the exec is over from the client's side.
+            let _ = self.sock.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn frame(&mut self, op: u8, payload: &[u8]) {
+        if !(self.broken || self.closed) {
+            self.write(&ws::encode_frame(op, &[payload]));
+        }
+    }
+
+    /// Writes an output chunk from a pump buffer in place (header goes in the reserved
+    /// bytes in front of the stream id).
+    fn data(&mut self, buf: &mut [u8], len: usize) {
+        let mut hdr = [0u8; ws::MAX_HEADER];
+        let h = ws::header_into(opcode::BINARY, len + 1, &mut hdr);
+        let start = ws::MAX_HEADER - h;
+        buf[start..ws::MAX_HEADER].copy_from_slice(&hdr[start..]);
+        if let Some(frame) = buf.get(start..ws::MAX_HEADER + 1 + len) {
+            self.write(frame);
+        }
+    }
+
+    /// Sends a close frame (bounded by a write timeout, since the client may not be
+    /// reading) and stops writing.
+    fn close(&mut self, code: u16, reason: &str) {
+        if !(self.broken || self.closed) {
+            let _ = self.sock.set_write_timeout(Some(CLOSE_WAIT));
+            self.frame(opcode::CLOSE, &ws::close_payload(code, reason));
+            self.closed = true;
+        }
+    }
+}
+
+fn writer_main(
+    mut w: Writer,
+    preamble: Vec<u8>,
+    data_rx: Receiver<Out>,
+    ctrl_rx: Receiver<Ctrl>,
+    free_tx: [Sender<Vec<u8>>; 2],
+    exit_sent: &AtomicBool,
+    done_tx: &Sender<()>,
+) {
+    w.write(&preamble);
+    let mut ctrl = ctrl_rx;
+    let mut eofs = 0;
+    let mut exit_code = None;
+    let mut reader_done = false;
+    let mut next_ping = Instant::now() + PING_EVERY;
+
+    while eofs < 2 || exit_code.is_none() {
+        let until_ping = next_ping.saturating_duration_since(Instant::now());
+        select! {
+            recv(ctrl) -> m => match m {
+                Ok(Ctrl::Pong(p)) => w.frame(opcode::PONG, &p),
+                Ok(Ctrl::Close(code, reason)) => {
+                    w.close(code, reason);
+                    let _ = done_tx.try_send(());
+                    reader_done = true;
+                    ctrl = never();
+                }
+                Ok(Ctrl::Gone) | Err(_) => {
+                    reader_done = true;
+                    ctrl = never();
+                }
+            },
+            recv(data_rx) -> m => match m {
+                Ok(Out::Data { stream, mut buf, len }) => {
+                    if !reader_done {
+                        w.data(&mut buf, len);
+                    }
+                    let idx = usize::from(stream == stream_id::STDERR);
+                    let _ = free_tx[idx].try_send(buf);
+                }
+                Ok(Out::Eof) => eofs += 1,
+                Ok(Out::Exited(code)) => exit_code = Some(code),
+                // Every producer is gone without finishing: setup failed part-way.
+                Err(_) => {
+                    w.close(1011, "internal error");
+                    return;
+                }
+            },
+            default(until_ping) => {
+                if !reader_done {
+                    w.frame(opcode::PING, b"");
+                }
+                next_ping = Instant::now() + PING_EVERY;
+            }
+        }
+    }
+    if reader_done || w.broken {
+        return;
+    }
+    // Set before writing: a client that closes the instant it sees the exit frame must
+    // not make the reader kill the (finished) process group.
+    exit_sent.store(true, Ordering::SeqCst);
+    w.frame(opcode::BINARY, &[stream_id::EXIT, exit_code.unwrap_or(0)]);
+
+    // Clients close as soon as they have the exit report; give them CLOSE_WAIT to do so.
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        select! {
+            recv(ctrl) -> m => match m {
+                Ok(Ctrl::Pong(p)) => w.frame(opcode::PONG, &p),
+                Ok(Ctrl::Close(code, reason)) => {
+                    w.close(code, reason);
+                    return;
+                }
+                Ok(Ctrl::Gone) | Err(_) => return,
+            },
+            default(deadline.saturating_duration_since(Instant::now())) => {
+                w.close(close_code::NORMAL, "");
+                let _ = w.sock.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Result<ExecParams, String> {
+        parse_params(&Query::parse(q).unwrap()).map_err(|r| String::from_utf8(r.body).unwrap())
+    }
+
+    #[test]
+    fn exec_params() {
+        let p = params("cmd=sh&cmd=-c&cmd=echo+hi&env=A%3D1&env=B%3Dx%3Dy&dir=%2Ftmp&stdin=true")
+            .unwrap();
+        assert_eq!(p.argv, ["sh", "-c", "echo hi"]);
+        assert_eq!(p.program, "sh");
+        assert_eq!(
+            p.env,
+            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(p.dir.as_deref(), Some("/tmp"));
+        assert!(p.stdin);
+        assert_eq!(params("cmd=x&path=/bin/true").unwrap().program, "/bin/true");
+    }
+
+    #[test]
+    fn exec_params_errors() {
+        for q in ["", "path=ls", "cmd=", "cmd=&cmd=x"] {
+            let e = params(q).unwrap_err();
+            assert!(
+                e.contains("exec requires at least one cmd parameter"),
+                "{q}: {e}"
+            );
+        }
+        assert!(params("cmd=ls&tty=true")
+            .unwrap_err()
+            .contains("tty not yet supported"));
+        assert!(params("cmd=ls&tty=maybe").is_err());
+        assert!(params("cmd=ls&env=NOEQUALS")
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+        assert!(params("cmd=ls&env=%3Dv").is_err());
+        assert!(params("cmd=a%00b").is_err());
+    }
+
+    #[test]
+    fn signal_messages() {
+        assert_eq!(
+            signal_request(r#"{"type":"signal","signal":"TERM"}"#),
+            Some(libc::SIGTERM)
+        );
+        assert_eq!(
+            signal_request(r#"{"type":"signal","signal":"SIGINT"}"#),
+            Some(libc::SIGINT)
+        );
+        assert_eq!(signal_request(r#"{"type":"signal","signal":9}"#), Some(9));
+        assert_eq!(signal_request(r#"{"type":"signal","signal":"NOPE"}"#), None);
+        assert_eq!(
+            signal_request(r#"{"type":"resize","cols":1,"rows":2}"#),
+            None
+        );
+        assert_eq!(signal_request("not json"), None);
+    }
+
+    #[test]
+    fn close_code_echo() {
+        assert_eq!(echo_close_code(Some(1000)), 1000);
+        assert_eq!(echo_close_code(Some(4001)), 4001);
+        assert_eq!(echo_close_code(Some(1005)), 1000);
+        assert_eq!(echo_close_code(None), 1000);
+    }
+}

@@ -1,0 +1,216 @@
+//! `sprites-local` command line: run the local Sprites API server until SIGINT/SIGTERM.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use sprites_local::{Runtime, Server};
+
+const USAGE: &str = "\
+sprites-local — a local server that speaks the Sprites API
+
+USAGE:
+    sprites-local [serve] [OPTIONS]
+
+OPTIONS:
+    --addr ADDR         address to listen on (default 127.0.0.1:7780)
+    --token TOKEN       bearer token clients must send (default: $SPRITES_LOCAL_TOKEN,
+                        else a random one, printed at startup)
+    --data-dir DIR      where sprites are stored (default: $XDG_DATA_HOME/sprites-local
+                        or ~/.local/share/sprites-local)
+    --runtime RUNTIME   auto | sandbox | host (default auto; only host exists so far,
+                        and it does NOT isolate anything)
+    -h, --help          print this help
+    -V, --version       print the version
+";
+
+const DEFAULT_ADDR: &str = "127.0.0.1:7780";
+
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    addr: Option<String>,
+    token: Option<String>,
+    data_dir: Option<String>,
+    runtime: Option<Runtime>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Cmd {
+    Help,
+    Version,
+    Serve(Options),
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
+    let mut opts = Options::default();
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("serve") {
+        args.next();
+    }
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help),
+            "-V" | "--version" => return Ok(Cmd::Version),
+            "--addr" => opts.addr = Some(value("--addr")?),
+            "--token" => opts.token = Some(value("--token")?),
+            "--data-dir" => opts.data_dir = Some(value("--data-dir")?),
+            "--runtime" => opts.runtime = Some(value("--runtime")?.parse()?),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(Cmd::Serve(opts))
+}
+
+/// Write end of the self-pipe the signal handler writes to (-1 until installed).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_termination_signal(_sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the buffer is a valid one-byte static.
+        unsafe {
+            libc::write(fd, b"x".as_ptr().cast(), 1);
+        }
+    }
+}
+
+/// Installs SIGINT/SIGTERM handlers that write to a pipe, and returns its read end.
+///
+/// A handler rather than blocking the signals and `sigwait`ing: a blocked mask would be
+/// inherited by every command the server spawns, while handlers reset to the default
+/// action on exec, so sprites' processes see ordinary signal behaviour.
+fn install_termination_handler() -> std::io::Result<std::fs::File> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array; sigaction gets a zeroed, then filled,
+    // struct and a handler that only does async-signal-safe work.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_termination_signal as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(std::fs::File::from_raw_fd(fds[0]))
+    }
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Cmd::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cmd::Version) => {
+            println!("sprites-local {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cmd::Serve(o)) => o,
+        Err(e) => {
+            eprintln!("sprites-local: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut signals = match install_termination_handler() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sprites-local: installing signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let token = opts.token.or_else(|| {
+        std::env::var("SPRITES_LOCAL_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    let generated = token.is_none();
+    let mut builder = Server::builder()
+        .addr(opts.addr.unwrap_or_else(|| DEFAULT_ADDR.to_owned()))
+        .runtime(opts.runtime.unwrap_or(Runtime::Auto));
+    if let Some(t) = token {
+        builder = builder.token(t);
+    }
+    if let Some(d) = opts.data_dir {
+        builder = builder.data_dir(d);
+    }
+    let server = match builder.start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sprites-local: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "sprites-local listening on {}", server.url());
+    if generated {
+        let _ = writeln!(out, "token: {}", server.token());
+    }
+    let _ = writeln!(out, "{}", server.runtime_note());
+    let _ = out.flush();
+    drop(out);
+
+    // Blocks until a handler writes to the pipe (read errors other than EINTR end it too).
+    let mut byte = [0u8; 1];
+    loop {
+        match signals.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => break,
+        }
+    }
+    eprintln!("sprites-local: shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cmd, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn args() {
+        assert_eq!(parse(&[]), Ok(Cmd::Serve(Options::default())));
+        assert_eq!(parse(&["--help"]), Ok(Cmd::Help));
+        let Ok(Cmd::Serve(o)) = parse(&[
+            "serve",
+            "--addr",
+            "127.0.0.1:1",
+            "--token=t",
+            "--data-dir",
+            "/d",
+            "--runtime",
+            "host",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(o.addr.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(o.token.as_deref(), Some("t"));
+        assert_eq!(o.data_dir.as_deref(), Some("/d"));
+        assert_eq!(o.runtime, Some(Runtime::Host));
+        assert!(parse(&["--addr"]).is_err());
+        assert!(parse(&["--runtime", "vm"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

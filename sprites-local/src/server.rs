@@ -1,0 +1,346 @@
+//! The server: builder, listener, per-connection threads and shutdown.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use std::{fmt, io};
+
+use crate::api::{self, Reply};
+use crate::http::{write_response, RecvError, RequestReader, Response};
+use crate::runtime::{self, Runtime, SpriteRuntime};
+use crate::sessions::Sessions;
+use crate::store::Store;
+use crate::{exec, lock, random};
+
+/// How long shutdown waits for running execs' close frames to go out.
+const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long an idle keep-alive connection may sit between requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub token: String,
+    pub store: Store,
+    pub sessions: Sessions,
+    pub runtime: Box<dyn SpriteRuntime>,
+    shutting_down: AtomicBool,
+    /// Open connections, so shutdown can cut them (idle keep-alives, running execs).
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Running execs by session id, so shutdown can close them with 1001.
+    pub execs: Mutex<HashMap<u32, exec::ExecControl>>,
+    next_conn: AtomicU64,
+}
+
+/// Entry point: `Server::builder()...start()`.
+///
+/// ```no_run
+/// let server = sprites_local::Server::builder()
+///     .data_dir("/tmp/sprites-data")
+///     .start()?;
+/// println!("{} (token {})", server.url(), server.token());
+/// server.shutdown();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    _private: (),
+}
+
+impl Server {
+    /// A builder with the defaults: `127.0.0.1:0`, a random token, the default data dir
+    /// and [`Runtime::Auto`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            addr: "127.0.0.1:0".into(),
+            token: None,
+            data_dir: None,
+            runtime: Runtime::Auto,
+        }
+    }
+}
+
+/// Configures and starts a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    addr: String,
+    token: Option<String>,
+    data_dir: Option<PathBuf>,
+    runtime: Runtime,
+}
+
+impl ServerBuilder {
+    /// Address to listen on (default `127.0.0.1:0`: loopback, any free port).
+    pub fn addr(mut self, addr: impl Into<String>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// The bearer token clients must send (default: 32 random hex characters).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Where sprites are stored (default: [`default_data_dir`]).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Which runtime runs sprites' processes (default [`Runtime::Auto`]).
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Loads the data dir, binds the address and starts accepting connections on a
+    /// background thread. Returns once the server is reachable.
+    pub fn start(self) -> io::Result<ServerHandle> {
+        let rt = runtime::resolve(self.runtime)?;
+        let token = match self.token {
+            Some(t) if t.is_empty() || t.chars().any(char::is_whitespace) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "token must be non-empty and contain no whitespace",
+                ))
+            }
+            Some(t) => t,
+            None => random::hex(16)?,
+        };
+        let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
+        std::fs::create_dir_all(&data_dir)?;
+        let store = Store::open(&data_dir)?;
+        let listener = TcpListener::bind(&self.addr)?;
+        let addr = listener.local_addr()?;
+        let listener_fd = listener.as_raw_fd();
+        let kind = rt.kind();
+        let note = rt.note();
+        let shared = Arc::new(Shared {
+            token,
+            store,
+            sessions: Sessions::default(),
+            runtime: rt,
+            shutting_down: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+        });
+        let accept = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sprites-accept".into())
+                .spawn(move || accept_loop(&shared, listener))?
+        };
+        Ok(ServerHandle {
+            addr,
+            shared,
+            runtime: kind,
+            note,
+            accept: Some(accept),
+            listener_fd,
+        })
+    }
+}
+
+/// `$XDG_DATA_HOME/sprites-local`, else `~/.local/share/sprites-local`, else
+/// `./sprites-local-data`.
+pub fn default_data_dir() -> PathBuf {
+    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(x) = non_empty("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("sprites-local");
+    }
+    if let Some(h) = non_empty("HOME") {
+        return PathBuf::from(h).join(".local/share/sprites-local");
+    }
+    PathBuf::from("sprites-local-data")
+}
+
+/// A running server. Dropping it shuts it down like [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    runtime: Runtime,
+    note: String,
+    accept: Option<JoinHandle<()>>,
+    listener_fd: RawFd,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Base URL for clients, e.g. `http://127.0.0.1:41234` (no trailing slash). A wildcard
+    /// bind address is reported as loopback, which is where a local client can reach it.
+    pub fn url(&self) -> String {
+        let mut a = self.addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{a}")
+    }
+
+    /// The address the listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bearer token clients must send.
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// The runtime in use ([`Runtime::Auto`] resolved).
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// One line for humans on what the runtime isolates (the host runtime: nothing).
+    pub fn runtime_note(&self) -> String {
+        self.note.clone()
+    }
+
+    /// Stops accepting, SIGKILLs every running exec's process group, cuts open
+    /// connections and joins the accept thread. Returns within milliseconds.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        // On Linux, shutting down a listening socket wakes a thread blocked in accept()
+        // (it returns EINVAL), so no self-connect trick or polling is needed.
+        // SAFETY: the fd belongs to the listener, which the accept thread keeps open until
+        // it returns, and we have not joined it yet.
+        unsafe {
+            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
+        }
+        let _ = accept.join();
+        // Running execs: close 1001 "going away" first (so clients get a reason rather than
+        // a cut connection), then kill their processes, then give the close frames a
+        // bounded moment to go out before every connection is cut.
+        let execs: Vec<exec::ExecControl> = lock(&self.shared.execs).values().cloned().collect();
+        for e in &execs {
+            e.going_away();
+        }
+        self.shared.sessions.signal_all(libc::SIGKILL);
+        let deadline = Instant::now() + SHUTDOWN_CLOSE_WAIT;
+        for e in &execs {
+            e.wait_closed(deadline);
+        }
+        for conn in lock(&self.shared.conns).values() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => spawn_connection(shared, stream),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(_) => {
+                // Out of fds or memory: back off briefly instead of spinning on the error
+                // (the only sleep in the server, and not on a request's path).
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if let Ok(clone) = stream.try_clone() {
+        lock(&shared.conns).insert(id, clone);
+    }
+    let conn_shared = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("sprites-conn".into())
+        .spawn(move || {
+            let panic_out = stream.try_clone().ok();
+            let outcome = catch_unwind(AssertUnwindSafe(|| serve_connection(&conn_shared, stream)));
+            if outcome.is_err() {
+                // Last resort: the handler panicked. Tell the client, then drop the
+                // connection; nothing else in the server is affected.
+                if let Some(mut s) = panic_out {
+                    let r = Response::error(500, "internal", "internal server error");
+                    let _ = write_response(&mut s, &r, false, false);
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            }
+            lock(&conn_shared.conns).remove(&id);
+        });
+    if spawned.is_err() {
+        lock(&shared.conns).remove(&id);
+    }
+}
+
+fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = RequestReader::new(stream);
+    loop {
+        if shared.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut send_continue = || out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let req = match reader.read_request(&mut send_continue) {
+            Ok(Some(req)) => req,
+            Ok(None) | Err(RecvError::Io) => return,
+            Err(RecvError::Bad { status, message }) => {
+                let r = Response::error(status, "invalid_request", &message);
+                let _ = write_response(&mut out, &r, false, false);
+                // Let the response reach the client before the socket closes.
+                let _ = out.shutdown(Shutdown::Write);
+                return;
+            }
+        };
+        let head_only = req.method == "HEAD";
+        let keep_alive = !req.wants_close();
+        match api::handle(shared, &req) {
+            Reply::Response(resp) => {
+                if write_response(&mut out, &resp, head_only, keep_alive).is_err() || !keep_alive {
+                    return;
+                }
+            }
+            Reply::Upgrade(up) => {
+                let (stream, leftover) = reader.into_parts();
+                exec::run(shared.clone(), stream, leftover, *up);
+                return;
+            }
+        }
+    }
+}

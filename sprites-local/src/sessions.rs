@@ -1,0 +1,214 @@
+//! The registry of exec sessions: which processes run for which sprite, plus a short
+//! memory of recently exited ones (so a kill can answer 410 Gone instead of 404).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{lock, signal};
+
+/// How many exited session ids to remember per server.
+const EXITED_MEMORY: usize = 1000;
+
+/// One running exec. The id is the PID of the process, which leads its own process group.
+pub struct Session {
+    /// PID = process-group id = session id.
+    pub pid: u32,
+    /// Owning sprite.
+    pub sprite: String,
+    /// The command line, for display.
+    pub command: String,
+    /// Working directory, for display.
+    pub workdir: String,
+    /// Start time.
+    pub created: SystemTime,
+    /// Guards against signalling a recycled PID: set once the leader has exited, under the
+    /// same lock `signal` takes (the leader is then a zombie, so its PID is still ours).
+    exited: Mutex<bool>,
+    exited_cv: Condvar,
+    last_activity_ns: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Session {
+    /// A new session record for process `pid`.
+    pub fn new(pid: u32, sprite: String, command: String, workdir: String) -> Session {
+        let created = SystemTime::now();
+        Session {
+            pid,
+            sprite,
+            command,
+            workdir,
+            created,
+            exited: Mutex::new(false),
+            exited_cv: Condvar::new(),
+            last_activity_ns: AtomicU64::new(unix_ns(created)),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends `sig` to the session's process group. False if the leader already exited.
+    pub fn signal(&self, sig: i32) -> bool {
+        let exited = lock(&self.exited);
+        if *exited {
+            return false;
+        }
+        signal::kill_group(self.pid, sig);
+        true
+    }
+
+    /// Marks the leader as exited (call before reaping it) and wakes waiters.
+    pub fn mark_exited(&self) {
+        *lock(&self.exited) = true;
+        self.exited_cv.notify_all();
+    }
+
+    /// Blocks until the leader exits or `timeout` passes; true if it exited.
+    pub fn wait_exited(&self, timeout: Duration) -> bool {
+        let guard = lock(&self.exited);
+        let (guard, _) = self
+            .exited_cv
+            .wait_timeout_while(guard, timeout, |exited| !*exited)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+
+    /// Records `n` bytes of output just now.
+    pub fn note_output(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.last_activity_ns
+            .store(unix_ns(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Time of the last output (or the start).
+    pub fn last_activity(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.last_activity_ns.load(Ordering::Relaxed))
+    }
+
+    /// Average output rate since the start.
+    pub fn bytes_per_second(&self) -> f64 {
+        let secs = self.created.elapsed().unwrap_or_default().as_secs_f64();
+        if secs <= 0.0 {
+            0.0
+        } else {
+            self.bytes_out.load(Ordering::Relaxed) as f64 / secs
+        }
+    }
+}
+
+/// Outcome of looking a session id up.
+pub enum Lookup {
+    /// Running.
+    Active(Arc<Session>),
+    /// Ran recently and has exited.
+    Exited,
+    /// Never seen (or forgotten).
+    Unknown,
+}
+
+#[derive(Default)]
+struct Inner {
+    active: HashMap<u32, Arc<Session>>,
+    exited_order: VecDeque<(String, u32)>,
+    exited: HashSet<(String, u32)>,
+}
+
+/// All sessions of the server.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+impl Sessions {
+    /// Registers a started session.
+    pub fn insert(&self, s: Arc<Session>) {
+        let mut inner = lock(&self.inner);
+        // A recycled PID must not keep answering 410 for the new session.
+        inner.exited.remove(&(s.sprite.clone(), s.pid));
+        inner.active.insert(s.pid, s);
+    }
+
+    /// Moves a session whose leader exited to the exited memory.
+    pub fn finish(&self, s: &Session) {
+        let mut inner = lock(&self.inner);
+        if inner
+            .active
+            .get(&s.pid)
+            .is_some_and(|a| std::ptr::eq(&**a, s))
+        {
+            inner.active.remove(&s.pid);
+        }
+        let key = (s.sprite.clone(), s.pid);
+        if inner.exited.insert(key.clone()) {
+            inner.exited_order.push_back(key);
+        }
+        while inner.exited_order.len() > EXITED_MEMORY {
+            if let Some(old) = inner.exited_order.pop_front() {
+                inner.exited.remove(&old);
+            }
+        }
+    }
+
+    /// Finds session `id` of sprite `sprite`.
+    pub fn lookup(&self, sprite: &str, id: u32) -> Lookup {
+        let inner = lock(&self.inner);
+        match inner.active.get(&id) {
+            Some(s) if s.sprite == sprite => Lookup::Active(s.clone()),
+            _ if inner.exited.contains(&(sprite.to_owned(), id)) => Lookup::Exited,
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// Running sessions of `sprite`, oldest first.
+    pub fn list(&self, sprite: &str) -> Vec<Arc<Session>> {
+        let inner = lock(&self.inner);
+        let mut v: Vec<_> = inner
+            .active
+            .values()
+            .filter(|s| s.sprite == sprite)
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| (s.created, s.pid));
+        v
+    }
+
+    /// Number of running sessions per sprite.
+    pub fn running_counts(&self) -> HashMap<String, usize> {
+        let inner = lock(&self.inner);
+        let mut m = HashMap::new();
+        for s in inner.active.values() {
+            *m.entry(s.sprite.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// True if `sprite` has a running session.
+    pub fn is_running(&self, sprite: &str) -> bool {
+        lock(&self.inner)
+            .active
+            .values()
+            .any(|s| s.sprite == sprite)
+    }
+
+    /// Signals every running session of `sprite`.
+    pub fn signal_sprite(&self, sprite: &str, sig: i32) {
+        for s in self.list(sprite) {
+            s.signal(sig);
+        }
+    }
+
+    /// Signals every running session of every sprite.
+    pub fn signal_all(&self, sig: i32) {
+        let all: Vec<_> = lock(&self.inner).active.values().cloned().collect();
+        for s in all {
+            s.signal(sig);
+        }
+    }
+}

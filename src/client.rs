@@ -1,0 +1,266 @@
+//! [`Client`]: the token, the base URL and one shared HTTP agent; [`ClientBuilder`] to configure it.
+
+use crate::error::{Error, Result};
+use crate::sprite::Sprite;
+use crate::url::BaseUrl;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The API's public base URL, used when none is given.
+pub const DEFAULT_BASE_URL: &str = "https://api.sprites.dev";
+
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle to the Sprites API: cheap to clone, safe to share between threads.
+///
+/// All clones share one HTTP agent (and so one connection pool) and one TLS configuration.
+///
+/// ```no_run
+/// # fn main() -> sprites::Result<()> {
+/// let client = sprites::Client::new("spr_...")?;
+/// for info in client.sprites() {
+///     println!("{}", info?.name);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) base: BaseUrl,
+    pub(crate) token: String,
+    pub(crate) agent: ureq::Agent,
+    pub(crate) tls: Arc<native_tls::TlsConnector>,
+    pub(crate) user_agent: String,
+    pub(crate) http_timeout: Duration,
+    pub(crate) create_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("Client").field("base_url", &self.inner.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the public API with this token.
+    ///
+    /// Fails only if the system TLS library cannot be initialised.
+    ///
+    /// ```
+    /// let client = sprites::Client::new("spr_example")?;
+    /// assert_eq!(client.base_url(), "https://api.sprites.dev");
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn new(token: impl Into<String>) -> Result<Client> {
+        Client::builder().token(token).build()
+    }
+
+    /// A builder for a client with a custom base URL, timeouts or user agent.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = sprites::Client::builder()
+    ///     .base_url("http://127.0.0.1:7780/")
+    ///     .token("local-token")
+    ///     .http_timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// assert_eq!(client.base_url(), "http://127.0.0.1:7780");
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client configured from the environment: the token from `SPRITES_TOKEN` (or
+    /// `SPRITE_TOKEN`), the base URL from `SPRITES_API_URL` (default [`DEFAULT_BASE_URL`]).
+    ///
+    /// ```no_run
+    /// let client = sprites::Client::from_env()?;
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn from_env() -> Result<Client> {
+        let token = ["SPRITES_TOKEN", "SPRITE_TOKEN"]
+            .iter()
+            .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+            .ok_or_else(|| Error::Config("set SPRITES_TOKEN (or SPRITE_TOKEN) to an API token".into()))?;
+        let mut builder = Client::builder().token(token.trim());
+        if let Ok(url) = std::env::var("SPRITES_API_URL") {
+            if !url.trim().is_empty() {
+                builder = builder.base_url(url.trim());
+            }
+        }
+        builder.build()
+    }
+
+    /// The base URL requests go to, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.inner.base.as_str()
+    }
+
+    /// A handle to the sprite with this name. Does no I/O: the sprite need not exist yet.
+    ///
+    /// ```
+    /// let client = sprites::Client::new("spr_example")?;
+    /// let sprite = client.sprite("my-sprite");
+    /// assert_eq!(sprite.name(), "my-sprite");
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn sprite(&self, name: impl Into<String>) -> Sprite {
+        Sprite::new(self.clone(), name.into())
+    }
+
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.inner.base.as_str(), path_and_query)
+    }
+
+    /// A request with auth and user agent set, and the default JSON timeout.
+    pub(crate) fn request(&self, method: &str, path_and_query: &str) -> ureq::Request {
+        self.inner
+            .agent
+            .request(method, &self.url(path_and_query))
+            .set("Authorization", &format!("Bearer {}", self.inner.token))
+            .timeout(self.inner.http_timeout)
+    }
+
+    pub(crate) fn create_timeout(&self) -> Duration {
+        self.inner.create_timeout
+    }
+
+    /// Reads a JSON response body, bounded, and decodes it.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(response: ureq::Response) -> Result<T> {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(response.into_reader(), 64 << 20), &mut body)
+            .map_err(|e| Error::Transport(format!("reading response body: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Sends a request with an optional JSON body and returns the response; error statuses
+    /// become [`Error::Api`].
+    pub(crate) fn send(
+        &self,
+        request: ureq::Request,
+        body: Option<&serde_json::Value>,
+    ) -> Result<ureq::Response> {
+        let result = match body {
+            Some(json) => request
+                .set("Content-Type", "application/json")
+                .send_bytes(json.to_string().as_bytes()),
+            None => request.call(),
+        };
+        result.map_err(Error::from)
+    }
+}
+
+/// Configures a [`Client`].
+///
+/// ```
+/// let client = sprites::Client::builder().token("t").user_agent("my-tool/1.0").build()?;
+/// # Ok::<(), sprites::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    token: Option<String>,
+    user_agent: String,
+    http_timeout: Duration,
+    create_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            base_url: DEFAULT_BASE_URL.into(),
+            token: None,
+            user_agent: format!("sprites-rust/{}", env!("CARGO_PKG_VERSION")),
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            create_timeout: DEFAULT_CREATE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The API base URL (`http`, `https`; a trailing `/` is dropped). Default [`DEFAULT_BASE_URL`].
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The bearer token. Required.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The `User-Agent` header. Default `sprites-rust/<version>`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// Bound on each plain HTTP call (not on streams). Default 30 s.
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Bound on sprite creation, which may wait for capacity. Default 120 s.
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = timeout;
+        self
+    }
+
+    /// Bound on establishing a TCP (and TLS) connection. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// Errors with [`Error::Config`] when the token is missing or empty or the URL is not
+    /// `http(s)://host[:port][/prefix]`, and when the system TLS library cannot be initialised.
+    pub fn build(self) -> Result<Client> {
+        let token = self
+            .token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| Error::Config("a client needs a non-empty token".into()))?;
+        if token.chars().any(|c| c.is_control()) {
+            return Err(Error::Config("the token contains control characters".into()));
+        }
+        let base = BaseUrl::parse(&self.base_url)?;
+        let tls = Arc::new(
+            native_tls::TlsConnector::new().map_err(|e| Error::Config(format!("TLS initialisation failed: {e}")))?,
+        );
+        let agent = ureq::AgentBuilder::new()
+            .tls_connector(tls.clone())
+            .user_agent(&self.user_agent)
+            .timeout_connect(self.connect_timeout)
+            // Reads and writes of streamed bodies are bounded per operation, not in total, so a
+            // long download is never cut off while it makes progress.
+            .timeout_read(self.http_timeout)
+            .timeout_write(self.http_timeout)
+            .build();
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                base,
+                token,
+                agent,
+                tls,
+                user_agent: self.user_agent,
+                http_timeout: self.http_timeout,
+                create_timeout: self.create_timeout,
+                connect_timeout: self.connect_timeout,
+            }),
+        })
+    }
+}

@@ -1,0 +1,376 @@
+//! Errors: [`Error`] for everything the client does, [`ApiError`] for what the API said.
+//!
+//! The std-mirror surfaces ([`Command`](crate::Command), [`Child`](crate::Child) and its pipes)
+//! return [`std::io::Result`] so that code written against `std::process` ports by changing only
+//! where the value comes from. Every such `io::Error` wraps a [`sprites::Error`](Error) with an
+//! [`io::ErrorKind`] mapped from it, and [`Error::from_io`] gets it back.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// A `Result` whose error is [`sprites::Error`](Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking to the Sprites API.
+///
+/// ```
+/// use sprites::Error;
+/// let err = Error::InvalidInput("empty sprite name".into());
+/// assert_eq!(err.to_string(), "invalid input: empty sprite name");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The API answered with an error status (≥ 400).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+
+    /// The request never got an answer: DNS, connect, TLS or a cut connection.
+    #[error("transport error: {0}")]
+    Transport(String),
+
+    /// An exec WebSocket closed before the server reported an exit status.
+    ///
+    /// `code` and `reason` come from the close frame; both are `None`/empty when the
+    /// connection was cut without one (server killed, network gone).
+    #[error("connection closed before the exit status arrived (close code {code:?}, reason {reason:?})")]
+    ConnectionClosed {
+        /// The WebSocket close code, if a close frame arrived.
+        code: Option<u16>,
+        /// The close reason, if any.
+        reason: String,
+    },
+
+    /// Nothing arrived from the server for this long (keepalive pings unanswered).
+    #[error("no message from the server for {0:?}; connection presumed dead")]
+    KeepaliveTimeout(Duration),
+
+    /// A command ran past its [`Command::timeout`](crate::Command::timeout) and was killed.
+    #[error("command timed out after {0:?} and was killed")]
+    TimedOut(Duration),
+
+    /// The server sent something that breaks the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// A response body could not be decoded.
+    #[error("could not decode the server's response: {0}")]
+    Decode(String),
+
+    /// The caller passed something the API cannot express.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The client is not configured (no token, bad URL).
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    /// A local I/O error (reading local stdin, writing local stdout, ...).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// Recovers the `sprites::Error` inside an `io::Error` returned by a std-mirror method.
+    ///
+    /// ```
+    /// use sprites::Error;
+    /// let io_err: std::io::Error = Error::TimedOut(std::time::Duration::from_secs(1)).into();
+    /// assert_eq!(io_err.kind(), std::io::ErrorKind::TimedOut);
+    /// assert!(matches!(Error::from_io(&io_err), Some(Error::TimedOut(_))));
+    /// ```
+    pub fn from_io(err: &io::Error) -> Option<&Error> {
+        let inner = err.get_ref()?;
+        // A finished Child keeps its error in an Arc so that repeated waits can report it.
+        inner
+            .downcast_ref::<Error>()
+            .or_else(|| inner.downcast_ref::<std::sync::Arc<Error>>().map(|arc| &**arc))
+    }
+
+    /// The API error, if the server answered with an error status.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Error::Api(api) => Some(api),
+            _ => None,
+        }
+    }
+
+    /// The [`io::ErrorKind`] this error maps to when it crosses a std-mirror surface.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match self {
+            Error::Api(api) => api.io_kind(),
+            Error::Transport(_) => K::ConnectionRefused,
+            Error::ConnectionClosed { .. } => K::ConnectionReset,
+            Error::KeepaliveTimeout(_) | Error::TimedOut(_) => K::TimedOut,
+            Error::Protocol(_) | Error::Decode(_) => K::InvalidData,
+            Error::InvalidInput(_) | Error::Config(_) => K::InvalidInput,
+            Error::Io(err) => err.kind(),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        match err {
+            // Keep a plain local io::Error as it is: wrapping it again would hide its kind
+            // and OS code behind ours.
+            Error::Io(inner) => inner,
+            other => io::Error::new(other.io_kind(), other),
+        }
+    }
+}
+
+impl From<ureq::Error> for Error {
+    fn from(err: ureq::Error) -> Error {
+        match err {
+            ureq::Error::Status(status, response) => Error::Api(ApiError::from_response(status, response)),
+            ureq::Error::Transport(transport) => Error::Transport(transport.to_string()),
+        }
+    }
+}
+
+/// Rate-limit headers the API sent with an error (`X-RateLimit-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `X-RateLimit-Limit`: requests allowed in the window.
+    pub limit: Option<u64>,
+    /// `X-RateLimit-Remaining`: requests left in the window.
+    pub remaining: Option<u64>,
+    /// `X-RateLimit-Reset`: when the window resets, in Unix seconds.
+    pub reset: Option<u64>,
+}
+
+/// An error status from the API with its body (PROTOCOL.md §3.1); every field but the status is
+/// optional on the wire.
+///
+/// ```
+/// let err = sprites::ApiError::new(404, Some("sprite_not_found"), "no sprite named x");
+/// assert!(err.is_not_found());
+/// assert_eq!(err.to_string(), "API error 404 (sprite_not_found): no sprite named x");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Machine-readable code (`error` in the body), e.g. `sprite_creation_rate_limited`.
+    pub code: Option<String>,
+    /// Human-readable message; the raw body when it was not JSON.
+    pub message: String,
+    /// How long to wait before retrying: `retry_after_seconds` from the body, else `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// The `X-RateLimit-*` headers.
+    pub rate_limit: RateLimit,
+    /// `limit` from the body (rate and concurrency errors).
+    pub limit: Option<u64>,
+    /// `window_seconds` from the body.
+    pub window_seconds: Option<u64>,
+    /// `current_count` from the body (concurrency errors).
+    pub current_count: Option<u64>,
+    /// `upgrade_available` from the body.
+    pub upgrade_available: Option<bool>,
+    /// `upgrade_url` from the body.
+    pub upgrade_url: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ApiErrorBody {
+    error: Option<String>,
+    message: Option<String>,
+    limit: Option<u64>,
+    window_seconds: Option<u64>,
+    retry_after_seconds: Option<u64>,
+    current_count: Option<u64>,
+    upgrade_available: Option<bool>,
+    upgrade_url: Option<String>,
+}
+
+impl ApiError {
+    /// An error with just a status, code and message.
+    pub fn new(status: u16, code: Option<&str>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.map(str::to_owned),
+            message: message.into(),
+            retry_after: None,
+            rate_limit: RateLimit::default(),
+            limit: None,
+            window_seconds: None,
+            current_count: None,
+            upgrade_available: None,
+            upgrade_url: None,
+        }
+    }
+
+    /// Parses an error response: status, headers (looked up by `header`) and body.
+    ///
+    /// A JSON body fills the fields; any other body becomes the message; an empty body gives
+    /// `API error (status N)`. Header values that are not integers are ignored.
+    ///
+    /// ```
+    /// let body = br#"{"error":"sprite_creation_rate_limited","message":"slow down","retry_after_seconds":30}"#;
+    /// let err = sprites::ApiError::parse(429, |h| (h == "x-ratelimit-limit").then(|| "10".to_string()), body);
+    /// assert!(err.is_rate_limited());
+    /// assert_eq!(err.retry_after, Some(std::time::Duration::from_secs(30)));
+    /// assert_eq!(err.rate_limit.limit, Some(10));
+    /// ```
+    pub fn parse(status: u16, header: impl Fn(&str) -> Option<String>, body: &[u8]) -> ApiError {
+        let int_header = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        let parsed: Option<ApiErrorBody> = serde_json::from_str(text).ok();
+        let (code, message, parsed) = match parsed {
+            Some(b) => {
+                let message = b
+                    .message
+                    .clone()
+                    .or_else(|| b.error.clone())
+                    .unwrap_or_else(|| format!("API error (status {status})"));
+                (b.error.clone(), message, b)
+            }
+            None if text.is_empty() => (None, format!("API error (status {status})"), ApiErrorBody::default()),
+            None => (None, text.to_owned(), ApiErrorBody::default()),
+        };
+        let retry_after = parsed
+            .retry_after_seconds
+            .or_else(|| int_header("retry-after"))
+            .map(Duration::from_secs);
+        ApiError {
+            status,
+            code,
+            message,
+            retry_after,
+            rate_limit: RateLimit {
+                limit: int_header("x-ratelimit-limit"),
+                remaining: int_header("x-ratelimit-remaining"),
+                reset: int_header("x-ratelimit-reset"),
+            },
+            limit: parsed.limit,
+            window_seconds: parsed.window_seconds,
+            current_count: parsed.current_count,
+            upgrade_available: parsed.upgrade_available,
+            upgrade_url: parsed.upgrade_url,
+        }
+    }
+
+    pub(crate) fn from_response(status: u16, response: ureq::Response) -> ApiError {
+        let headers: Vec<(String, String)> = response
+            .headers_names()
+            .into_iter()
+            .filter_map(|name| {
+                let value = response.header(&name)?.to_owned();
+                Some((name.to_ascii_lowercase(), value))
+            })
+            .collect();
+        // Error bodies are small; cap what we read so a hostile server cannot exhaust memory.
+        let mut body = Vec::new();
+        let _ = io::Read::read_to_end(&mut io::Read::take(response.into_reader(), 64 * 1024), &mut body);
+        ApiError::parse(
+            status,
+            |name| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+            &body,
+        )
+    }
+
+    /// 404: the sprite (or session, or file) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.status == 404
+    }
+
+    /// 401: the token is missing or wrong.
+    pub fn is_unauthorized(&self) -> bool {
+        self.status == 401
+    }
+
+    /// 429: a rate or concurrency limit; see [`retry_after`](Self::retry_after).
+    pub fn is_rate_limited(&self) -> bool {
+        self.status == 429
+    }
+
+    /// The name is taken (409, or a 400 whose code says the sprite exists).
+    pub fn is_already_exists(&self) -> bool {
+        self.status == 409 || self.code.as_deref().is_some_and(|c| c.contains("already_exists"))
+    }
+
+    fn io_kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match (self.status, self.code.as_deref()) {
+            (_, Some("command_not_found")) => K::NotFound,
+            (_, Some("permission_denied")) => K::PermissionDenied,
+            (401 | 403, _) => K::PermissionDenied,
+            (404 | 410, _) => K::NotFound,
+            (409, _) => K::AlreadyExists,
+            (400 | 422, _) => K::InvalidInput,
+            (408 | 504, _) => K::TimedOut,
+            (429, _) => K::WouldBlock,
+            _ => K::Other,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "API error {} ({}): {}", self.status, code, self.message),
+            None => write!(f, "API error {}: {}", self.status, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_headers(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_body_names_the_status() {
+        let err = ApiError::parse(502, no_headers, b"");
+        assert_eq!(err.message, "API error (status 502)");
+        assert_eq!(err.code, None);
+    }
+
+    #[test]
+    fn plain_text_body_becomes_the_message() {
+        let err = ApiError::parse(400, no_headers, b"bad policy\n");
+        assert_eq!(err.message, "bad policy");
+    }
+
+    #[test]
+    fn body_retry_after_wins_over_header_and_bad_headers_are_ignored() {
+        let headers = |h: &str| match h {
+            "retry-after" => Some("99".to_string()),
+            "x-ratelimit-remaining" => Some("lots".to_string()),
+            "x-ratelimit-reset" => Some("1780000000".to_string()),
+            _ => None,
+        };
+        let body = br#"{"error":"concurrent_sprite_limit_exceeded","current_count":5,"retry_after_seconds":7,"upgrade_available":true}"#;
+        let err = ApiError::parse(429, headers, body);
+        assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(err.rate_limit.remaining, None);
+        assert_eq!(err.rate_limit.reset, Some(1_780_000_000));
+        assert_eq!(err.current_count, Some(5));
+        assert_eq!(err.upgrade_available, Some(true));
+        assert_eq!(err.message, "concurrent_sprite_limit_exceeded");
+    }
+
+    #[test]
+    fn header_retry_after_used_when_body_has_none() {
+        let err = ApiError::parse(429, |h| (h == "retry-after").then(|| "3".into()), b"{}");
+        assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn io_error_round_trip_keeps_the_sprites_error() {
+        let io_err: io::Error = Error::Api(ApiError::new(401, Some("unauthorized"), "nope")).into();
+        assert_eq!(io_err.kind(), io::ErrorKind::PermissionDenied);
+        let back = Error::from_io(&io_err).and_then(Error::api).expect("wrapped ApiError");
+        assert!(back.is_unauthorized());
+    }
+}

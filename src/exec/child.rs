@@ -1,0 +1,380 @@
+//! [`Child`]: a running remote command, like `std::process::Child`.
+
+use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, Writer};
+use super::local_stdin;
+use super::pipes::{ChildStderr, ChildStdin, ChildStdout, Chunk, OutputReader, StdioKind, OUTPUT_CHUNKS, STDIN_FRAMES};
+use super::status::{ExitStatus, Output};
+use crate::error::Error;
+use crate::sprite::Sprite;
+use crate::url::Query;
+use crate::ws::{self, Socket};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tungstenite::Bytes;
+
+/// How long [`Child::id`] waits for the server to announce the session.
+const SESSION_ID_WAIT: Duration = Duration::from_secs(10);
+/// After a timeout's kill, how long to wait for the exit report before cutting the connection
+/// (which makes the server kill the process group).
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// What [`Command`](crate::Command) hands to [`Child::spawn`].
+pub(crate) struct Spawn {
+    pub(crate) sprite: Sprite,
+    pub(crate) path: String,
+    pub(crate) stdin: StdioKind,
+    pub(crate) stdout: StdioKind,
+    pub(crate) stderr: StdioKind,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) on_message: Option<MessageHandler>,
+}
+
+/// A command running on a sprite, like [`std::process::Child`].
+///
+/// Its pipes are `Some` when configured with [`Stdio::piped`](crate::Stdio::piped). Dropping a
+/// `Child` does not stop the remote command (std's rule); [`kill`](Self::kill) does.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// # let sprite = sprites::Client::from_env()?.sprite("s");
+/// use std::io::{Read, Write};
+/// use sprites::Stdio;
+/// let mut child = sprite.command("tr").arg("a-z").arg("A-Z")
+///     .stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+/// child.stdin.take().unwrap().write_all(b"shout")?;
+/// let mut upper = String::new();
+/// child.stdout.take().unwrap().read_to_string(&mut upper)?;
+/// assert_eq!(upper, "SHOUT");
+/// assert!(child.wait()?.success());
+/// # Ok(()) }
+/// ```
+pub struct Child {
+    /// The command's stdin, if piped.
+    pub stdin: Option<ChildStdin>,
+    /// The command's stdout, if piped.
+    pub stdout: Option<ChildStdout>,
+    /// The command's stderr, if piped.
+    pub stderr: Option<ChildStderr>,
+    sprite: Sprite,
+    socket: Arc<Socket>,
+    shared: Arc<Shared>,
+    control: Sender<Control>,
+    signal_on_socket: bool,
+    outcome: Receiver<Outcome>,
+    finished: Option<Finished>,
+    threads: Vec<JoinHandle<()>>,
+    timeout: Option<(Duration, Instant)>,
+}
+
+/// The final result, kept so `wait` can be called again.
+enum Finished {
+    Exited(ExitStatus),
+    Failed(Arc<Error>),
+}
+
+impl Child {
+    pub(crate) fn spawn(spec: Spawn) -> io::Result<Child> {
+        let accepted = ws::dial(spec.sprite.client(), &spec.path)?;
+        let socket = Arc::new(accepted.socket);
+        let signal_on_socket = accepted.capabilities.iter().any(|c| c == "signal");
+        let shared = Arc::new(Shared::default());
+
+        let (stdin_tx, stdin_rx) = bounded::<Bytes>(STDIN_FRAMES);
+        let (control_tx, control_rx) = unbounded();
+        let (done_tx, done_rx) = bounded::<()>(0);
+        let (outcome_tx, outcome_rx) = bounded(1);
+
+        let mut on_finish = None;
+        let stdin = match spec.stdin {
+            StdioKind::Piped => Some(ChildStdin { tx: stdin_tx }),
+            StdioKind::Inherit => {
+                on_finish = Some(local_stdin::forward(stdin_tx)?);
+                None
+            }
+            // Dropping the sender now makes the writer send EOF at once, as Go and Py do.
+            StdioKind::Null => None,
+        };
+        let (stdout_sink, stdout) = output_sink(spec.stdout, Sink::Stdout);
+        let (stderr_sink, stderr) = output_sink(spec.stderr, Sink::Stderr);
+
+        let timeout = spec.timeout.map(|t| (t, Instant::now() + t));
+        let kill_fallback: Option<Box<dyn Fn() + Send>> = if signal_on_socket {
+            None
+        } else {
+            let sprite = spec.sprite.clone();
+            let shared = shared.clone();
+            Some(Box::new(move || {
+                let _ = kill_over_http(&sprite, &shared, "KILL");
+            }))
+        };
+
+        let reader = Reader {
+            socket: socket.clone(),
+            stdout: stdout_sink,
+            stderr: stderr_sink,
+            on_message: spec.on_message,
+            shared: shared.clone(),
+            outcome: outcome_tx,
+            done: done_tx,
+            on_finish,
+        };
+        let writer = Writer {
+            socket: socket.clone(),
+            stdin: stdin_rx,
+            control: control_rx,
+            done: done_rx,
+            deadline: timeout.map(|(_, deadline)| deadline),
+            shared: shared.clone(),
+            kill_fallback,
+        };
+        let threads = vec![
+            std::thread::Builder::new().name("sprites-exec-reader".into()).spawn(move || reader.run())?,
+            std::thread::Builder::new().name("sprites-exec-writer".into()).spawn(move || writer.run())?,
+        ];
+        Ok(Child {
+            stdin,
+            stdout: stdout.map(|reader| ChildStdout { reader }),
+            stderr: stderr.map(|reader| ChildStderr { reader }),
+            sprite: spec.sprite,
+            socket,
+            shared,
+            control: control_tx,
+            signal_on_socket,
+            outcome: outcome_rx,
+            finished: None,
+            threads,
+            timeout,
+        })
+    }
+
+    /// The session id the server assigned (the remote process id, as a string).
+    ///
+    /// Waits up to 10 s for the server's `session_info` message if it has not arrived yet;
+    /// `None` if the server never sends one.
+    pub fn id(&self) -> Option<String> {
+        self.shared.session_id(SESSION_ID_WAIT)
+    }
+
+    /// Sends a signal to the remote command: `"TERM"`, `"SIGTERM"`, `"INT"`, `"HUP"`, `"KILL"`,
+    /// `"QUIT"`, `"USR1"`, `"USR2"`, ... Signalling a command that has exited does nothing.
+    ///
+    /// Goes over the exec socket when the server advertises the `signal` capability, else
+    /// through the session kill endpoint.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// let mut child = sprite.command("sleep").arg("100").spawn()?;
+    /// child.signal("TERM")?;
+    /// assert_eq!(child.wait()?.code(), Some(128 + 15));
+    /// # Ok(()) }
+    /// ```
+    pub fn signal(&mut self, signal: &str) -> io::Result<()> {
+        let name = normalize_signal(signal)?;
+        if self.has_exited() {
+            return Ok(());
+        }
+        if self.signal_on_socket {
+            // The writer is gone only if the connection is; wait() will report that.
+            let _ = self.control.send(Control::Signal(name));
+            Ok(())
+        } else {
+            kill_over_http(&self.sprite, &self.shared, &name).map_err(io::Error::from)
+        }
+    }
+
+    /// Kills the remote command (SIGKILL). Like std, `Ok` if it has already exited.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.signal("KILL")
+    }
+
+    /// Waits for the command to exit, closing its stdin first (std's behaviour).
+    ///
+    /// Fails with [`io::ErrorKind::TimedOut`] after a [`Command::timeout`](crate::Command::timeout)
+    /// kill, and with [`io::ErrorKind::ConnectionReset`] (wrapping
+    /// [`Error::ConnectionClosed`]) when the connection ends without an exit status — never a
+    /// made-up success. A dead connection is detected within 45 s by keepalive.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        drop(self.stdin.take());
+        if self.finished.is_none() {
+            let outcome = match self.timeout {
+                None => self.outcome.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some((_, deadline)) => self.outcome.recv_deadline(deadline + KILL_GRACE),
+            };
+            match outcome {
+                Ok(outcome) => self.finish(outcome),
+                Err(RecvTimeoutError::Timeout) => {
+                    // The kill got no answer: cut the connection, which makes the server kill
+                    // the process group, and stop waiting.
+                    self.socket.shutdown();
+                    self.shared.timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let timeout = self.timeout.map(|(t, _)| t).unwrap_or_default();
+                    self.finished = Some(Finished::Failed(Arc::new(Error::TimedOut(timeout))));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finished =
+                        Some(Finished::Failed(Arc::new(Error::Protocol("the connection's reader thread stopped".into()))));
+                }
+            }
+        }
+        self.result()
+    }
+
+    /// Returns the exit status if the command has exited, without blocking.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.finished.is_none() {
+            match self.outcome.try_recv() {
+                Ok(outcome) => self.finish(outcome),
+                Err(_) => return Ok(None),
+            }
+        }
+        self.result().map(Some)
+    }
+
+    /// Waits for exit while collecting all of stdout and stderr (those that are piped).
+    pub fn wait_with_output(mut self) -> io::Result<Output> {
+        drop(self.stdin.take());
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut out = self.stdout.take().map(|p| p.reader);
+        let mut err = self.stderr.take().map(|p| p.reader);
+        // Drain both at once so a command that fills one pipe while we wait on the other
+        // cannot deadlock (std does the same with poll).
+        loop {
+            let (out_done, err_done) = match (&mut out, &mut err) {
+                (None, None) => break,
+                (Some(reader), None) => (drain(reader, &mut stdout), false),
+                (None, Some(reader)) => (false, drain(reader, &mut stderr)),
+                (Some(o), Some(e)) => {
+                    let (o_rx, e_rx) = (o.receiver().clone(), e.receiver().clone());
+                    select! {
+                        recv(o_rx) -> chunk => (take(chunk, o, &mut stdout), false),
+                        recv(e_rx) -> chunk => (false, take(chunk, e, &mut stderr)),
+                    }
+                }
+            };
+            if out_done {
+                out = None;
+            }
+            if err_done {
+                err = None;
+            }
+        }
+        let status = self.wait()?;
+        Ok(Output { status, stdout, stderr })
+    }
+
+    fn has_exited(&mut self) -> bool {
+        matches!(self.try_wait(), Ok(Some(_)) | Err(_))
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        // The reader sent the outcome as its last act and the writer stops when the reader
+        // does, so these joins are short; joining makes "wait returned" mean "nothing left".
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.finished = Some(match outcome {
+            Outcome::Exited(code) => Finished::Exited(ExitStatus::from_code(code)),
+            Outcome::Failed(err) => Finished::Failed(Arc::new(err)),
+        });
+    }
+
+    fn result(&self) -> io::Result<ExitStatus> {
+        let timed_out = self.shared.timed_out.load(std::sync::atomic::Ordering::SeqCst);
+        match (&self.finished, self.timeout) {
+            (_, Some((timeout, _))) if timed_out => Err(Error::TimedOut(timeout).into()),
+            (Some(Finished::Exited(status)), _) => Ok(*status),
+            (Some(Finished::Failed(err)), _) => Err(io::Error::new(err.io_kind(), err.clone())),
+            (None, _) => Err(io::Error::other("the command has not finished")),
+        }
+    }
+}
+
+fn output_sink(kind: StdioKind, inherit: Sink) -> (Sink, Option<OutputReader>) {
+    match kind {
+        StdioKind::Piped => {
+            let (tx, rx) = bounded::<Chunk>(OUTPUT_CHUNKS);
+            (Sink::Channel(tx), Some(OutputReader::new(rx)))
+        }
+        StdioKind::Inherit => (inherit, None),
+        StdioKind::Null => (Sink::Null, None),
+    }
+}
+
+/// Reads a pipe to its end; returns `true` (done).
+fn drain(reader: &mut OutputReader, into: &mut Vec<u8>) -> bool {
+    into.extend_from_slice(&reader.take_current());
+    // Errors surface from wait(); here we just stop collecting.
+    while let Ok(Some(chunk)) = reader.next_chunk() {
+        into.extend_from_slice(&chunk);
+    }
+    true
+}
+
+/// Appends one received chunk; returns `true` when the pipe has ended.
+fn take(chunk: Result<Chunk, crossbeam_channel::RecvError>, reader: &mut OutputReader, into: &mut Vec<u8>) -> bool {
+    into.extend_from_slice(&reader.take_current());
+    match chunk {
+        Ok(Chunk::Data(data)) => {
+            into.extend_from_slice(&data);
+            false
+        }
+        Ok(Chunk::Failed(_)) | Err(_) => true,
+    }
+}
+
+/// `SIGTERM`, `term`, `TERM` → `TERM`. Numbers pass through.
+fn normalize_signal(signal: &str) -> Result<String, Error> {
+    let upper = signal.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::InvalidInput(format!("{signal:?} is not a signal name")));
+    }
+    Ok(name.to_owned())
+}
+
+/// `POST /exec/{id}/kill?signal=NAME&timeout=0s`; 410 (already exited) counts as success.
+fn kill_over_http(sprite: &Sprite, shared: &Shared, signal: &str) -> Result<(), Error> {
+    let id = shared
+        .session_id(SESSION_ID_WAIT)
+        .ok_or_else(|| Error::Protocol("the server never announced a session id to signal".into()))?;
+    let mut query = Query::new();
+    query.push("signal", signal).push("timeout", "0s");
+    let path = sprite.path(&format!("/exec/{}/kill{}", crate::url::encode(&id), query.as_str()));
+    let client = sprite.client();
+    match client.send(client.request("POST", &path), None) {
+        Ok(_) => Ok(()),
+        Err(Error::Api(api)) if api.status == 410 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+impl fmt::Debug for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("sprite", &self.sprite.name())
+            .field("stdin", &self.stdin)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_signal;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(normalize_signal("SIGTERM").unwrap(), "TERM");
+        assert_eq!(normalize_signal(" kill ").unwrap(), "KILL");
+        assert_eq!(normalize_signal("9").unwrap(), "9");
+        assert!(normalize_signal("").is_err());
+        assert!(normalize_signal("TERM;rm").is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! [`Command`]: `std::process::Command`, for a program on a sprite.
+
+use super::child::Child;
+use super::io::MessageHandler;
+use super::pipes::{Stdio, StdioKind};
+use super::status::{ExitStatus, Output};
+use crate::error::Error;
+use crate::sprite::Sprite;
+use crate::types::ServerMessage;
+use crate::url::Query;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A program to run on a sprite, configured like [`std::process::Command`].
+///
+/// Method names, argument types and defaults are std's: [`output`](Self::output) captures stdout
+/// and stderr with stdin null; [`status`](Self::status) and [`spawn`](Self::spawn) inherit all
+/// three from this process. The program runs directly (no shell), found through the sprite's
+/// `PATH`, in the sprite's home directory unless [`current_dir`](Self::current_dir) says
+/// otherwise.
+///
+/// Beside std's methods: [`timeout`](Self::timeout) and [`on_message`](Self::on_message).
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+/// let output = sprite.command("sh").arg("-c").arg("echo $GREETING from $(pwd)")
+///     .env("GREETING", "hello")
+///     .current_dir("/tmp")
+///     .output()?;
+/// assert_eq!(output.stdout, b"hello from /tmp\n");
+/// # Ok(()) }
+/// ```
+pub struct Command {
+    sprite: Sprite,
+    program: OsString,
+    args: Vec<OsString>,
+    /// `Some` = set, `None` = removed; ordered like std's so requests are reproducible.
+    env: BTreeMap<OsString, Option<OsString>>,
+    env_clear: bool,
+    current_dir: Option<PathBuf>,
+    stdin: Option<Stdio>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
+    timeout: Option<Duration>,
+    on_message: Option<MessageHandler>,
+}
+
+impl Command {
+    pub(crate) fn new(sprite: Sprite, program: &OsStr) -> Command {
+        Command {
+            sprite,
+            program: program.to_owned(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            env_clear: false,
+            current_dir: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            timeout: None,
+            on_message: None,
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg<S: AsRef<OsStr>>(&mut self, arg: S) -> &mut Command {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env<K, V>(&mut self, key: K, val: V) -> &mut Command
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.env.insert(key.as_ref().to_owned(), Some(val.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets several environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Command
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (key, val) in vars {
+            self.env(key, val);
+        }
+        self
+    }
+
+    /// Removes a variable from the command's environment, including one the sprite would set.
+    ///
+    /// The API can only add variables, so removal runs the program through `env -u NAME` on the
+    /// sprite (coreutils' `env`, present on any Linux sprite).
+    pub fn env_remove<K: AsRef<OsStr>>(&mut self, key: K) -> &mut Command {
+        if self.env_clear {
+            self.env.remove(key.as_ref());
+        } else {
+            self.env.insert(key.as_ref().to_owned(), None);
+        }
+        self
+    }
+
+    /// Starts the command with an empty environment plus what [`env`](Self::env) sets.
+    ///
+    /// Runs the program through `env -i` on the sprite, for the reason given at
+    /// [`env_remove`](Self::env_remove).
+    pub fn env_clear(&mut self) -> &mut Command {
+        self.env.clear();
+        self.env_clear = true;
+        self
+    }
+
+    /// The working directory on the sprite. Relative paths resolve against the sprite's home.
+    pub fn current_dir<P: AsRef<Path>>(&mut self, dir: P) -> &mut Command {
+        self.current_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Where the command's stdin comes from.
+    pub fn stdin<T: Into<Stdio>>(&mut self, cfg: T) -> &mut Command {
+        self.stdin = Some(cfg.into());
+        self
+    }
+
+    /// Where the command's stdout goes.
+    pub fn stdout<T: Into<Stdio>>(&mut self, cfg: T) -> &mut Command {
+        self.stdout = Some(cfg.into());
+        self
+    }
+
+    /// Where the command's stderr goes.
+    pub fn stderr<T: Into<Stdio>>(&mut self, cfg: T) -> &mut Command {
+        self.stderr = Some(cfg.into());
+        self
+    }
+
+    /// Kills the remote command if it runs longer than `timeout`; waiting then fails with
+    /// [`io::ErrorKind::TimedOut`] (wrapping [`Error::TimedOut`]). The Go SDK's `CommandContext`.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// use std::time::Duration;
+    /// let err = sprite.command("sleep").arg("60").timeout(Duration::from_secs(1)).status().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok(()) }
+    /// ```
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Command {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Calls `handler` with every text message the server sends (`session_info`, port
+    /// notifications, anything unknown), on the connection's reader thread. Keep it quick: output
+    /// waits while it runs. To get a channel instead, send from the handler:
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// use sprites::ServerMessage;
+    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// let mut child = sprite.command("python3").args(["-m", "http.server", "8000"])
+    ///     .on_message(move |msg| { let _ = tx.send(msg); })
+    ///     .spawn()?;
+    /// for msg in rx.iter() {
+    ///     if let ServerMessage::PortOpened { port, .. } = msg {
+    ///         println!("listening on {port}");
+    ///         break;
+    ///     }
+    /// }
+    /// child.kill()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_message<F>(&mut self, handler: F) -> &mut Command
+    where
+        F: FnMut(ServerMessage) + Send + 'static,
+    {
+        self.on_message = Some(Arc::new(Mutex::new(handler)));
+        self
+    }
+
+    /// The program.
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The arguments, without the program.
+    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> {
+        self.args.iter().map(OsString::as_os_str)
+    }
+
+    /// Explicitly set (`Some`) and removed (`None`) variables.
+    pub fn get_envs(&self) -> impl ExactSizeIterator<Item = (&OsStr, Option<&OsStr>)> {
+        self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    }
+
+    /// The working directory, if set.
+    pub fn get_current_dir(&self) -> Option<&Path> {
+        self.current_dir.as_deref()
+    }
+
+    /// Starts the command; stdin, stdout and stderr default to [`Stdio::inherit`].
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] when the sprite (or the program) does not exist,
+    /// [`io::ErrorKind::PermissionDenied`] for a bad token, and a wrapped [`Error`] otherwise.
+    pub fn spawn(&mut self) -> io::Result<Child> {
+        self.spawn_with(Stdio::inherit(), Stdio::inherit())
+    }
+
+    /// Runs the command to completion, capturing stdout and stderr; stdin defaults to null.
+    pub fn output(&mut self) -> io::Result<Output> {
+        self.spawn_with(Stdio::null(), Stdio::piped())?.wait_with_output()
+    }
+
+    /// Runs the command to completion; stdin, stdout and stderr default to inherit.
+    pub fn status(&mut self) -> io::Result<ExitStatus> {
+        let mut child = self.spawn_with(Stdio::inherit(), Stdio::inherit())?;
+        child.wait()
+    }
+
+    fn spawn_with(&mut self, default_stdin: Stdio, default_output: Stdio) -> io::Result<Child> {
+        let stdin = self.stdin.unwrap_or(default_stdin).0;
+        let stdout = self.stdout.unwrap_or(default_output).0;
+        let stderr = self.stderr.unwrap_or(default_output).0;
+        let path = self.exec_path(stdin != StdioKind::Null)?;
+        Child::spawn(super::child::Spawn {
+            sprite: self.sprite.clone(),
+            path,
+            stdin,
+            stdout,
+            stderr,
+            timeout: self.timeout,
+            on_message: self.on_message.clone(),
+        })
+    }
+
+    /// `/v1/sprites/{name}/exec?cmd=...` for this command.
+    fn exec_path(&self, with_stdin: bool) -> Result<String, Error> {
+        let argv = self.argv()?;
+        let mut query = Query::new();
+        for arg in &argv {
+            query.push("cmd", arg);
+        }
+        query.push("path", &argv[0]);
+        if !self.wraps_env() {
+            for (key, val) in &self.env {
+                if let Some(val) = val {
+                    query.push("env", &format!("{}={}", utf8(key, "environment variable name")?, utf8(val, "environment value")?));
+                }
+            }
+        }
+        if let Some(dir) = &self.current_dir {
+            query.push("dir", utf8(dir.as_os_str(), "working directory")?);
+        }
+        query.push("stdin", if with_stdin { "true" } else { "false" });
+        Ok(self.sprite.path(&format!("/exec{}", query.as_str())))
+    }
+
+    fn wraps_env(&self) -> bool {
+        self.env_clear || self.env.values().any(Option::is_none)
+    }
+
+    /// argv as sent: the program and arguments, behind `env -i`/`env -u` when variables must go.
+    fn argv(&self) -> Result<Vec<String>, Error> {
+        let program = utf8(&self.program, "program")?;
+        if program.is_empty() {
+            return Err(Error::InvalidInput("the program name is empty".into()));
+        }
+        let mut argv = Vec::new();
+        if self.wraps_env() {
+            argv.push("env".to_owned());
+            if self.env_clear {
+                argv.push("-i".to_owned());
+            }
+            for (key, val) in &self.env {
+                if val.is_none() {
+                    argv.push("-u".to_owned());
+                    argv.push(utf8(key, "environment variable name")?.to_owned());
+                }
+            }
+            for (key, val) in &self.env {
+                if let Some(val) = val {
+                    let key = utf8(key, "environment variable name")?;
+                    if key.is_empty() || key.contains('=') {
+                        return Err(Error::InvalidInput(format!("invalid environment variable name {key:?}")));
+                    }
+                    argv.push(format!("{key}={}", utf8(val, "environment value")?));
+                }
+            }
+            // A program name containing '=' would read as an assignment; `env` takes none after "--"
+            // in GNU coreutils, so refuse it rather than run something else.
+            if program.contains('=') {
+                return Err(Error::InvalidInput("a program name containing '=' cannot be run with env_clear/env_remove".into()));
+            }
+        }
+        argv.push(program.to_owned());
+        for arg in &self.args {
+            argv.push(utf8(arg, "argument")?.to_owned());
+        }
+        Ok(argv)
+    }
+}
+
+fn utf8<'a>(value: &'a OsStr, what: &str) -> Result<&'a str, Error> {
+    value.to_str().ok_or_else(|| Error::InvalidInput(format!("the {what} {value:?} is not valid UTF-8, which the API requires")))
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command")
+            .field("sprite", &self.sprite.name())
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("env_clear", &self.env_clear)
+            .field("current_dir", &self.current_dir)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Client;
+
+    fn sprite() -> crate::Sprite {
+        Client::new("t").unwrap().sprite("box")
+    }
+
+    #[test]
+    fn exec_path_encodes_argv_env_dir_stdin() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("sh");
+        cmd.args(["-c", "echo a&b"]).env("K", "v=1").current_dir("/tmp/x y");
+        assert_eq!(
+            cmd.exec_path(true).unwrap(),
+            "/v1/sprites/box/exec?cmd=sh&cmd=-c&cmd=echo%20a%26b&path=sh&env=K%3Dv%3D1&dir=%2Ftmp%2Fx%20y&stdin=true"
+        );
+    }
+
+    #[test]
+    fn env_remove_and_clear_wrap_in_env() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("printenv");
+        cmd.env("A", "1").env_remove("HOME");
+        assert_eq!(cmd.argv().unwrap(), ["env", "-u", "HOME", "A=1", "printenv"]);
+        cmd.env_clear().env("B", "2");
+        assert_eq!(cmd.argv().unwrap(), ["env", "-i", "B=2", "printenv"]);
+    }
+
+    #[test]
+    fn rejects_empty_program_and_non_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let sprite = sprite();
+        assert!(sprite.command("").argv().is_err());
+        let mut cmd = sprite.command("ls");
+        cmd.arg(std::ffi::OsStr::from_bytes(b"\xff"));
+        assert!(cmd.argv().is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! The two threads behind every [`Child`](crate::Child): the reader routes what the server sends,
+//! the writer sends stdin, signals and keepalive pings. Both wait on readiness or channels, never
+//! on a sleep.
+
+use super::frame::{self, ServerFrame};
+use super::pipes::Chunk;
+use crate::error::Error;
+use crate::types::ServerMessage;
+use crate::ws::{ws_error, Incoming, Socket};
+use crossbeam_channel::{never, select, Receiver, Sender};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tungstenite::{Bytes, Message};
+
+/// How often the client pings an idle connection.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Silence after which the connection is presumed dead.
+pub(crate) const KEEPALIVE_LIMIT: Duration = Duration::from_secs(45);
+
+/// A callback for the server's text messages.
+pub(crate) type MessageHandler = Arc<Mutex<dyn FnMut(ServerMessage) + Send>>;
+
+/// Where one output stream goes.
+pub(crate) enum Sink {
+    Channel(Sender<Chunk>),
+    Stdout,
+    Stderr,
+    Null,
+}
+
+impl Sink {
+    fn deliver(&mut self, data: Bytes) {
+        let delivered = match self {
+            // Blocks while the channel is full: that is the backpressure.
+            Sink::Channel(tx) => tx.send(Chunk::Data(data)).is_ok(),
+            // Local stdout/stderr going away (a closed pipe) must not stop the remote command or
+            // lose its exit status; discard from then on, as a shell pipeline would.
+            Sink::Stdout => io::stdout().lock().write_all(&data).and_then(|_| io::stdout().flush()).is_ok(),
+            Sink::Stderr => io::stderr().lock().write_all(&data).is_ok(),
+            Sink::Null => true,
+        };
+        if !delivered {
+            *self = Sink::Null;
+        }
+    }
+
+    fn fail(&mut self, err: &Error) {
+        if let Sink::Channel(tx) = self {
+            // Never block here: nobody may be reading, and the error also reaches wait().
+            let _ = tx.try_send(Chunk::Failed(io::Error::new(err.io_kind(), err.to_string())));
+        }
+    }
+}
+
+/// What the server told us about the session, shared with the [`Child`](crate::Child).
+#[derive(Default)]
+pub(crate) struct Shared {
+    session: Mutex<SessionState>,
+    session_changed: Condvar,
+    pub(crate) timed_out: AtomicBool,
+}
+
+#[derive(Default)]
+struct SessionState {
+    id: Option<String>,
+    ended: bool,
+}
+
+impl Shared {
+    fn set_session_id(&self, id: String) {
+        let mut state = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        state.id = Some(id);
+        self.session_changed.notify_all();
+    }
+
+    fn mark_ended(&self) {
+        let mut state = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        state.ended = true;
+        self.session_changed.notify_all();
+    }
+
+    /// The session id, waiting up to `bound` for the server to announce it.
+    pub(crate) fn session_id(&self, bound: Duration) -> Option<String> {
+        let state = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, _) = self
+            .session_changed
+            .wait_timeout_while(state, bound, |s| s.id.is_none() && !s.ended)
+            .unwrap_or_else(|p| p.into_inner());
+        state.id.clone()
+    }
+}
+
+/// How a connection ended.
+pub(crate) enum Outcome {
+    Exited(i32),
+    Failed(Error),
+}
+
+/// Everything the reader thread needs.
+pub(crate) struct Reader {
+    pub(crate) socket: Arc<Socket>,
+    pub(crate) stdout: Sink,
+    pub(crate) stderr: Sink,
+    pub(crate) on_message: Option<MessageHandler>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) outcome: Sender<Outcome>,
+    /// Dropped when the reader finishes, which tells the writer to stop.
+    pub(crate) done: Sender<()>,
+    /// Wakes the local-stdin forwarder, if any, so it stops.
+    pub(crate) on_finish: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Reader {
+    pub(crate) fn run(mut self) {
+        let outcome = self.read_until_exit();
+        match &outcome {
+            // The status is known: close now rather than let the server hold the socket ~5 s.
+            Outcome::Exited(_) => self.socket.close_now(1000),
+            Outcome::Failed(err) => {
+                self.socket.shutdown();
+                self.stdout.fail(err);
+                self.stderr.fail(err);
+            }
+        }
+        // Closing the output channels is what gives readers their EOF.
+        self.stdout = Sink::Null;
+        self.stderr = Sink::Null;
+        self.shared.mark_ended();
+        if let Some(finish) = self.on_finish.take() {
+            finish();
+        }
+        let _ = self.outcome.send(outcome);
+        drop(self.done);
+    }
+
+    fn read_until_exit(&mut self) -> Outcome {
+        let mut last_heard = Instant::now();
+        let mut close_frame: Option<(u16, String)> = None;
+        loop {
+            match self.socket.read() {
+                Ok(Incoming::Message(message)) => {
+                    match message {
+                        Message::Binary(data) => match frame::decode(data) {
+                            ServerFrame::Stdout(data) => self.stdout.deliver(data),
+                            ServerFrame::Stderr(data) => self.stderr.deliver(data),
+                            ServerFrame::Exit(code) => return Outcome::Exited(code),
+                            ServerFrame::Ignored => {}
+                        },
+                        Message::Text(text) => {
+                            let message = ServerMessage::parse(text.as_str());
+                            let exit = match &message {
+                                ServerMessage::SessionInfo { session_id, .. } => {
+                                    self.shared.set_session_id(session_id.clone());
+                                    None
+                                }
+                                ServerMessage::Exit { code } => Some(*code),
+                                _ => None,
+                            };
+                            if let Some(handler) = &self.on_message {
+                                (handler.lock().unwrap_or_else(|p| p.into_inner()))(message);
+                            }
+                            if let Some(code) = exit {
+                                return Outcome::Exited(code);
+                            }
+                        }
+                        Message::Close(frame) => {
+                            close_frame = Some(frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                    // Silence is measured from here: time spent blocked on a full output
+                    // channel (a slow local reader) is not the server's silence.
+                    last_heard = Instant::now();
+                }
+                Ok(Incoming::Empty) => {
+                    let silent = last_heard.elapsed();
+                    if silent >= KEEPALIVE_LIMIT {
+                        return Outcome::Failed(Error::KeepaliveTimeout(KEEPALIVE_LIMIT));
+                    }
+                    if let Err(err) = self.socket.wait_readable(KEEPALIVE_LIMIT - silent) {
+                        return Outcome::Failed(Error::Io(err));
+                    }
+                }
+                Err(err) => return Outcome::Failed(closed_error(err, close_frame)),
+            }
+        }
+    }
+}
+
+/// The error for a connection that ended without an exit report, carrying the close frame's
+/// code and reason when there was one.
+fn closed_error(err: tungstenite::Error, close_frame: Option<(u16, String)>) -> Error {
+    use tungstenite::error::ProtocolError;
+    match (err, close_frame) {
+        (_, Some((code, reason))) => Error::ConnectionClosed { code: Some(code), reason },
+        (tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed, None) => {
+            Error::ConnectionClosed { code: None, reason: String::new() }
+        }
+        (tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake), None) => {
+            Error::ConnectionClosed { code: None, reason: "connection cut without a close frame".into() }
+        }
+        (tungstenite::Error::Io(e), None)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Error::ConnectionClosed { code: None, reason: e.to_string() }
+        }
+        (other, None) => ws_error(other),
+    }
+}
+
+/// A request for the writer besides stdin.
+pub(crate) enum Control {
+    /// Send `{"type":"signal","signal":NAME}`.
+    Signal(String),
+}
+
+/// Everything the writer thread needs.
+pub(crate) struct Writer {
+    pub(crate) socket: Arc<Socket>,
+    /// Stdin frames; disconnection means EOF.
+    pub(crate) stdin: Receiver<Bytes>,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) done: Receiver<()>,
+    /// When set, the writer kills the command at this instant and marks it timed out.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) shared: Arc<Shared>,
+    /// Delivers a kill when the server cannot take signals on the socket.
+    pub(crate) kill_fallback: Option<Box<dyn Fn() + Send>>,
+}
+
+impl Writer {
+    pub(crate) fn run(self) {
+        let Writer { socket, mut stdin, mut control, done, mut deadline, shared, kill_fallback } = self;
+        let mut next_ping = Instant::now() + PING_INTERVAL;
+        loop {
+            let now = Instant::now();
+            let wake = deadline.map_or(next_ping, |d| d.min(next_ping));
+            let sent = select! {
+                recv(stdin) -> chunk => match chunk {
+                    Ok(chunk) => socket.send(Message::Binary(chunk)),
+                    Err(_) => {
+                        stdin = never();
+                        socket.send(Message::Binary(frame::stdin_eof()))
+                    }
+                },
+                recv(control) -> request => match request {
+                    Ok(Control::Signal(name)) => socket.send(Message::Text(signal_message(&name).into())),
+                    Err(_) => {
+                        control = never();
+                        Ok(())
+                    }
+                },
+                recv(done) -> _ => return,
+                default(wake.saturating_duration_since(now)) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        deadline = None;
+                        shared.timed_out.store(true, Ordering::SeqCst);
+                        match &kill_fallback {
+                            Some(kill) => {
+                                kill();
+                                Ok(())
+                            }
+                            None => socket.send(Message::Text(signal_message("KILL").into())),
+                        }
+                    } else if now >= next_ping {
+                        next_ping = now + PING_INTERVAL;
+                        socket.send(Message::Ping(Bytes::new()))
+                    } else {
+                        Ok(())
+                    }
+                },
+            };
+            if sent.is_err() {
+                // The reader sees the same broken socket and reports it; nothing to add here.
+                return;
+            }
+        }
+    }
+}
+
+/// `{"type":"signal","signal":"TERM"}`.
+pub(crate) fn signal_message(name: &str) -> String {
+    serde_json::json!({ "type": "signal", "signal": name }).to_string()
+}

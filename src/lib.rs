@@ -1,0 +1,58 @@
+//! A blocking, synchronous client for [Sprites](https://sprites.dev): persistent Linux sandboxes
+//! driven over HTTP and WebSocket.
+//!
+//! Programs on a sprite run through [`Command`] and [`Child`], which mirror `std::process`
+//! method for method, so code that runs local commands ports by changing where the `Command`
+//! comes from. There is no async runtime: each running command uses one WebSocket and two
+//! threads, which makes the crate at home in build scripts, CLIs and plain synchronous programs.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use sprites::{Client, Stdio};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::from_env()?; // SPRITES_TOKEN, SPRITES_API_URL
+//! let sprite = client.create_sprite("scratch")?;
+//!
+//! let output = sprite.command("uname").arg("-a").output()?;
+//! println!("{}", String::from_utf8_lossy(&output.stdout));
+//!
+//! let mut child = sprite.command("sort").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+//! child.stdin.take().unwrap().write_all(b"pear\napple\n")?;
+//! let mut sorted = String::new();
+//! child.stdout.take().unwrap().read_to_string(&mut sorted)?;
+//! assert_eq!(sorted, "apple\npear\n");
+//! assert!(child.wait()?.success());
+//!
+//! sprite.delete()?;
+//! # Ok(()) }
+//! ```
+//!
+//! For local development and CI without an account, the `sprites-local` crate serves the same
+//! API on this machine; point [`ClientBuilder::base_url`] at it.
+//!
+//! # Errors
+//! `std`-mirror methods return [`std::io::Result`]; each `io::Error` wraps a [`sprites::Error`](Error)
+//! with a mapped [`std::io::ErrorKind`], recoverable with [`Error::from_io`]. Everything else
+//! returns [`sprites::Result`](Result).
+
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod exec;
+mod sprite;
+mod types;
+mod url;
+mod ws;
+
+pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
+pub use error::{ApiError, Error, RateLimit, Result};
+pub use exec::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate};
+pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
+
+// The README's tour compiles (it is `no_run`: it needs a live API).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,373 @@
+//! The [`Sprite`] handle and sprite management (PROTOCOL.md §5): create, get, list, update,
+//! delete, upgrade.
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::exec::Command;
+use crate::types::{SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
+use crate::url::{encode, Query};
+use serde_json::{json, Value};
+use std::ffi::OsStr;
+
+/// A handle to one sprite. Cheap to clone; holds no connection.
+///
+/// Get one from [`Client::sprite`] (no I/O) or [`Client::create_sprite`].
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let client = sprites::Client::from_env()?;
+/// let sprite = client.sprite("my-sprite");
+/// let output = sprite.command("uname").arg("-a").output()?;
+/// println!("{}", String::from_utf8_lossy(&output.stdout));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sprite {
+    client: Client,
+    name: String,
+}
+
+impl Sprite {
+    pub(crate) fn new(client: Client, name: String) -> Sprite {
+        Sprite { client, name }
+    }
+
+    /// The sprite's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client this handle uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `/v1/sprites/{name}` followed by `rest`.
+    pub(crate) fn path(&self, rest: &str) -> String {
+        format!("/v1/sprites/{}{}", encode(&self.name), rest)
+    }
+
+    /// A [`Command`] that runs `program` on this sprite, built like `std::process::Command::new`.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// let status = sprite.command("ls").arg("-la").current_dir("/tmp").status()?;
+    /// assert!(status.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        Command::new(self.clone(), program.as_ref())
+    }
+
+    /// Fetches the sprite's current [`SpriteInfo`].
+    pub fn info(&self) -> Result<SpriteInfo> {
+        let response = self.client.send(self.client.request("GET", &self.path("")), None)?;
+        Client::decode(response)
+    }
+
+    /// Applies a partial update and returns the updated info.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// use sprites::{SpriteUpdate, UrlSettings};
+    /// sprite.update(&SpriteUpdate::new().labels(["prod"]).url_settings(UrlSettings::public()))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn update(&self, update: &SpriteUpdate) -> Result<SpriteInfo> {
+        let response = self.client.send(self.client.request("PUT", &self.path("")), Some(&update.to_json()))?;
+        // Some servers answer 204 or an empty body; fall back to reading the sprite.
+        match Client::decode::<SpriteInfo>(response) {
+            Ok(info) if !info.name.is_empty() => Ok(info),
+            _ => self.info(),
+        }
+    }
+
+    /// Deletes the sprite, its files and its checkpoints. Irreversible.
+    pub fn delete(&self) -> Result<()> {
+        self.client.send(self.client.request("DELETE", &self.path("")), None)?;
+        Ok(())
+    }
+
+    /// Upgrades the sprite to the latest runtime version.
+    pub fn upgrade(&self) -> Result<()> {
+        let request = self.client.request("POST", &self.path("/upgrade")).timeout(std::time::Duration::from_secs(60));
+        self.client.send(request, None)?;
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Creates a sprite with default settings and returns its handle.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// let client = sprites::Client::from_env()?;
+    /// let sprite = client.create_sprite("scratch")?;
+    /// sprite.delete()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn create_sprite(&self, name: &str) -> Result<Sprite> {
+        self.create_sprite_with(name, &CreateOptions::default()).map(|(sprite, _)| sprite)
+    }
+
+    /// Creates a sprite with [`CreateOptions`] and returns its handle and the server's info.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// use sprites::{CreateOptions, SpriteConfig};
+    /// let client = sprites::Client::from_env()?;
+    /// let options = CreateOptions::new().label("ci").config(SpriteConfig::new().ram_mb(4096)).wait_for_capacity(true);
+    /// let (sprite, info) = client.create_sprite_with("builder", &options)?;
+    /// println!("{} is {:?}", sprite.name(), info.status);
+    /// # Ok(()) }
+    /// ```
+    pub fn create_sprite_with(&self, name: &str, options: &CreateOptions) -> Result<(Sprite, SpriteInfo)> {
+        if name.is_empty() {
+            return Err(Error::InvalidInput("a sprite name must not be empty".into()));
+        }
+        let mut body = json!({ "name": name });
+        if let Some(config) = &options.config {
+            body["config"] = serde_json::to_value(config).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        }
+        if !options.labels.is_empty() {
+            body["labels"] = json!(options.labels);
+        }
+        if let Some(url_settings) = &options.url_settings {
+            body["url_settings"] = serde_json::to_value(url_settings).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        }
+        if options.wait_for_capacity {
+            body["wait_for_capacity"] = Value::Bool(true);
+        }
+        let request = self.request("POST", "/v1/sprites").timeout(self.create_timeout());
+        let response = self.send(request, Some(&body))?;
+        let mut info: SpriteInfo = Client::decode(response)?;
+        if info.name.is_empty() {
+            info.name = name.to_owned();
+        }
+        Ok((self.sprite(info.name.clone()), info))
+    }
+
+    /// Fetches one sprite's info.
+    pub fn get_sprite(&self, name: &str) -> Result<SpriteInfo> {
+        self.sprite(name).info()
+    }
+
+    /// Deletes a sprite by name.
+    pub fn delete_sprite(&self, name: &str) -> Result<()> {
+        self.sprite(name).delete()
+    }
+
+    /// Fetches one page of sprites.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// use sprites::ListOptions;
+    /// let client = sprites::Client::from_env()?;
+    /// let page = client.list_sprites(&ListOptions::new().prefix("ci-").max_results(10))?;
+    /// if let Some(token) = page.next_token() {
+    ///     let next = client.list_sprites(&ListOptions::new().prefix("ci-").continuation_token(token))?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn list_sprites(&self, options: &ListOptions) -> Result<SpritePage> {
+        let mut query = Query::new();
+        query.push_opt("prefix", options.prefix.as_deref());
+        if let Some(max) = options.max_results {
+            query.push("max_results", &max.to_string());
+        }
+        query.push_opt("continuation_token", options.continuation_token.as_deref());
+        let response = self.send(self.request("GET", &format!("/v1/sprites{}", query.as_str())), None)?;
+        Client::decode(response)
+    }
+
+    /// Every sprite, fetching pages lazily as the iterator advances.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// let client = sprites::Client::from_env()?;
+    /// let names: Vec<String> = client.sprites().map(|s| s.map(|s| s.name)).collect::<Result<_, _>>()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sprites(&self) -> SpriteIter {
+        self.sprites_with(ListOptions::new())
+    }
+
+    /// Every sprite matching `options` (its `continuation_token` is the starting point).
+    pub fn sprites_with(&self, options: ListOptions) -> SpriteIter {
+        SpriteIter { client: self.clone(), options, buffer: Vec::new().into_iter(), done: false }
+    }
+}
+
+/// What to create a sprite with; every field is optional.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CreateOptions {
+    /// Requested resources.
+    pub config: Option<SpriteConfig>,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// URL access.
+    pub url_settings: Option<UrlSettings>,
+    /// Block until capacity is available instead of failing.
+    pub wait_for_capacity: bool,
+}
+
+impl CreateOptions {
+    /// Defaults: nothing requested.
+    pub fn new() -> CreateOptions {
+        CreateOptions::default()
+    }
+    /// Requests resources.
+    pub fn config(mut self, config: SpriteConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+    /// Adds a label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.labels.push(label.into());
+        self
+    }
+    /// Sets URL access.
+    pub fn url_settings(mut self, url_settings: UrlSettings) -> Self {
+        self.url_settings = Some(url_settings);
+        self
+    }
+    /// Waits for capacity instead of failing when there is none.
+    pub fn wait_for_capacity(mut self, wait: bool) -> Self {
+        self.wait_for_capacity = wait;
+        self
+    }
+}
+
+/// A partial update for [`Sprite::update`]; fields left unset are unchanged.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SpriteUpdate {
+    /// New URL settings.
+    pub url_settings: Option<UrlSettings>,
+    /// Replaces the whole label set.
+    pub labels: Option<Vec<String>>,
+    /// Removes every label.
+    pub clear_labels: bool,
+}
+
+impl SpriteUpdate {
+    /// An update that changes nothing yet.
+    pub fn new() -> SpriteUpdate {
+        SpriteUpdate::default()
+    }
+    /// Sets URL access.
+    pub fn url_settings(mut self, url_settings: UrlSettings) -> Self {
+        self.url_settings = Some(url_settings);
+        self
+    }
+    /// Replaces the labels with these. An empty list clears them.
+    pub fn labels<I, S>(mut self, labels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.labels = Some(labels.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Removes every label.
+    pub fn clear_labels(mut self) -> Self {
+        self.clear_labels = true;
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        let mut body = json!({});
+        if let Some(url_settings) = &self.url_settings {
+            body["url_settings"] = serde_json::to_value(url_settings).unwrap_or(Value::Null);
+        }
+        match &self.labels {
+            // An empty replacement set means "no labels"; say so explicitly, since some servers
+            // drop empty arrays (PROTOCOL.md §5.4).
+            Some(labels) if labels.is_empty() => body["clear_labels"] = Value::Bool(true),
+            Some(labels) => body["labels"] = json!(labels),
+            None => {}
+        }
+        if self.clear_labels {
+            body["clear_labels"] = Value::Bool(true);
+        }
+        body
+    }
+}
+
+/// Filters and paging for [`Client::list_sprites`] and [`Client::sprites_with`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListOptions {
+    /// Only names starting with this.
+    pub prefix: Option<String>,
+    /// Page size (the API documents 1–50).
+    pub max_results: Option<u32>,
+    /// Where to resume, from [`SpritePage::next_token`].
+    pub continuation_token: Option<String>,
+}
+
+impl ListOptions {
+    /// No filter, server-default page size.
+    pub fn new() -> ListOptions {
+        ListOptions::default()
+    }
+    /// Only names starting with `prefix`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+    /// Page size.
+    pub fn max_results(mut self, max: u32) -> Self {
+        self.max_results = Some(max);
+        self
+    }
+    /// Resume from a previous page's token.
+    pub fn continuation_token(mut self, token: impl Into<String>) -> Self {
+        self.continuation_token = Some(token.into());
+        self
+    }
+}
+
+/// Iterator over every sprite, one page request at a time. Yields `Err` once and stops if a
+/// page request fails.
+#[derive(Debug)]
+pub struct SpriteIter {
+    client: Client,
+    options: ListOptions,
+    buffer: std::vec::IntoIter<SpriteInfo>,
+    done: bool,
+}
+
+impl Iterator for SpriteIter {
+    type Item = Result<SpriteInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(info) = self.buffer.next() {
+                return Some(Ok(info));
+            }
+            if self.done {
+                return None;
+            }
+            match self.client.list_sprites(&self.options) {
+                Ok(page) => {
+                    match page.next_token() {
+                        // A server that hands back the token it was given would loop forever.
+                        Some(token) if self.options.continuation_token.as_deref() != Some(token) => {
+                            self.options.continuation_token = Some(token.to_owned());
+                        }
+                        _ => self.done = true,
+                    }
+                    self.buffer = page.sprites.into_iter();
+                }
+                Err(err) => {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+}
