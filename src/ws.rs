@@ -183,7 +183,8 @@ impl Socket {
 
     /// Reads one message if one is available, without blocking.
     pub(crate) fn read(&self) -> Result<Incoming, tungstenite::Error> {
-        match self.lock().read() {
+        let read = self.lock().read();
+        match read {
             Ok(message) => Ok(Incoming::Message(message)),
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(Incoming::Empty),
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(Incoming::Empty),
@@ -206,7 +207,10 @@ impl Socket {
                 Err(tungstenite::Error::Io(ref e)) if is_retry(e) => {}
                 Err(e) => return Err(e),
             }
-            match self.lock().flush() {
+            // Bind first: a guard in a `match` scrutinee would live through the arms and hold
+            // the lock while we wait for room, starving the reader (a deadlock until timeout).
+            let flushed = self.lock().flush();
+            match flushed {
                 Ok(()) => return Ok(()),
                 Err(tungstenite::Error::Io(e)) if is_retry(&e) => {
                     // Wait for room with the lock released so the reader keeps reading.
