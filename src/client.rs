@@ -130,6 +130,15 @@ impl Client {
             .timeout(self.inner.http_timeout)
     }
 
+    /// A request with auth set and no overall deadline: streamed bodies of any size are bounded
+    /// per read and write (the agent's timeouts), not in total.
+    pub(crate) fn streaming_request(&self, method: &str, path_and_query: &str) -> ureq::Request {
+        self.inner
+            .agent
+            .request(method, &self.url(path_and_query))
+            .set("Authorization", &format!("Bearer {}", self.inner.token))
+    }
+
     pub(crate) fn create_timeout(&self) -> Duration {
         self.inner.create_timeout
     }

@@ -173,6 +173,8 @@ pub struct ApiError {
     pub upgrade_available: Option<bool>,
     /// `upgrade_url` from the body.
     pub upgrade_url: Option<String>,
+    /// `path` from a filesystem error body (PROTOCOL.md §3.2).
+    pub path: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -185,6 +187,9 @@ struct ApiErrorBody {
     current_count: Option<u64>,
     upgrade_available: Option<bool>,
     upgrade_url: Option<String>,
+    /// Filesystem errors put an errno name here (`ENOENT`) and text in `error`.
+    code: Option<String>,
+    path: Option<String>,
 }
 
 impl ApiError {
@@ -201,6 +206,7 @@ impl ApiError {
             current_count: None,
             upgrade_available: None,
             upgrade_url: None,
+            path: None,
         }
     }
 
@@ -228,7 +234,8 @@ impl ApiError {
                     .clone()
                     .or_else(|| b.error.clone())
                     .unwrap_or_else(|| format!("API error (status {status})"));
-                (b.error.clone(), message, b)
+                // A filesystem body's `code` (an errno name) is the machine-readable one.
+                (b.code.clone().or_else(|| b.error.clone()), message, b)
             }
             None if text.is_empty() => (None, format!("API error (status {status})"), ApiErrorBody::default()),
             None => (None, text.to_owned(), ApiErrorBody::default()),
@@ -252,6 +259,7 @@ impl ApiError {
             current_count: parsed.current_count,
             upgrade_available: parsed.upgrade_available,
             upgrade_url: parsed.upgrade_url,
+            path: parsed.path,
         }
     }
 
@@ -294,10 +302,19 @@ impl ApiError {
         self.status == 409 || self.code.as_deref().is_some_and(|c| c.contains("already_exists"))
     }
 
-    fn io_kind(&self) -> io::ErrorKind {
+    /// The [`io::ErrorKind`] for this error: from the errno name of a filesystem error, else
+    /// from the status.
+    pub fn io_kind(&self) -> io::ErrorKind {
         use io::ErrorKind as K;
         match (self.status, self.code.as_deref()) {
-            (_, Some("command_not_found")) => K::NotFound,
+            (_, Some("command_not_found" | "ENOENT")) => K::NotFound,
+            (_, Some("EEXIST")) => K::AlreadyExists,
+            (_, Some("ENOTDIR")) => K::NotADirectory,
+            (_, Some("EISDIR")) => K::IsADirectory,
+            (_, Some("ENOTEMPTY")) => K::DirectoryNotEmpty,
+            (_, Some("EACCES" | "EPERM")) => K::PermissionDenied,
+            (_, Some("EINVAL")) => K::InvalidInput,
+            (_, Some("EIO")) => K::Other,
             (_, Some("permission_denied")) => K::PermissionDenied,
             (401 | 403, _) => K::PermissionDenied,
             (404 | 410, _) => K::NotFound,
@@ -364,6 +381,17 @@ mod tests {
     fn header_retry_after_used_when_body_has_none() {
         let err = ApiError::parse(429, |h| (h == "retry-after").then(|| "3".into()), b"{}");
         assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn filesystem_bodies_map_errno_names() {
+        let err = ApiError::parse(404, no_headers, br#"{"error":"no such file or directory","code":"ENOENT","path":"/x"}"#);
+        assert_eq!(err.code.as_deref(), Some("ENOENT"));
+        assert_eq!(err.message, "no such file or directory");
+        assert_eq!(err.path.as_deref(), Some("/x"));
+        assert_eq!(err.io_kind(), io::ErrorKind::NotFound);
+        let err = ApiError::parse(409, no_headers, br#"{"error":"directory not empty","code":"ENOTEMPTY"}"#);
+        assert_eq!(err.io_kind(), io::ErrorKind::DirectoryNotEmpty);
     }
 
     #[test]

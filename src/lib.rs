@@ -41,6 +41,7 @@
 mod client;
 mod error;
 mod exec;
+pub mod fs;
 mod sprite;
 mod types;
 mod url;

@@ -1,0 +1,405 @@
+//! A sprite's filesystem with the API of `std::fs` (PROTOCOL.md §9).
+//!
+//! [`Filesystem`] has the `std::fs` free functions as methods; [`File`] implements `Read`,
+//! `Write` and `Seek` and streams, so a file of any size passes through constant memory.
+//!
+//! The API has no stat and no mkdir endpoint. [`Filesystem::metadata`] lists the parent
+//! directory and picks the entry by name (listing the path itself would return a directory's
+//! first child, the bug the official SDKs have); [`Filesystem::create_dir`] writes a uniquely
+//! named placeholder with `mkdirParents=true` and deletes it, after checking std's preconditions.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+//! let fs = sprite.fs_at("/home/sprite");
+//! fs.create_dir_all("app/src")?;
+//! fs.write("app/src/main.py", "print('hi')\n")?;
+//! assert_eq!(fs.read_to_string("app/src/main.py")?, "print('hi')\n");
+//! for entry in fs.read_dir("app/src")? {
+//!     let entry = entry?;
+//!     println!("{:?} {} bytes", entry.file_name(), entry.metadata()?.len());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod file;
+mod metadata;
+
+pub use file::{File, OpenOptions};
+pub use metadata::{DirEntry, FileType, Metadata, Permissions, ReadDir};
+
+use crate::error::{ApiError, Error};
+use crate::sprite::Sprite;
+use crate::url::Query;
+use metadata::{FsEntry, FsListing};
+use serde_json::json;
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+/// A sprite's filesystem, with relative paths resolved against a directory.
+///
+/// Get one from [`Sprite::fs`] (rooted at `/`) or [`Sprite::fs_at`].
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    sprite: Sprite,
+    cwd: String,
+}
+
+impl Sprite {
+    /// The sprite's filesystem; relative paths resolve against `/`.
+    pub fn fs(&self) -> Filesystem {
+        Filesystem { sprite: self.clone(), cwd: "/".into() }
+    }
+
+    /// The sprite's filesystem; relative paths resolve against `dir` (itself resolved against `/`).
+    pub fn fs_at(&self, dir: impl AsRef<Path>) -> Filesystem {
+        let cwd = clean(Path::new("/"), dir.as_ref()).to_string_lossy().into_owned();
+        Filesystem { sprite: self.clone(), cwd }
+    }
+}
+
+impl Filesystem {
+    /// The directory relative paths resolve against.
+    pub fn current_dir(&self) -> &Path {
+        Path::new(&self.cwd)
+    }
+
+    /// Reads a whole file.
+    pub fn read(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        let mut file = self.open(path)?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    /// Reads a whole file as UTF-8.
+    pub fn read_to_string(&self, path: impl AsRef<Path>) -> io::Result<String> {
+        let data = self.read(path)?;
+        String::from_utf8(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes a whole file, creating it (and missing parent directories) or replacing it. The
+    /// replacement is atomic on servers that write through a temporary file.
+    pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
+        let path = self.resolve(path.as_ref())?;
+        self.put(&path, contents.as_ref(), 0o644, true)
+    }
+
+    /// Metadata, following a final symlink.
+    pub fn metadata(&self, path: impl AsRef<Path>) -> io::Result<Metadata> {
+        let path = self.resolve(path.as_ref())?;
+        let meta = self.stat(&path)?;
+        if !meta.is_symlink() {
+            return Ok(meta);
+        }
+        // Listing through the link shows the target: a directory answers with its children,
+        // anything else with one entry for itself.
+        let listing = self.list(&path)?;
+        match listing.as_slice() {
+            [only] if only.path == path || only.path.is_empty() => Ok(Metadata::from_entry(only)),
+            _ => Ok(Metadata::from_entry(&FsEntry {
+                name: String::new(),
+                path: path.clone(),
+                kind: Some("directory".into()),
+                size: Some(0),
+                mode: None,
+                mod_time: None,
+                is_dir: Some(true),
+            })),
+        }
+    }
+
+    /// Metadata of the path itself: a symlink reports as a symlink.
+    pub fn symlink_metadata(&self, path: impl AsRef<Path>) -> io::Result<Metadata> {
+        let path = self.resolve(path.as_ref())?;
+        self.stat(&path)
+    }
+
+    /// Whether the path exists; errors other than "not found" are returned, as `std::fs::exists` does.
+    pub fn exists(&self, path: impl AsRef<Path>) -> io::Result<bool> {
+        match self.symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entries of a directory (`NotADirectory` for a file).
+    pub fn read_dir(&self, path: impl AsRef<Path>) -> io::Result<ReadDir> {
+        let path = self.resolve(path.as_ref())?;
+        let meta = self.metadata(&path)?;
+        if !meta.is_dir() {
+            return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &path, "not a directory"));
+        }
+        let base = PathBuf::from(&path);
+        let entries = self
+            .list(&path)?
+            .into_iter()
+            .map(|entry| {
+                let name = if entry.name.is_empty() {
+                    Path::new(&entry.path).file_name().map(OsString::from).unwrap_or_default()
+                } else {
+                    OsString::from(&entry.name)
+                };
+                DirEntry { path: base.join(&name), metadata: Metadata::from_entry(&entry), name }
+            })
+            .collect::<Vec<_>>();
+        Ok(ReadDir { entries: entries.into_iter() })
+    }
+
+    /// Creates one directory: `AlreadyExists` if the path exists, `NotFound` if the parent does not.
+    pub fn create_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = self.resolve(path.as_ref())?;
+        if self.exists(&path)? {
+            return Err(fs_error(io::ErrorKind::AlreadyExists, "EEXIST", &path, "file exists"));
+        }
+        let parent = parent_of(&path);
+        match self.metadata(&parent) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &parent, "not a directory")),
+            Err(e) => return Err(e),
+        }
+        self.make_dir(&path)
+    }
+
+    /// Creates a directory and any missing parents; `Ok` if it already is a directory.
+    pub fn create_dir_all(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = self.resolve(path.as_ref())?;
+        match self.metadata(&path) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => return Err(fs_error(io::ErrorKind::AlreadyExists, "EEXIST", &path, "file exists")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.make_dir(&path)
+    }
+
+    /// Removes a file or symlink (`IsADirectory` for a directory).
+    pub fn remove_file(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = self.resolve(path.as_ref())?;
+        if self.symlink_metadata(&path)?.is_dir() {
+            return Err(fs_error(io::ErrorKind::IsADirectory, "EISDIR", &path, "is a directory"));
+        }
+        self.delete(&path, false)
+    }
+
+    /// Removes an empty directory (`DirectoryNotEmpty` otherwise).
+    pub fn remove_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = self.resolve(path.as_ref())?;
+        if !self.symlink_metadata(&path)?.is_dir() {
+            return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &path, "not a directory"));
+        }
+        self.delete(&path, false)
+    }
+
+    /// Removes a directory and everything in it.
+    pub fn remove_dir_all(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = self.resolve(path.as_ref())?;
+        if !self.symlink_metadata(&path)?.is_dir() {
+            return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &path, "not a directory"));
+        }
+        self.delete(&path, true)
+    }
+
+    /// Renames a file or directory, replacing `to` if it exists.
+    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
+        self.post("/fs/rename", json!({ "source": from, "dest": to, "workingDir": self.cwd }))?;
+        Ok(())
+    }
+
+    /// Copies a file's contents and permissions; returns the number of bytes copied.
+    pub fn copy(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u64> {
+        let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
+        let meta = self.metadata(&from)?;
+        if meta.is_dir() {
+            return Err(fs_error(io::ErrorKind::IsADirectory, "EISDIR", &from, "is a directory"));
+        }
+        let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": false, "preserveAttrs": true });
+        self.post("/fs/copy", body)?;
+        Ok(meta.len())
+    }
+
+    /// Copies a directory tree (an extra beside std).
+    pub fn copy_recursive(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
+        let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": true, "preserveAttrs": true });
+        self.post("/fs/copy", body)?;
+        Ok(())
+    }
+
+    /// Sets permission bits (`perm.mode() & 0o7777`).
+    pub fn set_permissions(&self, path: impl AsRef<Path>, perm: Permissions) -> io::Result<()> {
+        self.chmod(path.as_ref(), perm.mode(), false)
+    }
+
+    /// Sets permission bits on a directory tree, like `chmod -R` (an extra beside std).
+    pub fn set_permissions_recursive(&self, path: impl AsRef<Path>, perm: Permissions) -> io::Result<()> {
+        self.chmod(path.as_ref(), perm.mode(), true)
+    }
+
+    /// Opens a file for reading.
+    pub fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open_in(self, path.as_ref())
+    }
+
+    /// Creates or truncates a file for writing.
+    pub fn create(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().write(true).create(true).truncate(true).open_in(self, path.as_ref())
+    }
+
+    /// [`OpenOptions`] bound to this filesystem: `fs.options().write(true).create(true).open(path)`.
+    pub fn options(&self) -> OpenOptions {
+        OpenOptions::new().on(self.clone())
+    }
+
+    // ---- internals ----
+
+    pub(crate) fn sprite(&self) -> &Sprite {
+        &self.sprite
+    }
+
+    /// Absolute, lexically cleaned path as a UTF-8 string.
+    pub(crate) fn resolve(&self, path: &Path) -> io::Result<String> {
+        if path.as_os_str().is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+        }
+        let cleaned = clean(Path::new(&self.cwd), path);
+        cleaned.to_str().map(str::to_owned).ok_or_else(|| {
+            io::Error::from(Error::InvalidInput(format!("the path {path:?} is not valid UTF-8, which the API requires")))
+        })
+    }
+
+    pub(crate) fn fs_path(&self, op: &str, query: &Query) -> String {
+        self.sprite.path(&format!("/fs/{op}{}", query.as_str()))
+    }
+
+    fn stat(&self, path: &str) -> io::Result<Metadata> {
+        if path == "/" {
+            return Ok(Metadata::root());
+        }
+        let parent = parent_of(path);
+        let name = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let entries = self.list(&parent)?;
+        entries
+            .iter()
+            .find(|e| e.name == name || (e.name.is_empty() && e.path == path))
+            .map(Metadata::from_entry)
+            .ok_or_else(|| fs_error(io::ErrorKind::NotFound, "ENOENT", path, "no such file or directory"))
+    }
+
+    fn list(&self, path: &str) -> io::Result<Vec<FsEntry>> {
+        let mut query = Query::new();
+        query.push("path", path).push("workingDir", &self.cwd);
+        let client = self.sprite.client();
+        let response = client.send(client.request("GET", &self.fs_path("list", &query)), None)?;
+        let listing: FsListing = crate::Client::decode(response)?;
+        Ok(listing.entries)
+    }
+
+    fn delete(&self, path: &str, recursive: bool) -> io::Result<()> {
+        let mut query = Query::new();
+        query.push("path", path).push("workingDir", &self.cwd).push("recursive", if recursive { "true" } else { "false" });
+        let client = self.sprite.client();
+        client.send(client.request("DELETE", &self.fs_path("delete", &query)), None)?;
+        Ok(())
+    }
+
+    fn chmod(&self, path: &Path, mode: u32, recursive: bool) -> io::Result<()> {
+        let path = self.resolve(path)?;
+        let body = json!({ "path": path, "workingDir": self.cwd, "mode": format!("{:04o}", mode & 0o7777), "recursive": recursive });
+        self.post("/fs/chmod", body)?;
+        Ok(())
+    }
+
+    fn post(&self, op: &str, body: serde_json::Value) -> io::Result<()> {
+        let client = self.sprite.client();
+        client.send(client.request("POST", &self.sprite.path(op)), Some(&body))?;
+        Ok(())
+    }
+
+    /// One-shot upload of an in-memory body.
+    fn put(&self, path: &str, contents: &[u8], mode: u32, mkdir_parents: bool) -> io::Result<()> {
+        let client = self.sprite.client();
+        let request = client
+            .streaming_request("PUT", &self.fs_path("write", &write_query(path, &self.cwd, mode, mkdir_parents)))
+            .set("Content-Type", "application/octet-stream");
+        request.send_bytes(contents).map_err(Error::from)?;
+        Ok(())
+    }
+
+    /// mkdir through a placeholder: write `<dir>/.sprites-mkdir-<random>` with parents, delete it.
+    fn make_dir(&self, path: &str) -> io::Result<()> {
+        let placeholder = format!("{}/.sprites-mkdir-{:016x}", path.trim_end_matches('/'), placeholder_id());
+        self.put(&placeholder, b"", 0o600, true)?;
+        self.delete(&placeholder, false)
+    }
+}
+
+pub(crate) fn write_query(path: &str, cwd: &str, mode: u32, mkdir_parents: bool) -> Query {
+    let mut query = Query::new();
+    query
+        .push("path", path)
+        .push("workingDir", cwd)
+        .push("mode", &format!("{:04o}", mode & 0o7777))
+        .push("mkdirParents", if mkdir_parents { "true" } else { "false" });
+    query
+}
+
+fn placeholder_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per process from the OS; mixing in time and a counter makes
+    // collisions between concurrent callers vanishingly unlikely without a rand dependency.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.finish()
+}
+
+fn parent_of(path: &str) -> String {
+    match Path::new(path).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_string_lossy().into_owned(),
+        _ => "/".into(),
+    }
+}
+
+/// `base.join(path)` with `.` and `..` resolved lexically, always absolute.
+fn clean(base: &Path, path: &Path) -> PathBuf {
+    let joined = base.join(path);
+    let mut out = PathBuf::from("/");
+    for component in joined.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(part) => out.push(part),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// An `io::Error` of `kind` wrapping an API-shaped error, for checks the client makes itself.
+fn fs_error(kind: io::ErrorKind, errno: &str, path: &str, text: &str) -> io::Error {
+    let mut api = ApiError::new(0, Some(errno), format!("{text}: {path}"));
+    api.path = Some(path.to_owned());
+    io::Error::new(kind, Error::Api(api))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_paths() {
+        let base = Path::new("/home/sprite");
+        assert_eq!(clean(base, Path::new("a/./b/../c")), Path::new("/home/sprite/a/c"));
+        assert_eq!(clean(base, Path::new("/etc/../../x")), Path::new("/x"));
+        assert_eq!(clean(base, Path::new("..")), Path::new("/home"));
+        assert_eq!(clean(Path::new("/"), Path::new("")), Path::new("/"));
+        assert_eq!(parent_of("/a"), "/");
+        assert_eq!(parent_of("/a/b"), "/a");
+    }
+}
