@@ -36,20 +36,35 @@ impl Stream {
     }
 }
 
+// EINTR is retried here, once for every caller: the blocking handshake (whose `read` with a
+// timeout can be interrupted when the process reaps children, e.g. an embedded sprites-local) and
+// the non-blocking data path alike.
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+        loop {
+            let result = match self {
+                Stream::Plain(s) => s.read(buf),
+                Stream::Tls(s) => s.read(buf),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
+        loop {
+            let result = match self {
+                Stream::Plain(s) => s.write(buf),
+                Stream::Tls(s) => s.write(buf),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -5,23 +5,24 @@
 //!
 //! - the **connection thread** (the caller of [`run`]) reads client frames: stdin goes to
 //!   the stdin thread, signals go to the process group, pings become pong requests;
-//! - the **writer** owns writes to the socket: the 101 + `session_info` preamble, output
-//!   frames, pongs, a ping every 15 s, the exit frame and the close frame. Only it writes,
-//!   so the reader never blocks behind a slow client;
-//! - one **pump** per output pipe reads up to 64 KiB into a pooled buffer that has room for
-//!   the frame header in front, and hands it to the writer (two buffers per pipe, so memory
-//!   is bounded and a client that stops reading stalls the process on a full pipe);
-//! - the stderr pump, after EOF, **waits for the process** and reports its status — the exit
-//!   frame is written only after both pipes reached EOF and the process exited, so it
-//!   always follows all output;
+//! - the **I/O thread** is the only writer of the socket (the 101 + `session_info`
+//!   preamble, output frames, pongs, a ping every 15 s, the exit frame, the close frame), so
+//!   the reader never blocks behind a slow client. It also reads both output pipes: it
+//!   waits in `poll(2)` on them and on an eventfd that the others use to wake it, reads up
+//!   to 64 KiB into one buffer that has room for the frame header in front, and writes the
+//!   frame straight from there. Memory is one buffer per exec, and a client that stops
+//!   reading stalls the process on a full pipe;
+//! - the **waiter** reaps the process and hands over its status; the exit frame is written
+//!   only after both pipes reached EOF and the process exited, so it always follows all
+//!   output;
 //! - with `stdin=true`, a **stdin thread** writes to the process through a small bounded
 //!   channel, so a process that doesn't read stdin cannot wedge signal handling for long.
 //!
 //! If the client goes away before the exit frame, the whole process group is SIGKILLed.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, never, select, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::http::{Response, SPRITE_VERSION};
 use crate::query::Query;
@@ -47,10 +48,8 @@ const CLIENT_SILENCE: Duration = Duration::from_secs(45);
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Bytes read from a pipe per frame.
 const CHUNK: usize = 64 * 1024;
-/// Pump buffer: frame header room + stream byte + data.
+/// Output buffer: frame header room + stream byte + data.
 const FRAME_BUF: usize = ws::MAX_HEADER + 1 + CHUNK;
-/// Output buffers per pipe (one being filled while one is being written).
-const BUFFERS_PER_PIPE: usize = 2;
 /// Pipe capacity we ask the kernel for, so a fast writer is not throttled by 64 KiB pipes.
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
@@ -199,15 +198,37 @@ fn spawn_error_response(program: &str, e: &io::Error) -> Response {
     }
 }
 
-/// Output from the pumps and the waiter, in order, to the writer.
-enum Out {
-    Data {
-        stream: u8,
-        buf: Vec<u8>,
-        len: usize,
-    },
-    Eof,
-    Exited(u8),
+/// An eventfd that wakes the I/O thread out of `poll` when a control message or the exit
+/// status has been queued for it.
+struct Wake(OwnedFd);
+
+impl Wake {
+    fn new() -> io::Result<Arc<Wake>> {
+        // SAFETY: eventfd has no pointer arguments; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(Arc::new(Wake(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. It cannot block
+        // (EFD_NONBLOCK); failure only means the counter is already non-zero.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8);
+        }
+    }
 }
 
 /// The server's handle on a running exec, to end it cleanly at shutdown.
@@ -215,17 +236,20 @@ enum Out {
 pub struct ExecControl {
     ctrl: Sender<Ctrl>,
     closed: Receiver<()>,
+    wake: Arc<Wake>,
 }
 
 impl ExecControl {
-    /// Asks the exec's writer to send close 1001 ("going away") and stop writing.
+    /// Asks the exec's I/O thread to send close 1001 ("going away") and stop writing.
     pub fn going_away(&self) {
         let _ = self
             .ctrl
             .try_send(Ctrl::Close(close_code::GOING_AWAY, "server shutting down"));
+        self.wake.notify();
     }
 
-    /// Waits until the close frame is out (or the writer ended), at most until `deadline`.
+    /// Waits until the close frame is out (or the I/O thread ended), at most until
+    /// `deadline`.
     pub fn wait_closed(&self, deadline: Instant) {
         let _ = self.closed.recv_deadline(deadline);
     }
@@ -243,10 +267,10 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Requests from the reader (or the server, at shutdown) to the writer.
+/// Requests from the reader (or the server, at shutdown) to the I/O thread.
 enum Ctrl {
     Pong(Vec<u8>),
-    /// Send a close frame with this code and reason; the reader is done.
+    /// Send a close frame with this code and reason, then stop.
     Close(u16, &'static str),
     /// The client is gone; write nothing more.
     Gone,
@@ -273,76 +297,32 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     {
         grow_pipe(fd);
     }
-
     let _ = stream.set_read_timeout(Some(CLIENT_SILENCE));
-    let (data_tx, data_rx) = bounded::<Out>(8);
-    let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
-    let (done_tx, done_rx) = bounded::<()>(1);
-    let exit_sent = Arc::new(AtomicBool::new(false));
-    let (free_out_tx, free_out_rx) = bounded::<Vec<u8>>(BUFFERS_PER_PIPE);
-    let (free_err_tx, free_err_rx) = bounded::<Vec<u8>>(BUFFERS_PER_PIPE);
 
-    let mut preamble = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept_key}\r\nX-Sprite-Capabilities: signal\r\n\
-         Sprite-Version: {SPRITE_VERSION}\r\n\r\n"
-    )
-    .into_bytes();
-    let info = format!(r#"{{"type":"session_info","session_id":"{pid}","tty":false}}"#);
-    preamble.extend_from_slice(&ws::encode_frame(opcode::TEXT, &[info.as_bytes()]));
-
-    // Failure to start any helper thread ends the exec: kill the group, let whatever did
-    // start wind down (their channels disconnect), and reap the process ourselves if the
-    // waiter never got it.
-    let abort = |child: Option<&mut Child>| {
+    // Everything that can fail before the exec is live: on failure, kill and reap here.
+    let setup = Wake::new().and_then(|wake| Ok((wake, stream.try_clone()?, stream.try_clone()?)));
+    let Ok((wake, write_sock, read_sock)) = setup else {
         signal::kill_group(pid, libc::SIGKILL);
         session.mark_exited();
-        if let Some(c) = child {
-            let _ = c.wait();
-        }
+        let _ = child.wait();
         shared.sessions.finish(&session);
         let _ = stream.shutdown(Shutdown::Both);
+        return;
     };
 
-    let writer = stream.try_clone().and_then(|sock| {
-        let exit_sent = exit_sent.clone();
-        spawn_named("sprites-exec-writer", move || {
-            let w = Writer {
-                sock,
-                broken: false,
-                closed: false,
-            };
-            let free = [free_out_tx, free_err_tx];
-            writer_main(w, preamble, data_rx, ctrl_rx, free, &exit_sent, &done_tx);
-        })
-    });
-    if writer.is_err() {
-        return abort(Some(&mut child));
-    }
-    crate::lock(&shared.execs).insert(
-        pid,
-        ExecControl {
-            ctrl: ctrl_tx.clone(),
-            closed: done_rx.clone(),
-        },
-    );
-    let _registered = Registered {
-        shared: &shared,
-        pid,
-    };
+    let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
+    let (exit_tx, exit_rx) = bounded::<u8>(1);
+    let (done_tx, done_rx) = bounded::<()>(1);
+    let exit_sent = Arc::new(AtomicBool::new(false));
 
+    // The waiter reaps the process whatever happens to the connection.
     let waiter = {
-        let data_tx = data_tx.clone();
-        let session = session.clone();
-        let shared = shared.clone();
-        spawn_named("sprites-exec-stderr", move || {
-            if let Some(err) = stderr {
-                pump(err, stream_id::STDERR, &data_tx, &free_err_rx, &session);
-            }
-            let _ = data_tx.send(Out::Eof);
+        let (session, shared, wake) = (session.clone(), shared.clone(), wake.clone());
+        spawn_named("sprites-exec-wait", move || {
             let code = wait_exit(&mut child, &session);
             shared.sessions.finish(&session);
-            let _ = data_tx.send(Out::Exited(code));
+            let _ = exit_tx.send(code);
+            wake.notify();
         })
     };
     if waiter.is_err() {
@@ -358,22 +338,54 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
-    {
-        let session = session.clone();
-        let started = spawn_named("sprites-exec-stdout", move || {
-            if let Some(out) = stdout {
-                pump(out, stream_id::STDOUT, &data_tx, &free_out_rx, &session);
-            }
-            let _ = data_tx.send(Out::Eof);
-        });
-        if started.is_err() {
-            // The waiter will reap; the writer never sees two EOFs and ends when the data
-            // senders are all dropped.
-            signal::kill_group(pid, libc::SIGKILL);
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
+
+    let mut preamble = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept_key}\r\nX-Sprite-Capabilities: signal\r\n\
+         Sprite-Version: {SPRITE_VERSION}\r\n\r\n"
+    )
+    .into_bytes();
+    let info = format!(r#"{{"type":"session_info","session_id":"{pid}","tty":false}}"#);
+    preamble.extend_from_slice(&ws::encode_frame(opcode::TEXT, &[info.as_bytes()]));
+
+    let io = {
+        let io = Io {
+            w: Writer {
+                sock: write_sock,
+                broken: false,
+                closed: false,
+            },
+            pipes: [
+                stdout.map(|p| (stream_id::STDOUT, OwnedFd::from(p))),
+                stderr.map(|p| (stream_id::STDERR, OwnedFd::from(p))),
+            ],
+            ctrl_rx,
+            exit_rx,
+            wake: wake.clone(),
+            done_tx,
+            exit_sent: exit_sent.clone(),
+            session: session.clone(),
+        };
+        spawn_named("sprites-exec-io", move || io.run(preamble))
+    };
+    if io.is_err() {
+        // The waiter still reaps; nobody will write, so just end the connection.
+        signal::kill_group(pid, libc::SIGKILL);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
     }
+    crate::lock(&shared.execs).insert(
+        pid,
+        ExecControl {
+            ctrl: ctrl_tx.clone(),
+            closed: done_rx.clone(),
+            wake: wake.clone(),
+        },
+    );
+    let _registered = Registered {
+        shared: &shared,
+        pid,
+    };
     let mut stdin_tx = stdin.and_then(|pipe| {
         let (tx, rx) = bounded::<(Vec<u8>, usize)>(4);
         spawn_named("sprites-exec-stdin", move || stdin_main(pipe, rx))
@@ -381,11 +393,10 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
             .map(|_| tx)
     });
 
-    let Ok(read_sock) = stream.try_clone() else {
-        signal::kill_group(pid, libc::SIGKILL);
-        let _ = ctrl_tx.try_send(Ctrl::Gone);
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+    let to_io = |msg: Ctrl| {
+        let sent = ctrl_tx.try_send(msg).is_ok();
+        wake.notify();
+        sent
     };
     let mut reader = MessageReader::new(read_sock, leftover);
     let close_with = loop {
@@ -407,9 +418,9 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
                 }
             }
             Ok(Message::Ping(payload)) => {
-                // If the writer is backed up, a dropped pong is harmless: the client's next
-                // ping (or our own pings) keeps the connection alive.
-                let _ = ctrl_tx.try_send(Ctrl::Pong(payload));
+                // If the I/O thread is backed up, a dropped pong is harmless: the client's
+                // next ping (or our own pings) keeps the connection alive.
+                to_io(Ctrl::Pong(payload));
             }
             Ok(Message::Pong) => {}
             Ok(Message::Close(code)) => break Some((echo_close_code(code), "")),
@@ -424,16 +435,13 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     }
     match close_with {
         Some((code, reason)) => {
-            if ctrl_tx
-                .send_timeout(Ctrl::Close(code, reason), CLOSE_WAIT)
-                .is_ok()
-            {
-                // Wait (bounded) until the writer has sent the close frame.
+            if to_io(Ctrl::Close(code, reason)) {
+                // Wait (bounded) until the I/O thread has sent the close frame.
                 let _ = done_rx.recv_timeout(CLOSE_WAIT);
             }
         }
         None => {
-            let _ = ctrl_tx.try_send(Ctrl::Gone);
+            to_io(Ctrl::Gone);
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
@@ -451,56 +459,10 @@ fn spawn_named(
 
 /// Asks for a bigger pipe so a fast producer does fewer, larger writes. Best effort: the
 /// kernel may refuse (per-user pipe limits), which only costs throughput.
-fn grow_pipe(fd: std::os::fd::RawFd) {
+fn grow_pipe(fd: RawFd) {
     // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ takes an int and touches no memory.
     unsafe {
         libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
-    }
-}
-
-/// Reads `pipe` until EOF, sending each chunk as one frame-ready buffer.
-fn pump(
-    mut pipe: impl Read,
-    stream: u8,
-    data_tx: &Sender<Out>,
-    free_rx: &Receiver<Vec<u8>>,
-    session: &Session,
-) {
-    let mut allocated = 0;
-    loop {
-        let mut buf = match free_rx.try_recv() {
-            Ok(b) => b,
-            Err(_) if allocated < BUFFERS_PER_PIPE => {
-                allocated += 1;
-                vec![0u8; FRAME_BUF]
-            }
-            Err(_) => match free_rx.recv() {
-                Ok(b) => b,
-                Err(_) => return, // writer gone
-            },
-        };
-        let n = loop {
-            match pipe.read(&mut buf[ws::MAX_HEADER + 1..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break 0,
-            }
-        };
-        if n == 0 {
-            return;
-        }
-        session.note_output(n);
-        buf[ws::MAX_HEADER] = stream;
-        if data_tx
-            .send(Out::Data {
-                stream,
-                buf,
-                len: n,
-            })
-            .is_err()
-        {
-            return;
-        }
     }
 }
 
@@ -562,7 +524,7 @@ fn echo_close_code(code: Option<u16>) -> u16 {
     }
 }
 
-/// The socket's write side, owned by the writer thread.
+/// The socket's write side, owned by the I/O thread.
 struct Writer {
     sock: TcpStream,
     /// A write failed: the peer is gone; write nothing more.
@@ -589,8 +551,8 @@ impl Writer {
         }
     }
 
-    /// Writes an output chunk from a pump buffer in place (header goes in the reserved
-    /// bytes in front of the stream id).
+    /// Writes an output chunk in place: `buf` holds the stream id at `MAX_HEADER` and the
+    /// data after it; the frame header goes into the reserved bytes in front.
     fn data(&mut self, buf: &mut [u8], len: usize) {
         let mut hdr = [0u8; ws::MAX_HEADER];
         let h = ws::header_into(opcode::BINARY, len + 1, &mut hdr);
@@ -612,87 +574,175 @@ impl Writer {
     }
 }
 
-fn writer_main(
-    mut w: Writer,
-    preamble: Vec<u8>,
-    data_rx: Receiver<Out>,
+/// The exec's I/O thread: the only writer of the socket, and the reader of both output
+/// pipes. It waits in `poll(2)` on the pipes and the wake fd (no busy loop), reads at most
+/// one 64 KiB chunk per ready pipe and writes it as one frame straight from the read
+/// buffer. A blocked socket write blocks the pipe reads, which is the backpressure.
+struct Io {
+    w: Writer,
+    /// `(stream id, read end)`; `None` once at EOF.
+    pipes: [Option<(u8, OwnedFd)>; 2],
     ctrl_rx: Receiver<Ctrl>,
-    free_tx: [Sender<Vec<u8>>; 2],
-    exit_sent: &AtomicBool,
-    done_tx: &Sender<()>,
-) {
-    w.write(&preamble);
-    let mut ctrl = ctrl_rx;
-    let mut eofs = 0;
-    let mut exit_code = None;
-    let mut reader_done = false;
-    let mut next_ping = Instant::now() + PING_EVERY;
+    exit_rx: Receiver<u8>,
+    wake: Arc<Wake>,
+    /// Signalled once our close frame is out.
+    done_tx: Sender<()>,
+    exit_sent: Arc<AtomicBool>,
+    session: Arc<Session>,
+}
 
-    while eofs < 2 || exit_code.is_none() {
-        let until_ping = next_ping.saturating_duration_since(Instant::now());
-        select! {
-            recv(ctrl) -> m => match m {
-                Ok(Ctrl::Pong(p)) => w.frame(opcode::PONG, &p),
-                Ok(Ctrl::Close(code, reason)) => {
-                    w.close(code, reason);
-                    let _ = done_tx.try_send(());
-                    reader_done = true;
-                    ctrl = never();
+/// What the control messages asked for.
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Io {
+    fn run(mut self, preamble: Vec<u8>) {
+        self.w.write(&preamble);
+        if let Some(code) = self.pump_until_exit() {
+            self.finish(code);
+        }
+    }
+
+    fn handle_ctrl(&mut self) -> Next {
+        while let Ok(msg) = self.ctrl_rx.try_recv() {
+            match msg {
+                Ctrl::Pong(p) => self.w.frame(opcode::PONG, &p),
+                Ctrl::Close(code, reason) => {
+                    self.w.close(code, reason);
+                    let _ = self.done_tx.try_send(());
+                    return Next::Stop;
                 }
-                Ok(Ctrl::Gone) | Err(_) => {
-                    reader_done = true;
-                    ctrl = never();
+                Ctrl::Gone => return Next::Stop,
+            }
+        }
+        Next::Continue
+    }
+
+    /// Forwards output until both pipes are at EOF and the exit status is known. None =
+    /// stopped early (client gone, close requested, socket broken).
+    fn pump_until_exit(&mut self) -> Option<u8> {
+        let mut buf = vec![0u8; FRAME_BUF];
+        let mut exit_code = None;
+        let mut next_ping = Instant::now() + PING_EVERY;
+        loop {
+            if let Next::Stop = self.handle_ctrl() {
+                return None;
+            }
+            if self.w.broken {
+                return None;
+            }
+            if exit_code.is_none() {
+                exit_code = self.exit_rx.try_recv().ok();
+            }
+            if self.pipes.iter().all(Option::is_none) {
+                if let Some(code) = exit_code {
+                    return Some(code);
                 }
-            },
-            recv(data_rx) -> m => match m {
-                Ok(Out::Data { stream, mut buf, len }) => {
-                    if !reader_done {
-                        w.data(&mut buf, len);
-                    }
-                    let idx = usize::from(stream == stream_id::STDERR);
-                    let _ = free_tx[idx].try_send(buf);
+            }
+
+            let mut fds = [pollfd(self.wake.0.as_raw_fd()), pollfd(-1), pollfd(-1)];
+            for (slot, pipe) in fds[1..].iter_mut().zip(&self.pipes) {
+                if let Some((_, fd)) = pipe {
+                    slot.fd = fd.as_raw_fd(); // negative fds are ignored by poll
                 }
-                Ok(Out::Eof) => eofs += 1,
-                Ok(Out::Exited(code)) => exit_code = Some(code),
-                // Every producer is gone without finishing: setup failed part-way.
-                Err(_) => {
-                    w.close(1011, "internal error");
-                    return;
-                }
-            },
-            default(until_ping) => {
-                if !reader_done {
-                    w.frame(opcode::PING, b"");
-                }
+            }
+            let timeout = next_ping.saturating_duration_since(Instant::now());
+            if poll(&mut fds, timeout).is_err() {
+                return None;
+            }
+            if Instant::now() >= next_ping {
+                self.w.frame(opcode::PING, b"");
                 next_ping = Instant::now() + PING_EVERY;
+            }
+            if fds[0].revents != 0 {
+                self.wake.drain();
+            }
+            for i in 0..2 {
+                if fds[i + 1].revents == 0 {
+                    continue;
+                }
+                let Some((id, fd)) = &self.pipes[i] else {
+                    continue;
+                };
+                let id = *id;
+                match read_fd(fd, &mut buf[ws::MAX_HEADER + 1..]) {
+                    Ok(0) | Err(_) => self.pipes[i] = None,
+                    Ok(n) => {
+                        self.session.note_output(n);
+                        buf[ws::MAX_HEADER] = id;
+                        self.w.data(&mut buf, n);
+                    }
+                }
             }
         }
     }
-    if reader_done || w.broken {
-        return;
-    }
-    // Set before writing: a client that closes the instant it sees the exit frame must
-    // not make the reader kill the (finished) process group.
-    exit_sent.store(true, Ordering::SeqCst);
-    w.frame(opcode::BINARY, &[stream_id::EXIT, exit_code.unwrap_or(0)]);
 
-    // Clients close as soon as they have the exit report; give them CLOSE_WAIT to do so.
-    let deadline = Instant::now() + CLOSE_WAIT;
-    loop {
-        select! {
-            recv(ctrl) -> m => match m {
-                Ok(Ctrl::Pong(p)) => w.frame(opcode::PONG, &p),
-                Ok(Ctrl::Close(code, reason)) => {
-                    w.close(code, reason);
-                    return;
-                }
-                Ok(Ctrl::Gone) | Err(_) => return,
-            },
-            default(deadline.saturating_duration_since(Instant::now())) => {
-                w.close(close_code::NORMAL, "");
-                let _ = w.sock.shutdown(Shutdown::Both);
+    /// Sends the exit report, then gives the client CLOSE_WAIT to close (clients close as
+    /// soon as they have the report) before closing ourselves.
+    fn finish(&mut self, code: u8) {
+        // Set before writing: a client that closes the instant it sees the exit frame must
+        // not make the reader kill the (finished) process group.
+        self.exit_sent.store(true, Ordering::SeqCst);
+        self.w.frame(opcode::BINARY, &[stream_id::EXIT, code]);
+        let deadline = Instant::now() + CLOSE_WAIT;
+        loop {
+            if let Next::Stop = self.handle_ctrl() {
                 return;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.w.broken {
+                self.w.close(close_code::NORMAL, "");
+                let _ = self.w.sock.shutdown(Shutdown::Both);
+                return;
+            }
+            let mut fds = [pollfd(self.wake.0.as_raw_fd())];
+            if poll(&mut fds, left).is_err() {
+                return;
+            }
+            if fds[0].revents != 0 {
+                self.wake.drain();
+            }
+        }
+    }
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// poll(2) with a timeout rounded up to whole milliseconds; EINTR counts as a wake-up.
+fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
+    }
+    Ok(())
+}
+
+fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: reads into a valid, exclusively borrowed buffer of the given length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }

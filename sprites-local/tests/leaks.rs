@@ -12,6 +12,38 @@ use tungstenite::Message;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
+/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
+/// blocking socket read with a timeout then fails with EINTR instead of restarting.
+/// tungstenite does not retry it, so the test client wraps its socket in this.
+struct Retry(TcpStream);
+
+impl Read for Retry {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retry {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
 }
@@ -47,17 +79,17 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn connect(addr: std::net::SocketAddr, query: &str) -> tungstenite::WebSocket<TcpStream> {
+fn connect(addr: std::net::SocketAddr, query: &str) -> tungstenite::WebSocket<Retry> {
     let url = format!("ws://{addr}/v1/sprites/box/exec?{query}");
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("Authorization", "Bearer secret".parse().unwrap());
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    tungstenite::client::client(req, stream).unwrap().0
+    tungstenite::client::client(req, Retry(stream)).unwrap().0
 }
 
-fn run_to_exit(ws: &mut tungstenite::WebSocket<TcpStream>) -> u8 {
+fn run_to_exit(ws: &mut tungstenite::WebSocket<Retry>) -> u8 {
     loop {
         if let Message::Binary(b) = ws.read().unwrap() {
             if b.first() == Some(&3) {

@@ -13,6 +13,38 @@ use tungstenite::{Message, WebSocket};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
+/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
+/// blocking socket read with a timeout then fails with EINTR instead of restarting.
+/// tungstenite does not retry it, so the test client wraps its socket in this.
+struct Retry(TcpStream);
+
+impl Read for Retry {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retry {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
 
@@ -119,7 +151,7 @@ fn create(s: &ServerHandle, name: &str) {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Retry>;
 
 fn connect(s: &ServerHandle, sprite: &str, query: &str) -> Ws {
     try_connect(s, sprite, query).unwrap_or_else(|e| panic!("upgrade failed: {e}"))
@@ -132,7 +164,7 @@ fn try_connect(s: &ServerHandle, sprite: &str, query: &str) -> Result<Ws, String
         .insert("Authorization", "Bearer secret".parse().unwrap());
     let stream = TcpStream::connect(s.addr()).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    match tungstenite::client::client(req, stream) {
+    match tungstenite::client::client(req, Retry(stream)) {
         Ok((ws, resp)) => {
             assert_eq!(resp.headers()["x-sprite-capabilities"], "signal");
             assert_eq!(resp.headers()["sprite-version"], "0.1.0");
@@ -476,7 +508,7 @@ fn many_concurrent_execs() {
                     .insert("Authorization", "Bearer secret".parse().unwrap());
                 let stream = TcpStream::connect(addr).unwrap();
                 stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-                let (mut ws, _) = tungstenite::client::client(req, stream).unwrap();
+                let (mut ws, _) = tungstenite::client::client(req, Retry(stream)).unwrap();
                 (i, collect(&mut ws))
             })
         })
@@ -722,7 +754,7 @@ fn pipelined_frames_right_behind_the_upgrade_request() {
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-    let mut ws = WebSocket::from_raw_socket(c, tungstenite::protocol::Role::Client, None);
+    let mut ws = WebSocket::from_raw_socket(Retry(c), tungstenite::protocol::Role::Client, None);
     let run = collect(&mut ws);
     assert_eq!(run.stdout, b"abc");
     assert_eq!(run.exit, Some(0));
