@@ -45,7 +45,9 @@ pub(crate) struct ClientInner {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the token.
-        f.debug_struct("Client").field("base_url", &self.inner.base.as_str()).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +92,9 @@ impl Client {
         let token = ["SPRITES_TOKEN", "SPRITE_TOKEN"]
             .iter()
             .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
-            .ok_or_else(|| Error::Config("set SPRITES_TOKEN (or SPRITE_TOKEN) to an API token".into()))?;
+            .ok_or_else(|| {
+                Error::Config("set SPRITES_TOKEN (or SPRITE_TOKEN) to an API token".into())
+            })?;
         let mut builder = Client::builder().token(token.trim());
         if let Ok(url) = std::env::var("SPRITES_API_URL") {
             if !url.trim().is_empty() {
@@ -146,8 +150,11 @@ impl Client {
     /// Reads a JSON response body, bounded, and decodes it.
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(response: ureq::Response) -> Result<T> {
         let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(response.into_reader(), 64 << 20), &mut body)
-            .map_err(|e| Error::Transport(format!("reading response body: {e}")))?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(response.into_reader(), 64 << 20),
+            &mut body,
+        )
+        .map_err(|e| Error::Transport(format!("reading response body: {e}")))?;
         serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
     }
 
@@ -244,11 +251,14 @@ impl ClientBuilder {
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| Error::Config("a client needs a non-empty token".into()))?;
         if token.chars().any(|c| c.is_control()) {
-            return Err(Error::Config("the token contains control characters".into()));
+            return Err(Error::Config(
+                "the token contains control characters".into(),
+            ));
         }
         let base = BaseUrl::parse(&self.base_url)?;
         let tls = Arc::new(
-            native_tls::TlsConnector::new().map_err(|e| Error::Config(format!("TLS initialisation failed: {e}")))?,
+            native_tls::TlsConnector::new()
+                .map_err(|e| Error::Config(format!("TLS initialisation failed: {e}")))?,
         );
         let agent = ureq::AgentBuilder::new()
             .tls_connector(tls.clone())

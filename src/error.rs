@@ -22,9 +22,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The API answered with an error status (≥ 400).
+    /// The API answered with an error status (≥ 400). Boxed: it is large and rare, and
+    /// `Result<T, Error>` should stay small on the happy path.
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(Box<ApiError>),
 
     /// The request never got an answer: DNS, connect, TLS or a cut connection.
     #[error("transport error: {0}")]
@@ -34,7 +35,9 @@ pub enum Error {
     ///
     /// `code` and `reason` come from the close frame; both are `None`/empty when the
     /// connection was cut without one (server killed, network gone).
-    #[error("connection closed before the exit status arrived (close code {code:?}, reason {reason:?})")]
+    #[error(
+        "connection closed before the exit status arrived (close code {code:?}, reason {reason:?})"
+    )]
     ConnectionClosed {
         /// The WebSocket close code, if a close frame arrived.
         code: Option<u16>,
@@ -83,9 +86,11 @@ impl Error {
     pub fn from_io(err: &io::Error) -> Option<&Error> {
         let inner = err.get_ref()?;
         // A finished Child keeps its error in an Arc so that repeated waits can report it.
-        inner
-            .downcast_ref::<Error>()
-            .or_else(|| inner.downcast_ref::<std::sync::Arc<Error>>().map(|arc| &**arc))
+        inner.downcast_ref::<Error>().or_else(|| {
+            inner
+                .downcast_ref::<std::sync::Arc<Error>>()
+                .map(|arc| &**arc)
+        })
     }
 
     /// The API error, if the server answered with an error status.
@@ -122,10 +127,18 @@ impl From<Error> for io::Error {
     }
 }
 
+impl From<ApiError> for Error {
+    fn from(err: ApiError) -> Error {
+        Error::Api(Box::new(err))
+    }
+}
+
 impl From<ureq::Error> for Error {
     fn from(err: ureq::Error) -> Error {
         match err {
-            ureq::Error::Status(status, response) => Error::Api(ApiError::from_response(status, response)),
+            ureq::Error::Status(status, response) => {
+                ApiError::from_response(status, response).into()
+            }
             ureq::Error::Transport(transport) => Error::Transport(transport.to_string()),
         }
     }
@@ -237,7 +250,11 @@ impl ApiError {
                 // A filesystem body's `code` (an errno name) is the machine-readable one.
                 (b.code.clone().or_else(|| b.error.clone()), message, b)
             }
-            None if text.is_empty() => (None, format!("API error (status {status})"), ApiErrorBody::default()),
+            None if text.is_empty() => (
+                None,
+                format!("API error (status {status})"),
+                ApiErrorBody::default(),
+            ),
             None => (None, text.to_owned(), ApiErrorBody::default()),
         };
         let retry_after = parsed
@@ -274,10 +291,18 @@ impl ApiError {
             .collect();
         // Error bodies are small; cap what we read so a hostile server cannot exhaust memory.
         let mut body = Vec::new();
-        let _ = io::Read::read_to_end(&mut io::Read::take(response.into_reader(), 64 * 1024), &mut body);
+        let _ = io::Read::read_to_end(
+            &mut io::Read::take(response.into_reader(), 64 * 1024),
+            &mut body,
+        );
         ApiError::parse(
             status,
-            |name| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+            |name| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            },
             &body,
         )
     }
@@ -299,7 +324,11 @@ impl ApiError {
 
     /// The name is taken (409, or a 400 whose code says the sprite exists).
     pub fn is_already_exists(&self) -> bool {
-        self.status == 409 || self.code.as_deref().is_some_and(|c| c.contains("already_exists"))
+        self.status == 409
+            || self
+                .code
+                .as_deref()
+                .is_some_and(|c| c.contains("already_exists"))
     }
 
     /// The [`io::ErrorKind`] for this error: from the errno name of a filesystem error, else
@@ -385,20 +414,31 @@ mod tests {
 
     #[test]
     fn filesystem_bodies_map_errno_names() {
-        let err = ApiError::parse(404, no_headers, br#"{"error":"no such file or directory","code":"ENOENT","path":"/x"}"#);
+        let err = ApiError::parse(
+            404,
+            no_headers,
+            br#"{"error":"no such file or directory","code":"ENOENT","path":"/x"}"#,
+        );
         assert_eq!(err.code.as_deref(), Some("ENOENT"));
         assert_eq!(err.message, "no such file or directory");
         assert_eq!(err.path.as_deref(), Some("/x"));
         assert_eq!(err.io_kind(), io::ErrorKind::NotFound);
-        let err = ApiError::parse(409, no_headers, br#"{"error":"directory not empty","code":"ENOTEMPTY"}"#);
+        let err = ApiError::parse(
+            409,
+            no_headers,
+            br#"{"error":"directory not empty","code":"ENOTEMPTY"}"#,
+        );
         assert_eq!(err.io_kind(), io::ErrorKind::DirectoryNotEmpty);
     }
 
     #[test]
     fn io_error_round_trip_keeps_the_sprites_error() {
-        let io_err: io::Error = Error::Api(ApiError::new(401, Some("unauthorized"), "nope")).into();
+        let io_err: io::Error =
+            Error::from(ApiError::new(401, Some("unauthorized"), "nope")).into();
         assert_eq!(io_err.kind(), io::ErrorKind::PermissionDenied);
-        let back = Error::from_io(&io_err).and_then(Error::api).expect("wrapped ApiError");
+        let back = Error::from_io(&io_err)
+            .and_then(Error::api)
+            .expect("wrapped ApiError");
         assert!(back.is_unauthorized());
     }
 }

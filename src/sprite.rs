@@ -62,7 +62,9 @@ impl Sprite {
 
     /// Fetches the sprite's current [`SpriteInfo`].
     pub fn info(&self) -> Result<SpriteInfo> {
-        let response = self.client.send(self.client.request("GET", &self.path("")), None)?;
+        let response = self
+            .client
+            .send(self.client.request("GET", &self.path("")), None)?;
         Client::decode(response)
     }
 
@@ -76,7 +78,10 @@ impl Sprite {
     /// # Ok(()) }
     /// ```
     pub fn update(&self, update: &SpriteUpdate) -> Result<SpriteInfo> {
-        let response = self.client.send(self.client.request("PUT", &self.path("")), Some(&update.to_json()))?;
+        let response = self.client.send(
+            self.client.request("PUT", &self.path("")),
+            Some(&update.to_json()),
+        )?;
         // Some servers answer 204 or an empty body; fall back to reading the sprite.
         match Client::decode::<SpriteInfo>(response) {
             Ok(info) if !info.name.is_empty() => Ok(info),
@@ -86,13 +91,17 @@ impl Sprite {
 
     /// Deletes the sprite, its files and its checkpoints. Irreversible.
     pub fn delete(&self) -> Result<()> {
-        self.client.send(self.client.request("DELETE", &self.path("")), None)?;
+        self.client
+            .send(self.client.request("DELETE", &self.path("")), None)?;
         Ok(())
     }
 
     /// Upgrades the sprite to the latest runtime version.
     pub fn upgrade(&self) -> Result<()> {
-        let request = self.client.request("POST", &self.path("/upgrade")).timeout(std::time::Duration::from_secs(60));
+        let request = self
+            .client
+            .request("POST", &self.path("/upgrade"))
+            .timeout(std::time::Duration::from_secs(60));
         self.client.send(request, None)?;
         Ok(())
     }
@@ -109,7 +118,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn create_sprite(&self, name: &str) -> Result<Sprite> {
-        self.create_sprite_with(name, &CreateOptions::default()).map(|(sprite, _)| sprite)
+        self.create_sprite_with(name, &CreateOptions::default())
+            .map(|(sprite, _)| sprite)
     }
 
     /// Creates a sprite with [`CreateOptions`] and returns its handle and the server's info.
@@ -123,24 +133,34 @@ impl Client {
     /// println!("{} is {:?}", sprite.name(), info.status);
     /// # Ok(()) }
     /// ```
-    pub fn create_sprite_with(&self, name: &str, options: &CreateOptions) -> Result<(Sprite, SpriteInfo)> {
+    pub fn create_sprite_with(
+        &self,
+        name: &str,
+        options: &CreateOptions,
+    ) -> Result<(Sprite, SpriteInfo)> {
         if name.is_empty() {
-            return Err(Error::InvalidInput("a sprite name must not be empty".into()));
+            return Err(Error::InvalidInput(
+                "a sprite name must not be empty".into(),
+            ));
         }
         let mut body = json!({ "name": name });
         if let Some(config) = &options.config {
-            body["config"] = serde_json::to_value(config).map_err(|e| Error::InvalidInput(e.to_string()))?;
+            body["config"] =
+                serde_json::to_value(config).map_err(|e| Error::InvalidInput(e.to_string()))?;
         }
         if !options.labels.is_empty() {
             body["labels"] = json!(options.labels);
         }
         if let Some(url_settings) = &options.url_settings {
-            body["url_settings"] = serde_json::to_value(url_settings).map_err(|e| Error::InvalidInput(e.to_string()))?;
+            body["url_settings"] = serde_json::to_value(url_settings)
+                .map_err(|e| Error::InvalidInput(e.to_string()))?;
         }
         if options.wait_for_capacity {
             body["wait_for_capacity"] = Value::Bool(true);
         }
-        let request = self.request("POST", "/v1/sprites").timeout(self.create_timeout());
+        let request = self
+            .request("POST", "/v1/sprites")
+            .timeout(self.create_timeout());
         let response = self.send(request, Some(&body))?;
         let mut info: SpriteInfo = Client::decode(response)?;
         if info.name.is_empty() {
@@ -178,7 +198,10 @@ impl Client {
             query.push("max_results", &max.to_string());
         }
         query.push_opt("continuation_token", options.continuation_token.as_deref());
-        let response = self.send(self.request("GET", &format!("/v1/sprites{}", query.as_str())), None)?;
+        let response = self.send(
+            self.request("GET", &format!("/v1/sprites{}", query.as_str())),
+            None,
+        )?;
         Client::decode(response)
     }
 
@@ -196,7 +219,12 @@ impl Client {
 
     /// Every sprite matching `options` (its `continuation_token` is the starting point).
     pub fn sprites_with(&self, options: ListOptions) -> SpriteIter {
-        SpriteIter { client: self.clone(), options, buffer: Vec::new().into_iter(), done: false }
+        SpriteIter {
+            client: self.clone(),
+            options,
+            buffer: Vec::new().into_iter(),
+            done: false,
+        }
     }
 }
 
@@ -356,7 +384,9 @@ impl Iterator for SpriteIter {
                 Ok(page) => {
                     match page.next_token() {
                         // A server that hands back the token it was given would loop forever.
-                        Some(token) if self.options.continuation_token.as_deref() != Some(token) => {
+                        Some(token)
+                            if self.options.continuation_token.as_deref() != Some(token) =>
+                        {
                             self.options.continuation_token = Some(token.to_owned());
                         }
                         _ => self.done = true,

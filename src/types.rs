@@ -135,11 +135,17 @@ pub struct UrlSettings {
 impl UrlSettings {
     /// Anyone may reach the URL.
     pub fn public() -> UrlSettings {
-        UrlSettings { auth: Some("public".into()), private_access: None }
+        UrlSettings {
+            auth: Some("public".into()),
+            private_access: None,
+        }
     }
     /// Only organization members may reach the URL (the default).
     pub fn sprite() -> UrlSettings {
-        UrlSettings { auth: Some("sprite".into()), private_access: None }
+        UrlSettings {
+            auth: Some("sprite".into()),
+            private_access: None,
+        }
     }
 }
 
@@ -200,7 +206,12 @@ impl SpritePage {
         if self.running.is_none() && self.warm.is_none() && self.cold.is_none() {
             return None;
         }
-        Some(OrgStats { running: self.running, warm: self.warm, cold: self.cold, ..OrgStats::default() })
+        Some(OrgStats {
+            running: self.running,
+            warm: self.warm,
+            cold: self.cold,
+            ..OrgStats::default()
+        })
     }
 
     /// The token for the next page, or `None` at the end (no more pages or no usable token).
@@ -282,15 +293,26 @@ impl ServerMessage {
                     Some(serde_json::Value::Number(n)) => n.to_string(),
                     _ => return ServerMessage::Other(text.to_owned()),
                 };
-                ServerMessage::SessionInfo { session_id, tty: raw.tty.unwrap_or(false) }
+                ServerMessage::SessionInfo {
+                    session_id,
+                    tty: raw.tty.unwrap_or(false),
+                }
             }
             "port_opened" | "port_closed" if raw.port.is_some() => {
                 let port = raw.port.unwrap_or_default();
                 let address = raw.address.unwrap_or_default();
                 if raw.kind == "port_opened" {
-                    ServerMessage::PortOpened { port, address, pid: raw.pid }
+                    ServerMessage::PortOpened {
+                        port,
+                        address,
+                        pid: raw.pid,
+                    }
                 } else {
-                    ServerMessage::PortClosed { port, address, pid: raw.pid }
+                    ServerMessage::PortClosed {
+                        port,
+                        address,
+                        pid: raw.pid,
+                    }
                 }
             }
             "exit" => match raw.exit_code.or(raw.code) {
@@ -326,19 +348,24 @@ mod tests {
 
     #[test]
     fn page_stats_from_org_or_top_level() {
-        let page: SpritePage = serde_json::from_str(r#"{"sprites":[],"running":1,"warm":2,"cold":3}"#).unwrap();
+        let page: SpritePage =
+            serde_json::from_str(r#"{"sprites":[],"running":1,"warm":2,"cold":3}"#).unwrap();
         assert_eq!(page.stats().unwrap().cold, Some(3));
-        let page: SpritePage = serde_json::from_str(r#"{"sprites":[],"org":{"name":"o","running":4}}"#).unwrap();
+        let page: SpritePage =
+            serde_json::from_str(r#"{"sprites":[],"org":{"name":"o","running":4}}"#).unwrap();
         assert_eq!(page.stats().unwrap().running, Some(4));
     }
 
     #[test]
     fn next_token_needs_has_more_and_a_token() {
         let page: SpritePage =
-            serde_json::from_str(r#"{"sprites":[],"has_more":true,"next_continuation_token":""}"#).unwrap();
+            serde_json::from_str(r#"{"sprites":[],"has_more":true,"next_continuation_token":""}"#)
+                .unwrap();
         assert_eq!(page.next_token(), None);
-        let page: SpritePage =
-            serde_json::from_str(r#"{"sprites":[],"has_more":false,"next_continuation_token":"x"}"#).unwrap();
+        let page: SpritePage = serde_json::from_str(
+            r#"{"sprites":[],"has_more":false,"next_continuation_token":"x"}"#,
+        )
+        .unwrap();
         assert_eq!(page.next_token(), None);
         let page: SpritePage =
             serde_json::from_str(r#"{"has_more":true,"next_continuation_token":"x"}"#).unwrap();
@@ -349,10 +376,19 @@ mod tests {
     fn server_messages() {
         assert_eq!(
             ServerMessage::parse(r#"{"type":"session_info","session_id":4127,"tty":false}"#),
-            ServerMessage::SessionInfo { session_id: "4127".into(), tty: false }
+            ServerMessage::SessionInfo {
+                session_id: "4127".into(),
+                tty: false
+            }
         );
-        assert_eq!(ServerMessage::parse(r#"{"type":"exit","code":3}"#), ServerMessage::Exit { code: 3 });
-        assert_eq!(ServerMessage::parse("hello"), ServerMessage::Other("hello".into()));
+        assert_eq!(
+            ServerMessage::parse(r#"{"type":"exit","code":3}"#),
+            ServerMessage::Exit { code: 3 }
+        );
+        assert_eq!(
+            ServerMessage::parse("hello"),
+            ServerMessage::Other("hello".into())
+        );
         assert_eq!(
             ServerMessage::parse(r#"{"type":"mystery"}"#),
             ServerMessage::Other(r#"{"type":"mystery"}"#.into())

@@ -30,7 +30,9 @@ impl BaseUrl {
         }
         let default_port = if tls { 443 } else { 80 };
         let (host, port) = if let Some(after) = authority.strip_prefix('[') {
-            let (v6, tail) = after.split_once(']').ok_or_else(|| bad("unclosed IPv6 bracket"))?;
+            let (v6, tail) = after
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed IPv6 bracket"))?;
             let port = match tail.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad("bad port"))?,
                 None if tail.is_empty() => default_port,
@@ -46,7 +48,12 @@ impl BaseUrl {
         if host.is_empty() || host == "[]" {
             return Err(bad("empty host"));
         }
-        Ok(BaseUrl { full: trimmed.to_owned(), tls, host, port })
+        Ok(BaseUrl {
+            full: trimmed.to_owned(),
+            tls,
+            host,
+            port,
+        })
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -55,8 +62,17 @@ impl BaseUrl {
 
     /// The WebSocket URL for a path: `http`→`ws`, `https`→`wss`.
     pub(crate) fn ws_url(&self, path_and_query: &str) -> String {
-        let rest = self.full.split_once("://").map(|(_, r)| r).unwrap_or(&self.full);
-        format!("{}://{}{}", if self.tls { "wss" } else { "ws" }, rest, path_and_query)
+        let rest = self
+            .full
+            .split_once("://")
+            .map(|(_, r)| r)
+            .unwrap_or(&self.full);
+        format!(
+            "{}://{}{}",
+            if self.tls { "wss" } else { "ws" },
+            rest,
+            path_and_query
+        )
     }
 
     /// Host without IPv6 brackets, for DNS resolution and TLS server names.
@@ -71,7 +87,9 @@ pub(crate) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
             _ => {
                 out.push('%');
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(byte >> 4)]));
@@ -120,18 +138,32 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let u = BaseUrl::parse("https://api.sprites.dev/").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.as_str()), (true, "api.sprites.dev", 443, "https://api.sprites.dev"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.as_str()),
+            (true, "api.sprites.dev", 443, "https://api.sprites.dev")
+        );
         let u = BaseUrl::parse("http://127.0.0.1:7780").unwrap();
         assert_eq!((u.tls, u.port), (false, 7780));
         assert_eq!(u.ws_url("/v1/x"), "ws://127.0.0.1:7780/v1/x");
         let u = BaseUrl::parse("http://[::1]:9/prefix").unwrap();
-        assert_eq!((u.host.as_str(), u.bare_host(), u.port), ("[::1]", "::1", 9));
+        assert_eq!(
+            (u.host.as_str(), u.bare_host(), u.port),
+            ("[::1]", "::1", 9)
+        );
         assert_eq!(u.ws_url("/v1"), "ws://[::1]:9/prefix/v1");
     }
 
     #[test]
     fn rejects_bad_base_urls() {
-        for bad in ["ftp://x", "api.sprites.dev", "http://", "http://h:99999", "http://u@h", "http://h?q", "http://[::1"] {
+        for bad in [
+            "ftp://x",
+            "api.sprites.dev",
+            "http://",
+            "http://h:99999",
+            "http://u@h",
+            "http://h?q",
+            "http://[::1",
+        ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -90,20 +90,24 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
     let base = &inner.base;
     let tcp = connect(base.bare_host(), base.port, inner.connect_timeout)?;
     // Bounded handshake: the HTTP timeout covers the upgrade exchange.
-    tcp.set_read_timeout(Some(inner.http_timeout)).map_err(Error::Io)?;
-    tcp.set_write_timeout(Some(inner.http_timeout)).map_err(Error::Io)?;
+    tcp.set_read_timeout(Some(inner.http_timeout))
+        .map_err(Error::Io)?;
+    tcp.set_write_timeout(Some(inner.http_timeout))
+        .map_err(Error::Io)?;
     let stream = if base.tls {
-        let tls = inner
-            .tls
-            .connect(base.bare_host(), tcp)
-            .map_err(|e| Error::Transport(format!("TLS handshake with {}: {e}", base.bare_host())))?;
+        let tls = inner.tls.connect(base.bare_host(), tcp).map_err(|e| {
+            Error::Transport(format!("TLS handshake with {}: {e}", base.bare_host()))
+        })?;
         Stream::Tls(Box::new(tls))
     } else {
         Stream::Plain(tcp)
     };
 
     let url = base.ws_url(path_and_query);
-    let mut request = url.as_str().into_client_request().map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
     let headers = request.headers_mut();
     let auth = format!("Bearer {}", inner.token)
         .parse()
@@ -112,25 +116,41 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
     if let Ok(agent) = inner.user_agent.parse() {
         headers.insert("User-Agent", agent);
     }
-    let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
 
-    let (ws, response) = match tungstenite::client::client_with_config(request, stream, Some(config)) {
-        Ok(done) => done,
-        Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let body = response.body().as_deref().unwrap_or_default();
-            return Err(Error::Api(ApiError::parse(status, header, body)));
-        }
-        Err(HandshakeError::Failure(err)) => return Err(ws_error(err)),
-        // Unreachable for a blocking stream, but a typed error is cheaper than a proof.
-        Err(HandshakeError::Interrupted(_)) => return Err(Error::Transport("WebSocket handshake interrupted".into())),
-    };
+    let (ws, response) =
+        match tungstenite::client::client_with_config(request, stream, Some(config)) {
+            Ok(done) => done,
+            Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                let status = response.status().as_u16();
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let body = response.body().as_deref().unwrap_or_default();
+                return Err(ApiError::parse(status, header, body).into());
+            }
+            Err(HandshakeError::Failure(err)) => return Err(ws_error(err)),
+            // Unreachable for a blocking stream, but a typed error is cheaper than a proof.
+            Err(HandshakeError::Interrupted(_)) => {
+                return Err(Error::Transport("WebSocket handshake interrupted".into()))
+            }
+        };
     let capabilities = response
         .headers()
         .get("x-sprite-capabilities")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
 
     let tcp = ws.get_ref().tcp();
@@ -138,7 +158,13 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
     tcp.set_write_timeout(None).map_err(Error::Io)?;
     tcp.set_nonblocking(true).map_err(Error::Io)?;
     let fd = tcp.as_raw_fd();
-    Ok(Accepted { socket: Socket { ws: Mutex::new(ws), fd }, capabilities })
+    Ok(Accepted {
+        socket: Socket {
+            ws: Mutex::new(ws),
+            fd,
+        },
+        capabilities,
+    })
 }
 
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
@@ -170,7 +196,10 @@ pub(crate) fn ws_error(err: tungstenite::Error) -> Error {
         tungstenite::Error::Protocol(e) => Error::Protocol(e.to_string()),
         tungstenite::Error::Utf8(e) => Error::Protocol(format!("text frame is not UTF-8: {e}")),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            Error::ConnectionClosed { code: None, reason: String::new() }
+            Error::ConnectionClosed {
+                code: None,
+                reason: String::new(),
+            }
         }
         other => Error::Transport(other.to_string()),
     }
@@ -193,7 +222,9 @@ impl Socket {
     fn lock(&self) -> MutexGuard<'_, WebSocket<Stream>> {
         // A panic while holding the lock cannot leave the WebSocket half-updated in a way that
         // matters more than the panic itself; keep going so the other thread can report errors.
-        self.ws.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ws
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reads one message if one is available, without blocking.
@@ -201,8 +232,12 @@ impl Socket {
         let read = self.lock().read();
         match read {
             Ok(message) => Ok(Incoming::Message(message)),
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(Incoming::Empty),
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(Incoming::Empty),
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(Incoming::Empty)
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                Ok(Incoming::Empty)
+            }
             Err(e) => Err(e),
         }
     }
@@ -229,7 +264,8 @@ impl Socket {
                 Ok(()) => return Ok(()),
                 Err(tungstenite::Error::Io(e)) if is_retry(&e) => {
                     // Wait for room with the lock released so the reader keeps reading.
-                    poll(self.fd, libc::POLLOUT, Duration::from_secs(45)).map_err(tungstenite::Error::Io)?;
+                    poll(self.fd, libc::POLLOUT, Duration::from_secs(45))
+                        .map_err(tungstenite::Error::Io)?;
                     result = Ok(());
                 }
                 Err(e) => return Err(e),
@@ -241,7 +277,10 @@ impl Socket {
     /// the exit status is already known, and the server would otherwise hold the socket ~5 s.
     pub(crate) fn close_now(&self, code: u16) {
         let mut ws = self.lock();
-        let frame = tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
+        let frame = tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        };
         let _ = ws.close(Some(frame));
         let _ = ws.flush();
         drop(ws);
@@ -256,7 +295,10 @@ impl Socket {
 }
 
 fn is_retry(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 fn unsafe_shutdown(fd: RawFd) -> io::Result<()> {
@@ -278,8 +320,16 @@ pub(crate) fn poll(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::R
         let left = deadline.saturating_duration_since(Instant::now());
         let millis = left.as_millis().min(i32::MAX as u128) as libc::c_int;
         // Round up so a sub-millisecond remainder does not spin.
-        let millis = if millis == 0 && !left.is_zero() { 1 } else { millis };
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let millis = if millis == 0 && !left.is_zero() {
+            1
+        } else {
+            millis
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
         let rc = unsafe { libc::poll(&mut pfd, 1, millis) };
         if rc > 0 {

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 fn output_captures_stdout_stderr_and_status() {
     let local = Local::start();
     let sprite = local.sprite("out");
-    let out = sprite.command("sh").args(["-c", "echo hi; echo err >&2; exit 3"]).output().unwrap();
+    let out = sprite
+        .command("sh")
+        .args(["-c", "echo hi; echo err >&2; exit 3"])
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"hi\n");
     assert_eq!(out.stderr, b"err\n");
     assert_eq!(out.status.code(), Some(3));
@@ -53,12 +57,26 @@ fn env_and_current_dir() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one two|x=y&z|/tmp");
 
-    let out = sprite.command("sh").args(["-c", "echo ${HOME:-unset}"]).env_remove("HOME").output().unwrap();
+    let out = sprite
+        .command("sh")
+        .args(["-c", "echo ${HOME:-unset}"])
+        .env_remove("HOME")
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"unset\n");
-    let out = sprite.command("/usr/bin/env").env_clear().env("ONLY", "1").output().unwrap();
+    let out = sprite
+        .command("/usr/bin/env")
+        .env_clear()
+        .env("ONLY", "1")
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"ONLY=1\n");
     // The default working directory is the sprite's home.
-    let out = sprite.command("sh").args(["-c", "test \"$(pwd)\" = \"$HOME\" && echo home"]).output().unwrap();
+    let out = sprite
+        .command("sh")
+        .args(["-c", "test \"$(pwd)\" = \"$HOME\" && echo home"])
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"home\n");
 }
 
@@ -66,8 +84,14 @@ fn env_and_current_dir() {
 fn a_missing_working_directory_is_an_error() {
     let local = Local::start();
     let sprite = local.sprite("nodir");
-    let err = sprite.command("true").current_dir("/no/such/dir").output().unwrap_err();
-    let api = Error::from_io(&err).and_then(Error::api).expect("an API error");
+    let err = sprite
+        .command("true")
+        .current_dir("/no/such/dir")
+        .output()
+        .unwrap_err();
+    let api = Error::from_io(&err)
+        .and_then(Error::api)
+        .expect("an API error");
     assert_eq!(api.status, 400);
 }
 
@@ -76,7 +100,12 @@ fn stdin_pipe_round_trips_64_mib_through_cat() {
     let local = Local::start();
     let sprite = local.sprite("cat");
     let data = pseudo_random(64 << 20, 0x5eed);
-    let mut child = sprite.command("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = sprite
+        .command("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let writer = {
         let data = data.clone();
@@ -86,7 +115,12 @@ fn stdin_pipe_round_trips_64_mib_through_cat() {
         })
     };
     let mut received = Vec::with_capacity(data.len());
-    child.stdout.take().unwrap().read_to_end(&mut received).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut received)
+        .unwrap();
     writer.join().unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(received.len(), data.len());
@@ -108,21 +142,38 @@ fn stderr_is_kept_separate_when_interleaved() {
 fn a_missing_program_is_not_found_quickly() {
     let local = Local::start();
     let sprite = local.sprite("missing");
-    let err = sprite.command("definitely-not-a-program").output().unwrap_err();
+    let err = sprite
+        .command("definitely-not-a-program")
+        .output()
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-    assert!(err.to_string().contains("definitely-not-a-program"), "{err}");
+    assert!(
+        err.to_string().contains("definitely-not-a-program"),
+        "{err}"
+    );
 }
 
 #[test]
 fn dropping_stdin_is_eof() {
     let local = Local::start();
     let sprite = local.sprite("eof");
-    let mut child = sprite.command("wc").arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = sprite
+        .command("wc")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"12345").unwrap();
     drop(stdin);
     let mut count = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut count).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut count)
+        .unwrap();
     assert_eq!(count.trim(), "5");
     assert!(child.wait().unwrap().success());
 }
@@ -131,7 +182,12 @@ fn dropping_stdin_is_eof() {
 fn kill_and_signal() {
     let local = Local::start();
     let sprite = local.sprite("kill");
-    let mut child = sprite.command("sleep").arg("60").stdin(Stdio::null()).spawn().unwrap();
+    let mut child = sprite
+        .command("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(128 + 9));
     // Killing an exited child is fine, as in std.
@@ -139,7 +195,10 @@ fn kill_and_signal() {
 
     let mut child = sprite
         .command("sh")
-        .args(["-c", "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"])
+        .args([
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -161,12 +220,28 @@ fn timeout_kills_and_reports_timed_out() {
     let local = Local::start();
     let sprite = local.sprite("timeout");
     let started = Instant::now();
-    let err = sprite.command("sleep").arg("60").timeout(Duration::from_millis(300)).output().unwrap_err();
+    let err = sprite
+        .command("sleep")
+        .arg("60")
+        .timeout(Duration::from_millis(300))
+        .output()
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-    assert!(matches!(Error::from_io(&err), Some(Error::TimedOut(_))), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(30), "the kill did not end the command");
+    assert!(
+        matches!(Error::from_io(&err), Some(Error::TimedOut(_))),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the kill did not end the command"
+    );
     // A command that finishes in time is unaffected.
-    let out = sprite.command("echo").arg("fast").timeout(Duration::from_secs(30)).output().unwrap();
+    let out = sprite
+        .command("echo")
+        .arg("fast")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"fast\n");
 }
 
@@ -174,10 +249,18 @@ fn timeout_kills_and_reports_timed_out() {
 fn try_wait_and_session_id() {
     let local = Local::start();
     let sprite = local.sprite("trywait");
-    let mut child = sprite.command("sleep").arg("60").stdin(Stdio::null()).spawn().unwrap();
+    let mut child = sprite
+        .command("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     assert_eq!(child.try_wait().unwrap(), None);
     let id = child.id().expect("session id");
-    assert!(id.parse::<u32>().is_ok(), "session id {id:?} should be a pid");
+    assert!(
+        id.parse::<u32>().is_ok(),
+        "session id {id:?} should be a pid"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(child.try_wait().unwrap().is_some());
@@ -188,10 +271,17 @@ fn server_messages_reach_the_callback() {
     let local = Local::start();
     let sprite = local.sprite("msgs");
     let (tx, rx) = crossbeam_channel::unbounded();
-    let out = sprite.command("true").on_message(move |m| drop(tx.send(m))).output().unwrap();
+    let out = sprite
+        .command("true")
+        .on_message(move |m| drop(tx.send(m)))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let first = rx.recv_timeout(Duration::from_secs(5)).expect("a message");
-    assert!(matches!(first, ServerMessage::SessionInfo { tty: false, .. }), "{first:?}");
+    assert!(
+        matches!(first, ServerMessage::SessionInfo { tty: false, .. }),
+        "{first:?}"
+    );
 }
 
 #[test]
@@ -210,9 +300,16 @@ fn an_unread_stdout_does_not_grow_client_memory() {
     // Give the stream every chance to pile up: wait until the pipeline is stalled, which we
     // see as the child still running after a pause.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(child.try_wait().unwrap(), None, "the command should be stalled on backpressure");
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "the command should be stalled on backpressure"
+    );
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
-    assert!(grown_mib < 32, "client memory grew by {grown_mib} MiB while stdout went unread");
+    assert!(
+        grown_mib < 32,
+        "client memory grew by {grown_mib} MiB while stdout went unread"
+    );
     // Now read it all: nothing was lost.
     let mut total = 0u64;
     let mut stdout = child.stdout.take().unwrap();
@@ -237,7 +334,11 @@ fn fifty_concurrent_commands_on_one_sprite() {
         .map(|i| {
             let sprite = sprite.clone();
             std::thread::spawn(move || {
-                let out = sprite.command("sh").args(["-c", &format!("sleep 0.2; echo {i}")]).output().unwrap();
+                let out = sprite
+                    .command("sh")
+                    .args(["-c", &format!("sleep 0.2; echo {i}")])
+                    .output()
+                    .unwrap();
                 assert!(out.status.success());
                 assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{i}\n"));
             })
@@ -270,7 +371,10 @@ fn the_client_closes_at_once_after_exit() {
         sprite.command("true").output().unwrap();
     }
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(4), "three commands took {elapsed:?}: the client is waiting for the server's close");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "three commands took {elapsed:?}: the client is waiting for the server's close"
+    );
 }
 
 #[test]

@@ -41,23 +41,45 @@ fn server_killed_mid_stream_is_an_error_not_a_hang() {
     // Reading keeps going until the error arrives; then the pipe reports it once.
     let mut sink = Vec::new();
     let read_err = stdout.read_to_end(&mut sink).unwrap_err();
-    assert_eq!(read_err.kind(), io::ErrorKind::ConnectionReset, "{read_err}");
+    assert_eq!(
+        read_err.kind(),
+        io::ErrorKind::ConnectionReset,
+        "{read_err}"
+    );
     let err = child.wait().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
-    assert!(matches!(Error::from_io(&err), Some(Error::ConnectionClosed { code: None, .. })), "{err:?}");
-    assert!(killed_at.elapsed() < Duration::from_secs(45), "detected only after {:?}", killed_at.elapsed());
+    assert!(
+        matches!(
+            Error::from_io(&err),
+            Some(Error::ConnectionClosed { code: None, .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(45),
+        "detected only after {:?}",
+        killed_at.elapsed()
+    );
 }
 
 #[test]
 fn server_shutdown_closes_running_commands_with_a_close_code() {
     let mut local = Local::start();
     let sprite = local.sprite("shutdown");
-    let mut child = sprite.command("sleep").arg("60").stdin(Stdio::null()).spawn().unwrap();
+    let mut child = sprite
+        .command("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(child.id().is_some());
     local.server.take().unwrap().shutdown();
     let err = child.wait().unwrap_err();
     match Error::from_io(&err) {
-        Some(Error::ConnectionClosed { code: Some(code), reason }) => {
+        Some(Error::ConnectionClosed {
+            code: Some(code),
+            reason,
+        }) => {
             assert_eq!(*code, 1001, "going away");
             assert!(!reason.is_empty());
         }
@@ -120,8 +142,15 @@ fn a_malformed_frame_is_a_protocol_error() {
     // Opcode 0x3 is reserved: no valid server sends it.
     let (url, peer) = misbehaving_peer(b"\x83\x01\x00");
     let client = Client::builder().base_url(url).token("t").build().unwrap();
-    let err = client.sprite("any").command("anything").output().unwrap_err();
-    assert!(matches!(Error::from_io(&err), Some(Error::Protocol(_))), "{err:?}");
+    let err = client
+        .sprite("any")
+        .command("anything")
+        .output()
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_io(&err), Some(Error::Protocol(_))),
+        "{err:?}"
+    );
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     peer.join().unwrap();
 }
@@ -136,9 +165,13 @@ fn an_exec_upgrade_without_cmd_is_rejected() {
             "{ws_url}/v1/sprites/nocmd-0/exec{query}"
         ))
         .unwrap();
-        request.headers_mut().insert("Authorization", "Bearer test-token".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("Authorization", "Bearer test-token".parse().unwrap());
         match tungstenite::connect(request) {
-            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400, "query {query:?}"),
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "query {query:?}")
+            }
             Ok(_) => panic!("the server accepted an exec with no command ({query:?})"),
             Err(other) => panic!("unexpected error {other}"),
         }
@@ -156,25 +189,50 @@ fn no_thread_or_descriptor_left_after_a_thousand_execs() {
     for i in 0..1000 {
         match i % 10 {
             // Failed: no such program.
-            0 => assert_eq!(sprite.command("no-such-program").output().unwrap_err().kind(), io::ErrorKind::NotFound),
+            0 => assert_eq!(
+                sprite
+                    .command("no-such-program")
+                    .output()
+                    .unwrap_err()
+                    .kind(),
+                io::ErrorKind::NotFound
+            ),
             // Killed.
             1 => {
-                let mut child = sprite.command("sleep").arg("30").stdin(Stdio::null()).spawn().unwrap();
+                let mut child = sprite
+                    .command("sleep")
+                    .arg("30")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap();
                 child.kill().unwrap();
                 assert_eq!(child.wait().unwrap().code(), Some(137));
             }
             // Timed out (a few of them: each costs its timeout).
             2 if i % 100 == 2 => {
-                let err = sprite.command("sleep").arg("30").timeout(Duration::from_millis(50)).output().unwrap_err();
+                let err = sprite
+                    .command("sleep")
+                    .arg("30")
+                    .timeout(Duration::from_millis(50))
+                    .output()
+                    .unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::TimedOut);
             }
             // Piped stdin, dropped child after exit.
             3 => {
-                let mut child = sprite.command("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+                let mut child = sprite
+                    .command("cat")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
                 child.stdin.take().unwrap().write_all(b"x").unwrap();
                 assert_eq!(child.wait_with_output().unwrap().stdout, b"x");
             }
-            _ => assert_eq!(sprite.command("echo").arg("ok").output().unwrap().stdout, b"ok\n"),
+            _ => assert_eq!(
+                sprite.command("echo").arg("ok").output().unwrap().stdout,
+                b"ok\n"
+            ),
         }
     }
     let (threads_after, fds_after) = (thread_count(), fd_count());

@@ -9,7 +9,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 /// A filesystem rooted in a fresh directory inside the sprite's home.
 fn scratch(local: &Local, tag: &str) -> (sprites::Sprite, sprites::fs::Filesystem) {
     let sprite = local.sprite(tag);
-    let home = sprite.command("sh").args(["-c", "printf %s \"$HOME\""]).output().unwrap().stdout;
+    let home = sprite
+        .command("sh")
+        .args(["-c", "printf %s \"$HOME\""])
+        .output()
+        .unwrap()
+        .stdout;
     let home = String::from_utf8(home).unwrap();
     let fs = sprite.fs_at(&home);
     fs.create_dir("work").unwrap();
@@ -21,7 +26,11 @@ fn scratch(local: &Local, tag: &str) -> (sprites::Sprite, sprites::fs::Filesyste
 fn round_trips_empty_small_and_large_files() {
     let local = Local::start();
     let (_sprite, fs) = scratch(&local, "rt");
-    for (name, data) in [("empty", Vec::new()), ("one", vec![42u8]), ("big", pseudo_random(64 << 20, 7))] {
+    for (name, data) in [
+        ("empty", Vec::new()),
+        ("one", vec![42u8]),
+        ("big", pseudo_random(64 << 20, 7)),
+    ] {
         fs.write(name, &data).unwrap();
         let back = fs.read(name).unwrap();
         assert_eq!(back.len(), data.len(), "{name}");
@@ -40,7 +49,10 @@ fn streaming_file_write_then_read_with_seek() {
         file.write_all(chunk).unwrap();
     }
     file.sync_all().unwrap();
-    assert!(file.write(b"more").is_err(), "writing after commit is an error");
+    assert!(
+        file.write(b"more").is_err(),
+        "writing after commit is an error"
+    );
     drop(file);
 
     let mut file = fs.open("streamed.bin").unwrap();
@@ -49,7 +61,11 @@ fn streaming_file_write_then_read_with_seek() {
         file.seek(SeekFrom::Start(offset)).unwrap();
         let n = file.read(&mut buf).unwrap();
         assert!(n > 0);
-        assert_eq!(&buf[..n], &data[offset as usize..offset as usize + n], "at {offset}");
+        assert_eq!(
+            &buf[..n],
+            &data[offset as usize..offset as usize + n],
+            "at {offset}"
+        );
     }
     let end = file.seek(SeekFrom::End(-10)).unwrap();
     assert_eq!(end, data.len() as u64 - 10);
@@ -67,23 +83,48 @@ fn directories_behave_like_std() {
     let local = Local::start();
     let (_sprite, fs) = scratch(&local, "dirs");
     fs.create_dir("d").unwrap();
-    assert_eq!(fs.create_dir("d").unwrap_err().kind(), io::ErrorKind::AlreadyExists);
-    assert_eq!(fs.create_dir("missing/child").unwrap_err().kind(), io::ErrorKind::NotFound);
+    assert_eq!(
+        fs.create_dir("d").unwrap_err().kind(),
+        io::ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        fs.create_dir("missing/child").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
     let meta = fs.metadata("d").unwrap();
     assert!(meta.is_dir(), "an empty directory reads as a directory");
-    assert_eq!(fs.read_dir("d").unwrap().count(), 0, "no placeholder left behind");
+    assert_eq!(
+        fs.read_dir("d").unwrap().count(),
+        0,
+        "no placeholder left behind"
+    );
 
     fs.create_dir_all("a/b/c").unwrap();
     fs.create_dir_all("a/b/c").unwrap();
     fs.write("a/b/c/f.txt", "x").unwrap();
-    assert_eq!(fs.remove_dir("a").unwrap_err().kind(), io::ErrorKind::DirectoryNotEmpty);
-    assert_eq!(fs.read("a").unwrap_err().kind(), io::ErrorKind::IsADirectory);
-    assert_eq!(fs.remove_file("a").unwrap_err().kind(), io::ErrorKind::IsADirectory);
-    assert_eq!(fs.read_dir("a/b/c/f.txt").unwrap_err().kind(), io::ErrorKind::NotADirectory);
+    assert_eq!(
+        fs.remove_dir("a").unwrap_err().kind(),
+        io::ErrorKind::DirectoryNotEmpty
+    );
+    assert_eq!(
+        fs.read("a").unwrap_err().kind(),
+        io::ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        fs.remove_file("a").unwrap_err().kind(),
+        io::ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        fs.read_dir("a/b/c/f.txt").unwrap_err().kind(),
+        io::ErrorKind::NotADirectory
+    );
     fs.remove_dir_all("a").unwrap();
     assert!(!fs.exists("a").unwrap());
     fs.remove_dir("d").unwrap();
-    assert_eq!(fs.metadata("nope").unwrap_err().kind(), io::ErrorKind::NotFound);
+    assert_eq!(
+        fs.metadata("nope").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
     assert!(fs.metadata("/").unwrap().is_dir());
 }
 
@@ -100,29 +141,60 @@ fn read_dir_metadata_rename_copy_chmod() {
         .map(|e| {
             let e = e.unwrap();
             let m = e.metadata().unwrap();
-            (e.file_name().into_string().unwrap(), m.is_dir(), if m.is_dir() { 0 } else { m.len() })
+            (
+                e.file_name().into_string().unwrap(),
+                m.is_dir(),
+                if m.is_dir() { 0 } else { m.len() },
+            )
         })
         .collect();
     names.sort();
-    assert_eq!(names, [("one.txt".into(), false, 1), ("sub".into(), true, 0), ("two.txt".into(), false, 2)]);
+    assert_eq!(
+        names,
+        [
+            ("one.txt".into(), false, 1),
+            ("sub".into(), true, 0),
+            ("two.txt".into(), false, 2)
+        ]
+    );
 
     fs.rename("one.txt", "sub/uno.txt").unwrap();
     assert!(!fs.exists("one.txt").unwrap());
     assert_eq!(fs.read_to_string("sub/uno.txt").unwrap(), "1");
     fs.rename("two.txt", "sub/uno.txt").unwrap();
-    assert_eq!(fs.read_to_string("sub/uno.txt").unwrap(), "22", "rename replaces the destination");
-    assert_eq!(fs.rename("ghost", "x").unwrap_err().kind(), io::ErrorKind::NotFound);
+    assert_eq!(
+        fs.read_to_string("sub/uno.txt").unwrap(),
+        "22",
+        "rename replaces the destination"
+    );
+    assert_eq!(
+        fs.rename("ghost", "x").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
 
     assert_eq!(fs.copy("sub/uno.txt", "copy.txt").unwrap(), 2);
     assert_eq!(fs.read_to_string("copy.txt").unwrap(), "22");
     fs.copy_recursive("sub", "sub2").unwrap();
     assert_eq!(fs.read_to_string("sub2/uno.txt").unwrap(), "22");
 
-    fs.set_permissions("copy.txt", Permissions::from_mode(0o600)).unwrap();
-    assert_eq!(fs.metadata("copy.txt").unwrap().permissions().mode() & 0o777, 0o600);
-    let shown = sprite.command("stat").args(["-c", "%a", "copy.txt"]).current_dir(fs.current_dir()).output().unwrap();
-    assert_eq!(shown.stdout, b"600\n", "what the API says matches what commands see");
-    fs.set_permissions_recursive("sub2", Permissions::from_mode(0o750)).unwrap();
+    fs.set_permissions("copy.txt", Permissions::from_mode(0o600))
+        .unwrap();
+    assert_eq!(
+        fs.metadata("copy.txt").unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let shown = sprite
+        .command("stat")
+        .args(["-c", "%a", "copy.txt"])
+        .current_dir(fs.current_dir())
+        .output()
+        .unwrap();
+    assert_eq!(
+        shown.stdout, b"600\n",
+        "what the API says matches what commands see"
+    );
+    fs.set_permissions_recursive("sub2", Permissions::from_mode(0o750))
+        .unwrap();
     assert_eq!(fs.metadata("sub2/uno.txt").unwrap().mode() & 0o777, 0o750);
     assert!(fs.metadata("copy.txt").unwrap().modified().is_ok());
 }
@@ -131,13 +203,28 @@ fn read_dir_metadata_rename_copy_chmod() {
 fn awkward_names() {
     let local = Local::start();
     let (sprite, fs) = scratch(&local, "names");
-    for name in ["with space.txt", "ünïcødé-名前.txt", "new\nline.txt", "percent%20and&amp;?.txt"] {
+    for name in [
+        "with space.txt",
+        "ünïcødé-名前.txt",
+        "new\nline.txt",
+        "percent%20and&amp;?.txt",
+    ] {
         fs.write(name, name).unwrap();
         assert_eq!(fs.read_to_string(name).unwrap(), name);
         assert!(fs.metadata(name).unwrap().is_file(), "{name:?}");
-        assert!(fs.read_dir(".").unwrap().any(|e| e.unwrap().file_name() == name), "{name:?} listed");
+        assert!(
+            fs.read_dir(".")
+                .unwrap()
+                .any(|e| e.unwrap().file_name() == name),
+            "{name:?} listed"
+        );
     }
-    let listed = sprite.command("ls").arg("-1").current_dir(fs.current_dir()).output().unwrap();
+    let listed = sprite
+        .command("ls")
+        .arg("-1")
+        .current_dir(fs.current_dir())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).contains("with space.txt"));
 }
 
@@ -149,7 +236,10 @@ fn symlinks_report_as_symlinks() {
     fs.create_dir("dir").unwrap();
     let status = sprite
         .command("sh")
-        .args(["-c", "ln -s target.txt link && ln -s dir dlink && ln -s loop1 loop2 && ln -s loop2 loop1"])
+        .args([
+            "-c",
+            "ln -s target.txt link && ln -s dir dlink && ln -s loop1 loop2 && ln -s loop2 loop1",
+        ])
         .current_dir(fs.current_dir())
         .status()
         .unwrap();
@@ -158,23 +248,55 @@ fn symlinks_report_as_symlinks() {
     assert!(fs.metadata("link").unwrap().is_file());
     assert!(fs.metadata("dlink").unwrap().is_dir());
     assert_eq!(fs.read_to_string("link").unwrap(), "t");
-    assert!(fs.read("loop1").is_err(), "a symlink loop is an error, not a hang");
+    assert!(
+        fs.read("loop1").is_err(),
+        "a symlink loop is an error, not a hang"
+    );
 }
 
 #[test]
 fn open_options_follow_std() {
     let local = Local::start();
     let (_sprite, fs) = scratch(&local, "opts");
-    let mut f = fs.options().write(true).create_new(true).mode(0o600).open("new.txt").unwrap();
+    let mut f = fs
+        .options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open("new.txt")
+        .unwrap();
     f.write_all(b"first").unwrap();
     f.flush().unwrap();
     drop(f);
     assert_eq!(fs.metadata("new.txt").unwrap().mode() & 0o777, 0o600);
-    let err = fs.options().write(true).create_new(true).open("new.txt").unwrap_err();
+    let err = fs
+        .options()
+        .write(true)
+        .create_new(true)
+        .open("new.txt")
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-    assert_eq!(fs.options().append(true).open("new.txt").unwrap_err().kind(), io::ErrorKind::Unsupported);
-    assert_eq!(fs.options().write(true).truncate(true).open("absent.txt").unwrap_err().kind(), io::ErrorKind::NotFound);
-    assert_eq!(fs.open("absent.txt").unwrap_err().kind(), io::ErrorKind::NotFound);
+    assert_eq!(
+        fs.options()
+            .append(true)
+            .open("new.txt")
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::Unsupported
+    );
+    assert_eq!(
+        fs.options()
+            .write(true)
+            .truncate(true)
+            .open("absent.txt")
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        fs.open("absent.txt").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
     // Dropping a file being written commits it.
     {
         let mut f = fs.create("dropped.txt").unwrap();
@@ -235,11 +357,18 @@ fn a_write_cut_mid_stream_leaves_no_torn_file() {
     // not observable through the API, so look for up to 10 s.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let names: Vec<_> = fs.read_dir(".").unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs
+            .read_dir(".")
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         if names == ["keep.txt"] {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "temp files left behind: {names:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temp files left behind: {names:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(fs.read_to_string("keep.txt").unwrap(), "old contents");

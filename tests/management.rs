@@ -14,7 +14,10 @@ fn create_get_update_delete() {
         .config(SpriteConfig::new().ram_mb(2048).cpus(2))
         .url_settings(UrlSettings::public())
         .wait_for_capacity(true);
-    let (sprite, info) = local.client.create_sprite_with("life-cycle", &options).unwrap();
+    let (sprite, info) = local
+        .client
+        .create_sprite_with("life-cycle", &options)
+        .unwrap();
     assert_eq!(sprite.name(), "life-cycle");
     assert_eq!(info.name, "life-cycle");
     assert_eq!(info.labels, ["ci", "rust"]);
@@ -23,13 +26,27 @@ fn create_get_update_delete() {
 
     let fetched = local.client.get_sprite("life-cycle").unwrap();
     assert_eq!(fetched.labels, ["ci", "rust"]);
-    assert_eq!(fetched.url_settings.and_then(|u| u.auth).as_deref(), Some("public"));
+    assert_eq!(
+        fetched.url_settings.and_then(|u| u.auth).as_deref(),
+        Some("public")
+    );
 
-    let updated = sprite.update(&SpriteUpdate::new().labels(["prod"])).unwrap();
+    let updated = sprite
+        .update(&SpriteUpdate::new().labels(["prod"]))
+        .unwrap();
     assert_eq!(updated.labels, ["prod"]);
-    let updated = sprite.update(&SpriteUpdate::new().url_settings(UrlSettings::sprite())).unwrap();
-    assert_eq!(updated.labels, ["prod"], "a partial update keeps other fields");
-    assert_eq!(updated.url_settings.and_then(|u| u.auth).as_deref(), Some("sprite"));
+    let updated = sprite
+        .update(&SpriteUpdate::new().url_settings(UrlSettings::sprite()))
+        .unwrap();
+    assert_eq!(
+        updated.labels,
+        ["prod"],
+        "a partial update keeps other fields"
+    );
+    assert_eq!(
+        updated.url_settings.and_then(|u| u.auth).as_deref(),
+        Some("sprite")
+    );
     let cleared = sprite.update(&SpriteUpdate::new().clear_labels()).unwrap();
     assert!(cleared.labels.is_empty());
 
@@ -54,7 +71,10 @@ fn creating_a_name_twice_is_a_clear_error() {
 #[test]
 fn invalid_names_are_rejected() {
     let local = Local::start();
-    assert!(matches!(local.client.create_sprite(""), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        local.client.create_sprite(""),
+        Err(Error::InvalidInput(_))
+    ));
     for bad in ["UPPER", "has space", "../etc", "-dash"] {
         let err = local.client.create_sprite(bad).unwrap_err();
         assert_eq!(err.api().map(|a| a.status), Some(400), "{bad}: {err}");
@@ -69,14 +89,27 @@ fn list_pages_and_iterates_everything() {
     }
     local.client.create_sprite("other").unwrap();
 
-    let first = local.client.list_sprites(&ListOptions::new().prefix("page-").max_results(3)).unwrap();
+    let first = local
+        .client
+        .list_sprites(&ListOptions::new().prefix("page-").max_results(3))
+        .unwrap();
     assert_eq!(first.sprites.len(), 3);
     assert!(first.has_more);
     let token = first.next_token().expect("a continuation token").to_owned();
-    let second =
-        local.client.list_sprites(&ListOptions::new().prefix("page-").max_results(3).continuation_token(token)).unwrap();
+    let second = local
+        .client
+        .list_sprites(
+            &ListOptions::new()
+                .prefix("page-")
+                .max_results(3)
+                .continuation_token(token),
+        )
+        .unwrap();
     assert_eq!(second.sprites.len(), 3);
-    assert!(second.sprites.iter().all(|s| !first.sprites.iter().any(|f| f.name == s.name)));
+    assert!(second
+        .sprites
+        .iter()
+        .all(|s| !first.sprites.iter().any(|f| f.name == s.name)));
 
     let all: Vec<String> = local
         .client
@@ -92,33 +125,58 @@ fn list_pages_and_iterates_everything() {
 fn a_wrong_token_is_401_everywhere() {
     let local = Local::start();
     local.client.create_sprite("guarded").unwrap();
-    let intruder = Client::builder().base_url(local.url()).token("wrong").build().unwrap();
+    let intruder = Client::builder()
+        .base_url(local.url())
+        .token("wrong")
+        .build()
+        .unwrap();
     let err = intruder.sprites().next().unwrap().unwrap_err();
     assert!(err.api().is_some_and(|a| a.is_unauthorized()), "{err}");
     let err = intruder.get_sprite("guarded").unwrap_err();
     assert_eq!(err.api().map(|a| a.status), Some(401));
     let err = intruder.create_sprite("x").unwrap_err();
     assert_eq!(err.api().map(|a| a.status), Some(401));
-    let err = intruder.sprite("guarded").command("true").output().unwrap_err();
+    let err = intruder
+        .sprite("guarded")
+        .command("true")
+        .output()
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
-    assert_eq!(Error::from_io(&err).and_then(Error::api).map(|a| a.status), Some(401));
+    assert_eq!(
+        Error::from_io(&err).and_then(Error::api).map(|a| a.status),
+        Some(401)
+    );
 }
 
 #[test]
 fn an_unknown_sprite_is_404_everywhere() {
     let local = Local::start();
     let ghost = local.client.sprite("ghost");
-    assert!(ghost.info().unwrap_err().api().is_some_and(|a| a.is_not_found()));
-    assert!(ghost.update(&SpriteUpdate::new().clear_labels()).unwrap_err().api().is_some_and(|a| a.is_not_found()));
+    assert!(ghost
+        .info()
+        .unwrap_err()
+        .api()
+        .is_some_and(|a| a.is_not_found()));
+    assert!(ghost
+        .update(&SpriteUpdate::new().clear_labels())
+        .unwrap_err()
+        .api()
+        .is_some_and(|a| a.is_not_found()));
     let err = ghost.command("true").output().unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
-    assert_eq!(Error::from_io(&err).and_then(Error::api).map(|a| a.status), Some(404));
+    assert_eq!(
+        Error::from_io(&err).and_then(Error::api).map(|a| a.status),
+        Some(404)
+    );
 }
 
 #[test]
 fn sprites_survive_a_server_restart() {
     let mut local = Local::start();
-    local.client.create_sprite_with("durable", &CreateOptions::new().label("keep")).unwrap();
+    local
+        .client
+        .create_sprite_with("durable", &CreateOptions::new().label("keep"))
+        .unwrap();
     let data_dir = local.dir.path().join("data");
     local.server.take().unwrap().shutdown();
     let server = sprites_local::Server::builder()
@@ -128,25 +186,51 @@ fn sprites_survive_a_server_restart() {
         .runtime(sprites_local::Runtime::Host)
         .start()
         .unwrap();
-    let client = Client::builder().base_url(server.url()).token("test-token").build().unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .token("test-token")
+        .build()
+        .unwrap();
     assert_eq!(client.get_sprite("durable").unwrap().labels, ["keep"]);
-    let out = client.sprite("durable").command("echo").arg("still here").output().unwrap();
+    let out = client
+        .sprite("durable")
+        .command("echo")
+        .arg("still here")
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"still here\n");
 }
 
 #[test]
 fn unreachable_server_is_a_transport_error() {
     // Bind then drop a listener so the port is (almost certainly) closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let client = Client::builder().base_url(format!("http://127.0.0.1:{port}")).token("t").build().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .token("t")
+        .build()
+        .unwrap();
     assert!(matches!(client.get_sprite("x"), Err(Error::Transport(_))));
     let err = client.sprite("x").command("true").output().unwrap_err();
-    assert!(matches!(Error::from_io(&err), Some(Error::Transport(_))), "{err:?}");
+    assert!(
+        matches!(Error::from_io(&err), Some(Error::Transport(_))),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn client_configuration_errors() {
     assert!(matches!(Client::builder().build(), Err(Error::Config(_))));
-    assert!(matches!(Client::builder().token(" ").build(), Err(Error::Config(_))));
-    assert!(matches!(Client::builder().token("t").base_url("ftp://x").build(), Err(Error::Config(_))));
+    assert!(matches!(
+        Client::builder().token(" ").build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Client::builder().token("t").base_url("ftp://x").build(),
+        Err(Error::Config(_))
+    ));
 }

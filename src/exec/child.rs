@@ -2,7 +2,10 @@
 
 use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, Writer};
 use super::local_stdin;
-use super::pipes::{ChildStderr, ChildStdin, ChildStdout, Chunk, OutputReader, StdioKind, OUTPUT_CHUNKS, STDIN_FRAMES};
+use super::pipes::{
+    ChildStderr, ChildStdin, ChildStdout, Chunk, OutputReader, StdioKind, OUTPUT_CHUNKS,
+    STDIN_FRAMES,
+};
 use super::status::{ExitStatus, Output};
 use crate::error::Error;
 use crate::sprite::Sprite;
@@ -132,8 +135,12 @@ impl Child {
             kill_fallback,
         };
         let threads = vec![
-            std::thread::Builder::new().name("sprites-exec-reader".into()).spawn(move || reader.run())?,
-            std::thread::Builder::new().name("sprites-exec-writer".into()).spawn(move || writer.run())?,
+            std::thread::Builder::new()
+                .name("sprites-exec-reader".into())
+                .spawn(move || reader.run())?,
+            std::thread::Builder::new()
+                .name("sprites-exec-writer".into())
+                .spawn(move || writer.run())?,
         ];
         Ok(Child {
             stdin,
@@ -202,7 +209,10 @@ impl Child {
         drop(self.stdin.take());
         if self.finished.is_none() {
             let outcome = match self.timeout {
-                None => self.outcome.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                None => self
+                    .outcome
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
                 Some((_, deadline)) => self.outcome.recv_deadline(deadline + KILL_GRACE),
             };
             match outcome {
@@ -211,13 +221,16 @@ impl Child {
                     // The kill got no answer: cut the connection, which makes the server kill
                     // the process group, and stop waiting.
                     self.socket.shutdown();
-                    self.shared.timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.shared
+                        .timed_out
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     let timeout = self.timeout.map(|(t, _)| t).unwrap_or_default();
                     self.finished = Some(Finished::Failed(Arc::new(Error::TimedOut(timeout))));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.finished =
-                        Some(Finished::Failed(Arc::new(Error::Protocol("the connection's reader thread stopped".into()))));
+                    self.finished = Some(Finished::Failed(Arc::new(Error::Protocol(
+                        "the connection's reader thread stopped".into(),
+                    ))));
                 }
             }
         }
@@ -265,7 +278,11 @@ impl Child {
             }
         }
         let status = self.wait()?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     fn has_exited(&mut self) -> bool {
@@ -285,7 +302,10 @@ impl Child {
     }
 
     fn result(&self) -> io::Result<ExitStatus> {
-        let timed_out = self.shared.timed_out.load(std::sync::atomic::Ordering::SeqCst);
+        let timed_out = self
+            .shared
+            .timed_out
+            .load(std::sync::atomic::Ordering::SeqCst);
         match (&self.finished, self.timeout) {
             (_, Some((timeout, _))) if timed_out => Err(Error::TimedOut(timeout).into()),
             (Some(Finished::Exited(status)), _) => Ok(*status),
@@ -317,7 +337,11 @@ fn drain(reader: &mut OutputReader, into: &mut Vec<u8>) -> bool {
 }
 
 /// Appends one received chunk; returns `true` when the pipe has ended.
-fn take(chunk: Result<Chunk, crossbeam_channel::RecvError>, reader: &mut OutputReader, into: &mut Vec<u8>) -> bool {
+fn take(
+    chunk: Result<Chunk, crossbeam_channel::RecvError>,
+    reader: &mut OutputReader,
+    into: &mut Vec<u8>,
+) -> bool {
     into.extend_from_slice(&reader.take_current());
     match chunk {
         Ok(Chunk::Data(data)) => {
@@ -333,19 +357,25 @@ fn normalize_signal(signal: &str) -> Result<String, Error> {
     let upper = signal.trim().to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(Error::InvalidInput(format!("{signal:?} is not a signal name")));
+        return Err(Error::InvalidInput(format!(
+            "{signal:?} is not a signal name"
+        )));
     }
     Ok(name.to_owned())
 }
 
 /// `POST /exec/{id}/kill?signal=NAME&timeout=0s`; 410 (already exited) counts as success.
 fn kill_over_http(sprite: &Sprite, shared: &Shared, signal: &str) -> Result<(), Error> {
-    let id = shared
-        .session_id(SESSION_ID_WAIT)
-        .ok_or_else(|| Error::Protocol("the server never announced a session id to signal".into()))?;
+    let id = shared.session_id(SESSION_ID_WAIT).ok_or_else(|| {
+        Error::Protocol("the server never announced a session id to signal".into())
+    })?;
     let mut query = Query::new();
     query.push("signal", signal).push("timeout", "0s");
-    let path = sprite.path(&format!("/exec/{}/kill{}", crate::url::encode(&id), query.as_str()));
+    let path = sprite.path(&format!(
+        "/exec/{}/kill{}",
+        crate::url::encode(&id),
+        query.as_str()
+    ));
     let client = sprite.client();
     match client.send(client.request("POST", &path), None) {
         Ok(_) => Ok(()),

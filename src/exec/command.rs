@@ -80,7 +80,8 @@ impl Command {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -90,7 +91,8 @@ impl Command {
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
-        self.env.insert(key.as_ref().to_owned(), Some(val.as_ref().to_owned()));
+        self.env
+            .insert(key.as_ref().to_owned(), Some(val.as_ref().to_owned()));
         self
     }
 
@@ -229,7 +231,8 @@ impl Command {
 
     /// Runs the command to completion, capturing stdout and stderr; stdin defaults to null.
     pub fn output(&mut self) -> io::Result<Output> {
-        self.spawn_with(Stdio::null(), Stdio::piped())?.wait_with_output()
+        self.spawn_with(Stdio::null(), Stdio::piped())?
+            .wait_with_output()
     }
 
     /// Runs the command to completion; stdin, stdout and stderr default to inherit.
@@ -265,7 +268,14 @@ impl Command {
         if !self.wraps_env() {
             for (key, val) in &self.env {
                 if let Some(val) = val {
-                    query.push("env", &format!("{}={}", utf8(key, "environment variable name")?, utf8(val, "environment value")?));
+                    query.push(
+                        "env",
+                        &format!(
+                            "{}={}",
+                            utf8(key, "environment variable name")?,
+                            utf8(val, "environment value")?
+                        ),
+                    );
                 }
             }
         }
@@ -302,7 +312,9 @@ impl Command {
                 if let Some(val) = val {
                     let key = utf8(key, "environment variable name")?;
                     if key.is_empty() || key.contains('=') {
-                        return Err(Error::InvalidInput(format!("invalid environment variable name {key:?}")));
+                        return Err(Error::InvalidInput(format!(
+                            "invalid environment variable name {key:?}"
+                        )));
                     }
                     argv.push(format!("{key}={}", utf8(val, "environment value")?));
                 }
@@ -310,7 +322,9 @@ impl Command {
             // A program name containing '=' would read as an assignment; `env` takes none after "--"
             // in GNU coreutils, so refuse it rather than run something else.
             if program.contains('=') {
-                return Err(Error::InvalidInput("a program name containing '=' cannot be run with env_clear/env_remove".into()));
+                return Err(Error::InvalidInput(
+                    "a program name containing '=' cannot be run with env_clear/env_remove".into(),
+                ));
             }
         }
         argv.push(program.to_owned());
@@ -322,7 +336,11 @@ impl Command {
 }
 
 fn utf8<'a>(value: &'a OsStr, what: &str) -> Result<&'a str, Error> {
-    value.to_str().ok_or_else(|| Error::InvalidInput(format!("the {what} {value:?} is not valid UTF-8, which the API requires")))
+    value.to_str().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "the {what} {value:?} is not valid UTF-8, which the API requires"
+        ))
+    })
 }
 
 impl fmt::Debug for Command {
@@ -351,7 +369,9 @@ mod tests {
     fn exec_path_encodes_argv_env_dir_stdin() {
         let sprite = sprite();
         let mut cmd = sprite.command("sh");
-        cmd.args(["-c", "echo a&b"]).env("K", "v=1").current_dir("/tmp/x y");
+        cmd.args(["-c", "echo a&b"])
+            .env("K", "v=1")
+            .current_dir("/tmp/x y");
         assert_eq!(
             cmd.exec_path(true).unwrap(),
             "/v1/sprites/box/exec?cmd=sh&cmd=-c&cmd=echo%20a%26b&path=sh&env=K%3Dv%3D1&dir=%2Ftmp%2Fx%20y&stdin=true"
@@ -363,7 +383,10 @@ mod tests {
         let sprite = sprite();
         let mut cmd = sprite.command("printenv");
         cmd.env("A", "1").env_remove("HOME");
-        assert_eq!(cmd.argv().unwrap(), ["env", "-u", "HOME", "A=1", "printenv"]);
+        assert_eq!(
+            cmd.argv().unwrap(),
+            ["env", "-u", "HOME", "A=1", "printenv"]
+        );
         cmd.env_clear().env("B", "2");
         assert_eq!(cmd.argv().unwrap(), ["env", "-i", "B=2", "printenv"]);
     }

@@ -57,18 +57,33 @@ mod tests {
     #[test]
     fn decodes_the_protocol_example() {
         // `sh -c 'echo hi; echo err >&2; exit 3'` from PROTOCOL.md §6.2.
-        assert_eq!(decode(Bytes::from_static(b"\x01hi\n")), ServerFrame::Stdout(Bytes::from_static(b"hi\n")));
-        assert_eq!(decode(Bytes::from_static(b"\x02err\n")), ServerFrame::Stderr(Bytes::from_static(b"err\n")));
-        assert_eq!(decode(Bytes::from_static(b"\x03\x03")), ServerFrame::Exit(3));
+        assert_eq!(
+            decode(Bytes::from_static(b"\x01hi\n")),
+            ServerFrame::Stdout(Bytes::from_static(b"hi\n"))
+        );
+        assert_eq!(
+            decode(Bytes::from_static(b"\x02err\n")),
+            ServerFrame::Stderr(Bytes::from_static(b"err\n"))
+        );
+        assert_eq!(
+            decode(Bytes::from_static(b"\x03\x03")),
+            ServerFrame::Exit(3)
+        );
     }
 
     #[test]
     fn edge_cases() {
         assert_eq!(decode(Bytes::from_static(b"\x03")), ServerFrame::Exit(0));
-        assert_eq!(decode(Bytes::from_static(b"\x03\xff\x00\x00")), ServerFrame::Exit(255));
+        assert_eq!(
+            decode(Bytes::from_static(b"\x03\xff\x00\x00")),
+            ServerFrame::Exit(255)
+        );
         assert_eq!(decode(Bytes::new()), ServerFrame::Ignored);
         assert_eq!(decode(Bytes::from_static(b"\x01")), ServerFrame::Ignored);
-        assert_eq!(decode(Bytes::from_static(b"\x09junk")), ServerFrame::Ignored);
+        assert_eq!(
+            decode(Bytes::from_static(b"\x09junk")),
+            ServerFrame::Ignored
+        );
     }
 
     #[test]

@@ -37,7 +37,11 @@ impl Sink {
             Sink::Channel(tx) => tx.send(Chunk::Data(data)).is_ok(),
             // Local stdout/stderr going away (a closed pipe) must not stop the remote command or
             // lose its exit status; discard from then on, as a shell pipeline would.
-            Sink::Stdout => io::stdout().lock().write_all(&data).and_then(|_| io::stdout().flush()).is_ok(),
+            Sink::Stdout => io::stdout()
+                .lock()
+                .write_all(&data)
+                .and_then(|_| io::stdout().flush())
+                .is_ok(),
             Sink::Stderr => io::stderr().lock().write_all(&data).is_ok(),
             Sink::Null => true,
         };
@@ -49,7 +53,10 @@ impl Sink {
     fn fail(&mut self, err: &Error) {
         if let Sink::Channel(tx) = self {
             // Never block here: nobody may be reading, and the error also reaches wait().
-            let _ = tx.try_send(Chunk::Failed(io::Error::new(err.io_kind(), err.to_string())));
+            let _ = tx.try_send(Chunk::Failed(io::Error::new(
+                err.io_kind(),
+                err.to_string(),
+            )));
         }
     }
 }
@@ -166,7 +173,9 @@ impl Reader {
                             }
                         }
                         Message::Close(frame) => {
-                            close_frame = Some(frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
+                            close_frame = Some(frame.map_or((1005, String::new()), |f| {
+                                (f.code.into(), f.reason.to_string())
+                            }));
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
@@ -194,20 +203,35 @@ impl Reader {
 fn closed_error(err: tungstenite::Error, close_frame: Option<(u16, String)>) -> Error {
     use tungstenite::error::ProtocolError;
     match (err, close_frame) {
-        (_, Some((code, reason))) => Error::ConnectionClosed { code: Some(code), reason },
+        (_, Some((code, reason))) => Error::ConnectionClosed {
+            code: Some(code),
+            reason,
+        },
         (tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed, None) => {
-            Error::ConnectionClosed { code: None, reason: String::new() }
+            Error::ConnectionClosed {
+                code: None,
+                reason: String::new(),
+            }
         }
         (tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake), None) => {
-            Error::ConnectionClosed { code: None, reason: "connection cut without a close frame".into() }
+            Error::ConnectionClosed {
+                code: None,
+                reason: "connection cut without a close frame".into(),
+            }
         }
         (tungstenite::Error::Io(e), None)
             if matches!(
                 e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::BrokenPipe
             ) =>
         {
-            Error::ConnectionClosed { code: None, reason: e.to_string() }
+            Error::ConnectionClosed {
+                code: None,
+                reason: e.to_string(),
+            }
         }
         (other, None) => ws_error(other),
     }
@@ -235,7 +259,15 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(self) {
-        let Writer { socket, mut stdin, mut control, done, mut deadline, shared, kill_fallback } = self;
+        let Writer {
+            socket,
+            mut stdin,
+            mut control,
+            done,
+            mut deadline,
+            shared,
+            kill_fallback,
+        } = self;
         let mut next_ping = Instant::now() + PING_INTERVAL;
         loop {
             let now = Instant::now();

@@ -15,38 +15,48 @@ use tungstenite::Bytes;
 /// Starts forwarding; returns the function that stops it.
 pub(crate) fn forward(tx: Sender<Bytes>) -> io::Result<Box<dyn FnOnce() + Send>> {
     let (wake_read, wake_write) = pipe()?;
-    std::thread::Builder::new().name("sprites-stdin".into()).spawn(move || {
-        // SAFETY: fd 0 stays open for the life of the process; ManuallyDrop keeps this `File`
-        // from closing it. Raw reads bypass std's buffered `Stdin`, whose buffer poll() cannot see.
-        let mut stdin = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-        let mut buf = vec![0u8; frame::MAX_STDIN_CHUNK];
-        loop {
-            let mut fds = [
-                libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: wake_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            ];
-            // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if rc < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
+    std::thread::Builder::new()
+        .name("sprites-stdin".into())
+        .spawn(move || {
+            // SAFETY: fd 0 stays open for the life of the process; ManuallyDrop keeps this `File`
+            // from closing it. Raw reads bypass std's buffered `Stdin`, whose buffer poll() cannot see.
+            let mut stdin = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+            let mut buf = vec![0u8; frame::MAX_STDIN_CHUNK];
+            loop {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: 0,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: wake_read.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
+                let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                if rc < 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    break;
                 }
-                break;
-            }
-            if fds[1].revents != 0 {
-                break;
-            }
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break, // EOF: dropping `tx` sends the remote EOF.
-                Ok(n) => {
-                    if tx.send(frame::stdin(&buf[..n])).is_err() {
-                        break;
+                if fds[1].revents != 0 {
+                    break;
+                }
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break, // EOF: dropping `tx` sends the remote EOF.
+                    Ok(n) => {
+                        if tx.send(frame::stdin(&buf[..n])).is_err() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        drop(wake_read);
-    })?;
+            drop(wake_read);
+        })?;
     Ok(Box::new(move || {
         let mut wake = File::from(wake_write);
         let _ = wake.write_all(&[1]);

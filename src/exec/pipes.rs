@@ -82,9 +82,12 @@ impl Write for ChildStdin {
             return Ok(0);
         }
         let chunk = &buf[..buf.len().min(frame::MAX_STDIN_CHUNK)];
-        self.tx
-            .send(frame::stdin(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the remote command's stdin is closed"))?;
+        self.tx.send(frame::stdin(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the remote command's stdin is closed",
+            )
+        })?;
         Ok(chunk.len())
     }
 
@@ -109,7 +112,10 @@ pub(crate) struct OutputReader {
 
 impl OutputReader {
     pub(crate) fn new(rx: Receiver<Chunk>) -> OutputReader {
-        OutputReader { rx, current: Bytes::new() }
+        OutputReader {
+            rx,
+            current: Bytes::new(),
+        }
     }
 
     /// The next chunk: `Ok(None)` at EOF.

@@ -92,7 +92,10 @@ impl OpenOptions {
     /// Opens `path` on the filesystem these options were made from ([`Filesystem::options`]).
     pub fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let fs = self.fs.clone().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "OpenOptions::new() has no filesystem: use Filesystem::options() or open_in")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "OpenOptions::new() has no filesystem: use Filesystem::options() or open_in",
+            )
         })?;
         self.open_in(&fs, path.as_ref())
     }
@@ -101,7 +104,10 @@ impl OpenOptions {
     pub fn open_in(&self, fs: &Filesystem, path: &Path) -> io::Result<File> {
         let path = fs.resolve(path)?;
         if self.append || (self.read && self.write) {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "the Sprites API can only replace whole files"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the Sprites API can only replace whole files",
+            ));
         }
         if self.write {
             if !(self.truncate || self.create || self.create_new) {
@@ -111,15 +117,28 @@ impl OpenOptions {
                 ));
             }
             if self.create_new && fs.exists(&path)? {
-                return Err(fs_error(io::ErrorKind::AlreadyExists, "EEXIST", &path, "file exists"));
+                return Err(fs_error(
+                    io::ErrorKind::AlreadyExists,
+                    "EEXIST",
+                    &path,
+                    "file exists",
+                ));
             }
             if !self.create && !self.create_new && !fs.exists(&path)? {
-                return Err(fs_error(io::ErrorKind::NotFound, "ENOENT", &path, "no such file or directory"));
+                return Err(fs_error(
+                    io::ErrorKind::NotFound,
+                    "ENOENT",
+                    &path,
+                    "no such file or directory",
+                ));
             }
             return File::start_upload(fs.clone(), path, self.mode.unwrap_or(0o644));
         }
         if !self.read {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "open needs read or write"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "open needs read or write",
+            ));
         }
         File::open_read(fs.clone(), path)
     }
@@ -164,7 +183,15 @@ struct Upload {
 
 impl File {
     fn open_read(fs: Filesystem, path: String) -> io::Result<File> {
-        let mut file = File { fs, path, mode: Mode::Read(ReadState { pos: 0, stream: None, len: None }) };
+        let mut file = File {
+            fs,
+            path,
+            mode: Mode::Read(ReadState {
+                pos: 0,
+                stream: None,
+                len: None,
+            }),
+        };
         // Open now so a missing file (or a directory) fails here, as std's open does.
         file.reopen_at(0)?;
         Ok(file)
@@ -174,11 +201,29 @@ impl File {
         let (tx, rx) = bounded::<Vec<u8>>(UPLOAD_CHUNKS);
         let client = fs.sprite().client().clone();
         let url = fs.fs_path("write", &write_query(&path, &fs.cwd, mode, true));
-        let thread = std::thread::Builder::new().name("sprites-fs-upload".into()).spawn(move || {
-            let request = client.streaming_request("PUT", &url).set("Content-Type", "application/octet-stream");
-            request.send(ChunkReader { rx, current: Vec::new(), at: 0 }).map(drop).map_err(Error::from)
-        })?;
-        Ok(File { fs, path, mode: Mode::Write(WriteState { upload: Some(Upload { tx, thread }), finished: false }) })
+        let thread = std::thread::Builder::new()
+            .name("sprites-fs-upload".into())
+            .spawn(move || {
+                let request = client
+                    .streaming_request("PUT", &url)
+                    .set("Content-Type", "application/octet-stream");
+                request
+                    .send(ChunkReader {
+                        rx,
+                        current: Vec::new(),
+                        at: 0,
+                    })
+                    .map(drop)
+                    .map_err(Error::from)
+            })?;
+        Ok(File {
+            fs,
+            path,
+            mode: Mode::Write(WriteState {
+                upload: Some(Upload { tx, thread }),
+                finished: false,
+            }),
+        })
     }
 
     /// The file's metadata (a fresh request).
@@ -197,8 +242,12 @@ impl File {
     }
 
     fn finish_upload(&mut self) -> io::Result<()> {
-        let Mode::Write(state) = &mut self.mode else { return Ok(()) };
-        let Some(Upload { tx, thread }) = state.upload.take() else { return Ok(()) };
+        let Mode::Write(state) = &mut self.mode else {
+            return Ok(());
+        };
+        let Some(Upload { tx, thread }) = state.upload.take() else {
+            return Ok(());
+        };
         state.finished = true;
         // Disconnecting the channel is the end of the body.
         drop(tx);
@@ -210,9 +259,13 @@ impl File {
 
     /// Opens the response body at `offset`, with a Range request when `offset > 0`.
     fn reopen_at(&mut self, offset: u64) -> io::Result<()> {
-        let Mode::Read(state) = &mut self.mode else { return Ok(()) };
+        let Mode::Read(state) = &mut self.mode else {
+            return Ok(());
+        };
         let mut query = Query::new();
-        query.push("path", &self.path).push("workingDir", &self.fs.cwd);
+        query
+            .push("path", &self.path)
+            .push("workingDir", &self.fs.cwd);
         let client = self.fs.sprite().client();
         let mut request = client.streaming_request("GET", &self.fs.fs_path("read", &query));
         if offset > 0 {
@@ -224,7 +277,9 @@ impl File {
             if let Some(total) = content_range_total(response.header("Content-Range")) {
                 state.len = Some(total);
             } else if offset == 0 {
-                state.len = response.header("Content-Length").and_then(|v| v.parse().ok());
+                state.len = response
+                    .header("Content-Length")
+                    .and_then(|v| v.parse().ok());
             }
         }
         let mut body: Box<dyn Read + Send + Sync> = response.into_reader();
@@ -244,7 +299,10 @@ impl File {
 impl Read for File {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Mode::Read(state) = &mut self.mode else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "file not opened for reading"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "file not opened for reading",
+            ));
         };
         if buf.is_empty() {
             return Ok(0);
@@ -263,8 +321,12 @@ impl Read for File {
         if needs_reopen {
             self.reopen_at(pos)?;
         }
-        let Mode::Read(state) = &mut self.mode else { unreachable!("mode does not change") };
-        let Some((body, at)) = &mut state.stream else { return Ok(0) };
+        let Mode::Read(state) = &mut self.mode else {
+            unreachable!("mode does not change")
+        };
+        let Some((body, at)) = &mut state.stream else {
+            return Ok(0);
+        };
         if *at != state.pos {
             return Ok(0); // past the end
         }
@@ -281,7 +343,10 @@ impl Seek for File {
     /// the server reported when the file was opened.
     fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
         let Mode::Read(state) = &mut self.mode else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "cannot seek a file being uploaded"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "cannot seek a file being uploaded",
+            ));
         };
         let target = match from {
             SeekFrom::Start(n) => Some(n),
@@ -294,8 +359,15 @@ impl Seek for File {
                 len.checked_add_signed(delta)
             }
         };
-        let target = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek to a negative or overflowing position"))?;
-        let Mode::Read(state) = &mut self.mode else { unreachable!("mode does not change") };
+        let target = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )
+        })?;
+        let Mode::Read(state) = &mut self.mode else {
+            unreachable!("mode does not change")
+        };
         state.pos = target;
         Ok(target)
     }
@@ -304,7 +376,10 @@ impl Seek for File {
 impl Write for File {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let Mode::Write(state) = &mut self.mode else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "file not opened for writing"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "file not opened for writing",
+            ));
         };
         if buf.is_empty() {
             return Ok(0);
@@ -318,7 +393,10 @@ impl Write for File {
         let chunk = &buf[..buf.len().min(256 * 1024)];
         if upload.tx.send(chunk.to_vec()).is_err() {
             // The upload thread stopped early: its result says why.
-            return Err(self.finish_upload().err().unwrap_or_else(|| io::Error::other("the upload ended early")));
+            return Err(self
+                .finish_upload()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the upload ended early")));
         }
         Ok(chunk.len())
     }
@@ -331,9 +409,15 @@ impl Write for File {
 
 impl Drop for File {
     fn drop(&mut self) {
-        if let Mode::Write(WriteState { upload: Some(_), .. }) = &self.mode {
+        if let Mode::Write(WriteState {
+            upload: Some(_), ..
+        }) = &self.mode
+        {
             if let Err(err) = self.finish_upload() {
-                eprintln!("sprites: writing {} failed when the file was dropped: {err}", self.path);
+                eprintln!(
+                    "sprites: writing {} failed when the file was dropped: {err}",
+                    self.path
+                );
             }
         }
     }
@@ -345,7 +429,10 @@ impl fmt::Debug for File {
             Mode::Read(state) => format!("read at {}", state.pos),
             Mode::Write(state) => if state.finished { "written" } else { "writing" }.to_owned(),
         };
-        f.debug_struct("File").field("path", &self.path).field("mode", &mode).finish()
+        f.debug_struct("File")
+            .field("path", &self.path)
+            .field("mode", &mode)
+            .finish()
     }
 }
 

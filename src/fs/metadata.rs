@@ -177,8 +177,12 @@ impl Metadata {
     }
     /// Last modification time; `Unsupported` when the server did not send one.
     pub fn modified(&self) -> io::Result<SystemTime> {
-        self.modified
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "the server sent no modification time"))
+        self.modified.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the server sent no modification time",
+            )
+        })
     }
 }
 
@@ -248,13 +252,24 @@ fn parse_mode(value: &serde_json::Value) -> Option<u32> {
 /// Parses RFC 3339 (`2026-01-13T10:30:00Z`, fractions and offsets allowed) to a `SystemTime`.
 pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> { text.get(range)?.parse().ok() };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &text[19..];
@@ -270,17 +285,23 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     }
     let offset_secs = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
+        _ if rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':' =>
+        {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_secs;
     if secs >= 0 {
         SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
     } else {
-        SystemTime::UNIX_EPOCH.checked_sub(Duration::new(secs.unsigned_abs(), 0))?.checked_add(Duration::new(0, nanos))
+        SystemTime::UNIX_EPOCH
+            .checked_sub(Duration::new(secs.unsigned_abs(), 0))?
+            .checked_add(Duration::new(0, nanos))
     }
 }
 
@@ -302,13 +323,30 @@ mod tests {
     #[test]
     fn rfc3339() {
         let t = parse_rfc3339("2026-01-13T10:30:00Z").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_768_300_200);
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_768_300_200
+        );
         let t = parse_rfc3339("2026-06-02T17:11:14.555839485Z").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos(), 555_839_485);
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+            555_839_485
+        );
         let a = parse_rfc3339("2026-01-13T12:30:00+02:00").unwrap();
         assert_eq!(a, parse_rfc3339("2026-01-13T10:30:00Z").unwrap());
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(SystemTime::UNIX_EPOCH));
-        for bad in ["", "2026-13-01T00:00:00Z", "2026-01-01 00:00", "2026-01-01T00:00:00", "2026-01-01T00:00:00.Z"] {
+        assert_eq!(
+            parse_rfc3339("1970-01-01T00:00:00Z"),
+            Some(SystemTime::UNIX_EPOCH)
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01 00:00",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -323,11 +361,20 @@ mod tests {
         assert!(meta.is_dir() && !meta.is_file());
         assert_eq!(meta.mode(), 0o40755);
         assert!(meta.modified().is_ok());
-        let entry: FsEntry = serde_json::from_str(r#"{"name":"f","type":"file","size":3,"mode":420}"#).unwrap();
+        let entry: FsEntry =
+            serde_json::from_str(r#"{"name":"f","type":"file","size":3,"mode":420}"#).unwrap();
         let meta = Metadata::from_entry(&entry);
-        assert_eq!((meta.is_file(), meta.len(), meta.permissions().mode() & 0o777), (true, 3, 0o644));
+        assert_eq!(
+            (
+                meta.is_file(),
+                meta.len(),
+                meta.permissions().mode() & 0o777
+            ),
+            (true, 3, 0o644)
+        );
         assert!(meta.modified().is_err());
-        let entry: FsEntry = serde_json::from_str(r#"{"name":"l","type":"symlink","mode":"777"}"#).unwrap();
+        let entry: FsEntry =
+            serde_json::from_str(r#"{"name":"l","type":"symlink","mode":"777"}"#).unwrap();
         assert!(Metadata::from_entry(&entry).is_symlink());
     }
 }

@@ -49,13 +49,21 @@ pub struct Filesystem {
 impl Sprite {
     /// The sprite's filesystem; relative paths resolve against `/`.
     pub fn fs(&self) -> Filesystem {
-        Filesystem { sprite: self.clone(), cwd: "/".into() }
+        Filesystem {
+            sprite: self.clone(),
+            cwd: "/".into(),
+        }
     }
 
     /// The sprite's filesystem; relative paths resolve against `dir` (itself resolved against `/`).
     pub fn fs_at(&self, dir: impl AsRef<Path>) -> Filesystem {
-        let cwd = clean(Path::new("/"), dir.as_ref()).to_string_lossy().into_owned();
-        Filesystem { sprite: self.clone(), cwd }
+        let cwd = clean(Path::new("/"), dir.as_ref())
+            .to_string_lossy()
+            .into_owned();
+        Filesystem {
+            sprite: self.clone(),
+            cwd,
+        }
     }
 }
 
@@ -130,7 +138,12 @@ impl Filesystem {
         let path = self.resolve(path.as_ref())?;
         let meta = self.metadata(&path)?;
         if !meta.is_dir() {
-            return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &path, "not a directory"));
+            return Err(fs_error(
+                io::ErrorKind::NotADirectory,
+                "ENOTDIR",
+                &path,
+                "not a directory",
+            ));
         }
         let base = PathBuf::from(&path);
         let entries = self
@@ -138,26 +151,47 @@ impl Filesystem {
             .into_iter()
             .map(|entry| {
                 let name = if entry.name.is_empty() {
-                    Path::new(&entry.path).file_name().map(OsString::from).unwrap_or_default()
+                    Path::new(&entry.path)
+                        .file_name()
+                        .map(OsString::from)
+                        .unwrap_or_default()
                 } else {
                     OsString::from(&entry.name)
                 };
-                DirEntry { path: base.join(&name), metadata: Metadata::from_entry(&entry), name }
+                DirEntry {
+                    path: base.join(&name),
+                    metadata: Metadata::from_entry(&entry),
+                    name,
+                }
             })
             .collect::<Vec<_>>();
-        Ok(ReadDir { entries: entries.into_iter() })
+        Ok(ReadDir {
+            entries: entries.into_iter(),
+        })
     }
 
     /// Creates one directory: `AlreadyExists` if the path exists, `NotFound` if the parent does not.
     pub fn create_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         if self.exists(&path)? {
-            return Err(fs_error(io::ErrorKind::AlreadyExists, "EEXIST", &path, "file exists"));
+            return Err(fs_error(
+                io::ErrorKind::AlreadyExists,
+                "EEXIST",
+                &path,
+                "file exists",
+            ));
         }
         let parent = parent_of(&path);
         match self.metadata(&parent) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &parent, "not a directory")),
+            Ok(_) => {
+                return Err(fs_error(
+                    io::ErrorKind::NotADirectory,
+                    "ENOTDIR",
+                    &parent,
+                    "not a directory",
+                ))
+            }
             Err(e) => return Err(e),
         }
         self.make_dir(&path)
@@ -168,7 +202,14 @@ impl Filesystem {
         let path = self.resolve(path.as_ref())?;
         match self.metadata(&path) {
             Ok(meta) if meta.is_dir() => return Ok(()),
-            Ok(_) => return Err(fs_error(io::ErrorKind::AlreadyExists, "EEXIST", &path, "file exists")),
+            Ok(_) => {
+                return Err(fs_error(
+                    io::ErrorKind::AlreadyExists,
+                    "EEXIST",
+                    &path,
+                    "file exists",
+                ))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -179,7 +220,12 @@ impl Filesystem {
     pub fn remove_file(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         if self.symlink_metadata(&path)?.is_dir() {
-            return Err(fs_error(io::ErrorKind::IsADirectory, "EISDIR", &path, "is a directory"));
+            return Err(fs_error(
+                io::ErrorKind::IsADirectory,
+                "EISDIR",
+                &path,
+                "is a directory",
+            ));
         }
         self.delete(&path, false)
     }
@@ -188,7 +234,12 @@ impl Filesystem {
     pub fn remove_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         if !self.symlink_metadata(&path)?.is_dir() {
-            return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &path, "not a directory"));
+            return Err(fs_error(
+                io::ErrorKind::NotADirectory,
+                "ENOTDIR",
+                &path,
+                "not a directory",
+            ));
         }
         self.delete(&path, false)
     }
@@ -197,7 +248,12 @@ impl Filesystem {
     pub fn remove_dir_all(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         if !self.symlink_metadata(&path)?.is_dir() {
-            return Err(fs_error(io::ErrorKind::NotADirectory, "ENOTDIR", &path, "not a directory"));
+            return Err(fs_error(
+                io::ErrorKind::NotADirectory,
+                "ENOTDIR",
+                &path,
+                "not a directory",
+            ));
         }
         self.delete(&path, true)
     }
@@ -205,7 +261,10 @@ impl Filesystem {
     /// Renames a file or directory, replacing `to` if it exists.
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
-        self.post("/fs/rename", json!({ "source": from, "dest": to, "workingDir": self.cwd }))?;
+        self.post(
+            "/fs/rename",
+            json!({ "source": from, "dest": to, "workingDir": self.cwd }),
+        )?;
         Ok(())
     }
 
@@ -214,7 +273,12 @@ impl Filesystem {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         let meta = self.metadata(&from)?;
         if meta.is_dir() {
-            return Err(fs_error(io::ErrorKind::IsADirectory, "EISDIR", &from, "is a directory"));
+            return Err(fs_error(
+                io::ErrorKind::IsADirectory,
+                "EISDIR",
+                &from,
+                "is a directory",
+            ));
         }
         let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": false, "preserveAttrs": true });
         self.post("/fs/copy", body)?;
@@ -235,7 +299,11 @@ impl Filesystem {
     }
 
     /// Sets permission bits on a directory tree, like `chmod -R` (an extra beside std).
-    pub fn set_permissions_recursive(&self, path: impl AsRef<Path>, perm: Permissions) -> io::Result<()> {
+    pub fn set_permissions_recursive(
+        &self,
+        path: impl AsRef<Path>,
+        perm: Permissions,
+    ) -> io::Result<()> {
         self.chmod(path.as_ref(), perm.mode(), true)
     }
 
@@ -246,7 +314,11 @@ impl Filesystem {
 
     /// Creates or truncates a file for writing.
     pub fn create(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        OpenOptions::new().write(true).create(true).truncate(true).open_in(self, path.as_ref())
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open_in(self, path.as_ref())
     }
 
     /// [`OpenOptions`] bound to this filesystem: `fs.options().write(true).create(true).open(path)`.
@@ -267,7 +339,9 @@ impl Filesystem {
         }
         let cleaned = clean(Path::new(&self.cwd), path);
         cleaned.to_str().map(str::to_owned).ok_or_else(|| {
-            io::Error::from(Error::InvalidInput(format!("the path {path:?} is not valid UTF-8, which the API requires")))
+            io::Error::from(Error::InvalidInput(format!(
+                "the path {path:?} is not valid UTF-8, which the API requires"
+            )))
         })
     }
 
@@ -280,13 +354,23 @@ impl Filesystem {
             return Ok(Metadata::root());
         }
         let parent = parent_of(path);
-        let name = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let entries = self.list(&parent)?;
         entries
             .iter()
             .find(|e| e.name == name || (e.name.is_empty() && e.path == path))
             .map(Metadata::from_entry)
-            .ok_or_else(|| fs_error(io::ErrorKind::NotFound, "ENOENT", path, "no such file or directory"))
+            .ok_or_else(|| {
+                fs_error(
+                    io::ErrorKind::NotFound,
+                    "ENOENT",
+                    path,
+                    "no such file or directory",
+                )
+            })
     }
 
     fn list(&self, path: &str) -> io::Result<Vec<FsEntry>> {
@@ -300,9 +384,15 @@ impl Filesystem {
 
     fn delete(&self, path: &str, recursive: bool) -> io::Result<()> {
         let mut query = Query::new();
-        query.push("path", path).push("workingDir", &self.cwd).push("recursive", if recursive { "true" } else { "false" });
+        query
+            .push("path", path)
+            .push("workingDir", &self.cwd)
+            .push("recursive", if recursive { "true" } else { "false" });
         let client = self.sprite.client();
-        client.send(client.request("DELETE", &self.fs_path("delete", &query)), None)?;
+        client.send(
+            client.request("DELETE", &self.fs_path("delete", &query)),
+            None,
+        )?;
         Ok(())
     }
 
@@ -323,7 +413,10 @@ impl Filesystem {
     fn put(&self, path: &str, contents: &[u8], mode: u32, mkdir_parents: bool) -> io::Result<()> {
         let client = self.sprite.client();
         let request = client
-            .streaming_request("PUT", &self.fs_path("write", &write_query(path, &self.cwd, mode, mkdir_parents)))
+            .streaming_request(
+                "PUT",
+                &self.fs_path("write", &write_query(path, &self.cwd, mode, mkdir_parents)),
+            )
             .set("Content-Type", "application/octet-stream");
         request.send_bytes(contents).map_err(Error::from)?;
         Ok(())
@@ -331,7 +424,11 @@ impl Filesystem {
 
     /// mkdir through a placeholder: write `<dir>/.sprites-mkdir-<random>` with parents, delete it.
     fn make_dir(&self, path: &str) -> io::Result<()> {
-        let placeholder = format!("{}/.sprites-mkdir-{:016x}", path.trim_end_matches('/'), placeholder_id());
+        let placeholder = format!(
+            "{}/.sprites-mkdir-{:016x}",
+            path.trim_end_matches('/'),
+            placeholder_id()
+        );
         self.put(&placeholder, b"", 0o600, true)?;
         self.delete(&placeholder, false)
     }
@@ -354,7 +451,12 @@ fn placeholder_id() -> u64 {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     hasher.finish()
 }
 
@@ -385,7 +487,7 @@ fn clean(base: &Path, path: &Path) -> PathBuf {
 fn fs_error(kind: io::ErrorKind, errno: &str, path: &str, text: &str) -> io::Error {
     let mut api = ApiError::new(0, Some(errno), format!("{text}: {path}"));
     api.path = Some(path.to_owned());
-    io::Error::new(kind, Error::Api(api))
+    io::Error::new(kind, Error::from(api))
 }
 
 #[cfg(test)]
@@ -395,7 +497,10 @@ mod tests {
     #[test]
     fn cleans_paths() {
         let base = Path::new("/home/sprite");
-        assert_eq!(clean(base, Path::new("a/./b/../c")), Path::new("/home/sprite/a/c"));
+        assert_eq!(
+            clean(base, Path::new("a/./b/../c")),
+            Path::new("/home/sprite/a/c")
+        );
         assert_eq!(clean(base, Path::new("/etc/../../x")), Path::new("/x"));
         assert_eq!(clean(base, Path::new("..")), Path::new("/home"));
         assert_eq!(clean(Path::new("/"), Path::new("")), Path::new("/"));

@@ -16,7 +16,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("sprites-test-{tag}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("sprites-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -49,8 +50,16 @@ impl Local {
             .runtime(sprites_local::Runtime::Host)
             .start()
             .expect("start sprites-local");
-        let client = Client::builder().base_url(server.url()).token(server.token()).build().expect("client");
-        Local { client, server: Some(server), dir }
+        let client = Client::builder()
+            .base_url(server.url())
+            .token(server.token())
+            .build()
+            .expect("client");
+        Local {
+            client,
+            server: Some(server),
+            dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -71,7 +80,9 @@ pub const SERVE_DIR_VAR: &str = "SPRITES_TEST_SERVE_DIR";
 /// The body of the `#[ignore]`d entry test that [`ServerProcess::start`] runs: when the env var
 /// is set, serve until killed.
 pub fn serve_if_asked() {
-    let Ok(dir) = std::env::var(SERVE_DIR_VAR) else { return };
+    let Ok(dir) = std::env::var(SERVE_DIR_VAR) else {
+        return;
+    };
     let server = sprites_local::Server::builder()
         .addr("127.0.0.1:0")
         .token("proc-token")
@@ -99,7 +110,13 @@ impl ServerProcess {
     pub fn start(entry: &str) -> ServerProcess {
         let dir = TempDir::new("proc");
         let mut process = Process_::new(std::env::current_exe().expect("current exe"))
-            .args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                entry,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(SERVE_DIR_VAR, dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -117,8 +134,17 @@ impl ServerProcess {
             }
         }
         let url = url.expect("server process printed no URL");
-        let client = Client::builder().base_url(&url).token("proc-token").build().expect("client");
-        ServerProcess { process, url, client, dir }
+        let client = Client::builder()
+            .base_url(&url)
+            .token("proc-token")
+            .build()
+            .expect("client");
+        ServerProcess {
+            process,
+            url,
+            client,
+            dir,
+        }
     }
 
     pub fn kill(&mut self) {
@@ -135,12 +161,16 @@ impl Drop for ServerProcess {
 
 /// Threads in this process.
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Open file descriptors in this process.
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Resident memory of this process in KiB.
