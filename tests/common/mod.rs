@@ -33,11 +33,40 @@ impl Drop for TempDir {
     }
 }
 
+/// Every test is bounded: a test still running after this long aborts the test binary, so a
+/// hang is a loud failure rather than a stuck CI job.
+pub const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Aborts the process if not dropped within [`TEST_LIMIT`].
+pub struct Watchdog(Option<crossbeam_channel::Sender<()>>);
+
+impl Watchdog {
+    pub fn arm(what: &str) -> Watchdog {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let what = what.to_owned();
+        std::thread::spawn(move || {
+            if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(TEST_LIMIT) {
+                eprintln!("{what}: still running after {TEST_LIMIT:?}; aborting the test binary");
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Disconnecting wakes the watchdog thread, which then exits.
+        self.0.take();
+    }
+}
+
 /// An in-process server with a client pointed at it.
 pub struct Local {
     pub client: Client,
     pub server: Option<sprites_local::ServerHandle>,
     pub dir: TempDir,
+    _watchdog: Watchdog,
 }
 
 impl Local {
@@ -55,10 +84,12 @@ impl Local {
             .token(server.token())
             .build()
             .expect("client");
+        let name = std::thread::current().name().unwrap_or("test").to_owned();
         Local {
             client,
             server: Some(server),
             dir,
+            _watchdog: Watchdog::arm(&name),
         }
     }
 
@@ -103,11 +134,13 @@ pub struct ServerProcess {
     pub url: String,
     pub client: Client,
     pub dir: TempDir,
+    _watchdog: Watchdog,
 }
 
 impl ServerProcess {
     /// Re-runs this test binary with only the `entry` test selected and [`SERVE_DIR_VAR`] set.
     pub fn start(entry: &str) -> ServerProcess {
+        let watchdog = Watchdog::arm(std::thread::current().name().unwrap_or("test"));
         let dir = TempDir::new("proc");
         let mut process = Process_::new(std::env::current_exe().expect("current exe"))
             .args([
@@ -144,6 +177,7 @@ impl ServerProcess {
             url,
             client,
             dir,
+            _watchdog: watchdog,
         }
     }
 
