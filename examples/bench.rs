@@ -41,18 +41,64 @@ fn run(sprite: &Sprite, json: bool) -> Result<(), Box<dyn std::error::Error>> {
     let stdout = stdout_mib_s(sprite, 1 << 30)?;
     let stdin = stdin_mib_s(sprite, 256 << 20)?;
     let echo = echo_rtt_us(sprite, 2000)?;
+    let (upload, download) = fs_mib_s(sprite, 1 << 30)?;
     let peak_rss = peak_rss_mib();
 
     println!("{:<38} {:>12} {:>12}", "measure", "value", "vs baseline");
-    println!("{:<38} {:>12} {:>12}", "baseline: local spawn+wait `true` p50", format!("{:.3} ms", spawn.p50), "");
-    println!("{:<38} {:>12} {:>12}", "baseline: loopback TCP", format!("{tcp:.0} MiB/s"), "");
-    println!("{:<38} {:>12} {:>12}", "exec round trip `true` p50", format!("{:.3} ms", exec.p50), format!("+{:.3} ms", exec.p50 - spawn.p50));
-    println!("{:<38} {:>12} {:>12}", "exec round trip `true` p99", format!("{:.3} ms", exec.p99), format!("+{:.3} ms", exec.p99 - spawn.p50));
-    println!("{:<38} {:>12} {:>12}", "stdout throughput (1 GiB)", format!("{stdout:.0} MiB/s"), format!("{:.0}%", 100.0 * stdout / tcp));
-    println!("{:<38} {:>12} {:>12}", "stdin->stdout via cat (256 MiB)", format!("{stdin:.0} MiB/s"), format!("{:.0}%", 100.0 * stdin / tcp));
-    println!("{:<38} {:>12} {:>12}", "1-byte echo via cat p50", format!("{:.0} us", echo.p50), "");
-    println!("{:<38} {:>12} {:>12}", "1-byte echo via cat p99", format!("{:.0} us", echo.p99), "");
-    println!("{:<38} {:>12} {:>12}", "client peak RSS", format!("{peak_rss:.1} MiB"), "");
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "baseline: local spawn+wait `true` p50",
+        format!("{:.3} ms", spawn.p50),
+        ""
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "baseline: loopback TCP",
+        format!("{tcp:.0} MiB/s"),
+        ""
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "exec round trip `true` p50",
+        format!("{:.3} ms", exec.p50),
+        format!("+{:.3} ms", exec.p50 - spawn.p50)
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "exec round trip `true` p99",
+        format!("{:.3} ms", exec.p99),
+        format!("+{:.3} ms", exec.p99 - spawn.p50)
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "stdout throughput (1 GiB)",
+        format!("{stdout:.0} MiB/s"),
+        format!("{:.0}%", 100.0 * stdout / tcp)
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "stdin->stdout via cat (256 MiB)",
+        format!("{stdin:.0} MiB/s"),
+        format!("{:.0}%", 100.0 * stdin / tcp)
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "1-byte echo via cat p50",
+        format!("{:.0} us", echo.p50),
+        ""
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "1-byte echo via cat p99",
+        format!("{:.0} us", echo.p99),
+        ""
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "client peak RSS",
+        format!("{peak_rss:.1} MiB"),
+        ""
+    );
     if json {
         println!(
             "{}",
@@ -66,6 +112,8 @@ fn run(sprite: &Sprite, json: bool) -> Result<(), Box<dyn std::error::Error>> {
                 "peak_rss_mib": peak_rss,
                 "baseline_tcp_mib_s": tcp,
                 "baseline_spawn_ms": spawn.p50,
+                "fs_upload_mib_s": upload,
+                "fs_download_mib_s": download,
                 "stdout_vs_tcp": stdout / tcp,
                 "stdin_vs_tcp": stdin / tcp,
                 "exec_rtt_minus_spawn_ms": exec.p50 - spawn.p50,
@@ -83,14 +131,19 @@ struct Percentiles {
 fn percentiles(mut samples: Vec<f64>) -> Percentiles {
     samples.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Percentiles { p50: at(0.50), p99: at(0.99) }
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
 }
 
 fn local_spawn_ms(runs: usize) -> Percentiles {
     let samples = (0..runs)
         .map(|_| {
             let started = Instant::now();
-            let status = std::process::Command::new("true").status().expect("spawn true");
+            let status = std::process::Command::new("true")
+                .status()
+                .expect("spawn true");
             assert!(status.success());
             started.elapsed().as_secs_f64() * 1e3
         })
@@ -134,7 +187,12 @@ fn exec_rtt_ms(sprite: &Sprite, runs: usize) -> std::io::Result<Percentiles> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        let status = sprite.command("true").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        let status = sprite
+            .command("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
         samples.push(started.elapsed().as_secs_f64() * 1e3);
         assert!(status.success());
     }
@@ -166,7 +224,11 @@ fn stdout_mib_s(sprite: &Sprite, total: u64) -> std::io::Result<f64> {
 
 fn stdin_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<f64> {
     let started = Instant::now();
-    let mut child = sprite.command("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut child = sprite
+        .command("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         let buf = vec![7u8; 64 << 10];
@@ -195,7 +257,11 @@ fn stdin_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<f64> {
 }
 
 fn echo_rtt_us(sprite: &Sprite, rounds: usize) -> std::io::Result<Percentiles> {
-    let mut child = sprite.command("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut child = sprite
+        .command("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut byte = [0u8; 1];
@@ -212,6 +278,39 @@ fn echo_rtt_us(sprite: &Sprite, rounds: usize) -> std::io::Result<Percentiles> {
     drop(stdin);
     child.wait()?;
     Ok(percentiles(samples))
+}
+
+/// Streams `total` bytes up through `File::write` and back down through `File::read`.
+fn fs_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<(f64, f64)> {
+    let fs = sprite.fs();
+    let path = format!("/tmp/sprites-bench-{}.bin", std::process::id());
+    let buf = vec![5u8; 256 << 10];
+    let started = Instant::now();
+    let mut file = fs.create(&path)?;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        file.write_all(&buf[..n])?;
+        left -= n;
+    }
+    file.sync_all()?;
+    let upload = total as f64 / MIB / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut file = fs.open(&path)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let download = total as f64 / MIB / started.elapsed().as_secs_f64();
+    assert_eq!(got, total);
+    fs.remove_file(&path)?;
+    Ok((upload, download))
 }
 
 /// Peak resident memory of this process (VmHWM) in MiB.
@@ -242,7 +341,11 @@ fn connect() -> Result<(Client, Option<std::process::Child>), Box<dyn std::error
     let url = lines.next().ok_or("server printed nothing")??;
     let token = lines.next().ok_or("server printed no token")??;
     eprintln!("bench: sprites-local in a child process at {url}");
-    let client = Client::builder().base_url(url).token(token).http_timeout(Duration::from_secs(60)).build()?;
+    let client = Client::builder()
+        .base_url(url)
+        .token(token)
+        .http_timeout(Duration::from_secs(60))
+        .build()?;
     Ok((client, Some(child)))
 }
 

@@ -28,18 +28,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn run(sprite: &sprites::Sprite) -> Result<(), Box<dyn std::error::Error>> {
     // 1. Output, as with std::process::Command::output.
     let output = sprite.command("uname").arg("-sm").output()?;
-    print!("uname -sm      -> {}", String::from_utf8_lossy(&output.stdout));
+    print!(
+        "uname -sm      -> {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 
     // 2. A stdin pipe: write, drop (EOF), read the answer.
-    let mut child = sprite.command("tr").args(["a-z", "A-Z"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-    child.stdin.take().expect("piped stdin").write_all(b"hello from rust\n")?;
+    let mut child = sprite
+        .command("tr")
+        .args(["a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"hello from rust\n")?;
     let mut shouted = String::new();
-    child.stdout.take().expect("piped stdout").read_to_string(&mut shouted)?;
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut shouted)?;
     child.wait()?;
     print!("tr a-z A-Z     -> {shouted}");
 
     // 3. An exit code and a separate stderr.
-    let output = sprite.command("sh").args(["-c", "echo oops >&2; exit 3"]).output()?;
+    let output = sprite
+        .command("sh")
+        .args(["-c", "echo oops >&2; exit 3"])
+        .output()?;
     println!(
         "exit 3         -> status {:?}, stderr {:?}",
         output.status.code(),
@@ -47,8 +66,16 @@ fn run(sprite: &sprites::Sprite) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 4. Environment and working directory.
-    let output = sprite.command("sh").args(["-c", "echo $GREETING in $(pwd)"]).env("GREETING", "hi").current_dir("/tmp").output()?;
-    print!("env + dir      -> {}", String::from_utf8_lossy(&output.stdout));
+    let output = sprite
+        .command("sh")
+        .args(["-c", "echo $GREETING in $(pwd)"])
+        .env("GREETING", "hi")
+        .current_dir("/tmp")
+        .output()?;
+    print!(
+        "env + dir      -> {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     Ok(())
 }
 
@@ -61,10 +88,22 @@ fn connect() -> Result<(Client, Option<LocalServer>), Box<dyn std::error::Error>
     }
     let dir = std::env::temp_dir().join(format!("sprites-quickstart-{}", std::process::id()));
     let server = sprites_local::Server::builder().data_dir(&dir).start()?;
-    println!("no SPRITES_TOKEN set: started an embedded sprites-local at {}", server.url());
+    println!(
+        "no SPRITES_TOKEN set: started an embedded sprites-local at {}",
+        server.url()
+    );
     println!("{}", server.runtime_note());
-    let client = Client::builder().base_url(server.url()).token(server.token()).build()?;
-    Ok((client, Some(LocalServer { server: Some(server), dir })))
+    let client = Client::builder()
+        .base_url(server.url())
+        .token(server.token())
+        .build()?;
+    Ok((
+        client,
+        Some(LocalServer {
+            server: Some(server),
+            dir,
+        }),
+    ))
 }
 
 /// Shuts the embedded server down and removes its data when dropped.
