@@ -20,11 +20,10 @@
 //!
 //! If the client goes away before the exit frame, the whole process group is SIGKILLed.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -34,7 +33,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::http::{Response, SPRITE_VERSION};
 use crate::query::Query;
-use crate::runtime::{ProcessSpec, SpawnError};
+use crate::runtime::{Process, ProcessSpec, SpawnError};
 use crate::server::Shared;
 use crate::sessions::Session;
 use crate::signal;
@@ -128,7 +127,7 @@ pub fn parse_params(q: &Query) -> Result<ExecParams, Response> {
 
 /// A spawned process waiting for its WebSocket.
 pub struct Upgrade {
-    child: Child,
+    process: Process,
     session: Arc<Session>,
     accept_key: String,
 }
@@ -164,7 +163,8 @@ pub fn spawn(
         Err(SpawnError::Io(e)) => return Err(spawn_error_response(&params.program, &e)),
     };
     let session = Arc::new(Session::new(
-        spawned.child.id(),
+        spawned.process.id(),
+        spawned.process.group(),
         sprite.to_owned(),
         params.argv.join(" "),
         spawned.workdir,
@@ -176,7 +176,7 @@ pub fn spawn(
         .store
         .mark_running(sprite, crate::time::now_rfc3339());
     Ok(Upgrade {
-        child: spawned.child,
+        process: spawned.process,
         session,
         accept_key: ws::accept_key(ws_key),
     })
@@ -280,14 +280,14 @@ enum Ctrl {
 /// right behind the upgrade request.
 pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade) {
     let Upgrade {
-        mut child,
+        mut process,
         session,
         accept_key,
     } = up;
     let pid = session.pid;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let stdin = child.stdin.take();
+    let group = process.group();
+    let stdio = process.take_stdio();
+    let (stdin, stdout, stderr) = (stdio.stdin, stdio.stdout, stdio.stderr);
     for fd in [
         stdout.as_ref().map(|p| p.as_raw_fd()),
         stderr.as_ref().map(|p| p.as_raw_fd()),
@@ -302,9 +302,8 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     // Everything that can fail before the exec is live: on failure, kill and reap here.
     let setup = Wake::new().and_then(|wake| Ok((wake, stream.try_clone()?, stream.try_clone()?)));
     let Ok((wake, write_sock, read_sock)) = setup else {
-        signal::kill_group(pid, libc::SIGKILL);
-        session.mark_exited();
-        let _ = child.wait();
+        group.signal(libc::SIGKILL);
+        process.wait(|| session.mark_exited());
         shared.sessions.finish(&session);
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -319,21 +318,17 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     let waiter = {
         let (session, shared, wake) = (session.clone(), shared.clone(), wake.clone());
         spawn_named("sprites-exec-wait", move || {
-            let code = wait_exit(&mut child, &session);
+            let code = process.wait(|| session.mark_exited());
             shared.sessions.finish(&session);
             let _ = exit_tx.send(code);
             wake.notify();
         })
     };
     if waiter.is_err() {
-        // The closure (and the Child in it) is gone; reap by PID.
-        signal::kill_group(pid, libc::SIGKILL);
+        // The closure (and the process in it) is gone; reap by PID.
+        group.signal(libc::SIGKILL);
         session.mark_exited();
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        unsafe {
-            let mut st = 0;
-            libc::waitpid(pid as libc::pid_t, &mut st, 0);
-        }
+        group.reap_orphaned();
         shared.sessions.finish(&session);
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -356,8 +351,8 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
                 closed: false,
             },
             pipes: [
-                stdout.map(|p| (stream_id::STDOUT, OwnedFd::from(p))),
-                stderr.map(|p| (stream_id::STDERR, OwnedFd::from(p))),
+                stdout.map(|p| (stream_id::STDOUT, p)),
+                stderr.map(|p| (stream_id::STDERR, p)),
             ],
             ctrl_rx,
             exit_rx,
@@ -370,7 +365,7 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     };
     if io.is_err() {
         // The waiter still reaps; nobody will write, so just end the connection.
-        signal::kill_group(pid, libc::SIGKILL);
+        group.signal(libc::SIGKILL);
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
@@ -431,7 +426,7 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     drop(stdin_tx);
     if !exit_sent.load(Ordering::SeqCst) {
         // The client left before the exit report: the exec is over for everyone.
-        signal::kill_group(pid, libc::SIGKILL);
+        group.signal(libc::SIGKILL);
     }
     match close_with {
         Some((code, reason)) => {
@@ -466,33 +461,7 @@ fn grow_pipe(fd: RawFd) {
     }
 }
 
-/// Waits for the process leader to exit and returns the exit byte: the exit code, or
-/// 128 + N when killed by signal N.
-fn wait_exit(child: &mut Child, session: &Session) -> u8 {
-    // Wait without reaping first, then mark the session exited, then reap: while the
-    // zombie exists its PID cannot be reused, so a concurrent `signal` can never hit a
-    // stranger's process group.
-    let pid = child.id() as libc::id_t;
-    loop {
-        // SAFETY: siginfo_t is plain data, zero is a valid bit pattern; waitid writes it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
-    session.mark_exited();
-    match child.wait() {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => (code & 0xff) as u8,
-            (None, Some(sig)) => (128 + sig) as u8,
-            (None, None) => 1,
-        },
-        Err(_) => 1,
-    }
-}
-
-fn stdin_main(mut pipe: ChildStdin, rx: Receiver<(Vec<u8>, usize)>) {
+fn stdin_main(mut pipe: File, rx: Receiver<(Vec<u8>, usize)>) {
     for (buf, offset) in rx {
         if pipe.write_all(&buf[offset..]).is_err() {
             return;

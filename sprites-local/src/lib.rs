@@ -19,10 +19,12 @@
 mod api;
 mod auth;
 mod exec;
+mod fsops;
 mod http;
 mod query;
 mod random;
 mod runtime;
+mod sandbox;
 mod server;
 mod sessions;
 mod signal;

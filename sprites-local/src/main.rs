@@ -19,8 +19,9 @@ OPTIONS:
                         else a random one, printed at startup)
     --data-dir DIR      where sprites are stored (default: $XDG_DATA_HOME/sprites-local
                         or ~/.local/share/sprites-local)
-    --runtime RUNTIME   auto | sandbox | host (default auto; only host exists so far,
-                        and it does NOT isolate anything)
+    --runtime RUNTIME   auto | sandbox | host (default auto: sandbox where the kernel
+                        allows it, else host, which does NOT isolate anything)
+    --base-dir DIR      the sandbox's read-only base layer (default /)
     -h, --help          print this help
     -V, --version       print the version
 ";
@@ -32,6 +33,7 @@ struct Options {
     addr: Option<String>,
     token: Option<String>,
     data_dir: Option<String>,
+    base_dir: Option<String>,
     runtime: Option<Runtime>,
 }
 
@@ -65,6 +67,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             "--addr" => opts.addr = Some(value("--addr")?),
             "--token" => opts.token = Some(value("--token")?),
             "--data-dir" => opts.data_dir = Some(value("--data-dir")?),
+            "--base-dir" => opts.base_dir = Some(value("--base-dir")?),
             "--runtime" => opts.runtime = Some(value("--runtime")?.parse()?),
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -151,6 +154,9 @@ fn main() -> ExitCode {
     if let Some(d) = opts.data_dir {
         builder = builder.data_dir(d);
     }
+    if let Some(d) = opts.base_dir {
+        builder = builder.base_dir(d);
+    }
     let server = match builder.start() {
         Ok(s) => s,
         Err(e) => {
@@ -202,6 +208,7 @@ mod tests {
             "/d",
             "--runtime",
             "host",
+            "--base-dir=/b",
         ]) else {
             panic!()
         };
@@ -209,6 +216,7 @@ mod tests {
         assert_eq!(o.token.as_deref(), Some("t"));
         assert_eq!(o.data_dir.as_deref(), Some("/d"));
         assert_eq!(o.runtime, Some(Runtime::Host));
+        assert_eq!(o.base_dir.as_deref(), Some("/b"));
         assert!(parse(&["--addr"]).is_err());
         assert!(parse(&["--runtime", "vm"]).is_err());
         assert!(parse(&["--bogus"]).is_err());

@@ -1,22 +1,28 @@
 //! Runtimes: how a sprite's files exist and how its processes are started.
 //!
-//! Everything sprite-specific about running a process goes through [`SpriteRuntime`], so a
-//! sandbox runtime (namespaces + overlay root, ARCHITECTURE.md §3) can be added beside
-//! [`HostRuntime`] without touching the HTTP or exec code.
+//! Everything sprite-specific about running a process goes through [`SpriteRuntime`]:
+//! [`HostRuntime`] runs processes directly, the sandbox runtime (`crate::sandbox`,
+//! namespaces + overlay root, ARCHITECTURE.md §3) runs them inside each sprite.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
+use crate::sandbox::{self, SandboxGroup, SandboxProcess};
+
 /// Which runtime runs sprites' processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
-    /// Pick the best runtime this machine supports (currently always [`Runtime::Host`]).
+    /// [`Runtime::Sandbox`] where the kernel allows it (probed once at startup), else
+    /// [`Runtime::Host`].
     Auto,
-    /// Isolated sprites (own root filesystem and PID namespace). Not yet available.
+    /// Isolated sprites: own overlay root filesystem, mount/PID/UTS/IPC namespaces (and a
+    /// user namespace when the server is not root), processes without privileges.
     Sandbox,
     /// No isolation: processes run as the server's user, directly on this machine.
     Host,
@@ -71,12 +77,140 @@ pub(crate) struct ProcessSpec<'a> {
 }
 
 /// A started process and the directory it started in.
-#[derive(Debug)]
 pub(crate) struct Spawned {
-    /// The child; stdout and stderr are pipes, stdin a pipe if requested.
-    pub child: Child,
+    /// The process; stdout and stderr are pipes, stdin a pipe if requested.
+    pub process: Process,
     /// The working directory, as shown in the session list.
     pub workdir: String,
+}
+
+/// A running exec, whichever runtime started it.
+pub(crate) enum Process {
+    /// A child of the server.
+    Host(Child),
+    /// A process inside a sprite, a child of the sprite's agent.
+    Sandbox(SandboxProcess),
+}
+
+/// The ends of a process's stdio the server keeps.
+pub(crate) struct Stdio3 {
+    /// Write end of stdin (None with `stdin=false`).
+    pub stdin: Option<File>,
+    /// Read end of stdout.
+    pub stdout: Option<OwnedFd>,
+    /// Read end of stderr.
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Process {
+    /// The session id: the process's pid as the server sees it.
+    pub fn id(&self) -> u32 {
+        match self {
+            Process::Host(c) => c.id(),
+            Process::Sandbox(p) => p.id(),
+        }
+    }
+
+    /// Takes the server's ends of the process's stdio.
+    pub fn take_stdio(&mut self) -> Stdio3 {
+        match self {
+            Process::Host(c) => Stdio3 {
+                stdin: c.stdin.take().map(|s| File::from(OwnedFd::from(s))),
+                stdout: c.stdout.take().map(OwnedFd::from),
+                stderr: c.stderr.take().map(OwnedFd::from),
+            },
+            Process::Sandbox(p) => Stdio3 {
+                stdin: p.stdin.take(),
+                stdout: p.stdout.take(),
+                stderr: p.stderr.take(),
+            },
+        }
+    }
+
+    /// What signals the process group.
+    pub fn group(&self) -> ProcessGroup {
+        match self {
+            Process::Host(c) => ProcessGroup::Host(c.id()),
+            Process::Sandbox(p) => ProcessGroup::Sandbox(p.group()),
+        }
+    }
+
+    /// Waits until the process has exited, calls `on_exit` and returns the exit byte: the
+    /// exit code, or 128 + N when killed by signal N.
+    ///
+    /// For a host child, `on_exit` runs after the exit but *before* reaping: while the
+    /// zombie exists its pid cannot be reused, so a concurrent signal (which checks the
+    /// flag `on_exit` sets) never hits a stranger's process group. In a sprite the agent
+    /// gives the same guarantee itself (it signals only unreaped execs).
+    pub fn wait(&mut self, on_exit: impl FnOnce()) -> u8 {
+        match self {
+            Process::Host(child) => {
+                let pid = child.id() as libc::id_t;
+                loop {
+                    // SAFETY: siginfo_t is plain data, zero is a valid bit pattern.
+                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                    // SAFETY: waitid writes into `info`, a valid siginfo_t.
+                    let r = unsafe {
+                        libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+                    };
+                    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                        break;
+                    }
+                }
+                on_exit();
+                match child.wait() {
+                    Ok(status) => match (status.code(), status.signal()) {
+                        (Some(code), _) => (code & 0xff) as u8,
+                        (None, Some(sig)) => (128 + sig) as u8,
+                        (None, None) => 1,
+                    },
+                    Err(_) => 1,
+                }
+            }
+            Process::Sandbox(p) => {
+                let st = p.wait();
+                on_exit();
+                if libc::WIFEXITED(st) {
+                    (libc::WEXITSTATUS(st) & 0xff) as u8
+                } else if libc::WIFSIGNALED(st) {
+                    (128 + libc::WTERMSIG(st)) as u8
+                } else {
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// Delivers signals to one exec's process group.
+#[derive(Clone)]
+pub(crate) enum ProcessGroup {
+    /// A host process group (pgid = the leader's pid).
+    Host(u32),
+    /// A process group inside a sprite, signalled by its agent.
+    Sandbox(SandboxGroup),
+}
+
+impl ProcessGroup {
+    /// Sends `sig` to the whole group. Errors (the group is gone) are ignored.
+    pub fn signal(&self, sig: i32) {
+        match self {
+            ProcessGroup::Host(pgid) => crate::signal::kill_group(*pgid, sig),
+            ProcessGroup::Sandbox(g) => g.signal(sig),
+        }
+    }
+
+    /// Reaps a host child whose waiter could not be started (sandbox processes are reaped
+    /// by their agent).
+    pub fn reap_orphaned(&self) {
+        if let ProcessGroup::Host(pid) = self {
+            let mut st = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            unsafe {
+                libc::waitpid(*pid as libc::pid_t, &mut st, 0);
+            }
+        }
+    }
 }
 
 /// Why a process could not be started.
@@ -99,25 +233,48 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     /// Starts a process for the sprite stored at `sprite_dir`, in its own process group,
     /// with stdout and stderr piped.
     fn spawn(&self, sprite_dir: &Path, spec: &ProcessSpec<'_>) -> Result<Spawned, SpawnError>;
+    /// Ends every process of the sprite at `sprite_dir` before its files are removed.
+    fn stop_sprite(&self, _sprite_dir: &Path) {}
+    /// Ends every sprite's processes (server shutdown).
+    fn shutdown(&self) {}
+    /// The filesystem of the sprite at `sprite_dir`, for the filesystem API (PROTOCOL.md §9;
+    /// relative paths there resolve against `/` of this view). `None` when this runtime has
+    /// none yet: the API then answers 501.
+    fn fs(&self, _sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
+        None
+    }
 }
 
-/// Resolves the requested runtime to an implementation.
-pub(crate) fn resolve(requested: Runtime) -> io::Result<Box<dyn SpriteRuntime>> {
+/// Resolves the requested runtime to an implementation. `data_dir` must exist; the
+/// sandbox probe runs there. `base_dir` is the sandbox's read-only lower layer.
+pub(crate) fn resolve(
+    requested: Runtime,
+    data_dir: &Path,
+    base_dir: &Path,
+) -> io::Result<Box<dyn SpriteRuntime>> {
     match requested {
-        Runtime::Auto => Ok(Box::new(HostRuntime { auto: true })),
-        Runtime::Host => Ok(Box::new(HostRuntime { auto: false })),
-        Runtime::Sandbox => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "sandbox runtime not yet available",
-        )),
+        Runtime::Host => Ok(Box::new(HostRuntime { auto: None })),
+        Runtime::Sandbox => match sandbox::check(data_dir, base_dir) {
+            Ok(rt) => Ok(Box::new(rt)),
+            Err(why) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("sandbox runtime unavailable: {why}"),
+            )),
+        },
+        Runtime::Auto => match sandbox::check(data_dir, base_dir) {
+            Ok(rt) => Ok(Box::new(rt.chosen_by_auto())),
+            Err(why) => Ok(Box::new(HostRuntime {
+                auto: Some(format!("sandbox unavailable: {why}")),
+            })),
+        },
     }
 }
 
 /// Runs processes directly on this machine as the server's user. A sprite is a directory;
 /// its `home/` is the default working directory and `HOME`. Isolates nothing.
 pub(crate) struct HostRuntime {
-    /// Chosen by `auto` rather than asked for (only changes the note).
-    auto: bool,
+    /// Why `auto` chose this runtime (None when asked for explicitly).
+    auto: Option<String>,
 }
 
 /// The environment variable the CLI reads the token from; never passed to processes.
@@ -134,11 +291,16 @@ impl SpriteRuntime for HostRuntime {
         Runtime::Host
     }
 
+    /// The host's own files, at the host's own paths: nothing is isolated, exactly as for
+    /// this runtime's commands.
+    fn fs(&self, _sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
+        Some(Box::new(crate::fsops::HostFs))
+    }
+
     fn note(&self) -> String {
-        let how = if self.auto {
-            " (auto: no sandbox runtime available yet)"
-        } else {
-            ""
+        let how = match &self.auto {
+            Some(why) => format!(" (auto: {why})"),
+            None => String::new(),
         };
         format!(
             "runtime host{how}: NO ISOLATION — commands run as this user on this machine, \
@@ -191,7 +353,7 @@ impl SpriteRuntime for HostRuntime {
             .stderr(Stdio::piped());
         let child = cmd.spawn().map_err(SpawnError::Io)?;
         Ok(Spawned {
-            child,
+            process: Process::Host(child),
             workdir: cwd.to_string_lossy().into_owned(),
         })
     }
@@ -210,13 +372,20 @@ mod tests {
     }
 
     #[test]
-    fn auto_resolves_to_host_and_sandbox_is_unavailable() {
-        assert_eq!(resolve(Runtime::Auto).unwrap().kind(), Runtime::Host);
-        assert!(resolve(Runtime::Auto)
-            .unwrap()
-            .note()
-            .contains("NO ISOLATION"));
-        let err = resolve(Runtime::Sandbox).err().unwrap();
-        assert_eq!(err.to_string(), "sandbox runtime not yet available");
+    fn a_missing_base_dir_makes_auto_host_and_sandbox_an_error() {
+        let data = std::env::temp_dir();
+        let base = Path::new("/nonexistent-sprites-local-base");
+        let auto = resolve(Runtime::Auto, &data, base).unwrap();
+        assert_eq!(auto.kind(), Runtime::Host);
+        assert!(auto.note().contains("NO ISOLATION"), "{}", auto.note());
+        assert!(auto.note().contains("auto: sandbox unavailable"));
+        let err = resolve(Runtime::Sandbox, &data, base).err().unwrap();
+        assert!(err
+            .to_string()
+            .starts_with("sandbox runtime unavailable: base dir"));
+        assert_eq!(
+            resolve(Runtime::Host, &data, base).unwrap().kind(),
+            Runtime::Host
+        );
     }
 }

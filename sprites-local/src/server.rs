@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use std::{fmt, io};
 
 use crate::api::{self, Reply};
+use crate::http::file::write_file_response;
 use crate::http::{write_response, RecvError, RequestReader, Response};
 use crate::runtime::{self, Runtime, SpriteRuntime};
 use crate::sessions::Sessions;
@@ -23,13 +24,17 @@ use crate::{exec, lock, random};
 const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long an idle keep-alive connection may sit between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a refused upload's unread body is drained so its client can see the status.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Most bytes of a refused upload's body drained (and discarded) before giving up.
+const LINGER_BYTES: usize = 256 << 20;
 
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub token: String,
     pub store: Store,
     pub sessions: Sessions,
-    pub runtime: Box<dyn SpriteRuntime>,
+    pub runtime: Arc<dyn SpriteRuntime>,
     shutting_down: AtomicBool,
     /// Open connections, so shutdown can cut them (idle keep-alives, running execs).
     conns: Mutex<HashMap<u64, TcpStream>>,
@@ -61,6 +66,7 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             token: None,
             data_dir: None,
+            base_dir: None,
             runtime: Runtime::Auto,
         }
     }
@@ -72,6 +78,7 @@ pub struct ServerBuilder {
     addr: String,
     token: Option<String>,
     data_dir: Option<PathBuf>,
+    base_dir: Option<PathBuf>,
     runtime: Runtime,
 }
 
@@ -94,6 +101,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The sandbox runtime's read-only base layer: every sprite's root starts as a copy of
+    /// this directory (default `/`, the host's own root, with sensitive paths masked).
+    /// Ignored by the host runtime.
+    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = Some(dir.into());
+        self
+    }
+
     /// Which runtime runs sprites' processes (default [`Runtime::Auto`]).
     pub fn runtime(mut self, runtime: Runtime) -> Self {
         self.runtime = runtime;
@@ -103,7 +118,6 @@ impl ServerBuilder {
     /// Loads the data dir, binds the address and starts accepting connections on a
     /// background thread. Returns once the server is reachable.
     pub fn start(self) -> io::Result<ServerHandle> {
-        let rt = runtime::resolve(self.runtime)?;
         let token = match self.token {
             Some(t) if t.is_empty() || t.chars().any(char::is_whitespace) => {
                 return Err(io::Error::new(
@@ -116,7 +130,15 @@ impl ServerBuilder {
         };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         std::fs::create_dir_all(&data_dir)?;
+        let base_dir = self.base_dir.unwrap_or_else(|| PathBuf::from("/"));
+        let rt: Arc<dyn SpriteRuntime> =
+            Arc::from(runtime::resolve(self.runtime, &data_dir, &base_dir)?);
         let store = Store::open(&data_dir)?;
+        {
+            // A deleted sprite's processes must be gone before its files are removed.
+            let rt = rt.clone();
+            store.on_remove(Box::new(move |dir| rt.stop_sprite(dir)));
+        }
         let listener = TcpListener::bind(&self.addr)?;
         let addr = listener.local_addr()?;
         let listener_fd = listener.as_raw_fd();
@@ -243,6 +265,7 @@ impl ServerHandle {
             e.going_away();
         }
         self.shared.sessions.signal_all(libc::SIGKILL);
+        self.shared.runtime.shutdown();
         let deadline = Instant::now() + SHUTDOWN_CLOSE_WAIT;
         for e in &execs {
             e.wait_closed(deadline);
@@ -316,24 +339,48 @@ fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
         if shared.shutting_down.load(Ordering::SeqCst) {
             return;
         }
-        let mut send_continue = || out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-        let req = match reader.read_request(&mut send_continue) {
-            Ok(Some(req)) => req,
+        let (mut req, framing) = match reader.read_head() {
+            Ok(Some(head)) => head,
             Ok(None) | Err(RecvError::Io) => return,
-            Err(RecvError::Bad { status, message }) => {
-                let r = Response::error(status, "invalid_request", &message);
-                let _ = write_response(&mut out, &r, false, false);
-                // Let the response reach the client before the socket closes.
-                let _ = out.shutdown(Shutdown::Write);
+            Err(RecvError::Bad { status, message }) => return refuse(&mut out, status, &message),
+        };
+        let keep_alive = !req.wants_close();
+        if api::fs_write::is_write(&req) {
+            // Streamed: the body goes straight into the file, never into memory.
+            let mut send_continue = || out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            let outcome =
+                api::fs_write::handle(shared, &req, &mut reader, framing, &mut send_continue);
+            let keep = keep_alive && outcome.body_consumed;
+            if write_response(&mut out, &outcome.response, false, keep).is_err() {
                 return;
             }
-        };
+            if !outcome.body_consumed {
+                linger(&out);
+                return;
+            }
+            if !keep {
+                return;
+            }
+            continue;
+        }
+        let mut send_continue = || out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        match reader.read_body(&mut req, framing, &mut send_continue) {
+            Ok(()) => {}
+            Err(RecvError::Io) => return,
+            Err(RecvError::Bad { status, message }) => return refuse(&mut out, status, &message),
+        }
         let head_only = req.method == "HEAD";
-        let keep_alive = !req.wants_close();
         match api::handle(shared, &req) {
             Reply::Response(resp) => {
                 if write_response(&mut out, &resp, head_only, keep_alive).is_err() || !keep_alive {
                     return;
+                }
+            }
+            Reply::File(file) => {
+                // A file that shrank mid-send broke its Content-Length: the connection must end.
+                match write_file_response(&mut out, &file, head_only, keep_alive) {
+                    Ok(true) if keep_alive => {}
+                    _ => return,
                 }
             }
             Reply::Upgrade(up) => {
@@ -341,6 +388,43 @@ fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
                 exec::run(shared.clone(), stream, leftover, *up);
                 return;
             }
+        }
+    }
+}
+
+/// Answers a request that could not be read with `status`, then ends the connection.
+fn refuse(out: &mut TcpStream, status: u16, message: &str) {
+    let r = Response::error(status, "invalid_request", message);
+    let _ = write_response(out, &r, false, false);
+    // Let the response reach the client before the socket closes.
+    let _ = out.shutdown(Shutdown::Write);
+}
+
+/// Ends a connection whose request body was left unread, after its response went out with
+/// `Connection: close`.
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a client still
+/// sending its body (ureq, for one, reads the response only after sending everything) then
+/// gets a write error instead of our status. So: send FIN, then read and discard what the
+/// client still sends, for at most [`LINGER_TIME`] and [`LINGER_BYTES`], as servers'
+/// "lingering close" does. Nothing read is kept; a client that sends more than that sees
+/// the connection reset.
+fn linger(stream: &TcpStream) {
+    use std::io::Read;
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    while total < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{lock, signal};
+use crate::lock;
+use crate::runtime::ProcessGroup;
 
 /// How many exited session ids to remember per server.
 const EXITED_MEMORY: usize = 1000;
@@ -23,6 +24,8 @@ pub struct Session {
     pub workdir: String,
     /// Start time.
     pub created: SystemTime,
+    /// Delivers signals to the exec's process group (on the host or inside a sprite).
+    group: ProcessGroup,
     /// Guards against signalling a recycled PID: set once the leader has exited, under the
     /// same lock `signal` takes (the leader is then a zombie, so its PID is still ours).
     exited: Mutex<bool>,
@@ -38,8 +41,14 @@ fn unix_ns(t: SystemTime) -> u64 {
 }
 
 impl Session {
-    /// A new session record for process `pid`.
-    pub fn new(pid: u32, sprite: String, command: String, workdir: String) -> Session {
+    /// A new session record for process `pid`, whose group `group` signals.
+    pub fn new(
+        pid: u32,
+        group: ProcessGroup,
+        sprite: String,
+        command: String,
+        workdir: String,
+    ) -> Session {
         let created = SystemTime::now();
         Session {
             pid,
@@ -47,6 +56,7 @@ impl Session {
             command,
             workdir,
             created,
+            group,
             exited: Mutex::new(false),
             exited_cv: Condvar::new(),
             last_activity_ns: AtomicU64::new(unix_ns(created)),
@@ -60,7 +70,7 @@ impl Session {
         if *exited {
             return false;
         }
-        signal::kill_group(self.pid, sig);
+        self.group.signal(sig);
         true
     }
 

@@ -112,10 +112,14 @@ pub enum CreateError {
     Io(io::Error),
 }
 
+/// Called with a sprite's directory when the sprite is removed, before its files go.
+pub type RemoveHook = Box<dyn Fn(&Path) + Send + Sync>;
+
 /// The sprite table.
 pub struct Store {
     root: PathBuf,
     sprites: Mutex<BTreeMap<String, SpriteRecord>>,
+    on_remove: std::sync::OnceLock<RemoveHook>,
 }
 
 impl Store {
@@ -154,7 +158,13 @@ impl Store {
         Ok(Store {
             root,
             sprites: Mutex::new(sprites),
+            on_remove: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what runs when a sprite is removed (the runtime stops its processes). Once.
+    pub fn on_remove(&self, hook: RemoveHook) {
+        let _ = self.on_remove.set(hook);
     }
 
     /// The directory holding sprite `name`'s metadata and files.
@@ -245,6 +255,10 @@ impl Store {
             let mut sprites = lock(&self.sprites);
             if sprites.remove(name).is_none() {
                 return Ok(false);
+            }
+            // Under the lock: no exec can find (and restart) the sprite meanwhile.
+            if let Some(hook) = self.on_remove.get() {
+                hook(&self.sprite_dir(name));
             }
             // Rename first (cheap, atomic) so the name can be reused at once, then delete
             // the tree without holding the lock.

@@ -1,12 +1,15 @@
 //! Routing: authentication, path matching and dispatch to the handlers.
 
 mod exec_routes;
+mod fs_routes;
+pub mod fs_write;
 mod sprites;
 
 use std::sync::Arc;
 
 use crate::auth;
 use crate::exec::Upgrade;
+use crate::http::file::FileResponse;
 use crate::http::{Request, Response};
 use crate::query::{self, Query};
 use crate::server::Shared;
@@ -17,6 +20,8 @@ pub enum Reply {
     Response(Response),
     /// An accepted exec upgrade: the process is running, the 101 is still to be sent.
     Upgrade(Box<Upgrade>),
+    /// A response whose body is streamed from an open file.
+    File(Box<FileResponse>),
 }
 
 impl From<Response> for Reply {
@@ -49,17 +54,11 @@ pub fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
     if !auth::is_authorized(req.header("authorization"), &shared.token) {
         return Response::error(401, "unauthorized", "missing or invalid bearer token").into();
     }
-    let Some(rest) = req.path.strip_prefix("/v1/") else {
-        return not_found().into();
+    let segments = match segments(&req.path) {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found().into(),
+        Err(resp) => return resp.into(),
     };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let mut segments = Vec::new();
-    for raw in rest.split('/') {
-        match query::decode(raw, false) {
-            Ok(s) => segments.push(s),
-            Err(e) => return invalid_request(&e.0).into(),
-        }
-    }
     let q = match Query::parse(&req.query) {
         Ok(q) => q,
         Err(e) => return invalid_request(&e.0).into(),
@@ -95,8 +94,22 @@ pub fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
             "POST" => exec_routes::kill(shared, name, id, &q, &req.body).into(),
             _ => method_not_allowed("POST").into(),
         },
+        ["sprites", name, "fs", op] => fs_routes::route(shared, name, op, req, &q),
         _ => not_found().into(),
     }
+}
+
+/// The decoded segments of a `/v1/...` path (a trailing `/` ignored); `Ok(None)` for a path
+/// outside `/v1/`, `Err` (400) for bad percent-encoding.
+fn segments(path: &str) -> Result<Option<Vec<String>>, Response> {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return Ok(None);
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/')
+        .map(|raw| query::decode(raw, false).map_err(|e| invalid_request(&e.0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 fn not_found() -> Response {

@@ -65,7 +65,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 /// Parses a JSON object body into `T`, mapping every failure to a 400.
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| invalid_request(&format!("request body is not valid JSON: {e}")))?;
     if !value.is_object() {

@@ -1,9 +1,19 @@
 //! HTTP/1.1 on a byte stream: request parsing (httparse + our own body framing) and
 //! response writing.
 //!
-//! Only what the API needs: `Content-Length` and chunked request bodies (capped), keep-alive,
+//! Only what the API needs: `Content-Length` and chunked request bodies, keep-alive,
 //! `Expect: 100-continue`, `Content-Length` and chunked responses. Anything malformed is
 //! reported as a [`RecvError::Bad`] carrying the status to answer with; it never panics.
+//!
+//! A request's head is read first ([`RequestReader::read_head`]); its body is then either
+//! buffered ([`RequestReader::read_body`], capped at [`MAX_BODY`]: JSON documents) or
+//! streamed ([`RequestReader::body`], any size, constant memory: file uploads). Files go
+//! out with `sendfile(2)` ([`file`]).
+
+mod body;
+pub mod file;
+
+pub use body::BodyReader;
 
 use std::io::{self, Read, Write};
 
@@ -114,32 +124,73 @@ impl<R: Read> RequestReader<R> {
     /// Reads the next request. `Ok(None)` = clean end of stream between requests.
     /// `on_expect_continue` is called before reading a body the client is holding back
     /// behind `Expect: 100-continue` (the server writes the interim `100` response there).
+    #[cfg(test)]
     pub fn read_request(
         &mut self,
         on_expect_continue: &mut dyn FnMut() -> io::Result<()>,
     ) -> Result<Option<Request>, RecvError> {
-        let Some(mut req) = self.read_head()? else {
+        let Some((mut req, framing)) = self.read_head()? else {
             return Ok(None);
         };
-        let framing = body_framing(&req)?;
-        if !matches!(framing, Framing::None)
-            && self.buf.is_empty()
-            && req.header_has_token("expect", "100-continue")
-        {
-            on_expect_continue().map_err(|_| RecvError::Io)?;
-        }
-        req.body = match framing {
-            Framing::None => Vec::new(),
-            Framing::Length(n) => {
-                self.ensure(n)?;
-                self.buf.drain(..n).collect()
-            }
-            Framing::Chunked => self.read_chunked()?,
-        };
+        self.read_body(&mut req, framing, on_expect_continue)?;
         Ok(Some(req))
     }
 
-    fn read_head(&mut self) -> Result<Option<Request>, RecvError> {
+    /// Reads the next request's head and works out how its body is framed; the body itself
+    /// is left unread. `Ok(None)` = clean end of stream between requests.
+    pub fn read_head(&mut self) -> Result<Option<(Request, BodyFraming)>, RecvError> {
+        let Some(req) = self.read_head_only()? else {
+            return Ok(None);
+        };
+        let framing = body_framing(&req)?;
+        Ok(Some((req, framing)))
+    }
+
+    /// Whether the client is holding its body back until it gets `100 Continue`: it asked
+    /// with `Expect: 100-continue`, a body is coming and none of it has arrived yet.
+    pub fn awaits_continue(&self, req: &Request, framing: BodyFraming) -> bool {
+        framing != BodyFraming::None
+            && self.buf.is_empty()
+            && req.header_has_token("expect", "100-continue")
+    }
+
+    /// Buffers the body of a request whose head [`read_head`](Self::read_head) returned into
+    /// `req.body` (at most [`MAX_BODY`] bytes, else 413).
+    pub fn read_body(
+        &mut self,
+        req: &mut Request,
+        framing: BodyFraming,
+        on_expect_continue: &mut dyn FnMut() -> io::Result<()>,
+    ) -> Result<(), RecvError> {
+        if let BodyFraming::Length(n) = framing {
+            if n > MAX_BODY as u64 {
+                return Err(bad(413, "request body too large"));
+            }
+        }
+        if self.awaits_continue(req, framing) {
+            on_expect_continue().map_err(|_| RecvError::Io)?;
+        }
+        req.body = match framing {
+            BodyFraming::None => Vec::new(),
+            BodyFraming::Length(n) => {
+                // Checked against MAX_BODY above, so it fits in usize.
+                let n = n as usize;
+                self.ensure(n)?;
+                self.buf.drain(..n).collect()
+            }
+            BodyFraming::Chunked => self.read_chunked()?,
+        };
+        Ok(())
+    }
+
+    /// Streams the body of a request whose head [`read_head`](Self::read_head) returned:
+    /// any size, constant memory. Bytes past the body stay buffered for the next request
+    /// once the returned reader has reached the body's end.
+    pub fn body(&mut self, framing: BodyFraming) -> BodyReader<'_, R> {
+        BodyReader::new(self, framing)
+    }
+
+    fn read_head_only(&mut self) -> Result<Option<Request>, RecvError> {
         loop {
             if !self.buf.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -245,13 +296,18 @@ impl<R: Read> RequestReader<R> {
     }
 }
 
-enum Framing {
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body (no `Content-Length`, or `Content-Length: 0`).
     None,
-    Length(usize),
+    /// `Content-Length: n`, n > 0.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
     Chunked,
 }
 
-fn body_framing(req: &Request) -> Result<Framing, RecvError> {
+fn body_framing(req: &Request) -> Result<BodyFraming, RecvError> {
     let te: Vec<&str> = req
         .headers
         .iter()
@@ -272,13 +328,13 @@ fn body_framing(req: &Request) -> Result<Framing, RecvError> {
             return Err(bad(400, "both Transfer-Encoding and Content-Length given"));
         }
         return if te.len() == 1 && te[0].eq_ignore_ascii_case("chunked") {
-            Ok(Framing::Chunked)
+            Ok(BodyFraming::Chunked)
         } else {
             Err(bad(501, "unsupported Transfer-Encoding"))
         };
     }
     let Some(first) = lengths.first() else {
-        return Ok(Framing::None);
+        return Ok(BodyFraming::None);
     };
     if lengths.iter().any(|l| l != first) {
         return Err(bad(400, "conflicting Content-Length headers"));
@@ -286,10 +342,11 @@ fn body_framing(req: &Request) -> Result<Framing, RecvError> {
     if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(400, "invalid Content-Length"));
     }
-    match first.parse::<usize>() {
-        Ok(0) => Ok(Framing::None),
-        Ok(n) if n <= MAX_BODY => Ok(Framing::Length(n)),
-        _ => Err(bad(413, "request body too large")),
+    // The size cap depends on the route, so it is applied when the body is read.
+    match first.parse::<u64>() {
+        Ok(0) => Ok(BodyFraming::None),
+        Ok(n) => Ok(BodyFraming::Length(n)),
+        Err(_) => Err(bad(413, "request body too large")),
     }
 }
 
@@ -403,12 +460,16 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        206 => "Partial Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         410 => "Gone",
         413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -424,28 +485,9 @@ pub fn write_response<W: Write>(
     head_only: bool,
     keep_alive: bool,
 ) -> io::Result<()> {
-    use std::fmt::Write as _;
-    let mut head = String::with_capacity(256);
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\nSprite-Version: {SPRITE_VERSION}\r\n",
-        resp.status,
-        reason(resp.status)
-    );
-    for (k, v) in &resp.headers {
-        let _ = write!(head, "{k}: {v}\r\n");
-    }
-    let bodyless_status = resp.status < 200 || resp.status == 204 || resp.status == 304;
-    if resp.chunked && !bodyless_status {
-        head.push_str("Transfer-Encoding: chunked\r\n");
-    } else if !bodyless_status {
-        let _ = write!(head, "Content-Length: {}\r\n", resp.body.len());
-    }
-    if !keep_alive {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-
+    let bodyless_status = bodyless(resp.status);
+    let len = (!resp.chunked).then_some(resp.body.len() as u64);
+    let head = response_head(resp.status, &resp.headers, len, keep_alive);
     let send_body = !head_only && !bodyless_status;
     if !send_body {
         w.write_all(head.as_bytes())?;
@@ -463,6 +505,46 @@ pub fn write_response<W: Write>(
         w.write_all(&resp.body)?;
     }
     w.flush()
+}
+
+/// Statuses that never carry a body.
+fn bodyless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
+/// A response head: status line, `Sprite-Version`, `headers`, then `Content-Length: len`
+/// (or `Transfer-Encoding: chunked` when `len` is `None`) unless the status has no body,
+/// and `Connection: close` unless `keep_alive`.
+fn response_head(
+    status: u16,
+    headers: &[(&'static str, String)],
+    len: Option<u64>,
+    keep_alive: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(256);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\nSprite-Version: {SPRITE_VERSION}\r\n",
+        status,
+        reason(status)
+    );
+    for (k, v) in headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    if !bodyless(status) {
+        match len {
+            Some(n) => {
+                let _ = write!(head, "Content-Length: {n}\r\n");
+            }
+            None => head.push_str("Transfer-Encoding: chunked\r\n"),
+        }
+    }
+    if !keep_alive {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head
 }
 
 /// Writes a chunked body: each `write` is one chunk, [`ChunkedWriter::finish`] ends it.
@@ -606,6 +688,11 @@ mod tests {
         assert_eq!(
             status_of(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"),
             413
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nContent-Length: 16777217\r\n\r\n"),
+            413,
+            "buffered bodies stay capped"
         );
         assert_eq!(
             status_of(

@@ -1,0 +1,529 @@
+//! The per-sprite agent: the helper process the server starts for a sprite.
+//!
+//! It runs as two processes, both single-threaded:
+//!
+//! - the **stub** (started by the server) prepares the upper layer, enters new mount, PID,
+//!   UTS and IPC namespaces (plus a user namespace when the server is not root) and forks;
+//!   then it only waits. Killing the stub kills the sprite: its child asked for
+//!   `PR_SET_PDEATHSIG(SIGKILL)`, and when a PID namespace's init dies the kernel kills
+//!   every process in it.
+//! - the **agent** (the stub's child) is PID 1 of the sprite. It mounts the root, pivots
+//!   into it, then serves the control socket: it forks and execs every process with the
+//!   fds the server passed, reaps everything (including orphans, as any init must), and
+//!   reports exit statuses. When the control socket closes (server gone) it exits, which
+//!   ends the sprite's processes.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::ipc::{self, Event, Request};
+use super::rootfs::{self, Layout};
+use super::sys;
+use super::user::{self, Ids};
+
+/// What the server tells the stub (as JSON in argv).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The sprite's directory in the data dir.
+    pub sprite_dir: PathBuf,
+    /// Lower layer.
+    pub base: PathBuf,
+    /// Paths to mask inside (the data dir).
+    pub masks: Vec<PathBuf>,
+    /// Create a user namespace (the server is not root).
+    pub userns: bool,
+    /// The control socket's fd number in the stub.
+    pub ctl_fd: RawFd,
+    /// A cgroup (with the sprite's limits) to join first, so every process inherits it.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// The stub's main: returns the process exit code.
+pub fn stub_main(cfg: &AgentConfig) -> i32 {
+    let ctl = cfg.ctl_fd;
+    match stub(cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = ipc::send(
+                ctl,
+                &Event::Failed {
+                    message: e.to_string(),
+                },
+                &[],
+            );
+            eprintln!("sprites-local sandbox: {e}");
+            1
+        }
+    }
+}
+
+fn stub(cfg: &AgentConfig) -> io::Result<i32> {
+    let layout = Layout::new(&cfg.sprite_dir, &cfg.base, cfg.masks.clone(), cfg.userns);
+    layout.create_dirs()?;
+    if let Some(cg) = &cfg.cgroup {
+        // Best effort: without it the sprite runs unlimited (the startup line says whether
+        // limits work at all).
+        let _ = std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string());
+    }
+    let ids = sys::ctx(
+        user::prepare_upper(
+            &layout.base,
+            &layout.upper,
+            layout.opaque_xattr(),
+            !cfg.userns,
+        ),
+        || "preparing the sprite user".into(),
+    )?;
+    // SAFETY: getuid/getgid cannot fail.
+    let (host_uid, host_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if cfg.userns {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    sys::ctx(sys::unshare(flags), || "creating namespaces".into())?;
+    if cfg.userns {
+        // One id each way: the sprite user *is* the server's user, so nothing inside can
+        // act as any other host uid, and the server can still manage the upper layer.
+        std::fs::write("/proc/self/setgroups", "deny")?;
+        sys::ctx(
+            std::fs::write("/proc/self/uid_map", format!("{} {host_uid} 1", ids.uid)),
+            || "writing uid_map".into(),
+        )?;
+        sys::ctx(
+            std::fs::write("/proc/self/gid_map", format!("{} {host_gid} 1", ids.gid)),
+            || "writing gid_map".into(),
+        )?;
+    }
+    let child = sys::fork()?;
+    if child == 0 {
+        // SAFETY: prctl with integer arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
+        let code = match init(&layout, ids, cfg) {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = ipc::send(
+                    cfg.ctl_fd,
+                    &Event::Failed {
+                        message: e.to_string(),
+                    },
+                    &[],
+                );
+                eprintln!("sprites-local sandbox agent: {e}");
+                1
+            }
+        };
+        // SAFETY: ends the agent without running atexit handlers of the parent's image.
+        unsafe { libc::_exit(code) }
+    }
+    // The stub keeps no end of the control socket: its EOF must mean "the agent is gone".
+    // SAFETY: closing our copy of the fd the server passed; nothing else uses it here.
+    unsafe {
+        libc::close(cfg.ctl_fd);
+    }
+    Ok(wait_status_code(wait_pid(child)))
+}
+
+fn wait_pid(pid: libc::pid_t) -> i32 {
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            return st;
+        }
+        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return 0;
+        }
+    }
+}
+
+fn wait_status_code(st: i32) -> i32 {
+    if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    }
+}
+
+/// PID 1 of the sprite: build the root, then serve until the server hangs up.
+fn init(layout: &Layout, ids: Ids, cfg: &AgentConfig) -> io::Result<()> {
+    rootfs::enter(layout)?;
+    let home = std::path::Path::new(user::HOME);
+    if !home.is_dir() {
+        // The user removed their home through an exec; give them an empty one back.
+        std::fs::create_dir_all(home)?;
+        if !cfg.userns {
+            sys::lchown(home, ids.uid, ids.gid)?;
+        }
+    }
+    let ctl = cfg.ctl_fd;
+    // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
+    // becomes readable only after the kernel has killed and reaped everything in our PID
+    // namespace.
+    // SAFETY: pidfd_open on our own pid; the result is a new fd we own.
+    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if me < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd we own.
+    let me = unsafe { OwnedFd::from_raw_fd(me as RawFd) };
+    ipc::send(ctl, &Event::Ready { uid: ids.uid }, &[me.as_raw_fd()])?;
+    drop(me);
+    Agent {
+        ctl,
+        ids,
+        userns: cfg.userns,
+        live: HashSet::new(),
+    }
+    .serve()
+}
+
+struct Agent {
+    ctl: RawFd,
+    ids: Ids,
+    userns: bool,
+    /// Exec leaders not yet reaped. Signals go only to these, so a recycled pid is never
+    /// signalled.
+    live: HashSet<libc::pid_t>,
+}
+
+impl Agent {
+    fn serve(mut self) -> io::Result<()> {
+        let sfd = sigchld_fd()?;
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.ctl,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: a valid, exclusively borrowed pollfd array.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if r < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(io::Error::last_os_error());
+            }
+            if fds[1].revents != 0 {
+                let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+                // SAFETY: reads into a valid buffer; the fd is non-blocking.
+                unsafe {
+                    libc::read(sfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+                }
+                self.reap()?;
+            }
+            if fds[0].revents != 0 {
+                match ipc::recv::<Request>(self.ctl) {
+                    Ok(Some((req, fds))) => self.handle(req, fds)?,
+                    // The server is gone (or sent garbage): the sprite ends with us.
+                    Ok(None) | Err(_) => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Reaps every exited child; reports the exec leaders among them.
+    fn reap(&mut self) -> io::Result<()> {
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                return Ok(());
+            }
+            if self.live.remove(&pid) {
+                ipc::send(self.ctl, &Event::Exited { pid, status: st }, &[])?;
+            }
+        }
+    }
+
+    fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> io::Result<()> {
+        match req {
+            Request::Signal { pid, sig } => {
+                if self.live.contains(&pid) && pid > 1 {
+                    // SAFETY: kill has no memory-safety preconditions; the group leader is
+                    // unreaped (in `live`), so its pgid cannot have been recycled.
+                    unsafe {
+                        libc::kill(-pid, sig);
+                    }
+                }
+                Ok(())
+            }
+            Request::Spawn {
+                id,
+                program,
+                argv,
+                env,
+                cwd,
+                fallback_cwd,
+            } => {
+                let ev = match self.spawn(&program, &argv, &env, &cwd, fallback_cwd, &fds) {
+                    Ok((pid, pidfd)) => {
+                        self.live.insert(pid);
+                        let ev = Event::Spawned { id, pid };
+                        return ipc::send(self.ctl, &ev, &[pidfd.as_raw_fd()]);
+                    }
+                    Err((stage, errno)) => Event::SpawnFailed {
+                        id,
+                        stage: stage.into(),
+                        errno,
+                    },
+                };
+                ipc::send(self.ctl, &ev, &[])
+            }
+        }
+    }
+
+    /// Forks and execs; returns the pid and a pidfd for it (the server learns the host pid
+    /// from it), or `(stage, errno)`.
+    fn spawn(
+        &self,
+        program: &str,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &str,
+        fallback_cwd: bool,
+        fds: &[OwnedFd],
+    ) -> Result<(libc::pid_t, OwnedFd), (&'static str, i32)> {
+        let einval = ("exec", libc::EINVAL);
+        if fds.len() != 3 {
+            return Err(einval);
+        }
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        let candidates = candidates(program, path);
+        let c_candidates: Vec<CString> = candidates
+            .iter()
+            .filter_map(|c| sys::cstr(c).ok())
+            .collect();
+        let c_argv: Vec<CString> = argv.iter().filter_map(|a| sys::cstr(a).ok()).collect();
+        let c_env: Vec<CString> = env
+            .iter()
+            .filter_map(|(k, v)| sys::cstr(format!("{k}={v}")).ok())
+            .collect();
+        let c_cwd = sys::cstr(cwd).map_err(|_| ("dir", libc::EINVAL))?;
+        let (err_r, err_w) = sys::pipe().map_err(|_| einval)?;
+        let pid = sys::fork().map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
+        if pid == 0 {
+            drop(err_r);
+            let (stage, errno) =
+                self.child(&c_candidates, &c_argv, &c_env, &c_cwd, fallback_cwd, fds);
+            let mut msg = [0u8; 5];
+            msg[0] = u8::from(stage == "dir");
+            msg[1..].copy_from_slice(&errno.to_ne_bytes());
+            // SAFETY: writes a valid buffer to our pipe, then ends the child.
+            unsafe {
+                libc::write(err_w.as_raw_fd(), msg.as_ptr().cast(), msg.len());
+                libc::_exit(127);
+            }
+        }
+        drop(err_w);
+        // Blocks only until the child's exec (which closes the CLOEXEC pipe) or failure.
+        let mut msg = Vec::new();
+        let _ = std::fs::File::from(err_r).read_to_end(&mut msg);
+        if msg.len() == 5 {
+            wait_pid(pid);
+            let errno = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
+            return Err((if msg[0] == 1 { "dir" } else { "exec" }, errno));
+        }
+        // SAFETY: pidfd_open on our own (unreaped) child.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            // Without it the server cannot name the process; end it rather than leak it.
+            // SAFETY: kill + waitpid on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            wait_pid(pid);
+            return Err(("exec", libc::EMFILE));
+        }
+        // SAFETY: a new fd we own.
+        Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }))
+    }
+
+    /// In the forked child: stdio, session, privileges, directory, exec. Returns only on
+    /// failure, with `(stage, errno)`.
+    fn child(
+        &self,
+        candidates: &[CString],
+        argv: &[CString],
+        env: &[CString],
+        cwd: &CString,
+        fallback_cwd: bool,
+        fds: &[OwnedFd],
+    ) -> (&'static str, i32) {
+        let errno = || {
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        };
+        // SAFETY: this child is single-threaded (forked from the single-threaded agent);
+        // every call below takes plain values or valid, live pointers.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            // Own session and process group: signals and kills reach the whole exec tree.
+            libc::setsid();
+            for (i, fd) in fds.iter().enumerate() {
+                if libc::dup2(fd.as_raw_fd(), i as RawFd) < 0 {
+                    return ("exec", errno());
+                }
+            }
+            if let Err(e) = drop_privileges(self.ids, self.userns) {
+                return ("exec", e.raw_os_error().unwrap_or(libc::EPERM));
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                let e = errno();
+                if !(fallback_cwd && libc::chdir(c"/".as_ptr()) == 0) {
+                    return ("dir", e);
+                }
+            }
+            let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+            argv_p.push(std::ptr::null());
+            let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+            env_p.push(std::ptr::null());
+            // Like execvp: ENOENT/ENOTDIR move on, EACCES is remembered, anything else stops.
+            let mut result = libc::ENOENT;
+            for c in candidates {
+                libc::execve(c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+                match errno() {
+                    libc::ENOENT | libc::ENOTDIR => {}
+                    libc::EACCES => result = libc::EACCES,
+                    e => return ("exec", e),
+                }
+            }
+            ("exec", result)
+        }
+    }
+}
+
+/// `PATH` when the exec's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The paths to try for `program`: itself when it contains a `/`, else each `PATH` entry.
+fn candidates(program: &str, path: &str) -> Vec<String> {
+    if program.contains('/') {
+        return vec![program.to_owned()];
+    }
+    path.split(':')
+        .map(|d| if d.is_empty() { "." } else { d })
+        .map(|d| format!("{}/{program}", d.trim_end_matches('/')))
+        .collect()
+}
+
+/// Whatever runs in a sprite holds no privilege over anything: in the root (no user
+/// namespace) case it becomes the unprivileged sprite user; in both cases the capability
+/// bounding set is emptied, every capability dropped and `no_new_privs` set, so setuid
+/// binaries (sudo, su) cannot raise privileges again.
+fn drop_privileges(ids: Ids, userns: bool) -> io::Result<()> {
+    let err = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: prctl/setgroups/setres*id/capset with valid arguments, in a single-threaded
+    // child about to exec.
+    unsafe {
+        let mut cap = 0;
+        while libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) == 0 {
+            cap += 1; // stops at the first capability the kernel does not know (EINVAL)
+        }
+        if !userns {
+            err(libc::setgroups(1, &ids.gid))?;
+        }
+        err(libc::setresgid(ids.gid, ids.gid, ids.gid))?;
+        err(libc::setresuid(ids.uid, ids.uid, ids.uid))?;
+        err(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ))?;
+        err(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        // In a user namespace we are uid 1000 but still hold every capability *in that
+        // namespace*; clear them explicitly (exec would too, but be plain about it).
+        #[repr(C)]
+        struct CapHeader {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct CapData {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let hdr = CapHeader {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        err(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) as libc::c_int)?;
+    }
+    Ok(())
+}
+
+/// A signalfd for SIGCHLD (blocked, so it is only ever read there).
+fn sigchld_fd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local set; signalfd returns a new fd we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_candidates() {
+        assert_eq!(candidates("/bin/ls", "/x"), ["/bin/ls"]);
+        assert_eq!(candidates("./a", "/x"), ["./a"]);
+        assert_eq!(
+            candidates("ls", "/a:/b/::"),
+            ["/a/ls", "/b/ls", "./ls", "./ls"]
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The server's side of one sprite's agent: starting it, sending it spawn and signal
+//! requests, and routing its replies and exit reports to the threads that wait for them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::agent::AgentConfig;
+use super::entry;
+use super::ipc::{self, Event, Request};
+use super::sys;
+use crate::lock;
+
+/// How long an agent may take to build the sprite's root and report ready.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a spawn request may take (fork + exec inside the sprite).
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long stopping an agent waits for it to be gone.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The fd number the control socket gets in the helper.
+const CTL_FD: RawFd = 3;
+/// Wait status meaning "killed by SIGKILL", reported for execs whose agent died.
+const KILLED: i32 = libc::SIGKILL;
+
+/// The outcome of a spawn request.
+pub enum SpawnReply {
+    /// Running: its pid inside the sprite, on the host, and where its exit status arrives.
+    Spawned {
+        /// pid inside the sprite.
+        pid: i32,
+        /// pid as the server sees it (unique across sprites).
+        host_pid: u32,
+        /// Receives the raw wait status once.
+        exit: Receiver<i32>,
+    },
+    /// Failed in `stage` (`dir` or `exec`) with `errno`.
+    Failed {
+        /// `dir` or `exec`.
+        stage: String,
+        /// errno.
+        errno: i32,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Sender<SpawnReply>>,
+    exits: HashMap<i32, Sender<i32>>,
+    /// The agent is gone (its socket closed); the stub may be reaped any moment.
+    dead: bool,
+}
+
+/// A running agent.
+pub struct Agent {
+    sock: OwnedFd,
+    state: Arc<Mutex<State>>,
+    /// pidfd of the agent (PID 1 of the sprite).
+    init: OwnedFd,
+    next_id: AtomicU64,
+    done: Receiver<()>,
+}
+
+impl Agent {
+    /// Starts the helper for `cfg.sprite_dir` and waits until the sprite's root is ready.
+    /// Its stderr goes to `log` (inside the data dir, invisible to the sprite).
+    pub fn start(mut cfg: AgentConfig, log: &Path) -> io::Result<Arc<Agent>> {
+        entry::keep();
+        let (ours, theirs) = sys::seqpacket_pair()?;
+        sys::grow_socket_buffers(&ours);
+        sys::grow_socket_buffers(&theirs);
+        cfg.ctl_fd = CTL_FD;
+        let json = serde_json::to_string(&cfg).map_err(io::Error::other)?;
+        let log = File::create(log)?;
+        let theirs_raw = theirs.as_raw_fd();
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(entry::ARGV0)
+            .arg("agent")
+            .arg(json)
+            // Nothing of the server's environment (its token above all) reaches a sprite.
+            .env_clear()
+            .env(entry::MARKER_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which
+        // are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if theirs_raw == CTL_FD {
+                    if libc::fcntl(CTL_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_raw, CTL_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut stub = cmd.spawn()?;
+        drop(theirs);
+
+        let first = recv_with_timeout(&ours, START_TIMEOUT);
+        let init = match first {
+            Ok(Some((Event::Ready { .. }, mut fds))) if fds.len() == 1 => fds.remove(0),
+            other => {
+                let _ = stub.kill();
+                let _ = stub.wait();
+                return Err(match other {
+                    Ok(Some((Event::Failed { message }, _))) => io::Error::other(message),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the sprite's agent did not start in time",
+                    ),
+                    Err(e) => e,
+                    _ => io::Error::other("the sprite's agent exited during setup"),
+                });
+            }
+        };
+        set_recv_timeout(&ours, None)?;
+
+        let state = Arc::new(Mutex::new(State::default()));
+        let (done_tx, done) = bounded(1);
+        let reader_sock = ours.try_clone()?;
+        {
+            let state = state.clone();
+            let spawned = thread::Builder::new()
+                .name("sprites-agent".into())
+                .stack_size(128 * 1024)
+                .spawn(move || read_events(reader_sock, &state, stub, done_tx));
+            // On failure the closure (with the stub) is gone; dropping our socket below
+            // makes the agent exit, and with it the sprite.
+            spawned?;
+        }
+        Ok(Arc::new(Agent {
+            sock: ours,
+            state,
+            init,
+            next_id: AtomicU64::new(1),
+            done,
+        }))
+    }
+
+    /// False once the agent has gone away (it is then restarted on next use).
+    pub fn is_alive(&self) -> bool {
+        !lock(&self.state).dead
+    }
+
+    /// Asks the agent to start a process with `stdio` as fds 0, 1, 2.
+    pub fn spawn(
+        &self,
+        program: &str,
+        argv: &[String],
+        env: Vec<(String, String)>,
+        cwd: &str,
+        fallback_cwd: bool,
+        stdio: [RawFd; 3],
+    ) -> io::Result<SpawnReply> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(1);
+        {
+            let mut st = lock(&self.state);
+            if st.dead {
+                return Err(io::Error::other("the sprite's agent is not running"));
+            }
+            st.pending.insert(id, tx);
+        }
+        let req = Request::Spawn {
+            id,
+            program: program.to_owned(),
+            argv: argv.to_vec(),
+            env,
+            cwd: cwd.to_owned(),
+            fallback_cwd,
+        };
+        if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, &stdio) {
+            lock(&self.state).pending.remove(&id);
+            return Err(e);
+        }
+        match rx.recv_timeout(SPAWN_TIMEOUT) {
+            Ok(reply) => Ok(reply),
+            Err(_) => {
+                lock(&self.state).pending.remove(&id);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the sprite's agent did not answer the spawn request",
+                ))
+            }
+        }
+    }
+
+    /// Sends `sig` to the process group of exec `pid` (if it still runs).
+    pub fn signal(&self, pid: i32, sig: i32) {
+        let _ = ipc::send(self.sock.as_raw_fd(), &Request::Signal { pid, sig }, &[]);
+    }
+
+    /// Kills the sprite: SIGKILL to the agent, PID 1 of the sprite's PID namespace, makes
+    /// the kernel kill every process in it. Returns once they are all gone (the agent's
+    /// pidfd turns readable only after that), or after [`STOP_TIMEOUT`].
+    pub fn stop(&self) {
+        let fd = self.init.as_raw_fd();
+        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo. A pidfd names exactly
+        // one process, so this can never hit a recycled pid.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0, 0);
+        }
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        loop {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
+            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = self.done.recv_timeout(left);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_events(sock: OwnedFd, state: &Mutex<State>, mut stub: Child, done: Sender<()>) {
+    loop {
+        match ipc::recv::<Event>(sock.as_raw_fd()) {
+            Ok(Some((Event::Spawned { id, pid }, fds))) => {
+                let host_pid = fds.first().and_then(pidfd_pid).unwrap_or(0);
+                let (tx, rx) = bounded(1);
+                let waiter = {
+                    let mut st = lock(state);
+                    st.exits.insert(pid, tx);
+                    st.pending.remove(&id)
+                };
+                let reply = SpawnReply::Spawned {
+                    pid,
+                    host_pid,
+                    exit: rx,
+                };
+                if waiter.is_none_or(|w| w.send(reply).is_err()) {
+                    // Nobody waits any more (timed out): the process must not run unseen.
+                    let _ = ipc::send(
+                        sock.as_raw_fd(),
+                        &Request::Signal {
+                            pid,
+                            sig: libc::SIGKILL,
+                        },
+                        &[],
+                    );
+                }
+            }
+            Ok(Some((Event::SpawnFailed { id, stage, errno }, _))) => {
+                if let Some(w) = lock(state).pending.remove(&id) {
+                    let _ = w.send(SpawnReply::Failed { stage, errno });
+                }
+            }
+            Ok(Some((Event::Exited { pid, status }, _))) => {
+                if let Some(w) = lock(state).exits.remove(&pid) {
+                    let _ = w.send(status);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    {
+        let mut st = lock(state);
+        st.dead = true;
+        st.pending.clear();
+        for (_, w) in st.exits.drain() {
+            let _ = w.send(KILLED);
+        }
+    }
+    // The agent closed the socket by exiting, so the stub (which only waits for it) is
+    // exiting too: this wait is short.
+    let _ = stub.wait();
+    let _ = done.send(());
+}
+
+/// The pid (in the server's namespace) a pidfd refers to, from `/proc/self/fdinfo`.
+fn pidfd_pid(fd: &OwnedFd) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p: &u32| *p > 0)
+}
+
+fn set_recv_timeout(sock: &OwnedFd, t: Option<Duration>) -> io::Result<()> {
+    let tv = match t {
+        Some(d) => libc::timeval {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_usec: d.subsec_micros() as libc::suseconds_t,
+        },
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: setsockopt with a valid timeval.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+type Received = Option<(Event, Vec<OwnedFd>)>;
+
+fn recv_with_timeout(sock: &OwnedFd, t: Duration) -> io::Result<Received> {
+    set_recv_timeout(sock, Some(t))?;
+    ipc::recv::<Event>(sock.as_raw_fd())
+}

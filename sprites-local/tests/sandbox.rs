@@ -1,0 +1,762 @@
+//! End-to-end tests of the sandbox runtime: a real server (in-process, or the CLI as an
+//! unprivileged user) on loopback, driven with raw HTTP and a tungstenite client. Each test
+//! is skipped, with the reason printed, where the kernel cannot create the sandbox.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sprites_local::{Runtime, Server, ServerHandle};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
+/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
+/// blocking socket read with a timeout then fails with EINTR instead of restarting.
+/// tungstenite does not retry it, so the test client wraps its socket in this.
+#[derive(Debug)]
+struct Retry(TcpStream);
+
+impl Read for Retry {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retry {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let mut b = [0u8; 6];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let d = std::env::temp_dir().join(format!("sprites-local-test-{tag}-{hex}"));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Resp {
+    status: u16,
+    body: Vec<u8>,
+}
+
+fn http_raw(s: SocketAddr, raw: &[u8]) -> Resp {
+    let mut c = TcpStream::connect(s).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(raw).unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    let mut body = all[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Resp { status, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let i = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+}
+
+fn http(s: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp {
+    let body = body.unwrap_or("");
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(s, raw.as_bytes())
+}
+
+fn create(s: SocketAddr, name: &str) {
+    let r = http(
+        s,
+        "POST",
+        "/v1/sprites",
+        Some(&format!(r#"{{"name":"{name}"}}"#)),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+type Ws = WebSocket<Retry>;
+
+fn connect(s: SocketAddr, sprite: &str, query: &str) -> Ws {
+    try_connect(s, sprite, query).unwrap_or_else(|e| panic!("upgrade failed: {e}"))
+}
+
+fn try_connect(s: SocketAddr, sprite: &str, query: &str) -> Result<Ws, String> {
+    let url = format!("ws://{}/v1/sprites/{sprite}/exec?{query}", s);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", "Bearer secret".parse().unwrap());
+    let stream = TcpStream::connect(s).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    match tungstenite::client::client(req, Retry(stream)) {
+        Ok((ws, resp)) => {
+            assert_eq!(resp.headers()["x-sprite-capabilities"], "signal");
+            assert_eq!(resp.headers()["sprite-version"], "0.1.0");
+            Ok(ws)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    session_id: String,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit: Option<u8>,
+    order_ok: bool,
+}
+
+/// Reads the session_info, then output until the exit frame; closes.
+fn collect(ws: &mut Ws) -> Run {
+    let mut run = Run {
+        order_ok: true,
+        ..Run::default()
+    };
+    match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["type"], "session_info");
+            assert_eq!(v["tty"], false);
+            run.session_id = v["session_id"].as_str().unwrap().to_owned();
+        }
+        other => panic!("expected session_info first, got {other:?}"),
+    }
+    loop {
+        match ws.read().unwrap() {
+            Message::Binary(b) => match b.first() {
+                Some(1) => run.stdout.extend_from_slice(&b[1..]),
+                Some(2) => run.stderr.extend_from_slice(&b[1..]),
+                Some(3) => {
+                    assert_eq!(b.len(), 2);
+                    run.exit = Some(b[1]);
+                    break;
+                }
+                _ => run.order_ok = false,
+            },
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ = ws.close(None);
+    // Drain until the server's close reply (or EOF).
+    while ws.read().is_ok() {}
+    run
+}
+
+fn q(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| {
+            let enc: String = a
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("cmd={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie is dead; it only waits for its (possibly absent) reaper.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A sandboxed server on a fresh data dir, or None (reason printed) where the machine
+/// cannot run sandboxes.
+fn start(tag: &str) -> Option<(ServerHandle, TempDir)> {
+    let dir = TempDir::new(tag);
+    start_in(&dir.0).map(|s| (s, dir))
+}
+
+fn start_in(dir: &Path) -> Option<ServerHandle> {
+    match Server::builder()
+        .token("secret")
+        .data_dir(dir)
+        .runtime(Runtime::Sandbox)
+        .start()
+    {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `sh -c script` in `sprite`; returns (stdout, stderr, exit code).
+fn sh(s: SocketAddr, sprite: &str, script: &str) -> (String, String, u8) {
+    let mut ws = connect(s, sprite, &q(&["sh", "-c", script]));
+    let run = collect(&mut ws);
+    (
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+        run.exit.unwrap(),
+    )
+}
+
+/// Like `sh` but asserts exit 0 and returns trimmed stdout.
+fn ok(s: SocketAddr, sprite: &str, script: &str) -> String {
+    let (out, err, code) = sh(s, sprite, script);
+    assert_eq!(code, 0, "{script}: stdout {out:?} stderr {err:?}");
+    out.trim().to_owned()
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The PID namespace (as `pid:[inode]`) of host process `pid`.
+fn pid_ns(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Host pids of live (non-zombie) processes in PID namespace `ns`.
+fn processes_in(ns: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+        if link.is_ok_and(|l| l.to_string_lossy() == ns) && !process_gone(pid) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+#[test]
+fn auto_picks_the_sandbox_where_it_works() {
+    let dir = TempDir::new("auto");
+    let s = Server::builder()
+        .token("secret")
+        .data_dir(&dir.0)
+        .start()
+        .unwrap();
+    let note = s.runtime_note();
+    println!("{note}");
+    if s.runtime() == Runtime::Host {
+        assert!(note.contains("auto: sandbox unavailable"), "{note}");
+        eprintln!("SKIPPED: {note}");
+        return;
+    }
+    assert_eq!(s.runtime(), Runtime::Sandbox);
+    assert!(note.starts_with("runtime sandbox (auto: "), "{note}");
+}
+
+#[test]
+fn identity_environment_and_secrets() {
+    let Some((s, dir)) = start("ident") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    assert_eq!(ok(a, "box", "id -un"), "sprite");
+    assert_eq!(ok(a, "box", "id -gn"), "sprite");
+    assert_eq!(ok(a, "box", "pwd"), "/home/sprite");
+    assert_eq!(
+        ok(a, "box", "echo $HOME $USER $LOGNAME $LANG"),
+        "/home/sprite sprite sprite C.UTF-8"
+    );
+    assert!(ok(a, "box", "echo $PATH").contains("/usr/bin"));
+    assert_eq!(ok(a, "box", "hostname"), "box");
+    // Nothing of the server's environment leaks (cargo sets CARGO_* for this process).
+    let env = ok(a, "box", "env");
+    assert!(
+        !env.contains("CARGO") && !env.contains("SPRITES_LOCAL"),
+        "{env}"
+    );
+    let (_, err, code) = sh(a, "box", "cat /etc/shadow");
+    assert_ne!(code, 0, "/etc/shadow must be unreadable");
+    assert!(err.contains("Permission denied"), "{err}");
+    // No capabilities, no_new_privs.
+    let status = ok(
+        a,
+        "box",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+    );
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // The data dir (with the token-free metadata and every sprite's layers) is masked,
+    // and no process environment inside holds the token.
+    let data = dir.0.canonicalize().unwrap();
+    let seen = ok(
+        a,
+        "box",
+        &format!("test -e {}/sprites && echo VISIBLE || true", data.display()),
+    );
+    assert_eq!(seen, "", "data dir visible inside");
+    let (out, _, _) = sh(a, "box", "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'");
+    assert!(!out.contains("secret"), "{out}");
+    assert_eq!(ok(a, "box", "ls -A /home"), "sprite");
+    assert_eq!(
+        ok(a, "box", "ls -A /root 2>&1 || true"),
+        "ls: cannot open directory '/root': Permission denied"
+    );
+}
+
+#[test]
+fn sprites_are_isolated_from_each_other_and_the_host() {
+    let Some((s, dir)) = start("iso") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "one");
+    create(a, "two");
+    let tag = random_hex();
+    let host_mark = PathBuf::from(format!("/tmp/sprites-local-host-{tag}"));
+    std::fs::write(&host_mark, "host").unwrap();
+    ok(
+        a,
+        "one",
+        &format!("echo one > ~/f-{tag} && echo t > /tmp/t-{tag}"),
+    );
+    assert_eq!(ok(a, "one", &format!("cat ~/f-{tag}")), "one");
+    let (_, _, code) = sh(a, "two", &format!("cat ~/f-{tag} || cat /tmp/t-{tag}"));
+    assert_ne!(code, 0, "a file of sprite one is visible in sprite two");
+    // Each sprite has its own /tmp: the host's is invisible.
+    let (_, _, code) = sh(a, "one", &format!("cat {}", host_mark.display()));
+    assert_ne!(code, 0, "the host's /tmp is visible");
+    // On the host, the file exists only inside the data dir.
+    assert!(!Path::new(&format!("/home/sprite/f-{tag}")).exists());
+    assert!(!Path::new(&format!("/tmp/t-{tag}")).exists());
+    let upper = dir.join("sprites/one/upper");
+    assert_eq!(
+        std::fs::read_to_string(upper.join(format!("home/sprite/f-{tag}"))).unwrap(),
+        "one\n"
+    );
+    let _ = std::fs::remove_file(host_mark);
+}
+
+#[test]
+fn ps_shows_only_the_sprites_processes() {
+    let Some((s, _dir)) = start("ps") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    let out = ok(a, "box", "ps -e -o pid=,comm=");
+    let pids: Vec<i32> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    // The agent (PID 1), the shell and ps; nothing of the host's.
+    assert!(pids.contains(&1), "{out}");
+    assert!(pids.len() <= 3, "{out}");
+    let n: usize = ok(a, "box", "ls /proc | grep -c '^[0-9]'").parse().unwrap();
+    assert!(n <= 4, "{n} processes visible"); // agent, sh, ls, grep
+}
+
+#[test]
+fn escapes_fail() {
+    let Some((s, dir)) = start("escape") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    let data = dir.0.canonicalize().unwrap();
+    // `..` stops at the sprite's root.
+    assert_eq!(
+        ok(a, "box", "cd / && cd ../../.. && pwd && ls -A /home"),
+        "/\nsprite"
+    );
+    // A symlink to / resolves inside.
+    assert_eq!(ok(a, "box", "ln -s / ~/up && ls -A ~/up/home"), "sprite");
+    // /proc/1/root is the sprite's root (and the sprite user may not even look).
+    let (out, _, _) = sh(a, "box", "ls -A /proc/1/root/home 2>&1");
+    assert!(
+        out.trim() == "sprite" || out.contains("Permission denied"),
+        "{out}"
+    );
+    for (what, script) in [
+        ("chroot", "chroot / true"),
+        ("mount", "mount -t tmpfs none /tmp"),
+        (
+            "bind mount of the data dir",
+            &format!("mount --bind {} /tmp", data.display()),
+        ),
+        ("write to /etc", "echo x > /etc/sprites-local-test"),
+        (
+            "kill a host pid",
+            &format!("kill -9 {}", std::process::id()),
+        ),
+        ("sudo", "sudo -n true"),
+    ] {
+        let (out, err, code) = sh(a, "box", script);
+        assert_ne!(code, 0, "{what} succeeded: {out} {err}");
+    }
+    // A host pid means nothing inside; we are alive.
+    assert!(Path::new(&format!("/proc/{}", std::process::id())).exists());
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let Some((s, dir)) = start("restart") else {
+        return;
+    };
+    create(s.addr(), "box");
+    ok(
+        s.addr(),
+        "box",
+        "echo kept > ~/kept && mkdir -p ~/d && echo t > /tmp/t",
+    );
+    s.shutdown();
+    let s = start_in(&dir.0).unwrap();
+    assert_eq!(ok(s.addr(), "box", "cat ~/kept /tmp/t"), "kept\nt");
+}
+
+#[test]
+fn delete_kills_every_process_and_removes_the_files() {
+    let Some((s, dir)) = start("delete") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    // A daemon that outlives its exec, plus a running exec.
+    ok(a, "box", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null &");
+    let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
+    let session: u32 = match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            v["session_id"].as_str().unwrap().parse().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let ns = pid_ns(session);
+    assert_ne!(ns, pid_ns(std::process::id()));
+    assert!(processes_in(&ns).len() >= 3, "agent, daemon and exec");
+    let r = http(a, "DELETE", "/v1/sprites/box", None);
+    assert_eq!(r.status, 204);
+    // Nothing of the sprite is left the moment DELETE answered.
+    assert_eq!(processes_in(&ns), Vec::<i32>::new());
+    assert!(!dir.join("sprites/box").exists());
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&3) => {
+                assert_eq!(b[1], 128 + 9);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn agent_restarts_and_shutdown_ends_sprites() {
+    let Some((s, _dir)) = start("agent") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
+    let session: u32 = match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            v["session_id"].as_str().unwrap().parse().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let ns = pid_ns(session);
+    // Kill the agent (PID 1 of the sprite) from the host: the exec ends with 137 and the
+    // next exec starts a new agent.
+    let agent = processes_in(&ns)
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1"))
+        })
+        .expect("agent");
+    // SAFETY: kill with plain integers.
+    unsafe {
+        libc::kill(agent, libc::SIGKILL);
+    }
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&3) => {
+                assert_eq!(b[1], 137);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok(a, "box", "echo again"), "again");
+    let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
+    let session: u32 = match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            v["session_id"].as_str().unwrap().parse().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let ns = pid_ns(session);
+    s.shutdown();
+    let left: Vec<String> = processes_in(&ns)
+        .iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default())
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+}
+
+#[test]
+fn exec_errors_match_the_host_runtime() {
+    let Some((s, _dir)) = start("errors") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    let e = try_connect(a, "box", &q(&["no-such-program-xyz"])).unwrap_err();
+    assert!(e.contains("400"), "{e}");
+    let e = try_connect(a, "box", &format!("{}&dir=/nope", q(&["true"]))).unwrap_err();
+    assert!(e.contains("400"), "{e}");
+    assert_eq!(ok(a, "box", "mkdir -p ~/sub && echo hi > ~/sub/x"), "");
+    let mut ws = connect(a, "box", &format!("{}&dir=sub", q(&["cat", "x"])));
+    assert_eq!(collect(&mut ws).stdout, b"hi\n");
+    let mut ws = connect(
+        a,
+        "box",
+        &format!("{}&env=A%3D1&env=A%3D2", q(&["sh", "-c", "echo $A"])),
+    );
+    assert_eq!(collect(&mut ws).stdout, b"2\n");
+    // stdin round trip.
+    let mut ws = connect(a, "box", &format!("{}&stdin=true", q(&["cat"])));
+    ws.send(Message::Binary(b"\x00ping".to_vec().into()))
+        .unwrap();
+    ws.send(Message::Binary(b"\x04".to_vec().into())).unwrap();
+    assert_eq!(collect(&mut ws).stdout, b"ping");
+}
+
+/// The CLI as an unprivileged user (uid/gid 65534), with its stdout lines.
+struct Unprivileged {
+    child: std::process::Child,
+    lines: Vec<String>,
+}
+
+impl Unprivileged {
+    fn start(data: &Path, extra: &[&str]) -> Unprivileged {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_sprites-local"))
+            .args(["--addr", "127.0.0.1:0", "--token", "secret", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("HOME", data)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("setpriv");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        // The server prints two lines (listening, runtime) or an error and exits; the
+        // read ends at either (EOF), so it is bounded by the server's startup.
+        for _ in 0..2 {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(l.trim_end().to_owned());
+        }
+        Unprivileged { child, lines }
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.lines
+            .first()?
+            .strip_prefix("sprites-local listening on http://")?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Unprivileged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal root filesystem: dash, a few coreutils and their libraries.
+fn tiny_base(dir: &Path) {
+    let tools = [
+        "/bin/dash",
+        "/usr/bin/id",
+        "/bin/cat",
+        "/bin/ls",
+        "/usr/bin/stat",
+    ];
+    let mut files: Vec<PathBuf> = tools.iter().map(PathBuf::from).collect();
+    for t in tools {
+        let ldd = std::process::Command::new("ldd").arg(t).output().unwrap();
+        for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+            if word.starts_with('/') {
+                files.push(PathBuf::from(word));
+            }
+        }
+    }
+    for f in files {
+        let real = f.canonicalize().unwrap();
+        let to = dir.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&real, &to).unwrap();
+    }
+    std::os::unix::fs::symlink("dash", dir.join("bin/sh")).unwrap();
+    for d in ["etc", "proc", "dev", "tmp", "home", "usr/bin"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(dir.join("etc/shadow"), "root:*:1::::::\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("etc/shadow"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+#[test]
+fn unprivileged_server_uses_a_user_namespace() {
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: setpriv not installed");
+        return;
+    }
+    let dir = TempDir::new("unpriv");
+    let base = dir.join("base");
+    tiny_base(&base);
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    // The test dir itself must be traversable by uid 65534.
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    // With the host's / as base, `auto` names its choice and reason either way.
+    let auto = Unprivileged::start(&data, &[]);
+    println!("unprivileged auto: {:?}", auto.lines);
+    assert!(
+        auto.lines.get(1).is_some_and(|l| l.contains("(auto: ")),
+        "{:?}",
+        auto.lines
+    );
+    drop(auto);
+
+    let base_arg = base.to_string_lossy().into_owned();
+    let srv = Unprivileged::start(&data, &["--runtime", "sandbox", "--base-dir", &base_arg]);
+    let Some(a) = srv.addr() else {
+        eprintln!(
+            "SKIPPED: the kernel refuses an unprivileged sandbox: {:?}",
+            srv.lines
+        );
+        return;
+    };
+    println!("unprivileged sandbox: {:?}", srv.lines);
+    assert!(srv.lines[1].contains("user namespace"), "{:?}", srv.lines);
+    create(a, "box");
+    assert_eq!(
+        ok(a, "box", "id -u; id -un; pwd"),
+        "1000\nsprite\n/home/sprite"
+    );
+    let (_, _, code) = sh(a, "box", "cat /etc/shadow");
+    assert_ne!(code, 0, "/etc/shadow readable");
+    ok(a, "box", "echo hi > ~/f");
+    // Inside it is uid 1000; on the host the file belongs to the server's uid.
+    let f = data.join("sprites/box/upper/home/sprite/f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "hi\n");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&f.metadata().unwrap()),
+        65534
+    );
+    // Files of the host's root show up as unmapped (nobody) and stay read-only.
+    assert_eq!(ok(a, "box", "stat -c %u /bin/dash"), "65534");
+    let (_, _, code) = sh(a, "box", "echo x > /bin/new");
+    assert_ne!(code, 0, "wrote into a root-owned base directory");
+    let status = ok(a, "box", "cat /proc/self/status");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+}
