@@ -72,6 +72,12 @@ fn streaming_file_write_then_read_with_seek() {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).unwrap();
     assert_eq!(tail, &data[data.len() - 10..]);
+    // At (and past) the end, reads return 0 as std's do.
+    file.seek(SeekFrom::End(0)).unwrap();
+    assert_eq!(file.read(&mut buf).unwrap(), 0);
+    file.seek(SeekFrom::End(100)).unwrap();
+    assert_eq!(file.read(&mut buf).unwrap(), 0);
+    file.seek(SeekFrom::End(0)).unwrap();
     file.seek(SeekFrom::Current(-5)).unwrap();
     let mut last5 = Vec::new();
     file.read_to_end(&mut last5).unwrap();

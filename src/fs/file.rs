@@ -271,7 +271,16 @@ impl File {
         if offset > 0 {
             request = request.set("Range", &format!("bytes={offset}-"));
         }
-        let response = request.call().map_err(Error::from)?;
+        let response = match request.call() {
+            Ok(response) => response,
+            // A range that starts at (or past) the end is 416 (RFC 9110); for a reader that
+            // is simply the end of the file, as std's read after seeking to the end is.
+            Err(ureq::Error::Status(416, _)) if offset > 0 => {
+                state.stream = Some((Box::new(io::empty()), offset));
+                return Ok(());
+            }
+            Err(err) => return Err(Error::from(err).into()),
+        };
         let ranged = response.status() == 206;
         if offset == 0 || ranged {
             if let Some(total) = content_range_total(response.header("Content-Range")) {
