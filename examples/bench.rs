@@ -15,6 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 const SERVE_VAR: &str = "SPRITES_BENCH_SERVE";
+const RUNTIME_VAR: &str = "SPRITES_BENCH_RUNTIME";
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,19 +23,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return serve(dir.into());
     }
     let json = std::env::args().any(|a| a == "--json");
-    let (client, mut server) = connect()?;
+    let (client, mut server, runtime) = connect(None)?;
+    // Against a local sandbox, measure the host runtime beside it: the sandbox's cost is the
+    // difference.
+    let host = match (&server, runtime.as_str()) {
+        (Some(_), "sandbox") => Some(connect(Some("host"))?),
+        _ => None,
+    };
     let name = format!("bench-{}", std::process::id());
+    let first_output = create_to_first_output_ms(&client, &format!("{name}-first"))?;
+    let host_figures = match &host {
+        Some((host_client, _, _)) => {
+            let first = create_to_first_output_ms(host_client, &format!("{name}-hfirst"))?;
+            let sprite = host_client.create_sprite(&format!("{name}-host"))?;
+            let rtt = exec_rtt_ms(&sprite, 300)?;
+            let _ = sprite.delete();
+            Some((rtt, first))
+        }
+        None => None,
+    };
     let sprite = client.create_sprite(&name)?;
-    let result = run(&sprite, json);
+    let result = run(&sprite, json, &runtime, first_output, host_figures);
     let _ = sprite.delete();
-    if let Some(server) = server.as_mut() {
-        let _ = server.kill();
-        let _ = server.wait();
+    for child in server
+        .iter_mut()
+        .chain(host.map(|(_, c, _)| c).iter_mut().flatten())
+    {
+        let _ = child.kill();
+        let _ = child.wait();
     }
     result
 }
 
-fn run(sprite: &Sprite, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+/// Create a sprite and time until its first command's output is in hand.
+fn create_to_first_output_ms(
+    client: &Client,
+    name: &str,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let sprite = client.create_sprite(name)?;
+    let out = sprite.command("echo").arg("hi").output()?;
+    let elapsed = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(out.stdout, b"hi\n");
+    sprite.delete()?;
+    Ok(elapsed)
+}
+
+fn run(
+    sprite: &Sprite,
+    json: bool,
+    runtime: &str,
+    first_output_ms: f64,
+    host: Option<(Percentiles, f64)>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let spawn = local_spawn_ms(200);
     let tcp = loopback_tcp_mib_s(1 << 30)?;
     let exec = exec_rtt_ms(sprite, 300)?;
@@ -53,6 +94,7 @@ fn run(sprite: &Sprite, json: bool) -> Result<(), Box<dyn std::error::Error>> {
     let rate = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} MiB/s"));
     let peak_rss = peak_rss_mib();
 
+    println!("runtime: {runtime}");
     println!("{:<38} {:>12} {:>12}", "measure", "value", "vs baseline");
     println!(
         "{:<38} {:>12} {:>12}",
@@ -133,6 +175,11 @@ fn run(sprite: &Sprite, json: bool) -> Result<(), Box<dyn std::error::Error>> {
                 "peak_rss_mib": peak_rss,
                 "baseline_tcp_mib_s": tcp,
                 "baseline_spawn_ms": spawn.p50,
+                "runtime": runtime,
+                "create_to_first_output_ms": first_output_ms,
+                "host_exec_rtt_p50_ms": host.as_ref().map(|(r, _)| r.p50),
+                "host_create_to_first_output_ms": host.as_ref().map(|(_, f)| *f),
+                "sandbox_exec_overhead_ms": host.as_ref().map(|(r, _)| exec.p50 - r.p50),
                 "fs_upload_mib_s": upload,
                 "fs_download_mib_s": download,
                 "stdout_vs_tcp": stdout / tcp,
@@ -347,12 +394,22 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// The API from the environment, or a local server in a child process.
-fn connect() -> Result<(Client, Option<std::process::Child>), Box<dyn std::error::Error>> {
+type Connected = (Client, Option<std::process::Child>, String);
+
+fn connect(runtime: Option<&str>) -> Result<Connected, Box<dyn std::error::Error>> {
     if std::env::var_os("SPRITES_TOKEN").is_some() || std::env::var_os("SPRITE_TOKEN").is_some() {
-        return Ok((Client::from_env()?, None));
+        return Ok((Client::from_env()?, None, "remote".into()));
     }
-    let dir = std::env::temp_dir().join(format!("sprites-bench-{}", std::process::id()));
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let dir = std::env::temp_dir().join(format!(
+        "sprites-bench-{}-{}",
+        std::process::id(),
+        runtime.unwrap_or("auto")
+    ));
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    if let Some(runtime) = runtime {
+        command.env(RUNTIME_VAR, runtime);
+    }
+    let mut child = command
         .env(SERVE_VAR, &dir)
         .stdin(Stdio_::piped())
         .stdout(Stdio_::piped())
@@ -361,23 +418,29 @@ fn connect() -> Result<(Client, Option<std::process::Child>), Box<dyn std::error
     let mut lines = BufReader::new(stdout).lines();
     let url = lines.next().ok_or("server printed nothing")??;
     let token = lines.next().ok_or("server printed no token")??;
+    let runtime = lines.next().ok_or("server printed no runtime")??;
     eprintln!("bench: sprites-local in a child process at {url}");
     let client = Client::builder()
         .base_url(url)
         .token(token)
         .http_timeout(Duration::from_secs(60))
         .build()?;
-    Ok((client, Some(child)))
+    Ok((client, Some(child), runtime))
 }
 
 use std::process::Stdio as Stdio_;
 
 /// Child-process mode: serve, print URL and token, run until stdin closes.
 fn serve(dir: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
-    let server = sprites_local::Server::builder().data_dir(&dir).start()?;
+    let mut builder = sprites_local::Server::builder().data_dir(&dir);
+    if let Ok(runtime) = std::env::var(RUNTIME_VAR) {
+        builder = builder.runtime(runtime.parse()?);
+    }
+    let server = builder.start()?;
     eprintln!("bench: {}", server.runtime_note());
     println!("{}", server.url());
     println!("{}", server.token());
+    println!("{}", server.runtime());
     std::io::stdout().flush()?;
     let _ = std::io::stdin().read_line(&mut String::new());
     server.shutdown();
