@@ -1,7 +1,7 @@
 //! [`File`] and [`OpenOptions`]: streaming reads (with `Seek` through HTTP ranges) and
 //! streaming writes (a chunked PUT fed by `write`).
 
-use super::{fs_error, write_query, Filesystem, Metadata};
+use super::{already_exists, not_found, write_query, Filesystem, Metadata};
 use crate::error::Error;
 use crate::url::Query;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -117,20 +117,10 @@ impl OpenOptions {
                 ));
             }
             if self.create_new && fs.exists(&path)? {
-                return Err(fs_error(
-                    io::ErrorKind::AlreadyExists,
-                    "EEXIST",
-                    &path,
-                    "file exists",
-                ));
+                return Err(already_exists(&path));
             }
             if !self.create && !self.create_new && !fs.exists(&path)? {
-                return Err(fs_error(
-                    io::ErrorKind::NotFound,
-                    "ENOENT",
-                    &path,
-                    "no such file or directory",
-                ));
+                return Err(not_found(&path));
             }
             return File::start_upload(fs.clone(), path, self.mode.unwrap_or(0o644));
         }

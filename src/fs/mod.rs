@@ -138,12 +138,7 @@ impl Filesystem {
         let path = self.resolve(path.as_ref())?;
         let meta = self.metadata(&path)?;
         if !meta.is_dir() {
-            return Err(fs_error(
-                io::ErrorKind::NotADirectory,
-                "ENOTDIR",
-                &path,
-                "not a directory",
-            ));
+            return Err(not_a_directory(&path));
         }
         let base = PathBuf::from(&path);
         let entries = self
@@ -174,24 +169,12 @@ impl Filesystem {
     pub fn create_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         if self.exists(&path)? {
-            return Err(fs_error(
-                io::ErrorKind::AlreadyExists,
-                "EEXIST",
-                &path,
-                "file exists",
-            ));
+            return Err(already_exists(&path));
         }
         let parent = parent_of(&path);
         match self.metadata(&parent) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(fs_error(
-                    io::ErrorKind::NotADirectory,
-                    "ENOTDIR",
-                    &parent,
-                    "not a directory",
-                ))
-            }
+            Ok(_) => return Err(not_a_directory(&parent)),
             Err(e) => return Err(e),
         }
         self.make_dir(&path)
@@ -202,14 +185,7 @@ impl Filesystem {
         let path = self.resolve(path.as_ref())?;
         match self.metadata(&path) {
             Ok(meta) if meta.is_dir() => return Ok(()),
-            Ok(_) => {
-                return Err(fs_error(
-                    io::ErrorKind::AlreadyExists,
-                    "EEXIST",
-                    &path,
-                    "file exists",
-                ))
-            }
+            Ok(_) => return Err(already_exists(&path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -218,44 +194,17 @@ impl Filesystem {
 
     /// Removes a file or symlink (`IsADirectory` for a directory).
     pub fn remove_file(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        let path = self.resolve(path.as_ref())?;
-        if self.symlink_metadata(&path)?.is_dir() {
-            return Err(fs_error(
-                io::ErrorKind::IsADirectory,
-                "EISDIR",
-                &path,
-                "is a directory",
-            ));
-        }
-        self.delete(&path, false)
+        self.remove(path.as_ref(), false, false)
     }
 
     /// Removes an empty directory (`DirectoryNotEmpty` otherwise).
     pub fn remove_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        let path = self.resolve(path.as_ref())?;
-        if !self.symlink_metadata(&path)?.is_dir() {
-            return Err(fs_error(
-                io::ErrorKind::NotADirectory,
-                "ENOTDIR",
-                &path,
-                "not a directory",
-            ));
-        }
-        self.delete(&path, false)
+        self.remove(path.as_ref(), true, false)
     }
 
     /// Removes a directory and everything in it.
     pub fn remove_dir_all(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        let path = self.resolve(path.as_ref())?;
-        if !self.symlink_metadata(&path)?.is_dir() {
-            return Err(fs_error(
-                io::ErrorKind::NotADirectory,
-                "ENOTDIR",
-                &path,
-                "not a directory",
-            ));
-        }
-        self.delete(&path, true)
+        self.remove(path.as_ref(), true, true)
     }
 
     /// Renames a file or directory, replacing `to` if it exists.
@@ -273,12 +222,7 @@ impl Filesystem {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         let meta = self.metadata(&from)?;
         if meta.is_dir() {
-            return Err(fs_error(
-                io::ErrorKind::IsADirectory,
-                "EISDIR",
-                &from,
-                "is a directory",
-            ));
+            return Err(is_a_directory(&from));
         }
         let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": false, "preserveAttrs": true });
         self.post("/fs/copy", body)?;
@@ -363,14 +307,7 @@ impl Filesystem {
             .iter()
             .find(|e| e.name == name || (e.name.is_empty() && e.path == path))
             .map(Metadata::from_entry)
-            .ok_or_else(|| {
-                fs_error(
-                    io::ErrorKind::NotFound,
-                    "ENOENT",
-                    path,
-                    "no such file or directory",
-                )
-            })
+            .ok_or_else(|| not_found(path))
     }
 
     fn list(&self, path: &str) -> io::Result<Vec<FsEntry>> {
@@ -420,6 +357,16 @@ impl Filesystem {
             .set("Content-Type", "application/octet-stream");
         request.send_bytes(contents).map_err(Error::from)?;
         Ok(())
+    }
+
+    /// `remove_file` (`dir == false`), `remove_dir`, `remove_dir_all`: std's type checks, then delete.
+    fn remove(&self, path: &Path, dir: bool, recursive: bool) -> io::Result<()> {
+        let path = self.resolve(path)?;
+        match (self.symlink_metadata(&path)?.is_dir(), dir) {
+            (true, false) => Err(is_a_directory(&path)),
+            (false, true) => Err(not_a_directory(&path)),
+            _ => self.delete(&path, recursive),
+        }
     }
 
     /// mkdir through a placeholder: write `<dir>/.sprites-mkdir-<random>` with parents, delete it.
@@ -481,6 +428,37 @@ fn clean(base: &Path, path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+fn not_a_directory(path: &str) -> io::Error {
+    fs_error(
+        io::ErrorKind::NotADirectory,
+        "ENOTDIR",
+        path,
+        "not a directory",
+    )
+}
+
+fn is_a_directory(path: &str) -> io::Error {
+    fs_error(
+        io::ErrorKind::IsADirectory,
+        "EISDIR",
+        path,
+        "is a directory",
+    )
+}
+
+fn already_exists(path: &str) -> io::Error {
+    fs_error(io::ErrorKind::AlreadyExists, "EEXIST", path, "file exists")
+}
+
+fn not_found(path: &str) -> io::Error {
+    fs_error(
+        io::ErrorKind::NotFound,
+        "ENOENT",
+        path,
+        "no such file or directory",
+    )
 }
 
 /// An `io::Error` of `kind` wrapping an API-shaped error, for checks the client makes itself.
