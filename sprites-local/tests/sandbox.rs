@@ -759,4 +759,265 @@ fn unprivileged_server_uses_a_user_namespace() {
     let status = ok(a, "box", "cat /proc/self/status");
     assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // The filesystem API runs inside too, as the same user.
+    assert_eq!(fs_write(a, "box", "/home/sprite/g", "fs").status, 200);
+    assert_eq!(ok(a, "box", "cat ~/g; stat -c %u ~/g"), "fs1000");
+    assert_eq!(fs_read(a, "box", "/home/sprite/f").body, b"hi\n");
+    assert_eq!(fs_write(a, "box", "/bin/new", "x").status, 403);
+    let g = data.join("sprites/box/upper/home/sprite/g");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&g.metadata().unwrap()),
+        65534
+    );
+}
+
+/// Percent-encodes a query value (keeping `/` readable).
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn fs_write(s: SocketAddr, sprite: &str, path: &str, body: &str) -> Resp {
+    http(
+        s,
+        "PUT",
+        &format!(
+            "/v1/sprites/{sprite}/fs/write?path={}&mkdirParents=true",
+            enc(path)
+        ),
+        Some(body),
+    )
+}
+
+fn fs_read(s: SocketAddr, sprite: &str, path: &str) -> Resp {
+    http(
+        s,
+        "GET",
+        &format!("/v1/sprites/{sprite}/fs/read?path={}", enc(path)),
+        None,
+    )
+}
+
+fn json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.body)))
+}
+
+/// Names in a (non-recursive) listing of `path`.
+fn fs_names(s: SocketAddr, sprite: &str, path: &str) -> Vec<String> {
+    let r = http(
+        s,
+        "GET",
+        &format!("/v1/sprites/{sprite}/fs/list?path={}", enc(path)),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    json(&r)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn fs_operations_run_inside_the_sprite() {
+    let Some((s, dir)) = start("fsops") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "one");
+    create(a, "two");
+    let tag = random_hex();
+    // The first use of the sprite is a filesystem call: it starts the agent.
+    let r = fs_write(a, "one", "/home/sprite/d/a.txt", "hello");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["size"], 5);
+    let r = fs_read(a, "one", "/home/sprite/d/a.txt");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    // An exec of the same sprite sees it, owned by the sprite user.
+    assert_eq!(ok(a, "one", "cat ~/d/a.txt"), "hello");
+    assert_eq!(
+        ok(a, "one", "stat -c %u ~/d/a.txt; id -u"),
+        ok(a, "one", "id -u; id -u")
+    );
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/one/fs/chmod",
+        Some(r#"{"path":"/home/sprite/d/a.txt","mode":"0600"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(ok(a, "one", "stat -c %a ~/d/a.txt"), "600");
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/one/fs/rename",
+        Some(r#"{"source":"/home/sprite/d/a.txt","dest":"/home/sprite/d/b.txt"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["dest"], "/home/sprite/d/b.txt");
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/one/fs/copy",
+        Some(r#"{"source":"/home/sprite/d","dest":"/tmp/e","recursive":true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["totalBytes"], 5);
+    assert_eq!(fs_names(a, "one", "/tmp/e"), ["b.txt"]);
+    assert_eq!(ok(a, "one", "cat /tmp/e/b.txt"), "hello");
+    let r = http(
+        a,
+        "DELETE",
+        "/v1/sprites/one/fs/delete?path=/home/sprite/d&recursive=true",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(fs_read(a, "one", "/home/sprite/d/b.txt").status, 404);
+    let (_, _, code) = sh(a, "one", "test -e ~/d");
+    assert_ne!(code, 0, "deleted directory still there");
+    // As the sprite user: the base layer's root-owned files stay read-only.
+    let r = fs_write(a, "one", "/etc/sprites-local-test", "x");
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    // Another sprite and the host see none of it; the bytes live in the data dir.
+    let name = format!("/tmp/fs-{tag}");
+    assert_eq!(fs_write(a, "one", &name, "mine").status, 200);
+    assert_eq!(ok(a, "one", &format!("cat {name}")), "mine");
+    assert_eq!(fs_read(a, "two", &name).status, 404);
+    let (_, _, code) = sh(a, "two", &format!("cat {name}"));
+    assert_ne!(code, 0, "sprite two sees sprite one's file");
+    assert!(!Path::new(&name).exists(), "written on the host");
+    let upper = dir.join(&format!("sprites/one/upper{name}"));
+    assert_eq!(std::fs::read_to_string(upper).unwrap(), "mine");
+}
+
+#[test]
+fn fs_paths_and_symlinks_cannot_leave_the_sprite() {
+    let Some((s, dir)) = start("fsesc") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    let data = dir.0.canonicalize().unwrap();
+    let tag = random_hex();
+    // The same path on the host and in the sprite, with different contents.
+    let name = format!("/tmp/esc-{tag}");
+    std::fs::write(&name, "host").unwrap();
+    let secret = data.join(format!("secret-{tag}"));
+    std::fs::write(&secret, "data dir").unwrap();
+    ok(
+        a,
+        "box",
+        &format!(
+            "printf sprite > {name} && cd ~ && ln -s / escape && ln -s {} data && \
+             ln -s loop2 loop1 && ln -s loop1 loop2",
+            data.display()
+        ),
+    );
+    let read = |p: &str| fs_read(a, "box", p);
+    // Through a symlink to /, `..` and /proc: always the sprite's file.
+    for p in [
+        format!("/home/sprite/escape{name}"),
+        format!("/home/sprite/escape/../../..{name}"),
+        format!("../../../../..{name}"),
+        format!("/proc/self/root{name}"),
+    ] {
+        let r = read(&p);
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"sprite"[..]), "{p}");
+    }
+    let r = read(&format!("/proc/1/root{name}"));
+    assert!(
+        r.status == 403 || r.body == b"sprite",
+        "/proc/1/root: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    // The data dir is masked inside: neither a symlink to it nor its path reaches it.
+    for p in [
+        format!("/home/sprite/data/secret-{tag}"),
+        format!("{}/secret-{tag}", data.display()),
+        format!("/home/sprite/escape{}/secret-{tag}", data.display()),
+    ] {
+        let r = read(&p);
+        assert_ne!(r.status, 200, "{p}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // The agent's own fds (its log is a host file) are not reachable through /proc.
+    for fd in 0..8 {
+        let r = read(&format!("/proc/self/fd/{fd}"));
+        assert!(
+            r.status != 200 || r.body.is_empty(),
+            "fd {fd}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // Nor can an exec's: it holds only its stdio (and `ls`'s own directory fd), never the
+    // agent's control socket, over which it could intercept requests.
+    assert_eq!(ok(a, "box", "ls /proc/self/fd"), "0\n1\n2\n3");
+    // A symlink loop is ELOOP, not a hang.
+    let r = read("/home/sprite/loop1");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["code"], "ELOOP");
+    // Writes through the same links land inside the sprite too.
+    assert_eq!(
+        fs_write(a, "box", &format!("/home/sprite/escape{name}"), "fs").status,
+        200
+    );
+    assert_eq!(ok(a, "box", &format!("cat {name}")), "fs");
+    let r = fs_write(a, "box", &format!("/home/sprite/data/secret-{tag}"), "x");
+    assert_ne!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/box/fs/copy",
+        Some(&format!(
+            r#"{{"source":"{}/secret-{tag}","dest":"/tmp/stolen"}}"#,
+            data.display()
+        )),
+    );
+    assert_ne!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(std::fs::read_to_string(&name).unwrap(), "host");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "data dir");
+    let _ = std::fs::remove_file(&name);
+}
+
+#[test]
+fn a_cut_fs_write_leaves_no_torn_file() {
+    let Some((s, _dir)) = start("fscut") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    assert_eq!(fs_write(a, "box", "/home/sprite/w/keep", "old").status, 200);
+    let mut c = TcpStream::connect(a).unwrap();
+    write!(
+        c,
+        "PUT /v1/sprites/box/fs/write?path=/home/sprite/w/keep HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer secret\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    c.write_all(&[b'N'; 4096]).unwrap();
+    c.flush().unwrap();
+    c.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(c);
+    // The server removes the temp file (inside the sprite) once it sees the cut.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = fs_names(a, "box", "/home/sprite/w");
+        if names == ["keep"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temp files left: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ok(a, "box", "cat ~/w/keep"), "old");
 }

@@ -61,6 +61,18 @@ impl Drop for Watchdog {
     }
 }
 
+/// The runtime test servers use: `SPRITES_TEST_RUNTIME=sandbox|host|auto` (default `host`),
+/// so the same end-to-end tests can run against a sandboxed server
+/// (`SPRITES_TEST_RUNTIME=sandbox cargo test --test fs --test exec`).
+pub fn test_runtime() -> sprites_local::Runtime {
+    match std::env::var("SPRITES_TEST_RUNTIME") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .unwrap_or_else(|e| panic!("SPRITES_TEST_RUNTIME: {e}")),
+        _ => sprites_local::Runtime::Host,
+    }
+}
+
 /// An in-process server with a client pointed at it.
 pub struct Local {
     pub client: Client,
@@ -76,7 +88,7 @@ impl Local {
             .addr("127.0.0.1:0")
             .token("test-token")
             .data_dir(dir.path().join("data"))
-            .runtime(sprites_local::Runtime::Host)
+            .runtime(test_runtime())
             .start()
             .expect("start sprites-local");
         let client = Client::builder()

@@ -10,21 +10,24 @@
 //! - the **agent** (the stub's child) is PID 1 of the sprite. It mounts the root, pivots
 //!   into it, then serves the control socket: it forks and execs every process with the
 //!   fds the server passed, reaps everything (including orphans, as any init must), and
-//!   reports exit statuses. When the control socket closes (server gone) it exits, which
+//!   reports exit statuses. Filesystem calls run in forked children too (see [`fs_child`]),
+//!   so the agent itself never blocks on one. When the control socket closes (server gone) it exits, which
 //!   ends the sprite's processes.
 
 use std::collections::HashSet;
 use std::ffi::CString;
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::ipc::{self, Event, Request};
+use super::ipc::{self, Event, FsCall, FsReply, Request};
 use super::rootfs::{self, Layout};
 use super::sys;
 use super::user::{self, Ids};
+use crate::fsops::{FsError, HostFs, PendingWrite, SpriteFs};
 
 /// What the server tells the stub (as JSON in argv).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,6 +289,31 @@ impl Agent {
                 };
                 ipc::send(self.ctl, &ev, &[])
             }
+            Request::Fs { call } => {
+                self.fs(call, fds);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs a filesystem call in a forked child, so the agent goes straight back to its
+    /// loop however long the call takes (a big copy). The child answers on the reply socket
+    /// (`fds[0]`) itself and exits; the agent only reaps it.
+    fn fs(&self, call: FsCall, fds: Vec<OwnedFd>) {
+        let Some(reply) = fds.first() else {
+            return; // nowhere to answer
+        };
+        match sys::fork() {
+            Ok(0) => {
+                let code = fs_child(self.ids, self.userns, call, fds);
+                // SAFETY: ends the child without unwinding into the agent's loop.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(_) => {} // our copies of the fds close here; the child has its own
+            Err(e) => {
+                let err = FsError::from_io(&e, call.path());
+                let _ = send_fs_reply(reply.as_raw_fd(), &FsReply::Failed(err), None);
+            }
         }
     }
 
@@ -389,6 +417,21 @@ impl Agent {
                     return ("exec", errno());
                 }
             }
+            // Nothing but stdio may cross into the program: the agent holds its control
+            // socket (fd 3, inherited without close-on-exec from the stub) and whatever the
+            // server's own process inherited. Marking them close-on-exec (rather than
+            // closing) keeps the CLOEXEC error pipe working until the exec succeeds.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
             if let Err(e) = drop_privileges(self.ids, self.userns) {
                 return ("exec", e.raw_os_error().unwrap_or(libc::EPERM));
             }
@@ -413,6 +456,149 @@ impl Agent {
                 }
             }
             ("exec", result)
+        }
+    }
+}
+
+/// Sends an [`FsReply`] on a reply socket: the length (with `fd` attached), then the JSON.
+fn send_fs_reply(sock: RawFd, reply: &FsReply, fd: Option<RawFd>) -> io::Result<()> {
+    let body = serde_json::to_vec(reply).map_err(io::Error::other)?;
+    let len = (body.len() as u64).to_le_bytes();
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    sys::send_with_fds(sock, &len, &fds)?;
+    let mut sent = 0;
+    while sent < body.len() {
+        // SAFETY: sends from a live buffer; MSG_NOSIGNAL turns a vanished server into EPIPE
+        // rather than a signal.
+        let r = unsafe {
+            libc::send(
+                sock,
+                body[sent..].as_ptr().cast(),
+                body.len() - sent,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        sent += r as usize;
+    }
+    Ok(())
+}
+
+/// The fd number the reply socket gets in a filesystem child (the temp file of a commit
+/// gets the next one).
+const FS_REPLY_FD: RawFd = 3;
+
+/// In the forked filesystem child: keep only the reply socket (and a commit's temp file),
+/// take on exactly the confinement of an exec (the sprite user, no capabilities,
+/// `no_new_privs`; the root is already the sprite's root), run the call with [`HostFs`]
+/// and answer. Returns the exit code.
+///
+/// Closing every other fd matters: the agent holds its log (a host file) as stderr and the
+/// control socket, which `/proc/self/fd/N` would otherwise reach.
+fn fs_child(ids: Ids, userns: bool, call: FsCall, fds: Vec<OwnedFd>) -> i32 {
+    // Raw from here on: the fds are renumbered below, so nothing may close them by their old
+    // numbers later.
+    let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+    let keep = raw.len().min(2);
+    // SAFETY: fcntl/dup2/close/open on fds this single-threaded child owns; the copies are
+    // made above every fd we keep, so placing them cannot clobber one another.
+    unsafe {
+        let mut high = [-1; 2];
+        for i in 0..keep {
+            high[i] = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, 100);
+            if high[i] < 0 {
+                return 1;
+            }
+        }
+        for (i, fd) in high.iter().enumerate().take(keep) {
+            if libc::dup2(*fd, FS_REPLY_FD + i as RawFd) < 0 {
+                return 1;
+            }
+        }
+        let first_free = FS_REPLY_FD + keep as RawFd;
+        if libc::syscall(libc::SYS_close_range, first_free as u32, u32::MAX, 0) != 0 {
+            for fd in first_free..4096 {
+                libc::close(fd);
+            }
+        }
+        // stdio: the sprite's /dev/null, never the agent's (its stderr is a host file).
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        for fd in 0..3 {
+            if null < 0 || libc::dup2(null, fd) < 0 {
+                libc::close(fd);
+            }
+        }
+        if null >= 0 {
+            libc::close(null);
+        }
+    }
+    if drop_privileges(ids, userns).is_err() {
+        return 1;
+    }
+    // SAFETY: chdir with a valid C string.
+    unsafe {
+        libc::chdir(c"/".as_ptr());
+    }
+    // SAFETY: FS_REPLY_FD (and the next fd when `keep` is 2) were just dup2'ed and are
+    // owned by nothing else in this process.
+    let extra = (keep == 2).then(|| unsafe { File::from_raw_fd(FS_REPLY_FD + 1) });
+    let (reply, file) = run_fs_call(call, extra);
+    let sent = send_fs_reply(FS_REPLY_FD, &reply, file.as_ref().map(|f| f.as_raw_fd()));
+    i32::from(sent.is_err())
+}
+
+/// Runs one call with [`HostFs`] (whose `/` is the sprite's root here). Returns the reply
+/// and the file to pass back, if any.
+fn run_fs_call(call: FsCall, extra: Option<File>) -> (FsReply, Option<File>) {
+    let fs = HostFs;
+    let failed = |e| (FsReply::Failed(e), None);
+    match call {
+        FsCall::Run { op } => match fs.run(&op) {
+            Ok(out) => (out.into(), None),
+            Err(e) => failed(e),
+        },
+        FsCall::OpenRead { path } => match fs.open_read(&path) {
+            Ok(o) => (FsReply::Opened { len: o.len }, Some(o.file)),
+            Err(e) => failed(e),
+        },
+        FsCall::BeginWrite { spec } => match fs.begin_write(&spec) {
+            Ok(p) => (
+                FsReply::Begun {
+                    temp: p.temp,
+                    target: p.target,
+                },
+                Some(p.file),
+            ),
+            Err(e) => failed(e),
+        },
+        FsCall::CommitWrite { temp, target, spec } => {
+            let Some(file) = extra else {
+                return failed(FsError::with_detail(
+                    libc::EINVAL,
+                    spec.path,
+                    "commit without its temp file",
+                ));
+            };
+            let pending = PendingWrite {
+                file,
+                temp,
+                target,
+                spec,
+            };
+            match fs.commit_write(pending) {
+                Ok(w) => (FsReply::Written(w), None),
+                Err(e) => failed(e),
+            }
+        }
+        FsCall::AbortWrite { temp } => {
+            let _ = std::fs::remove_file(&temp);
+            (FsReply::Aborted, None)
         }
     }
 }

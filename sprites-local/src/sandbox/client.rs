@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::agent::AgentConfig;
 use super::entry;
-use super::ipc::{self, Event, Request};
+use super::ipc::{self, Event, FsCall, FsReply, Request};
 use super::sys;
 use crate::lock;
 
@@ -27,6 +27,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long stopping an agent waits for it to be gone.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a filesystem call may take inside the sprite (a copy of a big tree is the slow
+/// one); each later read of its reply is bounded by the same time.
+const FS_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Largest filesystem reply accepted (a listing is capped at 100 000 entries, far below).
+const MAX_FS_REPLY: u64 = 256 << 20;
 /// The fd number the control socket gets in the helper.
 const CTL_FD: RawFd = 3;
 /// Wait status meaning "killed by SIGKILL", reported for execs whose agent died.
@@ -196,6 +201,62 @@ impl Agent {
                 ))
             }
         }
+    }
+
+    /// Runs a filesystem call inside the sprite (`file` is a commit's temp file) and returns
+    /// the reply with any fd it carries. Waits at most [`FS_TIMEOUT`] for the answer.
+    pub fn fs(&self, call: &FsCall, file: Option<RawFd>) -> io::Result<(FsReply, Vec<OwnedFd>)> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::stream_pair()?;
+        let mut fds = vec![theirs.as_raw_fd()];
+        fds.extend(file);
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::Fs { call: call.clone() },
+            &fds,
+        )?;
+        // Only the agent's child may hold the other end now, so EOF means it is gone.
+        drop(theirs);
+        set_recv_timeout(&ours, Some(FS_TIMEOUT))?;
+        let timed_out = |e: io::Error| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the sprite's agent did not answer the filesystem request in time",
+                )
+            } else {
+                e
+            }
+        };
+        let mut header = [0u8; 8];
+        let mut got = 0;
+        let mut received = Vec::new();
+        while got < header.len() {
+            let (n, fds) =
+                sys::recv_some_with_fds(ours.as_raw_fd(), &mut header[got..]).map_err(timed_out)?;
+            received.extend(fds);
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the sprite's agent ended the filesystem request without an answer",
+                ));
+            }
+            got += n;
+        }
+        let len = u64::from_le_bytes(header);
+        if len > MAX_FS_REPLY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "filesystem reply too large",
+            ));
+        }
+        let mut body = vec![0u8; len as usize];
+        File::from(ours).read_exact(&mut body).map_err(timed_out)?;
+        let reply = serde_json::from_slice(&body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok((reply, received))
     }
 
     /// Sends `sig` to the process group of exec `pid` (if it still runs).

@@ -11,6 +11,9 @@ use std::os::fd::{OwnedFd, RawFd};
 use serde::{Deserialize, Serialize};
 
 use super::sys;
+use crate::fsops::{
+    Chmodded, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
+};
 
 /// Server → agent.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +41,130 @@ pub enum Request {
         /// Signal number.
         sig: i32,
     },
+    /// Run a filesystem call inside the sprite. One fd is attached: the server's reply
+    /// socket (a `SOCK_STREAM` socket the answer comes back on, see [`FsReply`]); a commit
+    /// also attaches the temp file as a second fd.
+    Fs {
+        /// What to do.
+        call: FsCall,
+    },
+}
+
+/// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths
+/// are paths inside the sprite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum FsCall {
+    /// `SpriteFs::run`.
+    Run {
+        /// The operation.
+        op: FsOp,
+    },
+    /// `SpriteFs::open_read`: the reply carries the open file.
+    OpenRead {
+        /// The file.
+        path: String,
+    },
+    /// `SpriteFs::begin_write`: the reply carries the open temp file.
+    BeginWrite {
+        /// What to write.
+        spec: WriteSpec,
+    },
+    /// `SpriteFs::commit_write`; the temp file's fd is attached.
+    CommitWrite {
+        /// The temp file (from [`FsReply::Begun`]).
+        temp: String,
+        /// Its target (from [`FsReply::Begun`]).
+        target: String,
+        /// What was asked for.
+        spec: WriteSpec,
+    },
+    /// `SpriteFs::abort_write`: removes the temp file.
+    AbortWrite {
+        /// The temp file (from [`FsReply::Begun`]).
+        temp: String,
+    },
+}
+
+impl FsCall {
+    /// The path the call is about, for errors raised outside the operation itself.
+    pub fn path(&self) -> &str {
+        match self {
+            FsCall::Run { op } => match op {
+                FsOp::List { path, .. } | FsOp::Delete { path, .. } | FsOp::Chmod { path, .. } => {
+                    path
+                }
+                FsOp::Rename { source, .. } | FsOp::Copy { source, .. } => source,
+            },
+            FsCall::OpenRead { path } => path,
+            FsCall::BeginWrite { spec } | FsCall::CommitWrite { spec, .. } => &spec.path,
+            FsCall::AbortWrite { temp } => temp,
+        }
+    }
+}
+
+/// The answer to an [`FsCall`], sent on the call's reply socket as an 8-byte little-endian
+/// length (carrying any fd) followed by that many bytes of JSON.
+///
+/// [`FsOutput`] is untagged (its variants are the HTTP bodies), which cannot be parsed back
+/// unambiguously; here each result has its own tag.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum FsReply {
+    /// [`FsOutput::Listing`].
+    Listing(Listing),
+    /// [`FsOutput::Deleted`].
+    Deleted(Deleted),
+    /// [`FsOutput::Renamed`].
+    Renamed(Renamed),
+    /// [`FsOutput::Copied`].
+    Copied(Copied),
+    /// [`FsOutput::Chmodded`].
+    Chmodded(Chmodded),
+    /// A file opened for reading (attached), `len` bytes long.
+    Opened {
+        /// Its size at open time.
+        len: u64,
+    },
+    /// A temp file created (attached) for a write.
+    Begun {
+        /// The temp file's path inside the sprite.
+        temp: String,
+        /// The target, symlinks followed.
+        target: String,
+    },
+    /// A committed write.
+    Written(Written),
+    /// The temp file is gone.
+    Aborted,
+    /// The call failed.
+    Failed(FsError),
+}
+
+impl From<FsOutput> for FsReply {
+    fn from(out: FsOutput) -> FsReply {
+        match out {
+            FsOutput::Listing(x) => FsReply::Listing(x),
+            FsOutput::Deleted(x) => FsReply::Deleted(x),
+            FsOutput::Renamed(x) => FsReply::Renamed(x),
+            FsOutput::Copied(x) => FsReply::Copied(x),
+            FsOutput::Chmodded(x) => FsReply::Chmodded(x),
+        }
+    }
+}
+
+impl FsReply {
+    /// The output of a [`FsCall::Run`], if this is one.
+    pub fn into_output(self) -> Option<FsOutput> {
+        Some(match self {
+            FsReply::Listing(x) => FsOutput::Listing(x),
+            FsReply::Deleted(x) => FsOutput::Deleted(x),
+            FsReply::Renamed(x) => FsOutput::Renamed(x),
+            FsReply::Copied(x) => FsOutput::Copied(x),
+            FsReply::Chmodded(x) => FsOutput::Chmodded(x),
+            _ => return None,
+        })
+    }
 }
 
 /// Agent → server.
@@ -101,6 +228,44 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn fs_replies_keep_their_kind() {
+        // Renamed and Copied share fields: untagged FsOutput could not tell them apart.
+        let copied = FsOutput::Copied(Copied {
+            source: "/a".into(),
+            dest: "/b".into(),
+            count: 1,
+            copied: vec![],
+            total_bytes: 3,
+        });
+        let json = serde_json::to_vec(&FsReply::from(copied.clone())).unwrap();
+        let back: FsReply = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.into_output(), Some(copied));
+        let err = FsReply::Failed(FsError::new(libc::ELOOP, "/l"));
+        let back: FsReply = serde_json::from_slice(&serde_json::to_vec(&err).unwrap()).unwrap();
+        assert!(matches!(back, FsReply::Failed(e) if e.errno == libc::ELOOP && e.path == "/l"));
+        let req = Request::Fs {
+            call: FsCall::Run {
+                op: FsOp::Delete {
+                    path: "/x".into(),
+                    recursive: true,
+                },
+            },
+        };
+        let back: Request = serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
+        assert!(matches!(
+            back,
+            Request::Fs {
+                call: FsCall::Run {
+                    op: FsOp::Delete {
+                        recursive: true,
+                        ..
+                    }
+                }
+            }
+        ));
+    }
 
     #[test]
     fn messages_and_fds_cross_a_socket_pair() {

@@ -8,6 +8,7 @@
 //! - [`user`]: the `sprite` user and the opaque (masked) directories in the upper layer.
 //! - [`ipc`] / [`sys`]: the control protocol (JSON + SCM_RIGHTS) and syscall wrappers.
 //! - [`client`]: the server's handle on an agent.
+//! - [`fs`]: the filesystem API, run inside the sprite by the agent.
 //! - [`cgroup`]: best-effort memory/CPU limits.
 //!
 //! See the "Sandbox runtime" section of the crate README for the design and its choices.
@@ -16,6 +17,7 @@ mod agent;
 mod cgroup;
 mod client;
 mod entry;
+mod fs;
 mod ipc;
 mod rootfs;
 mod sys;
@@ -302,6 +304,15 @@ impl SpriteRuntime for SandboxRuntime {
                 Err(SpawnError::Io(io::Error::from_raw_os_error(errno)))
             }
         }
+    }
+
+    /// The sprite's own filesystem, served from inside it by its agent (started now if it
+    /// is not running): see [`fs::SandboxFs`].
+    fn fs(&self, sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
+        let agent = self
+            .agent(sprite_dir)
+            .map_err(|e| format!("the sprite's agent could not start: {e}"));
+        Some(Box::new(fs::SandboxFs { agent }))
     }
 
     fn stop_sprite(&self, sprite_dir: &Path) {

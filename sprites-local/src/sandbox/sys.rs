@@ -131,6 +131,23 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A close-on-exec `AF_UNIX` `SOCK_STREAM` pair, for replies too big for one datagram (a
+/// large listing): the first bytes carry the fds, the rest is read to its length.
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new fds into the array.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// Most fds one message carries (stdin, stdout, stderr).
 pub const MAX_FDS: usize = 4;
 
@@ -227,11 +244,47 @@ pub fn recv_with_fds(sock: RawFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>>
             return Err(e);
         }
     };
+    let fds = take_fds(&msg);
+    data.truncate(n);
+    Ok(Some((data, fds)))
+}
+
+/// One `recvmsg` into `buf` (for stream sockets): the byte count (0 = the peer closed) and
+/// any fds that arrived with those bytes.
+pub fn recv_some_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: plain data, zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = loop {
+        // SAFETY: msg points at live buffers; MSG_CMSG_CLOEXEC as in `recv_with_fds`.
+        let r = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    Ok((n, take_fds(&msg)))
+}
+
+/// The fds of the SCM_RIGHTS control messages `recvmsg` wrote for `msg`.
+fn take_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
     let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote into `cbuf` with the CMSG
-    // macros; each SCM_RIGHTS payload is an array of fds that now belong to us.
+    // SAFETY: walking the control messages the kernel wrote into the control buffer of a
+    // `msg` that `recvmsg` just filled, with the CMSG macros; each SCM_RIGHTS payload is an
+    // array of fds that now belong to us.
     unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let bytes = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
@@ -240,11 +293,10 @@ pub fn recv_with_fds(sock: RawFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>>
                     fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p.add(i))));
                 }
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    data.truncate(n);
-    Ok(Some((data, fds)))
+    fds
 }
 
 /// Asks for bigger socket buffers so large exec requests (long argv/env) fit one message.
