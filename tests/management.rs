@@ -183,7 +183,7 @@ fn sprites_survive_a_server_restart() {
         .addr("127.0.0.1:0")
         .token("test-token")
         .data_dir(&data_dir)
-        .runtime(sprites_local::Runtime::Host)
+        .runtime(common::test_runtime())
         .start()
         .unwrap();
     let client = Client::builder()

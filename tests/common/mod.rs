@@ -130,7 +130,7 @@ pub fn serve_if_asked() {
         .addr("127.0.0.1:0")
         .token("proc-token")
         .data_dir(dir)
-        .runtime(sprites_local::Runtime::Host)
+        .runtime(test_runtime())
         .start()
         .expect("start sprites-local");
     println!("\nSERVER_URL={}", server.url());
