@@ -146,6 +146,26 @@ fn run(
     );
     println!(
         "{:<38} {:>12} {:>12}",
+        "create -> first output",
+        format!("{first_output_ms:.1} ms"),
+        ""
+    );
+    if let Some((host_rtt, host_first)) = &host {
+        println!(
+            "{:<38} {:>12} {:>12}",
+            "host runtime: exec round trip p50",
+            format!("{:.3} ms", host_rtt.p50),
+            format!("sandbox +{:.3}", exec.p50 - host_rtt.p50)
+        );
+        println!(
+            "{:<38} {:>12} {:>12}",
+            "host runtime: create -> first output",
+            format!("{host_first:.1} ms"),
+            ""
+        );
+    }
+    println!(
+        "{:<38} {:>12} {:>12}",
         "fs upload (1 GiB)",
         rate(upload),
         pct(upload)
