@@ -123,9 +123,15 @@ pub enum Lookup {
     Unknown,
 }
 
+/// How long a sprite counts as `running` after its last session ended (PROTOCOL.md §14:
+/// running → ~30 s idle → warm).
+pub const IDLE_TO_WARM: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct Inner {
     active: HashMap<u32, Arc<Session>>,
+    /// When each sprite's most recent session ended.
+    last_ended: HashMap<String, std::time::Instant>,
     exited_order: VecDeque<(String, u32)>,
     exited: HashSet<(String, u32)>,
 }
@@ -155,6 +161,9 @@ impl Sessions {
         {
             inner.active.remove(&s.pid);
         }
+        inner
+            .last_ended
+            .insert(s.sprite.clone(), std::time::Instant::now());
         let key = (s.sprite.clone(), s.pid);
         if inner.exited.insert(key.clone()) {
             inner.exited_order.push_back(key);
@@ -189,22 +198,34 @@ impl Sessions {
         v
     }
 
-    /// Number of running sessions per sprite.
-    pub fn running_counts(&self) -> HashMap<String, usize> {
+    /// Sprites whose status is `running`: a session is active, or one ended less than
+    /// [`IDLE_TO_WARM`] ago.
+    pub fn running_sprites(&self) -> HashSet<String> {
         let inner = lock(&self.inner);
-        let mut m = HashMap::new();
-        for s in inner.active.values() {
-            *m.entry(s.sprite.clone()).or_insert(0) += 1;
-        }
-        m
+        let mut names: HashSet<String> = inner.active.values().map(|s| s.sprite.clone()).collect();
+        names.extend(
+            inner
+                .last_ended
+                .iter()
+                .filter(|(_, at)| at.elapsed() < IDLE_TO_WARM)
+                .map(|(name, _)| name.clone()),
+        );
+        names
     }
 
-    /// True if `sprite` has a running session.
+    /// True if `sprite`'s status is `running` (see [`Sessions::running_sprites`]).
     pub fn is_running(&self, sprite: &str) -> bool {
-        lock(&self.inner)
-            .active
-            .values()
-            .any(|s| s.sprite == sprite)
+        let inner = lock(&self.inner);
+        inner.active.values().any(|s| s.sprite == sprite)
+            || inner
+                .last_ended
+                .get(sprite)
+                .is_some_and(|at| at.elapsed() < IDLE_TO_WARM)
+    }
+
+    /// Forgets a deleted sprite's activity, so a new sprite of the same name starts cold.
+    pub fn forget_sprite(&self, sprite: &str) {
+        lock(&self.inner).last_ended.remove(sprite);
     }
 
     /// Signals every running session of `sprite`.

@@ -273,10 +273,10 @@ fn exec_output_order_and_exit_code() {
     assert_eq!(run.stderr, b"err\n");
     assert_eq!(run.exit, Some(3));
     assert!(run.session_id.parse::<u32>().is_ok());
-    // Status moved cold -> warm.
+    // Status moved cold -> running, where it stays for ~30 s of idleness before warm.
     assert_eq!(
         http(&s, "GET", "/v1/sprites/box", None).json()["status"],
-        "warm"
+        "running"
     );
     s.shutdown();
 }

@@ -1,6 +1,6 @@
 //! Sprite management (PROTOCOL.md §5): create, list, get, update, delete, upgrade.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -236,6 +236,7 @@ pub fn delete(shared: &Arc<Shared>, name: &str) -> Response {
         Ok(true) => {
             // An exec that started between the first kill and the removal.
             shared.sessions.signal_sprite(name, libc::SIGKILL);
+            shared.sessions.forget_sprite(name);
             Response::empty(204)
         }
         Ok(false) => sprite_not_found(name),
@@ -317,8 +318,8 @@ pub fn list(shared: &Arc<Shared>, q: &Query) -> Response {
     let prefix = q.get("prefix").unwrap_or("");
 
     let all = shared.store.list(); // sorted by name
-    let running: HashMap<String, usize> = shared.sessions.running_counts();
-    let is_running = |r: &SpriteRecord| running.get(&r.name).is_some_and(|n| *n > 0);
+    let running = shared.sessions.running_sprites();
+    let is_running = |r: &SpriteRecord| running.contains(&r.name);
     let (mut n_running, mut n_warm, mut n_cold) = (0, 0, 0);
     for r in &all {
         match status_of(r, is_running(r)) {
