@@ -233,6 +233,10 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     /// Starts a process for the sprite stored at `sprite_dir`, in its own process group,
     /// with stdout and stderr piped.
     fn spawn(&self, sprite_dir: &Path, spec: &ProcessSpec<'_>) -> Result<Spawned, SpawnError>;
+    /// Whether `config`'s `ram_mb`/`cpus` are enforced, as shown in each sprite's info.
+    fn limits(&self) -> String {
+        "not enforced (the host runtime isolates nothing)".to_owned()
+    }
     /// Ends every process of the sprite at `sprite_dir` before its files are removed.
     fn stop_sprite(&self, _sprite_dir: &Path) {}
     /// Ends every sprite's processes (server shutdown).

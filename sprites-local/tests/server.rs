@@ -274,10 +274,12 @@ fn exec_output_order_and_exit_code() {
     assert_eq!(run.exit, Some(3));
     assert!(run.session_id.parse::<u32>().is_ok());
     // Status moved cold -> running, where it stays for ~30 s of idleness before warm.
-    assert_eq!(
-        http(&s, "GET", "/v1/sprites/box", None).json()["status"],
-        "running"
-    );
+    let info = http(&s, "GET", "/v1/sprites/box", None).json();
+    assert_eq!(info["status"], "running");
+    // The info says whether config limits are enforced (never silently).
+    assert!(info["resource_limits"]
+        .as_str()
+        .is_some_and(|l| !l.is_empty()));
     s.shutdown();
 }
 

@@ -31,6 +31,8 @@ struct SpriteInfo<'a> {
     url_settings: &'a UrlSettings,
     labels: &'a [String],
     last_running_at: Option<&'a str>,
+    /// Not in the public API: whether `config`'s limits are enforced here (best effort).
+    resource_limits: &'a str,
 }
 
 fn status_of(rec: &SpriteRecord, running: bool) -> &'static str {
@@ -43,7 +45,7 @@ fn status_of(rec: &SpriteRecord, running: bool) -> &'static str {
     }
 }
 
-fn info(rec: &SpriteRecord, running: bool) -> SpriteInfo<'_> {
+fn info<'a>(rec: &'a SpriteRecord, running: bool, limits: &'a str) -> SpriteInfo<'a> {
     SpriteInfo {
         id: &rec.id,
         name: &rec.name,
@@ -57,6 +59,7 @@ fn info(rec: &SpriteRecord, running: bool) -> SpriteInfo<'_> {
         url_settings: &rec.url_settings,
         labels: &rec.labels,
         last_running_at: rec.last_running_at.as_deref(),
+        resource_limits: limits,
     }
 }
 
@@ -165,7 +168,7 @@ pub fn create(shared: &Arc<Shared>, body: &[u8]) -> Response {
         .store
         .create(rec, |dir| shared.runtime.create_sprite(dir))
     {
-        Ok(rec) => Response::json(201, &info(&rec, false)),
+        Ok(rec) => Response::json(201, &info(&rec, false, &shared.runtime.limits())),
         Err(CreateError::Exists) => Response::error(
             400,
             "sprite_already_exists",
@@ -178,7 +181,14 @@ pub fn create(shared: &Arc<Shared>, body: &[u8]) -> Response {
 /// `GET /v1/sprites/{name}`.
 pub fn get(shared: &Arc<Shared>, name: &str) -> Response {
     match shared.store.get(name) {
-        Some(rec) => Response::json(200, &info(&rec, shared.sessions.is_running(name))),
+        Some(rec) => Response::json(
+            200,
+            &info(
+                &rec,
+                shared.sessions.is_running(name),
+                &shared.runtime.limits(),
+            ),
+        ),
         None => sprite_not_found(name),
     }
 }
@@ -220,7 +230,14 @@ pub fn update(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Response {
         rec.updated_at = now;
     });
     match result {
-        Ok(Some(rec)) => Response::json(200, &info(&rec, shared.sessions.is_running(name))),
+        Ok(Some(rec)) => Response::json(
+            200,
+            &info(
+                &rec,
+                shared.sessions.is_running(name),
+                &shared.runtime.limits(),
+            ),
+        ),
         Ok(None) => sprite_not_found(name),
         Err(e) => internal(format!("updating sprite {name:?}: {e}")),
     }
@@ -319,6 +336,7 @@ pub fn list(shared: &Arc<Shared>, q: &Query) -> Response {
 
     let all = shared.store.list(); // sorted by name
     let running = shared.sessions.running_sprites();
+    let limits = shared.runtime.limits();
     let is_running = |r: &SpriteRecord| running.contains(&r.name);
     let (mut n_running, mut n_warm, mut n_cold) = (0, 0, 0);
     for r in &all {
@@ -341,7 +359,10 @@ pub fn list(shared: &Arc<Shared>, q: &Query) -> Response {
         None
     };
     let body = ListOut {
-        sprites: page.iter().map(|r| info(r, is_running(r))).collect(),
+        sprites: page
+            .iter()
+            .map(|r| info(r, is_running(r), &limits))
+            .collect(),
         has_more,
         next_continuation_token: next,
         org: OrgStats {

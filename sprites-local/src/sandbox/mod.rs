@@ -215,6 +215,10 @@ fn base_env(cwd: &str) -> BTreeMap<String, String> {
 }
 
 impl SpriteRuntime for SandboxRuntime {
+    fn limits(&self) -> String {
+        self.cgroups.describe()
+    }
+
     fn kind(&self) -> Runtime {
         Runtime::Sandbox
     }
