@@ -40,6 +40,7 @@ pub(crate) struct ClientInner {
     pub(crate) http_timeout: Duration,
     pub(crate) create_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) keepalive: crate::exec::Keepalive,
 }
 
 impl fmt::Debug for Client {
@@ -189,6 +190,7 @@ pub struct ClientBuilder {
     http_timeout: Duration,
     create_timeout: Duration,
     connect_timeout: Duration,
+    keepalive: crate::exec::Keepalive,
 }
 
 impl Default for ClientBuilder {
@@ -200,6 +202,7 @@ impl Default for ClientBuilder {
             http_timeout: DEFAULT_HTTP_TIMEOUT,
             create_timeout: DEFAULT_CREATE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive: crate::exec::Keepalive::DEFAULT,
         }
     }
 }
@@ -241,6 +244,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Keepalive of command connections: ping every `interval`, and give up on a connection
+    /// (with [`Error::KeepaliveTimeout`]) after `limit` without any message from the server.
+    /// Default 15 s / 45 s, as the official SDKs. `limit` is raised to at least `interval`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = sprites::Client::builder()
+    ///     .token("t")
+    ///     .keepalive(Duration::from_secs(5), Duration::from_secs(15))
+    ///     .build()?;
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn keepalive(mut self, interval: Duration, limit: Duration) -> Self {
+        let interval = interval.max(Duration::from_millis(10));
+        self.keepalive = crate::exec::Keepalive {
+            interval,
+            limit: limit.max(interval),
+        };
+        self
+    }
+
     /// Builds the client.
     ///
     /// Errors with [`Error::Config`] when the token is missing or empty or the URL is not
@@ -279,6 +303,7 @@ impl ClientBuilder {
                 http_timeout: self.http_timeout,
                 create_timeout: self.create_timeout,
                 connect_timeout: self.connect_timeout,
+                keepalive: self.keepalive,
             }),
         })
     }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fd_count, thread_count, Local, ServerProcess};
+use common::{Local, ServerProcess};
 use sprites::{Client, Error, Stdio};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -179,63 +179,30 @@ fn an_exec_upgrade_without_cmd_is_rejected() {
 }
 
 #[test]
-fn no_thread_or_descriptor_left_after_a_thousand_execs() {
-    let server = ServerProcess::start("server_process_entry");
-    let sprite = server.client.create_sprite("leaks").unwrap();
-    // Warm up once so lazily created process-wide state (TLS init, stdio locks) is not counted.
-    sprite.command("true").output().unwrap();
-    let (threads, fds) = (thread_count(), fd_count());
-
-    for i in 0..1000 {
-        match i % 10 {
-            // Failed: no such program.
-            0 => assert_eq!(
-                sprite
-                    .command("no-such-program")
-                    .output()
-                    .unwrap_err()
-                    .kind(),
-                io::ErrorKind::NotFound
-            ),
-            // Killed.
-            1 => {
-                let mut child = sprite
-                    .command("sleep")
-                    .arg("30")
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                child.kill().unwrap();
-                assert_eq!(child.wait().unwrap().code(), Some(137));
-            }
-            // Timed out (a few of them: each costs its timeout).
-            2 if i % 100 == 2 => {
-                let err = sprite
-                    .command("sleep")
-                    .arg("30")
-                    .timeout(Duration::from_millis(50))
-                    .output()
-                    .unwrap_err();
-                assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-            }
-            // Piped stdin, dropped child after exit.
-            3 => {
-                let mut child = sprite
-                    .command("cat")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child.stdin.take().unwrap().write_all(b"x").unwrap();
-                assert_eq!(child.wait_with_output().unwrap().stdout, b"x");
-            }
-            _ => assert_eq!(
-                sprite.command("echo").arg("ok").output().unwrap().stdout,
-                b"ok\n"
-            ),
-        }
-    }
-    let (threads_after, fds_after) = (thread_count(), fd_count());
-    assert_eq!(threads_after, threads, "threads before/after");
-    assert_eq!(fds_after, fds, "descriptors before/after");
+fn a_silent_server_is_given_up_on_after_the_keepalive_limit() {
+    // Accepts the upgrade, then says nothing (no pongs, no output, no close) for 5 s.
+    let (url, peer) = misbehaving_peer(b"");
+    let client = Client::builder()
+        .base_url(url)
+        .token("t")
+        .keepalive(Duration::from_millis(200), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .sprite("any")
+        .command("anything")
+        .output()
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_io(&err), Some(Error::KeepaliveTimeout(limit)) if *limit == Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+    peer.join().unwrap();
 }

@@ -122,6 +122,7 @@ impl Child {
             on_message: spec.on_message,
             shared: shared.clone(),
             outcome: outcome_tx,
+            keepalive: spec.sprite.client().inner.keepalive,
             done: done_tx,
             on_finish,
         };
@@ -132,6 +133,7 @@ impl Child {
             done: done_rx,
             deadline: timeout.map(|(_, deadline)| deadline),
             shared: shared.clone(),
+            ping_interval: spec.sprite.client().inner.keepalive.interval,
             kill_fallback,
         };
         let threads = vec![

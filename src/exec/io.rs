@@ -14,10 +14,24 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::{Bytes, Message};
 
-/// How often the client pings an idle connection.
+/// How often the client pings an idle connection (the official SDKs' value).
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// Silence after which the connection is presumed dead.
+/// Silence after which the connection is presumed dead (the official SDKs' value).
 pub(crate) const KEEPALIVE_LIMIT: Duration = Duration::from_secs(45);
+
+/// Keepalive timing of one connection: ping every `interval`, give up after `limit` of silence.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keepalive {
+    pub(crate) interval: Duration,
+    pub(crate) limit: Duration,
+}
+
+impl Keepalive {
+    pub(crate) const DEFAULT: Keepalive = Keepalive {
+        interval: PING_INTERVAL,
+        limit: KEEPALIVE_LIMIT,
+    };
+}
 
 /// A callback for the server's text messages.
 pub(crate) type MessageHandler = Arc<Mutex<dyn FnMut(ServerMessage) + Send>>;
@@ -113,6 +127,7 @@ pub(crate) struct Reader {
     pub(crate) on_message: Option<MessageHandler>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) outcome: Sender<Outcome>,
+    pub(crate) keepalive: Keepalive,
     /// Dropped when the reader finishes, which tells the writer to stop.
     pub(crate) done: Sender<()>,
     /// Wakes the local-stdin forwarder, if any, so it stops.
@@ -185,10 +200,11 @@ impl Reader {
                 }
                 Ok(Incoming::Empty) => {
                     let silent = last_heard.elapsed();
-                    if silent >= KEEPALIVE_LIMIT {
-                        return Outcome::Failed(Error::KeepaliveTimeout(KEEPALIVE_LIMIT));
+                    let limit = self.keepalive.limit;
+                    if silent >= limit {
+                        return Outcome::Failed(Error::KeepaliveTimeout(limit));
                     }
-                    if let Err(err) = self.socket.wait_readable(KEEPALIVE_LIMIT - silent) {
+                    if let Err(err) = self.socket.wait_readable(limit - silent) {
                         return Outcome::Failed(Error::Io(err));
                     }
                 }
@@ -253,6 +269,7 @@ pub(crate) struct Writer {
     /// When set, the writer kills the command at this instant and marks it timed out.
     pub(crate) deadline: Option<Instant>,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) ping_interval: Duration,
     /// Delivers a kill when the server cannot take signals on the socket.
     pub(crate) kill_fallback: Option<Box<dyn Fn() + Send>>,
 }
@@ -266,9 +283,10 @@ impl Writer {
             done,
             mut deadline,
             shared,
+            ping_interval,
             kill_fallback,
         } = self;
-        let mut next_ping = Instant::now() + PING_INTERVAL;
+        let mut next_ping = Instant::now() + ping_interval;
         loop {
             let now = Instant::now();
             let wake = deadline.map_or(next_ping, |d| d.min(next_ping));
@@ -301,7 +319,7 @@ impl Writer {
                             None => socket.send(Message::Text(signal_message("KILL").into())),
                         }
                     } else if now >= next_ping {
-                        next_ping = now + PING_INTERVAL;
+                        next_ping = now + ping_interval;
                         socket.send(Message::Ping(Bytes::new()))
                     } else {
                         Ok(())

@@ -15,5 +15,6 @@ mod status;
 
 pub use child::Child;
 pub use command::Command;
+pub(crate) use io::Keepalive;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 pub use status::{ExitStatus, Output};
