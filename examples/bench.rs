@@ -78,6 +78,7 @@ fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spawn = local_spawn_ms(200);
     let tcp = loopback_tcp_mib_s(1 << 30)?;
+    let disk = local_disk_write_mib_s(1 << 30)?;
     let exec = exec_rtt_ms(sprite, 300)?;
     let stdout = stdout_mib_s(sprite, 1 << 30)?;
     let stdin = stdin_mib_s(sprite, 256 << 20)?;
@@ -166,9 +167,21 @@ fn run(
     }
     println!(
         "{:<38} {:>12} {:>12}",
+        "baseline: local file write+fsync",
+        format!("{disk:.0} MiB/s"),
+        ""
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
         "fs upload (1 GiB)",
         rate(upload),
         pct(upload)
+    );
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "fs upload vs local write+fsync",
+        "",
+        upload.map_or("-".to_owned(), |u| format!("{:.0}%", 100.0 * u / disk))
     );
     println!(
         "{:<38} {:>12} {:>12}",
@@ -195,6 +208,8 @@ fn run(
                 "peak_rss_mib": peak_rss,
                 "baseline_tcp_mib_s": tcp,
                 "baseline_spawn_ms": spawn.p50,
+                "baseline_disk_write_mib_s": disk,
+                "fs_upload_vs_disk": upload.map(|u| u / disk),
                 "runtime": runtime,
                 "create_to_first_output_ms": first_output_ms,
                 "host_exec_rtt_p50_ms": host.as_ref().map(|(r, _)| r.p50),
@@ -237,6 +252,25 @@ fn local_spawn_ms(runs: usize) -> Percentiles {
         })
         .collect();
     percentiles(samples)
+}
+
+/// Writing `total` bytes to a local file in 256 KiB writes and fsyncing it: what an upload
+/// that the server commits durably cannot beat.
+fn local_disk_write_mib_s(total: usize) -> std::io::Result<f64> {
+    let path = std::env::temp_dir().join(format!("sprites-bench-disk-{}", std::process::id()));
+    let buf = vec![5u8; 256 << 10];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        file.write_all(&buf[..n])?;
+        left -= n;
+    }
+    file.sync_all()?;
+    let rate = total as f64 / MIB / started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(rate)
 }
 
 /// Bytes through a loopback TCP connection, writer and reader in two threads, 64 KiB buffers.
