@@ -2,53 +2,19 @@
 //! bodies short, pipeline requests and read exact bytes), plus ureq for the early-refusal
 //! case. Every wait is bounded by socket timeouts or explicit deadlines.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{create, enc, read_target, write_target, Resp, TempDir};
 use sprites_local::{Runtime, Server, ServerHandle};
 
 const TOKEN: &str = "secret";
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let mut b = [0u8; 6];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut b)
-            .unwrap();
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        let d = std::env::temp_dir().join(format!("sprites-local-fstest-{tag}-{hex}"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    /// An absolute path inside, as the API wants it.
-    fn p(&self, rel: &str) -> String {
-        self.0.join(rel).to_str().unwrap().to_owned()
-    }
-
-    fn names(&self, rel: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.0.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn start(tag: &str) -> (ServerHandle, TempDir) {
     let dir = TempDir::new(tag);
@@ -60,39 +26,6 @@ fn start(tag: &str) -> (ServerHandle, TempDir) {
         .unwrap();
     std::fs::create_dir_all(dir.0.join("files")).unwrap();
     (s, dir)
-}
-
-/// Percent-encodes a query value.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
 }
 
 /// One client connection that can carry several requests (keep-alive, pipelining).
@@ -155,19 +88,8 @@ impl Conn {
         };
         let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
         self.buf.drain(..end + 4);
-        let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap()[9..12].parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .map(|l| {
-                let (k, v) = l.split_once(':').unwrap();
-                (k.trim().to_owned(), v.trim().to_owned())
-            })
-            .collect();
-        let mut resp = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let mut resp = Resp::from_head(head);
+        let status = resp.status;
         if status >= 200 && status != 204 && !head_only {
             let len: usize = resp.header("content-length").unwrap().parse().unwrap();
             while self.buf.len() < len {
@@ -194,23 +116,6 @@ impl Conn {
             }
         }
     }
-}
-
-fn create(addr: SocketAddr, name: &str) {
-    let r = Conn::new(addr).request(
-        "POST",
-        "/v1/sprites",
-        format!(r#"{{"name":"{name}"}}"#).as_bytes(),
-    );
-    assert_eq!(r.status, 201);
-}
-
-fn write_target(sprite: &str, path: &str, extra: &str) -> String {
-    format!("/v1/sprites/{sprite}/fs/write?path={}{extra}", enc(path))
-}
-
-fn read_target(sprite: &str, path: &str) -> String {
-    format!("/v1/sprites/{sprite}/fs/read?path={}", enc(path))
 }
 
 /// Deterministic test data: byte `i` of a stream.

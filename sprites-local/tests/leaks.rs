@@ -2,47 +2,15 @@
 //! doesn't read), the server holds no extra threads, fds, zombies or memory.
 //! One test in its own binary so the process-wide counts are not disturbed by other tests.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::*;
 use sprites_local::Server;
-use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
-/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
-/// blocking socket read with a timeout then fails with EINTR instead of restarting.
-/// tungstenite does not retry it, so the test client wraps its socket in this.
-struct Retry(TcpStream);
-
-impl Read for Retry {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-}
-
-impl Write for Retry {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
@@ -71,34 +39,12 @@ fn rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn connect(addr: std::net::SocketAddr, query: &str) -> tungstenite::WebSocket<Retry> {
-    let url = format!("ws://{addr}/v1/sprites/box/exec?{query}");
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Authorization", "Bearer secret".parse().unwrap());
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    tungstenite::client::client(req, Retry(stream)).unwrap().0
-}
-
-fn run_to_exit(ws: &mut tungstenite::WebSocket<Retry>) -> u8 {
-    loop {
-        if let Message::Binary(b) = ws.read().unwrap() {
-            if b.first() == Some(&3) {
-                let _ = ws.close(None);
-                while ws.read().is_ok() {}
-                return b[1];
-            }
-        }
-    }
+/// Waits for the exit frame, then closes.
+fn run_to_exit(ws: &mut Ws) -> u8 {
+    let code = exit_code(ws);
+    let _ = ws.close(None);
+    while ws.read().is_ok() {}
+    code
 }
 
 #[test]
@@ -116,7 +62,7 @@ fn no_leaks_after_execs() {
     c.read_to_string(&mut o).unwrap();
     assert!(o.starts_with("HTTP/1.1 201"), "{o}");
     // One warm-up exec so lazily created process-wide state exists before the baseline.
-    run_to_exit(&mut connect(addr, "cmd=true"));
+    run_to_exit(&mut connect(addr, "box", "cmd=true"));
     // Harness, test, accept and (sandbox runtime) the sprite agent's reader thread.
     wait_until("warm-up connection gone", || count("/proc/self/task") <= 4);
 
@@ -127,6 +73,7 @@ fn no_leaks_after_execs() {
     for _ in 0..30 {
         let mut ws = connect(
             addr,
+            "box",
             "cmd=sh&cmd=-c&cmd=cat%3B+echo+done+%3E%262&stdin=true",
         );
         ws.send(Message::Binary(vec![0, b'x'].into())).unwrap();
@@ -136,7 +83,7 @@ fn no_leaks_after_execs() {
     // Disconnects while running (with stdin open).
     let socks: Vec<_> = (0..30)
         .map(|_| {
-            let mut ws = connect(addr, "cmd=sleep&cmd=100&stdin=true");
+            let mut ws = connect(addr, "box", "cmd=sleep&cmd=100&stdin=true");
             let _ = ws.read().unwrap(); // session_info
             ws
         })
@@ -144,7 +91,11 @@ fn no_leaks_after_execs() {
     drop(socks);
 
     // A client that stops reading a fast producer: memory must stay flat.
-    let mut ws = connect(addr, "cmd=head&cmd=-c&cmd=4000000000&cmd=%2Fdev%2Fzero");
+    let mut ws = connect(
+        addr,
+        "box",
+        "cmd=head&cmd=-c&cmd=4000000000&cmd=%2Fdev%2Fzero",
+    );
     let _ = ws.read().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let rss_a = rss_kib();

@@ -2,235 +2,16 @@
 //! unprivileged user) on loopback, driven with raw HTTP and a tungstenite client. Each test
 //! is skipped, with the reason printed, where the kernel cannot create the sandbox.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::*;
 use sprites_local::{Runtime, Server, ServerHandle};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::{Message, WebSocket};
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
-/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
-/// blocking socket read with a timeout then fails with EINTR instead of restarting.
-/// tungstenite does not retry it, so the test client wraps its socket in this.
-#[derive(Debug)]
-struct Retry(TcpStream);
-
-impl Read for Retry {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-}
-
-impl Write for Retry {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let mut b = [0u8; 6];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut b)
-            .unwrap();
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        let d = std::env::temp_dir().join(format!("sprites-local-test-{tag}-{hex}"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Resp {
-    status: u16,
-    body: Vec<u8>,
-}
-
-fn http_raw(s: SocketAddr, raw: &[u8]) -> Resp {
-    let mut c = TcpStream::connect(s).unwrap();
-    c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    c.write_all(raw).unwrap();
-    let mut all = Vec::new();
-    c.read_to_end(&mut all).unwrap();
-    let split = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
-    let head = String::from_utf8_lossy(&all[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    let mut body = all[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    Resp { status, body }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let i = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[i + 2..i + 2 + n]);
-        b = &b[i + 2 + n + 2..];
-    }
-}
-
-fn http(s: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp {
-    let body = body.unwrap_or("");
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\
-         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    http_raw(s, raw.as_bytes())
-}
-
-fn create(s: SocketAddr, name: &str) {
-    let r = http(
-        s,
-        "POST",
-        "/v1/sprites",
-        Some(&format!(r#"{{"name":"{name}"}}"#)),
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-}
-
-type Ws = WebSocket<Retry>;
-
-fn connect(s: SocketAddr, sprite: &str, query: &str) -> Ws {
-    try_connect(s, sprite, query).unwrap_or_else(|e| panic!("upgrade failed: {e}"))
-}
-
-fn try_connect(s: SocketAddr, sprite: &str, query: &str) -> Result<Ws, String> {
-    let url = format!("ws://{}/v1/sprites/{sprite}/exec?{query}", s);
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Authorization", "Bearer secret".parse().unwrap());
-    let stream = TcpStream::connect(s).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    match tungstenite::client::client(req, Retry(stream)) {
-        Ok((ws, resp)) => {
-            assert_eq!(resp.headers()["x-sprite-capabilities"], "signal");
-            assert_eq!(resp.headers()["sprite-version"], "0.1.0");
-            Ok(ws)
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-#[derive(Debug, Default)]
-struct Run {
-    session_id: String,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    exit: Option<u8>,
-    order_ok: bool,
-}
-
-/// Reads the session_info, then output until the exit frame; closes.
-fn collect(ws: &mut Ws) -> Run {
-    let mut run = Run {
-        order_ok: true,
-        ..Run::default()
-    };
-    match ws.read().unwrap() {
-        Message::Text(t) => {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            assert_eq!(v["type"], "session_info");
-            assert_eq!(v["tty"], false);
-            run.session_id = v["session_id"].as_str().unwrap().to_owned();
-        }
-        other => panic!("expected session_info first, got {other:?}"),
-    }
-    loop {
-        match ws.read().unwrap() {
-            Message::Binary(b) => match b.first() {
-                Some(1) => run.stdout.extend_from_slice(&b[1..]),
-                Some(2) => run.stderr.extend_from_slice(&b[1..]),
-                Some(3) => {
-                    assert_eq!(b.len(), 2);
-                    run.exit = Some(b[1]);
-                    break;
-                }
-                _ => run.order_ok = false,
-            },
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let _ = ws.close(None);
-    // Drain until the server's close reply (or EOF).
-    while ws.read().is_ok() {}
-    run
-}
-
-fn q(args: &[&str]) -> String {
-    args.iter()
-        .map(|a| {
-            let enc: String = a
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            format!("cmd={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie is dead; it only waits for its (possibly absent) reaper.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
+use tungstenite::Message;
 
 /// A sandboxed server on a fresh data dir, or None (reason printed) where the machine
 /// cannot run sandboxes.
@@ -270,15 +51,6 @@ fn ok(s: SocketAddr, sprite: &str, script: &str) -> String {
     let (out, err, code) = sh(s, sprite, script);
     assert_eq!(code, 0, "{script}: stdout {out:?} stderr {err:?}");
     out.trim().to_owned()
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The PID namespace (as `pid:[inode]`) of host process `pid`.
@@ -495,13 +267,7 @@ fn delete_kills_every_process_and_removes_the_files() {
     // A daemon that outlives its exec, plus a running exec.
     ok(a, "box", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null &");
     let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
-    let session: u32 = match ws.read().unwrap() {
-        Message::Text(t) => {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            v["session_id"].as_str().unwrap().parse().unwrap()
-        }
-        other => panic!("{other:?}"),
-    };
+    let session: u32 = session_id(&mut ws).parse().unwrap();
     let ns = pid_ns(session);
     assert_ne!(ns, pid_ns(std::process::id()));
     assert!(processes_in(&ns).len() >= 3, "agent, daemon and exec");
@@ -510,16 +276,7 @@ fn delete_kills_every_process_and_removes_the_files() {
     // Nothing of the sprite is left the moment DELETE answered.
     assert_eq!(processes_in(&ns), Vec::<i32>::new());
     assert!(!dir.join("sprites/box").exists());
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) if b.first() == Some(&3) => {
-                assert_eq!(b[1], 128 + 9);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    assert_eq!(exit_code(&mut ws), 128 + 9);
 }
 
 #[test]
@@ -530,13 +287,7 @@ fn agent_restarts_and_shutdown_ends_sprites() {
     let a = s.addr();
     create(a, "box");
     let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
-    let session: u32 = match ws.read().unwrap() {
-        Message::Text(t) => {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            v["session_id"].as_str().unwrap().parse().unwrap()
-        }
-        other => panic!("{other:?}"),
-    };
+    let session: u32 = session_id(&mut ws).parse().unwrap();
     let ns = pid_ns(session);
     // Kill the agent (PID 1 of the sprite) from the host: the exec ends with 137 and the
     // next exec starts a new agent.
@@ -553,25 +304,10 @@ fn agent_restarts_and_shutdown_ends_sprites() {
     unsafe {
         libc::kill(agent, libc::SIGKILL);
     }
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) if b.first() == Some(&3) => {
-                assert_eq!(b[1], 137);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    assert_eq!(exit_code(&mut ws), 137);
     assert_eq!(ok(a, "box", "echo again"), "again");
     let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
-    let session: u32 = match ws.read().unwrap() {
-        Message::Text(t) => {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            v["session_id"].as_str().unwrap().parse().unwrap()
-        }
-        other => panic!("{other:?}"),
-    };
+    let session: u32 = session_id(&mut ws).parse().unwrap();
     let ns = pid_ns(session);
     s.shutdown();
     let left: Vec<String> = processes_in(&ns)
@@ -771,42 +507,21 @@ fn unprivileged_server_uses_a_user_namespace() {
     );
 }
 
-/// Percent-encodes a query value (keeping `/` readable).
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn fs_write(s: SocketAddr, sprite: &str, path: &str, body: &str) -> Resp {
     http(
         s,
         "PUT",
-        &format!(
-            "/v1/sprites/{sprite}/fs/write?path={}&mkdirParents=true",
-            enc(path)
-        ),
+        &write_target(sprite, path, "&mkdirParents=true"),
         Some(body),
     )
 }
 
 fn fs_read(s: SocketAddr, sprite: &str, path: &str) -> Resp {
-    http(
-        s,
-        "GET",
-        &format!("/v1/sprites/{sprite}/fs/read?path={}", enc(path)),
-        None,
-    )
+    http(s, "GET", &read_target(sprite, path), None)
 }
 
 fn json(r: &Resp) -> serde_json::Value {
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.body)))
+    r.json()
 }
 
 /// Names in a (non-recursive) listing of `path`.

@@ -1,76 +1,16 @@
 //! End-to-end tests: a real server on loopback, driven with raw HTTP and a tungstenite
 //! WebSocket client. Every wait is bounded by socket timeouts or explicit deadlines.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::*;
 use sprites_local::{Runtime, Server, ServerHandle};
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
-/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
-/// blocking socket read with a timeout then fails with EINTR instead of restarting.
-/// tungstenite does not retry it, so the test client wraps its socket in this.
-struct Retry(TcpStream);
-
-impl Read for Retry {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-}
-
-impl Write for Retry {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let mut b = [0u8; 6];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut b)
-            .unwrap();
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        let d = std::env::temp_dir().join(format!("sprites-local-test-{tag}-{hex}"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn start(tag: &str) -> (ServerHandle, TempDir) {
     let dir = TempDir::new(tag);
@@ -81,181 +21,6 @@ fn start(tag: &str) -> (ServerHandle, TempDir) {
         .start()
         .unwrap();
     (s, dir)
-}
-
-struct Resp {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-fn http_raw(s: &ServerHandle, raw: &[u8]) -> Resp {
-    let mut c = TcpStream::connect(s.addr()).unwrap();
-    c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    c.write_all(raw).unwrap();
-    let mut all = Vec::new();
-    c.read_to_end(&mut all).unwrap();
-    let split = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
-    let head = String::from_utf8_lossy(&all[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    let mut body = all[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    Resp { status, head, body }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let i = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[i + 2..i + 2 + n]);
-        b = &b[i + 2 + n + 2..];
-    }
-}
-
-fn http(s: &ServerHandle, method: &str, path: &str, body: Option<&str>) -> Resp {
-    let body = body.unwrap_or("");
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\
-         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    http_raw(s, raw.as_bytes())
-}
-
-fn create(s: &ServerHandle, name: &str) {
-    let r = http(
-        s,
-        "POST",
-        "/v1/sprites",
-        Some(&format!(r#"{{"name":"{name}"}}"#)),
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-}
-
-type Ws = WebSocket<Retry>;
-
-fn connect(s: &ServerHandle, sprite: &str, query: &str) -> Ws {
-    try_connect(s, sprite, query).unwrap_or_else(|e| panic!("upgrade failed: {e}"))
-}
-
-fn try_connect(s: &ServerHandle, sprite: &str, query: &str) -> Result<Ws, String> {
-    let url = format!("ws://{}/v1/sprites/{sprite}/exec?{query}", s.addr());
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Authorization", "Bearer secret".parse().unwrap());
-    let stream = TcpStream::connect(s.addr()).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    match tungstenite::client::client(req, Retry(stream)) {
-        Ok((ws, resp)) => {
-            assert_eq!(resp.headers()["x-sprite-capabilities"], "signal");
-            assert_eq!(resp.headers()["sprite-version"], "0.1.0");
-            Ok(ws)
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-#[derive(Debug, Default)]
-struct Run {
-    session_id: String,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    exit: Option<u8>,
-    order_ok: bool,
-}
-
-/// Reads the session_info, then output until the exit frame; closes.
-fn collect(ws: &mut Ws) -> Run {
-    let mut run = Run {
-        order_ok: true,
-        ..Run::default()
-    };
-    match ws.read().unwrap() {
-        Message::Text(t) => {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            assert_eq!(v["type"], "session_info");
-            assert_eq!(v["tty"], false);
-            run.session_id = v["session_id"].as_str().unwrap().to_owned();
-        }
-        other => panic!("expected session_info first, got {other:?}"),
-    }
-    loop {
-        match ws.read().unwrap() {
-            Message::Binary(b) => match b.first() {
-                Some(1) => run.stdout.extend_from_slice(&b[1..]),
-                Some(2) => run.stderr.extend_from_slice(&b[1..]),
-                Some(3) => {
-                    assert_eq!(b.len(), 2);
-                    run.exit = Some(b[1]);
-                    break;
-                }
-                _ => run.order_ok = false,
-            },
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let _ = ws.close(None);
-    // Drain until the server's close reply (or EOF).
-    while ws.read().is_ok() {}
-    run
-}
-
-fn q(args: &[&str]) -> String {
-    args.iter()
-        .map(|a| {
-            let enc: String = a
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            format!("cmd={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie is dead; it only waits for its (possibly absent) reaper.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -423,11 +188,7 @@ fn disconnect_kills_the_process_group() {
     let (s, _d) = start("disconnect");
     create(&s, "box");
     let mut ws = connect(&s, "box", &q(&["sh", "-c", "sleep 1000 & echo $!; wait"]));
-    let Message::Text(info) = ws.read().unwrap() else {
-        panic!()
-    };
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    let leader: i32 = v["session_id"].as_str().unwrap().parse().unwrap();
+    let leader: i32 = session_id(&mut ws).parse().unwrap();
     let Message::Binary(b) = ws.read().unwrap() else {
         panic!()
     };
@@ -461,11 +222,7 @@ fn kill_endpoint() {
     let (s, _d) = start("kill");
     create(&s, "box");
     let mut ws = connect(&s, "box", &q(&["sleep", "100"]));
-    let Message::Text(info) = ws.read().unwrap() else {
-        panic!()
-    };
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    let id = v["session_id"].as_str().unwrap().to_owned();
+    let id = session_id(&mut ws);
 
     let r = http(&s, "POST", "/v1/sprites/box/exec/999999999/kill", None);
     assert_eq!(r.status, 404);
@@ -504,13 +261,7 @@ fn many_concurrent_execs() {
             let addr = s.addr();
             let query = q(&["sh", "-c", &format!("sleep 0.2; echo {i}")]);
             std::thread::spawn(move || {
-                let url = format!("ws://{addr}/v1/sprites/box/exec?{query}");
-                let mut req = url.into_client_request().unwrap();
-                req.headers_mut()
-                    .insert("Authorization", "Bearer secret".parse().unwrap());
-                let stream = TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-                let (mut ws, _) = tungstenite::client::client(req, Retry(stream)).unwrap();
+                let mut ws = connect(addr, "box", &query);
                 (i, collect(&mut ws))
             })
         })
@@ -538,11 +289,7 @@ fn malformed_frame_closes_with_1002_and_kills() {
     let (s, _d) = start("malformed");
     create(&s, "box");
     let mut ws = connect(&s, "box", &format!("{}&stdin=true", q(&["sleep", "100"])));
-    let Message::Text(info) = ws.read().unwrap() else {
-        panic!()
-    };
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    let pid: i32 = v["session_id"].as_str().unwrap().parse().unwrap();
+    let pid: i32 = session_id(&mut ws).parse().unwrap();
     // An unmasked client frame is a protocol error.
     ws.get_mut().write_all(&[0x82, 0x02, 0x00, b'x']).unwrap();
     let code = loop {

@@ -1,0 +1,367 @@
+//! Helpers shared by the integration tests: temp dirs, raw HTTP, WebSocket exec clients.
+//! Each test binary uses only some of them.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sprites_local::ServerHandle;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Anything a test can reach a server at: a running in-process server or an address.
+pub trait Addr {
+    fn socket_addr(&self) -> SocketAddr;
+}
+
+impl Addr for SocketAddr {
+    fn socket_addr(&self) -> SocketAddr {
+        *self
+    }
+}
+
+impl Addr for ServerHandle {
+    fn socket_addr(&self) -> SocketAddr {
+        self.addr()
+    }
+}
+
+impl<T: Addr + ?Sized> Addr for &T {
+    fn socket_addr(&self) -> SocketAddr {
+        (**self).socket_addr()
+    }
+}
+
+/// A TcpStream that retries EINTR. In a process that spawns children (this server does),
+/// glibc's posix_spawn can leave a SIGCHLD pending that wakes an unrelated thread, and a
+/// blocking socket read with a timeout then fails with EINTR instead of restarting.
+/// tungstenite does not retry it, so the test client wraps its socket in this.
+#[derive(Debug)]
+pub struct Retry(pub TcpStream);
+
+impl Read for Retry {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retry {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Twelve random hex digits.
+pub fn random_hex() -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("sprites-local-test-{tag}-{}", random_hex()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+
+    /// An absolute path inside, as the API wants it.
+    pub fn p(&self, rel: &str) -> String {
+        self.0.join(rel).to_str().unwrap().to_owned()
+    }
+
+    /// The sorted names in the directory `rel` inside.
+    pub fn names(&self, rel: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.0.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An HTTP response: the head as sent (status line included), its parsed parts and the body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// Parses a response head (without its final blank line); the body is left empty.
+    pub fn from_head(head: String) -> Resp {
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.trim().to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        Resp {
+            status,
+            head,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends `raw` on a new connection and reads the response until the server closes.
+pub fn http_raw(s: impl Addr, raw: &[u8]) -> Resp {
+    let mut c = TcpStream::connect(s.socket_addr()).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(raw).unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let mut resp = Resp::from_head(String::from_utf8_lossy(&all[..split]).into_owned());
+    resp.body = all[split + 4..].to_vec();
+    if resp
+        .head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        resp.body = dechunk(&resp.body);
+    }
+    resp
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let i = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+}
+
+/// One request with the token, on its own connection.
+pub fn http(s: impl Addr, method: &str, path: &str, body: Option<&str>) -> Resp {
+    let body = body.unwrap_or("");
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(s, raw.as_bytes())
+}
+
+/// Creates sprite `name`, asserting 201.
+pub fn create(s: impl Addr, name: &str) {
+    let r = http(
+        s,
+        "POST",
+        "/v1/sprites",
+        Some(&format!(r#"{{"name":"{name}"}}"#)),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Percent-encodes a query value (keeping `/` readable).
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn write_target(sprite: &str, path: &str, extra: &str) -> String {
+    format!("/v1/sprites/{sprite}/fs/write?path={}{extra}", enc(path))
+}
+
+pub fn read_target(sprite: &str, path: &str) -> String {
+    format!("/v1/sprites/{sprite}/fs/read?path={}", enc(path))
+}
+
+pub type Ws = WebSocket<Retry>;
+
+pub fn connect(s: impl Addr, sprite: &str, query: &str) -> Ws {
+    try_connect(s, sprite, query).unwrap_or_else(|e| panic!("upgrade failed: {e}"))
+}
+
+/// Opens an exec WebSocket, asserting the server's capability headers on success.
+pub fn try_connect(s: impl Addr, sprite: &str, query: &str) -> Result<Ws, String> {
+    let addr = s.socket_addr();
+    let url = format!("ws://{addr}/v1/sprites/{sprite}/exec?{query}");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", "Bearer secret".parse().unwrap());
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    match tungstenite::client::client(req, Retry(stream)) {
+        Ok((ws, resp)) => {
+            assert_eq!(resp.headers()["x-sprite-capabilities"], "signal");
+            assert_eq!(resp.headers()["sprite-version"], "0.1.0");
+            Ok(ws)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Run {
+    pub session_id: String,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit: Option<u8>,
+    pub order_ok: bool,
+}
+
+/// Reads the session_info, then output until the exit frame; closes.
+pub fn collect(ws: &mut Ws) -> Run {
+    let mut run = Run {
+        order_ok: true,
+        ..Run::default()
+    };
+    match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["type"], "session_info");
+            assert_eq!(v["tty"], false);
+            run.session_id = v["session_id"].as_str().unwrap().to_owned();
+        }
+        other => panic!("expected session_info first, got {other:?}"),
+    }
+    loop {
+        match ws.read().unwrap() {
+            Message::Binary(b) => match b.first() {
+                Some(1) => run.stdout.extend_from_slice(&b[1..]),
+                Some(2) => run.stderr.extend_from_slice(&b[1..]),
+                Some(3) => {
+                    assert_eq!(b.len(), 2);
+                    run.exit = Some(b[1]);
+                    break;
+                }
+                _ => run.order_ok = false,
+            },
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ = ws.close(None);
+    // Drain until the server's close reply (or EOF).
+    while ws.read().is_ok() {}
+    run
+}
+
+/// Reads the first message, which must be the session_info text, and returns its session id.
+pub fn session_id(ws: &mut Ws) -> String {
+    match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            v["session_id"].as_str().unwrap().to_owned()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Reads (skipping everything else) until the exit frame; returns the exit code.
+pub fn exit_code(ws: &mut Ws) -> u8 {
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) if b.first() == Some(&3) => return b[1],
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The exec query for argv `args`.
+pub fn q(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| {
+            let enc: String = a
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("cmd={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie is dead; it only waits for its (possibly absent) reaper.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
