@@ -390,3 +390,43 @@ fn wait_with_output_drains_both_pipes_without_deadlock() {
     assert_eq!(out.stderr.len(), 4 << 20);
     assert_eq!(out.stdout, b"done\n");
 }
+
+#[test]
+fn signals_fall_back_to_the_kill_endpoint_without_the_capability() {
+    // A server that does not advertise `signal` (PROTOCOL.md §2) ignores signal messages, so
+    // only the HTTP kill endpoint can deliver these.
+    let dir = common::TempDir::new("nosig");
+    let server = sprites_local::Server::builder()
+        .token("t")
+        .data_dir(dir.path())
+        .runtime(common::test_runtime())
+        .signal_capability(false)
+        .start()
+        .unwrap();
+    let client = sprites::Client::builder()
+        .base_url(server.url())
+        .token("t")
+        .build()
+        .unwrap();
+    let sprite = client.create_sprite("old-runtime").unwrap();
+    let mut child = sprite
+        .command("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.signal("TERM").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(128 + 15));
+
+    let err = sprite
+        .command("sleep")
+        .arg("60")
+        .timeout(Duration::from_millis(300))
+        .output()
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::TimedOut,
+        "the timeout's kill went over HTTP too"
+    );
+}

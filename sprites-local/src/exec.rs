@@ -334,9 +334,14 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
         return;
     }
 
+    let capabilities = if shared.signal_capability {
+        "X-Sprite-Capabilities: signal\r\n"
+    } else {
+        ""
+    };
     let mut preamble = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept_key}\r\nX-Sprite-Capabilities: signal\r\n\
+         Sec-WebSocket-Accept: {accept_key}\r\n{capabilities}\
          Sprite-Version: {SPRITE_VERSION}\r\n\r\n"
     )
     .into_bytes();
@@ -408,7 +413,8 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
                 _ => {} // empty frames and unknown stream ids are ignored
             },
             Ok(Message::Text(text)) => {
-                if let Some(sig) = signal_request(&text) {
+                // Without the advertised capability the server does not understand them.
+                if let Some(sig) = signal_request(&text).filter(|_| shared.signal_capability) {
                     session.signal(sig);
                 }
             }

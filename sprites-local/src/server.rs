@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub sessions: Sessions,
     pub runtime: Arc<dyn SpriteRuntime>,
+    /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
+    pub signal_capability: bool,
     shutting_down: AtomicBool,
     /// Open connections, so shutdown can cut them (idle keep-alives, running execs).
     conns: Mutex<HashMap<u64, TcpStream>>,
@@ -68,6 +70,7 @@ impl Server {
             data_dir: None,
             base_dir: None,
             runtime: Runtime::Auto,
+            signal_capability: true,
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct ServerBuilder {
     data_dir: Option<PathBuf>,
     base_dir: Option<PathBuf>,
     runtime: Runtime,
+    signal_capability: bool,
 }
 
 impl ServerBuilder {
@@ -112,6 +116,15 @@ impl ServerBuilder {
     /// Which runtime runs sprites' processes (default [`Runtime::Auto`]).
     pub fn runtime(mut self, runtime: Runtime) -> Self {
         self.runtime = runtime;
+        self
+    }
+
+    /// Whether exec upgrades advertise the `signal` capability (default `true`). With `false`
+    /// the server behaves like a runtime that predates signal messages on the exec socket
+    /// (PROTOCOL.md §2), so clients must fall back to `POST …/exec/{id}/kill`; signal messages
+    /// are then ignored. For testing clients against such servers.
+    pub fn signal_capability(mut self, advertise: bool) -> Self {
+        self.signal_capability = advertise;
         self
     }
 
@@ -149,6 +162,7 @@ impl ServerBuilder {
             store,
             sessions: Sessions::default(),
             runtime: rt,
+            signal_capability: self.signal_capability,
             shutting_down: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
