@@ -51,11 +51,12 @@ impl Sink {
             Sink::Channel(tx) => tx.send(Chunk::Data(data)).is_ok(),
             // Local stdout/stderr going away (a closed pipe) must not stop the remote command or
             // lose its exit status; discard from then on, as a shell pipeline would.
-            Sink::Stdout => io::stdout()
-                .lock()
-                .write_all(&data)
-                .and_then(|_| io::stdout().flush())
-                .is_ok(),
+            // One lock for write and flush: stdout is line-buffered, and a partial line must
+            // not wait for the next chunk to show.
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(&data).and_then(|_| out.flush()).is_ok()
+            }
             Sink::Stderr => io::stderr().lock().write_all(&data).is_ok(),
             Sink::Null => true,
         };
