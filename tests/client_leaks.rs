@@ -38,12 +38,7 @@ fn no_thread_or_descriptor_left_after_a_thousand_execs() {
             ),
             // Killed.
             1 => {
-                let mut child = sprite
-                    .command("sleep")
-                    .arg("30")
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap();
+                let mut child = common::spawn_sleeper(&sprite);
                 child.kill().unwrap();
                 assert_eq!(child.wait().unwrap().code(), Some(137));
             }

@@ -182,12 +182,7 @@ fn dropping_stdin_is_eof() {
 fn kill_and_signal() {
     let local = Local::start();
     let sprite = local.sprite("kill");
-    let mut child = sprite
-        .command("sleep")
-        .arg("60")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_sleeper(&sprite);
     child.kill().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(128 + 9));
     // Killing an exited child is fine, as in std.
@@ -249,12 +244,7 @@ fn timeout_kills_and_reports_timed_out() {
 fn try_wait_and_session_id() {
     let local = Local::start();
     let sprite = local.sprite("trywait");
-    let mut child = sprite
-        .command("sleep")
-        .arg("60")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_sleeper(&sprite);
     assert_eq!(child.try_wait().unwrap(), None);
     let id = child.id().expect("session id");
     assert!(
@@ -409,12 +399,7 @@ fn signals_fall_back_to_the_kill_endpoint_without_the_capability() {
         .build()
         .unwrap();
     let sprite = client.create_sprite("old-runtime").unwrap();
-    let mut child = sprite
-        .command("sleep")
-        .arg("60")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_sleeper(&sprite);
     child.signal("TERM").unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(128 + 15));
 

@@ -66,12 +66,7 @@ fn server_killed_mid_stream_is_an_error_not_a_hang() {
 fn server_shutdown_closes_running_commands_with_a_close_code() {
     let mut local = Local::start();
     let sprite = local.sprite("shutdown");
-    let mut child = sprite
-        .command("sleep")
-        .arg("60")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_sleeper(&sprite);
     assert!(child.id().is_some());
     local.server.take().unwrap().shutdown();
     let err = child.wait().unwrap_err();

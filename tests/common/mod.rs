@@ -205,6 +205,17 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A command that runs until it is killed (`sleep 60`, stdin null): the subject of kill,
+/// signal, session-id and disconnect tests.
+pub fn spawn_sleeper(sprite: &Sprite) -> sprites::Child {
+    sprite
+        .command("sleep")
+        .arg("60")
+        .stdin(sprites::Stdio::null())
+        .spawn()
+        .expect("spawn sleep 60")
+}
+
 /// Threads in this process.
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
