@@ -96,105 +96,65 @@ fn run(
     let peak_rss = peak_rss_mib();
 
     println!("runtime: {runtime}");
-    println!("{:<38} {:>12} {:>12}", "measure", "value", "vs baseline");
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row("measure", "value", "vs baseline");
+    row(
         "baseline: local spawn+wait `true` p50",
         format!("{:.3} ms", spawn.p50),
-        ""
+        "",
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
-        "baseline: loopback TCP",
-        format!("{tcp:.0} MiB/s"),
-        ""
-    );
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row("baseline: loopback TCP", format!("{tcp:.0} MiB/s"), "");
+    row(
         "exec round trip `true` p50",
         format!("{:.3} ms", exec.p50),
-        format!("+{:.3} ms", exec.p50 - spawn.p50)
+        format!("+{:.3} ms", exec.p50 - spawn.p50),
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row(
         "exec round trip `true` p99",
         format!("{:.3} ms", exec.p99),
-        format!("+{:.3} ms", exec.p99 - spawn.p50)
+        format!("+{:.3} ms", exec.p99 - spawn.p50),
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row(
         "stdout throughput (1 GiB)",
         format!("{stdout:.0} MiB/s"),
-        format!("{:.0}%", 100.0 * stdout / tcp)
+        format!("{:.0}%", 100.0 * stdout / tcp),
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row(
         "stdin->stdout via cat (256 MiB)",
         format!("{stdin:.0} MiB/s"),
-        format!("{:.0}%", 100.0 * stdin / tcp)
+        format!("{:.0}%", 100.0 * stdin / tcp),
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
-        "1-byte echo via cat p50",
-        format!("{:.0} us", echo.p50),
-        ""
-    );
-    println!(
-        "{:<38} {:>12} {:>12}",
-        "1-byte echo via cat p99",
-        format!("{:.0} us", echo.p99),
-        ""
-    );
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row("1-byte echo via cat p50", format!("{:.0} us", echo.p50), "");
+    row("1-byte echo via cat p99", format!("{:.0} us", echo.p99), "");
+    row(
         "create -> first output",
         format!("{first_output_ms:.1} ms"),
-        ""
+        "",
     );
     if let Some((host_rtt, host_first)) = &host {
-        println!(
-            "{:<38} {:>12} {:>12}",
+        row(
             "host runtime: exec round trip p50",
             format!("{:.3} ms", host_rtt.p50),
-            format!("sandbox +{:.3}", exec.p50 - host_rtt.p50)
+            format!("sandbox +{:.3}", exec.p50 - host_rtt.p50),
         );
-        println!(
-            "{:<38} {:>12} {:>12}",
+        row(
             "host runtime: create -> first output",
             format!("{host_first:.1} ms"),
-            ""
+            "",
         );
     }
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row(
         "baseline: local file write+fsync",
         format!("{disk:.0} MiB/s"),
-        ""
+        "",
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
-        "fs upload (1 GiB)",
-        rate(upload),
-        pct(upload)
-    );
-    println!(
-        "{:<38} {:>12} {:>12}",
+    row("fs upload (1 GiB)", rate(upload), pct(upload));
+    row(
         "fs upload vs local write+fsync",
         "",
-        upload.map_or("-".to_owned(), |u| format!("{:.0}%", 100.0 * u / disk))
+        upload.map_or("-".to_owned(), |u| format!("{:.0}%", 100.0 * u / disk)),
     );
-    println!(
-        "{:<38} {:>12} {:>12}",
-        "fs download (1 GiB)",
-        rate(download),
-        pct(download)
-    );
-    println!(
-        "{:<38} {:>12} {:>12}",
-        "client peak RSS",
-        format!("{peak_rss:.1} MiB"),
-        ""
-    );
+    row("fs download (1 GiB)", rate(download), pct(download));
+    row("client peak RSS", format!("{peak_rss:.1} MiB"), "");
     if json {
         println!(
             "{}",
@@ -224,6 +184,11 @@ fn run(
         );
     }
     Ok(())
+}
+
+/// One line of the table: what, its value, and how it compares with the baseline.
+fn row(label: &str, value: impl std::fmt::Display, vs_baseline: impl std::fmt::Display) {
+    println!("{label:<38} {value:>12} {vs_baseline:>12}");
 }
 
 struct Percentiles {
