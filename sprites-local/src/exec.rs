@@ -34,9 +34,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::http::{Response, SPRITE_VERSION};
 use crate::query::Query;
 use crate::runtime::{Process, ProcessSpec, SpawnError};
-use crate::server::Shared;
 use crate::sessions::Session;
 use crate::signal;
+use crate::state::State;
 use crate::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
 
 /// Server ping interval while an exec runs.
@@ -135,12 +135,12 @@ pub struct Upgrade {
 /// Spawns the process for an exec on `sprite` (which must exist). Errors are the HTTP
 /// responses to send instead of the upgrade.
 pub fn spawn(
-    shared: &Shared,
+    state: &State,
     sprite: &str,
     params: &ExecParams,
     ws_key: &str,
 ) -> Result<Upgrade, Response> {
-    let Some(rec) = shared.store.get(sprite) else {
+    let Some(rec) = state.store.get(sprite) else {
         return Err(crate::api::sprite_not_found(sprite));
     };
     let mut env: Vec<(String, String)> = rec.environment.into_iter().collect();
@@ -152,10 +152,7 @@ pub fn spawn(
         dir: params.dir.as_deref(),
         stdin: params.stdin,
     };
-    let spawned = match shared
-        .runtime
-        .spawn(&shared.store.sprite_dir(sprite), &spec)
-    {
+    let spawned = match state.runtime.spawn(&state.store.sprite_dir(sprite), &spec) {
         Ok(s) => s,
         Err(SpawnError::InvalidDirectory(m)) => {
             return Err(Response::error(400, "invalid_directory", &m))
@@ -169,12 +166,10 @@ pub fn spawn(
         params.argv.join(" "),
         spawned.workdir,
     ));
-    shared.sessions.insert(session.clone());
+    state.sessions.insert(session.clone());
     // Before the 101, so anyone who has seen the exec start also sees the sprite as run
     // (persisted on a sprite's first run only: one fsync in its lifetime).
-    let _ = shared
-        .store
-        .mark_running(sprite, crate::time::now_rfc3339());
+    let _ = state.store.mark_running(sprite, crate::time::now_rfc3339());
     Ok(Upgrade {
         process: spawned.process,
         session,
@@ -257,13 +252,13 @@ impl ExecControl {
 
 /// Removes an exec from the server's registry when its connection ends.
 struct Registered<'a> {
-    shared: &'a Shared,
+    state: &'a State,
     pid: u32,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        crate::lock(&self.shared.execs).remove(&self.pid);
+        self.state.remove_exec(self.pid);
     }
 }
 
@@ -278,7 +273,7 @@ enum Ctrl {
 
 /// Runs an upgraded exec on `stream` until it ends. `leftover` = bytes the client sent
 /// right behind the upgrade request.
-pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade) {
+pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade) {
     let Upgrade {
         mut process,
         session,
@@ -304,7 +299,7 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
     let Ok((wake, write_sock, read_sock)) = setup else {
         group.signal(libc::SIGKILL);
         process.wait(|| session.mark_exited());
-        shared.sessions.finish(&session);
+        state.sessions.finish(&session);
         let _ = stream.shutdown(Shutdown::Both);
         return;
     };
@@ -316,10 +311,10 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
 
     // The waiter reaps the process whatever happens to the connection.
     let waiter = {
-        let (session, shared, wake) = (session.clone(), shared.clone(), wake.clone());
+        let (session, state, wake) = (session.clone(), state.clone(), wake.clone());
         spawn_named("sprites-exec-wait", move || {
             let code = process.wait(|| session.mark_exited());
-            shared.sessions.finish(&session);
+            state.sessions.finish(&session);
             let _ = exit_tx.send(code);
             wake.notify();
         })
@@ -329,12 +324,12 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
         group.signal(libc::SIGKILL);
         session.mark_exited();
         group.reap_orphaned();
-        shared.sessions.finish(&session);
+        state.sessions.finish(&session);
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
 
-    let capabilities = if shared.signal_capability {
+    let capabilities = if state.signal_capability {
         "X-Sprite-Capabilities: signal\r\n"
     } else {
         ""
@@ -374,7 +369,7 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
-    crate::lock(&shared.execs).insert(
+    state.add_exec(
         pid,
         ExecControl {
             ctrl: ctrl_tx.clone(),
@@ -382,10 +377,7 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
             wake: wake.clone(),
         },
     );
-    let _registered = Registered {
-        shared: &shared,
-        pid,
-    };
+    let _registered = Registered { state: &state, pid };
     let mut stdin_tx = stdin.and_then(|pipe| {
         let (tx, rx) = bounded::<(Vec<u8>, usize)>(4);
         spawn_named("sprites-exec-stdin", move || stdin_main(pipe, rx))
@@ -414,7 +406,7 @@ pub fn run(shared: Arc<Shared>, stream: TcpStream, leftover: Vec<u8>, up: Upgrad
             },
             Ok(Message::Text(text)) => {
                 // Without the advertised capability the server does not understand them.
-                if let Some(sig) = signal_request(&text).filter(|_| shared.signal_capability) {
+                if let Some(sig) = signal_request(&text).filter(|_| state.signal_capability) {
                     session.signal(sig);
                 }
             }

@@ -28,6 +28,7 @@ mod sandbox;
 mod server;
 mod sessions;
 mod signal;
+mod state;
 mod store;
 mod time;
 mod ws;

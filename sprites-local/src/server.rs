@@ -1,13 +1,11 @@
 //! The server: builder, listener, per-connection threads and shutdown.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use std::{fmt, io};
@@ -16,9 +14,9 @@ use crate::api::{self, Reply};
 use crate::http::file::write_file_response;
 use crate::http::{write_response, RecvError, RequestReader, Response};
 use crate::runtime::{self, Runtime, SpriteRuntime};
-use crate::sessions::Sessions;
+use crate::state::State;
 use crate::store::Store;
-use crate::{exec, lock, random};
+use crate::{exec, random};
 
 /// How long shutdown waits for running execs' close frames to go out.
 const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -28,22 +26,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const LINGER_TIME: Duration = Duration::from_secs(5);
 /// Most bytes of a refused upload's body drained (and discarded) before giving up.
 const LINGER_BYTES: usize = 256 << 20;
-
-/// State shared by every connection.
-pub(crate) struct Shared {
-    pub token: String,
-    pub store: Store,
-    pub sessions: Sessions,
-    pub runtime: Arc<dyn SpriteRuntime>,
-    /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
-    pub signal_capability: bool,
-    shutting_down: AtomicBool,
-    /// Open connections, so shutdown can cut them (idle keep-alives, running execs).
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    /// Running execs by session id, so shutdown can close them with 1001.
-    pub execs: Mutex<HashMap<u32, exec::ExecControl>>,
-    next_conn: AtomicU64,
-}
 
 /// Entry point: `Server::builder()...start()`.
 ///
@@ -157,26 +139,16 @@ impl ServerBuilder {
         let listener_fd = listener.as_raw_fd();
         let kind = rt.kind();
         let note = rt.note();
-        let shared = Arc::new(Shared {
-            token,
-            store,
-            sessions: Sessions::default(),
-            runtime: rt,
-            signal_capability: self.signal_capability,
-            shutting_down: AtomicBool::new(false),
-            conns: Mutex::new(HashMap::new()),
-            execs: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(0),
-        });
+        let state = Arc::new(State::new(token, store, rt, self.signal_capability));
         let accept = {
-            let shared = shared.clone();
+            let state = state.clone();
             thread::Builder::new()
                 .name("sprites-accept".into())
-                .spawn(move || accept_loop(&shared, listener))?
+                .spawn(move || accept_loop(&state, listener))?
         };
         Ok(ServerHandle {
             addr,
-            shared,
+            state,
             runtime: kind,
             note,
             accept: Some(accept),
@@ -201,7 +173,7 @@ pub fn default_data_dir() -> PathBuf {
 /// A running server. Dropping it shuts it down like [`ServerHandle::shutdown`].
 pub struct ServerHandle {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    state: Arc<State>,
     runtime: Runtime,
     note: String,
     accept: Option<JoinHandle<()>>,
@@ -239,7 +211,7 @@ impl ServerHandle {
 
     /// The bearer token clients must send.
     pub fn token(&self) -> &str {
-        &self.shared.token
+        &self.state.token
     }
 
     /// The runtime in use ([`Runtime::Auto`] resolved).
@@ -262,7 +234,7 @@ impl ServerHandle {
         let Some(accept) = self.accept.take() else {
             return;
         };
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.state.begin_shutdown();
         // On Linux, shutting down a listening socket wakes a thread blocked in accept()
         // (it returns EINVAL), so no self-connect trick or polling is needed.
         // SAFETY: the fd belongs to the listener, which the accept thread keeps open until
@@ -274,19 +246,17 @@ impl ServerHandle {
         // Running execs: close 1001 "going away" first (so clients get a reason rather than
         // a cut connection), then kill their processes, then give the close frames a
         // bounded moment to go out before every connection is cut.
-        let execs: Vec<exec::ExecControl> = lock(&self.shared.execs).values().cloned().collect();
+        let execs = self.state.running_execs();
         for e in &execs {
             e.going_away();
         }
-        self.shared.sessions.signal_all(libc::SIGKILL);
-        self.shared.runtime.shutdown();
+        self.state.sessions.signal_all(libc::SIGKILL);
+        self.state.runtime.shutdown();
         let deadline = Instant::now() + SHUTDOWN_CLOSE_WAIT;
         for e in &execs {
             e.wait_closed(deadline);
         }
-        for conn in lock(&self.shared.conns).values() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
+        self.state.cut_conns();
     }
 }
 
@@ -296,14 +266,14 @@ impl Drop for ServerHandle {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+fn accept_loop(state: &Arc<State>, listener: TcpListener) {
     loop {
         let accepted = listener.accept();
-        if shared.shutting_down.load(Ordering::SeqCst) {
+        if state.is_shutting_down() {
             return;
         }
         match accepted {
-            Ok((stream, _)) => spawn_connection(shared, stream),
+            Ok((stream, _)) => spawn_connection(state, stream),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
             Err(_) => {
@@ -315,17 +285,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
-    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    if let Ok(clone) = stream.try_clone() {
-        lock(&shared.conns).insert(id, clone);
-    }
-    let conn_shared = shared.clone();
+fn spawn_connection(state: &Arc<State>, stream: TcpStream) {
+    let id = state.add_conn(&stream);
+    let conn_state = state.clone();
     let spawned = thread::Builder::new()
         .name("sprites-conn".into())
         .spawn(move || {
             let panic_out = stream.try_clone().ok();
-            let outcome = catch_unwind(AssertUnwindSafe(|| serve_connection(&conn_shared, stream)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| serve_connection(&conn_state, stream)));
             if outcome.is_err() {
                 // Last resort: the handler panicked. Tell the client, then drop the
                 // connection; nothing else in the server is affected.
@@ -335,14 +302,14 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
                     let _ = s.shutdown(Shutdown::Both);
                 }
             }
-            lock(&conn_shared.conns).remove(&id);
+            conn_state.remove_conn(id);
         });
     if spawned.is_err() {
-        lock(&shared.conns).remove(&id);
+        state.remove_conn(id);
     }
 }
 
-fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
+fn serve_connection(state: &Arc<State>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(mut out) = stream.try_clone() else {
@@ -350,7 +317,7 @@ fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
     };
     let mut reader = RequestReader::new(stream);
     loop {
-        if shared.shutting_down.load(Ordering::SeqCst) {
+        if state.is_shutting_down() {
             return;
         }
         let (mut req, framing) = match reader.read_head() {
@@ -363,7 +330,7 @@ fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
             // Streamed: the body goes straight into the file, never into memory.
             let mut send_continue = || out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
             let outcome =
-                api::fs_write::handle(shared, &req, &mut reader, framing, &mut send_continue);
+                api::fs_write::handle(state, &req, &mut reader, framing, &mut send_continue);
             let keep = keep_alive && outcome.body_consumed;
             if write_response(&mut out, &outcome.response, false, keep).is_err() {
                 return;
@@ -384,7 +351,7 @@ fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
             Err(RecvError::Bad { status, message }) => return refuse(&mut out, status, &message),
         }
         let head_only = req.method == "HEAD";
-        match api::handle(shared, &req) {
+        match api::handle(state, &req) {
             Reply::Response(resp) => {
                 if write_response(&mut out, &resp, head_only, keep_alive).is_err() || !keep_alive {
                     return;
@@ -399,7 +366,7 @@ fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
             }
             Reply::Upgrade(up) => {
                 let (stream, leftover) = reader.into_parts();
-                exec::run(shared.clone(), stream, leftover, *up);
+                exec::run(state.clone(), stream, leftover, *up);
                 return;
             }
         }

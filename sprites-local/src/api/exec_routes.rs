@@ -9,21 +9,21 @@ use super::{invalid_request, sprite_not_found, Reply};
 use crate::exec;
 use crate::http::{Request, Response};
 use crate::query::Query;
-use crate::server::Shared;
 use crate::sessions::Lookup;
+use crate::state::State;
 use crate::{signal, time};
 
 /// `GET /v1/sprites/{name}/exec`: an exec when it is a WebSocket upgrade, else the list.
-pub fn exec_or_list(shared: &Arc<Shared>, name: &str, req: &Request, q: &Query) -> Reply {
-    if !shared.store.contains(name) {
+pub fn exec_or_list(state: &Arc<State>, name: &str, req: &Request, q: &Query) -> Reply {
+    if !state.store.contains(name) {
         return sprite_not_found(name).into();
     }
     if !req.is_websocket_upgrade() {
-        return list(shared, name).into();
+        return list(state, name).into();
     }
     // Legacy attach form `/exec?id=N` (§7.2) carries no cmd.
     if let Some(id) = q.get("id").filter(|_| q.get("cmd").is_none()) {
-        return attach(shared, name, id).into();
+        return attach(state, name, id).into();
     }
     let params = match exec::parse_params(q) {
         Ok(p) => p,
@@ -37,15 +37,15 @@ pub fn exec_or_list(shared: &Arc<Shared>, name: &str, req: &Request, q: &Query) 
         .with_header("Sec-WebSocket-Version", "13")
         .into();
     }
-    match exec::spawn(shared, name, &params, key) {
+    match exec::spawn(state, name, &params, key) {
         Ok(up) => Reply::Upgrade(Box::new(up)),
         Err(r) => r.into(),
     }
 }
 
 /// `HEAD /v1/sprites/{name}/exec`: clients only read `Sprite-Version` from it.
-pub fn head(shared: &Arc<Shared>, name: &str) -> Response {
-    if shared.store.contains(name) {
+pub fn head(state: &Arc<State>, name: &str) -> Response {
+    if state.store.contains(name) {
         Response::empty(200)
     } else {
         sprite_not_found(name)
@@ -69,8 +69,8 @@ struct SessionsOut {
     sessions: Vec<SessionOut>,
 }
 
-fn list(shared: &Arc<Shared>, name: &str) -> Response {
-    let sessions = shared
+fn list(state: &Arc<State>, name: &str) -> Response {
+    let sessions = state
         .sessions
         .list(name)
         .into_iter()
@@ -98,13 +98,13 @@ fn session_not_found(id: &str) -> Response {
 
 /// `GET /v1/sprites/{name}/exec/{id}` (WebSocket attach). Only TTY/detachable sessions can
 /// be attached, and this server does not have those yet.
-pub fn attach(shared: &Arc<Shared>, name: &str, id: &str) -> Response {
-    if !shared.store.contains(name) {
+pub fn attach(state: &Arc<State>, name: &str, id: &str) -> Response {
+    if !state.store.contains(name) {
         return sprite_not_found(name);
     }
     match id
         .parse::<u32>()
-        .map(|pid| shared.sessions.lookup(name, pid))
+        .map(|pid| state.sessions.lookup(name, pid))
     {
         Ok(Lookup::Active(_)) => invalid_request(&format!(
             "session {id} is not attachable: only tty sessions can be attached"
@@ -122,8 +122,8 @@ struct KillIn {
 /// `POST /v1/sprites/{name}/exec/{id}/kill`: signal from `?signal=` or a JSON body,
 /// default TERM; `timeout` (seconds or a Go duration, default 10 s) is the grace period
 /// before SIGKILL, and 0 means no escalation (PROTOCOL.md §7.3).
-pub fn kill(shared: &Arc<Shared>, name: &str, id: &str, q: &Query, body: &[u8]) -> Response {
-    if !shared.store.contains(name) {
+pub fn kill(state: &Arc<State>, name: &str, id: &str, q: &Query, body: &[u8]) -> Response {
+    if !state.store.contains(name) {
         return sprite_not_found(name);
     }
     let body: KillIn = if body.iter().all(u8::is_ascii_whitespace) {
@@ -151,7 +151,7 @@ pub fn kill(shared: &Arc<Shared>, name: &str, id: &str, q: &Query, body: &[u8]) 
     let Ok(pid) = id.parse::<u32>() else {
         return session_not_found(id);
     };
-    let session = match shared.sessions.lookup(name, pid) {
+    let session = match state.sessions.lookup(name, pid) {
         Lookup::Active(s) => s,
         Lookup::Exited => {
             return Response::error(

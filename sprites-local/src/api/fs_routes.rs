@@ -17,23 +17,23 @@ use crate::fsops::{self, FsError, FsOp, SpriteFs};
 use crate::http::file::{parse_range, ByteRange, FileResponse};
 use crate::http::{Request, Response};
 use crate::query::Query;
-use crate::server::Shared;
+use crate::state::State;
 
 /// Dispatches `/v1/sprites/{name}/fs/{op}` (auth is already checked).
-pub fn route(shared: &Arc<Shared>, name: &str, op: &str, req: &Request, q: &Query) -> Reply {
+pub fn route(state: &Arc<State>, name: &str, op: &str, req: &Request, q: &Query) -> Reply {
     let m = req.method.as_str();
     let result = match (op, m) {
-        ("read", "GET" | "HEAD") => return read(shared, name, req, q),
+        ("read", "GET" | "HEAD") => return read(state, name, req, q),
         ("read", _) => Err(method_not_allowed("GET, HEAD")),
         // A PUT is streamed by the connection loop and never arrives here.
         ("write", _) => Err(method_not_allowed("PUT")),
-        ("list", "GET") => list(shared, name, q),
+        ("list", "GET") => list(state, name, q),
         ("list", _) => Err(method_not_allowed("GET")),
-        ("delete", "DELETE") => delete(shared, name, q),
+        ("delete", "DELETE") => delete(state, name, q),
         ("delete", _) => Err(method_not_allowed("DELETE")),
-        ("rename", "POST") => rename(shared, name, &req.body),
-        ("copy", "POST") => copy(shared, name, &req.body),
-        ("chmod", "POST") => chmod(shared, name, &req.body),
+        ("rename", "POST") => rename(state, name, &req.body),
+        ("copy", "POST") => copy(state, name, &req.body),
+        ("chmod", "POST") => chmod(state, name, &req.body),
         ("rename" | "copy" | "chmod", _) => Err(method_not_allowed("POST")),
         _ => Err(not_found()),
     };
@@ -50,20 +50,20 @@ pub(super) fn fs_error(e: &FsError) -> Response {
 
 /// The filesystem of sprite `name`: 404 if there is no such sprite, 501 if the runtime
 /// has no filesystem API.
-pub(super) fn sprite_fs(shared: &Shared, name: &str) -> Result<Box<dyn SpriteFs>, Response> {
-    if !shared.store.contains(name) {
+pub(super) fn sprite_fs(state: &State, name: &str) -> Result<Box<dyn SpriteFs>, Response> {
+    if !state.store.contains(name) {
         return Err(sprite_not_found(name));
     }
-    shared
+    state
         .runtime
-        .fs(&shared.store.sprite_dir(name))
+        .fs(&state.store.sprite_dir(name))
         .ok_or_else(|| {
             Response::error(
                 501,
                 "not_implemented",
                 &format!(
                     "the filesystem API is not available with the {} runtime",
-                    shared.runtime.kind()
+                    state.runtime.kind()
                 ),
             )
         })
@@ -88,8 +88,8 @@ fn run(fs: &dyn SpriteFs, op: &FsOp) -> Result<Response, Response> {
 }
 
 /// `GET /fs/read?path=&workingDir=`: the file's bytes, a `Range` of them (206), or 416.
-fn read(shared: &Arc<Shared>, name: &str, req: &Request, q: &Query) -> Reply {
-    let opened = sprite_fs(shared, name).and_then(|fs| {
+fn read(state: &Arc<State>, name: &str, req: &Request, q: &Query) -> Reply {
+    let opened = sprite_fs(state, name).and_then(|fs| {
         let path = query_path(q)?;
         fs.open_read(&path).map_err(|e| fs_error(&e))
     });
@@ -128,8 +128,8 @@ fn read(shared: &Arc<Shared>, name: &str, req: &Request, q: &Query) -> Reply {
 }
 
 /// `GET /fs/list?path=&workingDir=&recursive=`; `path` defaults to the working directory.
-fn list(shared: &Arc<Shared>, name: &str, q: &Query) -> Result<Response, Response> {
-    let fs = sprite_fs(shared, name)?;
+fn list(state: &Arc<State>, name: &str, q: &Query) -> Result<Response, Response> {
+    let fs = sprite_fs(state, name)?;
     let path = match q.get("path") {
         Some(p) if !p.is_empty() => query_path(q)?,
         _ => fsops::resolve(None, q.get("workingDir").unwrap_or("/")).map_err(|e| fs_error(&e))?,
@@ -139,8 +139,8 @@ fn list(shared: &Arc<Shared>, name: &str, q: &Query) -> Result<Response, Respons
 }
 
 /// `DELETE /fs/delete?path=&workingDir=&recursive=`.
-fn delete(shared: &Arc<Shared>, name: &str, q: &Query) -> Result<Response, Response> {
-    let fs = sprite_fs(shared, name)?;
+fn delete(state: &Arc<State>, name: &str, q: &Query) -> Result<Response, Response> {
+    let fs = sprite_fs(state, name)?;
     let path = query_path(q)?;
     let recursive = query_bool(q, "recursive", false)?;
     run(&*fs, &FsOp::Delete { path, recursive })
@@ -163,8 +163,8 @@ struct RenameIn {
 }
 
 /// `POST /fs/rename {"source","dest","workingDir"}`.
-fn rename(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Result<Response, Response> {
-    let fs = sprite_fs(shared, name)?;
+fn rename(state: &Arc<State>, name: &str, body: &[u8]) -> Result<Response, Response> {
+    let fs = sprite_fs(state, name)?;
     let b: RenameIn = parse_body(body)?;
     let wd = b.working_dir.as_deref();
     let source = body_path(b.source, "source", wd)?;
@@ -183,8 +183,8 @@ struct CopyIn {
 }
 
 /// `POST /fs/copy {"source","dest","workingDir","recursive","preserveAttrs"}`.
-fn copy(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Result<Response, Response> {
-    let fs = sprite_fs(shared, name)?;
+fn copy(state: &Arc<State>, name: &str, body: &[u8]) -> Result<Response, Response> {
+    let fs = sprite_fs(state, name)?;
     let b: CopyIn = parse_body(body)?;
     let wd = b.working_dir.as_deref();
     let op = FsOp::Copy {
@@ -206,8 +206,8 @@ struct ChmodIn {
 }
 
 /// `POST /fs/chmod {"path","workingDir","mode","recursive"}`.
-fn chmod(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Result<Response, Response> {
-    let fs = sprite_fs(shared, name)?;
+fn chmod(state: &Arc<State>, name: &str, body: &[u8]) -> Result<Response, Response> {
+    let fs = sprite_fs(state, name)?;
     let b: ChmodIn = parse_body(body)?;
     let path = body_path(b.path, "path", b.working_dir.as_deref())?;
     let Some(mode) = b.mode.as_ref().and_then(json_mode) else {

@@ -15,7 +15,7 @@ use crate::auth;
 use crate::fsops::{self, FsError, WriteError, WriteSpec};
 use crate::http::{BodyFraming, BodyReader, Request, RequestReader, Response};
 use crate::query::Query;
-use crate::server::Shared;
+use crate::state::State;
 
 /// What became of a streamed write.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub fn is_write(req: &Request) -> bool {
 /// Handles a write whose head has been read and whose body (framed by `framing`) is next
 /// on `reader`. `send_continue` writes the interim `100 Continue`.
 pub fn handle<R: Read>(
-    shared: &Arc<Shared>,
+    state: &Arc<State>,
     req: &Request,
     reader: &mut RequestReader<R>,
     framing: BodyFraming,
@@ -50,14 +50,14 @@ pub fn handle<R: Read>(
         // A request without a body leaves nothing unread behind it.
         body_consumed: framing == BodyFraming::None,
     };
-    if !auth::is_authorized(req.header("authorization"), &shared.token) {
+    if !auth::is_authorized(req.header("authorization"), &state.token) {
         return refused(Response::error(
             401,
             "unauthorized",
             "missing or invalid bearer token",
         ));
     }
-    let (fs, spec) = match prepare(shared, req) {
+    let (fs, spec) = match prepare(state, req) {
         Ok(x) => x,
         Err(resp) => return refused(resp),
     };
@@ -101,7 +101,7 @@ impl<R: Read> Read for ContinueThenBody<'_, '_, R> {
 
 /// Checks the sprite and parameters: the sprite's filesystem and what to write.
 fn prepare(
-    shared: &Arc<Shared>,
+    state: &Arc<State>,
     req: &Request,
 ) -> Result<(Box<dyn fsops::SpriteFs>, WriteSpec), Response> {
     let name = match segments(&req.path) {
@@ -109,7 +109,7 @@ fn prepare(
         _ => return Err(super::not_found()),
     };
     let q = Query::parse(&req.query).map_err(|e| invalid_request(&e.0))?;
-    let fs = sprite_fs(shared, &name)?;
+    let fs = sprite_fs(state, &name)?;
     let path = query_path(&q)?;
     let mode = match q.get("mode") {
         None | Some("") => 0o644,

@@ -12,7 +12,7 @@ use crate::exec::Upgrade;
 use crate::http::file::FileResponse;
 use crate::http::{Request, Response};
 use crate::query::{self, Query};
-use crate::server::Shared;
+use crate::state::State;
 
 /// What a request turns into.
 pub enum Reply {
@@ -50,8 +50,8 @@ fn method_not_allowed(allow: &str) -> Response {
 }
 
 /// Handles one request.
-pub fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
-    if !auth::is_authorized(req.header("authorization"), &shared.token) {
+pub fn handle(state: &Arc<State>, req: &Request) -> Reply {
+    if !auth::is_authorized(req.header("authorization"), &state.token) {
         return Response::error(401, "unauthorized", "missing or invalid bearer token").into();
     }
     let segments = match segments(&req.path) {
@@ -67,34 +67,34 @@ pub fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
         ["sprites"] => match m {
-            "GET" => sprites::list(shared, &q).into(),
-            "POST" => sprites::create(shared, &req.body).into(),
+            "GET" => sprites::list(state, &q).into(),
+            "POST" => sprites::create(state, &req.body).into(),
             _ => method_not_allowed("GET, POST").into(),
         },
         ["sprites", name] => match m {
-            "GET" => sprites::get(shared, name).into(),
-            "PUT" => sprites::update(shared, name, &req.body).into(),
-            "DELETE" => sprites::delete(shared, name).into(),
+            "GET" => sprites::get(state, name).into(),
+            "PUT" => sprites::update(state, name, &req.body).into(),
+            "DELETE" => sprites::delete(state, name).into(),
             _ => method_not_allowed("GET, PUT, DELETE").into(),
         },
         ["sprites", name, "upgrade"] => match m {
-            "POST" => sprites::upgrade(shared, name).into(),
+            "POST" => sprites::upgrade(state, name).into(),
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "exec"] => match m {
-            "GET" => exec_routes::exec_or_list(shared, name, req, &q),
-            "HEAD" => exec_routes::head(shared, name).into(),
+            "GET" => exec_routes::exec_or_list(state, name, req, &q),
+            "HEAD" => exec_routes::head(state, name).into(),
             _ => method_not_allowed("GET, HEAD").into(),
         },
         ["sprites", name, "exec", id] => match m {
-            "GET" => exec_routes::attach(shared, name, id).into(),
+            "GET" => exec_routes::attach(state, name, id).into(),
             _ => method_not_allowed("GET").into(),
         },
         ["sprites", name, "exec", id, "kill"] => match m {
-            "POST" => exec_routes::kill(shared, name, id, &q, &req.body).into(),
+            "POST" => exec_routes::kill(state, name, id, &q, &req.body).into(),
             _ => method_not_allowed("POST").into(),
         },
-        ["sprites", name, "fs", op] => fs_routes::route(shared, name, op, req, &q),
+        ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q),
         _ => not_found().into(),
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{invalid_request, sprite_not_found};
 use crate::http::Response;
 use crate::query::Query;
-use crate::server::Shared;
+use crate::state::State;
 use crate::store::{valid_name, CreateError, SpriteConfig, SpriteRecord, UrlSettings};
 use crate::{random, time};
 
@@ -117,7 +117,7 @@ fn url_settings_from(input: UrlSettingsIn, base: UrlSettings) -> Result<UrlSetti
 }
 
 /// `POST /v1/sprites`.
-pub fn create(shared: &Arc<Shared>, body: &[u8]) -> Response {
+pub fn create(state: &Arc<State>, body: &[u8]) -> Response {
     let input: CreateIn = match parse_body(body) {
         Ok(i) => i,
         Err(r) => return r,
@@ -164,11 +164,11 @@ pub fn create(shared: &Arc<Shared>, body: &[u8]) -> Response {
         labels: input.labels.unwrap_or_default(),
         last_running_at: None,
     };
-    match shared
+    match state
         .store
-        .create(rec, |dir| shared.runtime.create_sprite(dir))
+        .create(rec, |dir| state.runtime.create_sprite(dir))
     {
-        Ok(rec) => Response::json(201, &info(&rec, false, &shared.runtime.limits())),
+        Ok(rec) => Response::json(201, &info(&rec, false, &state.runtime.limits())),
         Err(CreateError::Exists) => Response::error(
             400,
             "sprite_already_exists",
@@ -179,14 +179,14 @@ pub fn create(shared: &Arc<Shared>, body: &[u8]) -> Response {
 }
 
 /// `GET /v1/sprites/{name}`.
-pub fn get(shared: &Arc<Shared>, name: &str) -> Response {
-    match shared.store.get(name) {
+pub fn get(state: &Arc<State>, name: &str) -> Response {
+    match state.store.get(name) {
         Some(rec) => Response::json(
             200,
             &info(
                 &rec,
-                shared.sessions.is_running(name),
-                &shared.runtime.limits(),
+                state.sessions.is_running(name),
+                &state.runtime.limits(),
             ),
         ),
         None => sprite_not_found(name),
@@ -201,8 +201,8 @@ struct UpdateIn {
 }
 
 /// `PUT /v1/sprites/{name}`: partial update; `clear_labels` first, then `labels` replaces.
-pub fn update(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Response {
-    let Some(current) = shared.store.get(name) else {
+pub fn update(state: &Arc<State>, name: &str, body: &[u8]) -> Response {
+    let Some(current) = state.store.get(name) else {
         return sprite_not_found(name);
     };
     let input: UpdateIn = match parse_body(body) {
@@ -217,7 +217,7 @@ pub fn update(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Response {
         None => None,
     };
     let now = time::now_rfc3339();
-    let result = shared.store.update(name, |rec| {
+    let result = state.store.update(name, |rec| {
         if input.clear_labels == Some(true) {
             rec.labels.clear();
         }
@@ -234,8 +234,8 @@ pub fn update(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Response {
             200,
             &info(
                 &rec,
-                shared.sessions.is_running(name),
-                &shared.runtime.limits(),
+                state.sessions.is_running(name),
+                &state.runtime.limits(),
             ),
         ),
         Ok(None) => sprite_not_found(name),
@@ -244,16 +244,16 @@ pub fn update(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Response {
 }
 
 /// `DELETE /v1/sprites/{name}`: kills its processes, removes its files.
-pub fn delete(shared: &Arc<Shared>, name: &str) -> Response {
-    if !shared.store.contains(name) {
+pub fn delete(state: &Arc<State>, name: &str) -> Response {
+    if !state.store.contains(name) {
         return sprite_not_found(name);
     }
-    shared.sessions.signal_sprite(name, libc::SIGKILL);
-    match shared.store.remove(name) {
+    state.sessions.signal_sprite(name, libc::SIGKILL);
+    match state.store.remove(name) {
         Ok(true) => {
             // An exec that started between the first kill and the removal.
-            shared.sessions.signal_sprite(name, libc::SIGKILL);
-            shared.sessions.forget_sprite(name);
+            state.sessions.signal_sprite(name, libc::SIGKILL);
+            state.sessions.forget_sprite(name);
             Response::empty(204)
         }
         Ok(false) => sprite_not_found(name),
@@ -262,9 +262,9 @@ pub fn delete(shared: &Arc<Shared>, name: &str) -> Response {
 }
 
 /// `POST /v1/sprites/{name}/upgrade`: nothing to upgrade locally; bumps `updated_at`.
-pub fn upgrade(shared: &Arc<Shared>, name: &str) -> Response {
+pub fn upgrade(state: &Arc<State>, name: &str) -> Response {
     let now = time::now_rfc3339();
-    match shared.store.update(name, |rec| rec.updated_at = now) {
+    match state.store.update(name, |rec| rec.updated_at = now) {
         Ok(Some(_)) => Response::empty(204),
         Ok(None) => sprite_not_found(name),
         Err(e) => internal(format!("upgrading sprite {name:?}: {e}")),
@@ -313,7 +313,7 @@ struct ListOut<'a> {
 }
 
 /// `GET /v1/sprites?prefix=&max_results=&continuation_token=`.
-pub fn list(shared: &Arc<Shared>, q: &Query) -> Response {
+pub fn list(state: &Arc<State>, q: &Query) -> Response {
     let max = match q.get("max_results").filter(|v| !v.is_empty()) {
         None => DEFAULT_PAGE,
         Some(v) => match v.parse::<usize>() {
@@ -334,9 +334,9 @@ pub fn list(shared: &Arc<Shared>, q: &Query) -> Response {
     };
     let prefix = q.get("prefix").unwrap_or("");
 
-    let all = shared.store.list(); // sorted by name
-    let running = shared.sessions.running_sprites();
-    let limits = shared.runtime.limits();
+    let all = state.store.list(); // sorted by name
+    let running = state.sessions.running_sprites();
+    let limits = state.runtime.limits();
     let is_running = |r: &SpriteRecord| running.contains(&r.name);
     let (mut n_running, mut n_warm, mut n_cold) = (0, 0, 0);
     for r in &all {
