@@ -31,13 +31,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::http::{Response, SPRITE_VERSION};
-use crate::query::Query;
+use crate::net::http::{Response, SPRITE_VERSION};
+use crate::net::query::Query;
+use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
 use crate::runtime::{Process, ProcessSpec, SpawnError};
 use crate::sessions::Session;
 use crate::signal;
 use crate::state::State;
-use crate::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
 
 /// Server ping interval while an exec runs.
 const PING_EVERY: Duration = Duration::from_secs(15);

@@ -17,11 +17,9 @@
 #![warn(missing_docs)]
 
 mod api;
-mod auth;
 mod exec;
 mod fsops;
-mod http;
-mod query;
+mod net;
 mod random;
 mod runtime;
 mod sandbox;
@@ -31,7 +29,6 @@ mod signal;
 mod state;
 mod store;
 mod time;
-mod ws;
 
 pub use runtime::Runtime;
 pub use server::{default_data_dir, Server, ServerBuilder, ServerHandle};

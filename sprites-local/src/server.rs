@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use std::{fmt, io};
 
 use crate::api::{self, Reply};
-use crate::http::file::write_file_response;
-use crate::http::{write_response, RecvError, RequestReader, Response};
+use crate::net::file::write_file_response;
+use crate::net::http::{write_response, RecvError, RequestReader, Response};
 use crate::runtime::{self, Runtime, SpriteRuntime};
 use crate::state::State;
 use crate::store::Store;

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{invalid_request, sprite_not_found, Reply};
 use crate::exec;
-use crate::http::{Request, Response};
-use crate::query::Query;
+use crate::net::http::{Request, Response};
+use crate::net::query::Query;
 use crate::sessions::Lookup;
 use crate::state::State;
 use crate::{signal, time};

@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::sprites::parse_body;
 use super::{invalid_request, method_not_allowed, not_found, sprite_not_found, Reply};
 use crate::fsops::{self, FsError, FsOp, SpriteFs};
-use crate::http::file::{parse_range, ByteRange, FileResponse};
-use crate::http::{Request, Response};
-use crate::query::Query;
+use crate::net::file::{parse_range, ByteRange, FileResponse};
+use crate::net::http::{Request, Response};
+use crate::net::query::Query;
 use crate::state::State;
 
 /// Dispatches `/v1/sprites/{name}/fs/{op}` (auth is already checked).

@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use super::fs_routes::{fs_error, query_path, sprite_fs};
 use super::{invalid_request, segments};
-use crate::auth;
 use crate::fsops::{self, FsError, WriteError, WriteSpec};
-use crate::http::{BodyFraming, BodyReader, Request, RequestReader, Response};
-use crate::query::Query;
+use crate::net::auth;
+use crate::net::body::BodyReader;
+use crate::net::http::{BodyFraming, Request, RequestReader, Response};
+use crate::net::query::Query;
 use crate::state::State;
 
 /// What became of a streamed write.

@@ -7,11 +7,11 @@ mod sprites;
 
 use std::sync::Arc;
 
-use crate::auth;
 use crate::exec::Upgrade;
-use crate::http::file::FileResponse;
-use crate::http::{Request, Response};
-use crate::query::{self, Query};
+use crate::net::auth;
+use crate::net::file::FileResponse;
+use crate::net::http::{Request, Response};
+use crate::net::query::{self, Query};
 use crate::state::State;
 
 /// What a request turns into.

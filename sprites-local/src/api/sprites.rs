@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid_request, sprite_not_found};
-use crate::http::Response;
-use crate::query::Query;
+use crate::net::http::Response;
+use crate::net::query::Query;
 use crate::state::State;
 use crate::store::{valid_name, CreateError, SpriteConfig, SpriteRecord, UrlSettings};
 use crate::{random, time};

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read};
 
-use super::{BodyFraming, RequestReader};
+use super::http::{BodyFraming, RequestReader};
 
 /// Scratch buffer per streamed body: socket reads are this big, so a 1 GiB chunked upload
 /// costs a few thousand `read` calls however small the client's chunks are.
@@ -281,7 +281,6 @@ fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::RequestReader;
 
     /// Hands out at most `step` bytes per read, to exercise every partial-buffer path.
     struct Trickle<'a> {

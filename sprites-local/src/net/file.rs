@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 
-use super::response_head;
+use super::http::response_head;
 
 /// Buffer for the `pread` fallback.
 const FALLBACK_BUF: usize = 256 * 1024;

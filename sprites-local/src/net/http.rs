@@ -8,16 +8,13 @@
 //! A request's head is read first ([`RequestReader::read_head`]); its body is then either
 //! buffered ([`RequestReader::read_body`], capped at [`MAX_BODY`]: JSON documents) or
 //! streamed ([`RequestReader::body`], any size, constant memory: file uploads). Files go
-//! out with `sendfile(2)` ([`file`]).
-
-mod body;
-pub mod file;
-
-pub use body::BodyReader;
+//! out with `sendfile(2)` ([`file`](super::file)).
 
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
+
+use super::body::BodyReader;
 
 /// The runtime version this emulator reports in `Sprite-Version` (PROTOCOL.md §2).
 pub const SPRITE_VERSION: &str = "0.1.0";
@@ -103,8 +100,8 @@ fn bad(status: u16, message: impl Into<String>) -> RecvError {
 /// Reads successive requests from one connection, keeping bytes that arrived early
 /// (pipelined requests, or WebSocket frames sent right behind an upgrade request).
 pub struct RequestReader<R> {
-    inner: R,
-    buf: Vec<u8>,
+    pub(super) inner: R,
+    pub(super) buf: Vec<u8>,
 }
 
 impl<R: Read> RequestReader<R> {
@@ -515,7 +512,7 @@ fn bodyless(status: u16) -> bool {
 /// A response head: status line, `Sprite-Version`, `headers`, then `Content-Length: len`
 /// (or `Transfer-Encoding: chunked` when `len` is `None`) unless the status has no body,
 /// and `Connection: close` unless `keep_alive`.
-fn response_head(
+pub(super) fn response_head(
     status: u16,
     headers: &[(&'static str, String)],
     len: Option<u64>,
