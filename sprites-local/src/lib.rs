@@ -24,7 +24,6 @@ mod random;
 mod runtime;
 mod sandbox;
 mod server;
-mod sessions;
 mod signal;
 mod state;
 mod store;

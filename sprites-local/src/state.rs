@@ -10,10 +10,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::exec::ExecControl;
+use crate::exec::{ExecControl, Sessions};
 use crate::lock;
 use crate::runtime::SpriteRuntime;
-use crate::sessions::Sessions;
 use crate::store::Store;
 
 /// State shared by every connection.

@@ -6,10 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid_request, sprite_not_found, Reply};
-use crate::exec;
+use crate::exec::{self, Lookup, SpawnFailure};
 use crate::net::http::{Request, Response};
 use crate::net::query::Query;
-use crate::sessions::Lookup;
 use crate::state::State;
 use crate::{signal, time};
 
@@ -27,7 +26,7 @@ pub fn exec_or_list(state: &Arc<State>, name: &str, req: &Request, q: &Query) ->
     }
     let params = match exec::parse_params(q) {
         Ok(p) => p,
-        Err(r) => return r.into(),
+        Err(e) => return invalid_request(&e.0).into(),
     };
     let key = req.header("sec-websocket-key").map(str::trim).unwrap_or("");
     if key.is_empty() || req.header("sec-websocket-version").map(str::trim) != Some("13") {
@@ -39,7 +38,28 @@ pub fn exec_or_list(state: &Arc<State>, name: &str, req: &Request, q: &Query) ->
     }
     match exec::spawn(state, name, &params, key) {
         Ok(up) => Reply::Upgrade(Box::new(up)),
-        Err(r) => r.into(),
+        Err(e) => spawn_failed(name, &params.program, e).into(),
+    }
+}
+
+/// The answer to an exec whose process could not be started.
+fn spawn_failed(name: &str, program: &str, e: SpawnFailure) -> Response {
+    match e {
+        SpawnFailure::SpriteNotFound => sprite_not_found(name),
+        SpawnFailure::InvalidDirectory(m) => Response::error(400, "invalid_directory", &m),
+        SpawnFailure::CommandNotFound => Response::error(
+            400,
+            "command_not_found",
+            &format!("exec: {program:?}: executable file not found in $PATH"),
+        ),
+        SpawnFailure::PermissionDenied => Response::error(
+            400,
+            "permission_denied",
+            &format!("exec: {program:?}: permission denied"),
+        ),
+        SpawnFailure::Failed(e) => {
+            Response::error(500, "exec_failed", &format!("exec: {program:?}: {e}"))
+        }
     }
 }
 

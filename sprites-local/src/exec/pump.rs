@@ -1,7 +1,8 @@
-//! Exec sessions over WebSocket (PROTOCOL.md §6, non-TTY).
+//! An upgraded exec's WebSocket session (PROTOCOL.md §6, non-TTY), from the `101` until
+//! it ends.
 //!
-//! The process is spawned before the `101` so spawn errors become plain HTTP errors. After
-//! the upgrade, one exec uses these threads, all joined to the exec's lifetime:
+//! The process was spawned before the `101` ([`super::spawn`]). After the upgrade, one exec
+//! uses these threads, all joined to the exec's lifetime:
 //!
 //! - the **connection thread** (the caller of [`run`]) reads client frames: stdin goes to
 //!   the stdin thread, signals go to the process group, pings become pong requests;
@@ -31,11 +32,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::net::http::{Response, SPRITE_VERSION};
-use crate::net::query::Query;
+use super::{Session, Upgrade};
+use crate::net::http::SPRITE_VERSION;
 use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
-use crate::runtime::{Process, ProcessSpec, SpawnError};
-use crate::sessions::Session;
 use crate::signal;
 use crate::state::State;
 
@@ -59,138 +58,6 @@ mod stream_id {
     pub const STDERR: u8 = 0x02;
     pub const EXIT: u8 = 0x03;
     pub const STDIN_EOF: u8 = 0x04;
-}
-
-/// Exec query parameters, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecParams {
-    /// argv (`cmd` params), non-empty with a non-empty `argv[0]`.
-    pub argv: Vec<String>,
-    /// Program to look up (`path`, else `cmd[0]`).
-    pub program: String,
-    /// `env` params split at the first `=`.
-    pub env: Vec<(String, String)>,
-    /// `dir` param.
-    pub dir: Option<String>,
-    /// `stdin` param.
-    pub stdin: bool,
-}
-
-fn invalid(message: &str) -> Response {
-    Response::error(400, "invalid_request", message)
-}
-
-/// Validates the exec query (PROTOCOL.md §6.1). Errors are ready-to-send 400 responses.
-pub fn parse_params(q: &Query) -> Result<ExecParams, Response> {
-    let argv: Vec<String> = q.get_all("cmd").map(str::to_owned).collect();
-    if argv.first().is_none_or(|a| a.is_empty()) {
-        return Err(invalid("exec requires at least one cmd parameter"));
-    }
-    let tty = q.get_bool("tty", false).map_err(|e| invalid(&e.0))?;
-    if tty {
-        return Err(invalid("tty not yet supported"));
-    }
-    let stdin = q.get_bool("stdin", false).map_err(|e| invalid(&e.0))?;
-    let mut env = Vec::new();
-    for kv in q.get_all("env") {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
-                env.push((k.to_owned(), v.to_owned()))
-            }
-            _ => {
-                return Err(invalid(&format!(
-                    "env parameter must be KEY=VALUE, got {kv:?}"
-                )))
-            }
-        }
-    }
-    if argv.iter().any(|a| a.contains('\0')) {
-        return Err(invalid("cmd parameters must not contain NUL bytes"));
-    }
-    let program = q
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .unwrap_or(&argv[0])
-        .to_owned();
-    let dir = q.get("dir").filter(|d| !d.is_empty()).map(str::to_owned);
-    if program.contains('\0') || dir.as_deref().is_some_and(|d| d.contains('\0')) {
-        return Err(invalid("path and dir must not contain NUL bytes"));
-    }
-    Ok(ExecParams {
-        argv,
-        program,
-        env,
-        dir,
-        stdin,
-    })
-}
-
-/// A spawned process waiting for its WebSocket.
-pub struct Upgrade {
-    process: Process,
-    session: Arc<Session>,
-    accept_key: String,
-}
-
-/// Spawns the process for an exec on `sprite` (which must exist). Errors are the HTTP
-/// responses to send instead of the upgrade.
-pub fn spawn(
-    state: &State,
-    sprite: &str,
-    params: &ExecParams,
-    ws_key: &str,
-) -> Result<Upgrade, Response> {
-    let Some(rec) = state.store.get(sprite) else {
-        return Err(crate::api::sprite_not_found(sprite));
-    };
-    let mut env: Vec<(String, String)> = rec.environment.into_iter().collect();
-    env.extend(params.env.iter().cloned());
-    let spec = ProcessSpec {
-        program: &params.program,
-        argv: &params.argv,
-        env: &env,
-        dir: params.dir.as_deref(),
-        stdin: params.stdin,
-    };
-    let spawned = match state.runtime.spawn(&state.store.sprite_dir(sprite), &spec) {
-        Ok(s) => s,
-        Err(SpawnError::InvalidDirectory(m)) => {
-            return Err(Response::error(400, "invalid_directory", &m))
-        }
-        Err(SpawnError::Io(e)) => return Err(spawn_error_response(&params.program, &e)),
-    };
-    let session = Arc::new(Session::new(
-        spawned.process.id(),
-        spawned.process.group(),
-        sprite.to_owned(),
-        params.argv.join(" "),
-        spawned.workdir,
-    ));
-    state.sessions.insert(session.clone());
-    // Before the 101, so anyone who has seen the exec start also sees the sprite as run
-    // (persisted on a sprite's first run only: one fsync in its lifetime).
-    let _ = state.store.mark_running(sprite, crate::time::now_rfc3339());
-    Ok(Upgrade {
-        process: spawned.process,
-        session,
-        accept_key: ws::accept_key(ws_key),
-    })
-}
-
-fn spawn_error_response(program: &str, e: &io::Error) -> Response {
-    match e.raw_os_error() {
-        Some(libc::ENOENT) => Response::error(
-            400,
-            "command_not_found",
-            &format!("exec: {program:?}: executable file not found in $PATH"),
-        ),
-        Some(libc::EACCES) | Some(libc::EPERM) => Response::error(
-            400,
-            "permission_denied",
-            &format!("exec: {program:?}: permission denied"),
-        ),
-        _ => Response::error(500, "exec_failed", &format!("exec: {program:?}: {e}")),
-    }
 }
 
 /// An eventfd that wakes the I/O thread out of `poll` when a control message or the exit
@@ -717,45 +584,6 @@ fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(q: &str) -> Result<ExecParams, String> {
-        parse_params(&Query::parse(q).unwrap()).map_err(|r| String::from_utf8(r.body).unwrap())
-    }
-
-    #[test]
-    fn exec_params() {
-        let p = params("cmd=sh&cmd=-c&cmd=echo+hi&env=A%3D1&env=B%3Dx%3Dy&dir=%2Ftmp&stdin=true")
-            .unwrap();
-        assert_eq!(p.argv, ["sh", "-c", "echo hi"]);
-        assert_eq!(p.program, "sh");
-        assert_eq!(
-            p.env,
-            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
-        );
-        assert_eq!(p.dir.as_deref(), Some("/tmp"));
-        assert!(p.stdin);
-        assert_eq!(params("cmd=x&path=/bin/true").unwrap().program, "/bin/true");
-    }
-
-    #[test]
-    fn exec_params_errors() {
-        for q in ["", "path=ls", "cmd=", "cmd=&cmd=x"] {
-            let e = params(q).unwrap_err();
-            assert!(
-                e.contains("exec requires at least one cmd parameter"),
-                "{q}: {e}"
-            );
-        }
-        assert!(params("cmd=ls&tty=true")
-            .unwrap_err()
-            .contains("tty not yet supported"));
-        assert!(params("cmd=ls&tty=maybe").is_err());
-        assert!(params("cmd=ls&env=NOEQUALS")
-            .unwrap_err()
-            .contains("KEY=VALUE"));
-        assert!(params("cmd=ls&env=%3Dv").is_err());
-        assert!(params("cmd=a%00b").is_err());
-    }
 
     #[test]
     fn signal_messages() {

@@ -1,0 +1,98 @@
+//! Execs (PROTOCOL.md §6, non-TTY) and their sessions (§7), without HTTP routing.
+//!
+//! - [`params`]: validation of the exec query;
+//! - [`spawn`] (here): starts the process *before* the `101`, so a failure to start is an
+//!   ordinary HTTP error ([`SpawnFailure`], which the API turns into a response);
+//! - [`pump`]: the upgraded exec's WebSocket session: its threads and I/O, until it ends;
+//! - [`sessions`]: the registry of running execs per sprite, and recently exited ids.
+
+mod params;
+mod pump;
+mod sessions;
+
+pub use params::{parse_params, ExecParams};
+pub use pump::{run, ExecControl};
+pub use sessions::{Lookup, Session, Sessions};
+
+use std::io;
+use std::sync::Arc;
+
+use crate::net::ws;
+use crate::runtime::{Process, ProcessSpec, SpawnError};
+use crate::state::State;
+
+/// A spawned process waiting for its WebSocket.
+pub struct Upgrade {
+    process: Process,
+    session: Arc<Session>,
+    accept_key: String,
+}
+
+/// Why an exec's process could not be started.
+#[derive(Debug)]
+pub enum SpawnFailure {
+    /// There is no sprite of that name.
+    SpriteNotFound,
+    /// The requested working directory does not exist or is not a directory; the text
+    /// says which.
+    InvalidDirectory(String),
+    /// The program was not found (`ENOENT`).
+    CommandNotFound,
+    /// The program may not be executed (`EACCES`, `EPERM`).
+    PermissionDenied,
+    /// Anything else.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for SpawnFailure {
+    fn from(e: io::Error) -> SpawnFailure {
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => SpawnFailure::CommandNotFound,
+            Some(libc::EACCES) | Some(libc::EPERM) => SpawnFailure::PermissionDenied,
+            _ => SpawnFailure::Failed(e),
+        }
+    }
+}
+
+/// Spawns the process for an exec on `sprite` and registers its session. `ws_key` is the
+/// client's `Sec-WebSocket-Key`.
+pub fn spawn(
+    state: &State,
+    sprite: &str,
+    params: &ExecParams,
+    ws_key: &str,
+) -> Result<Upgrade, SpawnFailure> {
+    let Some(rec) = state.store.get(sprite) else {
+        return Err(SpawnFailure::SpriteNotFound);
+    };
+    let mut env: Vec<(String, String)> = rec.environment.into_iter().collect();
+    env.extend(params.env.iter().cloned());
+    let spec = ProcessSpec {
+        program: &params.program,
+        argv: &params.argv,
+        env: &env,
+        dir: params.dir.as_deref(),
+        stdin: params.stdin,
+    };
+    let spawned = match state.runtime.spawn(&state.store.sprite_dir(sprite), &spec) {
+        Ok(s) => s,
+        Err(SpawnError::InvalidDirectory(m)) => return Err(SpawnFailure::InvalidDirectory(m)),
+        Err(SpawnError::Io(e)) => return Err(e.into()),
+    };
+    let session = Arc::new(Session::new(
+        spawned.process.id(),
+        spawned.process.group(),
+        sprite.to_owned(),
+        params.argv.join(" "),
+        spawned.workdir,
+    ));
+    state.sessions.insert(session.clone());
+    // Before the 101, so anyone who has seen the exec start also sees the sprite as run
+    // (persisted on a sprite's first run only: one fsync in its lifetime).
+    let _ = state.store.mark_running(sprite, crate::time::now_rfc3339());
+    Ok(Upgrade {
+        process: spawned.process,
+        session,
+        accept_key: ws::accept_key(ws_key),
+    })
+}
