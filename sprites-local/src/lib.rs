@@ -22,7 +22,6 @@ mod fsops;
 mod net;
 mod random;
 mod runtime;
-mod sandbox;
 mod server;
 mod signal;
 mod state;

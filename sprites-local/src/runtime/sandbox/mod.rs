@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Receiver;
 
+use super::{ProcessSpec, Runtime, SpawnError, Spawned, SpriteRuntime};
 use crate::lock;
-use crate::runtime::{ProcessSpec, Runtime, SpawnError, Spawned, SpriteRuntime};
 use crate::store::SpriteConfig;
 
 use client::Agent;
@@ -286,7 +286,7 @@ impl SpriteRuntime for SandboxRuntime {
                 host_pid,
                 exit,
             } => Ok(Spawned {
-                process: crate::runtime::Process::Sandbox(SandboxProcess {
+                process: super::Process::Sandbox(SandboxProcess {
                     agent,
                     pid,
                     host_pid,

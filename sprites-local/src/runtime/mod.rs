@@ -1,19 +1,23 @@
 //! Runtimes: how a sprite's files exist and how its processes are started.
 //!
 //! Everything sprite-specific about running a process goes through [`SpriteRuntime`]:
-//! [`HostRuntime`] runs processes directly, the sandbox runtime (`crate::sandbox`,
+//! [`HostRuntime`] ([`host`]) runs processes directly, the sandbox runtime ([`sandbox`],
 //! namespaces + overlay root, ARCHITECTURE.md §3) runs them inside each sprite.
+
+mod host;
+mod sandbox;
 
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Child;
 use std::str::FromStr;
 
-use crate::sandbox::{self, SandboxGroup, SandboxProcess};
+use host::HostRuntime;
+use sandbox::{SandboxGroup, SandboxProcess};
 
 /// Which runtime runs sprites' processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +261,7 @@ pub(crate) fn resolve(
     base_dir: &Path,
 ) -> io::Result<Box<dyn SpriteRuntime>> {
     match requested {
-        Runtime::Host => Ok(Box::new(HostRuntime { auto: None })),
+        Runtime::Host => Ok(Box::new(HostRuntime::new(None))),
         Runtime::Sandbox => match sandbox::check(data_dir, base_dir) {
             Ok(rt) => Ok(Box::new(rt)),
             Err(why) => Err(io::Error::new(
@@ -267,99 +271,10 @@ pub(crate) fn resolve(
         },
         Runtime::Auto => match sandbox::check(data_dir, base_dir) {
             Ok(rt) => Ok(Box::new(rt.chosen_by_auto())),
-            Err(why) => Ok(Box::new(HostRuntime {
-                auto: Some(format!("sandbox unavailable: {why}")),
-            })),
+            Err(why) => Ok(Box::new(HostRuntime::new(Some(format!(
+                "sandbox unavailable: {why}"
+            ))))),
         },
-    }
-}
-
-/// Runs processes directly on this machine as the server's user. A sprite is a directory;
-/// its `home/` is the default working directory and `HOME`. Isolates nothing.
-pub(crate) struct HostRuntime {
-    /// Why `auto` chose this runtime (None when asked for explicitly).
-    auto: Option<String>,
-}
-
-/// The environment variable the CLI reads the token from; never passed to processes.
-pub(crate) const TOKEN_ENV: &str = "SPRITES_LOCAL_TOKEN";
-
-impl HostRuntime {
-    fn home(sprite_dir: &Path) -> PathBuf {
-        sprite_dir.join("home")
-    }
-}
-
-impl SpriteRuntime for HostRuntime {
-    fn kind(&self) -> Runtime {
-        Runtime::Host
-    }
-
-    /// The host's own files, at the host's own paths: nothing is isolated, exactly as for
-    /// this runtime's commands.
-    fn fs(&self, _sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
-        Some(Box::new(crate::fsops::HostFs))
-    }
-
-    fn note(&self) -> String {
-        let how = match &self.auto {
-            Some(why) => format!(" (auto: {why})"),
-            None => String::new(),
-        };
-        format!(
-            "runtime host{how}: NO ISOLATION — commands run as this user on this machine, \
-             with full access to its files and network"
-        )
-    }
-
-    fn create_sprite(&self, sprite_dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(Self::home(sprite_dir))
-    }
-
-    fn spawn(&self, sprite_dir: &Path, spec: &ProcessSpec<'_>) -> Result<Spawned, SpawnError> {
-        let home = Self::home(sprite_dir);
-        let cwd = match spec.dir {
-            Some(dir) => {
-                let d = home.join(dir); // an absolute `dir` replaces `home`
-                if !d.is_dir() {
-                    return Err(SpawnError::InvalidDirectory(format!(
-                        "working directory {dir:?} does not exist or is not a directory"
-                    )));
-                }
-                d
-            }
-            None => {
-                // A user may have removed the home directory through an exec; without it
-                // spawn would fail with ENOENT and look like a missing program.
-                if !home.is_dir() {
-                    std::fs::create_dir_all(&home).map_err(SpawnError::Io)?;
-                }
-                home.clone()
-            }
-        };
-        let mut cmd = Command::new(spec.program);
-        if let Some((argv0, rest)) = spec.argv.split_first() {
-            cmd.arg0(argv0).args(rest);
-        }
-        cmd.current_dir(&cwd)
-            .env_remove(TOKEN_ENV)
-            .env("HOME", &home)
-            .env("PWD", &cwd)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            // Own process group: signals and the disconnect kill reach the whole tree.
-            .process_group(0)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().map_err(SpawnError::Io)?;
-        Ok(Spawned {
-            process: Process::Host(child),
-            workdir: cwd.to_string_lossy().into_owned(),
-        })
     }
 }
 
