@@ -18,12 +18,12 @@ use std::io;
 use std::sync::Arc;
 
 use crate::net::ws;
-use crate::runtime::{Process, ProcessSpec, SpawnError};
+use crate::runtime::{ExecProcess, ProcessSpec, SpawnError};
 use crate::state::State;
 
 /// A spawned process waiting for its WebSocket.
 pub struct Upgrade {
-    process: Process,
+    process: Box<dyn ExecProcess>,
     session: Arc<Session>,
     accept_key: String,
 }

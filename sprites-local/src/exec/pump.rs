@@ -165,7 +165,7 @@ pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade)
     let setup = Wake::new().and_then(|wake| Ok((wake, stream.try_clone()?, stream.try_clone()?)));
     let Ok((wake, write_sock, read_sock)) = setup else {
         group.signal(libc::SIGKILL);
-        process.wait(|| session.mark_exited());
+        process.wait(&mut || session.mark_exited());
         state.sessions.finish(&session);
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -180,7 +180,7 @@ pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade)
     let waiter = {
         let (session, state, wake) = (session.clone(), state.clone(), wake.clone());
         spawn_named("sprites-exec-wait", move || {
-            let code = process.wait(|| session.mark_exited());
+            let code = process.wait(&mut || session.mark_exited());
             state.sessions.finish(&session);
             let _ = exit_tx.send(code);
             wake.notify();

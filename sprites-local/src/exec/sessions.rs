@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::lock;
-use crate::runtime::ProcessGroup;
+use crate::runtime::SignalGroup;
 
 /// How many exited session ids to remember per server.
 const EXITED_MEMORY: usize = 1000;
@@ -25,7 +25,7 @@ pub struct Session {
     /// Start time.
     pub created: SystemTime,
     /// Delivers signals to the exec's process group (on the host or inside a sprite).
-    group: ProcessGroup,
+    group: Arc<dyn SignalGroup>,
     /// Guards against signalling a recycled PID: set once the leader has exited, under the
     /// same lock `signal` takes (the leader is then a zombie, so its PID is still ours).
     exited: Mutex<bool>,
@@ -44,7 +44,7 @@ impl Session {
     /// A new session record for process `pid`, whose group `group` signals.
     pub fn new(
         pid: u32,
-        group: ProcessGroup,
+        group: Arc<dyn SignalGroup>,
         sprite: String,
         command: String,
         workdir: String,

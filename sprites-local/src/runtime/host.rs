@@ -1,12 +1,17 @@
 //! [`HostRuntime`]: sprites' processes run directly on this machine, as the server's user.
 //! Isolates nothing.
 
+use std::fs::File;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
-use super::{Process, ProcessSpec, Runtime, SpawnError, Spawned, SpriteRuntime};
+use super::{
+    ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
+};
 
 /// Runs processes directly on this machine as the server's user. A sprite is a directory;
 /// its `home/` is the default working directory and `HOME`. Isolates nothing.
@@ -96,8 +101,75 @@ impl SpriteRuntime for HostRuntime {
             .stderr(Stdio::piped());
         let child = cmd.spawn().map_err(SpawnError::Io)?;
         Ok(Spawned {
-            process: Process::Host(child),
+            process: Box::new(HostProcess(child)),
             workdir: cwd.to_string_lossy().into_owned(),
         })
+    }
+}
+
+/// An exec on the host: a child of the server, leading its own process group.
+struct HostProcess(Child);
+
+impl ExecProcess for HostProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn take_stdio(&mut self) -> Stdio3 {
+        let c = &mut self.0;
+        Stdio3 {
+            stdin: c.stdin.take().map(|s| File::from(OwnedFd::from(s))),
+            stdout: c.stdout.take().map(OwnedFd::from),
+            stderr: c.stderr.take().map(OwnedFd::from),
+        }
+    }
+
+    fn group(&self) -> Arc<dyn SignalGroup> {
+        Arc::new(HostGroup(self.0.id()))
+    }
+
+    /// Waits with `WNOWAIT` first, so `on_exit` runs while the exited child is still a
+    /// zombie (its pid, and so its process group id, cannot be reused yet); only then
+    /// reaps it.
+    fn wait(&mut self, on_exit: &mut dyn FnMut()) -> u8 {
+        let child = &mut self.0;
+        let pid = child.id() as libc::id_t;
+        loop {
+            // SAFETY: siginfo_t is plain data, zero is a valid bit pattern.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid writes into `info`, a valid siginfo_t.
+            let r =
+                unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+            if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        on_exit();
+        match child.wait() {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => (code & 0xff) as u8,
+                (None, Some(sig)) => (128 + sig) as u8,
+                (None, None) => 1,
+            },
+            Err(_) => 1,
+        }
+    }
+}
+
+/// A host process group (pgid = the leader's pid).
+struct HostGroup(u32);
+
+impl SignalGroup for HostGroup {
+    fn signal(&self, sig: i32) {
+        crate::signal::kill_group(self.0, sig);
+    }
+
+    /// Reaps a host child whose waiter could not be started.
+    fn reap_orphaned(&self) {
+        let mut st = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        unsafe {
+            libc::waitpid(self.0 as libc::pid_t, &mut st, 0);
+        }
     }
 }

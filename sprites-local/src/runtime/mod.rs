@@ -11,13 +11,11 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Child;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use host::HostRuntime;
-use sandbox::{SandboxGroup, SandboxProcess};
 
 /// Which runtime runs sprites' processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +81,9 @@ pub(crate) struct ProcessSpec<'a> {
 /// A started process and the directory it started in.
 pub(crate) struct Spawned {
     /// The process; stdout and stderr are pipes, stdin a pipe if requested.
-    pub process: Process,
+    pub process: Box<dyn ExecProcess>,
     /// The working directory, as shown in the session list.
     pub workdir: String,
-}
-
-/// A running exec, whichever runtime started it.
-pub(crate) enum Process {
-    /// A child of the server.
-    Host(Child),
-    /// A process inside a sprite, a child of the sprite's agent.
-    Sandbox(SandboxProcess),
 }
 
 /// The ends of a process's stdio the server keeps.
@@ -106,115 +96,38 @@ pub(crate) struct Stdio3 {
     pub stderr: Option<OwnedFd>,
 }
 
-impl Process {
+/// A running exec, whichever runtime started it: a child of the server
+/// (`host::HostProcess`) or a process inside a sprite, a child of the sprite's agent
+/// ([`sandbox::SandboxProcess`]).
+pub(crate) trait ExecProcess: Send {
     /// The session id: the process's pid as the server sees it.
-    pub fn id(&self) -> u32 {
-        match self {
-            Process::Host(c) => c.id(),
-            Process::Sandbox(p) => p.id(),
-        }
-    }
+    fn id(&self) -> u32;
 
     /// Takes the server's ends of the process's stdio.
-    pub fn take_stdio(&mut self) -> Stdio3 {
-        match self {
-            Process::Host(c) => Stdio3 {
-                stdin: c.stdin.take().map(|s| File::from(OwnedFd::from(s))),
-                stdout: c.stdout.take().map(OwnedFd::from),
-                stderr: c.stderr.take().map(OwnedFd::from),
-            },
-            Process::Sandbox(p) => Stdio3 {
-                stdin: p.stdin.take(),
-                stdout: p.stdout.take(),
-                stderr: p.stderr.take(),
-            },
-        }
-    }
+    fn take_stdio(&mut self) -> Stdio3;
 
     /// What signals the process group.
-    pub fn group(&self) -> ProcessGroup {
-        match self {
-            Process::Host(c) => ProcessGroup::Host(c.id()),
-            Process::Sandbox(p) => ProcessGroup::Sandbox(p.group()),
-        }
-    }
+    fn group(&self) -> Arc<dyn SignalGroup>;
 
     /// Waits until the process has exited, calls `on_exit` and returns the exit byte: the
     /// exit code, or 128 + N when killed by signal N.
     ///
-    /// For a host child, `on_exit` runs after the exit but *before* reaping: while the
-    /// zombie exists its pid cannot be reused, so a concurrent signal (which checks the
-    /// flag `on_exit` sets) never hits a stranger's process group. In a sprite the agent
-    /// gives the same guarantee itself (it signals only unreaped execs).
-    pub fn wait(&mut self, on_exit: impl FnOnce()) -> u8 {
-        match self {
-            Process::Host(child) => {
-                let pid = child.id() as libc::id_t;
-                loop {
-                    // SAFETY: siginfo_t is plain data, zero is a valid bit pattern.
-                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                    // SAFETY: waitid writes into `info`, a valid siginfo_t.
-                    let r = unsafe {
-                        libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
-                    };
-                    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                        break;
-                    }
-                }
-                on_exit();
-                match child.wait() {
-                    Ok(status) => match (status.code(), status.signal()) {
-                        (Some(code), _) => (code & 0xff) as u8,
-                        (None, Some(sig)) => (128 + sig) as u8,
-                        (None, None) => 1,
-                    },
-                    Err(_) => 1,
-                }
-            }
-            Process::Sandbox(p) => {
-                let st = p.wait();
-                on_exit();
-                if libc::WIFEXITED(st) {
-                    (libc::WEXITSTATUS(st) & 0xff) as u8
-                } else if libc::WIFSIGNALED(st) {
-                    (128 + libc::WTERMSIG(st)) as u8
-                } else {
-                    1
-                }
-            }
-        }
-    }
+    /// `on_exit` runs after the exit but *before* the process is reaped: while the zombie
+    /// exists its pid cannot be reused, so a concurrent signal (which checks the flag
+    /// `on_exit` sets) never hits a stranger's process group. A host child guarantees this
+    /// by waiting without reaping first; in a sprite the agent gives the same guarantee
+    /// itself (it signals only unreaped execs).
+    fn wait(&mut self, on_exit: &mut dyn FnMut()) -> u8;
 }
 
-/// Delivers signals to one exec's process group.
-#[derive(Clone)]
-pub(crate) enum ProcessGroup {
-    /// A host process group (pgid = the leader's pid).
-    Host(u32),
-    /// A process group inside a sprite, signalled by its agent.
-    Sandbox(SandboxGroup),
-}
-
-impl ProcessGroup {
+/// Delivers signals to one exec's process group (on the host, or inside a sprite).
+pub(crate) trait SignalGroup: Send + Sync {
     /// Sends `sig` to the whole group. Errors (the group is gone) are ignored.
-    pub fn signal(&self, sig: i32) {
-        match self {
-            ProcessGroup::Host(pgid) => crate::signal::kill_group(*pgid, sig),
-            ProcessGroup::Sandbox(g) => g.signal(sig),
-        }
-    }
+    fn signal(&self, sig: i32);
 
-    /// Reaps a host child whose waiter could not be started (sandbox processes are reaped
-    /// by their agent).
-    pub fn reap_orphaned(&self) {
-        if let ProcessGroup::Host(pid) = self {
-            let mut st = 0;
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            unsafe {
-                libc::waitpid(*pid as libc::pid_t, &mut st, 0);
-            }
-        }
-    }
+    /// Reaps the leader when its waiter could not be started, so it does not stay a
+    /// zombie. Nothing to do where someone else reaps it (the sandbox's agent).
+    fn reap_orphaned(&self) {}
 }
 
 /// Why a process could not be started.

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Receiver;
 
-use super::{ProcessSpec, Runtime, SpawnError, Spawned, SpriteRuntime};
+use super::{
+    ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
+};
 use crate::lock;
 use crate::store::SpriteConfig;
 
@@ -147,7 +149,7 @@ fn read_config(sprite_dir: &Path) -> Option<SpriteConfig> {
     serde_json::from_value(v.get("config")?.clone()).ok()
 }
 
-/// A process running inside a sprite.
+/// A process running inside a sprite, a child of the sprite's agent.
 pub(crate) struct SandboxProcess {
     agent: Arc<Agent>,
     /// pid inside the sprite (its process group and session there).
@@ -156,44 +158,60 @@ pub(crate) struct SandboxProcess {
     host_pid: u32,
     exit: Receiver<i32>,
     /// Our ends of the stdio pipes.
-    pub stdin: Option<File>,
+    stdin: Option<File>,
     /// Read end of stdout.
-    pub stdout: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
     /// Read end of stderr.
-    pub stderr: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
 }
 
-impl SandboxProcess {
+impl ExecProcess for SandboxProcess {
     /// The session id (the host pid).
-    pub(crate) fn id(&self) -> u32 {
+    fn id(&self) -> u32 {
         self.host_pid
     }
 
-    /// A handle that signals this exec's process group through the agent.
-    pub(crate) fn group(&self) -> SandboxGroup {
-        SandboxGroup {
-            agent: self.agent.clone(),
-            pid: self.pid,
+    fn take_stdio(&mut self) -> Stdio3 {
+        Stdio3 {
+            stdin: self.stdin.take(),
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
         }
     }
 
-    /// Blocks until the agent reports the exit (or dies, which killed the process);
-    /// returns the raw wait status.
-    pub(crate) fn wait(&mut self) -> i32 {
-        self.exit.recv().unwrap_or(libc::SIGKILL)
+    /// A handle that signals this exec's process group through the agent.
+    fn group(&self) -> Arc<dyn SignalGroup> {
+        Arc::new(SandboxGroup {
+            agent: self.agent.clone(),
+            pid: self.pid,
+        })
+    }
+
+    /// Blocks until the agent reports the exit (or dies, which killed the process). The
+    /// agent reports only once it has reaped the process, and it signals only execs it has
+    /// not reaped, so `on_exit` may run after the reaping here.
+    fn wait(&mut self, on_exit: &mut dyn FnMut()) -> u8 {
+        let st = self.exit.recv().unwrap_or(libc::SIGKILL);
+        on_exit();
+        if libc::WIFEXITED(st) {
+            (libc::WEXITSTATUS(st) & 0xff) as u8
+        } else if libc::WIFSIGNALED(st) {
+            (128 + libc::WTERMSIG(st)) as u8
+        } else {
+            1
+        }
     }
 }
 
 /// Signals one exec's process group inside its sprite.
-#[derive(Clone)]
-pub(crate) struct SandboxGroup {
+struct SandboxGroup {
     agent: Arc<Agent>,
     pid: i32,
 }
 
-impl SandboxGroup {
+impl SignalGroup for SandboxGroup {
     /// Sends `sig` to the group (the agent ignores execs that already ended).
-    pub(crate) fn signal(&self, sig: i32) {
+    fn signal(&self, sig: i32) {
         self.agent.signal(self.pid, sig);
     }
 }
@@ -286,7 +304,7 @@ impl SpriteRuntime for SandboxRuntime {
                 host_pid,
                 exit,
             } => Ok(Spawned {
-                process: super::Process::Sandbox(SandboxProcess {
+                process: Box::new(SandboxProcess {
                     agent,
                     pid,
                     host_pid,
