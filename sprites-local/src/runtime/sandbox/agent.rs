@@ -189,6 +189,8 @@ fn init(layout: &Layout, ids: Ids, cfg: &AgentConfig) -> io::Result<()> {
     .serve()
 }
 
+/// The agent's loop, PID 1 inside the sprite (the server's side of it is
+/// [`AgentHandle`](super::handle::AgentHandle)).
 struct Agent {
     ctl: RawFd,
     ids: Ids,

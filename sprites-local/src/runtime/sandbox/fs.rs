@@ -12,7 +12,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use super::client::Agent;
+use super::handle::AgentHandle;
 use super::ipc::{FsCall, FsReply};
 use crate::fsops::{
     FsError, FsOp, FsOutput, OpenedFile, PendingWrite, SpriteFs, WriteSpec, Written,
@@ -21,7 +21,7 @@ use crate::fsops::{
 /// One sprite's filesystem, through its agent.
 pub(crate) struct SandboxFs {
     /// The agent, or why it could not be started (every call then fails with that).
-    pub(crate) agent: Result<Arc<Agent>, String>,
+    pub(crate) agent: Result<Arc<AgentHandle>, String>,
 }
 
 impl SandboxFs {

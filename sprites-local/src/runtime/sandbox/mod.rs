@@ -7,7 +7,7 @@
 //! - [`rootfs`]: overlay root, `/dev`, `/proc`, masks, `pivot_root`.
 //! - [`user`]: the `sprite` user and the opaque (masked) directories in the upper layer.
 //! - [`ipc`] / [`sys`]: the control protocol (JSON + SCM_RIGHTS) and syscall wrappers.
-//! - [`client`]: the server's handle on an agent.
+//! - [`handle`]: [`AgentHandle`], the server's handle on one sprite's agent.
 //! - [`fs`]: the filesystem API, run inside the sprite by the agent.
 //! - [`cgroup`]: best-effort memory/CPU limits.
 //!
@@ -15,9 +15,9 @@
 
 mod agent;
 mod cgroup;
-mod client;
 mod entry;
 mod fs;
+mod handle;
 mod ipc;
 mod rootfs;
 mod sys;
@@ -38,7 +38,7 @@ use super::{
 use crate::lock;
 use crate::store::SpriteConfig;
 
-use client::Agent;
+use handle::AgentHandle;
 
 /// Runs each sprite in its own namespaces on an overlay root (see the module docs).
 pub(crate) struct SandboxRuntime {
@@ -50,7 +50,7 @@ pub(crate) struct SandboxRuntime {
     cgroups: cgroup::Cgroups,
     /// Running agents by sprite directory. Held while an agent starts, so two first execs
     /// of one sprite never start two agents.
-    agents: Mutex<HashMap<PathBuf, Arc<Agent>>>,
+    agents: Mutex<HashMap<PathBuf, Arc<AgentHandle>>>,
 }
 
 /// Why the sandbox cannot run here.
@@ -109,7 +109,7 @@ impl SandboxRuntime {
         let tag = crate::random::hex(6).map_err(|e| e.to_string())?;
         let dir = self.data_dir.join(format!(".sandbox-probe-{tag}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let result = Agent::start(self.config(&dir), &dir.join("agent.log"));
+        let result = AgentHandle::start(self.config(&dir), &dir.join("agent.log"));
         let result = match result {
             Ok(agent) => {
                 agent.stop();
@@ -122,7 +122,7 @@ impl SandboxRuntime {
     }
 
     /// The sprite's agent, started (or restarted) if needed.
-    fn agent(&self, sprite_dir: &Path) -> io::Result<Arc<Agent>> {
+    fn agent(&self, sprite_dir: &Path) -> io::Result<Arc<AgentHandle>> {
         let mut agents = lock(&self.agents);
         if let Some(a) = agents.get(sprite_dir) {
             if a.is_alive() {
@@ -137,7 +137,7 @@ impl SandboxRuntime {
         }
         let mut cfg = self.config(sprite_dir);
         cfg.cgroup = read_config(sprite_dir).and_then(|c| self.cgroups.prepare(sprite_dir, &c));
-        let agent = Agent::start(cfg, &sprite_dir.join("agent.log"))?;
+        let agent = AgentHandle::start(cfg, &sprite_dir.join("agent.log"))?;
         agents.insert(sprite_dir.to_owned(), agent.clone());
         Ok(agent)
     }
@@ -151,7 +151,7 @@ fn read_config(sprite_dir: &Path) -> Option<SpriteConfig> {
 
 /// A process running inside a sprite, a child of the sprite's agent.
 pub(crate) struct SandboxProcess {
-    agent: Arc<Agent>,
+    agent: Arc<AgentHandle>,
     /// pid inside the sprite (its process group and session there).
     pid: i32,
     /// pid as the server sees it: the session id, unique across sprites.
@@ -205,7 +205,7 @@ impl ExecProcess for SandboxProcess {
 
 /// Signals one exec's process group inside its sprite.
 struct SandboxGroup {
-    agent: Arc<Agent>,
+    agent: Arc<AgentHandle>,
     pid: i32,
 }
 
@@ -299,7 +299,7 @@ impl SpriteRuntime for SandboxRuntime {
         // The child has its own copies now; ours must close so EOF can arrive.
         drop((stdin_theirs, out_w, err_w));
         match reply {
-            client::SpawnReply::Spawned {
+            handle::SpawnReply::Spawned {
                 pid,
                 host_pid,
                 exit,
@@ -315,14 +315,14 @@ impl SpriteRuntime for SandboxRuntime {
                 }),
                 workdir: cwd,
             }),
-            client::SpawnReply::Failed { stage, errno } if stage == "dir" => {
+            handle::SpawnReply::Failed { stage, errno } if stage == "dir" => {
                 let _ = errno;
                 Err(SpawnError::InvalidDirectory(format!(
                     "working directory {:?} does not exist or is not a directory",
                     spec.dir.unwrap_or(user::HOME)
                 )))
             }
-            client::SpawnReply::Failed { errno, .. } => {
+            handle::SpawnReply::Failed { errno, .. } => {
                 Err(SpawnError::Io(io::Error::from_raw_os_error(errno)))
             }
         }
@@ -346,7 +346,7 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     fn shutdown(&self) {
-        let all: Vec<(PathBuf, Arc<Agent>)> = lock(&self.agents).drain().collect();
+        let all: Vec<(PathBuf, Arc<AgentHandle>)> = lock(&self.agents).drain().collect();
         for (_, a) in &all {
             a.stop();
         }

@@ -1,4 +1,5 @@
-//! The server's side of one sprite's agent: starting it, sending it spawn and signal
+//! [`AgentHandle`]: the server's side of one sprite's agent (the agent itself, inside the
+//! sprite, is in [`super::agent`]): starting it, sending it spawn, signal and filesystem
 //! requests, and routing its replies and exit reports to the threads that wait for them.
 
 use std::collections::HashMap;
@@ -57,28 +58,29 @@ pub enum SpawnReply {
     },
 }
 
+/// Who waits for what the agent sends: spawn replies by request id, exit statuses by pid.
 #[derive(Default)]
-struct State {
+struct Waiters {
     pending: HashMap<u64, Sender<SpawnReply>>,
     exits: HashMap<i32, Sender<i32>>,
     /// The agent is gone (its socket closed); the stub may be reaped any moment.
     dead: bool,
 }
 
-/// A running agent.
-pub struct Agent {
+/// The server's handle on a running agent.
+pub struct AgentHandle {
     sock: OwnedFd,
-    state: Arc<Mutex<State>>,
+    waiters: Arc<Mutex<Waiters>>,
     /// pidfd of the agent (PID 1 of the sprite).
     init: OwnedFd,
     next_id: AtomicU64,
     done: Receiver<()>,
 }
 
-impl Agent {
+impl AgentHandle {
     /// Starts the helper for `cfg.sprite_dir` and waits until the sprite's root is ready.
     /// Its stderr goes to `log` (inside the data dir, invisible to the sprite).
-    pub fn start(mut cfg: AgentConfig, log: &Path) -> io::Result<Arc<Agent>> {
+    pub fn start(mut cfg: AgentConfig, log: &Path) -> io::Result<Arc<AgentHandle>> {
         entry::keep();
         let (ours, theirs) = sys::seqpacket_pair()?;
         sys::grow_socket_buffers(&ours);
@@ -133,22 +135,22 @@ impl Agent {
         };
         set_recv_timeout(&ours, None)?;
 
-        let state = Arc::new(Mutex::new(State::default()));
+        let waiters = Arc::new(Mutex::new(Waiters::default()));
         let (done_tx, done) = bounded(1);
         let reader_sock = ours.try_clone()?;
         {
-            let state = state.clone();
+            let waiters = waiters.clone();
             let spawned = thread::Builder::new()
                 .name("sprites-agent".into())
                 .stack_size(128 * 1024)
-                .spawn(move || read_events(reader_sock, &state, stub, done_tx));
+                .spawn(move || read_events(reader_sock, &waiters, stub, done_tx));
             // On failure the closure (with the stub) is gone; dropping our socket below
             // makes the agent exit, and with it the sprite.
             spawned?;
         }
-        Ok(Arc::new(Agent {
+        Ok(Arc::new(AgentHandle {
             sock: ours,
-            state,
+            waiters,
             init,
             next_id: AtomicU64::new(1),
             done,
@@ -157,7 +159,7 @@ impl Agent {
 
     /// False once the agent has gone away (it is then restarted on next use).
     pub fn is_alive(&self) -> bool {
-        !lock(&self.state).dead
+        !lock(&self.waiters).dead
     }
 
     /// Asks the agent to start a process with `stdio` as fds 0, 1, 2.
@@ -173,7 +175,7 @@ impl Agent {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         {
-            let mut st = lock(&self.state);
+            let mut st = lock(&self.waiters);
             if st.dead {
                 return Err(io::Error::other("the sprite's agent is not running"));
             }
@@ -188,13 +190,13 @@ impl Agent {
             fallback_cwd,
         };
         if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, &stdio) {
-            lock(&self.state).pending.remove(&id);
+            lock(&self.waiters).pending.remove(&id);
             return Err(e);
         }
         match rx.recv_timeout(SPAWN_TIMEOUT) {
             Ok(reply) => Ok(reply),
             Err(_) => {
-                lock(&self.state).pending.remove(&id);
+                lock(&self.waiters).pending.remove(&id);
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the sprite's agent did not answer the spawn request",
@@ -293,20 +295,20 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
+impl Drop for AgentHandle {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-fn read_events(sock: OwnedFd, state: &Mutex<State>, mut stub: Child, done: Sender<()>) {
+fn read_events(sock: OwnedFd, waiters: &Mutex<Waiters>, mut stub: Child, done: Sender<()>) {
     loop {
         match ipc::recv::<Event>(sock.as_raw_fd()) {
             Ok(Some((Event::Spawned { id, pid }, fds))) => {
                 let host_pid = fds.first().and_then(pidfd_pid).unwrap_or(0);
                 let (tx, rx) = bounded(1);
                 let waiter = {
-                    let mut st = lock(state);
+                    let mut st = lock(waiters);
                     st.exits.insert(pid, tx);
                     st.pending.remove(&id)
                 };
@@ -328,12 +330,12 @@ fn read_events(sock: OwnedFd, state: &Mutex<State>, mut stub: Child, done: Sende
                 }
             }
             Ok(Some((Event::SpawnFailed { id, stage, errno }, _))) => {
-                if let Some(w) = lock(state).pending.remove(&id) {
+                if let Some(w) = lock(waiters).pending.remove(&id) {
                     let _ = w.send(SpawnReply::Failed { stage, errno });
                 }
             }
             Ok(Some((Event::Exited { pid, status }, _))) => {
-                if let Some(w) = lock(state).exits.remove(&pid) {
+                if let Some(w) = lock(waiters).exits.remove(&pid) {
                     let _ = w.send(status);
                 }
             }
@@ -342,7 +344,7 @@ fn read_events(sock: OwnedFd, state: &Mutex<State>, mut stub: Child, done: Sende
         }
     }
     {
-        let mut st = lock(state);
+        let mut st = lock(waiters);
         st.dead = true;
         st.pending.clear();
         for (_, w) in st.exits.drain() {
