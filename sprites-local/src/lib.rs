@@ -15,6 +15,8 @@
 //! that document says "(inferred)" are listed in this crate's README.
 
 #![warn(missing_docs)]
+// Raw system calls live in `sys`, behind safe functions; nowhere else.
+#![deny(unsafe_code)]
 
 mod api;
 mod exec;
@@ -26,10 +28,13 @@ mod server;
 mod signal;
 mod state;
 mod store;
+#[allow(unsafe_code)]
+mod sys;
 mod time;
 
 pub use runtime::Runtime;
 pub use server::{default_data_dir, Server, ServerBuilder, ServerHandle};
+pub use signal::TerminationSignal;
 
 use std::sync::{Mutex, MutexGuard};
 

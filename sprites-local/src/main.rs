@@ -1,11 +1,11 @@
 //! `sprites-local` command line: run the local Sprites API server until SIGINT/SIGTERM.
 
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
+#![deny(unsafe_code)]
 
-use sprites_local::{Runtime, Server};
+use std::io::Write;
+use std::process::ExitCode;
+
+use sprites_local::{Runtime, Server, TerminationSignal};
 
 const USAGE: &str = "\
 sprites-local — a local server that speaks the Sprites API
@@ -75,46 +75,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
     Ok(Cmd::Serve(opts))
 }
 
-/// Write end of the self-pipe the signal handler writes to (-1 until installed).
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_termination_signal(_sig: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid one-byte static.
-        unsafe {
-            libc::write(fd, b"x".as_ptr().cast(), 1);
-        }
-    }
-}
-
-/// Installs SIGINT/SIGTERM handlers that write to a pipe, and returns its read end.
-///
-/// A handler rather than blocking the signals and `sigwait`ing: a blocked mask would be
-/// inherited by every command the server spawns, while handlers reset to the default
-/// action on exec, so sprites' processes see ordinary signal behaviour.
-fn install_termination_handler() -> std::io::Result<std::fs::File> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array; sigaction gets a zeroed, then filled,
-    // struct and a handler that only does async-signal-safe work.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_termination_signal as *const () as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(std::fs::File::from_raw_fd(fds[0]))
-    }
-}
-
 fn main() -> ExitCode {
     let opts = match parse_args(std::env::args().skip(1)) {
         Ok(Cmd::Help) => {
@@ -131,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut signals = match install_termination_handler() {
+    let mut signals = match TerminationSignal::install() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("sprites-local: installing signal handlers: {e}");
@@ -175,13 +135,7 @@ fn main() -> ExitCode {
     drop(out);
 
     // Blocks until a handler writes to the pipe (read errors other than EINTR end it too).
-    let mut byte = [0u8; 1];
-    loop {
-        match signals.read(&mut byte) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            _ => break,
-        }
-    }
+    signals.wait();
     eprintln!("sprites-local: shutting down");
     server.shutdown();
     ExitCode::SUCCESS

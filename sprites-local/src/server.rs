@@ -16,7 +16,7 @@ use crate::net::http::{write_response, RecvError, RequestReader, Response};
 use crate::runtime::{self, Runtime, SpriteRuntime};
 use crate::state::State;
 use crate::store::Store;
-use crate::{exec, random};
+use crate::{exec, random, sys};
 
 /// How long shutdown waits for running execs' close frames to go out.
 const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -237,11 +237,9 @@ impl ServerHandle {
         self.state.begin_shutdown();
         // On Linux, shutting down a listening socket wakes a thread blocked in accept()
         // (it returns EINVAL), so no self-connect trick or polling is needed.
-        // SAFETY: the fd belongs to the listener, which the accept thread keeps open until
-        // it returns, and we have not joined it yet.
-        unsafe {
-            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
-        }
+        // The fd belongs to the listener, which the accept thread keeps open until it
+        // returns, and we have not joined it yet.
+        sys::socket::shutdown_raw(self.listener_fd);
         let _ = accept.join();
         // Running execs: close 1001 "going away" first (so clients get a reason rather than
         // a cut connection), then kill their processes, then give the close frames a

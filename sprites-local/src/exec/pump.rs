@@ -24,7 +24,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -37,6 +37,7 @@ use crate::net::http::SPRITE_VERSION;
 use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
 use crate::signal;
 use crate::state::State;
+use crate::sys;
 
 /// Server ping interval while an exec runs.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -66,30 +67,19 @@ struct Wake(OwnedFd);
 
 impl Wake {
     fn new() -> io::Result<Arc<Wake>> {
-        // SAFETY: eventfd has no pointer arguments; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(Arc::new(Wake(unsafe { OwnedFd::from_raw_fd(fd) })))
+        Ok(Arc::new(Wake(sys::fd::eventfd()?)))
     }
 
     fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. It cannot block
-        // (EFD_NONBLOCK); failure only means the counter is already non-zero.
-        unsafe {
-            libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8);
-        }
+        // Adds 1 to the counter (8 bytes, native endian). It cannot block (non-blocking
+        // eventfd); failure only means the counter is already non-zero.
+        let _ = sys::fd::write(self.0.as_fd(), &1u64.to_ne_bytes());
     }
 
     fn drain(&self) {
-        let mut n: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
-        unsafe {
-            libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8);
-        }
+        // Reads (and so resets) the counter; non-blocking.
+        let mut n = [0u8; 8];
+        let _ = sys::fd::read(self.0.as_fd(), &mut n);
     }
 }
 
@@ -151,8 +141,8 @@ pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade)
     let stdio = process.take_stdio();
     let (stdin, stdout, stderr) = (stdio.stdin, stdio.stdout, stdio.stderr);
     for fd in [
-        stdout.as_ref().map(|p| p.as_raw_fd()),
-        stderr.as_ref().map(|p| p.as_raw_fd()),
+        stdout.as_ref().map(|p| p.as_fd()),
+        stderr.as_ref().map(|p| p.as_fd()),
     ]
     .into_iter()
     .flatten()
@@ -319,11 +309,8 @@ fn spawn_named(
 
 /// Asks for a bigger pipe so a fast producer does fewer, larger writes. Best effort: the
 /// kernel may refuse (per-user pipe limits), which only costs throughput.
-fn grow_pipe(fd: RawFd) {
-    // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ takes an int and touches no memory.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
-    }
+fn grow_pipe(fd: BorrowedFd<'_>) {
+    let _ = sys::fd::set_pipe_size(fd, PIPE_SIZE);
 }
 
 fn stdin_main(mut pipe: File, rx: Receiver<(Vec<u8>, usize)>) {
@@ -553,10 +540,7 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 /// poll(2) with a timeout rounded up to whole milliseconds; EINTR counts as a wake-up.
 fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
     let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the call.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = sys::fd::poll(fds, ms) {
         if e.raw_os_error() != Some(libc::EINTR) {
             return Err(e);
         }
@@ -569,14 +553,9 @@ fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
 
 fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: reads into a valid, exclusively borrowed buffer of the given length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match sys::fd::read(fd.as_fd(), buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
         }
     }
 }

@@ -3,13 +3,14 @@
 
 use std::fs::{self, File, Metadata, Permissions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::host::{create_temp, MAX_REPORTED};
 use super::tree::children;
 use super::{base_name, join, parent_of, Copied, CopyPair, FsError};
+use crate::sys;
 
 /// Copies `source` (a symlink there is followed) to `dest`. A directory needs `recursive`
 /// (else `EISDIR`); inside it, symlinks are copied as symlinks and FIFOs, sockets and
@@ -108,8 +109,7 @@ impl Run {
                     set_times(&out, meta)?;
                     // Only root may give a file away; for anyone else keeping their own
                     // ownership is the right result, so the error is ignored.
-                    // SAFETY: fchown on a descriptor we own; no memory is involved.
-                    unsafe { libc::fchown(out.as_raw_fd(), meta.uid(), meta.gid()) };
+                    let _ = sys::file::fchown(out.as_fd(), meta.uid(), meta.gid());
                 }
                 fs::rename(&temp, dest)?;
                 Ok(n)
@@ -203,10 +203,5 @@ fn set_times(file: &File, meta: &Metadata) -> io::Result<()> {
             tv_nsec: meta.mtime_nsec(),
         },
     ];
-    // SAFETY: `times` is a valid two-element array for the duration of the call.
-    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    sys::file::futimens(file.as_fd(), &times)
 }

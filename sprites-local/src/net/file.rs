@@ -4,10 +4,11 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
 use super::http::response_head;
+use crate::sys;
 
 /// Buffer for the `pread` fallback.
 const FALLBACK_BUF: usize = 256 * 1024;
@@ -136,13 +137,9 @@ pub fn send_file<W: Write + AsFd>(
             break;
         };
         let want = (len - sent).min(SENDFILE_MAX) as usize;
-        // SAFETY: both descriptors are open for the duration of the call and `off` is a
-        // valid, exclusively borrowed off_t.
-        let n =
-            unsafe { libc::sendfile(out.as_fd().as_raw_fd(), file.as_raw_fd(), &mut off, want) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
+        let n = match sys::file::sendfile(out.as_fd(), file.as_fd(), &mut off, want) {
+            Ok(n) => n,
+            Err(err) => match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 // Not sendfile-able (some filesystems, non-socket outputs on old kernels):
                 // copy through a bounded buffer instead.
@@ -150,8 +147,8 @@ pub fn send_file<W: Write + AsFd>(
                     return copy_range(out, file, offset, len);
                 }
                 _ => return Err(err),
-            }
-        }
+            },
+        };
         if n == 0 {
             break; // the file is shorter than it was when opened
         }

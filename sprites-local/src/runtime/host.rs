@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::{
     ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
 };
+use crate::sys::process;
 
 /// Runs processes directly on this machine as the server's user. A sprite is a directory;
 /// its `home/` is the default working directory and `HOME`. Isolates nothing.
@@ -135,13 +136,9 @@ impl ExecProcess for HostProcess {
         let child = &mut self.0;
         let pid = child.id() as libc::id_t;
         loop {
-            // SAFETY: siginfo_t is plain data, zero is a valid bit pattern.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: waitid writes into `info`, a valid siginfo_t.
-            let r =
-                unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
-            if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break;
+            match process::wait_exited_nowait(pid) {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                _ => break,
             }
         }
         on_exit();
@@ -166,10 +163,7 @@ impl SignalGroup for HostGroup {
 
     /// Reaps a host child whose waiter could not be started.
     fn reap_orphaned(&self) {
-        let mut st = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        unsafe {
-            libc::waitpid(self.0 as libc::pid_t, &mut st, 0);
-        }
+        // Our own child.
+        let _ = process::waitpid(self.0 as libc::pid_t, 0);
     }
 }

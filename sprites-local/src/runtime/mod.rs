@@ -15,6 +15,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub(crate) use sandbox::helper_request;
+
 use host::HostRuntime;
 
 /// Which runtime runs sprites' processes.

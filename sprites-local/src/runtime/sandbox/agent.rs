@@ -18,16 +18,18 @@ use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::ctx;
 use super::ipc::{self, Event, FsCall, FsReply, Request};
 use super::rootfs::{self, Layout};
-use super::sys;
 use super::user::{self, Ids};
 use crate::fsops::{FsError, HostFs, PendingWrite, SpriteFs};
+use crate::sys::process::{self as proc, CStrArray, Fork, InChild};
+use crate::sys::{self, cstr};
 
 /// What the server tells the stub (as JSON in argv).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,7 +75,7 @@ fn stub(cfg: &AgentConfig) -> io::Result<i32> {
         // limits work at all).
         let _ = std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string());
     }
-    let ids = sys::ctx(
+    let ids = ctx(
         user::prepare_upper(
             &layout.base,
             &layout.upper,
@@ -82,68 +84,60 @@ fn stub(cfg: &AgentConfig) -> io::Result<i32> {
         ),
         || "preparing the sprite user".into(),
     )?;
-    // SAFETY: getuid/getgid cannot fail.
-    let (host_uid, host_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (host_uid, host_gid) = (proc::getuid(), proc::getgid());
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if cfg.userns {
         flags |= libc::CLONE_NEWUSER;
     }
-    sys::ctx(sys::unshare(flags), || "creating namespaces".into())?;
+    ctx(sys::mount::unshare(flags), || "creating namespaces".into())?;
     if cfg.userns {
         // One id each way: the sprite user *is* the server's user, so nothing inside can
         // act as any other host uid, and the server can still manage the upper layer.
         std::fs::write("/proc/self/setgroups", "deny")?;
-        sys::ctx(
+        ctx(
             std::fs::write("/proc/self/uid_map", format!("{} {host_uid} 1", ids.uid)),
             || "writing uid_map".into(),
         )?;
-        sys::ctx(
+        ctx(
             std::fs::write("/proc/self/gid_map", format!("{} {host_gid} 1", ids.gid)),
             || "writing gid_map".into(),
         )?;
     }
-    let child = sys::fork()?;
-    if child == 0 {
-        // SAFETY: prctl with integer arguments.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    let child = match proc::fork()? {
+        Fork::Parent(pid) => pid,
+        Fork::Child(_) => {
+            let _ = proc::set_parent_death_signal(libc::SIGKILL);
+            let code = match init(&layout, ids, cfg) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = ipc::send(
+                        cfg.ctl_fd,
+                        &Event::Failed {
+                            message: e.to_string(),
+                        },
+                        &[],
+                    );
+                    eprintln!("sprites-local sandbox agent: {e}");
+                    1
+                }
+            };
+            // Ends the agent without running atexit handlers of the parent's image.
+            proc::exit_now(code)
         }
-        let code = match init(&layout, ids, cfg) {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = ipc::send(
-                    cfg.ctl_fd,
-                    &Event::Failed {
-                        message: e.to_string(),
-                    },
-                    &[],
-                );
-                eprintln!("sprites-local sandbox agent: {e}");
-                1
-            }
-        };
-        // SAFETY: ends the agent without running atexit handlers of the parent's image.
-        unsafe { libc::_exit(code) }
-    }
+    };
     // The stub keeps no end of the control socket: its EOF must mean "the agent is gone".
-    // SAFETY: closing our copy of the fd the server passed; nothing else uses it here.
-    unsafe {
-        libc::close(cfg.ctl_fd);
-    }
+    // Our copy of the fd the server passed is known only by number: nothing owns it here.
+    sys::fd::close_raw(cfg.ctl_fd);
     Ok(wait_status_code(wait_pid(child)))
 }
 
 fn wait_pid(pid: libc::pid_t) -> i32 {
-    let mut st = 0;
     loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        if r == pid {
-            return st;
-        }
-        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return 0;
+        match proc::waitpid(pid, 0) {
+            Ok((r, st)) if r == pid => return st,
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return 0,
+            _ => {}
         }
     }
 }
@@ -164,20 +158,14 @@ fn init(layout: &Layout, ids: Ids, cfg: &AgentConfig) -> io::Result<()> {
         // The user removed their home through an exec; give them an empty one back.
         std::fs::create_dir_all(home)?;
         if !cfg.userns {
-            sys::lchown(home, ids.uid, ids.gid)?;
+            sys::mount::lchown(home, ids.uid, ids.gid)?;
         }
     }
     let ctl = cfg.ctl_fd;
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
     // becomes readable only after the kernel has killed and reaped everything in our PID
     // namespace.
-    // SAFETY: pidfd_open on our own pid; the result is a new fd we own.
-    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-    if me < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd we own.
-    let me = unsafe { OwnedFd::from_raw_fd(me as RawFd) };
+    let me = proc::pidfd_open(std::process::id() as libc::pid_t)?;
     ipc::send(ctl, &Event::Ready { uid: ids.uid }, &[me.as_raw_fd()])?;
     drop(me);
     Agent {
@@ -202,7 +190,7 @@ struct Agent {
 
 impl Agent {
     fn serve(mut self) -> io::Result<()> {
-        let sfd = sigchld_fd()?;
+        let sfd = proc::sigchld_signalfd()?;
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -216,20 +204,15 @@ impl Agent {
                     revents: 0,
                 },
             ];
-            // SAFETY: a valid, exclusively borrowed pollfd array.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if r < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(io::Error::last_os_error());
+            match sys::fd::poll(&mut fds, -1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
             if fds[1].revents != 0 {
                 let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-                // SAFETY: reads into a valid buffer; the fd is non-blocking.
-                unsafe {
-                    libc::read(sfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
-                }
+                // The fd is non-blocking.
+                let _ = sys::fd::read(sfd.as_fd(), &mut buf);
                 self.reap()?;
             }
             if fds[0].revents != 0 {
@@ -245,12 +228,10 @@ impl Agent {
     /// Reaps every exited child; reports the exec leaders among them.
     fn reap(&mut self) -> io::Result<()> {
         loop {
-            let mut st = 0;
-            // SAFETY: waitpid with a valid status pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-            if pid <= 0 {
-                return Ok(());
-            }
+            let (pid, st) = match proc::waitpid(-1, libc::WNOHANG) {
+                Ok((pid, st)) if pid > 0 => (pid, st),
+                _ => return Ok(()),
+            };
             if self.live.remove(&pid) {
                 ipc::send(self.ctl, &Event::Exited { pid, status: st }, &[])?;
             }
@@ -261,11 +242,9 @@ impl Agent {
         match req {
             Request::Signal { pid, sig } => {
                 if self.live.contains(&pid) && pid > 1 {
-                    // SAFETY: kill has no memory-safety preconditions; the group leader is
-                    // unreaped (in `live`), so its pgid cannot have been recycled.
-                    unsafe {
-                        libc::kill(-pid, sig);
-                    }
+                    // The group leader is unreaped (in `live`), so its pgid cannot have
+                    // been recycled.
+                    let _ = proc::kill(-pid, sig);
                 }
                 Ok(())
             }
@@ -305,13 +284,13 @@ impl Agent {
         let Some(reply) = fds.first() else {
             return; // nowhere to answer
         };
-        match sys::fork() {
-            Ok(0) => {
-                let code = fs_child(self.ids, self.userns, call, fds);
-                // SAFETY: ends the child without unwinding into the agent's loop.
-                unsafe { libc::_exit(code) }
+        match proc::fork() {
+            Ok(Fork::Child(child)) => {
+                let code = fs_child(&child, self.ids, self.userns, call, fds);
+                // Ends the child without unwinding into the agent's loop.
+                proc::exit_now(code)
             }
-            Ok(_) => {} // our copies of the fds close here; the child has its own
+            Ok(Fork::Parent(_)) => {} // our copies of the fds close here; the child has its own
             Err(e) => {
                 let err = FsError::from_io(&e, call.path());
                 let _ = send_fs_reply(reply.as_raw_fd(), &FsReply::Failed(err), None);
@@ -341,31 +320,35 @@ impl Agent {
             .map(|(_, v)| v.as_str())
             .unwrap_or(DEFAULT_PATH);
         let candidates = candidates(program, path);
-        let c_candidates: Vec<CString> = candidates
-            .iter()
-            .filter_map(|c| sys::cstr(c).ok())
-            .collect();
-        let c_argv: Vec<CString> = argv.iter().filter_map(|a| sys::cstr(a).ok()).collect();
+        let c_candidates: Vec<CString> = candidates.iter().filter_map(|c| cstr(c).ok()).collect();
+        let c_argv: Vec<CString> = argv.iter().filter_map(|a| cstr(a).ok()).collect();
         let c_env: Vec<CString> = env
             .iter()
-            .filter_map(|(k, v)| sys::cstr(format!("{k}={v}")).ok())
+            .filter_map(|(k, v)| cstr(format!("{k}={v}")).ok())
             .collect();
-        let c_cwd = sys::cstr(cwd).map_err(|_| ("dir", libc::EINVAL))?;
-        let (err_r, err_w) = sys::pipe().map_err(|_| einval)?;
-        let pid = sys::fork().map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
-        if pid == 0 {
-            drop(err_r);
-            let (stage, errno) =
-                self.child(&c_candidates, &c_argv, &c_env, &c_cwd, fallback_cwd, fds);
-            let mut msg = [0u8; 5];
-            msg[0] = u8::from(stage == "dir");
-            msg[1..].copy_from_slice(&errno.to_ne_bytes());
-            // SAFETY: writes a valid buffer to our pipe, then ends the child.
-            unsafe {
-                libc::write(err_w.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-                libc::_exit(127);
+        let c_cwd = cstr(cwd).map_err(|_| ("dir", libc::EINVAL))?;
+        let (err_r, err_w) = sys::fd::pipe().map_err(|_| einval)?;
+        let forked = proc::fork().map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let pid = match forked {
+            Fork::Parent(pid) => pid,
+            Fork::Child(child) => {
+                drop(err_r);
+                let (stage, errno) = self.child(
+                    &child,
+                    &c_candidates,
+                    &c_argv,
+                    &c_env,
+                    &c_cwd,
+                    fallback_cwd,
+                    fds,
+                );
+                let mut msg = [0u8; 5];
+                msg[0] = u8::from(stage == "dir");
+                msg[1..].copy_from_slice(&errno.to_ne_bytes());
+                let _ = sys::fd::write(err_w.as_fd(), &msg);
+                proc::exit_now(127)
             }
-        }
+        };
         drop(err_w);
         // Blocks only until the child's exec (which closes the CLOEXEC pipe) or failure.
         let mut msg = Vec::new();
@@ -375,25 +358,22 @@ impl Agent {
             let errno = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
             return Err((if msg[0] == 1 { "dir" } else { "exec" }, errno));
         }
-        // SAFETY: pidfd_open on our own (unreaped) child.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd < 0 {
+        // Our own (unreaped) child.
+        let Ok(pidfd) = proc::pidfd_open(pid) else {
             // Without it the server cannot name the process; end it rather than leak it.
-            // SAFETY: kill + waitpid on our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            let _ = proc::kill(pid, libc::SIGKILL);
             wait_pid(pid);
             return Err(("exec", libc::EMFILE));
-        }
-        // SAFETY: a new fd we own.
-        Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }))
+        };
+        Ok((pid, pidfd))
     }
 
     /// In the forked child: stdio, session, privileges, directory, exec. Returns only on
     /// failure, with `(stage, errno)`.
+    #[allow(clippy::too_many_arguments)]
     fn child(
         &self,
+        child: &InChild,
         candidates: &[CString],
         argv: &[CString],
         env: &[CString],
@@ -401,64 +381,41 @@ impl Agent {
         fallback_cwd: bool,
         fds: &[OwnedFd],
     ) -> (&'static str, i32) {
-        let errno = || {
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        };
-        // SAFETY: this child is single-threaded (forked from the single-threaded agent);
-        // every call below takes plain values or valid, live pointers.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            // Own session and process group: signals and kills reach the whole exec tree.
-            libc::setsid();
-            for (i, fd) in fds.iter().enumerate() {
-                if libc::dup2(fd.as_raw_fd(), i as RawFd) < 0 {
-                    return ("exec", errno());
-                }
+        let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+        // This child is single-threaded (forked from the single-threaded agent).
+        let _ = proc::unblock_all_signals();
+        // Own session and process group: signals and kills reach the whole exec tree.
+        let _ = proc::setsid();
+        for (i, fd) in fds.iter().enumerate() {
+            if let Err(e) = sys::fd::dup2(child, fd.as_fd(), i as RawFd) {
+                return ("exec", errno(e));
             }
-            // Nothing but stdio may cross into the program: the agent holds its control
-            // socket (fd 3, inherited without close-on-exec from the stub) and whatever the
-            // server's own process inherited. Marking them close-on-exec (rather than
-            // closing) keeps the CLOEXEC error pipe working until the exec succeeds.
-            if libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
-                for fd in 3..4096 {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
-            if let Err(e) = drop_privileges(self.ids, self.userns) {
-                return ("exec", e.raw_os_error().unwrap_or(libc::EPERM));
-            }
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                let e = errno();
-                if !(fallback_cwd && libc::chdir(c"/".as_ptr()) == 0) {
-                    return ("dir", e);
-                }
-            }
-            let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-            argv_p.push(std::ptr::null());
-            let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
-            env_p.push(std::ptr::null());
-            // Like execvp: ENOENT/ENOTDIR move on, EACCES is remembered, anything else stops.
-            let mut result = libc::ENOENT;
-            for c in candidates {
-                libc::execve(c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
-                match errno() {
-                    libc::ENOENT | libc::ENOTDIR => {}
-                    libc::EACCES => result = libc::EACCES,
-                    e => return ("exec", e),
-                }
-            }
-            ("exec", result)
         }
+        // Nothing but stdio may cross into the program: the agent holds its control
+        // socket (fd 3, inherited without close-on-exec from the stub) and whatever the
+        // server's own process inherited. Marking them close-on-exec (rather than
+        // closing) keeps the CLOEXEC error pipe working until the exec succeeds.
+        sys::fd::cloexec_from(child, 3);
+        if let Err(e) = drop_privileges(self.ids, self.userns) {
+            return ("exec", e.raw_os_error().unwrap_or(libc::EPERM));
+        }
+        if let Err(e) = proc::chdir(cwd) {
+            if !(fallback_cwd && proc::chdir(c"/").is_ok()) {
+                return ("dir", errno(e));
+            }
+        }
+        let argv = CStrArray::new(argv);
+        let env = CStrArray::new(env);
+        // Like execvp: ENOENT/ENOTDIR move on, EACCES is remembered, anything else stops.
+        let mut result = libc::ENOENT;
+        for c in candidates {
+            match errno(proc::execve(c, &argv, &env)) {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => result = libc::EACCES,
+                e => return ("exec", e),
+            }
+        }
+        ("exec", result)
     }
 }
 
@@ -467,27 +424,15 @@ fn send_fs_reply(sock: RawFd, reply: &FsReply, fd: Option<RawFd>) -> io::Result<
     let body = serde_json::to_vec(reply).map_err(io::Error::other)?;
     let len = (body.len() as u64).to_le_bytes();
     let fds: Vec<RawFd> = fd.into_iter().collect();
-    sys::send_with_fds(sock, &len, &fds)?;
+    sys::socket::send_with_fds(sock, &len, &fds)?;
     let mut sent = 0;
     while sent < body.len() {
-        // SAFETY: sends from a live buffer; MSG_NOSIGNAL turns a vanished server into EPIPE
-        // rather than a signal.
-        let r = unsafe {
-            libc::send(
-                sock,
-                body[sent..].as_ptr().cast(),
-                body.len() - sent,
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        // MSG_NOSIGNAL turns a vanished server into EPIPE rather than a signal.
+        match sys::socket::send_nosignal(sock, &body[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        sent += r as usize;
     }
     Ok(())
 }
@@ -503,55 +448,26 @@ const FS_REPLY_FD: RawFd = 3;
 ///
 /// Closing every other fd matters: the agent holds its log (a host file) as stderr and the
 /// control socket, which `/proc/self/fd/N` would otherwise reach.
-fn fs_child(ids: Ids, userns: bool, call: FsCall, fds: Vec<OwnedFd>) -> i32 {
-    // Raw from here on: the fds are renumbered below, so nothing may close them by their old
-    // numbers later.
-    let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
-    let keep = raw.len().min(2);
-    // SAFETY: fcntl/dup2/close/open on fds this single-threaded child owns; the copies are
-    // made above every fd we keep, so placing them cannot clobber one another.
-    unsafe {
-        let mut high = [-1; 2];
-        for i in 0..keep {
-            high[i] = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, 100);
-            if high[i] < 0 {
-                return 1;
-            }
-        }
-        for (i, fd) in high.iter().enumerate().take(keep) {
-            if libc::dup2(*fd, FS_REPLY_FD + i as RawFd) < 0 {
-                return 1;
-            }
-        }
-        let first_free = FS_REPLY_FD + keep as RawFd;
-        if libc::syscall(libc::SYS_close_range, first_free as u32, u32::MAX, 0) != 0 {
-            for fd in first_free..4096 {
-                libc::close(fd);
-            }
-        }
-        // stdio: the sprite's /dev/null, never the agent's (its stderr is a host file).
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        for fd in 0..3 {
-            if null < 0 || libc::dup2(null, fd) < 0 {
-                libc::close(fd);
-            }
-        }
-        if null >= 0 {
-            libc::close(null);
-        }
-    }
+fn fs_child(child: &InChild, ids: Ids, userns: bool, call: FsCall, fds: Vec<OwnedFd>) -> i32 {
+    let keep = fds.len().min(2);
+    let Some(kept) = sys::fd::move_fds(child, fds, keep, FS_REPLY_FD) else {
+        return 1;
+    };
+    sys::fd::close_from(child, FS_REPLY_FD + keep as RawFd);
+    // stdio: the sprite's /dev/null, never the agent's (its stderr is a host file).
+    sys::fd::null_stdio(child);
     if drop_privileges(ids, userns).is_err() {
         return 1;
     }
-    // SAFETY: chdir with a valid C string.
-    unsafe {
-        libc::chdir(c"/".as_ptr());
-    }
-    // SAFETY: FS_REPLY_FD (and the next fd when `keep` is 2) were just dup2'ed and are
-    // owned by nothing else in this process.
-    let extra = (keep == 2).then(|| unsafe { File::from_raw_fd(FS_REPLY_FD + 1) });
-    let (reply, file) = run_fs_call(call, extra);
-    let sent = send_fs_reply(FS_REPLY_FD, &reply, file.as_ref().map(|f| f.as_raw_fd()));
+    let _ = proc::chdir(c"/");
+    let mut kept = kept.into_iter();
+    // The reply socket is left to the exit to close, after everything else.
+    let Some(reply) = kept.next().map(IntoRawFd::into_raw_fd) else {
+        return 1; // never: the agent forks only for a call that came with its reply socket
+    };
+    let extra = kept.next().map(File::from);
+    let (reply_msg, file) = run_fs_call(call, extra);
+    let sent = send_fs_reply(reply, &reply_msg, file.as_ref().map(|f| f.as_raw_fd()));
     i32::from(sent.is_err())
 }
 
@@ -624,81 +540,21 @@ fn candidates(program: &str, path: &str) -> Vec<String> {
 /// bounding set is emptied, every capability dropped and `no_new_privs` set, so setuid
 /// binaries (sudo, su) cannot raise privileges again.
 fn drop_privileges(ids: Ids, userns: bool) -> io::Result<()> {
-    let err = |r: libc::c_int| {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: prctl/setgroups/setres*id/capset with valid arguments, in a single-threaded
-    // child about to exec.
-    unsafe {
-        let mut cap = 0;
-        while libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) == 0 {
-            cap += 1; // stops at the first capability the kernel does not know (EINVAL)
-        }
-        if !userns {
-            err(libc::setgroups(1, &ids.gid))?;
-        }
-        err(libc::setresgid(ids.gid, ids.gid, ids.gid))?;
-        err(libc::setresuid(ids.uid, ids.uid, ids.uid))?;
-        err(libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        ))?;
-        err(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-        // In a user namespace we are uid 1000 but still hold every capability *in that
-        // namespace*; clear them explicitly (exec would too, but be plain about it).
-        #[repr(C)]
-        struct CapHeader {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        struct CapData {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        let hdr = CapHeader {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let data = [
-            CapData {
-                effective: 0,
-                permitted: 0,
-                inheritable: 0,
-            },
-            CapData {
-                effective: 0,
-                permitted: 0,
-                inheritable: 0,
-            },
-        ];
-        err(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) as libc::c_int)?;
+    // In a single-threaded child about to exec (or to run a filesystem call).
+    let mut cap = 0;
+    while proc::drop_bounding_cap(cap).is_ok() {
+        cap += 1; // stops at the first capability the kernel does not know (EINVAL)
     }
-    Ok(())
-}
-
-/// A signalfd for SIGCHLD (blocked, so it is only ever read there).
-fn sigchld_fd() -> io::Result<OwnedFd> {
-    // SAFETY: sigset manipulation on a local set; signalfd returns a new fd we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
+    if !userns {
+        proc::setgroups(&[ids.gid])?;
     }
+    proc::setresgid(ids.gid)?;
+    proc::setresuid(ids.uid)?;
+    proc::clear_ambient_caps()?;
+    proc::set_no_new_privs()?;
+    // In a user namespace we are uid 1000 but still hold every capability *in that
+    // namespace*; clear them explicitly (exec would too, but be plain about it).
+    proc::clear_capabilities()
 }
 
 #[cfg(test)]

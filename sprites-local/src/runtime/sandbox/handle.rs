@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,8 +19,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::agent::AgentConfig;
 use super::entry;
 use super::ipc::{self, Event, FsCall, FsReply, Request};
-use super::sys;
 use crate::lock;
+use crate::sys;
+use crate::sys::socket::set_recv_timeout;
 
 /// How long an agent may take to build the sprite's root and report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -82,9 +83,9 @@ impl AgentHandle {
     /// Its stderr goes to `log` (inside the data dir, invisible to the sprite).
     pub fn start(mut cfg: AgentConfig, log: &Path) -> io::Result<Arc<AgentHandle>> {
         entry::keep();
-        let (ours, theirs) = sys::seqpacket_pair()?;
-        sys::grow_socket_buffers(&ours);
-        sys::grow_socket_buffers(&theirs);
+        let (ours, theirs) = sys::socket::seqpacket_pair()?;
+        sys::socket::grow_socket_buffers(&ours);
+        sys::socket::grow_socket_buffers(&theirs);
         cfg.ctl_fd = CTL_FD;
         let json = serde_json::to_string(&cfg).map_err(io::Error::other)?;
         let log = File::create(log)?;
@@ -99,20 +100,8 @@ impl AgentHandle {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which
-        // are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                if theirs_raw == CTL_FD {
-                    if libc::fcntl(CTL_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(theirs_raw, CTL_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // `theirs` stays open until the spawn below.
+        sys::process::pass_fd(&mut cmd, theirs_raw, CTL_FD);
         let mut stub = cmd.spawn()?;
         drop(theirs);
 
@@ -211,7 +200,7 @@ impl AgentHandle {
         if !self.is_alive() {
             return Err(io::Error::other("the sprite's agent is not running"));
         }
-        let (ours, theirs) = sys::stream_pair()?;
+        let (ours, theirs) = sys::socket::stream_pair()?;
         let mut fds = vec![theirs.as_raw_fd()];
         fds.extend(file);
         ipc::send(
@@ -236,8 +225,8 @@ impl AgentHandle {
         let mut got = 0;
         let mut received = Vec::new();
         while got < header.len() {
-            let (n, fds) =
-                sys::recv_some_with_fds(ours.as_raw_fd(), &mut header[got..]).map_err(timed_out)?;
+            let (n, fds) = sys::socket::recv_some_with_fds(ours.as_raw_fd(), &mut header[got..])
+                .map_err(timed_out)?;
             received.extend(fds);
             if n == 0 {
                 return Err(io::Error::new(
@@ -270,24 +259,19 @@ impl AgentHandle {
     /// the kernel kill every process in it. Returns once they are all gone (the agent's
     /// pidfd turns readable only after that), or after [`STOP_TIMEOUT`].
     pub fn stop(&self) {
-        let fd = self.init.as_raw_fd();
-        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo. A pidfd names exactly
-        // one process, so this can never hit a recycled pid.
-        unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0, 0);
-        }
+        // A pidfd names exactly one process, so this can never hit a recycled pid.
+        let _ = sys::process::pidfd_send_signal(self.init.as_fd(), libc::SIGKILL);
         let deadline = std::time::Instant::now() + STOP_TIMEOUT;
         loop {
-            let mut p = libc::pollfd {
-                fd,
+            let mut p = [libc::pollfd {
+                fd: self.init.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
-            };
+            }];
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
-            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break;
+            match sys::fd::poll(&mut p, left.as_millis() as libc::c_int) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
             }
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -366,33 +350,6 @@ fn pidfd_pid(fd: &OwnedFd) -> Option<u32> {
         .parse()
         .ok()
         .filter(|p: &u32| *p > 0)
-}
-
-fn set_recv_timeout(sock: &OwnedFd, t: Option<Duration>) -> io::Result<()> {
-    let tv = match t {
-        Some(d) => libc::timeval {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_usec: d.subsec_micros() as libc::suseconds_t,
-        },
-        None => libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-    };
-    // SAFETY: setsockopt with a valid timeval.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 type Received = Option<(Event, Vec<OwnedFd>)>;

@@ -10,10 +10,10 @@ use std::os::fd::{OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
-use super::sys;
 use crate::fsops::{
     Chmodded, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
 };
+use crate::sys;
 
 /// Server → agent.
 #[derive(Debug, Serialize, Deserialize)]
@@ -210,12 +210,12 @@ pub enum Event {
 /// Sends one message (with fds) on `sock`.
 pub fn send<T: Serialize>(sock: RawFd, msg: &T, fds: &[RawFd]) -> io::Result<()> {
     let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
-    sys::send_with_fds(sock, &bytes, fds)
+    sys::socket::send_with_fds(sock, &bytes, fds)
 }
 
 /// Receives one message; `Ok(None)` = the peer closed.
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: RawFd) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-    let Some((bytes, fds)) = sys::recv_with_fds(sock)? else {
+    let Some((bytes, fds)) = sys::socket::recv_with_fds(sock)? else {
         return Ok(None);
     };
     let msg = serde_json::from_slice(&bytes)
@@ -269,8 +269,8 @@ mod tests {
 
     #[test]
     fn messages_and_fds_cross_a_socket_pair() {
-        let (a, b) = sys::seqpacket_pair().unwrap();
-        let (r, w) = sys::pipe().unwrap();
+        let (a, b) = sys::socket::seqpacket_pair().unwrap();
+        let (r, w) = sys::fd::pipe().unwrap();
         let req = Request::Signal { pid: 7, sig: 15 };
         send(a.as_raw_fd(), &req, &[w.as_raw_fd()]).unwrap();
         drop(w);

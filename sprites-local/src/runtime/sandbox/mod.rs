@@ -6,7 +6,7 @@
 //!   of the sprite) that spawns every exec inside them.
 //! - [`rootfs`]: overlay root, `/dev`, `/proc`, masks, `pivot_root`.
 //! - [`user`]: the `sprite` user and the opaque (masked) directories in the upper layer.
-//! - [`ipc`] / [`sys`]: the control protocol (JSON + SCM_RIGHTS) and syscall wrappers.
+//! - [`ipc`]: the control protocol (JSON + SCM_RIGHTS).
 //! - [`handle`]: [`AgentHandle`], the server's handle on one sprite's agent.
 //! - [`fs`]: the filesystem API, run inside the sprite by the agent.
 //! - [`cgroup`]: best-effort memory/CPU limits.
@@ -20,8 +20,9 @@ mod fs;
 mod handle;
 mod ipc;
 mod rootfs;
-mod sys;
 mod user;
+
+pub(crate) use entry::helper_request;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -37,6 +38,7 @@ use super::{
 };
 use crate::lock;
 use crate::store::SpriteConfig;
+use crate::sys;
 
 use handle::AgentHandle;
 
@@ -64,8 +66,7 @@ pub(crate) fn check(data_dir: &Path, base: &Path) -> Result<SandboxRuntime, Stri
     let data_dir = data_dir
         .canonicalize()
         .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
-    // SAFETY: geteuid cannot fail.
-    let userns = unsafe { libc::geteuid() } != 0;
+    let userns = sys::process::geteuid() != 0;
     let rt = SandboxRuntime {
         base,
         data_dir,
@@ -141,6 +142,11 @@ impl SandboxRuntime {
         agents.insert(sprite_dir.to_owned(), agent.clone());
         Ok(agent)
     }
+}
+
+/// Adds `what` to an error's message so a failed setup step names itself.
+fn ctx<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> io::Result<T> {
+    r.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", what())))
 }
 
 fn read_config(sprite_dir: &Path) -> Option<SpriteConfig> {
@@ -273,10 +279,10 @@ impl SpriteRuntime for SandboxRuntime {
         };
         let mut env = base_env(&cwd);
         env.extend(spec.env.iter().cloned()); // later entries win, as with Command::envs
-        let (out_r, out_w) = sys::pipe().map_err(SpawnError::Io)?;
-        let (err_r, err_w) = sys::pipe().map_err(SpawnError::Io)?;
+        let (out_r, out_w) = sys::fd::pipe().map_err(SpawnError::Io)?;
+        let (err_r, err_w) = sys::fd::pipe().map_err(SpawnError::Io)?;
         let (stdin_ours, stdin_theirs): (Option<File>, OwnedFd) = if spec.stdin {
-            let (r, w) = sys::pipe().map_err(SpawnError::Io)?;
+            let (r, w) = sys::fd::pipe().map_err(SpawnError::Io)?;
             (Some(File::from(w)), r)
         } else {
             let null = File::open("/dev/null").map_err(SpawnError::Io)?;

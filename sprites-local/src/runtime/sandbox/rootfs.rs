@@ -9,7 +9,8 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::sys::{self, ctx, mount};
+use super::ctx;
+use crate::sys::mount::{self, mount};
 
 /// Where a sprite's layers live (all inside its directory in the data dir).
 #[derive(Debug, Clone)]
@@ -151,10 +152,10 @@ pub fn enter(l: &Layout) -> io::Result<()> {
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
     // only the sprite's root, with no directory of ours left behind in the upper layer.
     std::env::set_current_dir(&l.root)?;
-    ctx(sys::pivot_root(Path::new("."), Path::new(".")), || {
+    ctx(mount::pivot_root(Path::new("."), Path::new(".")), || {
         "pivot_root".into()
     })?;
-    ctx(sys::umount2(Path::new("."), libc::MNT_DETACH), || {
+    ctx(mount::umount2(Path::new("."), libc::MNT_DETACH), || {
         "detaching the host root".into()
     })?;
     std::env::set_current_dir("/")?;
@@ -174,11 +175,8 @@ pub fn enter(l: &Layout) -> io::Result<()> {
             )?;
         }
     }
-    let name = l.hostname.as_bytes();
-    // SAFETY: a valid buffer and its length; we are in our own UTS namespace.
-    unsafe {
-        libc::sethostname(name.as_ptr().cast(), name.len());
-    }
+    // We are in our own UTS namespace.
+    let _ = mount::sethostname(l.hostname.as_bytes());
     Ok(())
 }
 

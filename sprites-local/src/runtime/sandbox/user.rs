@@ -11,7 +11,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-use super::sys;
+use super::ctx;
+use crate::sys;
 
 /// The user execs run as.
 pub const USER: &str = "sprite";
@@ -73,7 +74,7 @@ pub fn prepare_upper(
         }
         fs::DirBuilder::new().mode(*mode).create(&p)?;
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?; // umask-free
-        sys::ctx(sys::lsetxattr(&p, opaque_xattr, b"y"), || {
+        ctx(sys::mount::lsetxattr(&p, opaque_xattr, b"y"), || {
             format!("marking {} opaque ({opaque_xattr})", p.display())
         })?;
     }
@@ -120,7 +121,7 @@ pub fn prepare_upper(
             .mode(0o755)
             .create(&home)?;
         if chown_home {
-            sys::lchown(&home, ids.uid, ids.gid)?;
+            sys::mount::lchown(&home, ids.uid, ids.gid)?;
         }
     }
     Ok(ids)

@@ -1,118 +1,11 @@
-//! Thin, checked wrappers over the raw syscalls the sandbox needs (mount, unshare,
-//! pivot_root, xattrs, socket fd passing). Each turns `-1` into `io::Error` and keeps the
-//! `unsafe` in one place with its justification.
+//! Sockets: `AF_UNIX` pairs, messages with descriptors attached (`SCM_RIGHTS`), socket
+//! options, and `shutdown` of a socket known only by number.
 
-use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::time::Duration;
 
-/// A path or string as a C string; interior NULs are an `InvalidInput` error.
-pub fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
-    CString::new(s.as_ref().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path or argument"))
-}
-
-fn check(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Adds `what` to an error's message so a failed setup step names itself.
-pub fn ctx<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> io::Result<T> {
-    r.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", what())))
-}
-
-/// mount(2). `source`/`fstype`/`data` may be absent.
-pub fn mount(
-    source: Option<&str>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let source = source.map(cstr).transpose()?;
-    let target = cstr(target)?;
-    let fstype = fstype.map(cstr).transpose()?;
-    let data = data.map(cstr).transpose()?;
-    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
-    check(unsafe {
-        libc::mount(
-            p(&source),
-            target.as_ptr(),
-            p(&fstype),
-            flags,
-            p(&data).cast(),
-        )
-    })
-    .map(drop)
-}
-
-/// umount2(2).
-pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
-    let t = cstr(target)?;
-    // SAFETY: `t` is a valid C string for the duration of the call.
-    check(unsafe { libc::umount2(t.as_ptr(), flags) }).map(drop)
-}
-
-/// pivot_root(2) (glibc has no wrapper).
-pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
-    let (n, o) = (cstr(new_root)?, cstr(put_old)?);
-    // SAFETY: both are valid C strings for the duration of the call.
-    let r = unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) };
-    check(r as libc::c_int).map(drop)
-}
-
-/// unshare(2).
-pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: unshare takes flags only. Callers run it in a single-threaded helper process
-    // (see `entry`), where changing namespaces cannot surprise other threads.
-    check(unsafe { libc::unshare(flags) }).map(drop)
-}
-
-/// fork(2). Only called from the single-threaded helper process, never from the server.
-pub fn fork() -> io::Result<libc::pid_t> {
-    // SAFETY: the caller is single-threaded (the sandbox helper, entered before `main`),
-    // so the child may keep using the allocator and std freely.
-    check(unsafe { libc::fork() })
-}
-
-/// Sets an extended attribute on a path (not following a final symlink).
-pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let (p, n) = (cstr(path)?, cstr(name)?);
-    // SAFETY: valid C strings and a value slice that outlives the call.
-    check(unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-/// chown(2) without following a final symlink.
-pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid C string for the duration of the call.
-    check(unsafe { libc::lchown(p.as_ptr(), uid, gid) }).map(drop)
-}
-
-/// A close-on-exec pipe: (read end, write end).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new fds into the array.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
+use super::check;
 
 /// A close-on-exec `AF_UNIX` `SOCK_SEQPACKET` pair: message boundaries are kept, so one
 /// request (with its fds) is one `recvmsg`.
@@ -296,5 +189,58 @@ pub fn grow_socket_buffers(sock: &OwnedFd) {
                 std::mem::size_of::<libc::c_int>() as u32,
             );
         }
+    }
+}
+
+/// Sets (or with `None` clears) a socket's receive timeout (`SO_RCVTIMEO`): a read that
+/// waits longer fails with `WouldBlock`.
+pub fn set_recv_timeout(sock: &OwnedFd, t: Option<Duration>) -> io::Result<()> {
+    let tv = match t {
+        Some(d) => libc::timeval {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_usec: d.subsec_micros() as libc::suseconds_t,
+        },
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: setsockopt with a valid timeval.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One send(2) of `buf` on `sock` with `MSG_NOSIGNAL`: a vanished peer is `EPIPE`, never a
+/// SIGPIPE. Returns how many bytes went out.
+pub fn send_nosignal(sock: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: sends from a live buffer of the given length.
+    let r = unsafe { libc::send(sock, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// shutdown(2) of both directions of the socket numbered `fd`; errors are ignored.
+///
+/// For a socket another thread owns (the listener, which its accept thread holds): the
+/// caller must know that `fd` is still open as that socket, i.e. that its owner has not
+/// dropped it yet, or this would shut down whatever reused the number.
+pub fn shutdown_raw(fd: RawFd) {
+    // SAFETY: shutdown takes no pointers; which socket `fd` names is the caller's
+    // documented obligation.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }

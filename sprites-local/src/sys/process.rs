@@ -1,0 +1,356 @@
+//! Processes: `fork` (in the sandbox helper only) and leaving a process, waiting, signals
+//! and pidfds, sessions and the signal mask, credentials and capabilities, `chdir` and
+//! `execve`, and the descriptor a spawned `Command` inherits.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::check;
+
+/// Set once this process is known to be the sandbox helper (see [`super::entry`]).
+static IN_HELPER: AtomicBool = AtomicBool::new(false);
+
+/// Records that this process is the sandbox helper, which is what allows [`fork`].
+///
+/// Only [`super::entry`] calls it: from the ELF constructor, before `main`, once argv has
+/// shown that this process was started as the helper. Nothing has started a thread there,
+/// and the helper (stub, agent and their children) never starts one.
+pub(super) fn enter_helper() {
+    IN_HELPER.store(true, Ordering::SeqCst);
+}
+
+/// Proof that the code holding it runs in a child just made by [`fork`]: a single-threaded
+/// copy of the single-threaded sandbox helper. The descriptor calls that only a child may
+/// make ([`super::fd::dup2`], [`super::fd::move_fds`], …) require it.
+///
+/// Such a child must end with [`exit_now`] (or a successful [`execve`]), never by returning
+/// or unwinding into the frames it was forked from: owners of descriptors in those frames
+/// (which the child may close or reuse by number) must never run their destructors.
+#[derive(Debug)]
+pub struct InChild {
+    _private: (),
+}
+
+/// What [`fork`] returns in each process.
+#[derive(Debug)]
+pub enum Fork {
+    /// In the new child.
+    Child(InChild),
+    /// In the parent: the child's pid.
+    Parent(libc::pid_t),
+}
+
+/// fork(2), in the sandbox helper only.
+///
+/// Forking a multithreaded process leaves the child with locks (the allocator's, std's)
+/// that threads which do not exist there may hold. The server is multithreaded, so this
+/// refuses (`Unsupported`) unless the process is the single-threaded sandbox helper, as
+/// recorded by its entry before `main` (forked children inherit that, and are
+/// single-threaded too).
+pub fn fork() -> io::Result<Fork> {
+    if !IN_HELPER.load(Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "fork is only allowed in the single-threaded sandbox helper",
+        ));
+    }
+    // SAFETY: this process is single-threaded (the sandbox helper, entered before `main`,
+    // checked just above), so the child may keep using the allocator and std freely.
+    match check(unsafe { libc::fork() })? {
+        0 => Ok(Fork::Child(InChild { _private: () })),
+        pid => Ok(Fork::Parent(pid)),
+    }
+}
+
+/// _exit(2): ends the process at once with `code`, without destructors, atexit handlers
+/// or stdio flushing (a forked child, or the helper leaving before the host's `main`).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no memory-safety preconditions; nothing after it runs.
+    unsafe { libc::_exit(code) }
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies
+/// (`PR_SET_PDEATHSIG`).
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) }).map(drop)
+}
+
+/// Empties the calling thread's signal mask (a child about to exec must not pass a
+/// blocked signal on).
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: sigset manipulation on a local, zero-initialised (valid) set; sigprocmask
+    // reads it and writes nothing back (null old set).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &set,
+            std::ptr::null_mut(),
+        ))
+        .map(drop)
+    }
+}
+
+/// Blocks SIGCHLD for the calling thread and returns a signalfd for it (close-on-exec,
+/// non-blocking), so child exits are only ever read there.
+pub fn sigchld_signalfd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local set; signalfd returns a new fd we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// setsid(2): a new session and process group, led by the caller.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
+/// chdir(2).
+pub fn chdir(dir: &CStr) -> io::Result<()> {
+    // SAFETY: chdir with a valid C string.
+    if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A NULL-terminated array of C string pointers (an `argv` or `envp` for [`execve`]),
+/// borrowing its strings.
+pub struct CStrArray<'a> {
+    ptrs: Vec<*const libc::c_char>,
+    _strings: PhantomData<&'a CString>,
+}
+
+impl<'a> CStrArray<'a> {
+    /// The pointers of `strings`, then NULL.
+    pub fn new(strings: &'a [CString]) -> CStrArray<'a> {
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        CStrArray {
+            ptrs,
+            _strings: PhantomData,
+        }
+    }
+}
+
+/// execve(2): replaces this process's program with `path`. Returns only if that failed,
+/// with the error.
+pub fn execve(path: &CStr, argv: &CStrArray<'_>, env: &CStrArray<'_>) -> io::Error {
+    // SAFETY: `path` is a valid C string; `argv` and `env` are NULL-terminated arrays of
+    // pointers to C strings they borrow, so all outlive the call.
+    unsafe {
+        libc::execve(path.as_ptr(), argv.ptrs.as_ptr(), env.ptrs.as_ptr());
+    }
+    io::Error::last_os_error()
+}
+
+/// kill(2): sends `sig` to `pid` (a negative `pid` names a process group).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// killpg(3): sends `sig` to process group `pgid`.
+pub fn killpg(pgid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: killpg has no memory-safety preconditions.
+    check(unsafe { libc::killpg(pgid, sig) }).map(drop)
+}
+
+/// One waitpid(2) call: `(pid, raw wait status)`; the pid is 0 when `WNOHANG` found no
+/// exited child.
+pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t, libc::c_int)> {
+    let mut st = 0;
+    // SAFETY: waitpid with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut st, flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((r, st))
+}
+
+/// One waitid(2) call that waits until child `pid` has exited *without reaping it*
+/// (`WEXITED | WNOWAIT`): it stays a zombie, so its pid cannot be reused yet.
+pub fn wait_exited_nowait(pid: libc::id_t) -> io::Result<()> {
+    // SAFETY: siginfo_t is plain data, zero is a valid bit pattern.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into `info`, a valid siginfo_t.
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// pidfd_open(2): a descriptor naming exactly process `pid` (never a later process that
+/// reuses the number).
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// pidfd_send_signal(2): sends `sig` to the process `pidfd` names.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal on a pidfd we borrow, no siginfo. A pidfd names exactly
+    // one process, so this can never hit a recycled pid.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, 0, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// getuid(2).
+pub fn getuid() -> libc::uid_t {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// getgid(2).
+pub fn getgid() -> libc::gid_t {
+    // SAFETY: getgid cannot fail.
+    unsafe { libc::getgid() }
+}
+
+/// geteuid(2).
+pub fn geteuid() -> libc::uid_t {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Drops capability `cap` from the bounding set (`PR_CAPBSET_DROP`); an error for a
+/// capability the kernel does not know (`EINVAL`).
+pub fn drop_bounding_cap(cap: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// setgroups(2): the supplementary groups become exactly `gids`.
+pub fn setgroups(gids: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: a valid array of `gids.len()` gids.
+    check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }).map(drop)
+}
+
+/// setresgid(2) with `gid` as real, effective and saved gid.
+pub fn setresgid(gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresgid(gid, gid, gid) }).map(drop)
+}
+
+/// setresuid(2) with `uid` as real, effective and saved uid.
+pub fn setresuid(uid: libc::uid_t) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+/// Clears the ambient capability set (`PR_CAP_AMBIENT_CLEAR_ALL`).
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets `no_new_privs`: no exec can raise privileges again (setuid binaries, file
+/// capabilities).
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map(drop)
+}
+
+/// capset(2) with empty effective, permitted and inheritable sets: the calling thread
+/// holds no capability any more.
+pub fn clear_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let hdr = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: a valid version-3 header and the two data structs that version reads.
+    check(unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) } as libc::c_int).map(drop)
+}
+
+/// Makes `cmd`'s process receive `fd` as descriptor number `target`, without
+/// close-on-exec (dup2 before the exec; when `fd` already is `target`, its close-on-exec
+/// flag is cleared instead). `fd` must still be open when `cmd` is spawned.
+pub fn pass_fd(cmd: &mut Command, fd: RawFd, target: RawFd) {
+    // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which
+    // are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_is_refused_outside_the_helper() {
+        // The test harness is multithreaded and never entered as the helper.
+        let err = fork().expect_err("fork must be refused");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+    }
+}
