@@ -3,6 +3,11 @@
 //! Everything sprite-specific about running a process goes through [`SpriteRuntime`]:
 //! [`HostRuntime`] ([`host`]) runs processes directly, the sandbox runtime ([`sandbox`],
 //! namespaces + overlay root, ARCHITECTURE.md §3) runs them inside each sprite.
+//!
+//! This is the one seam between the server and a runtime, and it is made of trait
+//! objects: a runtime ([`SpriteRuntime`]) starts an exec ([`ExecProcess`]), whose process
+//! group is signalled through a [`SignalGroup`]. Which runtime is used is decided once, in
+//! [`resolve`]; nothing above this module asks which one it has.
 
 mod host;
 mod sandbox;
