@@ -13,7 +13,7 @@ use std::{fmt, io};
 use crate::api::{self, Reply};
 use crate::net::file::write_file_response;
 use crate::net::http::{write_response, RecvError, RequestReader, Response};
-use crate::runtime::{self, Runtime, SpriteRuntime};
+use crate::runtime::{self, Runtime, SandboxOptions, SpriteRuntime};
 use crate::state::State;
 use crate::store::Store;
 use crate::{exec, random, sys};
@@ -53,6 +53,7 @@ impl Server {
             base_dir: None,
             runtime: Runtime::Auto,
             signal_capability: true,
+            sandbox: SandboxOptions::default(),
         }
     }
 }
@@ -66,6 +67,7 @@ pub struct ServerBuilder {
     base_dir: Option<PathBuf>,
     runtime: Runtime,
     signal_capability: bool,
+    sandbox: SandboxOptions,
 }
 
 impl ServerBuilder {
@@ -110,6 +112,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The sandbox runtime's cap on processes per user inside a sprite (threads count:
+    /// `RLIMIT_NPROC`), default 4096. A fork bomb in a sprite stops there; the host and
+    /// other sprites go on.
+    pub fn sprite_process_limit(mut self, limit: u64) -> Self {
+        self.sandbox.process_limit = limit;
+        self
+    }
+
     /// Loads the data dir, binds the address and starts accepting connections on a
     /// background thread. Returns once the server is reachable.
     pub fn start(self) -> io::Result<ServerHandle> {
@@ -124,10 +134,10 @@ impl ServerBuilder {
             None => random::hex(16)?,
         };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
-        std::fs::create_dir_all(&data_dir)?;
+        crate::store::prepare_data_dir(&data_dir)?;
         let base_dir = self.base_dir.unwrap_or_else(|| PathBuf::from("/"));
         let rt: Arc<dyn SpriteRuntime> =
-            Arc::from(runtime::resolve(self.runtime, &data_dir, &base_dir)?);
+            Arc::from(runtime::resolve(self.runtime, &data_dir, &base_dir, self.sandbox)?);
         let store = Store::open(&data_dir)?;
         {
             // A deleted sprite's processes must be gone before its files are removed.

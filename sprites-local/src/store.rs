@@ -15,6 +15,45 @@ use serde::{Deserialize, Serialize};
 
 use crate::lock;
 
+/// Makes `dir` ready to hold sprites: created `0700` if missing (parents as `mkdir -p`
+/// would), tightened to `0700` if others could read it, and refused if others could write
+/// it (someone else could then swap a sprite's files, or its disk image, under us).
+pub fn prepare_data_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("data dir {} is not a directory", dir.display()),
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "data dir {} is writable by other users (mode {mode:04o}), who could replace \
+                 sprites' files: run `chmod go-w {}` (sprites-local keeps it 0700)",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    if mode & 0o077 != 0 {
+        // Readable by others: every sprite's files would be too.
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700))?;
+    }
+    Ok(())
+}
+
 /// Per-sprite metadata file name.
 const META_FILE: &str = "sprite.json";
 /// Prefix of directories being deleted (renamed away first so the name is free at once).

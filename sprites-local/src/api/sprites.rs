@@ -32,7 +32,7 @@ struct SpriteInfo<'a> {
     labels: &'a [String],
     last_running_at: Option<&'a str>,
     /// Not in the public API: whether `config`'s limits are enforced here (best effort).
-    resource_limits: &'a str,
+    resource_limits: String,
 }
 
 fn status_of(rec: &SpriteRecord, running: bool) -> &'static str {
@@ -45,7 +45,7 @@ fn status_of(rec: &SpriteRecord, running: bool) -> &'static str {
     }
 }
 
-fn info<'a>(rec: &'a SpriteRecord, running: bool, limits: &'a str) -> SpriteInfo<'a> {
+fn info(rec: &SpriteRecord, running: bool, limits: String) -> SpriteInfo<'_> {
     SpriteInfo {
         id: &rec.id,
         name: &rec.name,
@@ -156,7 +156,7 @@ pub fn create(state: &Arc<State>, body: &[u8]) -> Response {
     let rec = SpriteRecord {
         id,
         name: name.clone(),
-        config,
+        config: config.clone(),
         environment: input.environment.unwrap_or_default(),
         created_at: now.clone(),
         updated_at: now,
@@ -166,9 +166,12 @@ pub fn create(state: &Arc<State>, body: &[u8]) -> Response {
     };
     match state
         .store
-        .create(rec, |dir| state.runtime.create_sprite(dir))
+        .create(rec, |dir| state.runtime.create_sprite(dir, &config))
     {
-        Ok(rec) => Response::json(201, &info(&rec, false, &state.runtime.limits())),
+        Ok(rec) => {
+            let limits = state.runtime.limits_of(&state.store.sprite_dir(&rec.name));
+            Response::json(201, &info(&rec, false, limits))
+        }
         Err(CreateError::Exists) => Response::error(
             400,
             "sprite_already_exists",
@@ -186,7 +189,7 @@ pub fn get(state: &Arc<State>, name: &str) -> Response {
             &info(
                 &rec,
                 state.sessions.is_running(name),
-                &state.runtime.limits(),
+                state.runtime.limits_of(&state.store.sprite_dir(name)),
             ),
         ),
         None => sprite_not_found(name),
@@ -235,7 +238,7 @@ pub fn update(state: &Arc<State>, name: &str, body: &[u8]) -> Response {
             &info(
                 &rec,
                 state.sessions.is_running(name),
-                &state.runtime.limits(),
+                state.runtime.limits_of(&state.store.sprite_dir(name)),
             ),
         ),
         Ok(None) => sprite_not_found(name),
@@ -336,7 +339,6 @@ pub fn list(state: &Arc<State>, q: &Query) -> Response {
 
     let all = state.store.list(); // sorted by name
     let running = state.sessions.running_sprites();
-    let limits = state.runtime.limits();
     let is_running = |r: &SpriteRecord| running.contains(&r.name);
     let (mut n_running, mut n_warm, mut n_cold) = (0, 0, 0);
     for r in &all {
@@ -361,7 +363,10 @@ pub fn list(state: &Arc<State>, q: &Query) -> Response {
     let body = ListOut {
         sprites: page
             .iter()
-            .map(|r| info(r, is_running(r), &limits))
+            .map(|r| {
+                let limits = state.runtime.limits_of(&state.store.sprite_dir(&r.name));
+                info(r, is_running(r), limits)
+            })
             .collect(),
         has_more,
         next_continuation_token: next,

@@ -66,15 +66,18 @@ impl FsError {
             libc::ENOTEMPTY => "ENOTEMPTY",
             libc::EINVAL => "EINVAL",
             libc::ELOOP => "ELOOP",
+            libc::ENAMETOOLONG => "ENAMETOOLONG",
             _ => "EIO",
         }
     }
 
-    /// The HTTP status for this error (the mapping PROTOCOL.md §3.2 suggests, plus ELOOP/EPERM).
+    /// The HTTP status for this error (the mapping PROTOCOL.md §3.2 suggests, plus ELOOP,
+    /// ENAMETOOLONG and EPERM).
     pub fn status(&self) -> u16 {
         match self.errno {
             libc::ENOENT => 404,
-            libc::EINVAL | libc::EISDIR | libc::ENOTDIR | libc::ELOOP => 400,
+            // A name or path too long is the request's fault, like EINVAL.
+            libc::EINVAL | libc::EISDIR | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => 400,
             libc::EACCES | libc::EPERM => 403,
             libc::EEXIST | libc::ENOTEMPTY => 409,
             _ => 500,
@@ -124,6 +127,7 @@ mod tests {
             (libc::EISDIR, "EISDIR", 400),
             (libc::ENOTDIR, "ENOTDIR", 400),
             (libc::ELOOP, "ELOOP", 400),
+            (libc::ENAMETOOLONG, "ENAMETOOLONG", 400),
             (libc::EACCES, "EACCES", 403),
             (libc::EPERM, "EPERM", 403),
             (libc::EEXIST, "EEXIST", 409),

@@ -57,7 +57,11 @@ impl SpriteRuntime for HostRuntime {
         )
     }
 
-    fn create_sprite(&self, sprite_dir: &Path) -> io::Result<()> {
+    fn create_sprite(
+        &self,
+        sprite_dir: &Path,
+        _config: &crate::store::SpriteConfig,
+    ) -> io::Result<()> {
         std::fs::create_dir_all(Self::home(sprite_dir))
     }
 

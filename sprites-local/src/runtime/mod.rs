@@ -12,6 +12,8 @@
 mod host;
 mod sandbox;
 
+pub(crate) use sandbox::SandboxOptions;
+
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -152,14 +154,19 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn kind(&self) -> Runtime;
     /// One human-readable line about what this runtime isolates.
     fn note(&self) -> String;
-    /// Lays out a new sprite's files under `sprite_dir` (which exists).
-    fn create_sprite(&self, sprite_dir: &Path) -> io::Result<()>;
+    /// Lays out a new sprite's files under `sprite_dir` (which exists), for `config`.
+    fn create_sprite(&self, sprite_dir: &Path, config: &crate::store::SpriteConfig)
+        -> io::Result<()>;
     /// Starts a process for the sprite stored at `sprite_dir`, in its own process group,
     /// with stdout and stderr piped.
     fn spawn(&self, sprite_dir: &Path, spec: &ProcessSpec<'_>) -> Result<Spawned, SpawnError>;
     /// Whether `config`'s `ram_mb`/`cpus` are enforced, as shown in each sprite's info.
     fn limits(&self) -> String {
         "not enforced (the host runtime isolates nothing)".to_owned()
+    }
+    /// What is enforced for the sprite at `sprite_dir` (its info's `resource_limits`).
+    fn limits_of(&self, _sprite_dir: &Path) -> String {
+        self.limits()
     }
     /// Ends every process of the sprite at `sprite_dir` before its files are removed.
     fn stop_sprite(&self, _sprite_dir: &Path) {}
@@ -179,17 +186,18 @@ pub(crate) fn resolve(
     requested: Runtime,
     data_dir: &Path,
     base_dir: &Path,
+    options: sandbox::SandboxOptions,
 ) -> io::Result<Box<dyn SpriteRuntime>> {
     match requested {
         Runtime::Host => Ok(Box::new(HostRuntime::new(None))),
-        Runtime::Sandbox => match sandbox::check(data_dir, base_dir) {
+        Runtime::Sandbox => match sandbox::check(data_dir, base_dir, options) {
             Ok(rt) => Ok(Box::new(rt)),
             Err(why) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("sandbox runtime unavailable: {why}"),
             )),
         },
-        Runtime::Auto => match sandbox::check(data_dir, base_dir) {
+        Runtime::Auto => match sandbox::check(data_dir, base_dir, options) {
             Ok(rt) => Ok(Box::new(rt.chosen_by_auto())),
             Err(why) => Ok(Box::new(HostRuntime::new(Some(format!(
                 "sandbox unavailable: {why}"
@@ -214,16 +222,16 @@ mod tests {
     fn a_missing_base_dir_makes_auto_host_and_sandbox_an_error() {
         let data = std::env::temp_dir();
         let base = Path::new("/nonexistent-sprites-local-base");
-        let auto = resolve(Runtime::Auto, &data, base).unwrap();
+        let auto = resolve(Runtime::Auto, &data, base, Default::default()).unwrap();
         assert_eq!(auto.kind(), Runtime::Host);
         assert!(auto.note().contains("NO ISOLATION"), "{}", auto.note());
         assert!(auto.note().contains("auto: sandbox unavailable"));
-        let err = resolve(Runtime::Sandbox, &data, base).err().unwrap();
+        let err = resolve(Runtime::Sandbox, &data, base, Default::default()).err().unwrap();
         assert!(err
             .to_string()
             .starts_with("sandbox runtime unavailable: base dir"));
         assert_eq!(
-            resolve(Runtime::Host, &data, base).unwrap().kind(),
+            resolve(Runtime::Host, &data, base, Default::default()).unwrap().kind(),
             Runtime::Host
         );
     }

@@ -14,14 +14,22 @@
 //! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options, `shutdown`;
 //! - [`process`]: `fork`, waiting, signals, pidfds, sessions, credentials and
 //!   capabilities, `chdir`, `execve`;
-//! - [`mount`]: namespaces, mounts, `pivot_root`, hostname, xattrs, `lchown`;
+//! - [`mount`]: namespaces (`unshare`, `setns`), mounts (including detached, id-mapped
+//!   ones), `pivot_root`, hostname, xattrs, `lchown`;
+//! - [`dirfd`]: directory-relative calls that never follow a symlink, for trees a sprite
+//!   controls;
+//! - [`netlink`]: the rtnetlink socket a sprite's network is configured through;
+//! - [`loopdev`]: loop devices for a sprite's disk image;
 //! - [`signal_handler`]: the SIGINT/SIGTERM self-pipe;
 //! - [`entry`]: the ELF constructor that enters the sandbox helper before any `main`.
 
+pub mod dirfd;
 pub mod entry;
 pub mod fd;
 pub mod file;
+pub mod loopdev;
 pub mod mount;
+pub mod netlink;
 pub mod process;
 pub mod signal_handler;
 pub mod socket;

@@ -1,8 +1,8 @@
 //! Namespaces and the sprite's root filesystem: `unshare`, `mount`, `umount2`,
-//! `pivot_root`, `sethostname`, and the two path calls the upper layer needs
-//! (`lsetxattr`, `lchown`).
+//! `pivot_root`, `sethostname`, `setns`, and detached (id-mapped) mounts.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::io;
 use std::path::Path;
 
@@ -56,31 +56,78 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) }).map(drop)
 }
 
-/// Sets an extended attribute on a path (not following a final symlink).
-pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let (p, n) = (cstr(path)?, cstr(name)?);
-    // SAFETY: valid C strings and a value slice that outlives the call.
-    check(unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-/// chown(2) without following a final symlink.
-pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid C string for the duration of the call.
-    check(unsafe { libc::lchown(p.as_ptr(), uid, gid) }).map(drop)
-}
-
 /// sethostname(2): the UTS namespace's hostname (the caller is in its own one).
 pub fn sethostname(name: &[u8]) -> io::Result<()> {
     // SAFETY: a valid buffer and its length.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`, without its
+/// submounts): a mount that can be changed (id-mapped) and attached elsewhere with
+/// [`move_mount`] without touching the original.
+pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
+    let p = cstr(path)?;
+    // SAFETY: a valid C string; a non-negative result is a new fd we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    let fd = check(r as libc::c_int)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes the detached mount `mount` id-mapped through user namespace `userns`: a file
+/// owned by uid N on disk is seen as owned by whatever N maps to in `userns`
+/// (`mount_setattr(MOUNT_ATTR_IDMAP)`, Linux ≥ 5.12, on filesystems that support it).
+pub fn set_idmap(mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: a valid fd, an empty C string with AT_EMPTY_PATH, and a mount_attr of the
+    // size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
+/// Attaches the detached mount `mount` at `target` (`move_mount`).
+pub fn move_mount(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: a valid fd, an empty C string with MOVE_MOUNT_F_EMPTY_PATH, a valid target.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
+/// setns(2): moves the calling process into the namespace descriptor `ns` refers to
+/// (`nstype` one `CLONE_NEW*` flag). Like [`unshare`], only for the single-threaded
+/// sandbox helper; `ns` is a number because the forked children that call it have
+/// renumbered their descriptors.
+pub fn setns(ns: RawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns takes integers; a bad number is EBADF, not undefined behaviour.
+    check(unsafe { libc::setns(ns, nstype) }).map(drop)
 }

@@ -4,10 +4,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sprites_local::ServerHandle;
+use sprites_local::{Runtime, Server, ServerHandle};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
@@ -365,3 +365,135 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+// ---- Sandboxed servers (tests/sandbox.rs, tests/confinement.rs) ----
+
+/// A sandboxed server on a fresh data dir, or None (reason printed) where the machine
+/// cannot run sandboxes.
+pub fn start(tag: &str) -> Option<(ServerHandle, TempDir)> {
+    let dir = TempDir::new(tag);
+    start_in(&dir.0).map(|s| (s, dir))
+}
+
+pub fn start_in(dir: &Path) -> Option<ServerHandle> {
+    match Server::builder()
+        .token("secret")
+        .data_dir(dir)
+        .runtime(Runtime::Sandbox)
+        .start()
+    {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `sh -c script` in `sprite`; returns (stdout, stderr, exit code).
+pub fn sh(s: SocketAddr, sprite: &str, script: &str) -> (String, String, u8) {
+    let mut ws = connect(s, sprite, &q(&["sh", "-c", script]));
+    let run = collect(&mut ws);
+    (
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+        run.exit.unwrap(),
+    )
+}
+
+/// Like `sh` but asserts exit 0 and returns trimmed stdout.
+pub fn ok(s: SocketAddr, sprite: &str, script: &str) -> String {
+    let (out, err, code) = sh(s, sprite, script);
+    assert_eq!(code, 0, "{script}: stdout {out:?} stderr {err:?}");
+    out.trim().to_owned()
+}
+
+/// The CLI as an unprivileged user (uid/gid 65534), with its stdout lines.
+pub struct Unprivileged {
+    pub child: std::process::Child,
+    pub lines: Vec<String>,
+}
+
+
+impl Unprivileged {
+    pub fn start(data: &Path, extra: &[&str]) -> Unprivileged {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_sprites-local"))
+            .args(["--addr", "127.0.0.1:0", "--token", "secret", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("HOME", data)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("setpriv");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        // The server prints two lines (listening, runtime) or an error and exits; the
+        // read ends at either (EOF), so it is bounded by the server's startup.
+        for _ in 0..2 {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(l.trim_end().to_owned());
+        }
+        Unprivileged { child, lines }
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.lines
+            .first()?
+            .strip_prefix("sprites-local listening on http://")?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Unprivileged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal root filesystem: dash, a few coreutils and their libraries.
+pub fn tiny_base(dir: &Path) {
+    let tools = [
+        "/bin/dash",
+        "/usr/bin/id",
+        "/bin/cat",
+        "/bin/ls",
+        "/usr/bin/stat",
+    ];
+    let mut files: Vec<PathBuf> = tools.iter().map(PathBuf::from).collect();
+    for t in tools {
+        let ldd = std::process::Command::new("ldd").arg(t).output().unwrap();
+        for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+            if word.starts_with('/') {
+                files.push(PathBuf::from(word));
+            }
+        }
+    }
+    for f in files {
+        let real = f.canonicalize().unwrap();
+        let to = dir.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&real, &to).unwrap();
+    }
+    std::os::unix::fs::symlink("dash", dir.join("bin/sh")).unwrap();
+    for d in ["etc", "proc", "dev", "tmp", "home", "usr/bin"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(dir.join("etc/shadow"), "root:*:1::::::\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("etc/shadow"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+}
+

@@ -1,177 +1,60 @@
-//! The per-sprite agent: the helper process the server starts for a sprite.
+//! The per-sprite agent: PID 1 of the sprite, forked by the stub ([`super::stub`]) once
+//! the sprite is built.
 //!
-//! It runs as two processes, both single-threaded:
+//! It mounts `/proc`, pivots into the sprite's root, then serves the control socket: it
+//! forks and execs every process with the fds the server passed, reaps everything
+//! (including orphans, as any init must), and reports exit statuses. Filesystem calls run
+//! in forked children too (see [`fs_child`]), so the agent itself never blocks on one.
+//! When the control socket closes (server gone) it exits, which ends the sprite's
+//! processes.
 //!
-//! - the **stub** (started by the server) prepares the upper layer, enters new mount, PID,
-//!   UTS and IPC namespaces (plus a user namespace when the server is not root) and forks;
-//!   then it only waits. Killing the stub kills the sprite: its child asked for
-//!   `PR_SET_PDEATHSIG(SIGKILL)`, and when a PID namespace's init dies the kernel kills
-//!   every process in it.
-//! - the **agent** (the stub's child) is PID 1 of the sprite. It mounts the root, pivots
-//!   into it, then serves the control socket: it forks and execs every process with the
-//!   fds the server passed, reaps everything (including orphans, as any init must), and
-//!   reports exit statuses. Filesystem calls run in forked children too (see [`fs_child`]),
-//!   so the agent itself never blocks on one. When the control socket closes (server gone) it exits, which
-//!   ends the sprite's processes.
+//! On a root server the agent stays host root, in namespaces that belong to the host: the
+//! sprite's processes (its root included) cannot signal, trace or read it. Each child
+//! enters the sprite's user namespace and becomes the sprite user just before it execs.
 
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::ctx;
-use super::ipc::{self, Event, FsCall, FsReply, Request};
-use super::rootfs::{self, Layout};
-use super::user::{self, Ids};
+use super::ipc::{self, Event, FsCall, FsReply, ProcessLimits, Request, StubConfig};
+use super::rootfs;
+use super::stub::{wait_pid, Built};
+use super::upper::Ids;
 use crate::fsops::{FsError, HostFs, PendingWrite, SpriteFs};
 use crate::sys::process::{self as proc, CStrArray, Fork, InChild};
 use crate::sys::{self, cstr};
 
-/// What the server tells the stub (as JSON in argv).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentConfig {
-    /// The sprite's directory in the data dir.
-    pub sprite_dir: PathBuf,
-    /// Lower layer.
-    pub base: PathBuf,
-    /// Paths to mask inside (the data dir).
-    pub masks: Vec<PathBuf>,
-    /// Create a user namespace (the server is not root).
-    pub userns: bool,
-    /// The control socket's fd number in the stub.
-    pub ctl_fd: RawFd,
-    /// A cgroup (with the sprite's limits) to join first, so every process inherits it.
-    pub cgroup: Option<PathBuf>,
-}
-
-/// The stub's main: returns the process exit code.
-pub fn stub_main(cfg: &AgentConfig) -> i32 {
-    let ctl = cfg.ctl_fd;
-    match stub(cfg) {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = ipc::send(
-                ctl,
-                &Event::Failed {
-                    message: e.to_string(),
-                },
-                &[],
-            );
-            eprintln!("sprites-local sandbox: {e}");
-            1
-        }
-    }
-}
-
-fn stub(cfg: &AgentConfig) -> io::Result<i32> {
-    let layout = Layout::new(&cfg.sprite_dir, &cfg.base, cfg.masks.clone(), cfg.userns);
-    layout.create_dirs()?;
-    if let Some(cg) = &cfg.cgroup {
-        // Best effort: without it the sprite runs unlimited (the startup line says whether
-        // limits work at all).
-        let _ = std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string());
-    }
-    let ids = ctx(
-        user::prepare_upper(
-            &layout.base,
-            &layout.upper,
-            layout.opaque_xattr(),
-            !cfg.userns,
-        ),
-        || "preparing the sprite user".into(),
-    )?;
-    let (host_uid, host_gid) = (proc::getuid(), proc::getgid());
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if cfg.userns {
-        flags |= libc::CLONE_NEWUSER;
-    }
-    ctx(sys::mount::unshare(flags), || "creating namespaces".into())?;
-    if cfg.userns {
-        // One id each way: the sprite user *is* the server's user, so nothing inside can
-        // act as any other host uid, and the server can still manage the upper layer.
-        std::fs::write("/proc/self/setgroups", "deny")?;
-        ctx(
-            std::fs::write("/proc/self/uid_map", format!("{} {host_uid} 1", ids.uid)),
-            || "writing uid_map".into(),
-        )?;
-        ctx(
-            std::fs::write("/proc/self/gid_map", format!("{} {host_gid} 1", ids.gid)),
-            || "writing gid_map".into(),
-        )?;
-    }
-    let child = match proc::fork()? {
-        Fork::Parent(pid) => pid,
-        Fork::Child(_) => {
-            let _ = proc::set_parent_death_signal(libc::SIGKILL);
-            let code = match init(&layout, ids, cfg) {
-                Ok(()) => 0,
-                Err(e) => {
-                    let _ = ipc::send(
-                        cfg.ctl_fd,
-                        &Event::Failed {
-                            message: e.to_string(),
-                        },
-                        &[],
-                    );
-                    eprintln!("sprites-local sandbox agent: {e}");
-                    1
-                }
-            };
-            // Ends the agent without running atexit handlers of the parent's image.
-            proc::exit_now(code)
-        }
-    };
-    // The stub keeps no end of the control socket: its EOF must mean "the agent is gone".
-    // Our copy of the fd the server passed is known only by number: nothing owns it here.
-    sys::fd::close_raw(cfg.ctl_fd);
-    Ok(wait_status_code(wait_pid(child)))
-}
-
-fn wait_pid(pid: libc::pid_t) -> i32 {
-    loop {
-        match proc::waitpid(pid, 0) {
-            Ok((r, st)) if r == pid => return st,
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => return 0,
-            _ => {}
-        }
-    }
-}
-
-fn wait_status_code(st: i32) -> i32 {
-    if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else {
-        128 + libc::WTERMSIG(st)
-    }
-}
-
-/// PID 1 of the sprite: build the root, then serve until the server hangs up.
-fn init(layout: &Layout, ids: Ids, cfg: &AgentConfig) -> io::Result<()> {
-    rootfs::enter(layout)?;
-    let home = std::path::Path::new(user::HOME);
-    if !home.is_dir() {
-        // The user removed their home through an exec; give them an empty one back.
-        std::fs::create_dir_all(home)?;
-        if !cfg.userns {
-            sys::mount::lchown(home, ids.uid, ids.gid)?;
-        }
-    }
-    let ctl = cfg.ctl_fd;
+/// PID 1 of the sprite: enter the root the stub built, then serve until the server hangs
+/// up.
+pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
+    // The data dir, as seen inside (when the base contains it): also masked in the upper
+    // layer; a mount on top keeps it hidden even from a sprite that removes the mask.
+    let masks: Vec<PathBuf> = cfg
+        .masks
+        .iter()
+        .map(|m| Path::new("/").join(m))
+        .collect();
+    rootfs::enter(&built.root, &masks)?;
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
     // becomes readable only after the kernel has killed and reaped everything in our PID
     // namespace.
     let me = proc::pidfd_open(std::process::id() as libc::pid_t)?;
-    ipc::send(ctl, &Event::Ready { uid: ids.uid }, &[me.as_raw_fd()])?;
+    let ready = Event::Ready {
+        uid: built.ids.uid,
+        address: built.address,
+        shifted: built.shifted,
+        unmapped_base: built.unmapped_base.clone(),
+    };
+    ipc::send(ctl, &ready, &[me.as_raw_fd()])?;
     drop(me);
     Agent {
         ctl,
-        ids,
-        userns: cfg.userns,
+        ids: built.ids,
+        userns: built.userns,
+        limits: cfg.limits,
         live: HashSet::new(),
     }
     .serve()
@@ -182,7 +65,11 @@ fn init(layout: &Layout, ids: Ids, cfg: &AgentConfig) -> io::Result<()> {
 struct Agent {
     ctl: RawFd,
     ids: Ids,
-    userns: bool,
+    /// The sprite's user namespace, which children enter (root server); `None` when the
+    /// agent already runs in it (unprivileged server).
+    userns: Option<OwnedFd>,
+    /// Set on every child.
+    limits: ProcessLimits,
     /// Exec leaders not yet reaped. Signals go only to these, so a recycled pid is never
     /// signalled.
     live: HashSet<libc::pid_t>,
@@ -286,7 +173,7 @@ impl Agent {
         };
         match proc::fork() {
             Ok(Fork::Child(child)) => {
-                let code = fs_child(&child, self.ids, self.userns, call, fds);
+                let code = fs_child(&child, self, call, fds);
                 // Ends the child without unwinding into the agent's loop.
                 proc::exit_now(code)
             }
@@ -333,7 +220,7 @@ impl Agent {
             Fork::Parent(pid) => pid,
             Fork::Child(child) => {
                 drop(err_r);
-                let (stage, errno) = self.child(
+                let (stage, errno, err_w) = self.child(
                     &child,
                     &c_candidates,
                     &c_argv,
@@ -341,11 +228,14 @@ impl Agent {
                     &c_cwd,
                     fallback_cwd,
                     fds,
+                    err_w,
                 );
                 let mut msg = [0u8; 5];
                 msg[0] = u8::from(stage == "dir");
                 msg[1..].copy_from_slice(&errno.to_ne_bytes());
-                let _ = sys::fd::write(err_w.as_fd(), &msg);
+                if let Some(w) = err_w {
+                    let _ = sys::fd::write(w.as_fd(), &msg);
+                }
                 proc::exit_now(127)
             }
         };
@@ -368,8 +258,8 @@ impl Agent {
         Ok((pid, pidfd))
     }
 
-    /// In the forked child: stdio, session, privileges, directory, exec. Returns only on
-    /// failure, with `(stage, errno)`.
+    /// In the forked child: stdio, session, descriptors, privileges, directory, exec.
+    /// Returns only on failure, with `(stage, errno)` and the error pipe to report on.
     #[allow(clippy::too_many_arguments)]
     fn child(
         &self,
@@ -380,7 +270,8 @@ impl Agent {
         cwd: &CString,
         fallback_cwd: bool,
         fds: &[OwnedFd],
-    ) -> (&'static str, i32) {
+        err_w: OwnedFd,
+    ) -> (&'static str, i32, Option<OwnedFd>) {
         let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
         // This child is single-threaded (forked from the single-threaded agent).
         let _ = proc::unblock_all_signals();
@@ -388,20 +279,26 @@ impl Agent {
         let _ = proc::setsid();
         for (i, fd) in fds.iter().enumerate() {
             if let Err(e) = sys::fd::dup2(child, fd.as_fd(), i as RawFd) {
-                return ("exec", errno(e));
+                return ("exec", errno(e), Some(err_w));
             }
         }
-        // Nothing but stdio may cross into the program: the agent holds its control
-        // socket (fd 3, inherited without close-on-exec from the stub) and whatever the
-        // server's own process inherited. Marking them close-on-exec (rather than
-        // closing) keeps the CLOEXEC error pipe working until the exec succeeds.
-        sys::fd::cloexec_from(child, 3);
-        if let Err(e) = drop_privileges(self.ids, self.userns) {
-            return ("exec", e.raw_os_error().unwrap_or(libc::EPERM));
+        // Nothing but stdio may cross into the program, and nothing of the agent's may
+        // stay open once this process is the sprite's (its root could take descriptors
+        // from it before the exec): keep the error pipe and the user namespace as 3 and
+        // 4, close the rest (the control socket, the agent's log), mark those two
+        // close-on-exec.
+        let (keep, userns) = match self.keep_only(child, err_w) {
+            Ok(k) => k,
+            Err(e) => return ("exec", errno(e), None),
+        };
+        let mut keep = keep.into_iter();
+        let err_w = keep.next();
+        if let Err(e) = self.become_sprite_user(userns, false) {
+            return ("exec", e.raw_os_error().unwrap_or(libc::EPERM), err_w);
         }
         if let Err(e) = proc::chdir(cwd) {
             if !(fallback_cwd && proc::chdir(c"/").is_ok()) {
-                return ("dir", errno(e));
+                return ("dir", errno(e), err_w);
             }
         }
         let argv = CStrArray::new(argv);
@@ -412,10 +309,32 @@ impl Agent {
             match errno(proc::execve(c, &argv, &env)) {
                 libc::ENOENT | libc::ENOTDIR => {}
                 libc::EACCES => result = libc::EACCES,
-                e => return ("exec", e),
+                e => return ("exec", e, err_w),
             }
         }
-        ("exec", result)
+        ("exec", result, err_w)
+    }
+
+    /// In a forked child, after its stdio is in place: keeps `first` (and the sprite's
+    /// user namespace, if any) as descriptors 3 (and 4), closes every other descriptor
+    /// from 3 up, and marks the kept ones close-on-exec. Returns the kept descriptors
+    /// (`first` first) and the namespace's.
+    fn keep_only(
+        &self,
+        child: &InChild,
+        first: OwnedFd,
+    ) -> io::Result<(Vec<OwnedFd>, Option<RawFd>)> {
+        let mut fds = vec![first];
+        if let Some(ns) = &self.userns {
+            fds.push(ns.try_clone()?);
+        }
+        let n = fds.len();
+        let kept = sys::fd::move_fds(child, fds, n, 3)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+        sys::fd::close_from(child, 3 + n as RawFd);
+        sys::fd::cloexec_from(child, 3);
+        let userns = (n == 2).then_some(4);
+        Ok((kept, userns))
     }
 }
 
@@ -448,17 +367,31 @@ const FS_REPLY_FD: RawFd = 3;
 ///
 /// Closing every other fd matters: the agent holds its log (a host file) as stderr and the
 /// control socket, which `/proc/self/fd/N` would otherwise reach.
-fn fs_child(child: &InChild, ids: Ids, userns: bool, call: FsCall, fds: Vec<OwnedFd>) -> i32 {
+fn fs_child(child: &InChild, agent: &Agent, call: FsCall, mut fds: Vec<OwnedFd>) -> i32 {
     let keep = fds.len().min(2);
-    let Some(kept) = sys::fd::move_fds(child, fds, keep, FS_REPLY_FD) else {
+    fds.truncate(keep);
+    // The sprite's user namespace (root server) comes along, right after the kept ones.
+    if let Some(ns) = &agent.userns {
+        match ns.try_clone() {
+            Ok(ns) => fds.push(ns),
+            Err(_) => return 1,
+        }
+    }
+    let n = fds.len();
+    let Some(mut kept) = sys::fd::move_fds(child, fds, n, FS_REPLY_FD) else {
         return 1;
     };
-    sys::fd::close_from(child, FS_REPLY_FD + keep as RawFd);
+    sys::fd::close_from(child, FS_REPLY_FD + n as RawFd);
     // stdio: the sprite's /dev/null, never the agent's (its stderr is a host file).
     sys::fd::null_stdio(child);
-    if drop_privileges(ids, userns).is_err() {
+    let userns = (n > keep).then(|| kept.pop()).flatten();
+    if agent
+        .become_sprite_user(userns.as_ref().map(|f| f.as_raw_fd()), true)
+        .is_err()
+    {
         return 1;
     }
+    drop(userns);
     let _ = proc::chdir(c"/");
     let mut kept = kept.into_iter();
     // The reply socket is left to the exit to close, after everything else.
@@ -535,26 +468,53 @@ fn candidates(program: &str, path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whatever runs in a sprite holds no privilege over anything: in the root (no user
-/// namespace) case it becomes the unprivileged sprite user; in both cases the capability
-/// bounding set is emptied, every capability dropped and `no_new_privs` set, so setuid
-/// binaries (sudo, su) cannot raise privileges again.
-fn drop_privileges(ids: Ids, userns: bool) -> io::Result<()> {
-    // In a single-threaded child about to exec (or to run a filesystem call).
-    let mut cap = 0;
-    while proc::drop_bounding_cap(cap).is_ok() {
-        cap += 1; // stops at the first capability the kernel does not know (EINVAL)
+impl Agent {
+    /// In a forked child: take on the sprite user's identity and limits.
+    ///
+    /// Root server: enter the sprite's user namespace and become `sprite` there, with no
+    /// capabilities. The capability bounding set stays full and `no_new_privs` unset, so
+    /// `sudo` (setuid root, and root here is the sprite's own range) works as on the
+    /// platform. `no_new_privs`: set for filesystem calls, which never exec.
+    ///
+    /// Unprivileged server: the agent runs in the (single-id) user namespace already;
+    /// there is no root to become, so the bounding set is emptied and `no_new_privs` set.
+    fn become_sprite_user(&self, userns: Option<RawFd>, no_exec: bool) -> io::Result<()> {
+        let ids = self.ids;
+        // Lowering limits needs no privilege; they are set before the uid changes so the
+        // process cap counts from the first process.
+        proc::set_rlimit(libc::RLIMIT_NPROC, self.limits.nproc, self.limits.nproc)?;
+        if let Some(data) = self.limits.data_bytes {
+            proc::set_rlimit(libc::RLIMIT_DATA, data, data)?;
+        }
+        match userns {
+            Some(ns) => {
+                sys::mount::setns(ns, libc::CLONE_NEWUSER)?;
+                proc::setgroups(&[ids.gid])?;
+                proc::setresgid(ids.gid)?;
+                proc::setresuid(ids.uid)?;
+                proc::clear_ambient_caps()?;
+                if no_exec {
+                    proc::set_no_new_privs()?;
+                }
+                // Changing uids from outside the namespace's root keeps every capability
+                // in it; drop them explicitly.
+                proc::clear_capabilities()
+            }
+            None => {
+                let mut cap = 0;
+                while proc::drop_bounding_cap(cap).is_ok() {
+                    cap += 1; // stops at the first capability the kernel does not know
+                }
+                proc::setresgid(ids.gid)?;
+                proc::setresuid(ids.uid)?;
+                proc::clear_ambient_caps()?;
+                proc::set_no_new_privs()?;
+                // We are uid 1000 in the namespace but still hold every capability in it;
+                // clear them explicitly (exec would too, but be plain about it).
+                proc::clear_capabilities()
+            }
+        }
     }
-    if !userns {
-        proc::setgroups(&[ids.gid])?;
-    }
-    proc::setresgid(ids.gid)?;
-    proc::setresuid(ids.uid)?;
-    proc::clear_ambient_caps()?;
-    proc::set_no_new_privs()?;
-    // In a user namespace we are uid 1000 but still hold every capability *in that
-    // namespace*; clear them explicitly (exec would too, but be plain about it).
-    proc::clear_capabilities()
 }
 
 #[cfg(test)]

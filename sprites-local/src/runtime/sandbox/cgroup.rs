@@ -34,6 +34,11 @@ impl Cgroups {
         }
     }
 
+    /// Whether sprites get cgroup limits here.
+    pub fn enforced(&self) -> bool {
+        self.parent.is_some()
+    }
+
     /// One phrase for the startup line.
     pub fn describe(&self) -> String {
         match &self.parent {

@@ -7,15 +7,20 @@
 //! `main` of; so the entry is an ELF constructor (`.init_array`, in
 //! [`crate::sys::entry`]) that runs before any `main`, notices the marker, asks
 //! [`helper_request`] what to run, runs the helper and exits. Without the marker it returns
-//! at once (one `getenv`).
+//! at once (one `getenv`). The helper's configuration comes as the first message on its
+//! control socket (fd [`CTL_FD`]): it can be larger than one argv string may be.
 
-use super::agent::{self, AgentConfig};
+use std::os::fd::RawFd;
+
+use super::stub;
 use crate::sys;
 
 /// Environment marker (its value is irrelevant; argv carries the configuration).
 pub const MARKER_ENV: &str = "SPRITES_LOCAL_SANDBOX_HELPER";
 /// `argv[0]` of the helper.
 pub const ARGV0: &str = "sprites-local-sandbox";
+/// The fd number the control socket has in the helper.
+pub const CTL_FD: RawFd = 3;
 
 /// Makes the code that starts helpers reference the ELF constructor, so the object holding
 /// it is linked into any binary that can start one.
@@ -23,9 +28,8 @@ pub fn keep() {
     sys::entry::keep();
 }
 
-/// What a helper process was started to do: run the stub with this configuration, or
-/// report that the configuration did not parse.
-pub(crate) struct HelperRequest(Result<AgentConfig, serde_json::Error>);
+/// A process started as the sandbox helper (the stub).
+pub(crate) struct HelperRequest(());
 
 /// Called by the ELF constructor in a process that carries the marker: the helper's job,
 /// from argv, or `None` if argv does not ask for one (the process then carries on into its
@@ -34,24 +38,16 @@ pub(crate) fn helper_request() -> Option<HelperRequest> {
     // argv from /proc (glibc passes argv to constructors, musl does not).
     let cmdline = std::fs::read("/proc/self/cmdline").ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    if args.len() < 3 || args[0] != ARGV0.as_bytes() || args[1] != b"agent" {
+    if args.len() < 2 || args[0] != ARGV0.as_bytes() || args[1] != b"stub" {
         return None;
     }
-    Some(HelperRequest(serde_json::from_slice::<AgentConfig>(
-        args[2],
-    )))
+    Some(HelperRequest(()))
 }
 
 impl HelperRequest {
     /// Runs the helper; returns its exit code.
     pub(crate) fn run(self) -> i32 {
-        match self.0 {
-            Ok(cfg) => agent::stub_main(&cfg),
-            Err(e) => {
-                eprintln!("sprites-local sandbox: bad helper configuration: {e}");
-                2
-            }
-        }
+        stub::main(CTL_FD)
     }
 }
 

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::agent::AgentConfig;
-use super::entry;
-use super::ipc::{self, Event, FsCall, FsReply, Request};
+use super::entry::{self, CTL_FD};
+use super::ipc::{self, Event, FsCall, FsReply, Request, StubConfig};
 use crate::lock;
 use crate::sys;
 use crate::sys::socket::set_recv_timeout;
@@ -34,8 +33,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const FS_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Largest filesystem reply accepted (a listing is capped at 100 000 entries, far below).
 const MAX_FS_REPLY: u64 = 256 << 20;
-/// The fd number the control socket gets in the helper.
-const CTL_FD: RawFd = 3;
 /// Wait status meaning "killed by SIGKILL", reported for execs whose agent died.
 const KILLED: i32 = libc::SIGKILL;
 
@@ -57,6 +54,19 @@ pub enum SpawnReply {
         /// errno.
         errno: i32,
     },
+}
+
+/// What a freshly started agent reported.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// The uid execs run as inside the sprite.
+    pub uid: u32,
+    /// The sprite's IPv4 address, when it has egress.
+    pub address: Option<std::net::Ipv4Addr>,
+    /// The upper layer's owners were moved to the sprite's id range.
+    pub shifted: bool,
+    /// Why the base is not id-mapped, if it is not.
+    pub unmapped_base: Option<String>,
 }
 
 /// Who waits for what the agent sends: spawn replies by request id, exit statuses by pid.
@@ -81,19 +91,16 @@ pub struct AgentHandle {
 impl AgentHandle {
     /// Starts the helper for `cfg.sprite_dir` and waits until the sprite's root is ready.
     /// Its stderr goes to `log` (inside the data dir, invisible to the sprite).
-    pub fn start(mut cfg: AgentConfig, log: &Path) -> io::Result<Arc<AgentHandle>> {
+    pub fn start(cfg: &StubConfig, log: &Path) -> io::Result<(Arc<AgentHandle>, Readiness)> {
         entry::keep();
         let (ours, theirs) = sys::socket::seqpacket_pair()?;
         sys::socket::grow_socket_buffers(&ours);
         sys::socket::grow_socket_buffers(&theirs);
-        cfg.ctl_fd = CTL_FD;
-        let json = serde_json::to_string(&cfg).map_err(io::Error::other)?;
         let log = File::create(log)?;
         let theirs_raw = theirs.as_raw_fd();
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg0(entry::ARGV0)
-            .arg("agent")
-            .arg(json)
+            .arg("stub")
             // Nothing of the server's environment (its token above all) reaches a sprite.
             .env_clear()
             .env(entry::MARKER_ENV, "1")
@@ -104,10 +111,31 @@ impl AgentHandle {
         sys::process::pass_fd(&mut cmd, theirs_raw, CTL_FD);
         let mut stub = cmd.spawn()?;
         drop(theirs);
+        if let Err(e) = ipc::send(ours.as_raw_fd(), cfg, &[]) {
+            let _ = stub.kill();
+            let _ = stub.wait();
+            return Err(e);
+        }
 
         let first = recv_with_timeout(&ours, START_TIMEOUT);
-        let init = match first {
-            Ok(Some((Event::Ready { .. }, mut fds))) if fds.len() == 1 => fds.remove(0),
+        let (init, ready) = match first {
+            Ok(Some((
+                Event::Ready {
+                    uid,
+                    address,
+                    shifted,
+                    unmapped_base,
+                },
+                mut fds,
+            ))) if fds.len() == 1 => (
+                fds.remove(0),
+                Readiness {
+                    uid,
+                    address,
+                    shifted,
+                    unmapped_base,
+                },
+            ),
             other => {
                 let _ = stub.kill();
                 let _ = stub.wait();
@@ -137,13 +165,13 @@ impl AgentHandle {
             // makes the agent exit, and with it the sprite.
             spawned?;
         }
-        Ok(Arc::new(AgentHandle {
+        Ok((Arc::new(AgentHandle {
             sock: ours,
             waiters,
             init,
             next_id: AtomicU64::new(1),
             done,
-        }))
+        }), ready))
     }
 
     /// False once the agent has gone away (it is then restarted on next use).

@@ -6,9 +6,13 @@
 //! reports the pid and later the wait status.
 
 use std::io;
+use std::path::PathBuf;
 use std::os::fd::{OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
+
+use super::base_scan::Hidden;
+use super::identity::Identity;
 
 use crate::fsops::{
     Chmodded, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
@@ -167,6 +171,47 @@ impl FsReply {
     }
 }
 
+/// Server → stub, the first message on the control socket: which sprite to build, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StubConfig {
+    /// The sprite's directory in the data dir.
+    pub sprite_dir: PathBuf,
+    /// The sprite's name, its hostname.
+    pub hostname: String,
+    /// The read-only base (lower layer).
+    pub base: PathBuf,
+    /// Directories of the base to mask besides the usual ones (the data dir), relative.
+    pub masks: Vec<String>,
+    /// How the server runs: root (`Some`) or not.
+    pub privileged: Option<Privileged>,
+    /// A cgroup (with the sprite's limits) to join first, so every process inherits it.
+    pub cgroup: Option<PathBuf>,
+    /// Limits every process of the sprite starts with.
+    pub limits: ProcessLimits,
+}
+
+/// What only a root server does for a sprite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Privileged {
+    /// The sprite's host id range.
+    pub identity: Identity,
+    /// Base entries to hide (the base is id-mapped, so its root-only files would show).
+    pub hidden: Vec<Hidden>,
+    /// Give the sprite a veth pair and NAT (else loopback only).
+    pub egress: bool,
+    /// The sprite's `/etc/resolv.conf`, with egress.
+    pub resolv_conf: Option<String>,
+}
+
+/// Resource limits set on every process a sprite starts (execs, filesystem calls).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ProcessLimits {
+    /// `RLIMIT_NPROC`: processes (threads included) per user inside the sprite.
+    pub nproc: u64,
+    /// `RLIMIT_DATA` in bytes, where no cgroup limits memory.
+    pub data_bytes: Option<u64>,
+}
+
 /// Agent → server.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
@@ -176,6 +221,13 @@ pub enum Event {
     Ready {
         /// The uid execs run as inside the sprite.
         uid: u32,
+        /// The sprite's IPv4 address, when it has egress.
+        address: Option<std::net::Ipv4Addr>,
+        /// The upper layer's owners were moved to the sprite's id range (see
+        /// [`Identity::shift_from`]).
+        shifted: bool,
+        /// Why the base is not id-mapped (root inside then cannot change its files).
+        unmapped_base: Option<String>,
     },
     /// Setting the sprite up failed; the helper exits after this.
     Failed {

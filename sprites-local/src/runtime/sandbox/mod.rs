@@ -2,25 +2,33 @@
 //!
 //! - [`entry`]: how the helper process is entered (an ELF constructor in a re-executed
 //!   `/proc/self/exe`), so no namespace work ever happens in the server's threads.
-//! - [`agent`]: the helper itself: a stub that creates the namespaces, and the agent (PID 1
-//!   of the sprite) that spawns every exec inside them.
-//! - [`rootfs`]: overlay root, `/dev`, `/proc`, masks, `pivot_root`.
-//! - [`user`]: the `sprite` user and the opaque (masked) directories in the upper layer.
-//! - [`ipc`]: the control protocol (JSON + SCM_RIGHTS).
-//! - [`handle`]: [`AgentHandle`], the server's handle on one sprite's agent.
-//! - [`fs`]: the filesystem API, run inside the sprite by the agent.
-//! - [`cgroup`]: best-effort memory/CPU limits.
+//! - [`stub`]: the helper: builds the sprite (disk, upper layer, identity, root
+//!   filesystem, network) and forks the agent.
+//! - [`agent`]: PID 1 of the sprite, which spawns every exec and filesystem call inside.
+//! - [`disk`]: the sprite's disk image (its quota); [`upper`]: its upper layer, prepared
+//!   without following the sprite's symlinks; [`base_scan`]: what of the base it must not
+//!   see; [`identity`]: its host id range; [`network`] and [`netlink`]: its network;
+//!   [`rootfs`]: overlay, `/dev`, `/proc`, `pivot_root`.
+//! - [`ipc`]: the control protocol (JSON + SCM_RIGHTS); [`handle`]: [`AgentHandle`], the
+//!   server's handle on one sprite's agent; [`fs`]: the filesystem API, run inside.
+//! - [`cgroup`]: memory/CPU limits where cgroup v2 offers them.
 //!
 //! See the "Sandbox runtime" section of the crate README for the design and its choices.
 
 mod agent;
+mod base_scan;
 mod cgroup;
+mod disk;
 mod entry;
 mod fs;
 mod handle;
+mod identity;
 mod ipc;
+mod netlink;
+mod network;
 mod rootfs;
-mod user;
+mod stub;
+mod upper;
 
 pub(crate) use entry::helper_request;
 
@@ -29,7 +37,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crossbeam_channel::Receiver;
 
@@ -40,23 +48,55 @@ use crate::lock;
 use crate::store::SpriteConfig;
 use crate::sys;
 
+use base_scan::Hidden;
 use handle::AgentHandle;
+use ipc::{Privileged, ProcessLimits, StubConfig};
+
+/// Options of the sandbox runtime (from the server builder).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SandboxOptions {
+    /// `RLIMIT_NPROC` of every sprite user: processes and threads per user inside a sprite.
+    pub process_limit: u64,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            process_limit: DEFAULT_PROCESS_LIMIT,
+        }
+    }
+}
+
+/// Default cap on processes (threads included) per user inside a sprite: enough for big
+/// parallel builds, far below what would starve the host's pid space.
+pub(crate) const DEFAULT_PROCESS_LIMIT: u64 = 4096;
 
 /// Runs each sprite in its own namespaces on an overlay root (see the module docs).
 pub(crate) struct SandboxRuntime {
     base: PathBuf,
     data_dir: PathBuf,
-    userns: bool,
+    /// The server runs as root: per-sprite id ranges, id-mapped base, disk images, veth.
+    privileged: bool,
     /// Why `auto` chose this runtime (None when asked for explicitly).
     auto_reason: Option<String>,
     cgroups: cgroup::Cgroups,
+    network: network::Network,
+    /// Whether sprites get a disk image (their quota), or why not.
+    disks: Result<(), String>,
+    options: SandboxOptions,
+    /// The base entries sprites must not see (root servers), computed in the background.
+    hidden: Arc<Scan>,
     /// Running agents by sprite directory. Held while an agent starts, so two first execs
     /// of one sprite never start two agents.
     agents: Mutex<HashMap<PathBuf, Arc<AgentHandle>>>,
 }
 
 /// Why the sandbox cannot run here.
-pub(crate) fn check(data_dir: &Path, base: &Path) -> Result<SandboxRuntime, String> {
+pub(crate) fn check(
+    data_dir: &Path,
+    base: &Path,
+    options: SandboxOptions,
+) -> Result<SandboxRuntime, String> {
     let base = base
         .canonicalize()
         .map_err(|e| format!("base dir {}: {e}", base.display()))?;
@@ -66,17 +106,86 @@ pub(crate) fn check(data_dir: &Path, base: &Path) -> Result<SandboxRuntime, Stri
     let data_dir = data_dir
         .canonicalize()
         .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
-    let userns = sys::process::geteuid() != 0;
+    let privileged = sys::process::geteuid() == 0;
     let rt = SandboxRuntime {
+        hidden: if privileged {
+            Scan::of(&base)
+        } else {
+            Arc::new(Scan::done(Vec::new()))
+        },
         base,
         data_dir,
-        userns,
+        privileged,
         auto_reason: None,
         cgroups: cgroup::Cgroups::detect(),
+        network: network::Network::detect(privileged),
+        disks: if privileged {
+            disk::supported()
+        } else {
+            Err("needs a root server (loop devices)".into())
+        },
+        options,
         agents: Mutex::new(HashMap::new()),
     };
     rt.probe()?;
     Ok(rt)
+}
+
+/// A base scan shared by every server of this process with the same base (tests start
+/// many), run once on a background thread.
+struct Scan {
+    result: Mutex<Option<Arc<Result<Vec<Hidden>, String>>>>,
+    ready: Condvar,
+}
+
+impl Scan {
+    fn done(hidden: Vec<Hidden>) -> Scan {
+        Scan {
+            result: Mutex::new(Some(Arc::new(Ok(hidden)))),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn of(base: &Path) -> Arc<Scan> {
+        static SCANS: OnceLock<Mutex<HashMap<PathBuf, Arc<Scan>>>> = OnceLock::new();
+        let mut scans = lock(SCANS.get_or_init(Default::default));
+        if let Some(s) = scans.get(base) {
+            return s.clone();
+        }
+        let scan = Arc::new(Scan {
+            result: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        scans.insert(base.to_owned(), scan.clone());
+        let (s, base) = (scan.clone(), base.to_owned());
+        let skip: Vec<&str> = upper::MASKED
+            .iter()
+            .map(|(d, _)| *d)
+            .chain(["proc", "sys", "dev"])
+            .collect();
+        let spawned = std::thread::Builder::new()
+            .name("sprites-base-scan".into())
+            .spawn(move || {
+                let r = base_scan::scan(&base, &skip).map_err(|e| e.to_string());
+                *lock(&s.result) = Some(Arc::new(r));
+                s.ready.notify_all();
+            });
+        if let Err(e) = spawned {
+            *lock(&scan.result) = Some(Arc::new(Err(e.to_string())));
+        }
+        scan
+    }
+
+    /// Waits for the scan (bounded by the walk itself: it only reads directories).
+    fn get(&self) -> Arc<Result<Vec<Hidden>, String>> {
+        let mut r = lock(&self.result);
+        loop {
+            if let Some(done) = &*r {
+                return done.clone();
+            }
+            r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl SandboxRuntime {
@@ -86,44 +195,88 @@ impl SandboxRuntime {
         self
     }
 
-    fn config(&self, sprite_dir: &Path) -> agent::AgentConfig {
-        // The data dir as seen inside (only if the base contains it).
-        let masks = self
-            .data_dir
+    /// The data dir as a path inside sprites (only if the base contains it).
+    fn data_dir_masks(&self) -> Vec<String> {
+        self.data_dir
             .strip_prefix(&self.base)
-            .map(|rel| Path::new("/").join(rel))
-            .into_iter()
-            .collect();
-        agent::AgentConfig {
+            .ok()
+            .and_then(|rel| rel.to_str())
+            .filter(|rel| !rel.is_empty())
+            .map(|rel| vec![rel.to_owned()])
+            .unwrap_or_default()
+    }
+
+    /// What the stub needs to build the sprite at `sprite_dir`.
+    fn stub_config(&self, sprite_dir: &Path, hidden: Vec<Hidden>) -> io::Result<StubConfig> {
+        let config = read_config(sprite_dir).unwrap_or_default();
+        let cgroup = self.cgroups.prepare(sprite_dir, &config);
+        let privileged = if self.privileged {
+            // A sprite made before identities existed already has files: they move.
+            let legacy = sprite_dir.join("upper").read_dir().is_ok_and(|mut d| d.next().is_some())
+                || disk::has_image(sprite_dir);
+            let identity = identity::ensure(sprite_dir, legacy)?;
+            Some(Privileged {
+                identity,
+                hidden,
+                egress: self.network.egress(),
+                resolv_conf: match &self.network {
+                    network::Network::Nat { resolv_conf } => Some(resolv_conf.clone()),
+                    network::Network::Isolated(_) => None,
+                },
+            })
+        } else {
+            None
+        };
+        Ok(StubConfig {
             sprite_dir: sprite_dir.to_owned(),
+            hostname: sprite_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sprite".into()),
             base: self.base.clone(),
-            masks,
-            userns: self.userns,
-            ctl_fd: -1,
-            cgroup: None,
-        }
+            masks: self.data_dir_masks(),
+            privileged,
+            limits: ProcessLimits {
+                nproc: self.options.process_limit,
+                data_bytes: (cgroup.is_none()).then(|| config.ram_mb.saturating_mul(1 << 20)),
+            },
+            cgroup,
+        })
     }
 
     /// Starts a throwaway sprite's agent in the data dir: proves in one go that we may
-    /// create the namespaces, mount the overlay, `/proc` and `/dev`, and pivot.
+    /// create the namespaces, mount the overlay (id-mapped, on a root server), `/proc` and
+    /// `/dev`, and pivot.
     fn probe(&self) -> Result<(), String> {
         let tag = crate::random::hex(6).map_err(|e| e.to_string())?;
         let dir = self.data_dir.join(format!(".sandbox-probe-{tag}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let result = AgentHandle::start(self.config(&dir), &dir.join("agent.log"));
-        let result = match result {
-            Ok(agent) => {
-                agent.stop();
-                Ok(())
+        let result = (|| {
+            let mut cfg = self.stub_config(&dir, Vec::new())?;
+            if let Some(p) = &mut cfg.privileged {
+                p.egress = false; // no veth pair for a throwaway
             }
-            Err(e) => Err(e.to_string()),
-        };
+            let (agent, _) = AgentHandle::start(&cfg, &dir.join("agent.log"))?;
+            agent.stop();
+            Ok::<(), io::Error>(())
+        })()
+        .map_err(|e| e.to_string());
+        identity::release(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         result
     }
 
     /// The sprite's agent, started (or restarted) if needed.
     fn agent(&self, sprite_dir: &Path) -> io::Result<Arc<AgentHandle>> {
+        // The scan is waited for before the lock: other sprites' execs go on meanwhile.
+        let hidden = match &*self.hidden.get() {
+            Ok(h) => h.clone(),
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "scanning the base for entries sprites must not see: {e}"
+                )))
+            }
+        };
         let mut agents = lock(&self.agents);
         if let Some(a) = agents.get(sprite_dir) {
             if a.is_alive() {
@@ -136,11 +289,36 @@ impl SandboxRuntime {
                 "sprite was deleted",
             ));
         }
-        let mut cfg = self.config(sprite_dir);
-        cfg.cgroup = read_config(sprite_dir).and_then(|c| self.cgroups.prepare(sprite_dir, &c));
-        let agent = AgentHandle::start(cfg, &sprite_dir.join("agent.log"))?;
+        let cfg = self.stub_config(sprite_dir, hidden)?;
+        let (agent, ready) = AgentHandle::start(&cfg, &sprite_dir.join("agent.log"))?;
+        if let (true, Some(p)) = (ready.shifted, &cfg.privileged) {
+            identity::shifted(sprite_dir, p.identity)?;
+        }
         agents.insert(sprite_dir.to_owned(), agent.clone());
         Ok(agent)
+    }
+
+    /// What is enforced for the sprite at `sprite_dir`, in one phrase.
+    fn describe_limits(&self, sprite_dir: Option<&Path>) -> String {
+        let disk = match (&self.disks, sprite_dir) {
+            (Err(why), _) => format!("disk not limited ({why})"),
+            (Ok(()), Some(d)) if !disk::has_image(d) => {
+                "disk not limited (the sprite predates disk images)".to_owned()
+            }
+            (Ok(()), _) => "disk limited to storage_gb (an ext4 image)".to_owned(),
+        };
+        let memory = if self.cgroups.enforced() {
+            self.cgroups.describe()
+        } else {
+            format!(
+                "ram_mb per process (RLIMIT_DATA; cgroup memory limits {})",
+                self.cgroups.describe()
+            )
+        };
+        format!(
+            "at most {} processes per user (RLIMIT_NPROC); memory: {memory}; {disk}",
+            self.options.process_limit
+        )
     }
 }
 
@@ -226,9 +404,9 @@ impl SignalGroup for SandboxGroup {
 fn base_env(cwd: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for (k, v) in [
-        ("HOME", user::HOME),
-        ("USER", user::USER),
-        ("LOGNAME", user::USER),
+        ("HOME", upper::HOME),
+        ("USER", upper::USER),
+        ("LOGNAME", upper::USER),
         ("PATH", agent::DEFAULT_PATH),
         ("LANG", "C.UTF-8"),
         ("PWD", cwd),
@@ -240,7 +418,11 @@ fn base_env(cwd: &str) -> BTreeMap<String, String> {
 
 impl SpriteRuntime for SandboxRuntime {
     fn limits(&self) -> String {
-        self.cgroups.describe()
+        self.describe_limits(None)
+    }
+
+    fn limits_of(&self, sprite_dir: &Path) -> String {
+        self.describe_limits(Some(sprite_dir))
     }
 
     fn kind(&self) -> Runtime {
@@ -252,30 +434,43 @@ impl SpriteRuntime for SandboxRuntime {
             Some(r) => format!(" (auto: {r})"),
             None => String::new(),
         };
-        let user = if self.userns {
-            "a user namespace mapping the sprite user to this server's uid"
+        let user = if self.privileged {
+            format!(
+                "`{}` in a user namespace of its own: ids 0-65535 inside are a range of host \
+                 ids no host user has (root inside is nobody outside; `sudo` works)",
+                upper::USER
+            )
         } else {
-            "uid 1000 `sprite` with no capabilities and no_new_privs"
+            format!(
+                "`{}` in a user namespace mapping it to this server's uid (no root inside)",
+                upper::USER
+            )
         };
         format!(
             "runtime sandbox{how}: each sprite has its own root (overlay on {}), mount, PID, \
-             UTS and IPC namespaces; commands run as {user}; network is shared with the host; \
-             limits: {}",
+             UTS, IPC and network namespaces; commands run as {user}; network: {}; limits: {}",
             self.base.display(),
-            self.cgroups.describe()
+            self.network.describe(),
+            self.describe_limits(None),
         )
     }
 
-    fn create_sprite(&self, sprite_dir: &Path) -> io::Result<()> {
-        rootfs::Layout::new(sprite_dir, &self.base, vec![], self.userns).create_dirs()
+    fn create_sprite(&self, sprite_dir: &Path, config: &SpriteConfig) -> io::Result<()> {
+        if self.privileged {
+            identity::ensure(sprite_dir, false)?;
+        }
+        if self.disks.is_ok() {
+            disk::create(sprite_dir, config.storage_gb.max(1).saturating_mul(1 << 30))?;
+        }
+        Ok(())
     }
 
     fn spawn(&self, sprite_dir: &Path, spec: &ProcessSpec<'_>) -> Result<Spawned, SpawnError> {
         let agent = self.agent(sprite_dir).map_err(SpawnError::Io)?;
         let (cwd, fallback) = match spec.dir {
             Some(d) if d.starts_with('/') => (d.to_owned(), false),
-            Some(d) => (format!("{}/{d}", user::HOME), false),
-            None => (user::HOME.to_owned(), true),
+            Some(d) => (format!("{}/{d}", upper::HOME), false),
+            None => (upper::HOME.to_owned(), true),
         };
         let mut env = base_env(&cwd);
         env.extend(spec.env.iter().cloned()); // later entries win, as with Command::envs
@@ -325,7 +520,7 @@ impl SpriteRuntime for SandboxRuntime {
                 let _ = errno;
                 Err(SpawnError::InvalidDirectory(format!(
                     "working directory {:?} does not exist or is not a directory",
-                    spec.dir.unwrap_or(user::HOME)
+                    spec.dir.unwrap_or(upper::HOME)
                 )))
             }
             handle::SpawnReply::Failed { errno, .. } => {
@@ -349,6 +544,7 @@ impl SpriteRuntime for SandboxRuntime {
             a.stop();
         }
         self.cgroups.remove(sprite_dir);
+        identity::release(sprite_dir);
     }
 
     fn shutdown(&self) {

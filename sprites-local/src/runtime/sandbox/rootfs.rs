@@ -1,8 +1,8 @@
-//! The sprite's root filesystem, assembled inside its fresh mount namespace: an overlay
-//! (read-only base + the sprite's upper layer), a minimal `/dev`, a fresh `/proc`, masks
-//! over host paths that must stay invisible, then `pivot_root` into it.
-//!
-//! Runs in the agent (PID 1 of the sprite's PID namespace) before it serves requests.
+//! The sprite's root filesystem, assembled in the sprite's own mount namespace: an overlay
+//! (read-only base + the sprite's upper layer) and a minimal `/dev`, mounted by the stub
+//! ([`overlay`], [`dev`]); then, in the agent (PID 1 of the sprite's PID namespace, which a
+//! fresh `/proc` must belong to), `/proc`, `pivot_root` into the root and masks over host
+//! paths that must stay invisible ([`enter`]).
 
 use std::fs;
 use std::io;
@@ -11,60 +11,6 @@ use std::path::{Path, PathBuf};
 
 use super::ctx;
 use crate::sys::mount::{self, mount};
-
-/// Where a sprite's layers live (all inside its directory in the data dir).
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// Read-only lower layer (`/` unless `--base-dir`).
-    pub base: PathBuf,
-    /// The sprite's writable layer.
-    pub upper: PathBuf,
-    /// overlayfs work directory (same filesystem as `upper`).
-    pub work: PathBuf,
-    /// Empty directory the merged root is mounted on before `pivot_root`.
-    pub root: PathBuf,
-    /// Host paths to hide inside (the data dir), as absolute paths inside the sprite.
-    pub masks: Vec<PathBuf>,
-    /// Running in a user namespace (overlay needs `userxattr`; device nodes are bound).
-    pub userns: bool,
-    /// The sprite's hostname.
-    pub hostname: String,
-}
-
-impl Layout {
-    /// The standard layout for the sprite stored in `sprite_dir`.
-    pub fn new(sprite_dir: &Path, base: &Path, masks: Vec<PathBuf>, userns: bool) -> Layout {
-        Layout {
-            base: base.to_owned(),
-            upper: sprite_dir.join("upper"),
-            work: sprite_dir.join("work"),
-            root: sprite_dir.join("root"),
-            masks,
-            userns,
-            hostname: sprite_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "sprite".into()),
-        }
-    }
-
-    /// The xattr that marks an upper directory opaque for this overlay.
-    pub fn opaque_xattr(&self) -> &'static str {
-        if self.userns {
-            "user.overlay.opaque"
-        } else {
-            "trusted.overlay.opaque"
-        }
-    }
-
-    /// Creates the sprite's directories (idempotent).
-    pub fn create_dirs(&self) -> io::Result<()> {
-        for d in [&self.upper, &self.work, &self.root] {
-            fs::create_dir_all(d)?;
-        }
-        Ok(())
-    }
-}
 
 /// overlayfs option values separate with `,` (and lowerdirs with `:`); escape both.
 fn escape_option(p: &Path) -> String {
@@ -95,38 +41,25 @@ fn real_dir(root: &Path, rel: &str) -> io::Result<PathBuf> {
     }
 }
 
-/// Builds the root and pivots into it. Call in a new mount namespace.
-pub fn enter(l: &Layout) -> io::Result<()> {
-    // Nothing we mount may propagate back to the host's namespace.
-    ctx(
-        mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        ),
-        || "making / private".into(),
-    )?;
+/// Mounts the overlay of `lower` (read-only) and `upper` (with `work`) on `root`.
+/// `userxattr`: the overlay is mounted in a user namespace (its metadata lives in `user.*`
+/// xattrs). Setuid binaries work inside (root there is the sprite's, see `identity`);
+/// device nodes do not.
+pub fn overlay(lower: &Path, upper: &Path, work: &Path, root: &Path, userxattr: bool) -> io::Result<()> {
+    fs::create_dir_all(root)?;
     let mut opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        escape_option(&l.base),
-        escape_option(&l.upper),
-        escape_option(&l.work)
+        escape_option(lower),
+        escape_option(upper),
+        escape_option(work)
     );
-    if l.userns {
+    if userxattr {
         opts.push_str(",userxattr");
     }
     ctx(
-        mount(
-            Some("overlay"),
-            &l.root,
-            Some("overlay"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some(&opts),
-        ),
+        mount(Some("overlay"), root, Some("overlay"), libc::MS_NODEV, Some(&opts)),
         || {
-            let hint = if l.userns {
+            let hint = if userxattr {
                 "; without root, overlayfs refuses a lower directory that has other mounts \
                  below it (such as the host's /): pass a base dir without mount points \
                  (--base-dir) or run the server as root"
@@ -135,9 +68,19 @@ pub fn enter(l: &Layout) -> io::Result<()> {
             };
             format!("mounting overlay ({opts}){hint}")
         },
-    )?;
-    ctx(mount_dev(&l.root), || "setting up /dev".into())?;
-    let proc_dir = real_dir(&l.root, "proc")?;
+    )
+}
+
+/// Mounts the sprite's `/dev` in the merged `root` (see [`mount_dev`]).
+pub fn dev(root: &Path) -> io::Result<()> {
+    ctx(mount_dev(root), || "setting up /dev".into())
+}
+
+/// In the agent: mounts `/proc` (of the sprite's PID namespace) in `root`, pivots into
+/// `root`, drops the host's tree, and hides `masks` (absolute paths inside). Call in the
+/// mount namespace the stub prepared.
+pub fn enter(root: &Path, masks: &[PathBuf]) -> io::Result<()> {
+    let proc_dir = real_dir(root, "proc")?;
     ctx(
         mount(
             Some("proc"),
@@ -151,7 +94,7 @@ pub fn enter(l: &Layout) -> io::Result<()> {
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
     // only the sprite's root, with no directory of ours left behind in the upper layer.
-    std::env::set_current_dir(&l.root)?;
+    std::env::set_current_dir(root)?;
     ctx(mount::pivot_root(Path::new("."), Path::new(".")), || {
         "pivot_root".into()
     })?;
@@ -161,7 +104,7 @@ pub fn enter(l: &Layout) -> io::Result<()> {
     std::env::set_current_dir("/")?;
 
     // Now paths resolve inside the sprite, so a symlink planted there cannot redirect these.
-    for m in &l.masks {
+    for m in masks {
         if m.is_dir() {
             ctx(
                 mount(
@@ -175,8 +118,6 @@ pub fn enter(l: &Layout) -> io::Result<()> {
             )?;
         }
     }
-    // We are in our own UTS namespace.
-    let _ = mount::sethostname(l.hostname.as_bytes());
     Ok(())
 }
 
@@ -237,9 +178,5 @@ mod tests {
     #[test]
     fn overlay_options_are_escaped() {
         assert_eq!(escape_option(Path::new("/a,b:c\\d")), "/a\\,b\\:c\\\\d");
-        let l = Layout::new(Path::new("/data/sprites/box"), Path::new("/"), vec![], true);
-        assert_eq!(l.hostname, "box");
-        assert_eq!(l.upper, Path::new("/data/sprites/box/upper"));
-        assert_eq!(l.opaque_xattr(), "user.overlay.opaque");
     }
 }
