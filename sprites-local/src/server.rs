@@ -136,8 +136,12 @@ impl ServerBuilder {
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         crate::store::prepare_data_dir(&data_dir)?;
         let base_dir = self.base_dir.unwrap_or_else(|| PathBuf::from("/"));
-        let rt: Arc<dyn SpriteRuntime> =
-            Arc::from(runtime::resolve(self.runtime, &data_dir, &base_dir, self.sandbox)?);
+        let rt: Arc<dyn SpriteRuntime> = Arc::from(runtime::resolve(
+            self.runtime,
+            &data_dir,
+            &base_dir,
+            self.sandbox,
+        )?);
         let store = Store::open(&data_dir)?;
         {
             // A deleted sprite's processes must be gone before its files are removed.

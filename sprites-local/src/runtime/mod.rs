@@ -155,8 +155,11 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     /// One human-readable line about what this runtime isolates.
     fn note(&self) -> String;
     /// Lays out a new sprite's files under `sprite_dir` (which exists), for `config`.
-    fn create_sprite(&self, sprite_dir: &Path, config: &crate::store::SpriteConfig)
-        -> io::Result<()>;
+    fn create_sprite(
+        &self,
+        sprite_dir: &Path,
+        config: &crate::store::SpriteConfig,
+    ) -> io::Result<()>;
     /// Starts a process for the sprite stored at `sprite_dir`, in its own process group,
     /// with stdout and stderr piped.
     fn spawn(&self, sprite_dir: &Path, spec: &ProcessSpec<'_>) -> Result<Spawned, SpawnError>;
@@ -226,12 +229,16 @@ mod tests {
         assert_eq!(auto.kind(), Runtime::Host);
         assert!(auto.note().contains("NO ISOLATION"), "{}", auto.note());
         assert!(auto.note().contains("auto: sandbox unavailable"));
-        let err = resolve(Runtime::Sandbox, &data, base, Default::default()).err().unwrap();
+        let err = resolve(Runtime::Sandbox, &data, base, Default::default())
+            .err()
+            .unwrap();
         assert!(err
             .to_string()
             .starts_with("sandbox runtime unavailable: base dir"));
         assert_eq!(
-            resolve(Runtime::Host, &data, base, Default::default()).unwrap().kind(),
+            resolve(Runtime::Host, &data, base, Default::default())
+                .unwrap()
+                .kind(),
             Runtime::Host
         );
     }

@@ -141,15 +141,8 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
 pub fn rename_at(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result<()> {
     let (from, to) = (component(from)?, component(to)?);
     // SAFETY: a valid dirfd and C strings.
-    check(unsafe {
-        libc::renameat(
-            dir.as_raw_fd(),
-            from.as_ptr(),
-            dir.as_raw_fd(),
-            to.as_ptr(),
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) })
+        .map(drop)
 }
 
 /// Removes entry `name` of `dir` (`AT_REMOVEDIR` in `flags` for a directory).
@@ -186,7 +179,7 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::OsString>> {
         return Err(io::Error::last_os_error());
     }
     std::mem::forget(dup); // now owned by the DIR stream
-    // SAFETY: rewinding a valid DIR stream (the duplicate shares the offset with `dir`).
+                           // SAFETY: rewinding a valid DIR stream (the duplicate shares the offset with `dir`).
     unsafe { libc::rewinddir(d) };
     let mut names = Vec::new();
     loop {
@@ -237,7 +230,11 @@ mod tests {
         let loop_err = |p: &str| open(p).unwrap_err().raw_os_error();
         assert_eq!(loop_err("escape"), Some(libc::ELOOP));
         assert_eq!(loop_err("escape/etc"), Some(libc::ELOOP));
-        assert_eq!(loop_err("inside"), Some(libc::ELOOP), "even links that stay inside");
+        assert_eq!(
+            loop_err("inside"),
+            Some(libc::ELOOP),
+            "even links that stay inside"
+        );
         assert_eq!(loop_err("../"), Some(libc::EXDEV));
         let st = stat_entry(root.as_fd(), "escape").unwrap();
         assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);

@@ -2,8 +2,8 @@
 //! `pivot_root`, `sethostname`, `setns`, and detached (id-mapped) mounts.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use super::{check, cstr};

@@ -334,17 +334,6 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> 
     check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
-/// getrlimit(2): `resource`'s (soft, hard) limits.
-pub fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid rlimit struct to fill.
-    check(unsafe { libc::getrlimit(resource, &mut lim) })?;
-    Ok((lim.rlim_cur, lim.rlim_max))
-}
-
 /// Makes `cmd`'s process receive `fd` as descriptor number `target`, without
 /// close-on-exec (dup2 before the exec; when `fd` already is `target`, its close-on-exec
 /// flag is cleared instead). `fd` must still be open when `cmd` is spawned.

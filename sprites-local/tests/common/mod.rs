@@ -414,7 +414,6 @@ pub struct Unprivileged {
     pub lines: Vec<String>,
 }
 
-
 impl Unprivileged {
     pub fn start(data: &Path, extra: &[&str]) -> Unprivileged {
         use std::io::BufRead;
@@ -459,15 +458,8 @@ impl Drop for Unprivileged {
     }
 }
 
-/// A minimal root filesystem: dash, a few coreutils and their libraries.
-pub fn tiny_base(dir: &Path) {
-    let tools = [
-        "/bin/dash",
-        "/usr/bin/id",
-        "/bin/cat",
-        "/bin/ls",
-        "/usr/bin/stat",
-    ];
+/// Copies programs and the libraries `ldd` says they need into the base at `dir`.
+pub fn add_tools(dir: &Path, tools: &[&str]) {
     let mut files: Vec<PathBuf> = tools.iter().map(PathBuf::from).collect();
     for t in tools {
         let ldd = std::process::Command::new("ldd").arg(t).output().unwrap();
@@ -483,6 +475,20 @@ pub fn tiny_base(dir: &Path) {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&real, &to).unwrap();
     }
+}
+
+/// A minimal root filesystem: dash, a few coreutils and their libraries.
+pub fn tiny_base(dir: &Path) {
+    add_tools(
+        dir,
+        &[
+            "/bin/dash",
+            "/usr/bin/id",
+            "/bin/cat",
+            "/bin/ls",
+            "/usr/bin/stat",
+        ],
+    );
     std::os::unix::fs::symlink("dash", dir.join("bin/sh")).unwrap();
     for d in ["etc", "proc", "dev", "tmp", "home", "usr/bin"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -496,4 +502,3 @@ pub fn tiny_base(dir: &Path) {
     )
     .unwrap();
 }
-

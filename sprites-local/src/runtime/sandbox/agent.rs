@@ -32,11 +32,7 @@ use crate::sys::{self, cstr};
 pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
     // The data dir, as seen inside (when the base contains it): also masked in the upper
     // layer; a mount on top keeps it hidden even from a sprite that removes the mask.
-    let masks: Vec<PathBuf> = cfg
-        .masks
-        .iter()
-        .map(|m| Path::new("/").join(m))
-        .collect();
+    let masks: Vec<PathBuf> = cfg.masks.iter().map(|m| Path::new("/").join(m)).collect();
     rootfs::enter(&built.root, &masks)?;
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
     // becomes readable only after the kernel has killed and reaped everything in our PID

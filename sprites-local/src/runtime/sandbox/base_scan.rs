@@ -95,7 +95,9 @@ mod tests {
         fs::write(base.join("etc/passwd"), "x").unwrap();
         fs::write(base.join("etc/ssl/private/key"), "k").unwrap();
         fs::write(base.join("home/u/secret"), "s").unwrap();
-        let mode = |p: &str, m: u32| fs::set_permissions(base.join(p), fs::Permissions::from_mode(m)).unwrap();
+        let mode = |p: &str, m: u32| {
+            fs::set_permissions(base.join(p), fs::Permissions::from_mode(m)).unwrap()
+        };
         mode("etc/shadow", 0o640);
         mode("etc/passwd", 0o644);
         mode("etc/ssl/private", 0o700);
@@ -106,7 +108,11 @@ mod tests {
         let paths: Vec<(&str, bool)> = found.iter().map(|h| (h.path.as_str(), h.dir)).collect();
         assert_eq!(
             paths,
-            [("etc/shadow", false), ("etc/ssl/private", true), ("var/lib/svc", true)]
+            [
+                ("etc/shadow", false),
+                ("etc/ssl/private", true),
+                ("var/lib/svc", true)
+            ]
         );
         fs::remove_dir_all(&base).unwrap();
     }

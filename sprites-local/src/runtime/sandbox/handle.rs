@@ -59,10 +59,6 @@ pub enum SpawnReply {
 /// What a freshly started agent reported.
 #[derive(Debug, Clone)]
 pub struct Readiness {
-    /// The uid execs run as inside the sprite.
-    pub uid: u32,
-    /// The sprite's IPv4 address, when it has egress.
-    pub address: Option<std::net::Ipv4Addr>,
     /// The upper layer's owners were moved to the sprite's id range.
     pub shifted: bool,
     /// Why the base is not id-mapped, if it is not.
@@ -121,17 +117,14 @@ impl AgentHandle {
         let (init, ready) = match first {
             Ok(Some((
                 Event::Ready {
-                    uid,
-                    address,
                     shifted,
                     unmapped_base,
+                    ..
                 },
                 mut fds,
             ))) if fds.len() == 1 => (
                 fds.remove(0),
                 Readiness {
-                    uid,
-                    address,
                     shifted,
                     unmapped_base,
                 },
@@ -165,13 +158,16 @@ impl AgentHandle {
             // makes the agent exit, and with it the sprite.
             spawned?;
         }
-        Ok((Arc::new(AgentHandle {
-            sock: ours,
-            waiters,
-            init,
-            next_id: AtomicU64::new(1),
-            done,
-        }), ready))
+        Ok((
+            Arc::new(AgentHandle {
+                sock: ours,
+                waiters,
+                init,
+                next_id: AtomicU64::new(1),
+                done,
+            }),
+            ready,
+        ))
     }
 
     /// False once the agent has gone away (it is then restarted on next use).

@@ -6,8 +6,8 @@
 //! reports the pid and later the wait status.
 
 use std::io;
-use std::path::PathBuf;
 use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 

@@ -131,10 +131,13 @@ pub(crate) fn check(
     Ok(rt)
 }
 
+/// The entries to hide, or why the scan failed.
+type ScanResult = Arc<Result<Vec<Hidden>, String>>;
+
 /// A base scan shared by every server of this process with the same base (tests start
 /// many), run once on a background thread.
 struct Scan {
-    result: Mutex<Option<Arc<Result<Vec<Hidden>, String>>>>,
+    result: Mutex<Option<ScanResult>>,
     ready: Condvar,
 }
 
@@ -177,7 +180,7 @@ impl Scan {
     }
 
     /// Waits for the scan (bounded by the walk itself: it only reads directories).
-    fn get(&self) -> Arc<Result<Vec<Hidden>, String>> {
+    fn get(&self) -> ScanResult {
         let mut r = lock(&self.result);
         loop {
             if let Some(done) = &*r {
@@ -212,7 +215,10 @@ impl SandboxRuntime {
         let cgroup = self.cgroups.prepare(sprite_dir, &config);
         let privileged = if self.privileged {
             // A sprite made before identities existed already has files: they move.
-            let legacy = sprite_dir.join("upper").read_dir().is_ok_and(|mut d| d.next().is_some())
+            let legacy = sprite_dir
+                .join("upper")
+                .read_dir()
+                .is_ok_and(|mut d| d.next().is_some())
                 || disk::has_image(sprite_dir);
             let identity = identity::ensure(sprite_dir, legacy)?;
             Some(Privileged {
@@ -293,6 +299,12 @@ impl SandboxRuntime {
         let (agent, ready) = AgentHandle::start(&cfg, &sprite_dir.join("agent.log"))?;
         if let (true, Some(p)) = (ready.shifted, &cfg.privileged) {
             identity::shifted(sprite_dir, p.identity)?;
+        }
+        if let Some(why) = ready.unmapped_base {
+            eprintln!(
+                "sprites-local: sprite {}: {why}; root inside cannot change the base's own files",
+                cfg.hostname
+            );
         }
         agents.insert(sprite_dir.to_owned(), agent.clone());
         Ok(agent)

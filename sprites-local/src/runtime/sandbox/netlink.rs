@@ -83,7 +83,9 @@ impl Message {
 
     fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Self {
         let len = (4 + payload.len()) as u16;
-        self.bytes(&len.to_ne_bytes()).bytes(&kind.to_ne_bytes()).bytes(payload);
+        self.bytes(&len.to_ne_bytes())
+            .bytes(&kind.to_ne_bytes())
+            .bytes(payload);
         self.pad();
         self
     }
@@ -251,12 +253,20 @@ mod tests {
     fn nested_attributes_have_their_lengths() {
         let mut m = Message::new(RTM_NEWLINK, 0);
         m.ifinfo(0, 0, 0);
-        m.begin(IFLA_LINKINFO).attr_str(IFLA_INFO_KIND, "veth").end();
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .end();
         let b = m.finish().to_vec();
-        assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize, b.len());
+        assert_eq!(
+            u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
         // header 16 + ifinfomsg 16, then the nested attribute: 4 + ("veth\0" attr: 4+5, padded to 12)
         assert_eq!(b.len(), 16 + 16 + 4 + 12);
         assert_eq!(u16::from_ne_bytes(b[32..34].try_into().unwrap()), 16);
-        assert_eq!(u16::from_ne_bytes(b[34..36].try_into().unwrap()), IFLA_LINKINFO | NLA_F_NESTED);
+        assert_eq!(
+            u16::from_ne_bytes(b[34..36].try_into().unwrap()),
+            IFLA_LINKINFO | NLA_F_NESTED
+        );
     }
 }

@@ -11,8 +11,9 @@
 //!   same subnet, and the pair disappears with the sprite's namespace (nothing to clean
 //!   up after a crash);
 //! - one host-wide nftables table, `inet sprites_local`, shared by every sprites-local
-//!   server: traffic from `spl*` links is masqueraded on its way out, may not reach the host
-//!   itself (any of its addresses, so neither the API port nor host services) nor any
+//!   server: traffic from `spl*` links is masqueraded on its way out, is refused (ICMP
+//!   "administratively prohibited", so a connect fails at once) on its way to the host
+//!   itself (any of its addresses, so neither the API port nor host services) or to any
 //!   sprite (this server's or another's), and nothing may open a connection into a sprite
 //!   from outside. The rules match link names, so they never change per sprite;
 //! - `net.ipv4.ip_forward` is switched on (host-wide, as every container runtime does):
@@ -56,10 +57,10 @@ flush chain inet {t} input
 flush chain inet {t} forward
 flush chain inet {t} postrouting
 add rule inet {t} input iifname {l} ct state established,related accept
-add rule inet {t} input iifname {l} drop
-add rule inet {t} forward iifname {l} oifname {l} drop
-add rule inet {t} forward iifname {l} ip daddr {block} drop
-add rule inet {t} forward iifname {l} meta nfproto ipv6 drop
+add rule inet {t} input iifname {l} reject with icmpx type admin-prohibited
+add rule inet {t} forward iifname {l} oifname {l} reject with icmpx type admin-prohibited
+add rule inet {t} forward iifname {l} ip daddr {block} reject with icmpx type admin-prohibited
+add rule inet {t} forward iifname {l} meta nfproto ipv6 reject with icmpx type admin-prohibited
 add rule inet {t} forward oifname {l} ct state established,related accept
 add rule inet {t} forward oifname {l} drop
 add rule inet {t} postrouting iifname {l} oifname != {l} masquerade
@@ -199,7 +200,11 @@ fn host_routes() -> Vec<(u32, u32)> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             // The kernel prints the network-order bytes as a native-endian hex number.
-            let word = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| u32::from_be_bytes(v.to_ne_bytes()));
+            let word = |s: &str| {
+                u32::from_str_radix(s, 16)
+                    .ok()
+                    .map(|v| u32::from_be_bytes(v.to_ne_bytes()))
+            };
             Some((word(f.get(1)?)?, word(f.get(7)?)?))
         })
         .filter(|(_, mask)| *mask != 0)
@@ -296,15 +301,21 @@ mod tests {
         let net = |a: [u8; 4], bits: u32| (u32::from(Ipv4Addr::from(a)), !0u32 << (32 - bits));
         assert!(overlaps(net([100, 64, 0, 4], 30), net([100, 64, 0, 0], 10)));
         assert!(overlaps(net([100, 64, 0, 0], 10), net([100, 64, 0, 4], 30)));
-        assert!(!overlaps(net([100, 64, 0, 4], 30), net([192, 168, 0, 0], 16)));
-        assert!(!overlaps(net([100, 64, 0, 4], 30), net([100, 64, 0, 8], 30)));
+        assert!(!overlaps(
+            net([100, 64, 0, 4], 30),
+            net([192, 168, 0, 0], 16)
+        ));
+        assert!(!overlaps(
+            net([100, 64, 0, 4], 30),
+            net([100, 64, 0, 8], 30)
+        ));
     }
 
     #[test]
     fn the_rules_match_the_link_prefix() {
         let s = nft_script();
-        assert!(s.contains("iifname \"spl*\" drop"));
+        assert!(s.contains("input iifname \"spl*\" reject"));
         assert!(s.contains("masquerade"));
-        assert!(s.contains("ip daddr 100.64.0.0/10 drop"));
+        assert!(s.contains("ip daddr 100.64.0.0/10 reject"));
     }
 }

@@ -45,7 +45,13 @@ fn real_dir(root: &Path, rel: &str) -> io::Result<PathBuf> {
 /// `userxattr`: the overlay is mounted in a user namespace (its metadata lives in `user.*`
 /// xattrs). Setuid binaries work inside (root there is the sprite's, see `identity`);
 /// device nodes do not.
-pub fn overlay(lower: &Path, upper: &Path, work: &Path, root: &Path, userxattr: bool) -> io::Result<()> {
+pub fn overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    root: &Path,
+    userxattr: bool,
+) -> io::Result<()> {
     fs::create_dir_all(root)?;
     let mut opts = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -57,7 +63,13 @@ pub fn overlay(lower: &Path, upper: &Path, work: &Path, root: &Path, userxattr: 
         opts.push_str(",userxattr");
     }
     ctx(
-        mount(Some("overlay"), root, Some("overlay"), libc::MS_NODEV, Some(&opts)),
+        mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            libc::MS_NODEV,
+            Some(&opts),
+        ),
         || {
             let hint = if userxattr {
                 "; without root, overlayfs refuses a lower directory that has other mounts \

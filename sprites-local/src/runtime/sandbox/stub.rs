@@ -158,7 +158,9 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
     let ids = ctx(upper::prepare(&layers.upper, &plan), || {
         "preparing the sprite's upper layer".into()
     })?;
-    let userns = ctx(sprite_userns(id), || "creating the sprite's user namespace".into())?;
+    let userns = ctx(sprite_userns(id), || {
+        "creating the sprite's user namespace".into()
+    })?;
     let mapped = cfg.sprite_dir.join("lower");
     let (lower, unmapped_base) = match idmapped_base(&cfg.base, &userns, &mapped) {
         Ok(()) => (mapped, None),
@@ -281,12 +283,16 @@ fn sprite_userns(id: Identity) -> io::Result<OwnedFd> {
     let got = sys::fd::read(ready_r.as_fd(), &mut made);
     let result = (|| {
         if got.ok() != Some(1) || made[0] != 1 {
-            return Err(io::Error::other("the child could not create a user namespace"));
+            return Err(io::Error::other(
+                "the child could not create a user namespace",
+            ));
         }
         let map = format!("0 {} {}\n", id.base, identity::RANGE);
         fs::write(format!("/proc/{pid}/uid_map"), &map)?;
         fs::write(format!("/proc/{pid}/gid_map"), &map)?;
-        Ok(OwnedFd::from(fs::File::open(format!("/proc/{pid}/ns/user"))?))
+        Ok(OwnedFd::from(fs::File::open(format!(
+            "/proc/{pid}/ns/user"
+        ))?))
     })();
     drop(go_w);
     wait_pid(pid);

@@ -26,8 +26,8 @@ pub const HOME: &str = "/home/sprite";
 /// A directory `sprite` owns directly below `/`: clients written for the platform run
 /// `mkdir -p /workspace` as `sprite`, which works there.
 pub const WORKSPACE: &str = "workspace";
-/// Preferred uid/gid (the first regular user on most distributions, and the platform's).
-const PREFERRED_ID: u32 = 1000;
+/// `sprite`'s uid and gid, as on the platform.
+const SPRITE_ID: u32 = 1000;
 
 /// Directories whose host contents must stay invisible: in the upper layer they are
 /// *opaque* directories, so the merged view shows only the sprite's own files (persistent,
@@ -107,7 +107,12 @@ pub fn prepare(upper: &Path, plan: &Plan<'_>) -> io::Result<Ids> {
 
     for (dir, mode) in MASKED {
         // A base where this path is a symlink (e.g. /var/run -> /run) needs no mask.
-        if plan.base.join(dir).symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+        if plan
+            .base
+            .join(dir)
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_symlink())
+        {
             continue;
         }
         up.opaque_dir(dir, Some(*mode))?;
@@ -183,39 +188,36 @@ impl Upper<'_> {
                 path.push('/');
             }
             path.push_str(comp);
-            let next = match dirfd::open_beneath(
-                dir.as_fd(),
-                comp,
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            ) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    let base = self.plan.base.join(&path).symlink_metadata().ok();
-                    let mode = base.as_ref().map_or(0o755, |m| m.mode() & 0o7777);
-                    let (uid, gid) = base.as_ref().map_or((0, 0), |m| (m.uid(), m.gid()));
-                    match dirfd::mkdir_at(dir.as_fd(), comp, 0o700) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                        Err(e) => return Err(e),
+            let next =
+                match dirfd::open_beneath(dir.as_fd(), comp, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        let base = self.plan.base.join(&path).symlink_metadata().ok();
+                        let mode = base.as_ref().map_or(0o755, |m| m.mode() & 0o7777);
+                        let (uid, gid) = base.as_ref().map_or((0, 0), |m| (m.uid(), m.gid()));
+                        match dirfd::mkdir_at(dir.as_fd(), comp, 0o700) {
+                            Ok(()) => {}
+                            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                            Err(e) => return Err(e),
+                        }
+                        let fd = match dirfd::open_beneath(
+                            dir.as_fd(),
+                            comp,
+                            libc::O_RDONLY | libc::O_DIRECTORY,
+                            0,
+                        ) {
+                            Ok(fd) => fd,
+                            Err(e) if in_the_way(&e) => return Ok(None),
+                            Err(e) => return Err(e),
+                        };
+                        self.chown(fd.as_fd(), uid, gid)?;
+                        dirfd::chmod_fd(fd.as_fd(), mode)?;
+                        fd
                     }
-                    let fd = match dirfd::open_beneath(
-                        dir.as_fd(),
-                        comp,
-                        libc::O_RDONLY | libc::O_DIRECTORY,
-                        0,
-                    ) {
-                        Ok(fd) => fd,
-                        Err(e) if in_the_way(&e) => return Ok(None),
-                        Err(e) => return Err(e),
-                    };
-                    self.chown(fd.as_fd(), uid, gid)?;
-                    dirfd::chmod_fd(fd.as_fd(), mode)?;
-                    fd
-                }
-                Err(e) if in_the_way(&e) => return Ok(None),
-                Err(e) => return Err(e),
-            };
+                    Err(e) if in_the_way(&e) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
             dir = next;
         }
         Ok(Some(dir))
@@ -238,7 +240,12 @@ impl Upper<'_> {
             }
             Err(e) => return Err(e),
         };
-        let fd = dirfd::open_beneath(parent_fd.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let fd = dirfd::open_beneath(
+            parent_fd.as_fd(),
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
         if fresh {
             let base = self.plan.base.join(rel).symlink_metadata().ok();
             let mode = mode.unwrap_or_else(|| base.as_ref().map_or(0o755, |m| m.mode() & 0o7777));
@@ -280,14 +287,20 @@ impl Upper<'_> {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let fd = dirfd::open_beneath(parent_fd.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let fd = dirfd::open_beneath(
+            parent_fd.as_fd(),
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
         self.chown(fd.as_fd(), ids.uid, ids.gid)?;
         dirfd::chmod_fd(fd.as_fd(), mode)
     }
 
     /// The upper layer's `dir/name` as text, if it is there (a regular file).
     fn read_upper(&self, dir: &str, name: &str) -> Option<String> {
-        let fd = dirfd::open_beneath(self.root, &format!("{dir}/{name}"), libc::O_RDONLY, 0).ok()?;
+        let fd =
+            dirfd::open_beneath(self.root, &format!("{dir}/{name}"), libc::O_RDONLY, 0).ok()?;
         let st = dirfd::stat_fd(fd.as_fd()).ok()?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return None;
@@ -311,7 +324,14 @@ impl Upper<'_> {
 
     /// Writes `dir/name` atomically (temp file + rename in the same directory), owned by
     /// the sprite's root with `mode`. Readers inside never see half a file.
-    fn write_file(&self, dir: &str, name: &str, content: &[u8], mode: u32, gid: u32) -> io::Result<()> {
+    fn write_file(
+        &self,
+        dir: &str,
+        name: &str,
+        content: &[u8],
+        mode: u32,
+        gid: u32,
+    ) -> io::Result<()> {
         let Some(dir_fd) = self.ensure_dir(dir)? else {
             return Ok(());
         };
@@ -365,24 +385,28 @@ impl Upper<'_> {
         let ids = match find_user(&passwd) {
             Some(ids) => ids,
             None => {
-                let uid = free_id(&passwd, 2);
-                let gid = match find_group(&group) {
-                    Some(g) => g,
-                    None => free_id(&group, 2).max(uid),
+                // The platform's `sprite` is 1000:1000. A base user or group that has those
+                // ids is the host's, not the sprite's: its entry is left out of the
+                // sprite's copies (its home is masked anyway).
+                let ids = Ids {
+                    uid: SPRITE_ID,
+                    gid: SPRITE_ID,
                 };
                 let shell = if self.plan.base.join("bin/bash").exists() {
                     "/bin/bash"
                 } else {
                     "/bin/sh"
                 };
-                let line = format!("{USER}:x:{uid}:{gid}:Sprite:{HOME}:{shell}\n");
-                self.write_file("etc", "passwd", appended(&passwd, &line).as_bytes(), 0o644, 0)?;
-                Ids { uid, gid }
+                let line = format!("{USER}:x:{SPRITE_ID}:{SPRITE_ID}:Sprite:{HOME}:{shell}\n");
+                let kept = without_id(&passwd, SPRITE_ID);
+                self.write_file("etc", "passwd", appended(&kept, &line).as_bytes(), 0o644, 0)?;
+                ids
             }
         };
         if find_group(&group).is_none() {
             let line = format!("{USER}:x:{}:\n", ids.gid);
-            self.write_file("etc", "group", appended(&group, &line).as_bytes(), 0o644, 0)?;
+            let kept = without_id(&group, ids.gid);
+            self.write_file("etc", "group", appended(&kept, &line).as_bytes(), 0o644, 0)?;
         }
         Ok(ids)
     }
@@ -401,7 +425,8 @@ impl Upper<'_> {
             super::agent::DEFAULT_PATH
         );
         self.write_if_absent("etc", "sudoers", sudoers.as_bytes(), 0o440)?;
-        let base_group = std::fs::read_to_string(self.plan.base.join("etc/group")).unwrap_or_default();
+        let base_group =
+            std::fs::read_to_string(self.plan.base.join("etc/group")).unwrap_or_default();
         let shadow_gid = find_group_named(&base_group, "shadow").unwrap_or(0);
         let users = |file: &str| -> Vec<String> {
             self.read_upper("etc", file)
@@ -494,15 +519,13 @@ fn find_group(group: &str) -> Option<u32> {
     find_group_named(group, USER)
 }
 
-/// The first id from 1000 up that no line of a passwd/group file uses in field `field`.
-fn free_id(file: &str, field: usize) -> u32 {
-    let taken: std::collections::HashSet<u32> = file
-        .lines()
-        .filter_map(|l| l.split(':').nth(field)?.parse().ok())
-        .collect();
-    (PREFERRED_ID..60000)
-        .find(|id| !taken.contains(id))
-        .unwrap_or(PREFERRED_ID)
+/// A passwd or group file without the entries whose id (field 3) is `id`.
+fn without_id(file: &str, id: u32) -> String {
+    let id = id.to_string();
+    file.lines()
+        .filter(|l| l.split(':').nth(2) != Some(id.as_str()))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn appended(file: &str, line: &str) -> String {
@@ -519,10 +542,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn picks_a_free_id_and_finds_an_existing_user() {
+    fn finds_the_user_and_drops_the_hosts_holder_of_its_id() {
         let passwd = "root:x:0:0::/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n";
-        assert_eq!(free_id(passwd, 2), 1001);
-        assert_eq!(free_id("root:x:0:0::/:/bin/sh", 2), 1000);
+        assert_eq!(without_id(passwd, 1000), "root:x:0:0::/root:/bin/sh\n");
+        assert_eq!(without_id("a:x:1:1:\nb", 7), "a:x:1:1:\nb\n");
         assert_eq!(find_user(passwd), None);
         let with = appended(passwd, "sprite:x:1001:1001:Sprite:/home/sprite:/bin/sh\n");
         assert_eq!(
