@@ -143,6 +143,7 @@ impl ServerBuilder {
             self.sandbox,
         )?);
         let store = Store::open(&data_dir)?;
+        runtime::recover_uploads(&*rt, store.list().iter().map(|r| store.sprite_dir(&r.name)));
         {
             // A deleted sprite's processes must be gone before its files are removed.
             let rt = rt.clone();

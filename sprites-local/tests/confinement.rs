@@ -242,6 +242,47 @@ fn what_only_the_hosts_root_may_read_is_hidden_even_from_root_inside() {
     assert!(!ok(a, "box", "ls /etc").contains("secret"));
 }
 
+/// The issue: `sprite` has passwordless sudo as on the platform, "where the base image has
+/// no `sudo`, provide one". A tiny base without sudo gets sprites-local's own.
+#[test]
+fn a_base_without_sudo_gets_one() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs a root server");
+        return;
+    }
+    let base = TempDir::new("nosudo");
+    tiny_base(&base.0);
+    std::fs::write(
+        base.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/sh\n",
+    )
+    .unwrap();
+    assert!(!base.join("usr/bin/sudo").exists());
+    // Ours is the server's own binary: it needs that binary's shared libraries.
+    let exe = std::env::current_exe().unwrap();
+    add_tools(&base.0, &[exe.to_str().unwrap()]);
+    let data = TempDir::new("nosudodata");
+    let s = Server::builder()
+        .token("secret")
+        .data_dir(&data.0)
+        .base_dir(&base.0)
+        .runtime(Runtime::Sandbox)
+        .start()
+        .expect("sandbox server on a tiny base");
+    let a = s.addr();
+    create(a, "box");
+    assert_eq!(ok(a, "box", "sudo -n id -u"), "0");
+    assert_eq!(ok(a, "box", "sudo -n -u nobody id -u"), "65534");
+    assert_eq!(
+        ok(a, "box", "sudo -n sh -c 'echo $HOME $USER'"),
+        "/root root"
+    );
+    // Only `sprite` (and root) may: not another user of the sprite.
+    let (_, err, code) = sh(a, "box", "sudo -n -u nobody sudo -n id -u");
+    assert_ne!(code, 0);
+    assert!(err.contains("not allowed"), "{err}");
+}
+
 /// Finding 2: a sprite owned `/` of its upper layer, replaced `/etc` with a symlink to a
 /// host directory, and on its next start the host-side user setup (root, or the server's
 /// user) followed it and wrote `passwd`/`group` there. The setup now works relative to the
@@ -745,6 +786,132 @@ fn a_too_long_name_is_400_enametoolong() {
     let r = http(a, "PUT", &write_target("box", &long, ""), Some("x"));
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["code"], "ENAMETOOLONG");
+}
+
+/// A sprite made before identities existed (a plain upper layer whose files belong to the
+/// host's uid 1000, no disk image) keeps working: its files move to its new range on its
+/// first start, so `sprite` still owns them, and they are no host user's any more.
+#[test]
+fn a_sprite_from_before_identities_moves_to_its_range() {
+    let Some((s, dir)) = root_sandbox("legacy") else {
+        return;
+    };
+    create(s.addr(), "old");
+    drop(s);
+    let sprite = dir.join("sprites/old");
+    for f in ["identity.json", "disk.img"] {
+        let _ = std::fs::remove_file(sprite.join(f));
+    }
+    let home = sprite.join("upper/home/sprite");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("note.txt"), "mine").unwrap();
+    std::fs::set_permissions(home.join("note.txt"), PermissionsExt::from_mode(0o600)).unwrap();
+    for p in [
+        sprite.join("upper/home"),
+        home.clone(),
+        home.join("note.txt"),
+    ] {
+        std::os::unix::fs::lchown(&p, Some(1000), Some(1000)).unwrap();
+    }
+    let s = start_in(&dir.0).unwrap();
+    let a = s.addr();
+    assert_eq!(
+        ok(a, "old", "cat ~/note.txt; echo; stat -c %U ~/note.txt"),
+        "mine\nsprite"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(home.join("note.txt")).unwrap().uid();
+    assert!(
+        uid >= 524_288 && uid % 65_536 == 1000,
+        "still host uid {uid}"
+    );
+}
+
+/// The CLI in a child process (so the test can kill it), its address.
+fn cli_server(data: &Path, runtime: &str) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sprites-local"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--token",
+            "secret",
+            "--runtime",
+            runtime,
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("sprites-local listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+/// Finding 8: a crash of the server in the middle of an upload left its
+/// `*.sprites-tmp-*` file in the sprite forever. The next server start removes it.
+#[test]
+fn a_crash_mid_upload_leaves_no_temp_file_after_a_restart() {
+    let runtimes: &[&str] = if is_root() {
+        &["host", "sandbox"]
+    } else {
+        &["host"]
+    };
+    for runtime in runtimes {
+        let dir = TempDir::new("crashup");
+        let data = dir.join("data");
+        let (mut server, a) = cli_server(&data, runtime);
+        create(a, "box");
+        let target_dir = if *runtime == "host" {
+            dir.p("files")
+        } else {
+            "/home/sprite".to_owned()
+        };
+        std::fs::create_dir_all(dir.join("files")).unwrap();
+        let target = format!("{target_dir}/big.bin");
+        let mut up = std::net::TcpStream::connect(a).unwrap();
+        write!(
+            up,
+            "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Length: 10000000\r\n\r\n",
+            write_target("box", &target, "")
+        )
+        .unwrap();
+        up.write_all(&vec![7u8; 1 << 20]).unwrap();
+        // The server journals the temp file as soon as it has made it.
+        let journal = data.join("sprites/box/uploads");
+        wait_until("the upload's journal entry", || {
+            std::fs::read_dir(&journal).is_ok_and(|mut d| d.next().is_some())
+        });
+        server.kill().unwrap();
+        server.wait().unwrap();
+        drop(up);
+        let list = format!("ls -A {target_dir}");
+        let s = start_in_runtime(&data, runtime);
+        let a = s.addr();
+        let left = ok(a, "box", &list);
+        assert!(!left.contains("sprites-tmp"), "{runtime}: {left}");
+        assert!(!journal.exists() || std::fs::read_dir(&journal).unwrap().count() == 0);
+    }
+}
+
+/// A server of `runtime` on an existing data dir.
+fn start_in_runtime(data: &Path, runtime: &str) -> ServerHandle {
+    Server::builder()
+        .token("secret")
+        .data_dir(data)
+        .runtime(runtime.parse().unwrap())
+        .start()
+        .unwrap()
 }
 
 /// Finding 8: the startup line said uid 1000 where the sprite got 1001. It names no uid it

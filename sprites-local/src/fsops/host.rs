@@ -131,6 +131,12 @@ impl SpriteFs for HostFs {
         drop(pending.file);
         let _ = fs::remove_file(&pending.temp);
     }
+
+    fn remove_temp(&self, temp: &str) {
+        if super::is_temp_name(temp) {
+            let _ = fs::remove_file(temp);
+        }
+    }
 }
 
 impl HostFs {

@@ -16,6 +16,7 @@
 mod copy;
 mod error;
 mod host;
+pub mod journal;
 mod tree;
 mod types;
 
@@ -77,6 +78,21 @@ pub trait SpriteFs: Send + Sync {
 
     /// Removes the temp file of a write that will not be committed.
     fn abort_write(&self, pending: PendingWrite);
+
+    /// Removes the temp file (`temp`, a path [`begin_write`](Self::begin_write) made) of a
+    /// write that an earlier server process left unfinished; anything not named like such a
+    /// temp file is left alone.
+    fn remove_temp(&self, temp: &str);
+}
+
+/// Whether `path`'s last component is named like a write's temp file
+/// (`.<name>.sprites-tmp-<16 hex digits>`).
+pub fn is_temp_name(path: &str) -> bool {
+    let name = base_name(path);
+    name.starts_with('.')
+        && name
+            .rsplit_once(".sprites-tmp-")
+            .is_some_and(|(_, hex)| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Why [`write_atomic`] failed.

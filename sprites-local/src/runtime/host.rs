@@ -1,17 +1,19 @@
 //! [`HostRuntime`]: sprites' processes run directly on this machine, as the server's user.
 //! Isolates nothing.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{
     ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
 };
+use crate::fsops::journal;
 use crate::sys::process;
 
 /// Runs processes directly on this machine as the server's user. A sprite is a directory;
@@ -19,6 +21,8 @@ use crate::sys::process;
 pub(crate) struct HostRuntime {
     /// Why `auto` chose this runtime (None when asked for explicitly).
     auto: Option<String>,
+    /// Sprites whose unfinished uploads of an earlier server process were cleaned up.
+    cleaned: Mutex<HashSet<PathBuf>>,
 }
 
 /// The environment variable the CLI reads the token from; never passed to processes.
@@ -27,7 +31,10 @@ pub(crate) const TOKEN_ENV: &str = "SPRITES_LOCAL_TOKEN";
 impl HostRuntime {
     /// The host runtime; `auto` says why `auto` chose it (None when asked for explicitly).
     pub(crate) fn new(auto: Option<String>) -> HostRuntime {
-        HostRuntime { auto }
+        HostRuntime {
+            auto,
+            cleaned: Mutex::new(HashSet::new()),
+        }
     }
 
     fn home(sprite_dir: &Path) -> PathBuf {
@@ -42,8 +49,14 @@ impl SpriteRuntime for HostRuntime {
 
     /// The host's own files, at the host's own paths: nothing is isolated, exactly as for
     /// this runtime's commands.
-    fn fs(&self, _sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
-        Some(Box::new(crate::fsops::HostFs))
+    fn fs(&self, sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
+        if crate::lock(&self.cleaned).insert(sprite_dir.to_owned()) {
+            journal::clean(&crate::fsops::HostFs, sprite_dir);
+        }
+        Some(Box::new(journal::Journaled::new(
+            Box::new(crate::fsops::HostFs),
+            sprite_dir,
+        )))
     }
 
     fn note(&self) -> String {

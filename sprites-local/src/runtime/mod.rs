@@ -13,12 +13,13 @@ mod host;
 mod sandbox;
 
 pub(crate) use sandbox::SandboxOptions;
+pub(crate) use sandbox::{is_sudo, sudo_main};
 
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -180,6 +181,17 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     /// none yet: the API then answers 501.
     fn fs(&self, _sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
         None
+    }
+}
+
+/// At server start: removes the temp files of uploads a previous server process left
+/// unfinished in any of `sprite_dirs` (a crash mid-upload), through each sprite's own
+/// filesystem (in a sandbox this starts the sprite's agent, for those sprites only).
+pub(crate) fn recover_uploads(rt: &dyn SpriteRuntime, sprite_dirs: impl Iterator<Item = PathBuf>) {
+    for dir in sprite_dirs.filter(|d| crate::fsops::journal::has_entries(d)) {
+        if let Some(fs) = rt.fs(&dir) {
+            crate::fsops::journal::clean(&*fs, &dir);
+        }
     }
 }
 

@@ -145,6 +145,13 @@ pub fn rename_at(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result<()> {
         .map(drop)
 }
 
+/// Creates symlink `name` in `dir` pointing at `target` (which is not looked at).
+pub fn symlink_at(target: &str, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let (target, name) = (super::cstr(target)?, component(name)?);
+    // SAFETY: valid C strings and dirfd.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
 /// Removes entry `name` of `dir` (`AT_REMOVEDIR` in `flags` for a directory).
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str, flags: libc::c_int) -> io::Result<()> {
     let name = component(name)?;

@@ -30,6 +30,17 @@ extern "C" fn helper_entry() {
     // SAFETY: getenv with a NUL-terminated name; only the pointer's nullness is used.
     let marked = unsafe { !libc::getenv(MARKER.as_ptr()).is_null() };
     if !marked {
+        // A sprite's own `sudo` is this binary too (see the sandbox's `sudo` module).
+        // SAFETY: getauxval takes an integer; AT_EXECFN's value is 0 or a pointer to the
+        // NUL-terminated path the kernel put on this process's stack, valid for its life.
+        let execfn = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+        if !execfn.is_null() {
+            // SAFETY: see above: a valid C string.
+            let path = unsafe { CStr::from_ptr(execfn) };
+            if crate::runtime::is_sudo(path.to_bytes()) {
+                process::exit_now(crate::runtime::sudo_main());
+            }
+        }
         return;
     }
     // Not started as a helper after all (argv says otherwise): carry on into `main`.

@@ -444,7 +444,7 @@ fn run_fs_call(call: FsCall, extra: Option<File>) -> (FsReply, Option<File>) {
             }
         }
         FsCall::AbortWrite { temp } => {
-            let _ = std::fs::remove_file(&temp);
+            fs.remove_temp(&temp);
             (FsReply::Aborted, None)
         }
     }

@@ -111,6 +111,15 @@ impl SpriteFs for SandboxFs {
         }
     }
 
+    fn remove_temp(&self, temp: &str) {
+        let _ = self.call(
+            &FsCall::AbortWrite {
+                temp: temp.to_owned(),
+            },
+            None,
+        );
+    }
+
     fn abort_write(&self, pending: PendingWrite) {
         let PendingWrite { file, temp, .. } = pending;
         drop(file);

@@ -28,9 +28,11 @@ mod netlink;
 mod network;
 mod rootfs;
 mod stub;
+mod sudo;
 mod upper;
 
 pub(crate) use entry::helper_request;
+pub(crate) use sudo::{is_sudo, main as sudo_main};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -300,6 +302,14 @@ impl SandboxRuntime {
         if let (true, Some(p)) = (ready.shifted, &cfg.privileged) {
             identity::shifted(sprite_dir, p.identity)?;
         }
+        // Uploads an earlier server process left unfinished: their temp files go now, from
+        // inside the sprite.
+        crate::fsops::journal::clean(
+            &fs::SandboxFs {
+                agent: Ok(agent.clone()),
+            },
+            sprite_dir,
+        );
         if let Some(why) = ready.unmapped_base {
             eprintln!(
                 "sprites-local: sprite {}: {why}; root inside cannot change the base's own files",
@@ -547,7 +557,10 @@ impl SpriteRuntime for SandboxRuntime {
         let agent = self
             .agent(sprite_dir)
             .map_err(|e| format!("the sprite's agent could not start: {e}"));
-        Some(Box::new(fs::SandboxFs { agent }))
+        Some(Box::new(crate::fsops::journal::Journaled::new(
+            Box::new(fs::SandboxFs { agent }),
+            sprite_dir,
+        )))
     }
 
     fn stop_sprite(&self, sprite_dir: &Path) {

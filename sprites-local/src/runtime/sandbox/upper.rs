@@ -445,12 +445,57 @@ impl Upper<'_> {
             }
             self.write_file("etc", "shadow", s.as_bytes(), 0o640, shadow_gid)?;
         }
+        self.install_sudo()?;
         if !self.exists("etc", "gshadow")? {
             let mut s = String::new();
             for g in users("group") {
                 s.push_str(&format!("{g}:!::\n"));
             }
             self.write_file("etc", "gshadow", s.as_bytes(), 0o640, shadow_gid)?;
+        }
+        Ok(())
+    }
+}
+
+impl Upper<'_> {
+    /// Where the base has no `sudo`: ours (see [`super::sudo`]), setuid to the sprite's
+    /// root, and a `sudo` link to it. Refreshed when the server's binary changed size.
+    fn install_sudo(&self) -> io::Result<()> {
+        let base = self.plan.base;
+        if base.join("usr/bin/sudo").exists() || base.join("bin/sudo").exists() {
+            return Ok(());
+        }
+        let mut exe = File::open("/proc/self/exe")?;
+        let size = exe.metadata()?.len();
+        let (dir, name) = split(super::sudo::PATH.trim_start_matches('/'));
+        let Some(dir_fd) = self.ensure_dir(dir)? else {
+            return Ok(());
+        };
+        let current = dirfd::stat_entry(dir_fd.as_fd(), name).ok();
+        if current.is_none_or(|st| st.st_size as u64 != size) {
+            let tmp = format!(".{name}.sprites-local-tmp");
+            let _ = dirfd::unlink_at(dir_fd.as_fd(), &tmp, 0);
+            let fd = dirfd::open_beneath(
+                dir_fd.as_fd(),
+                &tmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o700,
+            )?;
+            let mut out = File::from(fd);
+            io::copy(&mut exe, &mut out)?;
+            self.chown(out.as_fd(), 0, 0)?;
+            // After the chown, which clears set-id bits.
+            dirfd::chmod_fd(out.as_fd(), 0o4755)?;
+            out.sync_all()?;
+            dirfd::rename_at(dir_fd.as_fd(), &tmp, name)?;
+        }
+        let (link_dir, link) = split(super::sudo::LINK);
+        if let Some(fd) = self.ensure_dir(link_dir)? {
+            match dirfd::symlink_at(super::sudo::PATH, fd.as_fd(), link) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
