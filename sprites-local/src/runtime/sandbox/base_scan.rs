@@ -10,15 +10,84 @@
 //! or a whiteout in its upper layer), wherever it is.
 //!
 //! The walk stays on the base's own filesystem (the overlay's lower layer does not cross
-//! mount points either) and skips the directories every sprite masks anyway.
+//! mount points either) and skips the directories every sprite masks anyway. It reads every
+//! entry's mode (about a second for a few hundred thousand files), so its result is kept
+//! for [`REUSE_FOR`] in [`CACHE_DIR`] and reused by servers started meanwhile (tests start
+//! many); older results are walked again before a sprite starts.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Where scan results are kept between server processes (root servers only).
+pub const CACHE_DIR: &str = "/var/lib/sprites-local/base-scans";
+/// How long a scan result is reused. A host file made private after the scan stays
+/// visible to sprites started within this time.
+pub const REUSE_FOR: Duration = Duration::from_secs(600);
+
+/// A scan result as kept in [`CACHE_DIR`].
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    base: PathBuf,
+    /// Unix seconds of the walk.
+    scanned_at: u64,
+    hidden: Vec<Hidden>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// [`scan`], or its result from a walk of the same base less than [`REUSE_FOR`] ago.
+pub fn scan_cached(base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
+    let key = base
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let file = Path::new(CACHE_DIR).join(format!("{key:016x}.json"));
+    if let Some(c) = fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
+    {
+        let age = now_secs().saturating_sub(c.scanned_at);
+        if c.base == base && age < REUSE_FOR.as_secs() {
+            return Ok(c.hidden);
+        }
+    }
+    let scanned_at = now_secs();
+    let hidden = scan(base, skip)?;
+    // Best effort: without the cache the next server walks again.
+    let cached = Cached {
+        base: base.to_owned(),
+        scanned_at,
+        hidden,
+    };
+    if let Ok(bytes) = serde_json::to_vec(&cached) {
+        let _ = fs::create_dir_all(CACHE_DIR)
+            .and_then(|()| fs::set_permissions(CACHE_DIR, fs::Permissions::from_mode(0o700)))
+            .and_then(|()| {
+                crate::store::write_atomic(
+                    Path::new(CACHE_DIR),
+                    &format!("{key:016x}.json"),
+                    &bytes,
+                )
+            });
+    }
+    Ok(cached.hidden)
+}
 
 /// One base entry to hide, by its path relative to the base (no leading `/`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hidden {
     /// Relative path, `/`-separated.
     pub path: String,
@@ -82,7 +151,6 @@ pub fn scan(base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn finds_private_entries_and_skips_masked_dirs() {

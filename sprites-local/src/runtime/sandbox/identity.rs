@@ -61,23 +61,15 @@ pub fn ensure(sprite_dir: &Path, legacy: bool) -> io::Result<Identity> {
             Claim::Taken => {
                 // Another live sprite holds our range (two data dirs restored from the
                 // same backup, say): move to a new one.
-                let base = allocate(&dir)?;
-                let new = Identity {
-                    base,
-                    shift_from: Some(id.shift_from.unwrap_or(id.base)),
-                };
-                write(&dir, &new)?;
-                return Ok(new);
+                let shift_from = Some(id.shift_from.unwrap_or(id.base));
+                let base = allocate(&dir, shift_from)?;
+                return Ok(Identity { base, shift_from });
             }
         }
     }
-    let base = allocate(&dir)?;
-    let id = Identity {
-        base,
-        shift_from: legacy.then_some(0),
-    };
-    write(&dir, &id)?;
-    Ok(id)
+    let shift_from = legacy.then_some(0);
+    let base = allocate(&dir, shift_from)?;
+    Ok(Identity { base, shift_from })
 }
 
 /// Records that the upper layer now carries `id.base`'s ids.
@@ -129,34 +121,36 @@ fn claim_is_live(base: u32, holder: &Path) -> bool {
     read(holder).is_some_and(|id| id.base == base)
 }
 
-/// Claims `base` for `dir` (idempotent), taking over a stale claim.
+/// Claims `base` for `dir` (idempotent), taking over a stale claim. The claim file
+/// appears with its content in one step (written aside, then hard-linked into place, which
+/// fails if the name exists), so no one ever reads a half-written claim as stale.
 fn claim(base: u32, dir: &Path) -> io::Result<Claim> {
     fs::create_dir_all(CLAIMS_DIR)?;
-    for _ in 0..3 {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(claim_path(base))
-        {
-            Ok(mut f) => {
-                writeln!(f, "{}", dir.display())?;
-                f.sync_all()?;
-                return Ok(Claim::Ours);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match claim_holder(base) {
+    let path = claim_path(base);
+    let tmp = Path::new(CLAIMS_DIR).join(format!(".{base}.{}", crate::random::hex(6)?));
+    let mut f = fs::File::create(&tmp)?;
+    writeln!(f, "{}", dir.display())?;
+    f.sync_all()?;
+    drop(f);
+    let result = (|| {
+        for _ in 0..3 {
+            match fs::hard_link(&tmp, &path) {
+                Ok(()) => return Ok(Claim::Ours),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match claim_holder(base) {
                     Some(h) if h == dir => return Ok(Claim::Ours),
                     Some(h) if claim_is_live(base, &h) => return Ok(Claim::Taken),
-                    // Stale (or being written this instant): remove and try again.
+                    // Stale: its sprite is gone. Remove it and try again.
                     _ => {
-                        let _ = fs::remove_file(claim_path(base));
+                        let _ = fs::remove_file(&path);
                     }
-                }
+                },
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
-    }
-    Ok(Claim::Taken)
+        Ok(Claim::Taken)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
 }
 
 /// Ids the host already uses: every uid and gid in `/etc/passwd` and `/etc/group`, and
@@ -198,7 +192,7 @@ impl HostIds {
 }
 
 /// Picks and claims a free range for `dir`.
-fn allocate(dir: &Path) -> io::Result<u32> {
+fn allocate(dir: &Path, shift_from: Option<u32>) -> io::Result<u32> {
     let host = HostIds::read();
     let slots = (LAST - FIRST + 1) / RANGE;
     for _ in 0..256 {
@@ -208,6 +202,9 @@ fn allocate(dir: &Path) -> io::Result<u32> {
         if !host.free(base) {
             continue;
         }
+        // The sprite names the range before claiming it, so that a claim is never seen
+        // without its holder naming it (which would make it look stale).
+        write(dir, &Identity { base, shift_from })?;
         if let Claim::Ours = claim(base, dir)? {
             return Ok(base);
         }

@@ -171,7 +171,7 @@ impl Scan {
         let spawned = std::thread::Builder::new()
             .name("sprites-base-scan".into())
             .spawn(move || {
-                let r = base_scan::scan(&base, &skip).map_err(|e| e.to_string());
+                let r = base_scan::scan_cached(&base, &skip).map_err(|e| e.to_string());
                 *lock(&s.result) = Some(Arc::new(r));
                 s.ready.notify_all();
             });
