@@ -22,6 +22,9 @@ OPTIONS:
     --runtime RUNTIME   auto | sandbox | host (default auto: sandbox where the kernel
                         allows it, else host, which does NOT isolate anything)
     --base-dir DIR      the sandbox's read-only base layer (default /)
+    --sprite-process-limit N
+                        the sandbox's cap on processes (threads count) per user
+                        inside a sprite (default 4096)
     -h, --help          print this help
     -V, --version       print the version
 ";
@@ -35,6 +38,7 @@ struct Options {
     data_dir: Option<String>,
     base_dir: Option<String>,
     runtime: Option<Runtime>,
+    process_limit: Option<u64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -68,6 +72,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             "--token" => opts.token = Some(value("--token")?),
             "--data-dir" => opts.data_dir = Some(value("--data-dir")?),
             "--base-dir" => opts.base_dir = Some(value("--base-dir")?),
+            "--sprite-process-limit" => {
+                let v = value("--sprite-process-limit")?;
+                let n = v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--sprite-process-limit: {v:?} is not a positive number")
+                })?;
+                opts.process_limit = Some(n);
+            }
             "--runtime" => opts.runtime = Some(value("--runtime")?.parse()?),
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -117,6 +128,9 @@ fn main() -> ExitCode {
     if let Some(d) = opts.base_dir {
         builder = builder.base_dir(d);
     }
+    if let Some(n) = opts.process_limit {
+        builder = builder.sprite_process_limit(n);
+    }
     let server = match builder.start() {
         Ok(s) => s,
         Err(e) => {
@@ -163,6 +177,8 @@ mod tests {
             "--runtime",
             "host",
             "--base-dir=/b",
+            "--sprite-process-limit",
+            "50",
         ]) else {
             panic!()
         };
@@ -171,6 +187,9 @@ mod tests {
         assert_eq!(o.data_dir.as_deref(), Some("/d"));
         assert_eq!(o.runtime, Some(Runtime::Host));
         assert_eq!(o.base_dir.as_deref(), Some("/b"));
+        assert_eq!(o.process_limit, Some(50));
+        assert!(parse(&["--sprite-process-limit", "0"]).is_err());
+        assert!(parse(&["--sprite-process-limit", "x"]).is_err());
         assert!(parse(&["--addr"]).is_err());
         assert!(parse(&["--runtime", "vm"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
