@@ -14,8 +14,9 @@
 //!   server: traffic from `spl*` links is masqueraded on its way out, is refused (ICMP
 //!   "administratively prohibited", so a connect fails at once) on its way to the host
 //!   itself (any of its addresses, so neither the API port nor host services) or to any
-//!   sprite (this server's or another's), and nothing may open a connection into a sprite
-//!   from outside. The rules match link names, so they never change per sprite;
+//!   sprite (this server's or another's) or to link-local addresses (a cloud's metadata
+//!   service hands out the host's credentials at 169.254.169.254), and nothing may open a
+//!   connection into a sprite from outside. The rules match link names, so they never change per sprite;
 //! - `net.ipv4.ip_forward` is switched on (host-wide, as every container runtime does):
 //!   without it nothing is routed between the veth and the host's uplink.
 //!
@@ -60,6 +61,7 @@ add rule inet {t} input iifname {l} ct state established,related accept
 add rule inet {t} input iifname {l} reject with icmpx type admin-prohibited
 add rule inet {t} forward iifname {l} oifname {l} reject with icmpx type admin-prohibited
 add rule inet {t} forward iifname {l} ip daddr {block} reject with icmpx type admin-prohibited
+add rule inet {t} forward iifname {l} ip daddr 169.254.0.0/16 reject with icmpx type admin-prohibited
 add rule inet {t} forward iifname {l} meta nfproto ipv6 reject with icmpx type admin-prohibited
 add rule inet {t} forward oifname {l} ct state established,related accept
 add rule inet {t} forward oifname {l} drop
@@ -317,5 +319,6 @@ mod tests {
         assert!(s.contains("input iifname \"spl*\" reject"));
         assert!(s.contains("masquerade"));
         assert!(s.contains("ip daddr 100.64.0.0/10 reject"));
+        assert!(s.contains("ip daddr 169.254.0.0/16 reject"), "cloud metadata services");
     }
 }
