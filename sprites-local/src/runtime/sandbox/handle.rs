@@ -31,8 +31,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a filesystem call may take inside the sprite (a copy of a big tree is the slow
 /// one); each later read of its reply is bounded by the same time.
 const FS_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Largest filesystem reply accepted (a listing is capped at 100 000 entries, far below).
-const MAX_FS_REPLY: u64 = 256 << 20;
+/// Largest filesystem reply accepted (a listing is capped at 100 000 entries, a few tens of
+/// MiB). The reply comes from a process of the sprite's: memory grows with what it sends,
+/// not with what it declares.
+const MAX_FS_REPLY: u64 = 64 << 20;
 /// Wait status meaning "killed by SIGKILL", reported for execs whose agent died.
 const KILLED: i32 = libc::SIGKILL;
 
@@ -267,8 +269,17 @@ impl AgentHandle {
                 "filesystem reply too large",
             ));
         }
-        let mut body = vec![0u8; len as usize];
-        File::from(ours).read_exact(&mut body).map_err(timed_out)?;
+        let mut body = Vec::new();
+        File::from(ours)
+            .take(len)
+            .read_to_end(&mut body)
+            .map_err(timed_out)?;
+        if body.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the sprite's agent ended the filesystem reply early",
+            ));
+        }
         let reply = serde_json::from_slice(&body)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok((reply, received))
