@@ -128,14 +128,29 @@ mod tests {
         let p = fs_.begin_write(&spec("aborted")).unwrap();
         fs_.abort_write(p);
         assert_eq!(fs::read_dir(sprite.join(DIR)).unwrap().count(), 0);
-        // A write whose server "crashed" (the pending write is simply forgotten).
-        let p = fs_.begin_write(&spec("crashed")).unwrap();
-        let temp = p.temp.clone();
-        std::mem::forget(p.file);
-        assert!(Path::new(&temp).exists());
+        assert!(!has_entries(&sprite));
+        // Two writes whose server "crashed" (the pending writes are simply forgotten).
+        let temps: Vec<String> = ["crashed", "crashed-too"]
+            .iter()
+            .map(|name| {
+                let p = fs_.begin_write(&spec(name)).unwrap();
+                let temp = p.temp.clone();
+                std::mem::forget(p.file);
+                assert!(Path::new(&temp).exists());
+                temp
+            })
+            .collect();
+        assert!(has_entries(&sprite));
+        assert_eq!(
+            fs::read_dir(sprite.join(DIR)).unwrap().count(),
+            2,
+            "one entry each"
+        );
         clean(&HostFs, &sprite);
-        assert!(!Path::new(&temp).exists(), "temp file left behind");
-        assert_eq!(fs::read_dir(sprite.join(DIR)).unwrap().count(), 0);
+        for temp in &temps {
+            assert!(!Path::new(temp).exists(), "temp file left behind");
+        }
+        assert!(!has_entries(&sprite));
         let names: Vec<_> = fs::read_dir(&files)
             .unwrap()
             .flatten()
@@ -147,6 +162,24 @@ mod tests {
 
     #[test]
     fn only_temp_names_are_removed() {
+        let dir = std::env::temp_dir().join(format!(
+            "sprites-journal-names-{}",
+            crate::random::hex(6).unwrap()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let temp = dir.join(".f.sprites-tmp-0123456789abcdef");
+        let other = dir.join("f");
+        fs::write(&temp, "t").unwrap();
+        fs::write(&other, "o").unwrap();
+        let fs_ = Journaled::new(Box::new(HostFs), &dir);
+        fs_.remove_temp(other.to_str().unwrap());
+        fs_.remove_temp(temp.to_str().unwrap());
+        assert!(
+            other.exists(),
+            "a file not named like a temp file was removed"
+        );
+        assert!(!temp.exists());
+        fs::remove_dir_all(&dir).unwrap();
         assert!(crate::fsops::is_temp_name(
             "/a/.f.txt.sprites-tmp-0123456789abcdef"
         ));

@@ -47,6 +47,11 @@ fn now_secs() -> u64 {
 
 /// [`scan`], or its result from a walk of the same base less than [`REUSE_FOR`] ago.
 pub fn scan_cached(base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
+    scan_cached_in(Path::new(CACHE_DIR), base, skip)
+}
+
+/// [`scan_cached`] with its results kept in `cache_dir`.
+fn scan_cached_in(cache_dir: &Path, base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
     let key = base
         .as_os_str()
         .as_bytes()
@@ -54,7 +59,7 @@ pub fn scan_cached(base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         });
-    let file = Path::new(CACHE_DIR).join(format!("{key:016x}.json"));
+    let file = cache_dir.join(format!("{key:016x}.json"));
     if let Some(c) = fs::read(&file)
         .ok()
         .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
@@ -73,14 +78,10 @@ pub fn scan_cached(base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
         hidden,
     };
     if let Ok(bytes) = serde_json::to_vec(&cached) {
-        let _ = fs::create_dir_all(CACHE_DIR)
-            .and_then(|()| fs::set_permissions(CACHE_DIR, fs::Permissions::from_mode(0o700)))
+        let _ = fs::create_dir_all(cache_dir)
+            .and_then(|()| fs::set_permissions(cache_dir, fs::Permissions::from_mode(0o700)))
             .and_then(|()| {
-                crate::store::write_atomic(
-                    Path::new(CACHE_DIR),
-                    &format!("{key:016x}.json"),
-                    &bytes,
-                )
+                crate::store::write_atomic(cache_dir, &format!("{key:016x}.json"), &bytes)
             });
     }
     Ok(cached.hidden)
@@ -183,5 +184,66 @@ mod tests {
             ]
         );
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_scan_is_reused_for_a_while_then_walked_again() {
+        let dir =
+            std::env::temp_dir().join(format!("scan-cache-{}", crate::random::hex(6).unwrap()));
+        let (base, cache) = (dir.join("base"), dir.join("cache"));
+        fs::create_dir_all(base.join("etc")).unwrap();
+        let secret = |name: &str| {
+            fs::write(base.join("etc").join(name), "s").unwrap();
+            fs::set_permissions(
+                base.join("etc").join(name),
+                fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        };
+        secret("one");
+        let names = |h: &[Hidden]| h.iter().map(|h| h.path.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&scan_cached_in(&cache, &base, &[]).unwrap()),
+            ["etc/one"]
+        );
+        let file = fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+        assert_eq!(
+            fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // A new secret is not seen while the result is reused...
+        secret("two");
+        assert_eq!(
+            names(&scan_cached_in(&cache, &base, &[]).unwrap()),
+            ["etc/one"]
+        );
+        // ...up to REUSE_FOR after the walk, not at REUSE_FOR.
+        let age = |secs: u64| {
+            let mut c: Cached = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+            c.scanned_at = now_secs() - secs;
+            fs::write(&file, serde_json::to_vec(&c).unwrap()).unwrap();
+        };
+        age(REUSE_FOR.as_secs() - 5);
+        assert_eq!(
+            names(&scan_cached_in(&cache, &base, &[]).unwrap()),
+            ["etc/one"]
+        );
+        age(REUSE_FOR.as_secs());
+        assert_eq!(
+            names(&scan_cached_in(&cache, &base, &[]).unwrap()),
+            ["etc/one", "etc/two"]
+        );
+        // A result recorded for another base is never used.
+        let mut c: Cached = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        c.base = dir.join("elsewhere");
+        c.hidden.clear();
+        fs::write(&file, serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(scan_cached_in(&cache, &base, &[]).unwrap().len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

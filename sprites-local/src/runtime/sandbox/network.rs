@@ -319,6 +319,9 @@ mod tests {
         assert!(s.contains("input iifname \"spl*\" reject"));
         assert!(s.contains("masquerade"));
         assert!(s.contains("ip daddr 100.64.0.0/10 reject"));
-        assert!(s.contains("ip daddr 169.254.0.0/16 reject"), "cloud metadata services");
+        assert!(
+            s.contains("ip daddr 169.254.0.0/16 reject"),
+            "cloud metadata services"
+        );
     }
 }
