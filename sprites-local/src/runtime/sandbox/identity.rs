@@ -269,6 +269,11 @@ mod tests {
             "a subuid range ending at base"
         );
         assert!(!edge.free(FIRST + RANGE), "a subuid range ending inside");
+        let next = HostIds {
+            ids: [FIRST + RANGE].into_iter().collect(),
+            ranges: vec![(FIRST + RANGE, FIRST + 2 * RANGE)],
+        };
+        assert!(next.free(FIRST), "an id and a range starting right after it");
     }
 
     #[test]
