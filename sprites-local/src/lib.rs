@@ -21,6 +21,8 @@
 mod api;
 mod exec;
 mod fsops;
+#[cfg(test)]
+mod fuzz;
 mod net;
 mod random;
 mod runtime;
