@@ -11,17 +11,23 @@
 //! - [`fd`]: pipes, eventfd, `poll`, `read`/`write`, pipe sizes, and the descriptor
 //!   shuffling of a forked child;
 //! - [`file`](mod@file): `sendfile`, `fchown`, `futimens`;
-//! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options, `shutdown`;
+//! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options;
 //! - [`process`]: `fork`, waiting, signals, pidfds, sessions, credentials and
 //!   capabilities, `chdir`, `execve`;
 //! - [`mount`]: namespaces, mounts, `pivot_root`, hostname, xattrs, `lchown`;
 //! - [`signal_handler`]: the SIGINT/SIGTERM self-pipe;
+//! - [`epoll`]: the reactor's readiness set;
+//! - [`nonblocking`]: socket reads and writes that never block;
+//! - [`limits`]: the open-file limit;
 //! - [`entry`]: the ELF constructor that enters the sandbox helper before any `main`.
 
 pub mod entry;
+pub mod epoll;
 pub mod fd;
 pub mod file;
+pub mod limits;
 pub mod mount;
+pub mod nonblocking;
 pub mod process;
 pub mod signal_handler;
 pub mod socket;
