@@ -7,11 +7,18 @@
 //! no panic, every error is the typed one with an expected status or close code, and the
 //! reader's buffers stay within their caps whatever the input declares.
 //!
-//! - [`ws`]: WebSocket client frames (`MessageReader`).
+//! - [`http`]: request heads (`RequestReader::read_head`, and `parse_head` fed as the
+//!   reactor feeds it);
+//! - [`body`]: chunked and `Content-Length` bodies (`BodyReader`, `read_bounded`);
+//! - [`ws`]: WebSocket client frames (`MessageReader`);
+//! - [`paths`]: the filesystem path resolver (`fsops::resolve`).
 //!
 //! A hand-rolled generator rather than `proptest`: no new dependency, and 100 000 cases per
 //! target run in a few seconds in a debug build.
 
+mod body;
+mod http;
+mod paths;
 mod ws;
 
 use std::io::{self, Read};

@@ -94,6 +94,12 @@ impl<'a, R: Read> BodyReader<'a, R> {
         self.framing
     }
 
+    /// Bytes of memory the reader holds (its block's capacity).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.block.capacity()
+    }
+
     /// The body ended normally: give unread bytes back for the next request.
     fn finish(&mut self) {
         self.state = State::Done;

@@ -174,6 +174,12 @@ impl HeadBuffer {
         self.buf.is_empty()
     }
 
+    /// Bytes of memory held.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// How many more bytes the head may take; a reader reads at most this much.
     pub fn room(&self) -> usize {
         MAX_HEAD.saturating_sub(self.buf.len())
@@ -283,6 +289,12 @@ impl<R: Read> RequestReader<R> {
     /// Gives back the stream and any bytes read past the last request.
     pub fn into_parts(self) -> (R, Vec<u8>) {
         (self.inner, self.buf)
+    }
+
+    /// The stream.
+    #[cfg(test)]
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 
     /// The bytes read past the last request, not consumed yet.
