@@ -22,6 +22,11 @@ OPTIONS:
     --runtime RUNTIME   auto | sandbox | host (default auto: sandbox where the kernel
                         allows it, else host, which does NOT isolate anything)
     --base-dir DIR      the sandbox's read-only base layer (default /)
+    --max-connections N most connections open at once; more get 503 (default:
+                        from the open-file limit, see the README)
+    --max-unauthenticated N
+                        most open connections that have not sent a request with
+                        the token yet (default: max-connections / 4, at most 4096)
     -h, --help          print this help
     -V, --version       print the version
 ";
@@ -35,6 +40,8 @@ struct Options {
     data_dir: Option<String>,
     base_dir: Option<String>,
     runtime: Option<Runtime>,
+    max_connections: Option<usize>,
+    max_unauthenticated: Option<usize>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -69,10 +76,24 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             "--data-dir" => opts.data_dir = Some(value("--data-dir")?),
             "--base-dir" => opts.base_dir = Some(value("--base-dir")?),
             "--runtime" => opts.runtime = Some(value("--runtime")?.parse()?),
+            "--max-connections" => {
+                opts.max_connections = Some(count("--max-connections", &value(&flag)?)?)
+            }
+            "--max-unauthenticated" => {
+                opts.max_unauthenticated = Some(count("--max-unauthenticated", &value(&flag)?)?)
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     Ok(Cmd::Serve(opts))
+}
+
+/// A positive count given to `flag`.
+fn count(flag: &str, v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag} needs a positive integer, got {v:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -117,6 +138,12 @@ fn main() -> ExitCode {
     if let Some(d) = opts.base_dir {
         builder = builder.base_dir(d);
     }
+    if let Some(n) = opts.max_connections {
+        builder = builder.max_connections(n);
+    }
+    if let Some(n) = opts.max_unauthenticated {
+        builder = builder.max_unauthenticated(n);
+    }
     let server = match builder.start() {
         Ok(s) => s,
         Err(e) => {
@@ -131,6 +158,12 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "token: {}", server.token());
     }
     let _ = writeln!(out, "{}", server.runtime_note());
+    let limits = server.limits();
+    let _ = writeln!(
+        out,
+        "connections: at most {} open, {} of them before their first request",
+        limits.max_connections, limits.max_unauthenticated
+    );
     let _ = out.flush();
     drop(out);
 
@@ -163,6 +196,9 @@ mod tests {
             "--runtime",
             "host",
             "--base-dir=/b",
+            "--max-connections",
+            "100",
+            "--max-unauthenticated=10",
         ]) else {
             panic!()
         };
@@ -171,6 +207,10 @@ mod tests {
         assert_eq!(o.data_dir.as_deref(), Some("/d"));
         assert_eq!(o.runtime, Some(Runtime::Host));
         assert_eq!(o.base_dir.as_deref(), Some("/b"));
+        assert_eq!(o.max_connections, Some(100));
+        assert_eq!(o.max_unauthenticated, Some(10));
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-unauthenticated", "x"]).is_err());
         assert!(parse(&["--addr"]).is_err());
         assert!(parse(&["--runtime", "vm"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
