@@ -7,6 +7,7 @@
 mod reactor;
 mod worker;
 
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use std::{fmt, io};
 
+use crate::net::http::{write_response, Response};
 use crate::runtime::{self, Runtime, SpriteRuntime};
 use crate::state::State;
 use crate::store::Store;
@@ -273,6 +275,25 @@ impl Limits {
     }
 }
 
+/// Writes `resp` (with `Connection: close`) without blocking; true if all of it went out.
+/// A fresh socket's send buffer always takes a small response whole.
+pub(crate) fn send_now(stream: &TcpStream, resp: &Response) -> bool {
+    use std::os::fd::AsFd;
+    let mut bytes = Vec::with_capacity(256);
+    if write_response(&mut bytes, resp, false, false).is_err() {
+        return false;
+    }
+    matches!(sys::nonblocking::send(stream.as_fd(), &bytes), Ok(n) if n == bytes.len())
+}
+
+/// Tells a connection that gets no service that it should come back: 503 `server_busy`
+/// (`why` as its message), `Retry-After: 1`, without blocking; the caller then drops it.
+pub(crate) fn busy(stream: &TcpStream, why: &str) {
+    let resp = Response::error(503, "server_busy", why).with_header("Retry-After", "1");
+    send_now(stream, &resp);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
 /// An eventfd that wakes the reactor out of `epoll_wait`: a worker handed a connection
 /// back, or shutdown began.
 pub(crate) struct Wake(OwnedFd);
@@ -406,5 +427,28 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(nofile: u64, conns: Option<usize>, unauth: Option<usize>) -> (usize, usize) {
+        let l = Limits::new(nofile, conns, unauth, HEAD_TIMEOUT, IDLE_TIMEOUT).unwrap();
+        (l.max_connections, l.max_unauthenticated)
+    }
+
+    #[test]
+    fn defaults_follow_the_open_file_limit() {
+        assert_eq!(limits(1024, None, None), (576, 144));
+        assert_eq!(limits(20_000, None, None), (14_808, 3702));
+        assert_eq!(limits(1 << 20, None, None), (65_536, 4096), "capped");
+        assert_eq!(limits(100, None, None), (16, 4), "floor");
+        // Given caps win; the unauthenticated one never exceeds the total.
+        assert_eq!(limits(20_000, Some(50), None), (50, 12));
+        assert_eq!(limits(20_000, Some(50), Some(80)), (50, 50));
+        assert!(Limits::new(1024, Some(0), None, HEAD_TIMEOUT, IDLE_TIMEOUT).is_err());
+        assert!(Limits::new(1024, None, None, Duration::ZERO, IDLE_TIMEOUT).is_err());
     }
 }

@@ -30,11 +30,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, TryRecvError};
 
 use super::worker::{Handoff, Job, Pool};
-use super::{Limits, Wake};
+use super::{send_now, Limits, Wake};
 use crate::api;
-use crate::net::http::{
-    write_response, BadRequest, BodyFraming, HeadBuffer, RequestHead, Response,
-};
+use crate::net::http::{BadRequest, BodyFraming, HeadBuffer, RequestHead, Response};
 use crate::state::{Conn, State};
 use crate::sys::epoll::{self, Epoll, Ready};
 use crate::sys::nonblocking;
@@ -515,16 +513,6 @@ fn retry_later(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
-}
-
-/// Writes `resp` (with `Connection: close`) without blocking; true if all of it went out.
-/// A fresh socket's send buffer always takes a small response whole.
-fn send_now(stream: &TcpStream, resp: &Response) -> bool {
-    let mut bytes = Vec::with_capacity(256);
-    if write_response(&mut bytes, resp, false, false).is_err() {
-        return false;
-    }
-    matches!(nonblocking::send(stream.as_fd(), &bytes), Ok(n) if n == bytes.len())
 }
 
 /// Tells a connection there is no room for it: 503 `server_busy`, `Retry-After: 1`. The

@@ -125,11 +125,9 @@ impl Pool {
             .name("sprites-worker".into())
             .spawn(move || worker_main(job, &queue, &idle, &ctx));
         if spawned.is_err() {
-            // No thread to be had (the job went with the failed closure): say so.
-            let resp = Response::error(503, "server_busy", "no thread available")
-                .with_header("Retry-After", "1");
-            let _ = write_response(&mut conn.stream(), &resp, false, false);
-            let _ = conn.stream().shutdown(Shutdown::Both);
+            // No thread to be had (the job went with the failed closure): say so, without
+            // blocking the reactor that called us.
+            super::busy(conn.stream(), "no thread available");
         }
     }
 }
