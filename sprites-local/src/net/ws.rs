@@ -320,6 +320,9 @@ impl<R: Read> MessageReader<R> {
         // length up front. Each byte of it is zeroed once, however small the reads.
         self.payload.clear();
         let have = self.available().min(len);
+        // Room for what is here and one read more (a 64 KiB stdin frame is one allocation),
+        // whatever the header says.
+        self.payload.reserve(len.min(have + READ_BUF));
         self.payload
             .extend_from_slice(&self.buf[self.pos..self.pos + have]);
         self.pos += have;
