@@ -327,6 +327,42 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     assert_eq!(soft, hard, "soft {soft}, hard {hard}");
 }
 
+/// Caught: when `accept` failed for lack of descriptors, the server slept and retried,
+/// leaving every waiting client hanging (with the connection queued, it cannot even tell
+/// it was refused). Now it gives up a spare descriptor to accept and answer 503.
+#[test]
+fn out_of_descriptors_is_a_503_not_a_hang() {
+    // A hard limit the server cannot raise, and caps above it, so accept itself fails.
+    let server = ServerProcess::start_limited(
+        &["--max-connections", "1000", "--max-unauthenticated", "1000"],
+        None,
+        Some(64),
+    );
+    let mut conns: Vec<TcpStream> = (0..80).map(|_| connect(server.addr)).collect();
+    // The last ones cannot have a descriptor: each is answered (not left hanging).
+    let mut refused = 0;
+    for c in conns.iter_mut().rev().take(10) {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let r = read_response(c);
+        assert_error(&r, 503, "server_busy");
+        refused += 1;
+    }
+    assert_eq!(refused, 10);
+    // Descriptors freed are descriptors usable again.
+    drop(conns);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut c = connect(server.addr);
+        let req = "GET /v1/sprites HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\r\n";
+        c.write_all(req.as_bytes()).unwrap();
+        if read_head(&mut c).map(|r| r.status) == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no service after the flood");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The caps can be set on the command line, and the server says what it runs with.
 #[test]
 fn caps_from_the_command_line() {

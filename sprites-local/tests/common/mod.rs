@@ -391,6 +391,16 @@ impl ServerProcess {
     /// With extra command-line `args`, and (if given) this soft open-file limit at exec,
     /// as a shell's `ulimit -Sn` would leave it (the hard limit stays as it is).
     pub fn start_with(args: &[&str], soft_nofile: Option<u64>) -> ServerProcess {
+        ServerProcess::start_limited(args, soft_nofile, None)
+    }
+
+    /// As [`ServerProcess::start_with`], also lowering the hard open-file limit (which the
+    /// server cannot raise again) if `hard_nofile` is given.
+    pub fn start_limited(
+        args: &[&str],
+        soft_nofile: Option<u64>,
+        hard_nofile: Option<u64>,
+    ) -> ServerProcess {
         let dir = TempDir::new("proc");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sprites-local"));
         cmd.args([
@@ -407,7 +417,7 @@ impl ServerProcess {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-        if let Some(soft) = soft_nofile {
+        if soft_nofile.is_some() || hard_nofile.is_some() {
             use std::os::unix::process::CommandExt;
             // SAFETY: getrlimit/setrlimit are async-signal-safe and touch only the child.
             unsafe {
@@ -419,7 +429,10 @@ impl ServerProcess {
                     if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    r.rlim_cur = soft.min(r.rlim_max);
+                    if let Some(hard) = hard_nofile {
+                        r.rlim_max = hard.min(r.rlim_max) as libc::rlim_t;
+                    }
+                    r.rlim_cur = soft_nofile.unwrap_or(r.rlim_max).min(r.rlim_max) as libc::rlim_t;
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
