@@ -94,6 +94,12 @@ struct Local {
     endpoint: Endpoint,
 }
 
+/// Latency of a small API request (`GET /v1/sprites/{name}`), raw HTTP.
+struct ApiFigures {
+    keepalive: Percentiles,
+    new_conn: Percentiles,
+}
+
 /// What the server costs per idle connection, and exec latency beside idle connections.
 struct IdleFigures {
     /// Idle connections actually held (the fd limit may allow fewer than asked).
@@ -125,6 +131,10 @@ fn run(
             eprintln!("bench: filesystem measurements skipped: {err}");
             (None, None)
         }
+    };
+    let api = match local {
+        Some(local) => Some(api_figures(sprite, local)?),
+        None => None,
     };
     let idle = match local {
         Some(local) => Some(idle_figures(sprite, local)?),
@@ -193,6 +203,18 @@ fn run(
         upload.map_or("-".to_owned(), |u| format!("{:.0}%", 100.0 * u / disk)),
     );
     row("fs download (1 GiB)", rate(download), pct(download));
+    if let Some(a) = &api {
+        row(
+            "API GET p50 (keep-alive)",
+            format!("{:.0} us", a.keepalive.p50),
+            "",
+        );
+        row(
+            "API GET p50 (new connection)",
+            format!("{:.0} us", a.new_conn.p50),
+            "",
+        );
+    }
     if let Some(i) = &idle {
         row(
             &format!("server RSS per idle conn ({} held)", i.held),
@@ -231,6 +253,10 @@ fn run(
                 "stdout_vs_tcp": stdout / tcp,
                 "stdin_vs_tcp": stdin / tcp,
                 "exec_rtt_minus_spawn_ms": exec.p50 - spawn.p50,
+                "api_keepalive_p50_us": api.as_ref().map(|a| a.keepalive.p50),
+                "api_keepalive_p99_us": api.as_ref().map(|a| a.keepalive.p99),
+                "api_new_conn_p50_us": api.as_ref().map(|a| a.new_conn.p50),
+                "api_new_conn_p99_us": api.as_ref().map(|a| a.new_conn.p99),
                 "idle_conns_held": idle.as_ref().map(|i| i.held),
                 "server_rss_per_idle_conn_bytes": idle.as_ref().map(|i| i.rss_per_conn_bytes),
                 "exec_rtt_p50_idle_conns": idle.as_ref().map(|i| i.exec_held),
@@ -495,10 +521,49 @@ fn idle_figures(sprite: &Sprite, local: &Local) -> Result<IdleFigures, Box<dyn s
     })
 }
 
+/// `GET /v1/sprites/{name}` round trips: 5 000 on one keep-alive connection (after 500 to
+/// warm up), then 2 000 each on a new connection.
+fn api_figures(sprite: &Sprite, local: &Local) -> std::io::Result<ApiFigures> {
+    let path = format!("/v1/sprites/{}", sprite.name());
+    let mut c = connect_api(&local.endpoint)?;
+    let mut samples = Vec::with_capacity(5000);
+    for i in 0..5500 {
+        let started = Instant::now();
+        api_get(&mut c, &local.endpoint, &path)?;
+        if i >= 500 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let keepalive = percentiles(samples);
+    let mut samples = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let started = Instant::now();
+        let mut c = connect_api(&local.endpoint)?;
+        api_get(&mut c, &local.endpoint, &path)?;
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(ApiFigures {
+        keepalive,
+        new_conn: percentiles(samples),
+    })
+}
+
+fn connect_api(endpoint: &Endpoint) -> std::io::Result<TcpStream> {
+    let c = TcpStream::connect(endpoint.addr)?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(c)
+}
+
 /// A connection that made one authenticated request (read to its end) and stays open.
 fn idle_conn(endpoint: &Endpoint, path: &str) -> std::io::Result<TcpStream> {
-    let mut c = TcpStream::connect(endpoint.addr)?;
-    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut c = connect_api(endpoint)?;
+    api_get(&mut c, endpoint, path)?;
+    Ok(c)
+}
+
+/// One authenticated keep-alive `GET path` on `c`, its 200 response read to the end.
+fn api_get(c: &mut TcpStream, endpoint: &Endpoint, path: &str) -> std::io::Result<()> {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\n\r\n",
         endpoint.token
@@ -527,7 +592,7 @@ fn idle_conn(endpoint: &Endpoint, path: &str) -> std::io::Result<TcpStream> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         if got.len() >= end + 4 + len {
-            return Ok(c);
+            return Ok(());
         }
     }
 }
