@@ -7,23 +7,27 @@
 //!
 //! Uses `SPRITES_API_URL`/`SPRITES_TOKEN` when set; otherwise starts `sprites-local` in a child
 //! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
-//! measured without the server's.
+//! measured without the server's, and the server's own (per idle connection) can be read.
 
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 const SERVE_VAR: &str = "SPRITES_BENCH_SERVE";
 const RUNTIME_VAR: &str = "SPRITES_BENCH_RUNTIME";
 const MIB: f64 = 1024.0 * 1024.0;
+/// Idle connections held to measure what one costs the server.
+const IDLE_FOR_RSS: usize = 10_000;
+/// Idle connections held while exec round trips are measured again.
+const IDLE_FOR_EXEC: usize = 2_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = std::env::var_os(SERVE_VAR) {
         return serve(dir.into());
     }
     let json = std::env::args().any(|a| a == "--json");
-    let (client, mut server, runtime) = connect(None)?;
+    let (client, mut server, runtime, endpoint) = connect(None)?;
     // Against a local sandbox, measure the host runtime beside it: the sandbox's cost is the
     // difference.
     let host = match (&server, runtime.as_str()) {
@@ -33,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = format!("bench-{}", std::process::id());
     let first_output = create_to_first_output_ms(&client, &format!("{name}-first"))?;
     let host_figures = match &host {
-        Some((host_client, _, _)) => {
+        Some((host_client, _, _, _)) => {
             let first = create_to_first_output_ms(host_client, &format!("{name}-hfirst"))?;
             let sprite = host_client.create_sprite(&format!("{name}-host"))?;
             let rtt = exec_rtt_ms(&sprite, 300)?;
@@ -43,11 +47,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let sprite = client.create_sprite(&name)?;
-    let result = run(&sprite, json, &runtime, first_output, host_figures);
+    // The server's own figures need the server: a local child process, not a remote API.
+    let local = server
+        .as_ref()
+        .zip(endpoint)
+        .map(|(child, endpoint)| Local {
+            pid: child.id(),
+            endpoint,
+        });
+    let result = run(
+        &sprite,
+        json,
+        &runtime,
+        first_output,
+        host_figures,
+        local.as_ref(),
+    );
     let _ = sprite.delete();
     for child in server
         .iter_mut()
-        .chain(host.map(|(_, c, _)| c).iter_mut().flatten())
+        .chain(host.map(|(_, c, _, _)| c).iter_mut().flatten())
     {
         let _ = child.kill();
         let _ = child.wait();
@@ -69,12 +88,34 @@ fn create_to_first_output_ms(
     Ok(elapsed)
 }
 
+/// A server this program started: where it is and which process it is.
+struct Local {
+    pid: u32,
+    endpoint: Endpoint,
+}
+
+/// Latency of a small API request (`GET /v1/sprites/{name}`), raw HTTP.
+struct ApiFigures {
+    keepalive: Percentiles,
+    new_conn: Percentiles,
+}
+
+/// What the server costs per idle connection, and exec latency beside idle connections.
+struct IdleFigures {
+    /// Idle connections actually held (the fd limit may allow fewer than asked).
+    held: usize,
+    rss_per_conn_bytes: f64,
+    exec_held: usize,
+    exec_p50_ms: f64,
+}
+
 fn run(
     sprite: &Sprite,
     json: bool,
     runtime: &str,
     first_output_ms: f64,
     host: Option<(Percentiles, f64)>,
+    local: Option<&Local>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spawn = local_spawn_ms(200);
     let tcp = loopback_tcp_mib_s(1 << 30)?;
@@ -90,6 +131,14 @@ fn run(
             eprintln!("bench: filesystem measurements skipped: {err}");
             (None, None)
         }
+    };
+    let api = match local {
+        Some(local) => Some(api_figures(sprite, local)?),
+        None => None,
+    };
+    let idle = match local {
+        Some(local) => Some(idle_figures(sprite, local)?),
+        None => None,
     };
     let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}%", 100.0 * v / tcp));
     let rate = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} MiB/s"));
@@ -154,6 +203,30 @@ fn run(
         upload.map_or("-".to_owned(), |u| format!("{:.0}%", 100.0 * u / disk)),
     );
     row("fs download (1 GiB)", rate(download), pct(download));
+    if let Some(a) = &api {
+        row(
+            "API GET p50 (keep-alive)",
+            format!("{:.0} us", a.keepalive.p50),
+            "",
+        );
+        row(
+            "API GET p50 (new connection)",
+            format!("{:.0} us", a.new_conn.p50),
+            "",
+        );
+    }
+    if let Some(i) = &idle {
+        row(
+            &format!("server RSS per idle conn ({} held)", i.held),
+            format!("{:.0} B", i.rss_per_conn_bytes),
+            "",
+        );
+        row(
+            &format!("exec p50 beside {} idle conns", i.exec_held),
+            format!("{:.3} ms", i.exec_p50_ms),
+            format!("{:+.0}%", 100.0 * (i.exec_p50_ms / exec.p50 - 1.0)),
+        );
+    }
     row("client peak RSS", format!("{peak_rss:.1} MiB"), "");
     if json {
         println!(
@@ -180,6 +253,15 @@ fn run(
                 "stdout_vs_tcp": stdout / tcp,
                 "stdin_vs_tcp": stdin / tcp,
                 "exec_rtt_minus_spawn_ms": exec.p50 - spawn.p50,
+                "api_keepalive_p50_us": api.as_ref().map(|a| a.keepalive.p50),
+                "api_keepalive_p99_us": api.as_ref().map(|a| a.keepalive.p99),
+                "api_new_conn_p50_us": api.as_ref().map(|a| a.new_conn.p50),
+                "api_new_conn_p99_us": api.as_ref().map(|a| a.new_conn.p99),
+                "idle_conns_held": idle.as_ref().map(|i| i.held),
+                "server_rss_per_idle_conn_bytes": idle.as_ref().map(|i| i.rss_per_conn_bytes),
+                "exec_rtt_p50_idle_conns": idle.as_ref().map(|i| i.exec_held),
+                "exec_rtt_p50_ms_beside_idle_conns": idle.as_ref().map(|i| i.exec_p50_ms),
+                "exec_rtt_idle_vs_quiet": idle.as_ref().map(|i| i.exec_p50_ms / exec.p50),
             })
         );
     }
@@ -400,6 +482,151 @@ fn fs_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<(f64, f64)> {
     Ok((upload, download))
 }
 
+/// Holds idle keep-alive connections (each made one request, as a pooled client's would)
+/// and reads what they cost the server; then measures exec round trips again beside
+/// [`IDLE_FOR_EXEC`] of them.
+fn idle_figures(sprite: &Sprite, local: &Local) -> Result<IdleFigures, Box<dyn std::error::Error>> {
+    // Each connection is a descriptor here too.
+    let limit = raise_fd_limit();
+    let want = IDLE_FOR_RSS.min(limit.saturating_sub(256) as usize);
+    if want < IDLE_FOR_RSS {
+        eprintln!(
+            "bench: open-file limit {limit}: holding {want} idle connections, not {IDLE_FOR_RSS}"
+        );
+    }
+    let path = format!("/v1/sprites/{}", sprite.name());
+    let before = rss_kib(local.pid);
+    let mut conns = Vec::with_capacity(want);
+    for _ in 0..want {
+        match idle_conn(&local.endpoint, &path) {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                eprintln!("bench: stopped at {} idle connections: {e}", conns.len());
+                break;
+            }
+        }
+    }
+    let held = conns.len();
+    let after = rss_kib(local.pid);
+    let rss_per_conn_bytes = (after.saturating_sub(before) * 1024) as f64 / held.max(1) as f64;
+    conns.truncate(IDLE_FOR_EXEC);
+    let exec_held = conns.len();
+    let exec = exec_rtt_ms(sprite, 300)?;
+    drop(conns);
+    Ok(IdleFigures {
+        held,
+        rss_per_conn_bytes,
+        exec_held,
+        exec_p50_ms: exec.p50,
+    })
+}
+
+/// `GET /v1/sprites/{name}` round trips: 5 000 on one keep-alive connection (after 500 to
+/// warm up), then 2 000 each on a new connection.
+fn api_figures(sprite: &Sprite, local: &Local) -> std::io::Result<ApiFigures> {
+    let path = format!("/v1/sprites/{}", sprite.name());
+    let mut c = connect_api(&local.endpoint)?;
+    let mut samples = Vec::with_capacity(5000);
+    for i in 0..5500 {
+        let started = Instant::now();
+        api_get(&mut c, &local.endpoint, &path)?;
+        if i >= 500 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let keepalive = percentiles(samples);
+    let mut samples = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let started = Instant::now();
+        let mut c = connect_api(&local.endpoint)?;
+        api_get(&mut c, &local.endpoint, &path)?;
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(ApiFigures {
+        keepalive,
+        new_conn: percentiles(samples),
+    })
+}
+
+fn connect_api(endpoint: &Endpoint) -> std::io::Result<TcpStream> {
+    let c = TcpStream::connect(endpoint.addr)?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(c)
+}
+
+/// A connection that made one authenticated request (read to its end) and stays open.
+fn idle_conn(endpoint: &Endpoint, path: &str) -> std::io::Result<TcpStream> {
+    let mut c = connect_api(endpoint)?;
+    api_get(&mut c, endpoint, path)?;
+    Ok(c)
+}
+
+/// One authenticated keep-alive `GET path` on `c`, its 200 response read to the end.
+fn api_get(c: &mut TcpStream, endpoint: &Endpoint, path: &str) -> std::io::Result<()> {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\n\r\n",
+        endpoint.token
+    );
+    c.write_all(req.as_bytes())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = c.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            return Err(std::io::Error::other(
+                head.lines().next().unwrap_or("").to_owned(),
+            ));
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if got.len() >= end + 4 + len {
+            return Ok(());
+        }
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit; returns the limit.
+fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, exclusively borrowed rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    let soft = r.rlim_cur as u64;
+    soft
+}
+
+/// Resident memory of process `pid` (VmRSS) in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Peak resident memory of this process (VmHWM) in MiB.
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -412,12 +639,23 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
-/// The API from the environment, or a local server in a child process.
-type Connected = (Client, Option<std::process::Child>, String);
+/// Where a local server listens and the token it wants.
+struct Endpoint {
+    addr: SocketAddr,
+    token: String,
+}
+
+/// The API from the environment, or a local server in a child process (and its endpoint).
+type Connected = (
+    Client,
+    Option<std::process::Child>,
+    String,
+    Option<Endpoint>,
+);
 
 fn connect(runtime: Option<&str>) -> Result<Connected, Box<dyn std::error::Error>> {
     if std::env::var_os("SPRITES_TOKEN").is_some() || std::env::var_os("SPRITE_TOKEN").is_some() {
-        return Ok((Client::from_env()?, None, "remote".into()));
+        return Ok((Client::from_env()?, None, "remote".into(), None));
     }
     let dir = std::env::temp_dir().join(format!(
         "sprites-bench-{}-{}",
@@ -439,12 +677,19 @@ fn connect(runtime: Option<&str>) -> Result<Connected, Box<dyn std::error::Error
     let token = lines.next().ok_or("server printed no token")??;
     let runtime = lines.next().ok_or("server printed no runtime")??;
     eprintln!("bench: sprites-local in a child process at {url}");
+    let endpoint = Endpoint {
+        addr: url
+            .strip_prefix("http://")
+            .ok_or("server URL is not http://")?
+            .parse()?,
+        token: token.clone(),
+    };
     let client = Client::builder()
         .base_url(url)
         .token(token)
         .http_timeout(Duration::from_secs(60))
         .build()?;
-    Ok((client, Some(child), runtime))
+    Ok((client, Some(child), runtime, Some(endpoint)))
 }
 
 use std::process::Stdio as Stdio_;

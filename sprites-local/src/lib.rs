@@ -21,6 +21,8 @@
 mod api;
 mod exec;
 mod fsops;
+#[cfg(test)]
+mod fuzz;
 mod net;
 mod random;
 mod runtime;
@@ -33,7 +35,7 @@ mod sys;
 mod time;
 
 pub use runtime::Runtime;
-pub use server::{default_data_dir, Server, ServerBuilder, ServerHandle};
+pub use server::{default_data_dir, Limits, Server, ServerBuilder, ServerHandle};
 pub use signal::TerminationSignal;
 
 use std::sync::{Mutex, MutexGuard};

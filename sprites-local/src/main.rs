@@ -25,6 +25,11 @@ OPTIONS:
     --sprite-process-limit N
                         the sandbox's cap on processes (threads count) per user
                         inside a sprite (default 4096)
+    --max-connections N most connections open at once; more get 503 (default:
+                        from the open-file limit, see the README)
+    --max-unauthenticated N
+                        most open connections that have not sent a request with
+                        the token yet (default: max-connections / 4, at most 4096)
     -h, --help          print this help
     -V, --version       print the version
 ";
@@ -39,6 +44,8 @@ struct Options {
     base_dir: Option<String>,
     runtime: Option<Runtime>,
     process_limit: Option<u64>,
+    max_connections: Option<usize>,
+    max_unauthenticated: Option<usize>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -80,10 +87,24 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                 opts.process_limit = Some(n);
             }
             "--runtime" => opts.runtime = Some(value("--runtime")?.parse()?),
+            "--max-connections" => {
+                opts.max_connections = Some(count("--max-connections", &value(&flag)?)?)
+            }
+            "--max-unauthenticated" => {
+                opts.max_unauthenticated = Some(count("--max-unauthenticated", &value(&flag)?)?)
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     Ok(Cmd::Serve(opts))
+}
+
+/// A positive count given to `flag`.
+fn count(flag: &str, v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag} needs a positive integer, got {v:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -131,6 +152,12 @@ fn main() -> ExitCode {
     if let Some(n) = opts.process_limit {
         builder = builder.sprite_process_limit(n);
     }
+    if let Some(n) = opts.max_connections {
+        builder = builder.max_connections(n);
+    }
+    if let Some(n) = opts.max_unauthenticated {
+        builder = builder.max_unauthenticated(n);
+    }
     let server = match builder.start() {
         Ok(s) => s,
         Err(e) => {
@@ -145,6 +172,12 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "token: {}", server.token());
     }
     let _ = writeln!(out, "{}", server.runtime_note());
+    let limits = server.limits();
+    let _ = writeln!(
+        out,
+        "connections: at most {} open, {} of them before their first request",
+        limits.max_connections, limits.max_unauthenticated
+    );
     let _ = out.flush();
     drop(out);
 
@@ -179,6 +212,9 @@ mod tests {
             "--base-dir=/b",
             "--sprite-process-limit",
             "50",
+            "--max-connections",
+            "100",
+            "--max-unauthenticated=10",
         ]) else {
             panic!()
         };
@@ -190,6 +226,10 @@ mod tests {
         assert_eq!(o.process_limit, Some(50));
         assert!(parse(&["--sprite-process-limit", "0"]).is_err());
         assert!(parse(&["--sprite-process-limit", "x"]).is_err());
+        assert_eq!(o.max_connections, Some(100));
+        assert_eq!(o.max_unauthenticated, Some(10));
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-unauthenticated", "x"]).is_err());
         assert!(parse(&["--addr"]).is_err());
         assert!(parse(&["--runtime", "vm"]).is_err());
         assert!(parse(&["--bogus"]).is_err());

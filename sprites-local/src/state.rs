@@ -2,13 +2,13 @@
 //! exec sessions, the runtime — and the registries shutdown needs (open connections,
 //! running execs).
 //!
-//! It only holds things; it knows nothing of HTTP, routes or the accept loop. The server
+//! It only holds things; it knows nothing of HTTP, routes or the reactor. The server
 //! creates it, the API handlers and the exec sessions read it.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::exec::{ExecControl, Sessions};
 use crate::lock;
@@ -28,9 +28,8 @@ pub(crate) struct State {
     /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
     pub signal_capability: bool,
     shutting_down: AtomicBool,
-    /// Open connections, so shutdown can cut them (idle keep-alives, running execs).
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    next_conn: AtomicU64,
+    /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
+    conns: Arc<Conns>,
     /// Running execs by session id, so shutdown can close them with 1001.
     execs: Mutex<HashMap<u32, ExecControl>>,
 }
@@ -50,8 +49,7 @@ impl State {
             runtime,
             signal_capability,
             shutting_down: AtomicBool::new(false),
-            conns: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(0),
+            conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
         }
     }
@@ -66,25 +64,27 @@ impl State {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// Registers an open connection (a clone of it, when one can be made) so shutdown can
-    /// cut it. Returns its id for [`State::remove_conn`].
-    pub fn add_conn(&self, stream: &TcpStream) -> u64 {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&self.conns).insert(id, clone);
-        }
-        id
+    /// Takes an accepted connection into the registry: it counts as open until the last
+    /// reference to the returned [`Conn`] is dropped, which also closes its socket.
+    pub fn register_conn(&self, stream: TcpStream) -> Arc<Conn> {
+        self.conns.register(stream)
     }
 
-    /// Forgets a connection that ended.
-    pub fn remove_conn(&self, id: u64) {
-        lock(&self.conns).remove(&id);
+    /// How many connections are open (waiting for a request, being served, or running
+    /// an exec).
+    pub fn open_conns(&self) -> usize {
+        self.conns.count.load(Ordering::SeqCst)
     }
 
-    /// Shuts every open connection down (both directions).
+    /// Shuts every open connection down (both directions), which wakes whatever thread is
+    /// blocked reading it.
     pub fn cut_conns(&self) {
-        for conn in lock(&self.conns).values() {
-            let _ = conn.shutdown(Shutdown::Both);
+        let open: Vec<Arc<Conn>> = lock(&self.conns.open)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for conn in open {
+            let _ = conn.stream().shutdown(Shutdown::Both);
         }
     }
 
@@ -101,5 +101,53 @@ impl State {
     /// The running execs, at this moment.
     pub fn running_execs(&self) -> Vec<ExecControl> {
         lock(&self.execs).values().cloned().collect()
+    }
+}
+
+/// One open client connection: its socket, shared by whoever serves it (`Arc<Conn>`: the
+/// reactor, a worker, an exec's threads) as one descriptor, never a `dup`.
+///
+/// Dropping the last reference closes the socket and takes the connection out of the
+/// registry, so "open" always means "holds a descriptor".
+pub(crate) struct Conn {
+    stream: TcpStream,
+    id: u64,
+    registry: Arc<Conns>,
+}
+
+impl Conn {
+    /// The socket. `&TcpStream` reads and writes, so threads share it without copies.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        lock(&self.registry.open).remove(&self.id);
+        self.registry.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The open connections. The registry holds [`Weak`] references: it can reach a
+/// connection to cut it, but never keeps one (or its descriptor) alive.
+#[derive(Default)]
+pub(crate) struct Conns {
+    open: Mutex<HashMap<u64, Weak<Conn>>>,
+    count: AtomicUsize,
+    next: AtomicU64,
+}
+
+impl Conns {
+    fn register(self: &Arc<Self>, stream: TcpStream) -> Arc<Conn> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let conn = Arc::new(Conn {
+            stream,
+            id,
+            registry: self.clone(),
+        });
+        lock(&self.open).insert(id, Arc::downgrade(&conn));
+        conn
     }
 }

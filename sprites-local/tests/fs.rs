@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create, enc, read_target, write_target, Resp, TempDir};
+use common::{create, enc, read_target, write_target, Resp, ServerProcess, TempDir};
 use sprites_local::{Runtime, Server, ServerHandle};
 
 const TOKEN: &str = "secret";
@@ -522,67 +521,6 @@ fn operations_and_their_errors_over_http() {
     let mut anon = Conn::new(s.addr());
     anon.send(b"GET /v1/sprites/s/fs/list?path=/ HTTP/1.1\r\n\r\n");
     assert_eq!(anon.response(false).status, 401);
-}
-
-/// The server in its own process, so its memory can be measured without the test's.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-impl ServerProcess {
-    fn start() -> ServerProcess {
-        let dir = TempDir::new("proc");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sprites-local"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--token",
-                TOKEN,
-                "--runtime",
-                "host",
-            ])
-            .arg("--data-dir")
-            .arg(dir.0.join("data"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("sprites-local listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        ServerProcess {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// `VmRSS` and `VmHWM` (peak) in KiB.
-    fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| -> u64 {
-            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
-            line.split_whitespace().nth(1).unwrap().parse().unwrap()
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Uploads `len` pattern bytes (chunked in `chunk`-byte chunks, or with Content-Length).

@@ -5,20 +5,31 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid_request, sprite_not_found, Reply};
+use super::{invalid_request, json_body, sprite_not_found, Reply};
 use crate::exec::{self, Lookup, SpawnFailure};
-use crate::net::http::{Request, Response};
+use crate::net::body::RequestBody;
+use crate::net::http::{RequestHead, Response};
 use crate::net::query::Query;
 use crate::state::State;
 use crate::{signal, time};
 
 /// `GET /v1/sprites/{name}/exec`: an exec when it is a WebSocket upgrade, else the list.
-pub fn exec_or_list(state: &Arc<State>, name: &str, req: &Request, q: &Query) -> Reply {
+pub fn exec_or_list(
+    state: &Arc<State>,
+    name: &str,
+    req: &RequestHead,
+    q: &Query,
+    body: &mut dyn RequestBody,
+) -> Reply {
     if !state.store.contains(name) {
         return sprite_not_found(name).into();
     }
     if !req.is_websocket_upgrade() {
         return list(state, name).into();
+    }
+    if !body.is_done() {
+        // Whatever follows the head of an upgrade is WebSocket frames, not a body.
+        return invalid_request("a WebSocket upgrade request cannot have a body").into();
     }
     // Legacy attach form `/exec?id=N` (§7.2) carries no cmd.
     if let Some(id) = q.get("id").filter(|_| q.get("cmd").is_none()) {
@@ -142,14 +153,24 @@ struct KillIn {
 /// `POST /v1/sprites/{name}/exec/{id}/kill`: signal from `?signal=` or a JSON body,
 /// default TERM; `timeout` (seconds or a Go duration, default 10 s) is the grace period
 /// before SIGKILL, and 0 means no escalation (PROTOCOL.md §7.3).
-pub fn kill(state: &Arc<State>, name: &str, id: &str, q: &Query, body: &[u8]) -> Response {
+pub fn kill(
+    state: &Arc<State>,
+    name: &str,
+    id: &str,
+    q: &Query,
+    body: &mut dyn RequestBody,
+) -> Response {
     if !state.store.contains(name) {
         return sprite_not_found(name);
     }
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let body: KillIn = if body.iter().all(u8::is_ascii_whitespace) {
         KillIn::default()
     } else {
-        match serde_json::from_slice(body) {
+        match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => return invalid_request(&format!("invalid kill request body: {e}")),
         }

@@ -1,5 +1,6 @@
-//! Filesystem routes (PROTOCOL.md §9) except the streamed write ([`super::fs_write`]):
-//! `read`, `list`, `delete`, `rename`, `copy`, `chmod` under `/v1/sprites/{name}/fs/`.
+//! Filesystem routes (PROTOCOL.md §9) under `/v1/sprites/{name}/fs/`: `read`, `list`,
+//! `delete`, `rename`, `copy`, `chmod`, and `write`, whose body streams to disk
+//! ([`super::fs_write`]).
 //!
 //! Handlers only translate HTTP to [`FsOp`]s and back; the operations live in
 //! [`crate::fsops`]. Errors of the operations use the §3.2 body
@@ -12,28 +13,38 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::sprites::parse_body;
-use super::{invalid_request, method_not_allowed, not_found, sprite_not_found, Reply};
+use super::{
+    fs_write, invalid_request, json_body, method_not_allowed, not_found, sprite_not_found, Reply,
+};
 use crate::fsops::{self, FsError, FsOp, SpriteFs};
+use crate::net::body::RequestBody;
 use crate::net::file::{parse_range, ByteRange, FileResponse};
-use crate::net::http::{Request, Response};
+use crate::net::http::{RequestHead, Response};
 use crate::net::query::Query;
 use crate::state::State;
 
 /// Dispatches `/v1/sprites/{name}/fs/{op}` (auth is already checked).
-pub fn route(state: &Arc<State>, name: &str, op: &str, req: &Request, q: &Query) -> Reply {
+pub fn route(
+    state: &Arc<State>,
+    name: &str,
+    op: &str,
+    req: &RequestHead,
+    q: &Query,
+    body: &mut dyn RequestBody,
+) -> Reply {
     let m = req.method.as_str();
     let result = match (op, m) {
         ("read", "GET" | "HEAD") => return read(state, name, req, q),
         ("read", _) => Err(method_not_allowed("GET, HEAD")),
-        // A PUT is streamed by the connection loop and never arrives here.
+        ("write", "PUT") => Ok(fs_write::handle(state, name, q, body)),
         ("write", _) => Err(method_not_allowed("PUT")),
         ("list", "GET") => list(state, name, q),
         ("list", _) => Err(method_not_allowed("GET")),
         ("delete", "DELETE") => delete(state, name, q),
         ("delete", _) => Err(method_not_allowed("DELETE")),
-        ("rename", "POST") => rename(state, name, &req.body),
-        ("copy", "POST") => copy(state, name, &req.body),
-        ("chmod", "POST") => chmod(state, name, &req.body),
+        ("rename", "POST") => rename(state, name, body),
+        ("copy", "POST") => copy(state, name, body),
+        ("chmod", "POST") => chmod(state, name, body),
         ("rename" | "copy" | "chmod", _) => Err(method_not_allowed("POST")),
         _ => Err(not_found()),
     };
@@ -88,7 +99,7 @@ fn run(fs: &dyn SpriteFs, op: &FsOp) -> Result<Response, Response> {
 }
 
 /// `GET /fs/read?path=&workingDir=`: the file's bytes, a `Range` of them (206), or 416.
-fn read(state: &Arc<State>, name: &str, req: &Request, q: &Query) -> Reply {
+fn read(state: &Arc<State>, name: &str, req: &RequestHead, q: &Query) -> Reply {
     let opened = sprite_fs(state, name).and_then(|fs| {
         let path = query_path(q)?;
         fs.open_read(&path).map_err(|e| fs_error(&e))
@@ -163,9 +174,14 @@ struct RenameIn {
 }
 
 /// `POST /fs/rename {"source","dest","workingDir"}`.
-fn rename(state: &Arc<State>, name: &str, body: &[u8]) -> Result<Response, Response> {
+fn rename(
+    state: &Arc<State>,
+    name: &str,
+    body: &mut dyn RequestBody,
+) -> Result<Response, Response> {
     let fs = sprite_fs(state, name)?;
-    let b: RenameIn = parse_body(body)?;
+    let body = json_body(body)?;
+    let b: RenameIn = parse_body(&body)?;
     let wd = b.working_dir.as_deref();
     let source = body_path(b.source, "source", wd)?;
     let dest = body_path(b.dest, "dest", wd)?;
@@ -183,9 +199,10 @@ struct CopyIn {
 }
 
 /// `POST /fs/copy {"source","dest","workingDir","recursive","preserveAttrs"}`.
-fn copy(state: &Arc<State>, name: &str, body: &[u8]) -> Result<Response, Response> {
+fn copy(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Result<Response, Response> {
     let fs = sprite_fs(state, name)?;
-    let b: CopyIn = parse_body(body)?;
+    let body = json_body(body)?;
+    let b: CopyIn = parse_body(&body)?;
     let wd = b.working_dir.as_deref();
     let op = FsOp::Copy {
         source: body_path(b.source, "source", wd)?,
@@ -206,9 +223,10 @@ struct ChmodIn {
 }
 
 /// `POST /fs/chmod {"path","workingDir","mode","recursive"}`.
-fn chmod(state: &Arc<State>, name: &str, body: &[u8]) -> Result<Response, Response> {
+fn chmod(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Result<Response, Response> {
     let fs = sprite_fs(state, name)?;
-    let b: ChmodIn = parse_body(body)?;
+    let body = json_body(body)?;
+    let b: ChmodIn = parse_body(&body)?;
     let path = body_path(b.path, "path", b.working_dir.as_deref())?;
     let Some(mode) = b.mode.as_ref().and_then(json_mode) else {
         let e = FsError::with_detail(

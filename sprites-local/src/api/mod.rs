@@ -1,18 +1,30 @@
-//! Routing: authentication, path matching and dispatch to the handlers.
+//! The one entry for every request: [`authenticate`] a head (before any of its body is
+//! read), then [`handle`] it: route, and run the handler with the body as a stream.
+//!
+//! Handlers decide themselves whether to read the body. The JSON routes buffer it through
+//! [`json_body`] (at most [`MAX_JSON_BODY`]); the file upload streams it to disk; the rest
+//! never touch it. A body a handler left unread is the connection's problem, not the
+//! handler's: the server answers with `Connection: close` and discards what still comes.
 
 mod exec_routes;
 mod fs_routes;
-pub mod fs_write;
+mod fs_write;
 mod sprites;
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::exec::Upgrade;
 use crate::net::auth;
+use crate::net::body::{read_bounded, BoundedError, RequestBody};
 use crate::net::file::FileResponse;
-use crate::net::http::{Request, Response};
+use crate::net::http::{RequestHead, Response};
 use crate::net::query::{self, Query};
 use crate::state::State;
+
+/// Largest body a JSON route reads into memory; a bigger one is 413 (§3.1 body), refused
+/// before it is read when its `Content-Length` says so.
+pub const MAX_JSON_BODY: usize = 1 << 20;
 
 /// What a request turns into.
 pub enum Reply {
@@ -49,11 +61,49 @@ fn method_not_allowed(allow: &str) -> Response {
         .with_header("Allow", allow)
 }
 
-/// Handles one request.
-pub fn handle(state: &Arc<State>, req: &Request) -> Reply {
-    if !auth::is_authorized(req.header("authorization"), &state.token) {
-        return Response::error(401, "unauthorized", "missing or invalid bearer token").into();
+/// A request head that carried the server's bearer token. Only [`authenticate`] makes one,
+/// and [`handle`] takes nothing else, so no request reaches a handler unauthenticated.
+#[derive(Debug)]
+pub struct Authenticated(RequestHead);
+
+impl Deref for Authenticated {
+    type Target = RequestHead;
+
+    fn deref(&self) -> &RequestHead {
+        &self.0
     }
+}
+
+/// Checks a request's bearer token from its head alone, before any of its body is read:
+/// the head back as [`Authenticated`], or the **401** to answer with (§3.1 body).
+pub fn authenticate(state: &State, head: RequestHead) -> Result<Authenticated, Response> {
+    if auth::is_authorized(head.header("authorization"), &state.token) {
+        Ok(Authenticated(head))
+    } else {
+        Err(Response::error(
+            401,
+            "unauthorized",
+            "missing or invalid bearer token",
+        ))
+    }
+}
+
+/// A JSON route's body in memory: at most [`MAX_JSON_BODY`] bytes, else **413**; a body
+/// that breaks off or is badly framed is **400**.
+pub fn json_body(body: &mut dyn RequestBody) -> Result<Vec<u8>, Response> {
+    match read_bounded(body, MAX_JSON_BODY) {
+        Ok(b) => Ok(b),
+        Err(BoundedError::TooLarge) => Err(Response::error(
+            413,
+            "invalid_request",
+            &format!("request body larger than {MAX_JSON_BODY} bytes"),
+        )),
+        Err(BoundedError::Io(e)) => Err(invalid_request(&format!("request body incomplete: {e}"))),
+    }
+}
+
+/// Handles one authenticated request; `body` is its body, unread.
+pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBody) -> Reply {
     let segments = match segments(&req.path) {
         Ok(Some(s)) => s,
         Ok(None) => return not_found().into(),
@@ -68,12 +118,12 @@ pub fn handle(state: &Arc<State>, req: &Request) -> Reply {
     match seg.as_slice() {
         ["sprites"] => match m {
             "GET" => sprites::list(state, &q).into(),
-            "POST" => sprites::create(state, &req.body).into(),
+            "POST" => sprites::create(state, body).into(),
             _ => method_not_allowed("GET, POST").into(),
         },
         ["sprites", name] => match m {
             "GET" => sprites::get(state, name).into(),
-            "PUT" => sprites::update(state, name, &req.body).into(),
+            "PUT" => sprites::update(state, name, body).into(),
             "DELETE" => sprites::delete(state, name).into(),
             _ => method_not_allowed("GET, PUT, DELETE").into(),
         },
@@ -82,7 +132,7 @@ pub fn handle(state: &Arc<State>, req: &Request) -> Reply {
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "exec"] => match m {
-            "GET" => exec_routes::exec_or_list(state, name, req, &q),
+            "GET" => exec_routes::exec_or_list(state, name, req, &q, body),
             "HEAD" => exec_routes::head(state, name).into(),
             _ => method_not_allowed("GET, HEAD").into(),
         },
@@ -91,10 +141,10 @@ pub fn handle(state: &Arc<State>, req: &Request) -> Reply {
             _ => method_not_allowed("GET").into(),
         },
         ["sprites", name, "exec", id, "kill"] => match m {
-            "POST" => exec_routes::kill(state, name, id, &q, &req.body).into(),
+            "POST" => exec_routes::kill(state, name, id, &q, body).into(),
             _ => method_not_allowed("POST").into(),
         },
-        ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q),
+        ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
         _ => not_found().into(),
     }
 }

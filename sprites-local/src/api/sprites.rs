@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid_request, sprite_not_found};
+use super::{invalid_request, json_body, sprite_not_found};
+use crate::net::body::RequestBody;
 use crate::net::http::Response;
 use crate::net::query::Query;
 use crate::state::State;
@@ -117,8 +118,8 @@ fn url_settings_from(input: UrlSettingsIn, base: UrlSettings) -> Result<UrlSetti
 }
 
 /// `POST /v1/sprites`.
-pub fn create(state: &Arc<State>, body: &[u8]) -> Response {
-    let input: CreateIn = match parse_body(body) {
+pub fn create(state: &Arc<State>, body: &mut dyn RequestBody) -> Response {
+    let input: CreateIn = match json_body(body).and_then(|b| parse_body(&b)) {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -204,11 +205,11 @@ struct UpdateIn {
 }
 
 /// `PUT /v1/sprites/{name}`: partial update; `clear_labels` first, then `labels` replaces.
-pub fn update(state: &Arc<State>, name: &str, body: &[u8]) -> Response {
+pub fn update(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Response {
     let Some(current) = state.store.get(name) else {
         return sprite_not_found(name);
     };
-    let input: UpdateIn = match parse_body(body) {
+    let input: UpdateIn = match json_body(body).and_then(|b| parse_body(&b)) {
         Ok(i) => i,
         Err(r) => return r,
     };

@@ -23,7 +23,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use super::{Session, Upgrade};
 use crate::net::http::SPRITE_VERSION;
 use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
 use crate::signal;
-use crate::state::State;
+use crate::state::{Conn, State};
 use crate::sys;
 
 /// Server ping interval while an exec runs.
@@ -128,9 +128,12 @@ enum Ctrl {
     Gone,
 }
 
-/// Runs an upgraded exec on `stream` until it ends. `leftover` = bytes the client sent
+/// Runs an upgraded exec on `conn` until it ends. `leftover` = bytes the client sent
 /// right behind the upgrade request.
-pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade) {
+///
+/// The connection's one socket is shared (the I/O thread holds a reference to `conn` for
+/// its writes, this thread reads): no descriptor is duplicated.
+pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
     let Upgrade {
         mut process,
         session,
@@ -149,11 +152,11 @@ pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade)
     {
         grow_pipe(fd);
     }
+    let stream = conn.stream();
     let _ = stream.set_read_timeout(Some(CLIENT_SILENCE));
 
     // Everything that can fail before the exec is live: on failure, kill and reap here.
-    let setup = Wake::new().and_then(|wake| Ok((wake, stream.try_clone()?, stream.try_clone()?)));
-    let Ok((wake, write_sock, read_sock)) = setup else {
+    let Ok(wake) = Wake::new() else {
         group.signal(libc::SIGKILL);
         process.wait(&mut || session.mark_exited());
         state.sessions.finish(&session);
@@ -203,7 +206,7 @@ pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade)
     let io = {
         let io = Io {
             w: Writer {
-                sock: write_sock,
+                sock: conn.clone(),
                 broken: false,
                 closed: false,
             },
@@ -247,7 +250,7 @@ pub fn run(state: Arc<State>, stream: TcpStream, leftover: Vec<u8>, up: Upgrade)
         wake.notify();
         sent
     };
-    let mut reader = MessageReader::new(read_sock, leftover);
+    let mut reader = MessageReader::new(stream, leftover);
     let close_with = loop {
         match reader.read_message() {
             Ok(Message::Binary(data)) => match data.first() {
@@ -347,7 +350,7 @@ fn echo_close_code(code: Option<u16>) -> u16 {
 
 /// The socket's write side, owned by the I/O thread.
 struct Writer {
-    sock: TcpStream,
+    sock: Arc<Conn>,
     /// A write failed: the peer is gone; write nothing more.
     broken: bool,
     /// Our close frame is out: write nothing more.
@@ -359,10 +362,10 @@ impl Writer {
         if self.broken || self.closed {
             return;
         }
-        if self.sock.write_all(bytes).is_err() {
+        if self.sock.stream().write_all(bytes).is_err() {
             self.broken = true;
             // Wake the reader too: the exec is over from the client's side.
-            let _ = self.sock.shutdown(Shutdown::Both);
+            let _ = self.sock.stream().shutdown(Shutdown::Both);
         }
     }
 
@@ -388,7 +391,7 @@ impl Writer {
     /// reading) and stops writing.
     fn close(&mut self, code: u16, reason: &str) {
         if !(self.broken || self.closed) {
-            let _ = self.sock.set_write_timeout(Some(CLOSE_WAIT));
+            let _ = self.sock.stream().set_write_timeout(Some(CLOSE_WAIT));
             self.frame(opcode::CLOSE, &ws::close_payload(code, reason));
             self.closed = true;
         }
@@ -515,7 +518,7 @@ impl Io {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.w.broken {
                 self.w.close(close_code::NORMAL, "");
-                let _ = self.w.sock.shutdown(Shutdown::Both);
+                let _ = self.w.sock.stream().shutdown(Shutdown::Both);
                 return;
             }
             let mut fds = [pollfd(self.wake.0.as_raw_fd())];

@@ -1,4 +1,7 @@
-//! [`BodyReader`]: a request body streamed in constant memory, `Content-Length` or chunked.
+//! Request bodies, only ever as streams: [`BodyReader`] decodes one (`Content-Length` or
+//! chunked) in constant memory, [`Body`] is what a handler gets (it sends the deferred
+//! `100 Continue` on its first read), and [`read_bounded`] is the one way to have a body in
+//! memory: up to a cap, beyond which it is [`BoundedError::TooLarge`].
 //!
 //! A body that ends early — the connection closes mid-chunk, or before `Content-Length`
 //! bytes — is an error (`UnexpectedEof`), never a short `Ok(0)`, so a consumer such as an
@@ -6,11 +9,15 @@
 
 use std::io::{self, Read};
 
-use super::http::{BodyFraming, RequestReader};
+use super::http::{BodyFraming, RequestHead, RequestReader};
 
-/// Scratch buffer per streamed body: socket reads are this big, so a 1 GiB chunked upload
-/// costs a few thousand `read` calls however small the client's chunks are.
+/// Largest scratch buffer of a streamed body: once a body streams fast (its reads fill the
+/// buffer), the buffer doubles up to this, so a 1 GiB chunked upload costs a few thousand
+/// `read` calls however small the client's chunks are.
 const BLOCK: usize = 256 * 1024;
+/// The scratch buffer's first size, when one is needed at all: a small JSON body never
+/// costs more.
+const MIN_BLOCK: usize = 16 * 1024;
 /// Longest chunk-size line (`hex[;extensions]`).
 const MAX_SIZE_LINE: usize = 4096;
 /// Most bytes of trailer section we read (and ignore).
@@ -42,19 +49,21 @@ enum State {
 /// keep-alive continues with the next request. After an error every read fails again.
 pub struct BodyReader<'a, R> {
     rr: &'a mut RequestReader<R>,
-    /// Bytes read from the socket, not yet consumed: `block[lo..hi]`.
+    /// Bytes read from the socket, not yet consumed: `block[lo..hi]`. Starts as the bytes
+    /// that came with the head and grows only when a read needs room.
     block: Vec<u8>,
     lo: usize,
     hi: usize,
+    /// The last socket read filled the block: the next one gets a bigger block.
+    grow: bool,
+    framing: BodyFraming,
     state: State,
 }
 
 impl<'a, R: Read> BodyReader<'a, R> {
     pub(super) fn new(rr: &'a mut RequestReader<R>, framing: BodyFraming) -> Self {
         // Bytes that arrived with the head are the body's first bytes.
-        let early = std::mem::take(&mut rr.buf);
-        let mut block = vec![0u8; BLOCK.max(early.len())];
-        block[..early.len()].copy_from_slice(&early);
+        let block = std::mem::take(&mut rr.buf);
         let state = match framing {
             BodyFraming::None => State::Done,
             BodyFraming::Length(n) => State::Length(n),
@@ -62,9 +71,11 @@ impl<'a, R: Read> BodyReader<'a, R> {
         };
         let mut reader = BodyReader {
             rr,
+            hi: block.len(),
             block,
             lo: 0,
-            hi: early.len(),
+            grow: false,
+            framing,
             state,
         };
         if state == State::Done {
@@ -78,10 +89,28 @@ impl<'a, R: Read> BodyReader<'a, R> {
         self.state == State::Done
     }
 
+    /// How the body is framed.
+    pub fn framing(&self) -> BodyFraming {
+        self.framing
+    }
+
+    /// Bytes of memory the reader holds (its block's capacity).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.block.capacity()
+    }
+
     /// The body ended normally: give unread bytes back for the next request.
     fn finish(&mut self) {
         self.state = State::Done;
-        self.rr.buf.extend_from_slice(&self.block[self.lo..self.hi]);
+        let mut rest = std::mem::take(&mut self.block);
+        rest.truncate(self.hi);
+        rest.drain(..self.lo);
+        if self.rr.buf.is_empty() {
+            self.rr.buf = rest;
+        } else {
+            self.rr.buf.extend_from_slice(&rest);
+        }
         self.lo = 0;
         self.hi = 0;
     }
@@ -104,12 +133,21 @@ impl<'a, R: Read> BodyReader<'a, R> {
             self.hi -= self.lo;
             self.lo = 0;
         }
-        if self.hi == self.block.len() {
-            return Err(invalid("chunked framing line too long"));
+        if self.hi == self.block.len() || self.grow {
+            let size = (self.block.len() * 2).clamp(MIN_BLOCK, BLOCK);
+            if size <= self.hi {
+                // Only a framing line can be this long unconsumed (data is taken as it
+                // comes), and `take_line` refuses those well before.
+                return Err(invalid("chunked framing line too long"));
+            }
+            let grow_by = size.saturating_sub(self.block.len());
+            super::extend_zeroed(&mut self.block, grow_by);
+            self.grow = false;
         }
         let mut block = std::mem::take(&mut self.block);
         let hi = self.hi;
         let r = self.socket_read(&mut block[hi..]);
+        let room = block.len() - hi;
         self.block = block;
         match r? {
             0 => Err(io::Error::new(
@@ -117,6 +155,8 @@ impl<'a, R: Read> BodyReader<'a, R> {
                 "connection closed before the end of the request body",
             )),
             n => {
+                let n = n.min(room);
+                self.grow = n == room && self.block.len() < BLOCK;
                 self.hi += n;
                 Ok(())
             }
@@ -260,6 +300,118 @@ impl<R: Read> Read for BodyReader<'_, R> {
     }
 }
 
+/// A request body as handlers see it: a stream, read only by a handler that wants it.
+pub trait RequestBody: Read {
+    /// True once the body has been read to its end (so the connection can carry another
+    /// request).
+    fn is_done(&self) -> bool;
+
+    /// The declared size: `Some(n)` for `Content-Length: n` (`Some(0)` for no body), `None`
+    /// for a chunked body, whose size is known only at its end.
+    fn declared_len(&self) -> Option<u64>;
+}
+
+/// The body of one request: its [`BodyReader`], plus the interim `100 Continue` the client
+/// may be waiting for, sent on the first read, i.e. only once a handler has accepted the
+/// request and asks for its body.
+pub struct Body<'a, R> {
+    reader: BodyReader<'a, R>,
+    send_continue: Option<&'a mut dyn FnMut() -> io::Result<()>>,
+}
+
+impl<'a, R: Read> Body<'a, R> {
+    /// The body of the request `head` (framed by `framing`), which is next on `rr`.
+    /// `send_continue` writes the interim `100 Continue`.
+    pub fn new(
+        rr: &'a mut RequestReader<R>,
+        head: &RequestHead,
+        framing: BodyFraming,
+        send_continue: &'a mut dyn FnMut() -> io::Result<()>,
+    ) -> Self {
+        // The client holds its body back only if it asked to and none of it came yet.
+        let waits = head.expects_continue(framing) && rr.buffered().is_empty();
+        Body {
+            reader: rr.body(framing),
+            send_continue: waits.then_some(send_continue),
+        }
+    }
+}
+
+impl<R: Read> Read for Body<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(send) = self.send_continue.take() {
+            send()?;
+        }
+        self.reader.read(buf)
+    }
+}
+
+impl<R: Read> RequestBody for Body<'_, R> {
+    fn is_done(&self) -> bool {
+        self.reader.is_done()
+    }
+
+    fn declared_len(&self) -> Option<u64> {
+        match self.reader.framing() {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Chunked => None,
+        }
+    }
+}
+
+impl<R: Read> RequestBody for BodyReader<'_, R> {
+    fn is_done(&self) -> bool {
+        BodyReader::is_done(self)
+    }
+
+    fn declared_len(&self) -> Option<u64> {
+        match self.framing {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Chunked => None,
+        }
+    }
+}
+
+/// Why [`read_bounded`] has no body for the caller.
+#[derive(Debug)]
+pub enum BoundedError {
+    /// The body is (or declares to be) larger than the cap. A declared size over the cap
+    /// is refused before anything is read, so the client is never asked for it.
+    TooLarge,
+    /// The body broke off or its framing was bad.
+    Io(io::Error),
+}
+
+/// Reads the whole of `body` into memory, at most `cap` bytes. The buffer grows with what
+/// arrives (never by a declared size up front), so its capacity stays within twice the
+/// body's real size and `cap`.
+pub fn read_bounded(body: &mut dyn RequestBody, cap: usize) -> Result<Vec<u8>, BoundedError> {
+    if body.declared_len().is_some_and(|n| n > cap as u64) {
+        return Err(BoundedError::TooLarge);
+    }
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match body.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n.min(chunk.len()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BoundedError::Io(e)),
+        };
+        if out.len() + n > cap {
+            return Err(BoundedError::TooLarge);
+        }
+        if out.capacity() < out.len() + n {
+            // Double as usual, but never past the cap.
+            let want = (out.capacity() * 2).max(out.len() + n).max(256).min(cap);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
 }
@@ -322,10 +474,10 @@ mod tests {
             }
         };
         let next = if result.is_ok() {
-            rr.read_request(&mut || Ok(()))
+            rr.read_request(1 << 20)
                 .ok()
                 .flatten()
-                .map(|r| r.path)
+                .map(|(head, _)| head.path)
         } else {
             None
         };
@@ -449,7 +601,7 @@ mod tests {
         let mut reader = rr.body(framing);
         assert!(reader.is_done());
         assert_eq!(reader.read(&mut buf).unwrap(), 0);
-        let next = rr.read_request(&mut || Ok(())).unwrap().unwrap();
+        let (next, _) = rr.read_request(1 << 20).unwrap().unwrap();
         assert_eq!(next.path, "/n");
     }
 }

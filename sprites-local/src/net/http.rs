@@ -1,14 +1,16 @@
-//! HTTP/1.1 on a byte stream: request parsing (httparse + our own body framing) and
-//! response writing.
+//! HTTP/1.1 on a byte stream: request heads (httparse) and body framing, and response
+//! writing.
 //!
 //! Only what the API needs: `Content-Length` and chunked request bodies, keep-alive,
 //! `Expect: 100-continue`, `Content-Length` and chunked responses. Anything malformed is
-//! reported as a [`RecvError::Bad`] carrying the status to answer with; it never panics.
+//! reported as a [`BadRequest`] carrying the status to answer with; it never panics.
 //!
-//! A request's head is read first ([`RequestReader::read_head`]); its body is then either
-//! buffered ([`RequestReader::read_body`], capped at [`MAX_BODY`]: JSON documents) or
-//! streamed ([`RequestReader::body`], any size, constant memory: file uploads). Files go
-//! out with `sendfile(2)` ([`file`](super::file)).
+//! A request's head is parsed on its own ([`parse_head`], at most [`MAX_HEAD`] bytes), from
+//! a buffer the server's reactor fills without blocking or through a blocking
+//! [`RequestReader`]; its body is only ever streamed ([`RequestReader::body`],
+//! [`super::body`]), and whoever wants it in memory reads it through a bound
+//! ([`super::body::read_bounded`]). Files go out with `sendfile(2)`
+//! ([`file`](super::file)).
 
 use std::io::{self, Read, Write};
 
@@ -18,16 +20,16 @@ use super::body::BodyReader;
 
 /// The runtime version this emulator reports in `Sprite-Version` (PROTOCOL.md §2).
 pub const SPRITE_VERSION: &str = "0.1.0";
-/// Largest request head (request line + headers) we buffer.
+/// Largest request head (request line + headers) we buffer; a longer one is 431.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Largest request body we buffer. Bodies here are JSON documents, so this is generous.
-pub const MAX_BODY: usize = 16 << 20;
 const MAX_HEADERS: usize = 100;
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes per read of [`RequestReader::read_head`].
+#[cfg(test)]
+pub const READ_CHUNK: usize = 4 * 1024;
 
-/// A parsed request with its whole body.
+/// A parsed request head. Its body, if any, is read separately as a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct RequestHead {
     /// `GET`, `POST`, ... as sent.
     pub method: String,
     /// The path before `?`, still percent-encoded.
@@ -38,11 +40,9 @@ pub struct Request {
     pub minor_version: u8,
     /// Header names lowercased, values as sent (non-UTF-8 bytes replaced).
     pub headers: Vec<(String, String)>,
-    /// The decoded body (chunked framing removed).
-    pub body: Vec<u8>,
 }
 
-impl Request {
+impl RequestHead {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -74,31 +74,198 @@ impl Request {
     pub fn is_websocket_upgrade(&self) -> bool {
         self.header_has_token("upgrade", "websocket")
     }
+
+    /// Whether the client is holding its body back until it gets `100 Continue`: it asked
+    /// with `Expect: 100-continue` and a body is coming. (Whether any of the body has
+    /// arrived anyway is for the reader of the body to see.)
+    pub fn expects_continue(&self, framing: BodyFraming) -> bool {
+        framing != BodyFraming::None && self.header_has_token("expect", "100-continue")
+    }
 }
 
-/// Why no request could be read.
-#[derive(Debug)]
-pub enum RecvError {
-    /// The peer went away or the socket failed (or timed out): close without answering.
-    Io,
-    /// The bytes were not an acceptable request: answer `status` with `message`, then close.
-    Bad {
-        /// HTTP status to answer with (400, 413, 431, 501).
-        status: u16,
-        /// Human-readable reason.
-        message: String,
-    },
+/// Bytes that are not an acceptable request: answer `status` with `message`, then close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    /// HTTP status to answer with (400, 413, 431, 501).
+    pub status: u16,
+    /// Human-readable reason.
+    pub message: String,
 }
 
-fn bad(status: u16, message: impl Into<String>) -> RecvError {
-    RecvError::Bad {
+fn bad(status: u16, message: impl Into<String>) -> BadRequest {
+    BadRequest {
         status,
         message: message.into(),
     }
 }
 
+/// A complete request head found at the start of a buffer.
+#[derive(Debug)]
+pub struct ParsedHead {
+    /// The head.
+    pub head: RequestHead,
+    /// How its body is framed.
+    pub framing: BodyFraming,
+    /// How many bytes of the buffer the head took (the body, or the next request, follows).
+    pub len: usize,
+}
+
+/// Parses the request head at the start of `buf` without reading anything: `Ok(None)` if
+/// it is not complete yet. Only the first [`MAX_HEAD`] bytes are looked at, so a buffer
+/// holding that much without a complete head is a 431, whatever follows.
+pub fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, BadRequest> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(window) {
+        Ok(httparse::Status::Complete(len)) => {
+            let head = to_head(&parsed)?;
+            let framing = body_framing(&head)?;
+            Ok(Some(ParsedHead { head, framing, len }))
+        }
+        Ok(httparse::Status::Partial) if window.len() >= MAX_HEAD => {
+            Err(bad(431, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(bad(431, "too many request headers")),
+        Err(e) => Err(bad(400, format!("malformed request: {e}"))),
+    }
+}
+
+/// A request head being received piece by piece, as the reactor receives it.
+///
+/// Parsing is not repeated per piece (a head trickled in one byte at a time would cost
+/// quadratic time): the buffer is parsed once its request line is complete (so garbage is
+/// refused early) and then only when a blank line arrives, which ends a head. Blank lines
+/// before the request line are dropped as they come (RFC 9112 §2.2), so they cost nothing.
+/// The buffer is allocated when the first byte arrives and never exceeds [`MAX_HEAD`]
+/// (its owner reads at most [`HeadBuffer::room`] more).
+#[derive(Debug, Default)]
+pub struct HeadBuffer {
+    buf: Vec<u8>,
+    /// How much of `buf` was searched for the end of the head.
+    scanned: usize,
+    /// Bytes other than leading blank lines have arrived.
+    started: bool,
+    /// The request line was complete at a parse already.
+    line_checked: bool,
+}
+
+impl HeadBuffer {
+    /// An empty buffer (no allocation yet).
+    pub fn new() -> HeadBuffer {
+        HeadBuffer::default()
+    }
+
+    /// A buffer that starts with `bytes` (the beginning of a next request a worker read
+    /// with the previous one). Call [`HeadBuffer::check`] to look at them.
+    pub fn with_bytes(bytes: Vec<u8>) -> HeadBuffer {
+        HeadBuffer {
+            buf: bytes,
+            ..HeadBuffer::default()
+        }
+    }
+
+    /// True if nothing (but maybe dropped blank lines) arrived.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes of memory held.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// How many more bytes the head may take; a reader reads at most this much.
+    pub fn room(&self) -> usize {
+        MAX_HEAD.saturating_sub(self.buf.len())
+    }
+
+    /// Appends `bytes` (at most [`room`](Self::room) of them are kept) and
+    /// [`check`](Self::check)s.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Option<ParsedHead>, BadRequest> {
+        let n = bytes.len().min(self.room());
+        let needed = self.buf.len() + n;
+        if needed > self.buf.capacity() {
+            // Double as usual, but never past MAX_HEAD.
+            let target = (self.buf.capacity() * 2).max(needed).min(MAX_HEAD);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.buf.extend_from_slice(&bytes[..n]);
+        self.check()
+    }
+
+    /// Whether the head is complete: `Ok(Some)` with it, `Ok(None)` if more is needed, or
+    /// why it can never be a request (431 once [`MAX_HEAD`] bytes hold no head).
+    pub fn check(&mut self) -> Result<Option<ParsedHead>, BadRequest> {
+        if !self.started {
+            let blank = leading_blank_lines(&self.buf);
+            self.buf.drain(..blank);
+            // A lone CR may still become a blank line's CRLF.
+            self.started = !self.buf.is_empty() && self.buf != b"\r";
+            if !self.started {
+                return Ok(None);
+            }
+        }
+        // A blank line may straddle what was searched and what is new.
+        let new = &self.buf[self.scanned.saturating_sub(2)..];
+        let has_newline = new.contains(&b'\n');
+        let ends_head = has_newline
+            && (new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n"));
+        let line_done = !self.line_checked && has_newline;
+        self.scanned = self.buf.len();
+        let full = self.buf.len() >= MAX_HEAD;
+        if ends_head || line_done || full {
+            self.line_checked = true;
+            // A full buffer without a head is a 431 here, unless it is malformed anyway.
+            if let Some(head) = parse_head(&self.buf)? {
+                return Ok(Some(head));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The client closed its side: `Ok(())` if nothing but blank lines came (a clean end
+    /// between requests), else the error to answer the cut request with.
+    pub fn at_eof(&self) -> Result<(), BadRequest> {
+        if self.buf.is_empty() || self.buf == b"\r" {
+            return Ok(());
+        }
+        parse_head(&self.buf)?;
+        Err(bad(400, "connection closed in the middle of a request"))
+    }
+
+    /// What follows a head of `len` bytes (see [`ParsedHead::len`]).
+    pub fn into_rest(mut self, len: usize) -> Vec<u8> {
+        self.buf.drain(..len.min(self.buf.len()));
+        self.buf
+    }
+}
+
+/// How many bytes of blank lines (`\r\n` or `\n`) `buf` starts with.
+fn leading_blank_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &buf[at..] {
+            [b'\n', ..] => at += 1,
+            [b'\r', b'\n', ..] => at += 2,
+            _ => return at,
+        }
+    }
+}
+
 /// Reads successive requests from one connection, keeping bytes that arrived early
 /// (pipelined requests, or WebSocket frames sent right behind an upgrade request).
+///
+/// The server's reactor reads heads itself, without blocking, and parses them with
+/// [`parse_head`]; a worker continues with a `RequestReader` over what it read, for the
+/// body and any pipelined request already buffered ([`RequestReader::buffered_head`]).
+/// [`RequestReader::read_head`], the blocking loop that does what the reactor does, is
+/// for tests.
 pub struct RequestReader<R> {
     pub(super) inner: R,
     pub(super) buf: Vec<u8>,
@@ -106,10 +273,16 @@ pub struct RequestReader<R> {
 
 impl<R: Read> RequestReader<R> {
     /// Wraps a byte stream.
+    #[cfg(test)]
     pub fn new(inner: R) -> Self {
+        Self::with_buffered(inner, Vec::new())
+    }
+
+    /// Wraps a byte stream of which `buffered` was already read (and not consumed).
+    pub fn with_buffered(inner: R, buffered: Vec<u8>) -> Self {
         RequestReader {
             inner,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: buffered,
         }
     }
 
@@ -118,66 +291,59 @@ impl<R: Read> RequestReader<R> {
         (self.inner, self.buf)
     }
 
-    /// Reads the next request. `Ok(None)` = clean end of stream between requests.
-    /// `on_expect_continue` is called before reading a body the client is holding back
-    /// behind `Expect: 100-continue` (the server writes the interim `100` response there).
+    /// The stream.
     #[cfg(test)]
-    pub fn read_request(
-        &mut self,
-        on_expect_continue: &mut dyn FnMut() -> io::Result<()>,
-    ) -> Result<Option<Request>, RecvError> {
-        let Some((mut req, framing)) = self.read_head()? else {
-            return Ok(None);
-        };
-        self.read_body(&mut req, framing, on_expect_continue)?;
-        Ok(Some(req))
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The bytes read past the last request, not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Reads the next request's head and works out how its body is framed; the body itself
-    /// is left unread. `Ok(None)` = clean end of stream between requests.
-    pub fn read_head(&mut self) -> Result<Option<(Request, BodyFraming)>, RecvError> {
-        let Some(req) = self.read_head_only()? else {
-            return Ok(None);
-        };
-        let framing = body_framing(&req)?;
-        Ok(Some((req, framing)))
-    }
-
-    /// Whether the client is holding its body back until it gets `100 Continue`: it asked
-    /// with `Expect: 100-continue`, a body is coming and none of it has arrived yet.
-    pub fn awaits_continue(&self, req: &Request, framing: BodyFraming) -> bool {
-        framing != BodyFraming::None
-            && self.buf.is_empty()
-            && req.header_has_token("expect", "100-continue")
-    }
-
-    /// Buffers the body of a request whose head [`read_head`](Self::read_head) returned into
-    /// `req.body` (at most [`MAX_BODY`] bytes, else 413).
-    pub fn read_body(
-        &mut self,
-        req: &mut Request,
-        framing: BodyFraming,
-        on_expect_continue: &mut dyn FnMut() -> io::Result<()>,
-    ) -> Result<(), RecvError> {
-        if let BodyFraming::Length(n) = framing {
-            if n > MAX_BODY as u64 {
-                return Err(bad(413, "request body too large"));
+    /// is left unread. `Ok(None)` = clean end of stream between requests; a failed read
+    /// is a 400 here. The blocking twin of what the reactor does ([`HeadBuffer`]), so it
+    /// never reads past [`MAX_HEAD`] bytes of head either.
+    #[cfg(test)]
+    pub fn read_head(&mut self) -> Result<Option<(RequestHead, BodyFraming)>, BadRequest> {
+        let mut head = HeadBuffer::with_bytes(std::mem::take(&mut self.buf));
+        if let Some(p) = head.check()? {
+            self.buf = head.into_rest(p.len);
+            return Ok(Some((p.head, p.framing)));
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let room = head.room().min(READ_CHUNK);
+            let n = loop {
+                match self.inner.read(&mut chunk[..room]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(bad(400, format!("reading the request failed: {e}"))),
+                    Ok(n) => break n.min(room),
+                }
+            };
+            if n == 0 {
+                head.at_eof()?;
+                return Ok(None);
+            }
+            if let Some(p) = head.push(&chunk[..n])? {
+                self.buf = head.into_rest(p.len);
+                return Ok(Some((p.head, p.framing)));
             }
         }
-        if self.awaits_continue(req, framing) {
-            on_expect_continue().map_err(|_| RecvError::Io)?;
-        }
-        req.body = match framing {
-            BodyFraming::None => Vec::new(),
-            BodyFraming::Length(n) => {
-                // Checked against MAX_BODY above, so it fits in usize.
-                let n = n as usize;
-                self.ensure(n)?;
-                self.buf.drain(..n).collect()
+    }
+
+    /// The next request's head if it is already complete in the buffer, without reading
+    /// from the stream (pipelined requests); `Ok(None)` if it is not (yet).
+    pub fn buffered_head(&mut self) -> Result<Option<(RequestHead, BodyFraming)>, BadRequest> {
+        match parse_head(&self.buf)? {
+            Some(p) => {
+                self.buf.drain(..p.len);
+                Ok(Some((p.head, p.framing)))
             }
-            BodyFraming::Chunked => self.read_chunked()?,
-        };
-        Ok(())
+            None => Ok(None),
+        }
     }
 
     /// Streams the body of a request whose head [`read_head`](Self::read_head) returned:
@@ -187,108 +353,20 @@ impl<R: Read> RequestReader<R> {
         BodyReader::new(self, framing)
     }
 
-    fn read_head_only(&mut self) -> Result<Option<Request>, RecvError> {
-        loop {
-            if !self.buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut parsed = httparse::Request::new(&mut headers);
-                match parsed.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let req = to_request(&parsed)?;
-                        self.buf.drain(..n);
-                        return Ok(Some(req));
-                    }
-                    Ok(httparse::Status::Partial) => {
-                        if self.buf.len() >= MAX_HEAD {
-                            return Err(bad(431, "request head too large"));
-                        }
-                    }
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return Err(bad(431, "too many request headers"))
-                    }
-                    Err(e) => return Err(bad(400, format!("malformed request: {e}"))),
-                }
-            }
-            if self.fill()? == 0 {
-                return if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
-                    Ok(None)
-                } else {
-                    Err(bad(400, "connection closed in the middle of a request"))
-                };
-            }
-        }
-    }
-
-    /// Reads more bytes into the buffer; returns how many (0 = end of stream).
-    fn fill(&mut self) -> Result<usize, RecvError> {
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let r = loop {
-            match self.inner.read(&mut self.buf[old..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
+    /// Reads the next request with its body in memory (at most `cap` bytes). For tests.
+    #[cfg(test)]
+    pub fn read_request(
+        &mut self,
+        cap: usize,
+    ) -> Result<Option<(RequestHead, Vec<u8>)>, BadRequest> {
+        let Some((head, framing)) = self.read_head()? else {
+            return Ok(None);
         };
-        let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        r.map_err(|_| RecvError::Io)
-    }
-
-    /// Makes sure at least `n` bytes are buffered.
-    fn ensure(&mut self, n: usize) -> Result<(), RecvError> {
-        while self.buf.len() < n {
-            if self.fill()? == 0 {
-                return Err(bad(
-                    400,
-                    "connection closed in the middle of a request body",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes one CRLF-terminated line (without the CRLF), at most `max` bytes long.
-    fn read_line(&mut self, max: usize) -> Result<Vec<u8>, RecvError> {
-        let mut searched = 0;
-        loop {
-            if let Some(i) = self.buf[searched..].windows(2).position(|w| w == b"\r\n") {
-                let end = searched + i;
-                let line = self.buf[..end].to_vec();
-                self.buf.drain(..end + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > max {
-                return Err(bad(400, "chunked framing line too long"));
-            }
-            searched = self.buf.len().saturating_sub(1);
-            if self.fill()? == 0 {
-                return Err(bad(
-                    400,
-                    "connection closed in the middle of a chunked body",
-                ));
-            }
-        }
-    }
-
-    fn read_chunked(&mut self) -> Result<Vec<u8>, RecvError> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line(4096)?;
-            let size = parse_chunk_size(&line)?;
-            if size == 0 {
-                // Trailer section: header lines until an empty one. We don't use trailers.
-                while !self.read_line(MAX_HEAD)?.is_empty() {}
-                return Ok(body);
-            }
-            if body.len().saturating_add(size) > MAX_BODY {
-                return Err(bad(413, "request body too large"));
-            }
-            self.ensure(size + 2)?;
-            if &self.buf[size..size + 2] != b"\r\n" {
-                return Err(bad(400, "chunk data not followed by CRLF"));
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.drain(..size + 2);
+        let mut body = self.body(framing);
+        match super::body::read_bounded(&mut body, cap) {
+            Ok(b) => Ok(Some((head, b))),
+            Err(super::body::BoundedError::TooLarge) => Err(bad(413, "request body too large")),
+            Err(super::body::BoundedError::Io(e)) => Err(bad(400, e.to_string())),
         }
     }
 }
@@ -304,7 +382,7 @@ pub enum BodyFraming {
     Chunked,
 }
 
-fn body_framing(req: &Request) -> Result<BodyFraming, RecvError> {
+fn body_framing(req: &RequestHead) -> Result<BodyFraming, BadRequest> {
     let te: Vec<&str> = req
         .headers
         .iter()
@@ -347,16 +425,7 @@ fn body_framing(req: &Request) -> Result<BodyFraming, RecvError> {
     }
 }
 
-fn parse_chunk_size(line: &[u8]) -> Result<usize, RecvError> {
-    let size = line.split(|b| *b == b';').next().unwrap_or_default();
-    let size = std::str::from_utf8(size).unwrap_or("").trim();
-    if size.is_empty() || size.len() > 8 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(400, "invalid chunk size"));
-    }
-    usize::from_str_radix(size, 16).map_err(|_| bad(400, "invalid chunk size"))
-}
-
-fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, RecvError> {
+fn to_head(parsed: &httparse::Request<'_, '_>) -> Result<RequestHead, BadRequest> {
     let method = parsed.method.unwrap_or_default().to_owned();
     let target = parsed.path.unwrap_or_default();
     if !target.starts_with('/') {
@@ -373,13 +442,12 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, RecvError> 
             )
         })
         .collect();
-    Ok(Request {
+    Ok(RequestHead {
         method,
         path: path.to_owned(),
         query: query.to_owned(),
         minor_version: parsed.version.unwrap_or(1),
         headers,
-        body: Vec::new(),
     })
 }
 
@@ -463,6 +531,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         410 => "Gone",
         413 => "Payload Too Large",
@@ -470,6 +539,7 @@ pub fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
@@ -585,19 +655,32 @@ impl<W: Write> Write for ChunkedWriter<W> {
 mod tests {
     use super::*;
 
+    /// A request head with the body that followed it.
+    #[derive(Debug)]
+    struct Request {
+        head: RequestHead,
+        body: Vec<u8>,
+    }
+
+    impl std::ops::Deref for Request {
+        type Target = RequestHead;
+        fn deref(&self) -> &RequestHead {
+            &self.head
+        }
+    }
+
+    /// The cap the JSON routes use for bodies they buffer.
+    const CAP: usize = 1 << 20;
+
     fn parse_all(raw: &[u8]) -> Vec<Result<Request, String>> {
         let mut r = RequestReader::new(raw);
         let mut out = Vec::new();
         loop {
-            match r.read_request(&mut || Ok(())) {
-                Ok(Some(req)) => out.push(Ok(req)),
+            match r.read_request(CAP) {
+                Ok(Some((head, body))) => out.push(Ok(Request { head, body })),
                 Ok(None) => return out,
-                Err(RecvError::Bad { status, message }) => {
+                Err(BadRequest { status, message }) => {
                     out.push(Err(format!("{status}: {message}")));
-                    return out;
-                }
-                Err(RecvError::Io) => {
-                    out.push(Err("io".to_owned()));
                     return out;
                 }
             }
@@ -660,9 +743,9 @@ mod tests {
         let raw =
             b"PUT /a HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n";
         let mut r = RequestReader::new(Trickle(raw));
-        let req = r.read_request(&mut || Ok(())).unwrap().unwrap();
-        assert_eq!(req.body, b"0123456789");
-        assert!(r.read_request(&mut || Ok(())).unwrap().is_none());
+        let (_, body) = r.read_request(CAP).unwrap().unwrap();
+        assert_eq!(body, b"0123456789");
+        assert!(r.read_request(CAP).unwrap().is_none());
     }
 
     #[test]
@@ -687,7 +770,7 @@ mod tests {
             413
         );
         assert_eq!(
-            status_of(b"POST / HTTP/1.1\r\nContent-Length: 16777217\r\n\r\n"),
+            status_of(b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n"),
             413,
             "buffered bodies stay capped"
         );
@@ -740,19 +823,32 @@ mod tests {
     }
 
     #[test]
-    fn expect_continue_callback_runs_only_when_body_pending() {
-        let mut called = 0;
-        let raw = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-        let mut both = raw.to_vec();
-        // Body already buffered → callback skipped.
-        both.extend_from_slice(b"hi");
-        let mut r = RequestReader::new(&both[..]);
-        r.read_request(&mut || {
-            called += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(called, 0);
+    fn expect_continue_needs_a_body() {
+        let req =
+            parse_one(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+                .unwrap();
+        assert!(req.expects_continue(BodyFraming::Length(2)));
+        assert!(!req.expects_continue(BodyFraming::None));
+        let req = parse_one(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+        assert!(!req.expects_continue(BodyFraming::Length(2)));
+    }
+
+    #[test]
+    fn heads_parse_from_a_buffer_without_reading() {
+        let raw = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n";
+        let p = parse_head(raw).unwrap().unwrap();
+        assert_eq!(p.head.path, "/a");
+        assert_eq!(&raw[p.len..], b"GET /b HTTP/1.1\r\n");
+        assert!(parse_head(&raw[p.len..]).unwrap().is_none(), "partial");
+        assert!(parse_head(b"").unwrap().is_none());
+        // A head that is complete but longer than MAX_HEAD is still too large.
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        long.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            parse_head(&long),
+            Err(BadRequest { status: 431, .. })
+        ));
     }
 
     #[test]

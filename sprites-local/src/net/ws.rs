@@ -1,11 +1,19 @@
 //! WebSocket (RFC 6455) for the server side: the upgrade response and frame I/O.
 //!
-//! Our own small codec instead of `tungstenite::WebSocket` because an exec needs one thread
-//! reading the socket while others write it, and because output frames are built in place
-//! in the pump's read buffer (header written into reserved space in front of the payload),
-//! so a 64 KiB stdout chunk goes to the socket in one `write` with no copy.
+//! Frame headers are tungstenite's [`FrameHeader`] (parsed and formatted there); the rest is
+//! ours instead of `tungstenite::WebSocket` because an exec needs one thread reading the
+//! socket while others write it, and because output frames are built in place in the
+//! pump's read buffer (header written into reserved space in front of the payload), so a
+//! 64 KiB stdout chunk goes to the socket in one `write` with no copy.
+//!
+//! The reader never trusts a declared length with memory: a payload buffer grows with the
+//! bytes that actually arrive (at most [`READ_BUF`] per read), so a header announcing
+//! 16 MiB followed by silence costs one read buffer, not 16 MiB.
 
-use std::io::{self, Read};
+use std::io::{self, Cursor, Read};
+
+use tungstenite::protocol::frame::coding::OpCode;
+use tungstenite::protocol::frame::FrameHeader;
 
 /// Largest message (after reassembly) we accept from a client; bigger → close 1009.
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -47,25 +55,22 @@ pub fn accept_key(client_key: &str) -> String {
     tungstenite::handshake::derive_accept_key(client_key.trim().as_bytes())
 }
 
-/// Writes a server frame header for a `len`-byte payload into the END of `out`
-/// (so it sits right before a payload that follows `out`) and returns its length.
+/// Writes a server frame header (FIN, unmasked) for a `len`-byte payload into the END of
+/// `out` (so it sits right before a payload that follows `out`) and returns its length.
 pub fn header_into(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
-    let b0 = 0x80 | opcode; // FIN, never fragmented
-    if len < 126 {
-        out[8] = b0;
-        out[9] = len as u8;
-        2
-    } else if len <= u16::MAX as usize {
-        out[6] = b0;
-        out[7] = 126;
-        out[8..10].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        out[0] = b0;
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    }
+    let header = FrameHeader {
+        is_final: true,
+        opcode: OpCode::from(opcode),
+        mask: None,
+        ..FrameHeader::default()
+    };
+    let len = len as u64;
+    let n = header.len(len);
+    let mut tail = &mut out[MAX_HEADER - n..];
+    // An unmasked header is at most MAX_HEADER bytes and `tail` has exactly its length, so
+    // formatting into it cannot run out of room.
+    let _ = header.format(len, &mut tail);
+    n
 }
 
 /// Encodes a complete (small) server frame: `opcode` with payload `parts` concatenated.
@@ -125,20 +130,35 @@ impl From<io::Error> for ReadError {
 /// Reads client frames (which must be masked) and reassembles fragmented messages.
 pub struct MessageReader<R> {
     inner: R,
+    /// Bytes read from the socket and not consumed yet: `buf[pos..end]`. Grows (once, to
+    /// [`READ_BUF`]) only when a read needs room, and is not re-zeroed per read.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
+    /// The last read filled the buffer: the next one gets a bigger buffer.
+    grow: bool,
+    /// The payload of the frame being read (kept here, not in a local, so its size is
+    /// observable to tests while a frame is incomplete).
+    payload: Vec<u8>,
+    /// A fragmented message so far: its opcode and data.
     partial: Option<(u8, Vec<u8>)>,
 }
 
-const READ_BUF: usize = 64 * 1024;
+/// Socket reads are at most this big, and so is each step of a payload's growth.
+pub const READ_BUF: usize = 64 * 1024;
+/// The read buffer's first size.
+const MIN_READ_BUF: usize = 4 * 1024;
 
 impl<R: Read> MessageReader<R> {
     /// Wraps `inner`; `already_read` are bytes that arrived with the HTTP upgrade request.
     pub fn new(inner: R, already_read: Vec<u8>) -> Self {
         MessageReader {
             inner,
+            end: already_read.len(),
             buf: already_read,
             pos: 0,
+            grow: false,
+            payload: Vec::new(),
             partial: None,
         }
     }
@@ -176,8 +196,7 @@ impl<R: Read> MessageReader<R> {
                     }
                     self.partial = Some((op, payload));
                 }
-                _ => {
-                    // CONTINUATION (read_frame rejects every other opcode).
+                opcode::CONTINUATION => {
                     let Some((first_op, mut data)) = self.partial.take() else {
                         return Err(ReadError::Protocol(
                             close_code::PROTOCOL,
@@ -193,98 +212,99 @@ impl<R: Read> MessageReader<R> {
                     }
                     self.partial = Some((first_op, data));
                 }
+                // FrameHeader::parse already refuses reserved opcodes.
+                _ => return Err(ReadError::Protocol(close_code::PROTOCOL, "unknown opcode")),
             }
         }
+    }
+
+    /// Bytes of memory the reader holds at the moment (its buffers' capacities).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+            + self.payload.capacity()
+            + self.partial.as_ref().map_or(0, |(_, d)| d.capacity())
     }
 
     /// Buffered bytes not yet consumed.
     fn available(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
-    /// Ensures `n` unconsumed bytes are buffered. EOF before any byte of a frame at a
-    /// message boundary is a clean [`ReadError::Eof`].
-    fn fill_to(&mut self, n: usize, eof_is_clean: bool) -> Result<(), ReadError> {
-        while self.available() < n {
-            if self.pos > 0 {
-                self.buf.drain(..self.pos);
-                self.pos = 0;
-            }
-            let old = self.buf.len();
-            // `old < n` here (everything buffered is unconsumed and short), so this grows.
-            self.buf.resize((old + 1).max(READ_BUF).max(n), 0);
-            let got = loop {
-                match self.inner.read(&mut self.buf[old..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r,
-                }
-            };
-            let got = match got {
-                Ok(g) => g,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e.into());
-                }
-            };
-            self.buf.truncate(old + got);
-            if got == 0 {
-                return Err(if eof_is_clean && self.available() == 0 {
-                    ReadError::Eof
-                } else {
-                    ReadError::Io
-                });
-            }
+    /// Reads more bytes behind the unconsumed ones (at most [`READ_BUF`]). EOF is a clean
+    /// [`ReadError::Eof`] only when `eof_is_clean` and nothing is buffered.
+    fn fill(&mut self, eof_is_clean: bool) -> Result<(), ReadError> {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
         }
+        if self.end == self.buf.len() || (self.grow && self.buf.len() < READ_BUF) {
+            // Starts small (most clients send little); a client that keeps the buffer
+            // full gets it doubled up to READ_BUF. Only a frame header (at most 14 bytes)
+            // is ever waited for here, so it never needs to be bigger.
+            let size = (self.buf.len() * 2)
+                .clamp(MIN_READ_BUF, READ_BUF)
+                .max(self.end + 1);
+            let grow_by = size.saturating_sub(self.buf.len());
+            super::extend_zeroed(&mut self.buf, grow_by);
+        }
+        let room = (self.buf.len() - self.end).min(READ_BUF);
+        let got = loop {
+            match self.inner.read(&mut self.buf[self.end..self.end + room]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        let Ok(got) = got else {
+            return Err(ReadError::Io);
+        };
+        if got == 0 {
+            // An EOF inside a frame ends the connection as an error.
+            return Err(if eof_is_clean && self.available() == 0 {
+                ReadError::Eof
+            } else {
+                ReadError::Io
+            });
+        }
+        let got = got.min(room);
+        self.grow = got == room;
+        self.end += got;
         Ok(())
     }
 
+    /// Parses the next frame header ([`FrameHeader::parse`]), reading until it is complete.
+    fn read_header(&mut self, at_boundary: bool) -> Result<(FrameHeader, u64), ReadError> {
+        loop {
+            let mut cursor = Cursor::new(&self.buf[self.pos..self.end]);
+            match FrameHeader::parse(&mut cursor) {
+                Ok(Some(parsed)) => {
+                    self.pos += cursor.position() as usize;
+                    return Ok(parsed);
+                }
+                Ok(None) => self.fill(at_boundary)?,
+                // Parsing a byte slice can only fail on a reserved opcode.
+                Err(_) => return Err(ReadError::Protocol(close_code::PROTOCOL, "unknown opcode")),
+            }
+        }
+    }
+
     fn read_frame(&mut self, at_boundary: bool) -> Result<(bool, u8, Vec<u8>), ReadError> {
-        self.fill_to(2, at_boundary)?;
-        let b0 = self.buf[self.pos];
-        let b1 = self.buf[self.pos + 1];
-        let fin = b0 & 0x80 != 0;
-        let op = b0 & 0x0f;
-        if b0 & 0x70 != 0 {
+        let (header, len) = self.read_header(at_boundary)?;
+        if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(ReadError::Protocol(
                 close_code::PROTOCOL,
                 "reserved bits set",
             ));
         }
-        if !matches!(
-            op,
-            opcode::CONTINUATION
-                | opcode::TEXT
-                | opcode::BINARY
-                | opcode::CLOSE
-                | opcode::PING
-                | opcode::PONG
-        ) {
-            return Err(ReadError::Protocol(close_code::PROTOCOL, "unknown opcode"));
-        }
-        if b1 & 0x80 == 0 {
+        let op = u8::from(header.opcode);
+        let Some(mask) = header.mask else {
             return Err(ReadError::Protocol(
                 close_code::PROTOCOL,
                 "client frame not masked",
             ));
-        }
-        let ext = match b1 & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
         };
-        let hdr_len = 2 + ext + 4;
-        self.fill_to(hdr_len, false)?;
-        let p = self.pos;
-        let len = match ext {
-            0 => u64::from(b1 & 0x7f),
-            2 => u64::from(u16::from_be_bytes([self.buf[p + 2], self.buf[p + 3]])),
-            _ => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&self.buf[p + 2..p + 10]);
-                u64::from_be_bytes(b)
-            }
-        };
-        if op >= 0x8 && (len > 125 || !fin) {
+        if op >= 0x8 && (len > 125 || !header.is_final) {
             return Err(ReadError::Protocol(
                 close_code::PROTOCOL,
                 "bad control frame",
@@ -294,30 +314,38 @@ impl<R: Read> MessageReader<R> {
             return Err(ReadError::Protocol(close_code::TOO_BIG, "frame too big"));
         }
         let len = len as usize;
-        let mut mask = [0u8; 4];
-        mask.copy_from_slice(&self.buf[p + 2 + ext..p + hdr_len]);
-        self.pos += hdr_len;
 
-        // Copy what is buffered, then read the rest straight into the payload so a large
-        // frame is not staged through our buffer.
-        let mut payload = Vec::with_capacity(len);
+        // What is buffered first, then straight from the socket into the payload, which
+        // grows by at most READ_BUF at a time, as bytes arrive: never by the declared
+        // length up front. Each byte of it is zeroed once, however small the reads.
+        self.payload.clear();
         let have = self.available().min(len);
-        payload.extend_from_slice(&self.buf[self.pos..self.pos + have]);
+        // Room for what is here and one read more (a 64 KiB stdin frame is one allocation),
+        // whatever the header says.
+        self.payload.reserve(len.min(have + READ_BUF));
+        self.payload
+            .extend_from_slice(&self.buf[self.pos..self.pos + have]);
         self.pos += have;
-        if have < len {
-            payload.resize(len, 0);
-            let mut filled = have;
-            while filled < len {
-                match self.inner.read(&mut payload[filled..]) {
-                    Ok(0) => return Err(ReadError::Io),
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
+        let mut filled = have;
+        while filled < len {
+            if filled == self.payload.len() {
+                super::extend_zeroed(&mut self.payload, (len - filled).min(READ_BUF));
+            }
+            let got = loop {
+                match self.inner.read(&mut self.payload[filled..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
                 }
+            };
+            // A read error, or an EOF inside the payload, ends the connection.
+            match got {
+                Ok(n) if n > 0 => filled += n.min(self.payload.len() - filled),
+                _ => return Err(ReadError::Io),
             }
         }
+        let mut payload = std::mem::take(&mut self.payload);
         unmask(&mut payload, mask);
-        Ok((fin, op, payload))
+        Ok((header.is_final, op, payload))
     }
 }
 

@@ -11,7 +11,7 @@
 //! - [`fd`]: pipes, eventfd, `poll`, `read`/`write`, pipe sizes, and the descriptor
 //!   shuffling of a forked child;
 //! - [`file`](mod@file): `sendfile`, `fchown`, `futimens`;
-//! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options, `shutdown`;
+//! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options;
 //! - [`process`]: `fork`, waiting, signals, pidfds, sessions, credentials and
 //!   capabilities, `chdir`, `execve`;
 //! - [`mount`]: namespaces (`unshare`, `setns`), mounts (including detached, id-mapped
@@ -21,15 +21,21 @@
 //! - [`netlink`]: the rtnetlink socket a sprite's network is configured through;
 //! - [`loopdev`]: loop devices for a sprite's disk image;
 //! - [`signal_handler`]: the SIGINT/SIGTERM self-pipe;
+//! - [`epoll`]: the reactor's readiness set;
+//! - [`nonblocking`]: socket reads and writes that never block;
+//! - [`limits`]: the open-file limit;
 //! - [`entry`]: the ELF constructor that enters the sandbox helper before any `main`.
 
 pub mod dirfd;
 pub mod entry;
+pub mod epoll;
 pub mod fd;
 pub mod file;
+pub mod limits;
 pub mod loopdev;
 pub mod mount;
 pub mod netlink;
+pub mod nonblocking;
 pub mod process;
 pub mod signal_handler;
 pub mod socket;

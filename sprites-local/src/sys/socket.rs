@@ -1,5 +1,5 @@
 //! Sockets: `AF_UNIX` pairs, messages with descriptors attached (`SCM_RIGHTS`), socket
-//! options, and `shutdown` of a socket known only by number.
+//! options.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -230,17 +230,4 @@ pub fn send_nosignal(sock: RawFd, buf: &[u8]) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     Ok(r as usize)
-}
-
-/// shutdown(2) of both directions of the socket numbered `fd`; errors are ignored.
-///
-/// For a socket another thread owns (the listener, which its accept thread holds): the
-/// caller must know that `fd` is still open as that socket, i.e. that its owner has not
-/// dropped it yet, or this would shut down whatever reused the number.
-pub fn shutdown_raw(fd: RawFd) {
-    // SAFETY: shutdown takes no pointers; which socket `fd` names is the caller's
-    // documented obligation.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
 }

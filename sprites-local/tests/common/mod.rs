@@ -2,9 +2,10 @@
 //! Each test binary uses only some of them.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sprites_local::{Runtime, Server, ServerHandle};
@@ -364,6 +365,179 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The `sprites-local` binary in its own process (host runtime, token `secret`), so its
+/// memory, threads and limits can be measured without the test's.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// What it printed at startup, up to its `connections:` line.
+    pub startup: Vec<String>,
+    _dir: TempDir,
+}
+
+impl Addr for ServerProcess {
+    fn socket_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl ServerProcess {
+    pub fn start() -> ServerProcess {
+        ServerProcess::start_with(&[], None)
+    }
+
+    /// With extra command-line `args`, and (if given) this soft open-file limit at exec,
+    /// as a shell's `ulimit -Sn` would leave it (the hard limit stays as it is).
+    pub fn start_with(args: &[&str], soft_nofile: Option<u64>) -> ServerProcess {
+        ServerProcess::start_limited(args, soft_nofile, None)
+    }
+
+    /// As [`ServerProcess::start_with`], also lowering the hard open-file limit (which the
+    /// server cannot raise again) if `hard_nofile` is given.
+    pub fn start_limited(
+        args: &[&str],
+        soft_nofile: Option<u64>,
+        hard_nofile: Option<u64>,
+    ) -> ServerProcess {
+        let dir = TempDir::new("proc");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sprites-local"));
+        cmd.args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--token",
+            "secret",
+            "--runtime",
+            "host",
+        ])
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        if soft_nofile.is_some() || hard_nofile.is_some() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit/setrlimit are async-signal-safe and touch only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut r = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if let Some(hard) = hard_nofile {
+                        r.rlim_max = hard.min(r.rlim_max) as libc::rlim_t;
+                    }
+                    r.rlim_cur = soft_nofile.unwrap_or(r.rlim_max).min(r.rlim_max) as libc::rlim_t;
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        // A thread reads its output (keeping the pipe open), so waiting for a line is
+        // bounded even if the server never prints it.
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let first = rx.recv_timeout(TIMEOUT).unwrap_or_default();
+        let addr = first
+            .trim()
+            .strip_prefix("sprites-local listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .unwrap();
+        let mut startup = vec![first];
+        while !startup
+            .last()
+            .is_some_and(|l| l.starts_with("connections:"))
+        {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(line) => startup.push(line),
+                Err(_) => break,
+            }
+        }
+        ServerProcess {
+            child,
+            addr,
+            startup,
+            _dir: dir,
+        }
+    }
+
+    fn status_field(&self, name: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        (self.status_field("VmRSS:"), self.status_field("VmHWM:"))
+    }
+
+    /// `VmRSS` in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    /// Threads of the server process.
+    pub fn threads(&self) -> u64 {
+        self.status_field("Threads:")
+    }
+
+    /// Open descriptors of the server process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    /// The soft and hard open-file limits of the server process, as `/proc` shows them.
+    pub fn nofile_limits(&self) -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let mut f = line["Max open files".len()..].split_whitespace();
+        (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit; returns the new limit.
+pub fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        r.rlim_cur = r.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let soft = r.rlim_cur as u64;
+    soft
 }
 
 // ---- Sandboxed servers (tests/sandbox.rs, tests/confinement.rs) ----
