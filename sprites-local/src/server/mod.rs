@@ -204,8 +204,7 @@ impl ServerBuilder {
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         crate::store::prepare_data_dir(&data_dir)?;
         let base_dir = self.base_dir.unwrap_or_else(|| PathBuf::from("/"));
-        let rt: Arc<dyn SpriteRuntime> =
-            Arc::from(runtime::resolve(
+        let rt: Arc<dyn SpriteRuntime> = Arc::from(runtime::resolve(
             self.runtime,
             &data_dir,
             &base_dir,

@@ -273,7 +273,10 @@ mod tests {
             ids: [FIRST + RANGE].into_iter().collect(),
             ranges: vec![(FIRST + RANGE, FIRST + 2 * RANGE)],
         };
-        assert!(next.free(FIRST), "an id and a range starting right after it");
+        assert!(
+            next.free(FIRST),
+            "an id and a range starting right after it"
+        );
     }
 
     #[test]
