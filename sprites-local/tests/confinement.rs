@@ -914,6 +914,55 @@ fn start_in_runtime(data: &Path, runtime: &str) -> ServerHandle {
         .unwrap()
 }
 
+/// The server raises its own open-file limit (for connections); a sprite's processes start
+/// with the limit the server started with, as programs expect.
+#[test]
+fn a_sprite_starts_with_the_usual_open_file_limit() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs a root server");
+        return;
+    }
+    use std::io::BufRead;
+    let dir = TempDir::new("nofile");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 1024 && exec {} --addr 127.0.0.1:0 --token secret --runtime sandbox \
+             --data-dir {}",
+            env!("CARGO_BIN_EXE_sprites-local"),
+            dir.p("data")
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let a: SocketAddr = line
+        .trim()
+        .strip_prefix("sprites-local listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let server = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let hard = server.split_whitespace().nth(4).unwrap().to_owned();
+    create(a, "box");
+    let inside = ok(a, "box", "ulimit -Sn; ulimit -Hn");
+    let _ = child.kill();
+    let _ = child.wait();
+    if server.split_whitespace().nth(3) == Some("1024") {
+        eprintln!("SKIPPED: the hard limit is 1024, nothing was raised");
+        return;
+    }
+    assert_eq!(inside, format!("1024\n{hard}"), "server: {server}");
+}
+
 /// Finding 8: the startup line said uid 1000 where the sprite got 1001. It names no uid it
 /// cannot keep: it says what isolates a sprite, including its network.
 #[test]

@@ -1,8 +1,22 @@
 //! Resource limits: the open-file limit the server raises at start.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::check;
+
+/// The soft open-file limit before [`raise_nofile`] raised it (0: never raised).
+static BEFORE_RAISE: AtomicU64 = AtomicU64::new(0);
+
+/// The soft open-file limit processes started by the server should get: the one the
+/// server itself started with. Programs expect the usual soft limit (some walk every
+/// possible descriptor at start); only the server needs the raised one.
+pub fn soft_nofile_for_children() -> Option<u64> {
+    match BEFORE_RAISE.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
 
 /// Where the kernel's own ceiling for the open-file limit is published.
 const NR_OPEN: &str = "/proc/sys/fs/nr_open";
@@ -39,6 +53,7 @@ pub fn raise_nofile() -> io::Result<u64> {
     if soft >= target {
         return Ok(soft);
     }
+    let _ = BEFORE_RAISE.compare_exchange(0, soft.max(1), Ordering::Relaxed, Ordering::Relaxed);
     let r = libc::rlimit {
         rlim_cur: target as libc::rlim_t,
         rlim_max: hard as libc::rlim_t,

@@ -334,6 +334,29 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> 
     check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
+/// Makes `cmd`'s process start with `soft` as its soft open-file limit (its hard limit is
+/// left as it is; a `soft` above it is lowered to it).
+pub fn soft_nofile_on_exec(cmd: &mut Command, soft: u64) {
+    // SAFETY: the closure runs between fork and exec and only calls getrlimit/setrlimit,
+    // which are async-signal-safe, on plain data.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            r.rlim_cur = (soft as libc::rlim_t).min(r.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes `cmd`'s process receive `fd` as descriptor number `target`, without
 /// close-on-exec (dup2 before the exec; when `fd` already is `target`, its close-on-exec
 /// flag is cleared instead). `fd` must still be open when `cmd` is spawned.

@@ -107,6 +107,11 @@ impl AgentHandle {
             .stderr(log);
         // `theirs` stays open until the spawn below.
         sys::process::pass_fd(&mut cmd, theirs_raw, CTL_FD);
+        // The server's raised open-file limit is the server's: a sprite starts with the
+        // usual one.
+        if let Some(soft) = sys::limits::soft_nofile_for_children() {
+            sys::process::soft_nofile_on_exec(&mut cmd, soft);
+        }
         let mut stub = cmd.spawn()?;
         drop(theirs);
         if let Err(e) = ipc::send(ours.as_raw_fd(), cfg, &[]) {
