@@ -60,6 +60,19 @@ fn host_ids() -> Vec<u32> {
     ids
 }
 
+/// A sandboxed server whose base is `base`, on a fresh data dir.
+fn sandbox_on(base: &Path, tag: &str) -> (ServerHandle, TempDir) {
+    let data = TempDir::new(tag);
+    let s = Server::builder()
+        .token("secret")
+        .data_dir(&data.0)
+        .base_dir(base)
+        .runtime(Runtime::Sandbox)
+        .start()
+        .expect("sandbox server on a tiny base");
+    (s, data)
+}
+
 /// Starts `argv` in `sprite` and returns the open exec and its session id (the host pid).
 fn spawn_long(a: SocketAddr, sprite: &str, argv: &[&str]) -> (Ws, String) {
     let mut ws = connect(a, sprite, &q(argv));
@@ -216,14 +229,7 @@ fn what_only_the_hosts_root_may_read_is_hidden_even_from_root_inside() {
     std::fs::write(base.join("etc/public"), "hello").unwrap();
     std::fs::set_permissions(base.join("etc/public"), PermissionsExt::from_mode(0o644)).unwrap();
 
-    let data = TempDir::new("secretdata");
-    let s = Server::builder()
-        .token("secret")
-        .data_dir(&data.0)
-        .base_dir(&base.0)
-        .runtime(Runtime::Sandbox)
-        .start()
-        .expect("sandbox server on a tiny base");
+    let (s, _data) = sandbox_on(&base.0, "secretdata");
     let a = s.addr();
     create(a, "box");
     assert_eq!(ok(a, "box", "id -u; id -un"), "1000\nsprite");
@@ -261,14 +267,7 @@ fn a_base_without_sudo_gets_one() {
     // Ours is the server's own binary: it needs that binary's shared libraries.
     let exe = std::env::current_exe().unwrap();
     add_tools(&base.0, &[exe.to_str().unwrap()]);
-    let data = TempDir::new("nosudodata");
-    let s = Server::builder()
-        .token("secret")
-        .data_dir(&data.0)
-        .base_dir(&base.0)
-        .runtime(Runtime::Sandbox)
-        .start()
-        .expect("sandbox server on a tiny base");
+    let (s, _data) = sandbox_on(&base.0, "nosudodata");
     let a = s.addr();
     create(a, "box");
     assert_eq!(ok(a, "box", "sudo -n id -u"), "0");
@@ -829,33 +828,19 @@ fn a_sprite_from_before_identities_moves_to_its_range() {
 
 /// The CLI in a child process (so the test can kill it), its address.
 fn cli_server(data: &Path, runtime: &str) -> (std::process::Child, SocketAddr) {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sprites-local"))
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--token",
-            "secret",
-            "--runtime",
-            runtime,
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("sprites-local listening on http://")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sprites-local"));
+    cmd.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--token",
+        "secret",
+        "--runtime",
+        runtime,
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .stderr(std::process::Stdio::null());
+    spawn_listening(cmd)
 }
 
 /// Finding 8: a crash of the server in the middle of an upload left its
@@ -922,30 +907,17 @@ fn a_sprite_starts_with_the_usual_open_file_limit() {
         eprintln!("SKIPPED: needs a root server");
         return;
     }
-    use std::io::BufRead;
     let dir = TempDir::new("nofile");
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!(
             "ulimit -Sn 1024 && exec {} --addr 127.0.0.1:0 --token secret --runtime sandbox \
              --data-dir {}",
             env!("CARGO_BIN_EXE_sprites-local"),
             dir.p("data")
         ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let a: SocketAddr = line
-        .trim()
-        .strip_prefix("sprites-local listening on http://")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .unwrap();
+        .stderr(std::process::Stdio::null());
+    let (mut child, a) = spawn_listening(cmd);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let server = limits
         .lines()

@@ -582,6 +582,38 @@ pub fn ok(s: SocketAddr, sprite: &str, script: &str) -> String {
     out.trim().to_owned()
 }
 
+/// The address in the CLI's first line, `sprites-local listening on http://ADDR`.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    line.trim()
+        .strip_prefix("sprites-local listening on http://")?
+        .parse()
+        .ok()
+}
+
+/// Spawns `cmd` (a `sprites-local` CLI, with its stdout piped) and waits, at most
+/// [`TIMEOUT`], for its first line: the address it listens on.
+pub fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sprites-local");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let first = rx.recv_timeout(TIMEOUT).unwrap_or_default();
+    match listening_addr(&first) {
+        Some(a) => (child, a),
+        None => {
+            let _ = child.kill();
+            panic!("unexpected first line {first:?}");
+        }
+    }
+}
+
 /// The CLI as an unprivileged user (uid/gid 65534), with its stdout lines.
 pub struct Unprivileged {
     pub child: std::process::Child,
@@ -617,11 +649,7 @@ impl Unprivileged {
     }
 
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.lines
-            .first()?
-            .strip_prefix("sprites-local listening on http://")?
-            .parse()
-            .ok()
+        listening_addr(self.lines.first()?)
     }
 }
 

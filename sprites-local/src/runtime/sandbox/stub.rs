@@ -127,17 +127,7 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
     ctx(sys::mount::unshare(libc::CLONE_NEWNS), || {
         "creating the mount namespace".into()
     })?;
-    // Nothing we mount may propagate back to the host's namespace.
-    ctx(
-        sys::mount::mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        ),
-        || "making / private".into(),
-    )?;
+    make_root_private()?;
     let layers = disk::mount(&cfg.sprite_dir)?;
     let id = p.identity;
     if let Some(from) = id.shift_from {
@@ -230,16 +220,7 @@ fn unprivileged(cfg: &StubConfig) -> io::Result<Built> {
         fs::write("/proc/self/gid_map", format!("{} {host_gid} 1", ids.gid)),
         || "writing gid_map".into(),
     )?;
-    ctx(
-        sys::mount::mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        ),
-        || "making / private".into(),
-    )?;
+    make_root_private()?;
     let root = cfg.sprite_dir.join("root");
     rootfs::overlay(&cfg.base, &layers.upper, &layers.work, &root, true)?;
     rootfs::dev(&root)?;
@@ -252,6 +233,21 @@ fn unprivileged(cfg: &StubConfig) -> io::Result<Built> {
         shifted: false,
         unmapped_base: None,
     })
+}
+
+/// Makes every mount of the (new) mount namespace private: nothing mounted here may
+/// propagate back to the host's namespace.
+fn make_root_private() -> io::Result<()> {
+    ctx(
+        sys::mount::mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        ),
+        || "making / private".into(),
+    )
 }
 
 /// The sprite's user namespace: ids 0–65535 inside are `base`–`base + 65535` on the host.

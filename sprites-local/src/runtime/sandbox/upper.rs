@@ -165,9 +165,23 @@ fn split(rel: &str) -> (&str, &str) {
     }
 }
 
+/// Opens directory `rel` below `dir` (never through a symlink).
+fn open_dir_at(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
+    dirfd::open_beneath(dir, rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
 impl Upper<'_> {
     fn open_dir(&self, rel: &str) -> io::Result<OwnedFd> {
-        dirfd::open_beneath(self.root, rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        open_dir_at(self.root, rel)
+    }
+
+    /// The base's `(mode, uid, gid)` at `rel`, or root's 0755 where the base has nothing.
+    fn base_attrs(&self, rel: &str) -> (u32, u32, u32) {
+        self.plan
+            .base
+            .join(rel)
+            .symlink_metadata()
+            .map_or((0o755, 0, 0), |m| (m.mode() & 0o7777, m.uid(), m.gid()))
     }
 
     fn chown(&self, fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
@@ -188,36 +202,29 @@ impl Upper<'_> {
                 path.push('/');
             }
             path.push_str(comp);
-            let next =
-                match dirfd::open_beneath(dir.as_fd(), comp, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                {
-                    Ok(fd) => fd,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        let base = self.plan.base.join(&path).symlink_metadata().ok();
-                        let mode = base.as_ref().map_or(0o755, |m| m.mode() & 0o7777);
-                        let (uid, gid) = base.as_ref().map_or((0, 0), |m| (m.uid(), m.gid()));
-                        match dirfd::mkdir_at(dir.as_fd(), comp, 0o700) {
-                            Ok(()) => {}
-                            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                            Err(e) => return Err(e),
-                        }
-                        let fd = match dirfd::open_beneath(
-                            dir.as_fd(),
-                            comp,
-                            libc::O_RDONLY | libc::O_DIRECTORY,
-                            0,
-                        ) {
-                            Ok(fd) => fd,
-                            Err(e) if in_the_way(&e) => return Ok(None),
-                            Err(e) => return Err(e),
-                        };
-                        self.chown(fd.as_fd(), uid, gid)?;
-                        dirfd::chmod_fd(fd.as_fd(), mode)?;
-                        fd
+            let next = match open_dir_at(dir.as_fd(), comp) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let base = self.plan.base.join(&path).symlink_metadata().ok();
+                    let mode = base.as_ref().map_or(0o755, |m| m.mode() & 0o7777);
+                    let (uid, gid) = base.as_ref().map_or((0, 0), |m| (m.uid(), m.gid()));
+                    match dirfd::mkdir_at(dir.as_fd(), comp, 0o700) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if in_the_way(&e) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
+                    let fd = match open_dir_at(dir.as_fd(), comp) {
+                        Ok(fd) => fd,
+                        Err(e) if in_the_way(&e) => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    self.chown(fd.as_fd(), uid, gid)?;
+                    dirfd::chmod_fd(fd.as_fd(), mode)?;
+                    fd
+                }
+                Err(e) if in_the_way(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
             dir = next;
         }
         Ok(Some(dir))
@@ -240,16 +247,10 @@ impl Upper<'_> {
             }
             Err(e) => return Err(e),
         };
-        let fd = dirfd::open_beneath(
-            parent_fd.as_fd(),
-            name,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
+        let fd = open_dir_at(parent_fd.as_fd(), name)?;
         if fresh {
-            let base = self.plan.base.join(rel).symlink_metadata().ok();
-            let mode = mode.unwrap_or_else(|| base.as_ref().map_or(0o755, |m| m.mode() & 0o7777));
-            let (uid, gid) = base.as_ref().map_or((0, 0), |m| (m.uid(), m.gid()));
+            let (base_mode, uid, gid) = self.base_attrs(rel);
+            let mode = mode.unwrap_or(base_mode);
             self.chown(fd.as_fd(), uid, gid)?;
             dirfd::chmod_fd(fd.as_fd(), mode)?;
         }
@@ -287,12 +288,7 @@ impl Upper<'_> {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let fd = dirfd::open_beneath(
-            parent_fd.as_fd(),
-            name,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
+        let fd = open_dir_at(parent_fd.as_fd(), name)?;
         self.chown(fd.as_fd(), ids.uid, ids.gid)?;
         dirfd::chmod_fd(fd.as_fd(), mode)
     }
@@ -527,12 +523,7 @@ pub fn shift_owners(upper: &Path, from: u32, to: u32) -> io::Result<()> {
                 )?;
             }
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                stack.push(dirfd::open_beneath(
-                    dir.as_fd(),
-                    &name,
-                    libc::O_RDONLY | libc::O_DIRECTORY,
-                    0,
-                )?);
+                stack.push(open_dir_at(dir.as_fd(), &name)?);
             }
         }
     }
