@@ -54,18 +54,21 @@ pub fn main(ctl: RawFd) -> i32 {
     };
     match run(&cfg, ctl) {
         Ok(code) => code,
-        Err(e) => {
-            let _ = ipc::send(
-                ctl,
-                &Event::Failed {
-                    message: e.to_string(),
-                },
-                &[],
-            );
-            eprintln!("sprites-local sandbox: {e}");
-            1
-        }
+        Err(e) => failed(ctl, "sprites-local sandbox", &e),
     }
+}
+
+/// Tells the server (and the sprite's log) why setting up failed; the exit code.
+fn failed(ctl: RawFd, who: &str, e: &io::Error) -> i32 {
+    let _ = ipc::send(
+        ctl,
+        &Event::Failed {
+            message: e.to_string(),
+        },
+        &[],
+    );
+    eprintln!("{who}: {e}");
+    1
 }
 
 fn run(cfg: &StubConfig, ctl: RawFd) -> io::Result<i32> {
@@ -86,17 +89,7 @@ fn run(cfg: &StubConfig, ctl: RawFd) -> io::Result<i32> {
             let _ = proc::set_parent_death_signal(libc::SIGKILL);
             let code = match agent::run(cfg, built, ctl) {
                 Ok(()) => 0,
-                Err(e) => {
-                    let _ = ipc::send(
-                        ctl,
-                        &Event::Failed {
-                            message: e.to_string(),
-                        },
-                        &[],
-                    );
-                    eprintln!("sprites-local sandbox agent: {e}");
-                    1
-                }
+                Err(e) => failed(ctl, "sprites-local sandbox agent", &e),
             };
             // Ends the agent without running atexit handlers of the parent's image.
             proc::exit_now(code)

@@ -165,6 +165,20 @@ fn split(rel: &str) -> (&str, &str) {
     }
 }
 
+/// A fresh temp file (mode 0600) in `dir` to be renamed to `name` once written: its name
+/// and descriptor. A stale one of an interrupted start is replaced.
+fn new_temp(dir: BorrowedFd<'_>, name: &str) -> io::Result<(String, OwnedFd)> {
+    let tmp = format!(".{name}.sprites-local-tmp");
+    let _ = dirfd::unlink_at(dir, &tmp, 0);
+    let fd = dirfd::open_beneath(
+        dir,
+        &tmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o600,
+    )?;
+    Ok((tmp, fd))
+}
+
 /// Opens directory `rel` below `dir` (never through a symlink).
 fn open_dir_at(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     dirfd::open_beneath(dir, rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
@@ -331,14 +345,7 @@ impl Upper<'_> {
         let Some(dir_fd) = self.ensure_dir(dir)? else {
             return Ok(());
         };
-        let tmp = format!(".{name}.sprites-local-tmp");
-        let _ = dirfd::unlink_at(dir_fd.as_fd(), &tmp, 0);
-        let fd = dirfd::open_beneath(
-            dir_fd.as_fd(),
-            &tmp,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o600,
-        )?;
+        let (tmp, fd) = new_temp(dir_fd.as_fd(), name)?;
         self.chown(fd.as_fd(), 0, gid)?;
         dirfd::chmod_fd(fd.as_fd(), mode)?;
         let mut f = File::from(fd);
@@ -469,14 +476,7 @@ impl Upper<'_> {
         };
         let current = dirfd::stat_entry(dir_fd.as_fd(), name).ok();
         if current.is_none_or(|st| st.st_size as u64 != size) {
-            let tmp = format!(".{name}.sprites-local-tmp");
-            let _ = dirfd::unlink_at(dir_fd.as_fd(), &tmp, 0);
-            let fd = dirfd::open_beneath(
-                dir_fd.as_fd(),
-                &tmp,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                0o700,
-            )?;
+            let (tmp, fd) = new_temp(dir_fd.as_fd(), name)?;
             let mut out = File::from(fd);
             io::copy(&mut exe, &mut out)?;
             self.chown(out.as_fd(), 0, 0)?;
