@@ -175,6 +175,12 @@ pub fn set_xattr_fd(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> io::Result<
     .map(drop)
 }
 
+/// syncfs(2): flushes the whole filesystem `fd` is on.
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a valid fd.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+}
+
 /// The names in an open directory (not `.` and `..`), read through a duplicate of `dir`
 /// so `dir` itself stays usable.
 pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::OsString>> {

@@ -141,6 +141,9 @@ pub fn prepare(upper: &Path, plan: &Plan<'_>) -> io::Result<Ids> {
     for h in plan.hidden {
         up.hide(h)?;
     }
+    // One flush for everything written above (each file was renamed into place whole),
+    // rather than one per file: on a sprite's own disk image each costs a journal commit.
+    dirfd::syncfs(root)?;
     Ok(ids)
 }
 
@@ -333,7 +336,8 @@ impl Upper<'_> {
     }
 
     /// Writes `dir/name` atomically (temp file + rename in the same directory), owned by
-    /// the sprite's root with `mode`. Readers inside never see half a file.
+    /// the sprite's root with `mode`. Readers inside never see half a file; [`prepare`]
+    /// flushes the filesystem once at its end.
     fn write_file(
         &self,
         dir: &str,
@@ -350,7 +354,6 @@ impl Upper<'_> {
         dirfd::chmod_fd(fd.as_fd(), mode)?;
         let mut f = File::from(fd);
         f.write_all(content)?;
-        f.sync_all()?;
         dirfd::rename_at(dir_fd.as_fd(), &tmp, name)
     }
 
@@ -482,7 +485,6 @@ impl Upper<'_> {
             self.chown(out.as_fd(), 0, 0)?;
             // After the chown, which clears set-id bits.
             dirfd::chmod_fd(out.as_fd(), 0o4755)?;
-            out.sync_all()?;
             dirfd::rename_at(dir_fd.as_fd(), &tmp, name)?;
         }
         let (link_dir, link) = split(super::sudo::LINK);
