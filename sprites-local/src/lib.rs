@@ -20,6 +20,7 @@
 
 mod api;
 mod exec;
+mod fingerprint;
 mod fsops;
 #[cfg(test)]
 mod fuzz;

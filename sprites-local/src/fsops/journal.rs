@@ -33,15 +33,9 @@ impl Journaled {
     }
 
     fn record(&self, temp: &str) -> PathBuf {
-        self.dir.join(format!("{:016x}", fnv1a(temp.as_bytes())))
+        let hash = crate::fingerprint::fnv1a(temp.as_bytes());
+        self.dir.join(format!("{hash:016x}"))
     }
-}
-
-/// FNV-1a, 64 bits: a stable, dependency-free name for a journal entry.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl SpriteFs for Journaled {

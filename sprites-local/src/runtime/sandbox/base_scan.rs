@@ -6,8 +6,9 @@
 //! private files (`/etc/shadow`, TLS keys, `/var/log/*`, a service's 0700 state directory).
 //! The rule is simple and needs no list of secrets: **a sprite sees of the base exactly what
 //! any host user may see.** Every directory that others cannot read and search, and every
-//! other entry that others cannot read, is hidden in each sprite (an empty opaque directory
-//! or a whiteout in its upper layer), wherever it is.
+//! other entry that others cannot read, is hidden in each sprite: an empty opaque directory
+//! or a whiteout in a layer of its own between the base and the sprite's upper layer (see
+//! [`super::stub`]), wherever it is.
 //!
 //! The walk stays on the base's own filesystem (the overlay's lower layer does not cross
 //! mount points either) and skips the directories every sprite masks anyway. It reads every
@@ -23,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::fnv1a;
 
 /// Where scan results are kept between server processes (root servers only).
 pub const CACHE_DIR: &str = "/var/lib/sprites-local/base-scans";
@@ -50,15 +53,10 @@ pub fn scan_cached(base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
     scan_cached_in(Path::new(CACHE_DIR), base, skip)
 }
 
-/// [`scan_cached`] with its results kept in `cache_dir`.
+/// [`scan`], or its result from a walk of the same base less than [`REUSE_FOR`] ago, kept
+/// in `cache_dir`.
 fn scan_cached_in(cache_dir: &Path, base: &Path, skip: &[&str]) -> io::Result<Vec<Hidden>> {
-    let key = base
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let key = fnv1a(base.as_os_str().as_bytes());
     let file = cache_dir.join(format!("{key:016x}.json"));
     if let Some(c) = fs::read(&file)
         .ok()

@@ -41,12 +41,13 @@ fn real_dir(root: &Path, rel: &str) -> io::Result<PathBuf> {
     }
 }
 
-/// Mounts the overlay of `lower` (read-only) and `upper` (with `work`) on `root`.
+/// Mounts the overlay of `lowers` (read-only, topmost first) and `upper` (with `work`) on
+/// `root`.
 /// `userxattr`: the overlay is mounted in a user namespace (its metadata lives in `user.*`
 /// xattrs). Setuid binaries work inside (root there is the sprite's, see `identity`);
 /// device nodes do not.
 pub fn overlay(
-    lower: &Path,
+    lowers: &[&Path],
     upper: &Path,
     work: &Path,
     root: &Path,
@@ -55,7 +56,11 @@ pub fn overlay(
     fs::create_dir_all(root)?;
     let mut opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        escape_option(lower),
+        lowers
+            .iter()
+            .map(|l| escape_option(l))
+            .collect::<Vec<_>>()
+            .join(":"),
         escape_option(upper),
         escape_option(work)
     );

@@ -132,7 +132,8 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
         base: &cfg.base,
         owners: Owners::Shifted { base: id.base },
         opaque_xattr: "trusted.overlay.opaque",
-        hidden: &p.hidden,
+        // A layer of its own hides them (below).
+        hidden: &[],
         masks: &cfg.masks,
         resolv_conf: p.resolv_conf.as_deref().filter(|_| p.egress),
         hostname: &cfg.hostname,
@@ -145,15 +146,50 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
         "creating the sprite's user namespace".into()
     })?;
     let mapped = cfg.sprite_dir.join("lower");
-    let (lower, unmapped_base) = match idmapped_base(&cfg.base, &userns, &mapped) {
+    let (lower, unmapped_base) = match idmapped(&cfg.base, &userns, &mapped) {
         Ok(()) => (mapped, None),
         // A base on a filesystem without id-mapped mounts: it is used as it is, and root
         // in the sprite cannot change the host root's files there (it can still add its
         // own).
         Err(e) => (cfg.base.clone(), Some(format!("id-mapping the base: {e}"))),
     };
+    // The base's private entries are hidden by a layer right over it: whiteouts and empty
+    // opaque directories in a tmpfs of the sprite's own (tmpfs, not the sprite's disk:
+    // making ~100 entries costs microseconds there, tens of milliseconds on some disks;
+    // not the host's disk either: overlayfs refuses a layer inside another layer's tree).
+    let mask = if p.hidden.is_empty() {
+        None
+    } else {
+        let target = cfg.sprite_dir.join("mask");
+        fs::create_dir_all(&target)?;
+        ctx(
+            sys::mount::mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("mode=0755,size=1m"),
+            ),
+            || "mounting the mask layer".into(),
+        )?;
+        // Owners as the base shows them: through the sprite's range where it is id-mapped.
+        let owners = match unmapped_base {
+            None => Owners::Shifted { base: id.base },
+            Some(_) => Owners::Shifted { base: 0 },
+        };
+        ctx(
+            upper::write_masks(&target, &cfg.base, owners, &p.hidden),
+            || "hiding the base's private entries".into(),
+        )?;
+        Some(target)
+    };
+    let lowers: Vec<&Path> = mask
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([lower.as_path()])
+        .collect();
     let root = cfg.sprite_dir.join("root");
-    rootfs::overlay(&lower, &layers.upper, &layers.work, &root, false)?;
+    rootfs::overlay(&lowers, &layers.upper, &layers.work, &root, false)?;
     // The mount holds the loop device now.
     drop(layers.device);
     rootfs::dev(&root)?;
@@ -215,7 +251,7 @@ fn unprivileged(cfg: &StubConfig) -> io::Result<Built> {
     )?;
     make_root_private()?;
     let root = cfg.sprite_dir.join("root");
-    rootfs::overlay(&cfg.base, &layers.upper, &layers.work, &root, true)?;
+    rootfs::overlay(&[&cfg.base], &layers.upper, &layers.work, &root, true)?;
     rootfs::dev(&root)?;
     ctx(network::loopback_up(), || "bringing loopback up".into())?;
     Ok(Built {
@@ -288,12 +324,12 @@ fn sprite_userns(id: Identity) -> io::Result<OwnedFd> {
     result
 }
 
-/// Attaches at `target` a copy of the base's mount (without its submounts: the overlay's
-/// lower layer does not cross mounts either), id-mapped through `userns`, so a file the
-/// host's root owns there belongs to the sprite's root.
-fn idmapped_base(base: &Path, userns: &OwnedFd, target: &Path) -> io::Result<()> {
+/// Attaches at `target` a copy of the mount at `source` (without its submounts: the
+/// overlay's lower layer does not cross mounts either), id-mapped through `userns`, so a
+/// file the host's root owns there belongs to the sprite's root.
+fn idmapped(source: &Path, userns: &OwnedFd, target: &Path) -> io::Result<()> {
     fs::create_dir_all(target)?;
-    let tree = sys::mount::open_tree_clone(base)?;
+    let tree = sys::mount::open_tree_clone(source)?;
     sys::mount::set_idmap(tree.as_fd(), userns.as_fd())?;
     sys::mount::move_mount(tree.as_fd(), target)
 }

@@ -10,11 +10,14 @@
 //! directory), the step that needed the directory is skipped; the sprite's own object
 //! already hides what lay below it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use super::base_scan::Hidden;
 use crate::sys::dirfd;
@@ -103,7 +106,7 @@ pub fn prepare(upper: &Path, plan: &Plan<'_>) -> io::Result<Ids> {
         crate::sys::file::fchown(root, uid, uid)?;
     }
     dirfd::chmod_fd(root, 0o755)?;
-    let up = Upper { root, plan };
+    let up = Upper::new(root, plan);
 
     for (dir, mode) in MASKED {
         // A base where this path is a symlink (e.g. /var/run -> /run) needs no mask.
@@ -147,10 +150,44 @@ pub fn prepare(upper: &Path, plan: &Plan<'_>) -> io::Result<Ids> {
     Ok(ids)
 }
 
+/// Writes into the empty directory `dir` the whiteouts and opaque directories that hide
+/// `hidden` entries of `base`, with the base's modes and owners (`owners` as for an upper
+/// layer) on every directory it makes: a layer that, stacked over the base, hides them.
+pub fn write_masks(dir: &Path, base: &Path, owners: Owners, hidden: &[Hidden]) -> io::Result<()> {
+    let root = File::open(dir)?;
+    let plan = Plan {
+        base,
+        owners,
+        opaque_xattr: "trusted.overlay.opaque",
+        hidden,
+        masks: &[],
+        resolv_conf: None,
+        hostname: "",
+        sudo: false,
+    };
+    let up = Upper::new(root.as_fd(), &plan);
+    for h in hidden {
+        up.hide(h)?;
+    }
+    dirfd::syncfs(root.as_fd())
+}
+
 /// The opened upper directory and the plan.
 struct Upper<'a> {
     root: BorrowedFd<'a>,
     plan: &'a Plan<'a>,
+    /// Directories resolved so far by relative path (`None`: something else in the way).
+    dirs: RefCell<HashMap<String, Option<Rc<OwnedFd>>>>,
+}
+
+impl<'a> Upper<'a> {
+    fn new(root: BorrowedFd<'a>, plan: &'a Plan<'a>) -> Upper<'a> {
+        Upper {
+            root,
+            plan,
+            dirs: RefCell::new(HashMap::new()),
+        }
+    }
 }
 
 /// `Err` that means "something of the sprite's own is in the way": the step is skipped.
@@ -211,40 +248,53 @@ impl Upper<'_> {
     /// Opens directory `rel`, creating it and any missing parents like the base's
     /// directories of the same path (mode and owner), as overlayfs's copy-up would.
     /// `Ok(None)` when the sprite has put something other than a directory in the way.
-    fn ensure_dir(&self, rel: &str) -> io::Result<Option<OwnedFd>> {
-        let mut dir = self.root.try_clone_to_owned()?;
-        let mut path = String::new();
-        for comp in rel.split('/').filter(|c| !c.is_empty()) {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(comp);
-            let next = match open_dir_at(dir.as_fd(), comp) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    let base = self.plan.base.join(&path).symlink_metadata().ok();
-                    let mode = base.as_ref().map_or(0o755, |m| m.mode() & 0o7777);
-                    let (uid, gid) = base.as_ref().map_or((0, 0), |m| (m.uid(), m.gid()));
-                    match dirfd::mkdir_at(dir.as_fd(), comp, 0o700) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                    let fd = match open_dir_at(dir.as_fd(), comp) {
-                        Ok(fd) => fd,
-                        Err(e) if in_the_way(&e) => return Ok(None),
-                        Err(e) => return Err(e),
-                    };
-                    self.chown(fd.as_fd(), uid, gid)?;
-                    dirfd::chmod_fd(fd.as_fd(), mode)?;
-                    fd
-                }
-                Err(e) if in_the_way(&e) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            dir = next;
+    /// Directories once resolved are remembered: a hundred hidden entries share most of
+    /// their parents.
+    fn ensure_dir(&self, rel: &str) -> io::Result<Option<Rc<OwnedFd>>> {
+        let rel = rel.trim_matches('/');
+        if let Some(hit) = self.dirs.borrow().get(rel) {
+            return Ok(hit.clone());
         }
-        Ok(Some(dir))
+        let found = if rel.is_empty() {
+            Some(Rc::new(self.root.try_clone_to_owned()?))
+        } else {
+            let (parent, name) = split(rel);
+            match self.ensure_dir(parent)? {
+                Some(p) => self.child_dir(&p, rel, name)?,
+                None => None,
+            }
+        };
+        self.dirs.borrow_mut().insert(rel.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Directory `name` (at `rel`) in `parent`, made like the base's if missing.
+    fn child_dir(
+        &self,
+        parent: &OwnedFd,
+        rel: &str,
+        name: &str,
+    ) -> io::Result<Option<Rc<OwnedFd>>> {
+        match open_dir_at(parent.as_fd(), name) {
+            Ok(fd) => return Ok(Some(Rc::new(fd))),
+            Err(e) if in_the_way(&e) => return Ok(None),
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+            Err(_) => {}
+        }
+        match dirfd::mkdir_at(parent.as_fd(), name, 0o700) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        let fd = match open_dir_at(parent.as_fd(), name) {
+            Ok(fd) => fd,
+            Err(e) if in_the_way(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (mode, uid, gid) = self.base_attrs(rel);
+        self.chown(fd.as_fd(), uid, gid)?;
+        dirfd::chmod_fd(fd.as_fd(), mode)?;
+        Ok(Some(Rc::new(fd)))
     }
 
     /// Makes `rel` an opaque directory (the base's contents below it invisible): created
