@@ -5,8 +5,8 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::exec::Command;
 use crate::types::{SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
-use crate::url::{encode, Query};
-use serde_json::{json, Value};
+use crate::url::{Query, encode};
+use serde_json::{Value, json};
 use std::ffi::OsStr;
 
 /// A handle to one sprite. Cheap to clone; holds no connection.

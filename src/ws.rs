@@ -138,7 +138,7 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
             Err(HandshakeError::Failure(err)) => return Err(ws_error(err)),
             // Unreachable for a blocking stream, but a typed error is cheaper than a proof.
             Err(HandshakeError::Interrupted(_)) => {
-                return Err(Error::Transport("WebSocket handshake interrupted".into()))
+                return Err(Error::Transport("WebSocket handshake interrupted".into()));
             }
         };
     let capabilities = response

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fd_count, thread_count, ServerProcess};
+use common::{ServerProcess, fd_count, thread_count};
 use sprites::Stdio;
 use std::io::{self, Write};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{pseudo_random, rss_kib, Local};
+use common::{Local, pseudo_random, rss_kib};
 use sprites::{Error, ServerMessage, Stdio};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{pseudo_random, Local};
+use common::{Local, pseudo_random};
 use sprites::fs::Permissions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 

@@ -106,10 +106,12 @@ fn list_pages_and_iterates_everything() {
         )
         .unwrap();
     assert_eq!(second.sprites.len(), 3);
-    assert!(second
-        .sprites
-        .iter()
-        .all(|s| !first.sprites.iter().any(|f| f.name == s.name)));
+    assert!(
+        second
+            .sprites
+            .iter()
+            .all(|s| !first.sprites.iter().any(|f| f.name == s.name))
+    );
 
     let all: Vec<String> = local
         .client
@@ -152,16 +154,20 @@ fn a_wrong_token_is_401_everywhere() {
 fn an_unknown_sprite_is_404_everywhere() {
     let local = Local::start();
     let ghost = local.client.sprite("ghost");
-    assert!(ghost
-        .info()
-        .unwrap_err()
-        .api()
-        .is_some_and(|a| a.is_not_found()));
-    assert!(ghost
-        .update(&SpriteUpdate::new().clear_labels())
-        .unwrap_err()
-        .api()
-        .is_some_and(|a| a.is_not_found()));
+    assert!(
+        ghost
+            .info()
+            .unwrap_err()
+            .api()
+            .is_some_and(|a| a.is_not_found())
+    );
+    assert!(
+        ghost
+            .update(&SpriteUpdate::new().clear_labels())
+            .unwrap_err()
+            .api()
+            .is_some_and(|a| a.is_not_found())
+    );
     let err = ghost.command("true").output().unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     assert_eq!(

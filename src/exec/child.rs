@@ -3,15 +3,15 @@
 use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, Writer};
 use super::local_stdin;
 use super::pipes::{
-    ChildStderr, ChildStdin, ChildStdout, Chunk, OutputReader, StdioKind, OUTPUT_CHUNKS,
-    STDIN_FRAMES,
+    ChildStderr, ChildStdin, ChildStdout, Chunk, OUTPUT_CHUNKS, OutputReader, STDIN_FRAMES,
+    StdioKind,
 };
 use super::status::{ExitStatus, Output};
 use crate::error::Error;
 use crate::sprite::Sprite;
 use crate::url::Query;
 use crate::ws::{self, Socket};
-use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, select, unbounded};
 use std::fmt;
 use std::io;
 use std::sync::Arc;

@@ -1,10 +1,10 @@
 //! [`File`] and [`OpenOptions`]: streaming reads (with `Seek` through HTTP ranges) and
 //! streaming writes (a chunked PUT fed by `write`).
 
-use super::{already_exists, not_found, write_query, Filesystem, Metadata};
+use super::{Filesystem, Metadata, already_exists, not_found, write_query};
 use crate::error::Error;
 use crate::url::Query;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
