@@ -27,9 +27,11 @@ pub enum Error {
     #[error(transparent)]
     Api(Box<ApiError>),
 
-    /// The request never got an answer: DNS, connect, TLS or a cut connection.
-    #[error("transport error: {0}")]
-    Transport(String),
+    /// The request never got an answer, or its connection broke: name resolution, connect,
+    /// TLS, a proxy, a timeout or a reset. [`TransportError::kind`] says which, truthfully, and
+    /// [`source`](std::error::Error::source) is the underlying error.
+    #[error(transparent)]
+    Transport(TransportError),
 
     /// An exec WebSocket closed before the server reported an exit status.
     ///
@@ -57,9 +59,30 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
 
-    /// A response body could not be decoded.
-    #[error("could not decode the server's response: {0}")]
-    Decode(String),
+    /// A response body is not the JSON the API documents; the source is the JSON error.
+    #[error("the server's response is not the JSON the API documents")]
+    Decode(#[source] serde_json::Error),
+
+    /// The server sent more than the client accepts: more than it declared, or more than a
+    /// bound that keeps a misbehaving server from exhausting memory.
+    #[error("{what} is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// What was being received.
+        what: String,
+        /// The size declared or allowed.
+        limit: u64,
+    },
+
+    /// A command exited unsuccessfully where success was required
+    /// ([`Output::exit_ok`](crate::Output::exit_ok)).
+    #[error("{status}{}", stderr_suffix(stderr_tail))]
+    CommandFailed {
+        /// How the command ended.
+        status: crate::ExitStatus,
+        /// The end of its stderr (at most [`STDERR_TAIL`](crate::Output::STDERR_TAIL) bytes),
+        /// decoded lossily.
+        stderr_tail: String,
+    },
 
     /// The caller passed something the API cannot express.
     #[error("invalid input: {0}")]
@@ -106,10 +129,13 @@ impl Error {
         use io::ErrorKind as K;
         match self {
             Error::Api(api) => api.io_kind(),
-            Error::Transport(_) => K::ConnectionRefused,
+            Error::Transport(err) => err.kind(),
             Error::ConnectionClosed { .. } => K::ConnectionReset,
             Error::KeepaliveTimeout(_) | Error::TimedOut(_) => K::TimedOut,
-            Error::Protocol(_) | Error::Decode(_) => K::InvalidData,
+            Error::Protocol(_) | Error::Decode(_) | Error::ResponseTooLarge { .. } => {
+                K::InvalidData
+            }
+            Error::CommandFailed { .. } => K::Other,
             Error::InvalidInput(_) | Error::Config(_) => K::InvalidInput,
             Error::Io(err) => err.kind(),
         }
@@ -139,9 +165,179 @@ impl From<ureq::Error> for Error {
             ureq::Error::Status(status, response) => {
                 ApiError::from_response(status, response).into()
             }
-            ureq::Error::Transport(transport) => Error::Transport(transport.to_string()),
+            ureq::Error::Transport(transport) => {
+                Error::Transport(TransportError::from_ureq(transport))
+            }
         }
     }
+}
+
+impl From<TransportError> for Error {
+    fn from(err: TransportError) -> Error {
+        Error::Transport(err)
+    }
+}
+
+fn stderr_suffix(tail: &str) -> String {
+    let tail = tail.trim_end();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr ends with: {tail}")
+    }
+}
+
+/// Why a request or a connection failed below the API.
+///
+/// [`kind`](Self::kind) is what the failure is — `NotFound` for a host name that does not
+/// resolve, `ConnectionRefused`, `TimedOut` for a connect, read or write that ran past its
+/// bound, `ConnectionReset` or `UnexpectedEof` for a connection cut mid-exchange, `InvalidData`
+/// for a TLS or HTTP exchange the server got wrong — and [`source`](std::error::Error::source)
+/// is the error it came from (an [`io::Error`], or the HTTP or TLS library's error).
+///
+/// ```
+/// use std::io;
+/// let client = sprites::Client::builder()
+///     .base_url("http://no-such-host.invalid")
+///     .token("t")
+///     .build()?;
+/// let err = client.get_sprite("x").unwrap_err();
+/// let sprites::Error::Transport(transport) = &err else { panic!("{err:?}") };
+/// assert_eq!(transport.kind(), io::ErrorKind::NotFound);
+/// assert_eq!(err.io_kind(), io::ErrorKind::NotFound);
+/// # Ok::<(), sprites::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TransportError {
+    kind: io::ErrorKind,
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl TransportError {
+    pub(crate) fn new(
+        kind: io::ErrorKind,
+        context: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> TransportError {
+        TransportError {
+            kind,
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A failed socket operation. A read or write that ran past its timeout surfaces as
+    /// `WouldBlock` on some platforms; it is `TimedOut` here, which is what it means.
+    pub(crate) fn io(context: impl Into<String>, err: io::Error) -> TransportError {
+        TransportError::new(normalize_kind(err.kind()), context, Some(Box::new(err)))
+    }
+
+    fn from_ureq(transport: ureq::Transport) -> TransportError {
+        use ureq::ErrorKind as U;
+        let found = io_kind_in_chain(&transport);
+        let kind = match transport.kind() {
+            U::Dns => io::ErrorKind::NotFound,
+            U::InvalidUrl | U::UnknownScheme | U::InvalidProxyUrl | U::InsecureRequestHttpsOnly => {
+                io::ErrorKind::InvalidInput
+            }
+            U::BadStatus | U::BadHeader => io::ErrorKind::InvalidData,
+            U::ProxyUnauthorized => io::ErrorKind::PermissionDenied,
+            _ if is_tls_error(&transport) => io::ErrorKind::InvalidData,
+            U::ConnectionFailed | U::ProxyConnect => {
+                found.unwrap_or(io::ErrorKind::ConnectionRefused)
+            }
+            _ => found.unwrap_or(io::ErrorKind::Other),
+        };
+        let doing = match transport.kind() {
+            U::Dns => "resolving the host of",
+            U::ConnectionFailed => "connecting to",
+            U::ProxyConnect | U::ProxyUnauthorized => "connecting through the proxy to",
+            U::BadStatus | U::BadHeader => "reading the response of",
+            _ => "requesting",
+        };
+        let context = match transport.url() {
+            Some(url) => format!("{doing} {}", redact(url.as_str())),
+            None => doing
+                .trim_end_matches(" of")
+                .trim_end_matches(" to")
+                .to_owned(),
+        };
+        TransportError::new(kind, context, Some(Box::new(transport)))
+    }
+
+    /// What kind of failure this is, as std would classify it.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The kind in words, not the source's text: the source is returned by `source()`, and
+        // printing it here too would repeat it in every error chain.
+        let phrase = match self.kind {
+            io::ErrorKind::NotFound => "the name does not resolve".to_owned(),
+            io::ErrorKind::UnexpectedEof => "the connection ended early".to_owned(),
+            io::ErrorKind::InvalidData => "the server's answer is invalid".to_owned(),
+            io::ErrorKind::Other => match &self.source {
+                Some(source) => source.to_string(),
+                None => "failed".to_owned(),
+            },
+            kind => kind.to_string(),
+        };
+        write!(f, "{}: {phrase}", self.context)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+fn normalize_kind(kind: io::ErrorKind) -> io::ErrorKind {
+    match kind {
+        io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut,
+        other => other,
+    }
+}
+
+/// The kind of the first `io::Error` in an error's source chain.
+fn io_kind_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut next = err.source();
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            // An io::Error may itself wrap a more specific one (ureq does this).
+            return Some(io_kind_in_chain(io).unwrap_or_else(|| normalize_kind(io.kind())));
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = err.source();
+    while let Some(e) = next {
+        #[cfg(feature = "native-tls")]
+        if e.is::<native_tls::Error>() {
+            return true;
+        }
+        #[cfg(feature = "rustls")]
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// A URL without its query string, which may carry file paths or command lines the caller
+/// would not want in a log line.
+fn redact(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }
 
 /// Rate-limit headers the API sent with an error (`X-RateLimit-*`).
@@ -336,7 +532,8 @@ impl ApiError {
     pub fn io_kind(&self) -> io::ErrorKind {
         use io::ErrorKind as K;
         match (self.status, self.code.as_deref()) {
-            (_, Some("command_not_found" | "ENOENT")) => K::NotFound,
+            // An exec's missing working directory is chdir's ENOENT for std.
+            (_, Some("command_not_found" | "invalid_directory" | "ENOENT")) => K::NotFound,
             (_, Some("EEXIST")) => K::AlreadyExists,
             (_, Some("ENOTDIR")) => K::NotADirectory,
             (_, Some("EISDIR")) => K::IsADirectory,

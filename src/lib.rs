@@ -42,14 +42,20 @@ mod client;
 mod error;
 mod exec;
 pub mod fs;
+mod proxy;
 mod sprite;
+mod sys;
+mod tls;
 mod types;
 mod url;
 mod ws;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
-pub use error::{ApiError, Error, RateLimit, Result};
-pub use exec::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+pub use error::{ApiError, Error, RateLimit, Result, TransportError};
+pub use exec::{
+    Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
+    Output, Stdio,
+};
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
 

@@ -221,6 +221,7 @@ impl Client {
     pub fn sprites_with(&self, options: ListOptions) -> SpriteIter {
         SpriteIter {
             client: self.clone(),
+            seen: options.continuation_token.iter().cloned().collect(),
             options,
             buffer: Vec::new().into_iter(),
             done: false,
@@ -360,11 +361,14 @@ impl ListOptions {
 }
 
 /// Iterator over every sprite, one page request at a time. Yields `Err` once and stops if a
-/// page request fails.
+/// page request fails, and stops after a page whose continuation token was already used (a
+/// server that cycles through tokens would otherwise be listed forever).
 #[derive(Debug)]
 pub struct SpriteIter {
     client: Client,
     options: ListOptions,
+    /// Every token sent so far.
+    seen: std::collections::HashSet<String>,
     buffer: std::vec::IntoIter<SpriteInfo>,
     done: bool,
 }
@@ -383,10 +387,9 @@ impl Iterator for SpriteIter {
             match self.client.list_sprites(&self.options) {
                 Ok(page) => {
                     match page.next_token() {
-                        // A server that hands back the token it was given would loop forever.
-                        Some(token)
-                            if self.options.continuation_token.as_deref() != Some(token) =>
-                        {
+                        // A token seen before (the last one, or any earlier one: A, B, A, …)
+                        // would repeat pages forever.
+                        Some(token) if self.seen.insert(token.to_owned()) => {
                             self.options.continuation_token = Some(token.to_owned());
                         }
                         _ => self.done = true,

@@ -81,7 +81,7 @@ fn env_and_current_dir() {
 }
 
 #[test]
-fn a_missing_working_directory_is_an_error() {
+fn a_missing_working_directory_is_not_found_as_in_std() {
     let local = Local::start();
     let sprite = local.sprite("nodir");
     let err = sprite
@@ -89,6 +89,8 @@ fn a_missing_working_directory_is_an_error() {
         .current_dir("/no/such/dir")
         .output()
         .unwrap_err();
+    // std::process::Command::new("true").current_dir("/no/such/dir").output() is NotFound.
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     let api = Error::from_io(&err)
         .and_then(Error::api)
         .expect("an API error");
@@ -184,7 +186,10 @@ fn kill_and_signal() {
     let sprite = local.sprite("kill");
     let mut child = common::spawn_sleeper(&sprite);
     child.kill().unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(128 + 9));
+    let status = child.wait().unwrap();
+    // As std reports a local kill: no exit code, the signal instead.
+    assert_eq!((status.code(), status.signal()), (None, Some(9)));
+    assert_eq!(status.to_string(), "signal: 9 (SIGKILL)");
     // Killing an exited child is fine, as in std.
     child.kill().unwrap();
 
@@ -246,7 +251,8 @@ fn try_wait_and_session_id() {
     let sprite = local.sprite("trywait");
     let mut child = common::spawn_sleeper(&sprite);
     assert_eq!(child.try_wait().unwrap(), None);
-    let id = child.id().expect("session id");
+    let id = child.session_id().expect("session id");
+    assert_eq!(child.pid(), id.parse().ok());
     assert!(
         id.parse::<u32>().is_ok(),
         "session id {id:?} should be a pid"
@@ -401,7 +407,7 @@ fn signals_fall_back_to_the_kill_endpoint_without_the_capability() {
     let sprite = client.create_sprite("old-runtime").unwrap();
     let mut child = common::spawn_sleeper(&sprite);
     child.signal("TERM").unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(128 + 15));
+    assert_eq!(child.wait().unwrap().signal(), Some(15));
 
     let err = sprite
         .command("sleep")

@@ -67,7 +67,7 @@ fn server_shutdown_closes_running_commands_with_a_close_code() {
     let mut local = Local::start();
     let sprite = local.sprite("shutdown");
     let mut child = common::spawn_sleeper(&sprite);
-    assert!(child.id().is_some());
+    assert!(child.session_id().is_some());
     local.server.take().unwrap().shutdown();
     let err = child.wait().unwrap_err();
     match Error::from_io(&err) {

@@ -1,7 +1,7 @@
 //! [`Child`]: a running remote command, like `std::process::Child`.
 
-use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, Writer};
-use super::local_stdin;
+use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, StdinSource, Writer};
+use super::local_stdin::{self, LocalInput};
 use super::pipes::{
     ChildStderr, ChildStdin, ChildStdout, Chunk, OUTPUT_CHUNKS, OutputReader, STDIN_FRAMES,
     StdioKind,
@@ -81,6 +81,8 @@ enum Finished {
 
 impl Child {
     pub(crate) fn spawn(spec: Spawn) -> io::Result<Child> {
+        // Before connecting: a command that starts is a command that runs.
+        check_directions(&spec)?;
         let accepted = ws::dial(spec.sprite.client(), &spec.path)?;
         let socket = Arc::new(accepted.socket);
         let signal_on_socket = accepted.capabilities.iter().any(|c| c == "signal");
@@ -92,14 +94,24 @@ impl Child {
         let (outcome_tx, outcome_rx) = bounded(1);
 
         let mut on_finish = None;
+        let mut stdin_source = StdinSource::Frames(stdin_rx);
         let stdin = match spec.stdin {
             StdioKind::Piped => Some(ChildStdin { tx: stdin_tx }),
             StdioKind::Inherit => {
-                on_finish = Some(local_stdin::forward(stdin_tx)?);
+                on_finish = Some(local_stdin::forward(LocalInput::Stdin, stdin_tx)?);
+                None
+            }
+            StdioKind::File(file) => {
+                on_finish = Some(local_stdin::forward(LocalInput::File(file), stdin_tx)?);
+                None
+            }
+            StdioKind::RemoteOutput(reader) => {
+                stdin_source = StdinSource::Upstream(reader);
                 None
             }
             // Dropping the sender now makes the writer send EOF at once, as Go and Py do.
-            StdioKind::Null => None,
+            // (The other kinds were refused by check_directions.)
+            _ => None,
         };
         let (stdout_sink, stdout) = output_sink(spec.stdout, Sink::Stdout);
         let (stderr_sink, stderr) = output_sink(spec.stderr, Sink::Stderr);
@@ -128,7 +140,7 @@ impl Child {
         };
         let writer = Writer {
             socket: socket.clone(),
-            stdin: stdin_rx,
+            stdin: stdin_source,
             control: control_rx,
             done: done_rx,
             deadline: timeout.map(|(_, deadline)| deadline),
@@ -160,12 +172,23 @@ impl Child {
         })
     }
 
-    /// The session id the server assigned (the remote process id, as a string).
+    /// The session id the server assigned: the remote process id, as a string
+    /// (PROTOCOL.md §6.4).
     ///
-    /// Waits up to 10 s for the server's `session_info` message if it has not arrived yet;
-    /// `None` if the server never sends one.
-    pub fn id(&self) -> Option<String> {
+    /// The server announces it in its first message, which arrives with the connection, so
+    /// this returns at once in practice. Otherwise it waits for the server's first message (at
+    /// most 10 s) and is `None` if that message is not the announcement.
+    ///
+    /// std's `Child::id` returns a `u32` that always exists; a remote process id only exists
+    /// once the server says it, hence this name and [`pid`](Self::pid) instead.
+    pub fn session_id(&self) -> Option<String> {
         self.shared.session_id(SESSION_ID_WAIT)
+    }
+
+    /// The remote process id (on the sprite, not on this machine), when the server announced
+    /// one: [`session_id`](Self::session_id) as a number.
+    pub fn pid(&self) -> Option<u32> {
+        self.session_id()?.parse().ok()
     }
 
     /// Sends a signal to the remote command: `"TERM"`, `"SIGTERM"`, `"INT"`, `"HUP"`, `"KILL"`,
@@ -324,8 +347,36 @@ fn output_sink(kind: StdioKind, inherit: Sink) -> (Sink, Option<OutputReader>) {
             (Sink::Channel(tx), Some(OutputReader::new(rx)))
         }
         StdioKind::Inherit => (inherit, None),
-        StdioKind::Null => (Sink::Null, None),
+        StdioKind::LocalStdout => (Sink::Stdout, None),
+        StdioKind::LocalStderr => (Sink::Stderr, None),
+        StdioKind::File(file) => (Sink::File(file), None),
+        StdioKind::RemoteInput(stdin) => (Sink::Remote(stdin.tx), None),
+        // Refused by check_directions.
+        StdioKind::Null | StdioKind::RemoteOutput(_) | StdioKind::Used => (Sink::Null, None),
     }
+}
+
+/// Refuses a `Stdio` used in a direction it cannot go: this process's stdout as a command's
+/// input, another command's stdout as a command's output, and the like.
+fn check_directions(spec: &Spawn) -> io::Result<()> {
+    let refuse = |what: &str, role: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} cannot be a command's {role}"),
+        ))
+    };
+    match &spec.stdin {
+        StdioKind::LocalStdout => return refuse("this process's stdout", "stdin"),
+        StdioKind::LocalStderr => return refuse("this process's stderr", "stdin"),
+        StdioKind::RemoteInput(_) => return refuse("another command's stdin", "stdin"),
+        _ => {}
+    }
+    for (kind, role) in [(&spec.stdout, "stdout"), (&spec.stderr, "stderr")] {
+        if let StdioKind::RemoteOutput(_) = kind {
+            return refuse("another command's output", role);
+        }
+    }
+    Ok(())
 }
 
 /// Reads a pipe to its end; returns `true` (done).

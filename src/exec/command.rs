@@ -207,13 +207,18 @@ impl Command {
     }
 
     /// The arguments, without the program.
-    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> {
-        self.args.iter().map(OsString::as_os_str)
+    pub fn get_args(&self) -> CommandArgs<'_> {
+        CommandArgs {
+            inner: self.args.iter(),
+        }
     }
 
-    /// Explicitly set (`Some`) and removed (`None`) variables.
-    pub fn get_envs(&self) -> impl ExactSizeIterator<Item = (&OsStr, Option<&OsStr>)> {
-        self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    /// Explicitly set (`Some`) and removed (`None`) variables, in key order. After
+    /// [`env_clear`](Self::env_clear) only the variables set since are listed, as in std.
+    pub fn get_envs(&self) -> CommandEnvs<'_> {
+        CommandEnvs {
+            inner: self.env.iter(),
+        }
     }
 
     /// The working directory, if set.
@@ -226,26 +231,32 @@ impl Command {
     /// Fails with [`io::ErrorKind::NotFound`] when the sprite (or the program) does not exist,
     /// [`io::ErrorKind::PermissionDenied`] for a bad token, and a wrapped [`Error`] otherwise.
     pub fn spawn(&mut self) -> io::Result<Child> {
-        self.spawn_with(Stdio::inherit(), Stdio::inherit())
+        self.spawn_with(Stdio::inherit(), Stdio::inherit)
     }
 
     /// Runs the command to completion, capturing stdout and stderr; stdin defaults to null.
     pub fn output(&mut self) -> io::Result<Output> {
-        self.spawn_with(Stdio::null(), Stdio::piped())?
+        self.spawn_with(Stdio::null(), Stdio::piped)?
             .wait_with_output()
     }
 
     /// Runs the command to completion; stdin, stdout and stderr default to inherit.
     pub fn status(&mut self) -> io::Result<ExitStatus> {
-        let mut child = self.spawn_with(Stdio::inherit(), Stdio::inherit())?;
+        let mut child = self.spawn_with(Stdio::inherit(), Stdio::inherit)?;
         child.wait()
     }
 
-    fn spawn_with(&mut self, default_stdin: Stdio, default_output: Stdio) -> io::Result<Child> {
-        let stdin = self.stdin.unwrap_or(default_stdin).0;
-        let stdout = self.stdout.unwrap_or(default_output).0;
-        let stderr = self.stderr.unwrap_or(default_output).0;
-        let path = self.exec_path(stdin != StdioKind::Null)?;
+    fn spawn_with(
+        &mut self,
+        default_stdin: Stdio,
+        default_output: fn() -> Stdio,
+    ) -> io::Result<Child> {
+        // The request first: a command that cannot be expressed must not consume a pipe.
+        let configured = self.stdin.as_ref().map_or(&default_stdin.0, |s| &s.0);
+        let path = self.exec_path(!matches!(configured, StdioKind::Null))?;
+        let stdin = resolve(&mut self.stdin, default_stdin)?;
+        let stdout = resolve(&mut self.stdout, default_output())?;
+        let stderr = resolve(&mut self.stderr, default_output())?;
         Child::spawn(super::child::Spawn {
             sprite: self.sprite.clone(),
             path,
@@ -332,6 +343,74 @@ impl Command {
             argv.push(utf8(arg, "argument")?.to_owned());
         }
         Ok(argv)
+    }
+}
+
+/// The configured stdio for one spawn, or the default for this kind of run.
+fn resolve(slot: &mut Option<Stdio>, default: Stdio) -> io::Result<StdioKind> {
+    match slot {
+        Some(stdio) => stdio.take_for_spawn(),
+        None => Ok(default.0),
+    }
+}
+
+/// The iterator of [`Command::get_args`], like `std::process::CommandArgs`.
+#[derive(Debug, Clone)]
+pub struct CommandArgs<'a> {
+    inner: std::slice::Iter<'a, OsString>,
+}
+
+impl<'a> Iterator for CommandArgs<'a> {
+    type Item = &'a OsStr;
+    fn next(&mut self) -> Option<&'a OsStr> {
+        self.inner.next().map(OsString::as_os_str)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for CommandArgs<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl DoubleEndedIterator for CommandArgs<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner.next_back().map(OsString::as_os_str)
+    }
+}
+
+/// The iterator of [`Command::get_envs`], like `std::process::CommandEnvs`.
+#[derive(Debug, Clone)]
+pub struct CommandEnvs<'a> {
+    inner: std::collections::btree_map::Iter<'a, OsString, Option<OsString>>,
+}
+
+impl<'a> Iterator for CommandEnvs<'a> {
+    type Item = (&'a OsStr, Option<&'a OsStr>);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner
+            .next()
+            .map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for CommandEnvs<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl DoubleEndedIterator for CommandEnvs<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner
+            .next_back()
+            .map(|(k, v)| (k.as_os_str(), v.as_deref()))
     }
 }
 

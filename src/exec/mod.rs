@@ -14,7 +14,7 @@ mod pipes;
 mod status;
 
 pub use child::Child;
-pub use command::Command;
+pub use command::{Command, CommandArgs, CommandEnvs};
 pub(crate) use io::Keepalive;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 pub use status::{ExitStatus, Output};

@@ -34,7 +34,7 @@ use crate::url::Query;
 use metadata::{FsEntry, FsListing};
 use serde_json::json;
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 /// A sprite's filesystem, with relative paths resolved against a directory.
@@ -75,10 +75,7 @@ impl Filesystem {
 
     /// Reads a whole file.
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        let mut file = self.open(path)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        Ok(data)
+        self.open(path)?.read_all()
     }
 
     /// Reads a whole file as UTF-8.
@@ -87,11 +84,12 @@ impl Filesystem {
         String::from_utf8(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Writes a whole file, creating it (and missing parent directories) or replacing it. The
-    /// replacement is atomic on servers that write through a temporary file.
+    /// Writes a whole file, creating it or replacing it. The replacement is atomic on servers
+    /// that write through a temporary file.
     pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
-        self.put(&path, contents.as_ref(), 0o644, true)
+        // No mkdirParents: a missing parent is NotFound, as in std.
+        self.put(&path, contents.as_ref(), 0o644, false)
     }
 
     /// Metadata, following a final symlink.
@@ -124,9 +122,10 @@ impl Filesystem {
         self.stat(&path)
     }
 
-    /// Whether the path exists; errors other than "not found" are returned, as `std::fs::exists` does.
+    /// Whether the path exists, following symlinks (a dangling symlink does not exist);
+    /// errors other than "not found" are returned, as `std::fs::exists` does.
     pub fn exists(&self, path: impl AsRef<Path>) -> io::Result<bool> {
-        match self.symlink_metadata(path) {
+        match self.metadata(path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -253,24 +252,119 @@ impl Filesystem {
 
     /// Opens a file for reading.
     pub fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        OpenOptions::new().read(true).open_in(self, path.as_ref())
+        self.options().read(true).open(path)
     }
 
     /// Creates or truncates a file for writing.
     pub fn create(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        OpenOptions::new()
+        self.options()
             .write(true)
             .create(true)
             .truncate(true)
-            .open_in(self, path.as_ref())
+            .open(path)
+    }
+
+    /// Creates a file for writing, failing with `AlreadyExists` if it exists, like std's
+    /// `File::create_new`.
+    pub fn create_new(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        self.options().write(true).create_new(true).open(path)
     }
 
     /// [`OpenOptions`] bound to this filesystem: `fs.options().write(true).create(true).open(path)`.
     pub fn options(&self) -> OpenOptions {
-        OpenOptions::new().on(self.clone())
+        OpenOptions::new(self.clone())
+    }
+
+    /// The target of a symbolic link, as stored (a relative target stays relative).
+    pub fn read_link(&self, path: impl AsRef<Path>) -> io::Result<PathBuf> {
+        let path = self.resolve(path.as_ref())?;
+        // The API has no readlink: its listing says what the path is (with std's errors), and
+        // coreutils' readlink on the sprite says where it points.
+        if !self.symlink_metadata(&path)?.is_symlink() {
+            return Err(fs_error(
+                io::ErrorKind::InvalidInput,
+                "EINVAL",
+                &path,
+                "not a symbolic link",
+            ));
+        }
+        let target = self.run_tool(&["readlink", "-v", "-z", "--", &path])?;
+        Ok(PathBuf::from(utf8_path(strip_nul(target))?))
+    }
+
+    /// The absolute path with every symlink, `.` and `..` resolved; `NotFound` if it does not
+    /// exist (`realpath -e` on the sprite, since the API has no such call).
+    pub fn canonicalize(&self, path: impl AsRef<Path>) -> io::Result<PathBuf> {
+        let path = self.resolve(path.as_ref())?;
+        let resolved = self.run_tool(&["realpath", "-z", "-e", "--", &path])?;
+        Ok(PathBuf::from(utf8_path(strip_nul(resolved))?))
+    }
+
+    /// Creates a symbolic link at `link` pointing to `original`, like
+    /// `std::os::unix::fs::symlink`: `original` is stored as given (relative targets resolve
+    /// against the link's directory), and an existing `link` is `AlreadyExists`.
+    pub fn symlink(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+        let original = original.as_ref().to_str().ok_or_else(|| {
+            io::Error::from(Error::InvalidInput(
+                "the symlink target is not valid UTF-8, which the API requires".into(),
+            ))
+        })?;
+        if original.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty symlink target",
+            ));
+        }
+        let link = self.resolve(link.as_ref())?;
+        self.run_tool(&["ln", "-s", "-T", "--", original, &link])
+            .map(drop)
+    }
+
+    /// Creates a hard link at `link` to the file `original`, like `std::fs::hard_link`: a
+    /// symlink `original` is linked itself, not followed; a directory is `PermissionDenied`.
+    pub fn hard_link(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+        let original = self.resolve(original.as_ref())?;
+        let link = self.resolve(link.as_ref())?;
+        self.run_tool(&["ln", "-P", "-T", "--", &original, &link])
+            .map(drop)
     }
 
     // ---- internals ----
+
+    /// Runs a coreutils program on the sprite for what the API cannot do, in the C locale so its
+    /// messages can be read; its stderr's `strerror` text gives the error kind.
+    fn run_tool(&self, argv: &[&str]) -> io::Result<Vec<u8>> {
+        let output = self
+            .sprite
+            .command(argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.cwd)
+            .env("LC_ALL", "C")
+            .output()?;
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        Err(io::Error::new(
+            tool_error_kind(&message),
+            if message.is_empty() {
+                format!("{} failed with {}", argv[0], output.status)
+            } else {
+                message
+            },
+        ))
+    }
+
+    /// `NotFound` unless the parent of `path` is a directory (std's open fails there).
+    pub(crate) fn check_parent(&self, path: &str) -> io::Result<()> {
+        let parent = parent_of(path);
+        match self.metadata(&parent) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(not_a_directory(&parent)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(path)),
+            Err(e) => Err(e),
+        }
+    }
 
     pub(crate) fn sprite(&self) -> &Sprite {
         &self.sprite
@@ -407,6 +501,42 @@ fn placeholder_id() -> u64 {
     hasher.finish()
 }
 
+/// The kind of a coreutils error message (C locale), from the `strerror` text it ends with.
+fn tool_error_kind(message: &str) -> io::ErrorKind {
+    use io::ErrorKind as K;
+    const KINDS: [(&str, K); 9] = [
+        ("No such file or directory", K::NotFound),
+        ("File exists", K::AlreadyExists),
+        ("Permission denied", K::PermissionDenied),
+        ("Operation not permitted", K::PermissionDenied),
+        ("hard link not allowed for directory", K::PermissionDenied),
+        ("Not a directory", K::NotADirectory),
+        ("Is a directory", K::IsADirectory),
+        ("Invalid argument", K::InvalidInput),
+        ("Read-only file system", K::ReadOnlyFilesystem),
+    ];
+    KINDS
+        .iter()
+        .find(|(text, _)| message.contains(text))
+        .map_or(K::Other, |&(_, kind)| kind)
+}
+
+/// A tool's NUL-terminated output (`-z`) without the terminator.
+fn strip_nul(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+}
+
+fn utf8_path(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        io::Error::from(Error::Protocol(format!(
+            "a path from the sprite is not valid UTF-8: {e}"
+        )))
+    })
+}
+
 fn parent_of(path: &str) -> String {
     match Path::new(path).parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_string_lossy().into_owned(),
@@ -439,7 +569,7 @@ fn not_a_directory(path: &str) -> io::Error {
     )
 }
 
-fn is_a_directory(path: &str) -> io::Error {
+pub(crate) fn is_a_directory(path: &str) -> io::Error {
     fs_error(
         io::ErrorKind::IsADirectory,
         "EISDIR",
@@ -448,11 +578,11 @@ fn is_a_directory(path: &str) -> io::Error {
     )
 }
 
-fn already_exists(path: &str) -> io::Error {
+pub(crate) fn already_exists(path: &str) -> io::Error {
     fs_error(io::ErrorKind::AlreadyExists, "EEXIST", path, "file exists")
 }
 
-fn not_found(path: &str) -> io::Error {
+pub(crate) fn not_found(path: &str) -> io::Error {
     fs_error(
         io::ErrorKind::NotFound,
         "ENOENT",
