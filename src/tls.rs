@@ -2,7 +2,9 @@
 //! the `native-tls` feature (the default), rustls with the `rustls` feature. One configuration
 //! serves both, so a certificate that HTTP accepts is accepted by exec too.
 
-use crate::error::{Error, Result, TransportError};
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+use crate::error::TransportError;
+use crate::error::{Error, Result};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 #[cfg(any(feature = "rustls", feature = "native-tls"))]
@@ -101,10 +103,10 @@ impl Tls {
                 }
             },
             Tls::Unavailable => {
-                let _ = tcp;
-                Err(Error::Config(
-                    "https needs the `native-tls` or `rustls` feature of sprites-blocking".into(),
-                ))
+                drop(tcp);
+                Err(Error::Config(format!(
+                    "{context}: https needs the `native-tls` or `rustls` feature of sprites-blocking"
+                )))
             }
         }
     }

@@ -3,6 +3,9 @@
 //! Alone in its own test binary, so no other test's threads or sockets are counted, with the
 //! server in a child process for the same reason.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::{ServerProcess, fd_count, thread_count};

@@ -1,5 +1,8 @@
 //! End to end: `Command`/`Child` against a real `sprites-local` over loopback.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::{Local, pseudo_random, rss_kib};

@@ -5,6 +5,9 @@
 //! on purpose; they use a few lines of raw TCP that answer the WebSocket upgrade and then
 //! misbehave — the real server never does that, which is the point.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::{Local, ServerProcess};

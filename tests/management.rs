@@ -1,5 +1,8 @@
 //! End to end: sprite management (PROTOCOL.md §5) against a real `sprites-local`.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::Local;

@@ -472,11 +472,23 @@ mod tests {
 
     #[test]
     fn rejects_empty_program_and_non_utf8() {
-        use std::os::unix::ffi::OsStrExt;
         let sprite = sprite();
         assert!(sprite.command("").argv().is_err());
         let mut cmd = sprite.command("ls");
-        cmd.arg(std::ffi::OsStr::from_bytes(b"\xff"));
+        cmd.arg(not_utf8());
         assert!(cmd.argv().is_err());
+    }
+
+    #[cfg(unix)]
+    fn not_utf8() -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStringExt;
+        std::ffi::OsString::from_vec(vec![0xff])
+    }
+
+    #[cfg(windows)]
+    fn not_utf8() -> std::ffi::OsString {
+        use std::os::windows::ffi::OsStringExt;
+        // A lone surrogate: valid UTF-16 for Windows, not UTF-8.
+        std::ffi::OsString::from_wide(&[0xD800])
     }
 }
