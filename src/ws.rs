@@ -93,11 +93,15 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
                 return Err(ApiError::parse(status, header, body).into());
             }
             Err(HandshakeError::Failure(err)) => return Err(ws_error(err)),
-            // Unreachable for a blocking stream, but a typed error is cheaper than a proof.
+            // The stream blocks with timeouts, so a read that timed out (WouldBlock) is the only
+            // way the handshake stops midway: the server did not answer in time.
             Err(HandshakeError::Interrupted(_)) => {
                 return Err(TransportError::new(
-                    io::ErrorKind::Interrupted,
-                    "WebSocket handshake interrupted",
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "waiting {:?} for the answer to the WebSocket upgrade",
+                        inner.http_timeout
+                    ),
                     None,
                 )
                 .into());
