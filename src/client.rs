@@ -47,6 +47,9 @@ pub(crate) struct ClientInner {
     pub(crate) tls: Tls,
     /// The proxy every connection goes through, if any.
     pub(crate) proxy: Option<Proxy>,
+    /// `Proxy-Authorization` for plain-HTTP requests sent to the proxy, which ureq only adds
+    /// to its `CONNECT`s (for `https`). Never set for `https`: it would reach the server.
+    proxy_authorization: Option<String>,
     pub(crate) user_agent: String,
     pub(crate) http_timeout: Duration,
     pub(crate) create_timeout: Duration,
@@ -139,20 +142,22 @@ impl Client {
 
     /// A request with auth and user agent set, and the default JSON timeout.
     pub(crate) fn request(&self, method: &str, path_and_query: &str) -> ureq::Request {
-        self.inner
-            .agent
-            .request(method, &self.url(path_and_query))
-            .set("Authorization", &format!("Bearer {}", self.inner.token))
+        self.streaming_request(method, path_and_query)
             .timeout(self.inner.http_timeout)
     }
 
     /// A request with auth set and no overall deadline: streamed bodies of any size are bounded
     /// per read and write (the agent's timeouts), not in total.
     pub(crate) fn streaming_request(&self, method: &str, path_and_query: &str) -> ureq::Request {
-        self.inner
+        let request = self
+            .inner
             .agent
             .request(method, &self.url(path_and_query))
-            .set("Authorization", &format!("Bearer {}", self.inner.token))
+            .set("Authorization", &format!("Bearer {}", self.inner.token));
+        match &self.inner.proxy_authorization {
+            Some(value) => request.set("Proxy-Authorization", value),
+            None => request,
+        }
     }
 
     pub(crate) fn create_timeout(&self) -> Duration {
@@ -360,6 +365,10 @@ impl ClientBuilder {
                     .map_err(|e| Error::Config(format!("invalid proxy URL: {e}")))?,
             );
         }
+        let proxy_authorization = proxy
+            .as_ref()
+            .filter(|_| !base.tls)
+            .and_then(Proxy::authorization);
         let agent = agent
             .user_agent(&self.user_agent)
             .timeout_connect(self.connect_timeout)
@@ -374,6 +383,7 @@ impl ClientBuilder {
                 token,
                 agent,
                 tls,
+                proxy_authorization,
                 proxy,
                 user_agent: self.user_agent,
                 http_timeout: self.http_timeout,

@@ -542,7 +542,7 @@ impl ApiError {
             (_, Some("EINVAL")) => K::InvalidInput,
             (_, Some("EIO")) => K::Other,
             (_, Some("permission_denied")) => K::PermissionDenied,
-            (401 | 403, _) => K::PermissionDenied,
+            (401 | 403 | 407, _) => K::PermissionDenied,
             (404 | 410, _) => K::NotFound,
             (409, _) => K::AlreadyExists,
             (400 | 422, _) => K::InvalidInput,

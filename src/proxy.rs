@@ -94,6 +94,16 @@ impl Proxy {
         Proxy::parse(&url).map(Some)
     }
 
+    /// `Basic <credentials>` for a `Proxy-Authorization` header, if the URL had credentials.
+    pub(crate) fn authorization(&self) -> Option<String> {
+        use base64::Engine as _;
+        let credentials = self.credentials.as_ref()?;
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ))
+    }
+
     /// Opens a tunnel to `host:port` through this proxy on `tcp` (already connected to the
     /// proxy, with read and write timeouts set): sends `CONNECT` and reads the answer's head.
     pub(crate) fn connect(
@@ -106,10 +116,8 @@ impl Proxy {
         let target = format!("{host}:{port}");
         let mut request =
             format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {user_agent}\r\n");
-        if let Some(credentials) = &self.credentials {
-            use base64::Engine as _;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-            request.push_str(&format!("Proxy-Authorization: Basic {encoded}\r\n"));
+        if let Some(authorization) = self.authorization() {
+            request.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
         }
         request.push_str("\r\n");
         let context = format!(
@@ -308,6 +316,8 @@ mod tests {
         assert_eq!((p.host.as_str(), p.port), ("proxy.example", 3128));
         assert_eq!(p.credentials.as_deref(), Some("user:p@ss"));
         assert_eq!(p.url, "http://user:p%40ss@proxy.example:3128");
+        assert_eq!(p.authorization().as_deref(), Some("Basic dXNlcjpwQHNz"));
+        assert_eq!(Proxy::parse("http://h:1").unwrap().authorization(), None);
         assert_eq!(format!("{p:?}"), "Proxy(proxy.example:3128)");
         let p = Proxy::parse("proxy.example").unwrap();
         assert_eq!((p.port, p.url.as_str()), (80, "http://proxy.example:80"));
