@@ -8,6 +8,7 @@ mod common;
 use common::{Local, pseudo_random};
 use sprites::fs::Permissions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 /// A filesystem rooted in a fresh directory inside the sprite's home.
 fn scratch(local: &Local, tag: &str) -> (sprites::Sprite, sprites::fs::Filesystem) {
@@ -381,4 +382,218 @@ fn a_write_cut_mid_stream_leaves_no_torn_file() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(fs.read_to_string("keep.txt").unwrap(), "old contents");
+}
+
+#[test]
+fn a_bufwriter_that_flushes_mid_stream_keeps_writing() {
+    let local = Local::start();
+    let (_sprite, fs) = scratch(&local, "bufw");
+    let data = pseudo_random(1 << 20, 21);
+    let mut out = io::BufWriter::with_capacity(4096, fs.create("buffered.bin").unwrap());
+    for (i, piece) in data.chunks(10_000).enumerate() {
+        out.write_all(piece).unwrap();
+        if i % 7 == 0 {
+            // What std code does all the time; it must not end the upload.
+            out.flush().unwrap();
+        }
+    }
+    let file = out.into_inner().unwrap();
+    file.sync_all().unwrap();
+    // Committed means committed: another write cannot silently start over.
+    let err = (&file).write(b"x").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+    file.close().unwrap();
+    assert!(fs.read("buffered.bin").unwrap() == data);
+
+    // io::copy flushes nothing but streams; a plain flush on the File is not a commit either.
+    let mut file = fs.create("copied.bin").unwrap();
+    file.write_all(b"head-").unwrap();
+    file.flush().unwrap();
+    io::copy(&mut &data[..1000], &mut file).unwrap();
+    file.close().unwrap();
+    let back = fs.read("copied.bin").unwrap();
+    assert_eq!(&back[..5], b"head-");
+    assert_eq!(&back[5..], &data[..1000]);
+}
+
+/// Records what the crate logs, to see the failure of an upload committed by drop.
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Recorder {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+static RECORDER: Recorder = Recorder(std::sync::Mutex::new(Vec::new()));
+
+#[test]
+fn a_failed_upload_is_returned_by_close_and_logged_by_drop() {
+    let local = Local::start();
+    let (_sprite, fs) = scratch(&local, "dropfail");
+    let _ = log::set_logger(&RECORDER);
+    log::set_max_level(log::LevelFilter::Warn);
+    fs.create_dir("doomed").unwrap();
+
+    let mut file = fs.create("doomed/a.txt").unwrap();
+    file.write_all(b"lost").unwrap();
+    fs.remove_dir_all("doomed").unwrap();
+    let err = file.close().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+
+    fs.create_dir("doomed").unwrap();
+    let mut file = fs.create("doomed/b.txt").unwrap();
+    file.write_all(b"lost").unwrap();
+    fs.remove_dir_all("doomed").unwrap();
+    drop(file);
+    let logged = RECORDER.0.lock().unwrap().clone();
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.starts_with("ERROR") && line.contains("doomed/b.txt")),
+        "{logged:?}"
+    );
+}
+
+#[test]
+fn writes_with_a_missing_parent_are_not_found_as_in_std() {
+    let local = Local::start();
+    let (_sprite, fs) = scratch(&local, "noparent");
+    let err = fs.write("missing/x.txt", "x").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    let err = fs.create("missing/y.txt").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    assert!(!fs.exists("missing").unwrap(), "no parent was created");
+    fs.write("file", "f").unwrap();
+    let err = fs.write("file/child", "x").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotADirectory, "{err}");
+    let err = fs.create("file/child").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotADirectory, "{err}");
+    fs.create_dir("dir").unwrap();
+    assert_eq!(
+        fs.create("dir").unwrap_err().kind(),
+        io::ErrorKind::IsADirectory
+    );
+}
+
+#[test]
+fn exists_follows_symlinks_and_links_work_like_std() {
+    let local = Local::start();
+    let (_sprite, fs) = scratch(&local, "links2");
+    fs.write("target.txt", "t").unwrap();
+    fs.create_dir("sub").unwrap();
+
+    fs.symlink("target.txt", "good").unwrap();
+    fs.symlink("nowhere.txt", "dangling").unwrap();
+    fs.symlink("../target.txt", "sub/up").unwrap();
+    assert!(fs.exists("good").unwrap());
+    assert!(
+        !fs.exists("dangling").unwrap(),
+        "a dangling link does not exist"
+    );
+    assert!(fs.symlink_metadata("dangling").unwrap().is_symlink());
+    assert_eq!(fs.read_to_string("sub/up").unwrap(), "t");
+    // Targets as stored, relative ones included.
+    assert_eq!(fs.read_link("good").unwrap(), Path::new("target.txt"));
+    assert_eq!(fs.read_link("sub/up").unwrap(), Path::new("../target.txt"));
+    assert_eq!(
+        fs.read_link("target.txt").unwrap_err().kind(),
+        io::ErrorKind::InvalidInput,
+        "not a link"
+    );
+    assert_eq!(
+        fs.read_link("absent").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        fs.symlink("target.txt", "good").unwrap_err().kind(),
+        io::ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        fs.symlink("target.txt", "missing/link").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+
+    let real = fs.current_dir().join("target.txt");
+    assert_eq!(fs.canonicalize("sub/up").unwrap(), real);
+    assert_eq!(fs.canonicalize("sub/../good").unwrap(), real);
+    assert_eq!(
+        fs.canonicalize("dangling").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+
+    fs.hard_link("target.txt", "hard.txt").unwrap();
+    assert_eq!(fs.read_to_string("hard.txt").unwrap(), "t");
+    assert_eq!(
+        fs.hard_link("target.txt", "hard.txt").unwrap_err().kind(),
+        io::ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        fs.hard_link("absent", "h2").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        fs.hard_link("sub", "h3").unwrap_err().kind(),
+        io::ErrorKind::PermissionDenied,
+        "directories cannot be hard-linked"
+    );
+}
+
+#[test]
+fn file_permissions_create_new_and_times_like_std() {
+    let local = Local::start();
+    let (sprite, fs) = scratch(&local, "fileperm");
+    let mut script = fs.create_new("run.sh").unwrap();
+    script.write_all(b"#!/bin/sh\necho ran\n").unwrap();
+    script
+        .set_permissions(Permissions::from_mode(0o750))
+        .unwrap();
+    script.close().unwrap();
+    assert_eq!(fs.metadata("run.sh").unwrap().mode() & 0o777, 0o750);
+    let path = fs.current_dir().join("run.sh");
+    assert_eq!(sprite.command(&path).output().unwrap().stdout, b"ran\n");
+
+    let opened = fs.open("run.sh").unwrap();
+    opened
+        .set_permissions(Permissions::from_mode(0o600))
+        .unwrap();
+    assert_eq!(opened.metadata().unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs.create_new("run.sh").unwrap_err().kind(),
+        io::ErrorKind::AlreadyExists
+    );
+
+    let meta = fs.metadata("run.sh").unwrap();
+    assert!(meta.modified().is_ok());
+    assert_eq!(
+        meta.accessed().unwrap_err().kind(),
+        io::ErrorKind::Unsupported
+    );
+    assert_eq!(
+        meta.created().unwrap_err().kind(),
+        io::ErrorKind::Unsupported
+    );
+}
+
+#[test]
+#[ignore = "sprites-local lists fifos and sockets as type \"file\" (fsops/tree.rs); the client maps \"fifo\"/\"socket\" (unit-tested) once the server sends them"]
+fn fifos_are_not_regular_files() {
+    let local = Local::start();
+    let (sprite, fs) = scratch(&local, "fifo");
+    let status = sprite
+        .command("mkfifo")
+        .arg("pipe")
+        .current_dir(fs.current_dir())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let meta = fs.metadata("pipe").unwrap();
+    assert!(!meta.is_file() && meta.file_type().is_fifo());
 }

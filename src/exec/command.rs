@@ -439,6 +439,7 @@ impl fmt::Debug for Command {
 #[cfg(test)]
 mod tests {
     use crate::Client;
+    use std::ffi::OsStr;
 
     fn sprite() -> crate::Sprite {
         Client::new("t").unwrap().sprite("box")
@@ -468,6 +469,38 @@ mod tests {
         );
         cmd.env_clear().env("B", "2");
         assert_eq!(cmd.argv().unwrap(), ["env", "-i", "B=2", "printenv"]);
+    }
+
+    #[test]
+    fn get_args_and_get_envs_are_nameable_debug_iterators() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("ls");
+        cmd.args(["-l", "/tmp"]).env("B", "2").env_remove("A");
+        let args: super::CommandArgs<'_> = cmd.get_args();
+        assert!(format!("{args:?}").contains("-l"));
+        assert_eq!(args.len(), 2);
+        assert_eq!(args.clone().rev().collect::<Vec<_>>(), ["/tmp", "-l"]);
+        assert_eq!(args.collect::<Vec<_>>(), ["-l", "/tmp"]);
+        let envs: super::CommandEnvs<'_> = cmd.get_envs();
+        assert!(format!("{envs:?}").contains('B'));
+        assert_eq!(envs.len(), 2);
+        let envs: Vec<_> = envs.collect();
+        assert_eq!(
+            envs,
+            [
+                (OsStr::new("A"), None),
+                (OsStr::new("B"), Some(OsStr::new("2")))
+            ]
+        );
+        assert_eq!(
+            cmd.get_envs().next_back(),
+            Some((OsStr::new("B"), Some(OsStr::new("2"))))
+        );
+        cmd.env_clear().env("C", "3");
+        assert_eq!(
+            cmd.get_envs().collect::<Vec<_>>(),
+            [(OsStr::new("C"), Some(OsStr::new("3")))]
+        );
     }
 
     #[test]
