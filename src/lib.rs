@@ -45,7 +45,9 @@ pub mod fs;
 mod proxy;
 mod sprite;
 mod sys;
+mod tar;
 mod tls;
+mod transfer;
 mod types;
 mod url;
 mod ws;
@@ -56,7 +58,7 @@ pub use exec::{
     Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
     Output, Stdio,
 };
-pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate};
+pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
 
 // The README's tour compiles (it is `no_run`: it needs a live API).

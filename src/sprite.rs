@@ -169,6 +169,77 @@ impl Client {
         Ok((self.sprite(info.name.clone()), info))
     }
 
+    /// A sprite named `<prefix>-<16 random hex digits>` that is deleted when the returned
+    /// guard is dropped: for tests and scripts that must not leave sprites behind.
+    /// [`TempSprite::keep`] keeps it; [`TempSprite::delete`] deletes it and returns the
+    /// verdict, which drop can only log (through the `log` crate).
+    ///
+    /// # Errors
+    ///
+    /// As [`create_sprite`](Self::create_sprite).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-temp", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// let name = {
+    ///     let sprite = client.create_temp_sprite("ci")?;
+    ///     assert!(sprite.command("true").status()?.success());
+    ///     sprite.name().to_owned()
+    /// }; // deleted here
+    /// assert!(client.get_sprite(&name).unwrap_err().api().is_some_and(|a| a.is_not_found()));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn create_temp_sprite(&self, prefix: &str) -> Result<TempSprite> {
+        let name = format!("{prefix}-{:016x}", crate::fs::random_id());
+        Ok(TempSprite {
+            sprite: Some(self.create_sprite(&name)?),
+        })
+    }
+
+    /// The sprite with this name, created (with default settings) if it does not exist.
+    /// Safe against a concurrent creator: if the create loses a race, the winner's sprite is
+    /// returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_sprite`](Self::get_sprite) and [`create_sprite`](Self::create_sprite), except
+    /// that "not found" and "already exists" are handled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-get-or-create", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// let first = client.get_or_create_sprite("builder")?; // created
+    /// first.fs().write("/tmp/marker", "1")?;
+    /// let again = client.get_or_create_sprite("builder")?; // the same one
+    /// assert_eq!(again.fs().read_to_string("/tmp/marker")?, "1");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_or_create_sprite(&self, name: &str) -> Result<Sprite> {
+        match self.get_sprite(name) {
+            Ok(info) => return Ok(self.sprite(info.name)),
+            Err(Error::Api(api)) if api.is_not_found() => {}
+            Err(err) => return Err(err),
+        }
+        match self.create_sprite(name) {
+            Ok(sprite) => Ok(sprite),
+            Err(Error::Api(api)) if api.is_already_exists() => {
+                let info = self.get_sprite(name)?;
+                Ok(self.sprite(info.name))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Fetches one sprite's info.
     pub fn get_sprite(&self, name: &str) -> Result<SpriteInfo> {
         self.sprite(name).info()
@@ -225,6 +296,57 @@ impl Client {
             options,
             buffer: Vec::new().into_iter(),
             done: false,
+        }
+    }
+}
+
+/// A sprite deleted when this guard is dropped; from [`Client::create_temp_sprite`].
+/// Dereferences to [`Sprite`].
+#[derive(Debug)]
+pub struct TempSprite {
+    /// `None` once kept or deleted.
+    sprite: Option<Sprite>,
+}
+
+impl TempSprite {
+    /// Disarms the guard: the sprite outlives it.
+    pub fn keep(mut self) -> Sprite {
+        self.sprite
+            .take()
+            .expect("a TempSprite holds its sprite until kept or deleted")
+    }
+
+    /// Deletes the sprite now and returns the verdict (drop can only log it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sprite::delete`].
+    pub fn delete(mut self) -> Result<()> {
+        match self.sprite.take() {
+            Some(sprite) => sprite.delete(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for TempSprite {
+    type Target = Sprite;
+    fn deref(&self) -> &Sprite {
+        self.sprite
+            .as_ref()
+            .expect("a TempSprite holds its sprite until kept or deleted")
+    }
+}
+
+impl Drop for TempSprite {
+    fn drop(&mut self) {
+        if let Some(sprite) = self.sprite.take()
+            && let Err(err) = sprite.delete()
+        {
+            log::error!(
+                "sprites: deleting the temporary sprite {} failed: {err}",
+                sprite.name()
+            );
         }
     }
 }

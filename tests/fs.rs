@@ -597,3 +597,150 @@ fn fifos_are_not_regular_files() {
     let meta = fs.metadata("pipe").unwrap();
     assert!(!meta.is_file() && meta.file_type().is_fifo());
 }
+
+#[test]
+fn upload_and_download_single_files_with_progress() {
+    let local = Local::start();
+    let (_sprite, fs) = scratch(&local, "xfer1");
+    let dir = common::TempDir::new("xfer1");
+    let data = pseudo_random(3 << 20, 5);
+    let source = dir.path().join("source.bin");
+    std::fs::write(&source, &data).unwrap();
+    let mut seen = Vec::new();
+    let done = fs.upload(&source, "up.bin", |p| seen.push(*p)).unwrap();
+    assert_eq!((done.bytes, done.files), (data.len() as u64, 1));
+    assert_eq!(done.total_bytes, Some(data.len() as u64));
+    assert!(seen.len() > 3, "progress along the way: {}", seen.len());
+    assert!(seen.windows(2).all(|w| w[0].bytes <= w[1].bytes));
+    assert!(fs.read("up.bin").unwrap() == data);
+
+    let back = dir.path().join("back.bin");
+    let done = fs.download("up.bin", &back, |_| {}).unwrap();
+    assert_eq!(done.total_bytes, Some(data.len() as u64));
+    assert!(std::fs::read(&back).unwrap() == data);
+
+    assert_eq!(
+        fs.download("absent", dir.path().join("x"), |_| {})
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        fs.upload(dir.path(), "dir", |_| {}).unwrap_err().kind(),
+        io::ErrorKind::IsADirectory
+    );
+}
+
+#[test]
+fn directory_trees_round_trip_through_one_tar_stream() {
+    use std::os::unix::fs::PermissionsExt;
+    let local = Local::start();
+    let (sprite, fs) = scratch(&local, "xferdir");
+    let dir = common::TempDir::new("xferdir");
+    let tree = dir.path().join("tree");
+    let long = "l".repeat(120);
+    std::fs::create_dir_all(tree.join("a/b").join(&long)).unwrap();
+    std::fs::create_dir_all(tree.join("empty")).unwrap();
+    std::fs::write(tree.join("a/b").join(&long).join("deep.txt"), "deep").unwrap();
+    std::fs::write(tree.join("zero"), "").unwrap();
+    let big = pseudo_random(2 << 20, 9);
+    std::fs::write(tree.join("a/big.bin"), &big).unwrap();
+    std::fs::write(tree.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
+    std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("a/big.bin", tree.join("link")).unwrap();
+
+    let mut calls = 0;
+    let up = fs
+        .upload_dir(&tree, "copy", |p| {
+            calls += 1;
+            assert!(p.bytes <= p.total_bytes.unwrap());
+        })
+        .unwrap();
+    let total = (big.len() + 4 + 18) as u64;
+    assert_eq!((up.files, up.bytes), (4, total));
+    assert_eq!((up.total_files, up.total_bytes), (Some(4), Some(total)));
+    assert!(calls > 4);
+    let remote = format!("{}/copy", fs.current_dir().display());
+    assert!(fs.read("copy/a/big.bin").unwrap() == big);
+    assert_eq!(
+        fs.read_to_string(format!("copy/a/b/{long}/deep.txt"))
+            .unwrap(),
+        "deep"
+    );
+    assert_eq!(fs.metadata("copy/run.sh").unwrap().mode() & 0o777, 0o750);
+    assert!(fs.metadata("copy/empty").unwrap().is_dir());
+    assert_eq!(fs.read_link("copy/link").unwrap(), Path::new("a/big.bin"));
+    let ran = sprite.command(format!("{remote}/run.sh")).output().unwrap();
+    assert_eq!(ran.stdout, b"ok\n");
+
+    let back = dir.path().join("back");
+    let down = fs.download_dir("copy", &back, |_| {}).unwrap();
+    assert_eq!((down.files, down.bytes), (4, total));
+    assert!(std::fs::read(back.join("a/big.bin")).unwrap() == big);
+    assert_eq!(
+        std::fs::read_to_string(back.join("a/b").join(&long).join("deep.txt")).unwrap(),
+        "deep"
+    );
+    assert_eq!(std::fs::read(back.join("zero")).unwrap(), b"");
+    assert_eq!(
+        std::fs::metadata(back.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
+    assert_eq!(
+        std::fs::read_link(back.join("link")).unwrap(),
+        Path::new("a/big.bin")
+    );
+    assert!(back.join("empty").is_dir());
+}
+
+#[test]
+fn directory_transfers_fail_with_std_kinds_and_tar_says_why() {
+    let local = Local::start();
+    let (_sprite, fs) = scratch(&local, "xferbad");
+    let dir = common::TempDir::new("xferbad");
+    assert_eq!(
+        fs.download_dir("absent", dir.path().join("x"), |_| {})
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    fs.write("plain", "p").unwrap();
+    assert_eq!(
+        fs.download_dir("plain", dir.path().join("x"), |_| {})
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotADirectory
+    );
+    assert_eq!(
+        fs.upload_dir(dir.path().join("missing"), "x", |_| {})
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    let file = dir.path().join("f");
+    std::fs::write(&file, "f").unwrap();
+    assert_eq!(
+        fs.upload_dir(&file, "x", |_| {}).unwrap_err().kind(),
+        io::ErrorKind::NotADirectory
+    );
+    // Extraction under a regular file fails on the sprite; the error carries tar's words.
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    std::fs::write(dir.path().join("t/x"), "x").unwrap();
+    let err = fs
+        .upload_dir(dir.path().join("t"), "plain/sub", |_| {})
+        .unwrap_err();
+    match sprites::Error::from_io(&err) {
+        Some(sprites::Error::CommandFailed {
+            status,
+            stderr_tail,
+        }) => {
+            assert!(!status.success());
+            assert!(stderr_tail.contains("plain"), "{stderr_tail}");
+        }
+        other => panic!("{other:?} ({err})"),
+    }
+}

@@ -243,3 +243,47 @@ fn client_configuration_errors() {
         Err(Error::Config(_))
     ));
 }
+
+#[test]
+fn temporary_sprites_delete_themselves_and_get_or_create_reuses() {
+    let local = Local::start();
+    let name = {
+        let temp = local.client.create_temp_sprite("tmp").unwrap();
+        assert!(temp.name().starts_with("tmp-"));
+        assert!(local.client.get_sprite(temp.name()).is_ok());
+        temp.name().to_owned()
+    };
+    let err = local.client.get_sprite(&name).unwrap_err();
+    assert!(err.api().is_some_and(|a| a.is_not_found()), "{err}");
+
+    let kept = local.client.create_temp_sprite("tmp").unwrap().keep();
+    assert!(local.client.get_sprite(kept.name()).is_ok());
+    let explicit = local.client.create_temp_sprite("tmp").unwrap();
+    let explicit_name = explicit.name().to_owned();
+    explicit.delete().unwrap();
+    assert!(local.client.get_sprite(&explicit_name).is_err());
+
+    let first = local.client.get_or_create_sprite("reused").unwrap();
+    first.fs().write("/tmp/reused-marker", "1").unwrap();
+    let again = local.client.get_or_create_sprite("reused").unwrap();
+    assert_eq!(again.name(), "reused");
+    assert_eq!(
+        local
+            .client
+            .sprites_with(ListOptions::new().prefix("reused"))
+            .count(),
+        1
+    );
+    // Racing creators all end up with the one sprite.
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let client = local.client.clone();
+            std::thread::spawn(move || client.get_or_create_sprite("raced").unwrap())
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap().name(), "raced");
+    }
+    let err = local.client.get_or_create_sprite("BAD NAME").unwrap_err();
+    assert_eq!(err.api().map(|a| a.status), Some(400));
+}

@@ -511,6 +511,14 @@ impl File {
         if finished { self.commit() } else { Ok(()) }
     }
 
+    /// The length the server declared when the file was opened for reading.
+    pub(crate) fn declared_len(&self) -> Option<u64> {
+        match &*self.lock() {
+            State::Read(state) => state.len,
+            State::Write(_) => None,
+        }
+    }
+
     /// The whole file, at most its declared length: the body may not be longer than the
     /// server said, which bounds memory whatever the server sends.
     pub(crate) fn read_all(&self) -> io::Result<Vec<u8>> {

@@ -25,6 +25,7 @@
 mod file;
 mod metadata;
 
+pub use crate::transfer::Progress;
 pub use file::{File, OpenOptions};
 pub use metadata::{DirEntry, FileType, Metadata, Permissions, ReadDir};
 
@@ -468,7 +469,7 @@ impl Filesystem {
         let placeholder = format!(
             "{}/.sprites-mkdir-{:016x}",
             path.trim_end_matches('/'),
-            placeholder_id()
+            random_id()
         );
         self.put(&placeholder, b"", 0o600, true)?;
         self.delete(&placeholder, false)
@@ -485,7 +486,7 @@ pub(crate) fn write_query(path: &str, cwd: &str, mode: u32, mkdir_parents: bool)
     query
 }
 
-fn placeholder_id() -> u64 {
+pub(crate) fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded per process from the OS; mixing in time and a counter makes
     // collisions between concurrent callers vanishingly unlikely without a rand dependency.
@@ -560,7 +561,7 @@ fn clean(base: &Path, path: &Path) -> PathBuf {
     out
 }
 
-fn not_a_directory(path: &str) -> io::Error {
+pub(crate) fn not_a_directory(path: &str) -> io::Error {
     fs_error(
         io::ErrorKind::NotADirectory,
         "ENOTDIR",
