@@ -351,7 +351,7 @@ pub struct RateLimit {
     pub reset: Option<u64>,
 }
 
-/// An error status from the API with its body (PROTOCOL.md §3.1); every field but the status is
+/// An error status from the API with its body ([PROTOCOL.md §3.1](crate::protocol#31-api-error-body)); every field but the status is
 /// optional on the wire.
 ///
 /// ```
@@ -382,7 +382,7 @@ pub struct ApiError {
     pub upgrade_available: Option<bool>,
     /// `upgrade_url` from the body.
     pub upgrade_url: Option<String>,
-    /// `path` from a filesystem error body (PROTOCOL.md §3.2).
+    /// `path` from a filesystem error body ([PROTOCOL.md §3.2](crate::protocol#32-filesystem-error-body)).
     pub path: Option<String>,
 }
 

@@ -61,6 +61,11 @@ pub use exec::{
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
 
+/// The wire protocol this crate speaks and `sprites-local` serves (`docs/PROTOCOL.md` in the
+/// repository). The crate's documentation cites its sections as "PROTOCOL.md §N".
+#[doc = include_str!("../docs/PROTOCOL.md")]
+pub mod protocol {}
+
 // The README's tour compiles (it is `no_run`: it needs a live API).
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

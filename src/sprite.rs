@@ -1,4 +1,4 @@
-//! The [`Sprite`] handle and sprite management (PROTOCOL.md §5): create, get, list, update,
+//! The [`Sprite`] handle and sprite management ([PROTOCOL.md §5](crate::protocol#5-sprite-management)): create, get, list, update,
 //! delete, upgrade.
 
 use crate::client::Client;

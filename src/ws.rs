@@ -34,7 +34,7 @@ pub(crate) struct Accepted {
 
 /// Opens a WebSocket to `path_and_query` (e.g. `/v1/sprites/x/exec?cmd=ls`).
 ///
-/// A non-101 answer becomes [`Error::Api`] with the body parsed as an API error (§3.3).
+/// A non-101 answer becomes [`Error::Api`] with the body parsed as an API error ([PROTOCOL.md §3.3](crate::protocol#33-websocket-upgrade-failures)).
 pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
     let inner = &client.inner;
     let base = &inner.base;

@@ -173,7 +173,7 @@ impl Child {
     }
 
     /// The session id the server assigned: the remote process id, as a string
-    /// (PROTOCOL.md §6.4).
+    /// ([PROTOCOL.md §6.4](crate::protocol#64-text-frames-from-the-server)).
     ///
     /// The server announces it in its first message, which arrives with the connection, so
     /// this returns at once in practice. Otherwise it waits for the server's first message (at

@@ -1,5 +1,5 @@
 //! [`Metadata`], [`FileType`], [`Permissions`], [`ReadDir`] and [`DirEntry`], shaped like std's,
-//! built from the API's `FsEntry` (PROTOCOL.md §9).
+//! built from the API's `FsEntry` ([PROTOCOL.md §9](crate::protocol#9-filesystem-api)).
 
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -61,7 +61,7 @@ enum Kind {
 }
 
 impl Kind {
-    /// From the entry's `type` (PROTOCOL.md §9); unknown names are not guessed to be files.
+    /// From the entry's `type` ([PROTOCOL.md §9](crate::protocol#9-filesystem-api)); unknown names are not guessed to be files.
     fn from_name(name: &str) -> Kind {
         match name {
             "file" => Kind::File,

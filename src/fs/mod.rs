@@ -1,4 +1,4 @@
-//! A sprite's filesystem with the API of `std::fs` (PROTOCOL.md §9).
+//! A sprite's filesystem with the API of `std::fs` ([PROTOCOL.md §9](crate::protocol#9-filesystem-api)).
 //!
 //! [`Filesystem`] has the `std::fs` free functions as methods; [`File`] implements `Read`,
 //! `Write` and `Seek` and streams, so a file of any size passes through constant memory.
