@@ -13,12 +13,16 @@ use std::ffi::OsStr;
 ///
 /// Get one from [`Client::sprite`] (no I/O) or [`Client::create_sprite`].
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> std::io::Result<()> {
-/// let client = sprites::Client::from_env()?;
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-5", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// # client.create_sprite("my-sprite")?;
 /// let sprite = client.sprite("my-sprite");
 /// let output = sprite.command("uname").arg("-a").output()?;
 /// println!("{}", String::from_utf8_lossy(&output.stdout));
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -49,11 +53,15 @@ impl Sprite {
 
     /// A [`Command`] that runs `program` on this sprite, built like `std::process::Command::new`.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> std::io::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-6", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("s")?;
     /// let status = sprite.command("ls").arg("-la").current_dir("/tmp").status()?;
     /// assert!(status.success());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
@@ -70,11 +78,15 @@ impl Sprite {
 
     /// Applies a partial update and returns the updated info.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-7", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("s")?;
     /// use sprites::{SpriteUpdate, UrlSettings};
     /// sprite.update(&SpriteUpdate::new().labels(["prod"]).url_settings(UrlSettings::public()))?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn update(&self, update: &SpriteUpdate) -> Result<SpriteInfo> {
@@ -110,11 +122,14 @@ impl Sprite {
 impl Client {
     /// Creates a sprite with default settings and returns its handle.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
-    /// let client = sprites::Client::from_env()?;
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-8", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// let sprite = client.create_sprite("scratch")?;
     /// sprite.delete()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn create_sprite(&self, name: &str) -> Result<Sprite> {
@@ -124,13 +139,16 @@ impl Client {
 
     /// Creates a sprite with [`CreateOptions`] and returns its handle and the server's info.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-9", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// use sprites::{CreateOptions, SpriteConfig};
-    /// let client = sprites::Client::from_env()?;
     /// let options = CreateOptions::new().label("ci").config(SpriteConfig::new().ram_mb(4096)).wait_for_capacity(true);
     /// let (sprite, info) = client.create_sprite_with("builder", &options)?;
     /// println!("{} is {:?}", sprite.name(), info.status);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn create_sprite_with(
@@ -218,9 +236,9 @@ impl Client {
     /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
     /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// let first = client.get_or_create_sprite("builder")?; // created
-    /// first.fs().write("/tmp/marker", "1")?;
+    /// first.fs_at(&dir).write("marker", "1")?;
     /// let again = client.get_or_create_sprite("builder")?; // the same one
-    /// assert_eq!(again.fs().read_to_string("/tmp/marker")?, "1");
+    /// assert_eq!(again.fs_at(&dir).read_to_string("marker")?, "1");
     /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
@@ -252,14 +270,17 @@ impl Client {
 
     /// Fetches one page of sprites.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-10", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// use sprites::ListOptions;
-    /// let client = sprites::Client::from_env()?;
     /// let page = client.list_sprites(&ListOptions::new().prefix("ci-").max_results(10))?;
     /// if let Some(token) = page.next_token() {
     ///     let next = client.list_sprites(&ListOptions::new().prefix("ci-").continuation_token(token))?;
     /// }
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn list_sprites(&self, options: &ListOptions) -> Result<SpritePage> {
@@ -278,10 +299,13 @@ impl Client {
 
     /// Every sprite, fetching pages lazily as the iterator advances.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
-    /// let client = sprites::Client::from_env()?;
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-11", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// let names: Vec<String> = client.sprites().map(|s| s.map(|s| s.name)).collect::<Result<_, _>>()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn sprites(&self) -> SpriteIter {

@@ -54,7 +54,7 @@ impl Filesystem {
     /// # let sprite = client.create_sprite("doc")?;
     /// let local = std::env::temp_dir().join(format!("upload-{}.txt", std::process::id()));
     /// std::fs::write(&local, "from this machine\n")?;
-    /// let fs = sprite.fs_at("/tmp");
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
     /// let done = fs.upload(&local, "copy.txt", |p| println!("{} of {:?} bytes", p.bytes, p.total_bytes))?;
     /// assert_eq!((done.bytes, done.files), (18, 1));
     /// assert_eq!(fs.read_to_string("copy.txt")?, "from this machine\n");
@@ -114,7 +114,7 @@ impl Filesystem {
     /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
     /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// # let sprite = client.create_sprite("doc")?;
-    /// let fs = sprite.fs_at("/tmp");
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
     /// fs.write("report.csv", "a,b\n1,2\n")?;
     /// let local = std::env::temp_dir().join(format!("report-{}.csv", std::process::id()));
     /// let done = fs.download("report.csv", &local, |_| {})?;
@@ -168,12 +168,12 @@ impl Filesystem {
     /// std::fs::create_dir_all(project.join("src"))?;
     /// std::fs::write(project.join("src/main.py"), "print('hi')\n")?;
     /// std::fs::write(project.join("README"), "hello\n")?;
-    /// let fs = sprite.fs();
-    /// let done = fs.upload_dir(&project, "/tmp/project", |p| {
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// let done = fs.upload_dir(&project, "project", |p| {
     ///     println!("{}/{} files", p.files, p.total_files.unwrap_or(0));
     /// })?;
     /// assert_eq!((done.files, done.bytes), (2, 18));
-    /// assert_eq!(fs.read_to_string("/tmp/project/src/main.py")?, "print('hi')\n");
+    /// assert_eq!(fs.read_to_string("project/src/main.py")?, "print('hi')\n");
     /// # std::fs::remove_dir_all(project)?;
     /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
@@ -267,11 +267,11 @@ impl Filesystem {
     /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
     /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// # let sprite = client.create_sprite("doc")?;
-    /// let fs = sprite.fs();
-    /// fs.create_dir_all("/tmp/results/logs")?;
-    /// fs.write("/tmp/results/logs/run.log", "ok\n")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir_all("results/logs")?;
+    /// fs.write("results/logs/run.log", "ok\n")?;
     /// let local = std::env::temp_dir().join(format!("results-{}", std::process::id()));
-    /// let done = fs.download_dir("/tmp/results", &local, |p| println!("{} bytes", p.bytes))?;
+    /// let done = fs.download_dir("results", &local, |p| println!("{} bytes", p.bytes))?;
     /// assert_eq!(done.files, 1);
     /// assert_eq!(std::fs::read_to_string(local.join("logs/run.log"))?, "ok\n");
     /// # std::fs::remove_dir_all(local)?;

@@ -41,9 +41,12 @@ pub(crate) struct Spawn {
 /// Its pipes are `Some` when configured with [`Stdio::piped`](crate::Stdio::piped). Dropping a
 /// `Child` does not stop the remote command (std's rule); [`kill`](Self::kill) does.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> std::io::Result<()> {
-/// # let sprite = sprites::Client::from_env()?.sprite("s");
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-2", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// # let sprite = client.create_sprite("s")?;
 /// use std::io::{Read, Write};
 /// use sprites::Stdio;
 /// let mut child = sprite.command("tr").arg("a-z").arg("A-Z")
@@ -53,6 +56,7 @@ pub(crate) struct Spawn {
 /// child.stdout.take().unwrap().read_to_string(&mut upper)?;
 /// assert_eq!(upper, "SHOUT");
 /// assert!(child.wait()?.success());
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
 pub struct Child {
@@ -175,34 +179,82 @@ impl Child {
     /// The session id the server assigned: the remote process id, as a string
     /// ([PROTOCOL.md §6.4](crate::protocol#64-text-frames-from-the-server)).
     ///
-    /// The server announces it in its first message, which arrives with the connection, so
-    /// this returns at once in practice. Otherwise it waits for the server's first message (at
-    /// most 10 s) and is `None` if that message is not the announcement.
+    /// The server announces it in its first message, which arrives with the connection, so this
+    /// returns at once in practice. Otherwise it waits for the server's first message (at most 10 s)
+    /// and is `None` if that message is not the announcement.
     ///
-    /// std's `Child::id` returns a `u32` that always exists; a remote process id only exists
-    /// once the server says it, hence this name and [`pid`](Self::pid) instead.
+    /// std's `Child::id` returns a `u32` that always exists; a remote process id only exists once the
+    /// server says it, hence this name and [`pid`](Self::pid) instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-session_id", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// let id = child.session_id().expect("announced by sprites-local");
+    /// assert!(id.parse::<u32>().is_ok());
+    /// child.kill()?;
+    /// # child.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn session_id(&self) -> Option<String> {
         self.shared.session_id(SESSION_ID_WAIT)
     }
 
     /// The remote process id (on the sprite, not on this machine), when the server announced
     /// one: [`session_id`](Self::session_id) as a number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-pid", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// let pid = child.pid().expect("announced by sprites-local");
+    /// let out = sprite.command("ps").args(["-o", "comm=", "-p", &pid.to_string()]).output()?;
+    /// assert_eq!(out.stdout, b"sleep\n");
+    /// child.kill()?;
+    /// # child.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.session_id()?.parse().ok()
     }
 
     /// Sends a signal to the remote command: `"TERM"`, `"SIGTERM"`, `"INT"`, `"HUP"`, `"KILL"`,
-    /// `"QUIT"`, `"USR1"`, `"USR2"`, ... Signalling a command that has exited does nothing.
+    /// `"QUIT"`, `"USR1"`, `"USR2"`, ... Signalling a command that has exited does nothing. An extra
+    /// beside std (whose `Child` can only `kill`).
     ///
-    /// Goes over the exec socket when the server advertises the `signal` capability, else
-    /// through the session kill endpoint.
+    /// Goes over the exec socket when the server advertises the `signal` capability, else through the
+    /// session kill endpoint ([PROTOCOL.md §7.3](crate::protocol#73-kill--post-v1spritesnameexecidkill)).
     ///
-    /// ```no_run
-    /// # fn main() -> std::io::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
-    /// let mut child = sprite.command("sleep").arg("100").spawn()?;
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a name that is not a signal name; without the capability,
+    /// the errors of the kill request (a transport error, or a protocol error when the server never
+    /// announced a session id).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-signal", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
     /// child.signal("TERM")?;
-    /// assert_eq!(child.wait()?.code(), Some(128 + 15));
+    /// assert_eq!(child.wait()?.signal(), Some(15));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn signal(&mut self, signal: &str) -> io::Result<()> {
@@ -219,17 +271,60 @@ impl Child {
         }
     }
 
-    /// Kills the remote command (SIGKILL). Like std, `Ok` if it has already exited.
+    /// Kills the remote command (SIGKILL), as std's `Child::kill`: `Ok` if it has already exited.
+    ///
+    /// # Errors
+    ///
+    /// As [`signal`](Self::signal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-kill", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// child.kill()?;
+    /// let status = child.wait()?;
+    /// assert_eq!((status.code(), status.signal()), (None, Some(9)));
+    /// child.kill()?; // exited: nothing to do
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn kill(&mut self) -> io::Result<()> {
         self.signal("KILL")
     }
 
-    /// Waits for the command to exit, closing its stdin first (std's behaviour).
+    /// Waits for the command to exit, closing its stdin first (std's behaviour). When it returns,
+    /// nothing of the command is left in this process: no thread, no socket.
     ///
-    /// Fails with [`io::ErrorKind::TimedOut`] after a [`Command::timeout`](crate::Command::timeout)
-    /// kill, and with [`io::ErrorKind::ConnectionReset`] (wrapping
-    /// [`Error::ConnectionClosed`]) when the connection ends without an exit status — never a
-    /// made-up success. A dead connection is detected within 45 s by keepalive.
+    /// # Errors
+    ///
+    /// - [`io::ErrorKind::TimedOut`] ([`Error::TimedOut`]) after a
+    ///   [`Command::timeout`](crate::Command::timeout) kill;
+    /// - [`io::ErrorKind::ConnectionReset`] ([`Error::ConnectionClosed`], with the close code and
+    ///   reason) when the connection ends without an exit status — never a made-up success;
+    /// - [`io::ErrorKind::TimedOut`] ([`Error::KeepaliveTimeout`]) when the server says nothing for
+    ///   the keepalive limit (45 s by default).
+    ///
+    /// A second call returns the same status or error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-wait", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sh").args(["-c", "exit 7"]).spawn()?;
+    /// assert_eq!(child.wait()?.code(), Some(7));
+    /// assert_eq!(child.wait()?.code(), Some(7));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         drop(self.stdin.take());
         if self.finished.is_none() {
@@ -262,7 +357,28 @@ impl Child {
         self.result()
     }
 
-    /// Returns the exit status if the command has exited, without blocking.
+    /// The exit status if the command has exited, without blocking, as std's `Child::try_wait`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait), once the command has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-try_wait", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// assert_eq!(child.try_wait()?, None);
+    /// child.kill()?;
+    /// child.wait()?;
+    /// assert!(child.try_wait()?.is_some());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.finished.is_none() {
             match self.outcome.try_recv() {
@@ -273,7 +389,29 @@ impl Child {
         self.result().map(Some)
     }
 
-    /// Waits for exit while collecting all of stdout and stderr (those that are piped).
+    /// Waits for exit while collecting all of stdout and stderr (those that are piped), reading
+    /// both at once so that a command filling one cannot deadlock on the other, as std's does.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-wait_with_output", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use sprites::Stdio;
+    /// let child = sprite.command("sh").args(["-c", "echo out; echo err >&2"])
+    ///     .stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    /// let out = child.wait_with_output()?;
+    /// assert_eq!((out.stdout, out.stderr), (b"out\n".to_vec(), b"err\n".to_vec()));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn wait_with_output(mut self) -> io::Result<Output> {
         drop(self.stdin.take());
         let mut stdout = Vec::new();

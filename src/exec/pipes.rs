@@ -216,13 +216,17 @@ pub(crate) type StdinSender = Sender<Bytes>;
 /// The remote command's stdin. Writes are framed and queued for the connection's writer thread;
 /// dropping it sends EOF (after everything written before).
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> std::io::Result<()> {
-/// # let sprite = sprites::Client::from_env()?.sprite("s");
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-pipes-3", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// # let sprite = client.create_sprite("s")?;
 /// use std::io::Write;
 /// let mut child = sprite.command("wc").arg("-c").stdin(sprites::Stdio::piped()).spawn()?;
 /// child.stdin.take().unwrap().write_all(b"hello")?; // dropped here: EOF
 /// child.wait()?;
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
 pub struct ChildStdin {

@@ -32,7 +32,7 @@ const SKIP_LIMIT: u64 = 256 * 1024;
 /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
 /// # let sprite = client.create_sprite("doc")?;
 /// use std::io::Write;
-/// let fs = sprite.fs_at("/tmp");
+/// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
 /// let mut file = fs.options().write(true).create_new(true).mode(0o600).open("secret")?;
 /// file.write_all(b"shh")?;
 /// file.close()?; // the server's verdict
@@ -172,7 +172,7 @@ impl OpenOptions {
 /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
 /// # let sprite = client.create_sprite("doc")?;
 /// use std::io::{BufRead, BufReader, BufWriter, Write};
-/// let fs = sprite.fs_at("/tmp");
+/// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
 /// let mut out = BufWriter::new(fs.create("lines.txt")?);
 /// for i in 0..1000 {
 ///     writeln!(out, "line {i}")?;
@@ -271,12 +271,31 @@ impl File {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The file's metadata (a fresh request for the path it was opened at).
+    /// The file's metadata (a fresh request for the path it was opened at), as
+    /// `File::metadata`.
     ///
     /// # Errors
     ///
-    /// As [`Filesystem::metadata`]; `NotFound` for a file whose upload is not committed yet
-    /// (it does not exist on the sprite until then).
+    /// As [`Filesystem::metadata`]; `NotFound` for a file whose upload is not committed yet (it does
+    /// not exist on the sprite until then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-file-metadata", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// let mut file = fs.create("growing")?;
+    /// file.write_all(b"12345")?;
+    /// file.sync_all()?;
+    /// assert_eq!(file.metadata()?.len(), 5);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn metadata(&self) -> io::Result<Metadata> {
         self.fs.metadata(&self.path)
     }
@@ -298,12 +317,12 @@ impl File {
     /// # let sprite = client.create_sprite("doc")?;
     /// use sprites::fs::Permissions;
     /// use std::io::Write;
-    /// let fs = sprite.fs_at("/tmp");
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
     /// let mut script = fs.create("hello.sh")?;
     /// script.write_all(b"#!/bin/sh\necho hello\n")?;
     /// script.set_permissions(Permissions::from_mode(0o755))?;
     /// script.close()?;
-    /// assert_eq!(sprite.command("/tmp/hello.sh").output()?.stdout, b"hello\n");
+    /// assert_eq!(sprite.command(fs.current_dir().join("hello.sh")).output()?.stdout, b"hello\n");
     /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
@@ -319,15 +338,34 @@ impl File {
         self.fs.set_permissions(&self.path, perm)
     }
 
-    /// Commits a write's upload and returns the server's verdict, like std's `sync_all` (for
-    /// which it stands in: the file exists on the sprite, whole, once this returns `Ok`). For a
-    /// file opened for reading, or already committed, it does nothing.
+    /// Commits a write's upload and returns the server's verdict, standing in for std's
+    /// `sync_all`: once this returns `Ok`, the file exists on the sprite, whole. For a file opened
+    /// for reading, or already committed, it does nothing. Later writes fail: the API replaces whole
+    /// files.
     ///
     /// # Errors
     ///
-    /// What the server answered to the upload (`NotFound` for a parent directory removed
-    /// meanwhile, `PermissionDenied`, ...) or a transport error; the same error again on every
-    /// later call.
+    /// What the server answered to the upload (`NotFound` for a parent directory removed meanwhile,
+    /// `PermissionDenied`, ...) or a transport error; the same error again on every later call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-file-sync_all", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// let mut file = fs.create("report.txt")?;
+    /// file.write_all(b"done")?;
+    /// file.sync_all()?;
+    /// assert_eq!(fs.read_to_string("report.txt")?, "done");
+    /// assert_eq!(file.write(b"more").unwrap_err().kind(), std::io::ErrorKind::Unsupported);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn sync_all(&self) -> io::Result<()> {
         self.commit()
     }
@@ -337,16 +375,53 @@ impl File {
     /// # Errors
     ///
     /// As [`sync_all`](Self::sync_all).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-file-sync_data", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// let mut file = fs.create("data")?;
+    /// file.write_all(b"x")?;
+    /// file.sync_data()?;
+    /// assert_eq!(fs.read("data")?, b"x");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn sync_data(&self) -> io::Result<()> {
         self.commit()
     }
 
     /// Commits a write's upload and closes the file, returning the server's verdict, which
-    /// dropping the file cannot return.
+    /// dropping the file cannot return (drop logs a failure through the `log` crate instead).
     ///
     /// # Errors
     ///
     /// As [`sync_all`](Self::sync_all).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-file-close", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// fs.create_dir("gone")?;
+    /// let mut file = fs.create("gone/file")?;
+    /// file.write_all(b"lost")?;
+    /// fs.remove_dir_all("gone")?;
+    /// assert_eq!(file.close().unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn close(self) -> io::Result<()> {
         self.commit()
     }
