@@ -115,7 +115,7 @@ impl Filesystem {
     /// # Errors
     ///
     /// `NotFound`, `IsADirectory`, `PermissionDenied` as std; `InvalidData`
-    /// ([`Error::ResponseTooLarge`](crate::Error::ResponseTooLarge)) for a body longer than declared;
+    /// ([`Error::ResponseTooLarge`]) for a body longer than declared;
     /// a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
     ///
     /// # Examples
