@@ -254,10 +254,8 @@ fn excluded(no_proxy: &str, host: &str, port: u16) -> bool {
         }
         let entry = entry.to_ascii_lowercase();
         // A port only where it cannot be part of an IPv6 address.
-        let (pattern, entry_port) = match split_host_port(&entry, 0) {
-            Some((h, p)) if !entry.contains('/') => (h, p),
-            _ => (entry.clone(), 0),
-        };
+        // A CIDR entry never parses as host:port (its `/` is in the way).
+        let (pattern, entry_port) = split_host_port(&entry, 0).unwrap_or((entry.clone(), 0));
         if entry_port != 0 && entry_port != port {
             return false;
         }
@@ -323,12 +321,21 @@ mod tests {
         assert_eq!((p.port, p.url.as_str()), (80, "http://proxy.example:80"));
         let p = Proxy::parse("http://[::1]:8080").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("[::1]", 8080));
+        let p = Proxy::parse("http://[::1]").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("[::1]", 80));
+        // Percent-escapes in credentials; a bad or cut escape stays as it is.
+        let p = Proxy::parse("http://%41%62:%zz%4@h:1").unwrap();
+        assert_eq!(p.credentials.as_deref(), Some("Ab:%zz%4"));
         for bad in [
             "socks5://proxy:1080",
             "https://proxy:443",
             "http://proxy:99999",
             "http://proxy/path",
             "http://",
+            "http://[::1]junk",
+            "http://[::1",
+            "http://[]:80",
+            "http://:80",
         ] {
             assert!(matches!(Proxy::parse(bad), Err(Error::Config(_))), "{bad}");
         }
@@ -426,6 +433,15 @@ mod tests {
         assert!(excluded("192.168.0.0/16", "192.168.7.7", 80));
         assert!(!excluded("192.168.0.0/33", "192.168.7.7", 80));
         assert!(excluded("0.0.0.0/0", "8.8.8.8", 80));
+        assert!(
+            !excluded("fd00::/129", "fd00::1", 80),
+            "a bad prefix length matches nothing"
+        );
+        assert!(!excluded("10.0.0.0/x", "10.0.0.1", 80));
+        assert!(
+            !excluded("10.0.0.0/8", "fd00::1", 80),
+            "families do not mix"
+        );
         assert!(!excluded("", "a.example", 80));
         assert!(!excluded(".", "a.example", 80));
     }
