@@ -629,6 +629,172 @@ mod tests {
     }
 
     #[test]
+    fn statuses_and_codes_map_to_std_kinds() {
+        use io::ErrorKind as K;
+        for (status, kind) in [
+            (401, K::PermissionDenied),
+            (403, K::PermissionDenied),
+            (407, K::PermissionDenied),
+            (404, K::NotFound),
+            (410, K::NotFound),
+            (409, K::AlreadyExists),
+            (400, K::InvalidInput),
+            (422, K::InvalidInput),
+            (408, K::TimedOut),
+            (504, K::TimedOut),
+            (429, K::WouldBlock),
+            (500, K::Other),
+        ] {
+            assert_eq!(ApiError::new(status, None, "m").io_kind(), kind, "{status}");
+        }
+        for (code, kind) in [
+            ("command_not_found", K::NotFound),
+            ("invalid_directory", K::NotFound),
+            ("ENOENT", K::NotFound),
+            ("EEXIST", K::AlreadyExists),
+            ("ENOTDIR", K::NotADirectory),
+            ("EISDIR", K::IsADirectory),
+            ("ENOTEMPTY", K::DirectoryNotEmpty),
+            ("EACCES", K::PermissionDenied),
+            ("EPERM", K::PermissionDenied),
+            ("permission_denied", K::PermissionDenied),
+            ("EINVAL", K::InvalidInput),
+            ("EIO", K::Other),
+        ] {
+            // The code wins over a status that would say something else.
+            assert_eq!(
+                ApiError::new(418, Some(code), "m").io_kind(),
+                kind,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_errors_display_their_code_when_they_have_one() {
+        assert_eq!(
+            ApiError::new(404, Some("sprite_not_found"), "no sprite x").to_string(),
+            "API error 404 (sprite_not_found): no sprite x"
+        );
+        assert_eq!(
+            ApiError::new(502, None, "bad gateway").to_string(),
+            "API error 502: bad gateway"
+        );
+        let err = ApiError::new(409, Some("EEXIST"), "file exists");
+        assert!(err.is_already_exists() && !err.is_not_found() && !err.is_rate_limited());
+        assert!(ApiError::new(400, Some("sprite_already_exists"), "").is_already_exists());
+        assert!(!ApiError::new(400, Some("invalid_name"), "").is_already_exists());
+        assert!(ApiError::new(429, None, "").is_rate_limited());
+        assert!(ApiError::new(401, None, "").is_unauthorized());
+    }
+
+    #[test]
+    fn every_error_has_its_kind_and_io_errors_stay_themselves() {
+        use io::ErrorKind as K;
+        let cases = [
+            (
+                Error::ConnectionClosed {
+                    code: None,
+                    reason: String::new(),
+                },
+                K::ConnectionReset,
+            ),
+            (Error::KeepaliveTimeout(Duration::from_secs(1)), K::TimedOut),
+            (Error::TimedOut(Duration::from_secs(1)), K::TimedOut),
+            (Error::Protocol("p".into()), K::InvalidData),
+            (
+                Error::ResponseTooLarge {
+                    what: "w".into(),
+                    limit: 1,
+                },
+                K::InvalidData,
+            ),
+            (Error::InvalidInput("i".into()), K::InvalidInput),
+            (Error::Config("c".into()), K::InvalidInput),
+            (Error::Io(io::Error::from(K::BrokenPipe)), K::BrokenPipe),
+            (
+                Error::Transport(TransportError::new(K::HostUnreachable, "connecting", None)),
+                K::HostUnreachable,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.io_kind(), kind, "{err}");
+            assert_eq!(io::Error::from(err).kind(), kind);
+        }
+        // A local io::Error comes back out as itself, OS code included.
+        let local = io::Error::from_raw_os_error(2);
+        let back = io::Error::from(Error::Io(local));
+        assert_eq!(back.raw_os_error(), Some(2));
+        assert!(Error::from_io(&back).is_none());
+        assert!(Error::Protocol("p".into()).api().is_none());
+        assert!(Error::from(ApiError::new(404, None, "")).api().is_some());
+    }
+
+    #[test]
+    fn transport_errors_say_what_failed_and_keep_the_cause() {
+        use std::error::Error as _;
+        let timed = TransportError::io(
+            "reading the response",
+            io::Error::from(io::ErrorKind::WouldBlock),
+        );
+        assert_eq!(
+            timed.kind(),
+            io::ErrorKind::TimedOut,
+            "a socket timeout is a timeout"
+        );
+        assert_eq!(timed.to_string(), "reading the response: timed out");
+        let cause = timed
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .unwrap();
+        assert_eq!(cause.kind(), io::ErrorKind::WouldBlock);
+        let dns = TransportError::new(io::ErrorKind::NotFound, "resolving x:1", None);
+        assert_eq!(dns.to_string(), "resolving x:1: the name does not resolve");
+        assert!(dns.source().is_none());
+        let cut = TransportError::new(io::ErrorKind::UnexpectedEof, "reading", None);
+        assert_eq!(cut.to_string(), "reading: the connection ended early");
+        let bad = TransportError::new(io::ErrorKind::InvalidData, "TLS", None);
+        assert_eq!(bad.to_string(), "TLS: the server's answer is invalid");
+        let other = TransportError::new(
+            io::ErrorKind::Other,
+            "requesting",
+            Some(Box::new(io::Error::other("odd"))),
+        );
+        assert_eq!(other.to_string(), "requesting: odd");
+        assert_eq!(
+            TransportError::new(io::ErrorKind::Other, "x", None).to_string(),
+            "x: failed"
+        );
+        let refused = TransportError::new(io::ErrorKind::ConnectionRefused, "connecting", None);
+        assert_eq!(refused.to_string(), "connecting: connection refused");
+        assert_eq!(
+            Error::from(refused).to_string(),
+            "connecting: connection refused"
+        );
+        // Error::Transport is transparent: its source is the transport error's cause.
+        let err = Error::from(TransportError::new(
+            io::ErrorKind::ConnectionRefused,
+            "connecting",
+            Some(Box::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
+        ));
+        assert!(err.source().is_some_and(|s| s.is::<io::Error>()));
+    }
+
+    #[test]
+    fn ureq_io_errors_keep_their_kind_and_queries_stay_out_of_messages() {
+        let err = Error::from(ureq::Error::from(io::Error::from(
+            io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(err.io_kind(), io::ErrorKind::ConnectionReset);
+        let err = Error::from(ureq::Error::from(io::Error::from(
+            io::ErrorKind::WouldBlock,
+        )));
+        assert_eq!(err.io_kind(), io::ErrorKind::TimedOut);
+        assert_eq!(redact("http://h/v1/x?path=%2Fsecret"), "http://h/v1/x");
+        assert_eq!(redact("http://h/v1/x"), "http://h/v1/x");
+    }
+
+    #[test]
     fn io_error_round_trip_keeps_the_sprites_error() {
         let io_err: io::Error =
             Error::from(ApiError::new(401, Some("unauthorized"), "nope")).into();

@@ -446,6 +446,73 @@ mod tests {
         assert!(!excluded(".", "a.example", 80));
     }
 
+    /// A one-shot proxy on loopback: records the request head, answers `answer`.
+    fn answer_connect(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let head = read_head(&mut stream).unwrap();
+            stream.write_all(&answer).unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (port, thread)
+    }
+
+    fn tunnel(port: u16, credentials: &str) -> Result<()> {
+        let proxy = Proxy::parse(&format!("http://{credentials}127.0.0.1:{port}")).unwrap();
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        proxy.connect(&mut tcp, "api.example", 443, "test-agent")
+    }
+
+    #[test]
+    fn connect_sends_the_target_and_credentials_and_reads_the_verdict() {
+        let (port, seen) = answer_connect(b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec());
+        tunnel(port, "u:p@").unwrap();
+        let head = seen.join().unwrap();
+        assert!(
+            head.starts_with("CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Proxy-Authorization: Basic dTpw\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("User-Agent: test-agent\r\n"));
+
+        let (port, seen) = answer_connect(b"HTTP/1.1 407 Who\r\n\r\n".to_vec());
+        let err = tunnel(port, "").unwrap_err();
+        assert_eq!(err.io_kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(!seen.join().unwrap().contains("Proxy-Authorization"));
+
+        let (port, _) = answer_connect(b"HTTP/1.1 502 Bad Gateway\r\n\r\n".to_vec());
+        let err = tunnel(port, "").unwrap_err();
+        assert_eq!(err.io_kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        assert!(err.to_string().contains("502"), "{err}");
+
+        let (port, _) = answer_connect(b"SSH-2.0-OpenSSH_9\r\n\r\n".to_vec());
+        assert_eq!(
+            tunnel(port, "").unwrap_err().io_kind(),
+            io::ErrorKind::InvalidData
+        );
+
+        let (port, _) = answer_connect(b"HTTP/1.1 200 OK\r\n".to_vec());
+        assert_eq!(
+            tunnel(port, "").unwrap_err().io_kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+
+        let mut endless = b"HTTP/1.1 200 OK\r\n".to_vec();
+        endless.extend(std::iter::repeat_n(b'x', 20_000));
+        let (port, _) = answer_connect(endless);
+        assert_eq!(
+            tunnel(port, "").unwrap_err().io_kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
     #[test]
     fn status_lines() {
         assert_eq!(
