@@ -49,7 +49,8 @@ fn put_octal(field: &mut [u8], value: u64) -> bool {
 /// One PAX record, `"<len> <key>=<value>\n"`, whose length counts itself.
 fn pax_record(key: &str, value: &str) -> String {
     let body = format!(" {key}={value}\n");
-    let mut len = body.len() + 1;
+    // The length's own digits count: grow the guess until it describes itself.
+    let mut len = body.len();
     while format!("{len}").len() + body.len() != len {
         len = format!("{len}").len() + body.len();
     }
@@ -388,12 +389,11 @@ fn parse_pax(mut data: &[u8]) -> io::Result<Vec<(String, String)>> {
             .iter()
             .position(|&b| b == b' ')
             .ok_or_else(|| invalid("a PAX record without a length"))?;
-        let len: usize = std::str::from_utf8(&data[..space])
+        let (len, record) = std::str::from_utf8(&data[..space])
             .ok()
-            .and_then(|l| l.parse().ok())
-            .filter(|&l| l > space + 1 && l <= data.len())
+            .and_then(|l| l.parse::<usize>().ok())
+            .and_then(|l| Some((l, data.get(space + 1..l)?)))
             .ok_or_else(|| invalid("a PAX record with a bad length"))?;
-        let record = &data[space + 1..len];
         let record = record.strip_suffix(b"\n").unwrap_or(record);
         let eq = record
             .iter()
@@ -557,6 +557,146 @@ mod tests {
         assert_eq!(Reader::new(&[][..]).next_header().unwrap(), None);
     }
 
+    fn one_entry(header: &Header) -> Vec<u8> {
+        let mut writer = Writer::new(Vec::new());
+        writer.header(header).unwrap();
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn names_up_to_100_bytes_need_no_pax_record() {
+        let exact = one_entry(&entry(&"n".repeat(100), EntryKind::File, 0));
+        assert_eq!(exact.len(), 3 * BLOCK, "one header and the end marker");
+        let link = one_entry(&entry("l", EntryKind::Symlink("t".repeat(100)), 0));
+        assert_eq!(link.len(), 3 * BLOCK);
+        let longer = one_entry(&entry(&"n".repeat(101), EntryKind::File, 0));
+        assert_eq!(
+            longer.len(),
+            5 * BLOCK,
+            "PAX header, its data, the header, the end"
+        );
+        let longer_link = one_entry(&entry("l", EntryKind::Symlink("t".repeat(101)), 0));
+        assert_eq!(longer_link.len(), 5 * BLOCK);
+        assert_eq!(
+            Writer::new(Vec::new()).finish().unwrap(),
+            vec![0u8; 2 * BLOCK]
+        );
+    }
+
+    #[test]
+    fn long_multibyte_names_and_big_extended_headers() {
+        // A name whose 100th byte falls inside a character, and one whose PAX data spans
+        // more than a block.
+        for name in [
+            format!("{}é-tail", "a".repeat(99)),
+            format!("{}/f", "d".repeat(600)),
+        ] {
+            let mut writer = Writer::new(Vec::new());
+            writer.header(&entry(&name, EntryKind::File, 3)).unwrap();
+            writer.data(b"abc").unwrap();
+            writer.pad(3).unwrap();
+            writer.header(&entry("after", EntryKind::Dir, 0)).unwrap();
+            let archive = writer.finish().unwrap();
+            let mut reader = Reader::new(&archive[..]);
+            let first = reader.next_header().unwrap().unwrap();
+            assert_eq!(first.path, name);
+            let mut data = Vec::new();
+            reader.read_to_end(&mut data).unwrap();
+            assert_eq!(data, b"abc");
+            assert_eq!(reader.next_header().unwrap().unwrap().path, "after/");
+        }
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("aé", 3), "aé");
+        assert_eq!(truncate_utf8("ab", 5), "ab");
+    }
+
+    #[test]
+    fn extended_headers_are_bounded_and_gnu_long_links_read() {
+        let mut out = Vec::new();
+        Writer::new(&mut out)
+            .raw_header("x", b'x', 2 << 20, "", 0, 0)
+            .unwrap();
+        let err = Reader::new(&out[..]).next_header().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+        let target = "t".repeat(150);
+        let mut out = Vec::new();
+        Writer::new(&mut out)
+            .raw_header("././@LongLink", b'K', target.len() as u64, "", 0, 0)
+            .unwrap();
+        let mut data = target.clone().into_bytes();
+        data.resize(BLOCK, 0);
+        out.extend_from_slice(&data);
+        Writer::new(&mut out)
+            .raw_header("link", b'2', 0, "short", 0o777, 0)
+            .unwrap();
+        let header = Reader::new(&out[..]).next_header().unwrap().unwrap();
+        assert_eq!(header.kind, EntryKind::Symlink(target));
+
+        // An archive cut inside an extended header's data is invalid, not an EOF.
+        let mut cut = Vec::new();
+        Writer::new(&mut cut)
+            .raw_header("x", b'x', 300, "", 0, 0)
+            .unwrap();
+        cut.extend_from_slice(b"30 path=");
+        let err = Reader::new(&cut[..]).next_header().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn ustar_prefixes_join_their_names() {
+        let mut out = Vec::new();
+        Writer::new(&mut out)
+            .raw_header("file", b'0', 0, "", 0o644, 0)
+            .unwrap();
+        out[345..348].copy_from_slice(b"dir");
+        // Fix the checksum for the edited header.
+        out[148..156].fill(b' ');
+        let sum: u32 = out[..BLOCK].iter().map(|&b| u32::from(b)).sum();
+        put_octal(&mut out[148..155], u64::from(sum));
+        let header = Reader::new(&out[..]).next_header().unwrap().unwrap();
+        assert_eq!(header.path, "dir/file");
+        // Without the ustar magic the prefix field is not a prefix.
+        out[257..263].fill(0);
+        out[148..156].fill(b' ');
+        let sum: u32 = out[..BLOCK].iter().map(|&b| u32::from(b)).sum();
+        put_octal(&mut out[148..155], u64::from(sum));
+        assert_eq!(
+            Reader::new(&out[..]).next_header().unwrap().unwrap().path,
+            "file"
+        );
+    }
+
+    #[test]
+    fn interrupted_reads_are_retried() {
+        struct Flaky<'a>(&'a [u8], bool);
+        impl Read for Flaky<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 = !self.1;
+                if self.1 {
+                    return Err(io::ErrorKind::Interrupted.into());
+                }
+                let n = buf.len().min(self.0.len()).min(100);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let archive = one_entry(&entry("a", EntryKind::Dir, 0));
+        let mut reader = Reader::new(Flaky(&archive, false));
+        assert_eq!(reader.next_header().unwrap().unwrap().path, "a/");
+        assert_eq!(reader.next_header().unwrap(), None);
+        // Other errors are not retried.
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::ConnectionReset.into())
+            }
+        }
+        let err = Reader::new(Broken).next_header().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
     #[test]
     fn pax_records_measure_themselves() {
         for value in ["a", &"b".repeat(95), &"c".repeat(996)] {
@@ -570,5 +710,14 @@ mod tests {
         }
         assert!(parse_pax(b"99 path=x\n").is_err());
         assert!(parse_pax(b"garbage").is_err());
+        assert!(
+            parse_pax(b"1 x").is_err(),
+            "a length shorter than its own digits"
+        );
+        assert!(parse_pax(b"5 a=b\n").is_err(), "one byte short");
+        assert_eq!(
+            parse_pax(b"6 a=b\n").unwrap(),
+            [("a".to_owned(), "b".to_owned())]
+        );
     }
 }

@@ -773,11 +773,13 @@ mod tests {
         let args: super::CommandArgs<'_> = cmd.get_args();
         assert!(format!("{args:?}").contains("-l"));
         assert_eq!(args.len(), 2);
+        assert_eq!(args.size_hint(), (2, Some(2)));
         assert_eq!(args.clone().rev().collect::<Vec<_>>(), ["/tmp", "-l"]);
         assert_eq!(args.collect::<Vec<_>>(), ["-l", "/tmp"]);
         let envs: super::CommandEnvs<'_> = cmd.get_envs();
         assert!(format!("{envs:?}").contains('B'));
         assert_eq!(envs.len(), 2);
+        assert_eq!(envs.size_hint(), (2, Some(2)));
         let envs: Vec<_> = envs.collect();
         assert_eq!(
             envs,
