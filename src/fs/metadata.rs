@@ -487,5 +487,32 @@ mod tests {
         assert!(by_mode.file_type().is_fifo(), "0o10644 is a fifo");
         let plain = kind(r#"{"name":"f","mode":"0644"}"#);
         assert!(plain.is_file());
+
+        // Every type the mode's bits can name, against a "type" that says otherwise; each
+        // predicate true for its own type only.
+        let types: [(u32, fn(&FileType) -> bool); 7] = [
+            (S_IFREG, FileType::is_file),
+            (S_IFDIR, FileType::is_dir),
+            (S_IFLNK, FileType::is_symlink),
+            (S_IFIFO, FileType::is_fifo),
+            (S_IFSOCK, FileType::is_socket),
+            (S_IFCHR, FileType::is_char_device),
+            (S_IFBLK, FileType::is_block_device),
+        ];
+        for (bits, _) in types {
+            let name = if bits == S_IFDIR { "file" } else { "directory" };
+            let meta = kind(&format!(
+                r#"{{"name":"x","type":"{name}","mode":{}}}"#,
+                bits | 0o640
+            ));
+            for (other, predicate) in types {
+                assert_eq!(
+                    predicate(&meta.file_type()),
+                    other == bits,
+                    "{bits:o} vs {other:o}"
+                );
+            }
+            assert_eq!(meta.mode(), bits | 0o640);
+        }
     }
 }
