@@ -453,11 +453,11 @@ fn walk(root: &Path) -> io::Result<Vec<(PathBuf, Header)>> {
 /// Writes the tar stream of `entries` to the remote tar's stdin.
 fn send_tree(
     entries: &[(PathBuf, Header)],
-    stdin: crate::ChildStdin,
+    out: impl Write,
     state: &mut Progress,
     progress: &mut impl FnMut(&Progress),
 ) -> io::Result<()> {
-    let mut writer = tar::Writer::new(io::BufWriter::with_capacity(PIECE, stdin));
+    let mut writer = tar::Writer::new(io::BufWriter::with_capacity(PIECE, out));
     let mut buf = vec![0u8; PIECE];
     for (local, header) in entries {
         if header.kind != EntryKind::File {
@@ -774,6 +774,51 @@ mod tests {
         );
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_sent_is_padded_to_its_announced_size() {
+        let dir = scratch("shrink");
+        let file = dir.join("f");
+        std::fs::write(&file, b"0123456789").unwrap();
+        let header = Header {
+            path: "f".into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size: 600, // what a walk saw before the file shrank
+            mtime: 0,
+        };
+        let mut archive = Vec::new();
+        let mut state = Progress::default();
+        send_tree(&[(file, header)], &mut archive, &mut state, &mut |_| {}).unwrap();
+        assert_eq!((state.bytes, state.files), (10, 1));
+        let mut reader = tar::Reader::new(&archive[..]);
+        assert_eq!(reader.next_header().unwrap().unwrap().size, 600);
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data).unwrap();
+        assert_eq!(&data[..10], b"0123456789");
+        assert!(data[10..].iter().all(|&b| b == 0) && data.len() == 600);
+        assert_eq!(reader.next_header().unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn extraction_creates_missing_parents_and_merges_into_existing_directories() {
+        let root = scratch("merge");
+        let data = archive(&[
+            ("a/b/deep.txt", EntryKind::File, b"d"),
+            ("a", EntryKind::Dir, b""),
+        ]);
+        extract(&data[..], &root, &mut Progress::default(), &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read(root.join("a/b/deep.txt")).unwrap(), b"d");
+        // Again, into what is now there: directories merge, files are replaced.
+        extract(&data[..], &root, &mut Progress::default(), &mut |_| {}).unwrap();
+        // A directory entry where a file is: refused.
+        std::fs::write(root.join("plain"), "p").unwrap();
+        let data = archive(&[("plain", EntryKind::Dir, b"")]);
+        let err = extract(&data[..], &root, &mut Progress::default(), &mut |_| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -610,13 +610,19 @@ fn upload_and_download_single_files_with_progress() {
     let done = fs.upload(&source, "up.bin", |p| seen.push(*p)).unwrap();
     assert_eq!((done.bytes, done.files), (data.len() as u64, 1));
     assert_eq!(done.total_bytes, Some(data.len() as u64));
-    assert!(seen.len() > 3, "progress along the way: {}", seen.len());
+    // Along the way, in pieces a progress bar can show (256 KiB), not per byte.
+    assert!(
+        (4..100).contains(&seen.len()),
+        "progress calls: {}",
+        seen.len()
+    );
     assert!(seen.windows(2).all(|w| w[0].bytes <= w[1].bytes));
     assert!(fs.read("up.bin").unwrap() == data);
 
     let back = dir.path().join("back.bin");
     let done = fs.download("up.bin", &back, |_| {}).unwrap();
     assert_eq!(done.total_bytes, Some(data.len() as u64));
+    assert_eq!((done.files, done.total_files), (1, Some(1)));
     assert!(std::fs::read(&back).unwrap() == data);
 
     assert_eq!(
@@ -648,6 +654,13 @@ fn directory_trees_round_trip_through_one_tar_stream() {
     std::fs::write(tree.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
     std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
     std::os::unix::fs::symlink("a/big.bin", tree.join("link")).unwrap();
+    let stamp = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(tree.join("zero"))
+        .unwrap()
+        .set_modified(stamp)
+        .unwrap();
 
     let mut calls = 0;
     let up = fs
@@ -669,6 +682,11 @@ fn directory_trees_round_trip_through_one_tar_stream() {
     );
     assert_eq!(fs.metadata("copy/run.sh").unwrap().mode() & 0o777, 0o750);
     assert!(fs.metadata("copy/empty").unwrap().is_dir());
+    assert_eq!(
+        fs.metadata("copy/zero").unwrap().modified().unwrap(),
+        stamp,
+        "times kept"
+    );
     assert_eq!(fs.read_link("copy/link").unwrap(), Path::new("a/big.bin"));
     let ran = sprite.command(format!("{remote}/run.sh")).output().unwrap();
     assert_eq!(ran.stdout, b"ok\n");
@@ -695,6 +713,13 @@ fn directory_trees_round_trip_through_one_tar_stream() {
         Path::new("a/big.bin")
     );
     assert!(back.join("empty").is_dir());
+    assert_eq!(
+        std::fs::metadata(back.join("zero"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stamp
+    );
 }
 
 #[test]
