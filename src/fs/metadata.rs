@@ -490,7 +490,8 @@ mod tests {
 
         // Every type the mode's bits can name, against a "type" that says otherwise; each
         // predicate true for its own type only.
-        let types: [(u32, fn(&FileType) -> bool); 7] = [
+        type Predicate = fn(&FileType) -> bool;
+        let types: [(u32, Predicate); 7] = [
             (S_IFREG, FileType::is_file),
             (S_IFDIR, FileType::is_dir),
             (S_IFLNK, FileType::is_symlink),
