@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
 
-/// How long [`Child::id`] waits for the server to announce the session.
+/// How long [`Child::session_id`] waits for the server's first message.
 const SESSION_ID_WAIT: Duration = Duration::from_secs(10);
 /// After a timeout's kill, how long to wait for the exit report before cutting the connection
 /// (which makes the server kill the process group).
