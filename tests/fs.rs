@@ -445,6 +445,18 @@ fn a_failed_upload_is_returned_by_close_and_logged_by_drop() {
     let mut file = fs.create("doomed/a.txt").unwrap();
     file.write_all(b"lost").unwrap();
     fs.remove_dir_all("doomed").unwrap();
+    let err = file.sync_all().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    // The verdict stays: asking again, writing or flushing, the answer is the same failure.
+    assert_eq!(
+        file.sync_data().unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        file.write(b"x").unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(file.flush().unwrap_err().kind(), io::ErrorKind::NotFound);
     let err = file.close().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
 
@@ -481,6 +493,11 @@ fn writes_with_a_missing_parent_are_not_found_as_in_std() {
         fs.create("dir").unwrap_err().kind(),
         io::ErrorKind::IsADirectory
     );
+    // Over an existing file, create truncates, as std's does.
+    let mut file = fs.create("file").unwrap();
+    file.write_all(b"new").unwrap();
+    file.close().unwrap();
+    assert_eq!(fs.read_to_string("file").unwrap(), "new");
 }
 
 #[test]

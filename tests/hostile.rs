@@ -386,3 +386,49 @@ fn a_json_body_that_is_not_json_keeps_the_parse_error() {
     assert_eq!(err.io_kind(), io::ErrorKind::InvalidData);
     assert!(std::error::Error::source(&err).is_some());
 }
+
+#[test]
+fn keepalive_pings_go_out_at_their_interval_not_in_a_loop() {
+    let _watchdog = common::Watchdog::arm("ping count");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    // Counts the client's ping frames for 1 s, then reports exit 0.
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        accept_upgrade(&request, &mut stream);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+        let started = Instant::now();
+        let mut pings = 0;
+        let mut head = [0u8; 2];
+        while started.elapsed() < Duration::from_secs(1) {
+            if reader.read_exact(&mut head).is_err() {
+                continue; // a read timeout: nothing sent yet
+            }
+            // Client frames are masked: a 4-byte key, then the payload (short ones here).
+            let len = usize::from(head[1] & 0x7f);
+            let mut rest = vec![0u8; 4 + len];
+            if reader.read_exact(&mut rest).is_err() {
+                break;
+            }
+            if head[0] & 0x0f == 0x9 {
+                pings += 1;
+                // The pong, so the client hears from us.
+                let _ = stream.write_all(&[0x8a, 0x00]);
+            }
+        }
+        let _ = stream.write_all(b"\x82\x02\x03\x00");
+        let _ = tx.send(pings);
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let client = Client::builder()
+        .base_url(&url)
+        .token("t")
+        .keepalive(Duration::from_millis(200), Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let out = client.sprite("s").command("x").output().unwrap();
+    assert!(out.status.success());
+    let pings = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        (3..=7).contains(&pings),
+        "{pings} pings in 1 s at a 200 ms interval"
+    );
+}
