@@ -663,3 +663,23 @@ fn stdio_used_the_wrong_way_is_invalid_input_before_anything_runs() {
     );
     upstream.wait().unwrap();
 }
+
+#[test]
+fn output_already_half_read_still_reaches_the_next_command() {
+    let local = Local::start();
+    let sprite = local.sprite("halfread");
+    let mut upstream = sprite
+        .command("printf")
+        .arg("hello\\n")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = upstream.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"h");
+    // The rest of the chunk the reader holds goes first, then whatever follows.
+    let out = sprite.command("cat").stdin(stdout).output().unwrap();
+    assert_eq!(out.stdout, b"ello\n");
+    assert!(upstream.wait().unwrap().success());
+}

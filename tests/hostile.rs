@@ -25,6 +25,7 @@ const SERVER_LIFETIME: Duration = Duration::from_secs(30);
 /// One parsed request head.
 #[derive(Debug, Clone)]
 struct Request {
+    method: String,
     target: String,
     headers: Vec<(String, String)>,
 }
@@ -43,7 +44,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
-    let (_method, target) = (parts.next()?, parts.next()?.to_owned());
+    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -56,7 +57,11 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
             headers.push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
-    Some(Request { target, headers })
+    Some(Request {
+        method,
+        target,
+        headers,
+    })
 }
 
 /// A server on a fresh loopback port: each connection gets its own thread running `handle`
@@ -431,4 +436,130 @@ fn keepalive_pings_go_out_at_their_interval_not_in_a_loop() {
         (3..=7).contains(&pings),
         "{pings} pings in 1 s at a 200 ms interval"
     );
+}
+
+#[test]
+fn a_server_that_announces_no_session_says_so_without_making_us_wait() {
+    let _watchdog = common::Watchdog::arm("no session_info");
+    // stdout first (so no session_info is coming), then a text exit report after 2 s.
+    let (url, _server) = serve(|request, _, mut stream| {
+        accept_upgrade(&request, &mut stream);
+        stream.write_all(b"\x82\x02\x01x").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let exit = br#"{"type":"exit","exit_code":3}"#;
+        stream.write_all(&[0x81, exit.len() as u8]).unwrap();
+        stream.write_all(exit).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let mut child = client(&url)
+        .sprite("s")
+        .command("x")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    let asked = Instant::now();
+    assert_eq!(child.session_id(), None);
+    assert_eq!(child.pid(), None);
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The text exit report ends the command like the binary one.
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn get_or_create_creates_on_not_found_survives_a_lost_race_and_stops_on_other_errors() {
+    let _watchdog = common::Watchdog::arm("get_or_create");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    // GET → 404, POST → "already exists" (someone else won), GET again → the sprite.
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        let method = request.method.clone();
+        let gets = {
+            let mut log = seen.lock().unwrap();
+            log.push(format!("{method} {}", request.target));
+            log.iter().filter(|l| l.starts_with("GET")).count()
+        };
+        if let Some(len) = request.header("content-length") {
+            let mut body = vec![0u8; len.parse().unwrap()];
+            let _ = reader.read_exact(&mut body);
+        }
+        let (status, body) = match (method.as_str(), gets) {
+            ("GET", 1) => ("404 Not Found", r#"{"error":"sprite_not_found"}"#),
+            ("POST", _) => ("400 Bad Request", r#"{"error":"sprite_already_exists"}"#),
+            _ => ("200 OK", r#"{"name":"contended"}"#),
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let sprite = client(&url).get_or_create_sprite("contended").unwrap();
+    assert_eq!(sprite.name(), "contended");
+    let requests = log.lock().unwrap().clone();
+    let methods: Vec<_> = requests
+        .iter()
+        .map(|r| r.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(methods, ["GET", "POST", "GET"], "{requests:?}");
+
+    // Any other error on the first GET is returned, and nothing is created.
+    let posts = Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    let (url, _server) = serve(move |request, _, mut stream| {
+        if request.method == "POST" {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        let _ = write!(
+            stream,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    });
+    let err = client(&url).get_or_create_sprite("x").unwrap_err();
+    assert_eq!(err.api().map(|a| a.status), Some(500));
+    assert_eq!(posts.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn seeking_works_with_a_server_that_ignores_ranges() {
+    let _watchdog = common::Watchdog::arm("no ranges");
+    let content: Vec<u8> = (0..=255u8).cycle().take(1_000_000).collect();
+    let body = content.clone();
+    // Always the whole file with 200, whatever Range says.
+    let (url, _server) = serve(move |_, _, mut stream| {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(&body);
+    });
+    use std::io::{Seek, SeekFrom};
+    let mut file = client(&url).sprite("s").fs().open("/f").unwrap();
+    let mut buf = [0u8; 4];
+    for offset in [700_000u64, 10, 999_998] {
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        let n = file.read(&mut buf).unwrap();
+        assert!(n > 0);
+        assert_eq!(
+            &buf[..n],
+            &content[offset as usize..offset as usize + n],
+            "at {offset}"
+        );
+    }
+    // Past the end: nothing, as std reads nothing there.
+    file.seek(SeekFrom::Start(2_000_000)).unwrap();
+    assert_eq!(file.read(&mut buf).unwrap(), 0);
+    assert_eq!(file.seek(SeekFrom::End(-1)).unwrap(), 999_999);
 }
