@@ -563,3 +563,38 @@ fn seeking_works_with_a_server_that_ignores_ranges() {
     assert_eq!(file.read(&mut buf).unwrap(), 0);
     assert_eq!(file.seek(SeekFrom::End(-1)).unwrap(), 999_999);
 }
+
+#[test]
+fn a_body_that_stalls_is_timed_out_not_would_block() {
+    let _watchdog = common::Watchdog::arm("stalled body");
+    // Headers and 10 bytes of a 1000-byte body, then nothing.
+    let (url, _server) = serve(|_, _, mut stream| {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
+        );
+        let _ = stream.flush();
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let client = Client::builder()
+        .base_url(&url)
+        .token("t")
+        .http_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut file = client.sprite("s").fs().open("/f").unwrap();
+    let mut buf = [0u8; 100];
+    let started = Instant::now();
+    let mut got = 0;
+    let err = loop {
+        match file.read(&mut buf) {
+            Ok(n) => got += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, 10);
+    // A blocking Read never says WouldBlock: a stalled server is a timeout.
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    assert!(matches!(Error::from_io(&err), Some(Error::Transport(_))));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
