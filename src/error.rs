@@ -686,6 +686,8 @@ mod tests {
         assert!(!ApiError::new(400, Some("invalid_name"), "").is_already_exists());
         assert!(ApiError::new(429, None, "").is_rate_limited());
         assert!(ApiError::new(401, None, "").is_unauthorized());
+        assert!(!ApiError::new(404, None, "").is_unauthorized());
+        assert!(ApiError::new(404, None, "").is_not_found());
     }
 
     #[test]
