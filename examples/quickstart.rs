@@ -86,6 +86,16 @@ fn connect() -> Result<(Client, Option<LocalServer>), Box<dyn std::error::Error>
         println!("using {}", client.base_url());
         return Ok((client, None));
     }
+    embedded()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn embedded() -> Result<(Client, Option<LocalServer>), Box<dyn std::error::Error>> {
+    Err("set SPRITES_TOKEN: the embedded sprites-local runs on Linux only".into())
+}
+
+#[cfg(target_os = "linux")]
+fn embedded() -> Result<(Client, Option<LocalServer>), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("sprites-quickstart-{}", std::process::id()));
     let server = sprites_local::Server::builder().data_dir(&dir).start()?;
     println!(
@@ -108,12 +118,14 @@ fn connect() -> Result<(Client, Option<LocalServer>), Box<dyn std::error::Error>
 
 /// Shuts the embedded server down and removes its data when dropped.
 struct LocalServer {
+    #[cfg(target_os = "linux")]
     server: Option<sprites_local::ServerHandle>,
     dir: std::path::PathBuf,
 }
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
         if let Some(server) = self.server.take() {
             server.shutdown();
         }

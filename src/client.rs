@@ -1,7 +1,9 @@
 //! [`Client`]: the token, the base URL and one shared HTTP agent; [`ClientBuilder`] to configure it.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TransportError};
+use crate::proxy::Proxy;
 use crate::sprite::Sprite;
+use crate::tls::Tls;
 use crate::url::BaseUrl;
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +15,13 @@ pub const DEFAULT_BASE_URL: &str = "https://api.sprites.dev";
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JSON body the client reads: far above any listing the API sends, far below what
+/// would hurt a process.
+const MAX_JSON_BODY: u64 = 64 << 20;
+
+fn strip_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
+}
 
 /// A handle to the Sprites API: cheap to clone, safe to share between threads.
 ///
@@ -35,7 +44,12 @@ pub(crate) struct ClientInner {
     pub(crate) base: BaseUrl,
     pub(crate) token: String,
     pub(crate) agent: ureq::Agent,
-    pub(crate) tls: Arc<native_tls::TlsConnector>,
+    pub(crate) tls: Tls,
+    /// The proxy every connection goes through, if any.
+    pub(crate) proxy: Option<Proxy>,
+    /// `Proxy-Authorization` for plain-HTTP requests sent to the proxy, which ureq only adds
+    /// to its `CONNECT`s (for `https`). Never set for `https`: it would reach the server.
+    proxy_authorization: Option<String>,
     pub(crate) user_agent: String,
     pub(crate) http_timeout: Duration,
     pub(crate) create_timeout: Duration,
@@ -97,10 +111,10 @@ impl Client {
                 Error::Config("set SPRITES_TOKEN (or SPRITE_TOKEN) to an API token".into())
             })?;
         let mut builder = Client::builder().token(token.trim());
-        if let Ok(url) = std::env::var("SPRITES_API_URL") {
-            if !url.trim().is_empty() {
-                builder = builder.base_url(url.trim());
-            }
+        if let Ok(url) = std::env::var("SPRITES_API_URL")
+            && !url.trim().is_empty()
+        {
+            builder = builder.base_url(url.trim());
         }
         builder.build()
     }
@@ -128,20 +142,22 @@ impl Client {
 
     /// A request with auth and user agent set, and the default JSON timeout.
     pub(crate) fn request(&self, method: &str, path_and_query: &str) -> ureq::Request {
-        self.inner
-            .agent
-            .request(method, &self.url(path_and_query))
-            .set("Authorization", &format!("Bearer {}", self.inner.token))
+        self.streaming_request(method, path_and_query)
             .timeout(self.inner.http_timeout)
     }
 
     /// A request with auth set and no overall deadline: streamed bodies of any size are bounded
     /// per read and write (the agent's timeouts), not in total.
     pub(crate) fn streaming_request(&self, method: &str, path_and_query: &str) -> ureq::Request {
-        self.inner
+        let request = self
+            .inner
             .agent
             .request(method, &self.url(path_and_query))
-            .set("Authorization", &format!("Bearer {}", self.inner.token))
+            .set("Authorization", &format!("Bearer {}", self.inner.token));
+        match &self.inner.proxy_authorization {
+            Some(value) => request.set("Proxy-Authorization", value),
+            None => request,
+        }
     }
 
     pub(crate) fn create_timeout(&self) -> Duration {
@@ -150,13 +166,22 @@ impl Client {
 
     /// Reads a JSON response body, bounded, and decodes it.
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(response: ureq::Response) -> Result<T> {
+        let url = response.get_url().to_owned();
         let mut body = Vec::new();
         std::io::Read::read_to_end(
-            &mut std::io::Read::take(response.into_reader(), 64 << 20),
+            &mut std::io::Read::take(response.into_reader(), MAX_JSON_BODY + 1),
             &mut body,
         )
-        .map_err(|e| Error::Transport(format!("reading response body: {e}")))?;
-        serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
+        .map_err(|e| {
+            TransportError::io(format!("reading the response of {}", strip_query(&url)), e)
+        })?;
+        if body.len() as u64 > MAX_JSON_BODY {
+            return Err(Error::ResponseTooLarge {
+                what: "a JSON response".into(),
+                limit: MAX_JSON_BODY,
+            });
+        }
+        serde_json::from_slice(&body).map_err(Error::Decode)
     }
 
     /// Sends a request with an optional JSON body and returns the response; error statuses
@@ -191,6 +216,15 @@ pub struct ClientBuilder {
     create_timeout: Duration,
     connect_timeout: Duration,
     keepalive: crate::exec::Keepalive,
+    proxy: ProxySetting,
+}
+
+/// Where [`ClientBuilder`] takes its proxy from.
+#[derive(Debug, Clone)]
+enum ProxySetting {
+    Env,
+    Direct,
+    Url(String),
 }
 
 impl Default for ClientBuilder {
@@ -203,6 +237,7 @@ impl Default for ClientBuilder {
             create_timeout: DEFAULT_CREATE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keepalive: crate::exec::Keepalive::DEFAULT,
+            proxy: ProxySetting::Env,
         }
     }
 }
@@ -265,10 +300,41 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every request and command connection through this HTTP proxy
+    /// (`http://[user:password@]host[:port]`), whatever the environment says. HTTP requests go
+    /// to it as proxy requests (through a `CONNECT` tunnel for `https`), command connections
+    /// through a `CONNECT` tunnel.
+    ///
+    /// Without this call the proxy comes from the environment as curl reads it:
+    /// `https_proxy`/`HTTPS_PROXY` for an `https` base URL (`http_proxy`/`HTTP_PROXY` for
+    /// `http`), else `all_proxy`/`ALL_PROXY`, unless `no_proxy`/`NO_PROXY` lists the host (`*`,
+    /// names with their subdomains, IP addresses, CIDR ranges, each optionally `:port`).
+    /// Loopback hosts never use a proxy from the environment.
+    ///
+    /// ```
+    /// let client = sprites::Client::builder()
+    ///     .token("t")
+    ///     .proxy("http://proxy.internal:3128")
+    ///     .build()?;
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Connects directly, ignoring any proxy the environment names.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
+        self
+    }
+
     /// Builds the client.
     ///
-    /// Errors with [`Error::Config`] when the token is missing or empty or the URL is not
-    /// `http(s)://host[:port][/prefix]`, and when the system TLS library cannot be initialised.
+    /// Errors with [`Error::Config`] when the token is missing or empty, the URL is not
+    /// `http(s)://host[:port][/prefix]`, the proxy URL is not `http://host[:port]`, the URL is
+    /// `https` and the crate was built without a TLS feature, or the TLS library cannot be
+    /// initialised.
     pub fn build(self) -> Result<Client> {
         let token = self
             .token
@@ -280,12 +346,30 @@ impl ClientBuilder {
             ));
         }
         let base = BaseUrl::parse(&self.base_url)?;
-        let tls = Arc::new(
-            native_tls::TlsConnector::new()
-                .map_err(|e| Error::Config(format!("TLS initialisation failed: {e}")))?,
-        );
-        let agent = ureq::AgentBuilder::new()
-            .tls_connector(tls.clone())
+        let tls = Tls::new()?;
+        if base.tls && !tls.available() {
+            return Err(Error::Config(
+                "an https base URL needs the `native-tls` or `rustls` feature of sprites-blocking"
+                    .into(),
+            ));
+        }
+        let proxy = match &self.proxy {
+            ProxySetting::Env => Proxy::from_env(&base, |name| std::env::var(name).ok())?,
+            ProxySetting::Direct => None,
+            ProxySetting::Url(url) => Some(Proxy::parse(url)?),
+        };
+        let mut agent = tls.configure(ureq::AgentBuilder::new());
+        if let Some(proxy) = &proxy {
+            agent = agent.proxy(
+                ureq::Proxy::new(&proxy.url)
+                    .map_err(|e| Error::Config(format!("invalid proxy URL: {e}")))?,
+            );
+        }
+        let proxy_authorization = proxy
+            .as_ref()
+            .filter(|_| !base.tls)
+            .and_then(Proxy::authorization);
+        let agent = agent
             .user_agent(&self.user_agent)
             .timeout_connect(self.connect_timeout)
             // Reads and writes of streamed bodies are bounded per operation, not in total, so a
@@ -299,6 +383,8 @@ impl ClientBuilder {
                 token,
                 agent,
                 tls,
+                proxy_authorization,
+                proxy,
                 user_agent: self.user_agent,
                 http_timeout: self.http_timeout,
                 create_timeout: self.create_timeout,

@@ -27,9 +27,11 @@ pub enum Error {
     #[error(transparent)]
     Api(Box<ApiError>),
 
-    /// The request never got an answer: DNS, connect, TLS or a cut connection.
-    #[error("transport error: {0}")]
-    Transport(String),
+    /// The request never got an answer, or its connection broke: name resolution, connect,
+    /// TLS, a proxy, a timeout or a reset. [`TransportError::kind`] says which, truthfully, and
+    /// [`source`](std::error::Error::source) is the underlying error.
+    #[error(transparent)]
+    Transport(TransportError),
 
     /// An exec WebSocket closed before the server reported an exit status.
     ///
@@ -57,9 +59,30 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
 
-    /// A response body could not be decoded.
-    #[error("could not decode the server's response: {0}")]
-    Decode(String),
+    /// A response body is not the JSON the API documents; the source is the JSON error.
+    #[error("the server's response is not the JSON the API documents")]
+    Decode(#[source] serde_json::Error),
+
+    /// The server sent more than the client accepts: more than it declared, or more than a
+    /// bound that keeps a misbehaving server from exhausting memory.
+    #[error("{what} is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// What was being received.
+        what: String,
+        /// The size declared or allowed.
+        limit: u64,
+    },
+
+    /// A command exited unsuccessfully where success was required
+    /// ([`Output::exit_ok`](crate::Output::exit_ok)).
+    #[error("{status}{}", stderr_suffix(stderr_tail))]
+    CommandFailed {
+        /// How the command ended.
+        status: crate::ExitStatus,
+        /// The end of its stderr (at most [`STDERR_TAIL`](crate::Output::STDERR_TAIL) bytes),
+        /// decoded lossily.
+        stderr_tail: String,
+    },
 
     /// The caller passed something the API cannot express.
     #[error("invalid input: {0}")]
@@ -106,10 +129,13 @@ impl Error {
         use io::ErrorKind as K;
         match self {
             Error::Api(api) => api.io_kind(),
-            Error::Transport(_) => K::ConnectionRefused,
+            Error::Transport(err) => err.kind(),
             Error::ConnectionClosed { .. } => K::ConnectionReset,
             Error::KeepaliveTimeout(_) | Error::TimedOut(_) => K::TimedOut,
-            Error::Protocol(_) | Error::Decode(_) => K::InvalidData,
+            Error::Protocol(_) | Error::Decode(_) | Error::ResponseTooLarge { .. } => {
+                K::InvalidData
+            }
+            Error::CommandFailed { .. } => K::Other,
             Error::InvalidInput(_) | Error::Config(_) => K::InvalidInput,
             Error::Io(err) => err.kind(),
         }
@@ -139,9 +165,179 @@ impl From<ureq::Error> for Error {
             ureq::Error::Status(status, response) => {
                 ApiError::from_response(status, response).into()
             }
-            ureq::Error::Transport(transport) => Error::Transport(transport.to_string()),
+            ureq::Error::Transport(transport) => {
+                Error::Transport(TransportError::from_ureq(transport))
+            }
         }
     }
+}
+
+impl From<TransportError> for Error {
+    fn from(err: TransportError) -> Error {
+        Error::Transport(err)
+    }
+}
+
+fn stderr_suffix(tail: &str) -> String {
+    let tail = tail.trim_end();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr ends with: {tail}")
+    }
+}
+
+/// Why a request or a connection failed below the API.
+///
+/// [`kind`](Self::kind) is what the failure is — `NotFound` for a host name that does not
+/// resolve, `ConnectionRefused`, `TimedOut` for a connect, read or write that ran past its
+/// bound, `ConnectionReset` or `UnexpectedEof` for a connection cut mid-exchange, `InvalidData`
+/// for a TLS or HTTP exchange the server got wrong — and [`source`](std::error::Error::source)
+/// is the error it came from (an [`io::Error`], or the HTTP or TLS library's error).
+///
+/// ```
+/// use std::io;
+/// let client = sprites::Client::builder()
+///     .base_url("http://no-such-host.invalid")
+///     .token("t")
+///     .build()?;
+/// let err = client.get_sprite("x").unwrap_err();
+/// let sprites::Error::Transport(transport) = &err else { panic!("{err:?}") };
+/// assert_eq!(transport.kind(), io::ErrorKind::NotFound);
+/// assert_eq!(err.io_kind(), io::ErrorKind::NotFound);
+/// # Ok::<(), sprites::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TransportError {
+    kind: io::ErrorKind,
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl TransportError {
+    pub(crate) fn new(
+        kind: io::ErrorKind,
+        context: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> TransportError {
+        TransportError {
+            kind,
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A failed socket operation. A read or write that ran past its timeout surfaces as
+    /// `WouldBlock` on some platforms; it is `TimedOut` here, which is what it means.
+    pub(crate) fn io(context: impl Into<String>, err: io::Error) -> TransportError {
+        TransportError::new(normalize_kind(err.kind()), context, Some(Box::new(err)))
+    }
+
+    fn from_ureq(transport: ureq::Transport) -> TransportError {
+        use ureq::ErrorKind as U;
+        let found = io_kind_in_chain(&transport);
+        let kind = match transport.kind() {
+            U::Dns => io::ErrorKind::NotFound,
+            U::InvalidUrl | U::UnknownScheme | U::InvalidProxyUrl | U::InsecureRequestHttpsOnly => {
+                io::ErrorKind::InvalidInput
+            }
+            U::BadStatus | U::BadHeader => io::ErrorKind::InvalidData,
+            U::ProxyUnauthorized => io::ErrorKind::PermissionDenied,
+            _ if is_tls_error(&transport) => io::ErrorKind::InvalidData,
+            U::ConnectionFailed | U::ProxyConnect => {
+                found.unwrap_or(io::ErrorKind::ConnectionRefused)
+            }
+            _ => found.unwrap_or(io::ErrorKind::Other),
+        };
+        let doing = match transport.kind() {
+            U::Dns => "resolving the host of",
+            U::ConnectionFailed => "connecting to",
+            U::ProxyConnect | U::ProxyUnauthorized => "connecting through the proxy to",
+            U::BadStatus | U::BadHeader => "reading the response of",
+            _ => "requesting",
+        };
+        let context = match transport.url() {
+            Some(url) => format!("{doing} {}", redact(url.as_str())),
+            None => doing
+                .trim_end_matches(" of")
+                .trim_end_matches(" to")
+                .to_owned(),
+        };
+        TransportError::new(kind, context, Some(Box::new(transport)))
+    }
+
+    /// What kind of failure this is, as std would classify it.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The kind in words, not the source's text: the source is returned by `source()`, and
+        // printing it here too would repeat it in every error chain.
+        let phrase = match self.kind {
+            io::ErrorKind::NotFound => "the name does not resolve".to_owned(),
+            io::ErrorKind::UnexpectedEof => "the connection ended early".to_owned(),
+            io::ErrorKind::InvalidData => "the server's answer is invalid".to_owned(),
+            io::ErrorKind::Other => match &self.source {
+                Some(source) => source.to_string(),
+                None => "failed".to_owned(),
+            },
+            kind => kind.to_string(),
+        };
+        write!(f, "{}: {phrase}", self.context)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+fn normalize_kind(kind: io::ErrorKind) -> io::ErrorKind {
+    match kind {
+        io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut,
+        other => other,
+    }
+}
+
+/// The kind of the first `io::Error` in an error's source chain.
+fn io_kind_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut next = err.source();
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            // An io::Error may itself wrap a more specific one (ureq does this).
+            return Some(io_kind_in_chain(io).unwrap_or_else(|| normalize_kind(io.kind())));
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = err.source();
+    while let Some(e) = next {
+        #[cfg(feature = "native-tls")]
+        if e.is::<native_tls::Error>() {
+            return true;
+        }
+        #[cfg(feature = "rustls")]
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// A URL without its query string, which may carry file paths or command lines the caller
+/// would not want in a log line.
+fn redact(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }
 
 /// Rate-limit headers the API sent with an error (`X-RateLimit-*`).
@@ -155,7 +351,7 @@ pub struct RateLimit {
     pub reset: Option<u64>,
 }
 
-/// An error status from the API with its body (PROTOCOL.md §3.1); every field but the status is
+/// An error status from the API with its body ([PROTOCOL.md §3.1](crate::protocol#31-api-error-body)); every field but the status is
 /// optional on the wire.
 ///
 /// ```
@@ -186,7 +382,7 @@ pub struct ApiError {
     pub upgrade_available: Option<bool>,
     /// `upgrade_url` from the body.
     pub upgrade_url: Option<String>,
-    /// `path` from a filesystem error body (PROTOCOL.md §3.2).
+    /// `path` from a filesystem error body ([PROTOCOL.md §3.2](crate::protocol#32-filesystem-error-body)).
     pub path: Option<String>,
 }
 
@@ -336,7 +532,8 @@ impl ApiError {
     pub fn io_kind(&self) -> io::ErrorKind {
         use io::ErrorKind as K;
         match (self.status, self.code.as_deref()) {
-            (_, Some("command_not_found" | "ENOENT")) => K::NotFound,
+            // An exec's missing working directory is chdir's ENOENT for std.
+            (_, Some("command_not_found" | "invalid_directory" | "ENOENT")) => K::NotFound,
             (_, Some("EEXIST")) => K::AlreadyExists,
             (_, Some("ENOTDIR")) => K::NotADirectory,
             (_, Some("EISDIR")) => K::IsADirectory,
@@ -345,7 +542,7 @@ impl ApiError {
             (_, Some("EINVAL")) => K::InvalidInput,
             (_, Some("EIO")) => K::Other,
             (_, Some("permission_denied")) => K::PermissionDenied,
-            (401 | 403, _) => K::PermissionDenied,
+            (401 | 403 | 407, _) => K::PermissionDenied,
             (404 | 410, _) => K::NotFound,
             (409, _) => K::AlreadyExists,
             (400 | 422, _) => K::InvalidInput,
@@ -429,6 +626,174 @@ mod tests {
             br#"{"error":"directory not empty","code":"ENOTEMPTY"}"#,
         );
         assert_eq!(err.io_kind(), io::ErrorKind::DirectoryNotEmpty);
+    }
+
+    #[test]
+    fn statuses_and_codes_map_to_std_kinds() {
+        use io::ErrorKind as K;
+        for (status, kind) in [
+            (401, K::PermissionDenied),
+            (403, K::PermissionDenied),
+            (407, K::PermissionDenied),
+            (404, K::NotFound),
+            (410, K::NotFound),
+            (409, K::AlreadyExists),
+            (400, K::InvalidInput),
+            (422, K::InvalidInput),
+            (408, K::TimedOut),
+            (504, K::TimedOut),
+            (429, K::WouldBlock),
+            (500, K::Other),
+        ] {
+            assert_eq!(ApiError::new(status, None, "m").io_kind(), kind, "{status}");
+        }
+        for (code, kind) in [
+            ("command_not_found", K::NotFound),
+            ("invalid_directory", K::NotFound),
+            ("ENOENT", K::NotFound),
+            ("EEXIST", K::AlreadyExists),
+            ("ENOTDIR", K::NotADirectory),
+            ("EISDIR", K::IsADirectory),
+            ("ENOTEMPTY", K::DirectoryNotEmpty),
+            ("EACCES", K::PermissionDenied),
+            ("EPERM", K::PermissionDenied),
+            ("permission_denied", K::PermissionDenied),
+            ("EINVAL", K::InvalidInput),
+            ("EIO", K::Other),
+        ] {
+            // The code wins over a status that would say something else.
+            assert_eq!(
+                ApiError::new(418, Some(code), "m").io_kind(),
+                kind,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_errors_display_their_code_when_they_have_one() {
+        assert_eq!(
+            ApiError::new(404, Some("sprite_not_found"), "no sprite x").to_string(),
+            "API error 404 (sprite_not_found): no sprite x"
+        );
+        assert_eq!(
+            ApiError::new(502, None, "bad gateway").to_string(),
+            "API error 502: bad gateway"
+        );
+        let err = ApiError::new(409, Some("EEXIST"), "file exists");
+        assert!(err.is_already_exists() && !err.is_not_found() && !err.is_rate_limited());
+        assert!(ApiError::new(400, Some("sprite_already_exists"), "").is_already_exists());
+        assert!(!ApiError::new(400, Some("invalid_name"), "").is_already_exists());
+        assert!(ApiError::new(429, None, "").is_rate_limited());
+        assert!(ApiError::new(401, None, "").is_unauthorized());
+        assert!(!ApiError::new(404, None, "").is_unauthorized());
+        assert!(ApiError::new(404, None, "").is_not_found());
+    }
+
+    #[test]
+    fn every_error_has_its_kind_and_io_errors_stay_themselves() {
+        use io::ErrorKind as K;
+        let cases = [
+            (
+                Error::ConnectionClosed {
+                    code: None,
+                    reason: String::new(),
+                },
+                K::ConnectionReset,
+            ),
+            (Error::KeepaliveTimeout(Duration::from_secs(1)), K::TimedOut),
+            (Error::TimedOut(Duration::from_secs(1)), K::TimedOut),
+            (Error::Protocol("p".into()), K::InvalidData),
+            (
+                Error::ResponseTooLarge {
+                    what: "w".into(),
+                    limit: 1,
+                },
+                K::InvalidData,
+            ),
+            (Error::InvalidInput("i".into()), K::InvalidInput),
+            (Error::Config("c".into()), K::InvalidInput),
+            (Error::Io(io::Error::from(K::BrokenPipe)), K::BrokenPipe),
+            (
+                Error::Transport(TransportError::new(K::HostUnreachable, "connecting", None)),
+                K::HostUnreachable,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.io_kind(), kind, "{err}");
+            assert_eq!(io::Error::from(err).kind(), kind);
+        }
+        // A local io::Error comes back out as itself, OS code included.
+        let local = io::Error::from_raw_os_error(2);
+        let back = io::Error::from(Error::Io(local));
+        assert_eq!(back.raw_os_error(), Some(2));
+        assert!(Error::from_io(&back).is_none());
+        assert!(Error::Protocol("p".into()).api().is_none());
+        assert!(Error::from(ApiError::new(404, None, "")).api().is_some());
+    }
+
+    #[test]
+    fn transport_errors_say_what_failed_and_keep_the_cause() {
+        use std::error::Error as _;
+        let timed = TransportError::io(
+            "reading the response",
+            io::Error::from(io::ErrorKind::WouldBlock),
+        );
+        assert_eq!(
+            timed.kind(),
+            io::ErrorKind::TimedOut,
+            "a socket timeout is a timeout"
+        );
+        assert_eq!(timed.to_string(), "reading the response: timed out");
+        let cause = timed
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .unwrap();
+        assert_eq!(cause.kind(), io::ErrorKind::WouldBlock);
+        let dns = TransportError::new(io::ErrorKind::NotFound, "resolving x:1", None);
+        assert_eq!(dns.to_string(), "resolving x:1: the name does not resolve");
+        assert!(dns.source().is_none());
+        let cut = TransportError::new(io::ErrorKind::UnexpectedEof, "reading", None);
+        assert_eq!(cut.to_string(), "reading: the connection ended early");
+        let bad = TransportError::new(io::ErrorKind::InvalidData, "TLS", None);
+        assert_eq!(bad.to_string(), "TLS: the server's answer is invalid");
+        let other = TransportError::new(
+            io::ErrorKind::Other,
+            "requesting",
+            Some(Box::new(io::Error::other("odd"))),
+        );
+        assert_eq!(other.to_string(), "requesting: odd");
+        assert_eq!(
+            TransportError::new(io::ErrorKind::Other, "x", None).to_string(),
+            "x: failed"
+        );
+        let refused = TransportError::new(io::ErrorKind::ConnectionRefused, "connecting", None);
+        assert_eq!(refused.to_string(), "connecting: connection refused");
+        assert_eq!(
+            Error::from(refused).to_string(),
+            "connecting: connection refused"
+        );
+        // Error::Transport is transparent: its source is the transport error's cause.
+        let err = Error::from(TransportError::new(
+            io::ErrorKind::ConnectionRefused,
+            "connecting",
+            Some(Box::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
+        ));
+        assert!(err.source().is_some_and(|s| s.is::<io::Error>()));
+    }
+
+    #[test]
+    fn ureq_io_errors_keep_their_kind_and_queries_stay_out_of_messages() {
+        let err = Error::from(ureq::Error::from(io::Error::from(
+            io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(err.io_kind(), io::ErrorKind::ConnectionReset);
+        let err = Error::from(ureq::Error::from(io::Error::from(
+            io::ErrorKind::WouldBlock,
+        )));
+        assert_eq!(err.io_kind(), io::ErrorKind::TimedOut);
+        assert_eq!(redact("http://h/v1/x?path=%2Fsecret"), "http://h/v1/x");
+        assert_eq!(redact("http://h/v1/x"), "http://h/v1/x");
     }
 
     #[test]

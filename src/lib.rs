@@ -42,16 +42,29 @@ mod client;
 mod error;
 mod exec;
 pub mod fs;
+mod proxy;
 mod sprite;
+mod sys;
+mod tar;
+mod tls;
+mod transfer;
 mod types;
 mod url;
 mod ws;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
-pub use error::{ApiError, Error, RateLimit, Result};
-pub use exec::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
-pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate};
+pub use error::{ApiError, Error, RateLimit, Result, TransportError};
+pub use exec::{
+    Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
+    Output, Stdio,
+};
+pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
+
+/// The wire protocol this crate speaks and `sprites-local` serves (`docs/PROTOCOL.md` in the
+/// repository). The crate's documentation cites its sections as "PROTOCOL.md §N".
+#[doc = include_str!("../docs/PROTOCOL.md")]
+pub mod protocol {}
 
 // The README's tour compiles (it is `no_run`: it needs a live API).
 #[cfg(doctest)]

@@ -1,24 +1,28 @@
-//! The [`Sprite`] handle and sprite management (PROTOCOL.md §5): create, get, list, update,
+//! The [`Sprite`] handle and sprite management ([PROTOCOL.md §5](crate::protocol#5-sprite-management)): create, get, list, update,
 //! delete, upgrade.
 
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::exec::Command;
 use crate::types::{SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
-use crate::url::{encode, Query};
-use serde_json::{json, Value};
+use crate::url::{Query, encode};
+use serde_json::{Value, json};
 use std::ffi::OsStr;
 
 /// A handle to one sprite. Cheap to clone; holds no connection.
 ///
 /// Get one from [`Client::sprite`] (no I/O) or [`Client::create_sprite`].
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> std::io::Result<()> {
-/// let client = sprites::Client::from_env()?;
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-5", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// # client.create_sprite("my-sprite")?;
 /// let sprite = client.sprite("my-sprite");
 /// let output = sprite.command("uname").arg("-a").output()?;
 /// println!("{}", String::from_utf8_lossy(&output.stdout));
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -49,11 +53,15 @@ impl Sprite {
 
     /// A [`Command`] that runs `program` on this sprite, built like `std::process::Command::new`.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> std::io::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-6", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("s")?;
     /// let status = sprite.command("ls").arg("-la").current_dir("/tmp").status()?;
     /// assert!(status.success());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
@@ -70,11 +78,15 @@ impl Sprite {
 
     /// Applies a partial update and returns the updated info.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-7", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("s")?;
     /// use sprites::{SpriteUpdate, UrlSettings};
     /// sprite.update(&SpriteUpdate::new().labels(["prod"]).url_settings(UrlSettings::public()))?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn update(&self, update: &SpriteUpdate) -> Result<SpriteInfo> {
@@ -110,11 +122,14 @@ impl Sprite {
 impl Client {
     /// Creates a sprite with default settings and returns its handle.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
-    /// let client = sprites::Client::from_env()?;
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-8", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// let sprite = client.create_sprite("scratch")?;
     /// sprite.delete()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn create_sprite(&self, name: &str) -> Result<Sprite> {
@@ -124,13 +139,16 @@ impl Client {
 
     /// Creates a sprite with [`CreateOptions`] and returns its handle and the server's info.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-9", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// use sprites::{CreateOptions, SpriteConfig};
-    /// let client = sprites::Client::from_env()?;
     /// let options = CreateOptions::new().label("ci").config(SpriteConfig::new().ram_mb(4096)).wait_for_capacity(true);
     /// let (sprite, info) = client.create_sprite_with("builder", &options)?;
     /// println!("{} is {:?}", sprite.name(), info.status);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn create_sprite_with(
@@ -169,6 +187,77 @@ impl Client {
         Ok((self.sprite(info.name.clone()), info))
     }
 
+    /// A sprite named `<prefix>-<16 random hex digits>` that is deleted when the returned
+    /// guard is dropped: for tests and scripts that must not leave sprites behind.
+    /// [`TempSprite::keep`] keeps it; [`TempSprite::delete`] deletes it and returns the
+    /// verdict, which drop can only log (through the `log` crate).
+    ///
+    /// # Errors
+    ///
+    /// As [`create_sprite`](Self::create_sprite).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-temp", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// let name = {
+    ///     let sprite = client.create_temp_sprite("ci")?;
+    ///     assert!(sprite.command("true").status()?.success());
+    ///     sprite.name().to_owned()
+    /// }; // deleted here
+    /// assert!(client.get_sprite(&name).unwrap_err().api().is_some_and(|a| a.is_not_found()));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn create_temp_sprite(&self, prefix: &str) -> Result<TempSprite> {
+        let name = format!("{prefix}-{:016x}", crate::fs::random_id());
+        Ok(TempSprite {
+            sprite: Some(self.create_sprite(&name)?),
+        })
+    }
+
+    /// The sprite with this name, created (with default settings) if it does not exist.
+    /// Safe against a concurrent creator: if the create loses a race, the winner's sprite is
+    /// returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_sprite`](Self::get_sprite) and [`create_sprite`](Self::create_sprite), except
+    /// that "not found" and "already exists" are handled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-get-or-create", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// let first = client.get_or_create_sprite("builder")?; // created
+    /// first.fs_at(&dir).write("marker", "1")?;
+    /// let again = client.get_or_create_sprite("builder")?; // the same one
+    /// assert_eq!(again.fs_at(&dir).read_to_string("marker")?, "1");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_or_create_sprite(&self, name: &str) -> Result<Sprite> {
+        match self.get_sprite(name) {
+            Ok(info) => return Ok(self.sprite(info.name)),
+            Err(Error::Api(api)) if api.is_not_found() => {}
+            Err(err) => return Err(err),
+        }
+        match self.create_sprite(name) {
+            Ok(sprite) => Ok(sprite),
+            Err(Error::Api(api)) if api.is_already_exists() => {
+                let info = self.get_sprite(name)?;
+                Ok(self.sprite(info.name))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Fetches one sprite's info.
     pub fn get_sprite(&self, name: &str) -> Result<SpriteInfo> {
         self.sprite(name).info()
@@ -181,14 +270,17 @@ impl Client {
 
     /// Fetches one page of sprites.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-10", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// use sprites::ListOptions;
-    /// let client = sprites::Client::from_env()?;
     /// let page = client.list_sprites(&ListOptions::new().prefix("ci-").max_results(10))?;
     /// if let Some(token) = page.next_token() {
     ///     let next = client.list_sprites(&ListOptions::new().prefix("ci-").continuation_token(token))?;
     /// }
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn list_sprites(&self, options: &ListOptions) -> Result<SpritePage> {
@@ -207,10 +299,13 @@ impl Client {
 
     /// Every sprite, fetching pages lazily as the iterator advances.
     ///
-    /// ```no_run
+    /// ```
     /// # fn main() -> sprites::Result<()> {
-    /// let client = sprites::Client::from_env()?;
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-11", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
     /// let names: Vec<String> = client.sprites().map(|s| s.map(|s| s.name)).collect::<Result<_, _>>()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn sprites(&self) -> SpriteIter {
@@ -221,9 +316,61 @@ impl Client {
     pub fn sprites_with(&self, options: ListOptions) -> SpriteIter {
         SpriteIter {
             client: self.clone(),
+            seen: options.continuation_token.iter().cloned().collect(),
             options,
             buffer: Vec::new().into_iter(),
             done: false,
+        }
+    }
+}
+
+/// A sprite deleted when this guard is dropped; from [`Client::create_temp_sprite`].
+/// Dereferences to [`Sprite`].
+#[derive(Debug)]
+pub struct TempSprite {
+    /// `None` once kept or deleted.
+    sprite: Option<Sprite>,
+}
+
+impl TempSprite {
+    /// Disarms the guard: the sprite outlives it.
+    pub fn keep(mut self) -> Sprite {
+        self.sprite
+            .take()
+            .expect("a TempSprite holds its sprite until kept or deleted")
+    }
+
+    /// Deletes the sprite now and returns the verdict (drop can only log it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sprite::delete`].
+    pub fn delete(mut self) -> Result<()> {
+        match self.sprite.take() {
+            Some(sprite) => sprite.delete(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for TempSprite {
+    type Target = Sprite;
+    fn deref(&self) -> &Sprite {
+        self.sprite
+            .as_ref()
+            .expect("a TempSprite holds its sprite until kept or deleted")
+    }
+}
+
+impl Drop for TempSprite {
+    fn drop(&mut self) {
+        if let Some(sprite) = self.sprite.take()
+            && let Err(err) = sprite.delete()
+        {
+            log::error!(
+                "sprites: deleting the temporary sprite {} failed: {err}",
+                sprite.name()
+            );
         }
     }
 }
@@ -360,11 +507,14 @@ impl ListOptions {
 }
 
 /// Iterator over every sprite, one page request at a time. Yields `Err` once and stops if a
-/// page request fails.
+/// page request fails, and stops after a page whose continuation token was already used (a
+/// server that cycles through tokens would otherwise be listed forever).
 #[derive(Debug)]
 pub struct SpriteIter {
     client: Client,
     options: ListOptions,
+    /// Every token sent so far.
+    seen: std::collections::HashSet<String>,
     buffer: std::vec::IntoIter<SpriteInfo>,
     done: bool,
 }
@@ -383,10 +533,9 @@ impl Iterator for SpriteIter {
             match self.client.list_sprites(&self.options) {
                 Ok(page) => {
                     match page.next_token() {
-                        // A server that hands back the token it was given would loop forever.
-                        Some(token)
-                            if self.options.continuation_token.as_deref() != Some(token) =>
-                        {
+                        // A token seen before (the last one, or any earlier one: A, B, A, …)
+                        // would repeat pages forever.
+                        Some(token) if self.seen.insert(token.to_owned()) => {
                             self.options.continuation_token = Some(token.to_owned());
                         }
                         _ => self.done = true,

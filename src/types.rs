@@ -1,4 +1,4 @@
-//! Wire types of the management API (PROTOCOL.md §5) and the exec socket's text messages (§6.4).
+//! Wire types of the management API ([PROTOCOL.md §5](crate::protocol#5-sprite-management)) and the exec socket's text messages ([PROTOCOL.md §6.4](crate::protocol#64-text-frames-from-the-server)).
 //!
 //! Every field the API may leave out is an `Option` or defaults to empty, because the live API
 //! returns only a subset of what its docs describe. Timestamps are kept as the RFC 3339 strings the
@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What the API knows about one sprite (PROTOCOL.md §5.1).
+/// What the API knows about one sprite ([PROTOCOL.md §5.1](crate::protocol#51-spriteinfo)).
 ///
 /// ```
 /// let info: sprites::SpriteInfo = serde_json::from_str(r#"{"name":"web","status":"warm"}"#).unwrap();
@@ -223,7 +223,7 @@ impl SpritePage {
     }
 }
 
-/// A text message the server sent on an exec socket (PROTOCOL.md §6.4).
+/// A text message the server sent on an exec socket ([PROTOCOL.md §6.4](crate::protocol#64-text-frames-from-the-server)).
 ///
 /// ```
 /// use sprites::ServerMessage;

@@ -1,17 +1,18 @@
-//! WebSocket connections: dialling (ws/wss through native-tls) and a [`Socket`] that a reader
-//! thread and a writer thread share without blocking each other.
+//! WebSocket connections: dialling (ws/wss, directly or through a proxy's `CONNECT`) and a
+//! [`Socket`] that a reader thread and a writer thread share without blocking each other.
 //!
 //! `tungstenite::WebSocket` cannot be split and a TLS stream cannot be cloned, so the socket is
 //! non-blocking and the `WebSocket` sits behind a mutex that is only ever held for non-blocking
-//! calls. Threads wait for readiness in `poll(2)` with the lock released.
+//! calls. Threads wait for readiness (`poll(2)`, `WSAPoll`) with the lock released.
 
 use crate::client::Client;
-use crate::error::{ApiError, Error, Result};
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use crate::error::{ApiError, Error, Result, TransportError};
+use crate::sys::{self, Interest};
+use crate::tls::Stream;
+use std::io;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::WebSocketConfig;
@@ -20,60 +21,9 @@ use tungstenite::{Message, WebSocket};
 /// Largest message accepted from the server. Output frames are tens of KiB; this bounds what a
 /// misbehaving server can make the client buffer.
 const MAX_MESSAGE: usize = 16 << 20;
-
-/// A TCP stream, with or without TLS.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref(),
-        }
-    }
-}
-
-// EINTR is retried here, once for every caller: the blocking handshake (whose `read` with a
-// timeout can be interrupted when the process reaps children, e.g. an embedded sprites-local) and
-// the non-blocking data path alike.
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let result = match self {
-                Stream::Plain(s) => s.read(buf),
-                Stream::Tls(s) => s.read(buf),
-            };
-            match result {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            let result = match self {
-                Stream::Plain(s) => s.write(buf),
-                Stream::Tls(s) => s.write(buf),
-            };
-            match result {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
+/// How long a send may wait for room in the socket before the connection counts as dead: the
+/// keepalive limit's default.
+const SEND_STALL: Duration = Duration::from_secs(45);
 
 /// What the server said when it accepted the upgrade.
 pub(crate) struct Accepted {
@@ -84,21 +34,28 @@ pub(crate) struct Accepted {
 
 /// Opens a WebSocket to `path_and_query` (e.g. `/v1/sprites/x/exec?cmd=ls`).
 ///
-/// A non-101 answer becomes [`Error::Api`] with the body parsed as an API error (§3.3).
+/// A non-101 answer becomes [`Error::Api`] with the body parsed as an API error ([PROTOCOL.md §3.3](crate::protocol#33-websocket-upgrade-failures)).
 pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
     let inner = &client.inner;
     let base = &inner.base;
-    let tcp = connect(base.bare_host(), base.port, inner.connect_timeout)?;
-    // Bounded handshake: the HTTP timeout covers the upgrade exchange.
-    tcp.set_read_timeout(Some(inner.http_timeout))
-        .map_err(Error::Io)?;
-    tcp.set_write_timeout(Some(inner.http_timeout))
-        .map_err(Error::Io)?;
+    let tcp = match &inner.proxy {
+        Some(proxy) => {
+            let host = proxy.host.trim_start_matches('[').trim_end_matches(']');
+            let mut tcp = connect(host, proxy.port, inner.connect_timeout)?;
+            set_timeouts(&tcp, Some(inner.http_timeout))?;
+            proxy.connect(&mut tcp, &base.host, base.port, &inner.user_agent)?;
+            tcp
+        }
+        None => connect(base.bare_host(), base.port, inner.connect_timeout)?,
+    };
+    // Bounded handshake: the HTTP timeout covers TLS and the upgrade exchange.
+    set_timeouts(&tcp, Some(inner.http_timeout))?;
+    // Kept for waiting and for shutdown(2), which need no lock on the WebSocket.
+    let handle = tcp
+        .try_clone()
+        .map_err(|e| TransportError::io("duplicating the socket handle", e))?;
     let stream = if base.tls {
-        let tls = inner.tls.connect(base.bare_host(), tcp).map_err(|e| {
-            Error::Transport(format!("TLS handshake with {}: {e}", base.bare_host()))
-        })?;
-        Stream::Tls(Box::new(tls))
+        inner.tls.connect(base.bare_host(), tcp)?
     } else {
         Stream::Plain(tcp)
     };
@@ -136,9 +93,18 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
                 return Err(ApiError::parse(status, header, body).into());
             }
             Err(HandshakeError::Failure(err)) => return Err(ws_error(err)),
-            // Unreachable for a blocking stream, but a typed error is cheaper than a proof.
+            // The stream blocks with timeouts, so a read that timed out (WouldBlock) is the only
+            // way the handshake stops midway: the server did not answer in time.
             Err(HandshakeError::Interrupted(_)) => {
-                return Err(Error::Transport("WebSocket handshake interrupted".into()))
+                return Err(TransportError::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "waiting {:?} for the answer to the WebSocket upgrade",
+                        inner.http_timeout
+                    ),
+                    None,
+                )
+                .into());
             }
         };
     let capabilities = response
@@ -153,24 +119,36 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
         })
         .unwrap_or_default();
 
+    // Through the WebSocket's own handle: on Windows a duplicated handle's blocking mode is
+    // not documented to be shared.
     let tcp = ws.get_ref().tcp();
-    tcp.set_read_timeout(None).map_err(Error::Io)?;
-    tcp.set_write_timeout(None).map_err(Error::Io)?;
-    tcp.set_nonblocking(true).map_err(Error::Io)?;
-    let fd = tcp.as_raw_fd();
+    set_timeouts(tcp, None)?;
+    tcp.set_nonblocking(true)
+        .map_err(|e| TransportError::io("making the socket non-blocking", e))?;
     Ok(Accepted {
         socket: Socket {
             ws: Mutex::new(ws),
-            fd,
+            tcp: handle,
         },
         capabilities,
     })
 }
 
+fn set_timeouts(tcp: &TcpStream, timeout: Option<Duration>) -> Result<()> {
+    tcp.set_read_timeout(timeout)
+        .and_then(|()| tcp.set_write_timeout(timeout))
+        .map_err(|e| TransportError::io("setting socket timeouts", e).into())
+}
+
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Error::Transport(format!("resolving {host}:{port}: {e}")))?;
+    let addrs = (host, port).to_socket_addrs().map_err(|e| {
+        // Whatever the resolver's own code, a name that does not resolve is "not found".
+        TransportError::new(
+            io::ErrorKind::NotFound,
+            format!("resolving {host}:{port}"),
+            Some(Box::new(e)),
+        )
+    })?;
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -182,16 +160,21 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::Transport(match last {
-        Some(e) => format!("connecting to {host}:{port}: {e}"),
-        None => format!("{host}:{port} resolved to no address"),
-    }))
+    Err(match last {
+        Some(e) => TransportError::io(format!("connecting to {host}:{port}"), e),
+        None => TransportError::new(
+            io::ErrorKind::NotFound,
+            format!("resolving {host}:{port}: no address"),
+            None,
+        ),
+    }
+    .into())
 }
 
 /// Maps a tungstenite error to ours.
 pub(crate) fn ws_error(err: tungstenite::Error) -> Error {
     match err {
-        tungstenite::Error::Io(e) => Error::Transport(e.to_string()),
+        tungstenite::Error::Io(e) => TransportError::io("the WebSocket connection", e).into(),
         tungstenite::Error::Capacity(e) => Error::Protocol(format!("message too large: {e}")),
         tungstenite::Error::Protocol(e) => Error::Protocol(e.to_string()),
         tungstenite::Error::Utf8(e) => Error::Protocol(format!("text frame is not UTF-8: {e}")),
@@ -201,14 +184,15 @@ pub(crate) fn ws_error(err: tungstenite::Error) -> Error {
                 reason: String::new(),
             }
         }
-        other => Error::Transport(other.to_string()),
+        other => Error::Protocol(other.to_string()),
     }
 }
 
 /// One WebSocket shared by a reader and a writer thread.
 pub(crate) struct Socket {
     ws: Mutex<WebSocket<Stream>>,
-    fd: RawFd,
+    /// A second handle on the same socket, to wait on and shut down without the lock.
+    tcp: TcpStream,
 }
 
 /// What [`Socket::read`] found.
@@ -244,7 +228,7 @@ impl Socket {
 
     /// Waits until the socket is readable or `timeout` passes; `Ok(false)` on timeout.
     pub(crate) fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
-        poll(self.fd, libc::POLLIN, timeout)
+        sys::wait(&self.tcp, Interest::Read, timeout)
     }
 
     /// Sends one message, waiting (lock released) while the socket cannot take more.
@@ -264,8 +248,14 @@ impl Socket {
                 Ok(()) => return Ok(()),
                 Err(tungstenite::Error::Io(e)) if is_retry(&e) => {
                     // Wait for room with the lock released so the reader keeps reading.
-                    poll(self.fd, libc::POLLOUT, Duration::from_secs(45))
+                    let room = sys::wait(&self.tcp, Interest::Write, SEND_STALL)
                         .map_err(tungstenite::Error::Io)?;
+                    if !room {
+                        return Err(tungstenite::Error::Io(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the server took nothing for the keepalive limit",
+                        )));
+                    }
                     result = Ok(());
                 }
                 Err(e) => return Err(e),
@@ -289,8 +279,8 @@ impl Socket {
 
     /// Cuts the connection without a close frame; wakes both threads.
     pub(crate) fn shutdown(&self) {
-        // shutdown(2) on the fd needs no lock and wakes any poll() on it.
-        let _ = unsafe_shutdown(self.fd);
+        // shutdown(2) needs no lock and wakes any wait on the socket.
+        let _ = self.tcp.shutdown(Shutdown::Both);
     }
 }
 
@@ -299,48 +289,4 @@ fn is_retry(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
-}
-
-fn unsafe_shutdown(fd: RawFd) -> io::Result<()> {
-    // SAFETY: `fd` belongs to a socket owned by the `Socket` that called us, which is alive for
-    // the duration of the call; shutdown(2) does not close or invalidate it.
-    let rc = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// poll(2) on one fd for `events`; `Ok(false)` when `timeout` passes first. Hang-ups and errors
-/// count as ready, so the caller's next read or write reports them.
-pub(crate) fn poll(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let millis = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // Round up so a sub-millisecond remainder does not spin.
-        let millis = if millis == 0 && !left.is_zero() {
-            1
-        } else {
-            millis
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, millis) };
-        if rc > 0 {
-            return Ok(true);
-        }
-        if rc == 0 {
-            return Ok(false);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
 }

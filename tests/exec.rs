@@ -1,8 +1,11 @@
 //! End to end: `Command`/`Child` against a real `sprites-local` over loopback.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
-use common::{pseudo_random, rss_kib, Local};
+use common::{Local, pseudo_random, rss_kib};
 use sprites::{Error, ServerMessage, Stdio};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -81,7 +84,7 @@ fn env_and_current_dir() {
 }
 
 #[test]
-fn a_missing_working_directory_is_an_error() {
+fn a_missing_working_directory_is_not_found_as_in_std() {
     let local = Local::start();
     let sprite = local.sprite("nodir");
     let err = sprite
@@ -89,6 +92,8 @@ fn a_missing_working_directory_is_an_error() {
         .current_dir("/no/such/dir")
         .output()
         .unwrap_err();
+    // std::process::Command::new("true").current_dir("/no/such/dir").output() is NotFound.
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     let api = Error::from_io(&err)
         .and_then(Error::api)
         .expect("an API error");
@@ -184,7 +189,10 @@ fn kill_and_signal() {
     let sprite = local.sprite("kill");
     let mut child = common::spawn_sleeper(&sprite);
     child.kill().unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(128 + 9));
+    let status = child.wait().unwrap();
+    // As std reports a local kill: no exit code, the signal instead.
+    assert_eq!((status.code(), status.signal()), (None, Some(9)));
+    assert_eq!(status.to_string(), "signal: 9 (SIGKILL)");
     // Killing an exited child is fine, as in std.
     child.kill().unwrap();
 
@@ -246,7 +254,8 @@ fn try_wait_and_session_id() {
     let sprite = local.sprite("trywait");
     let mut child = common::spawn_sleeper(&sprite);
     assert_eq!(child.try_wait().unwrap(), None);
-    let id = child.id().expect("session id");
+    let id = child.session_id().expect("session id");
+    assert_eq!(child.pid(), id.parse().ok());
     assert!(
         id.parse::<u32>().is_ok(),
         "session id {id:?} should be a pid"
@@ -401,7 +410,7 @@ fn signals_fall_back_to_the_kill_endpoint_without_the_capability() {
     let sprite = client.create_sprite("old-runtime").unwrap();
     let mut child = common::spawn_sleeper(&sprite);
     child.signal("TERM").unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(128 + 15));
+    assert_eq!(child.wait().unwrap().signal(), Some(15));
 
     let err = sprite
         .command("sleep")
@@ -414,4 +423,263 @@ fn signals_fall_back_to_the_kill_endpoint_without_the_capability() {
         io::ErrorKind::TimedOut,
         "the timeout's kill went over HTTP too"
     );
+}
+
+/// A command run with an entry test of this binary as its parent: see
+/// [`output_can_go_to_this_process_stderr`].
+#[test]
+#[ignore = "runs only as a child process of output_can_go_to_this_process_stderr"]
+fn stdio_to_own_streams_entry() {
+    let (Ok(url), Ok(sprite)) = (std::env::var("STDIO_URL"), std::env::var("STDIO_SPRITE")) else {
+        return;
+    };
+    let client = sprites::Client::builder()
+        .base_url(url)
+        .token("test-token")
+        .build()
+        .unwrap();
+    let status = client
+        .sprite(sprite)
+        .command("sh")
+        .args(["-c", "echo to-stdout; echo to-stderr >&2"])
+        .stdin(Stdio::null())
+        .stdout(io::stderr())
+        .stderr(io::stdout())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn output_can_go_to_this_process_stderr() {
+    let local = Local::start();
+    let sprite = local.sprite("ownstreams");
+    // This test binary again, running only the entry above: its own stdout and stderr are
+    // what the remote output is redirected to.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "stdio_to_own_streams_entry",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env("STDIO_URL", local.url())
+        .env("STDIO_SPRITE", sprite.name())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stderr.contains("to-stdout\n"), "stderr: {stderr:?}");
+    assert!(!stdout.contains("to-stdout"), "stdout: {stdout:?}");
+    assert!(stdout.contains("to-stderr\n"), "stdout: {stdout:?}");
+}
+
+#[test]
+fn stdio_from_local_files_feeds_stdin_and_takes_output() {
+    let local = Local::start();
+    let sprite = local.sprite("files");
+    let dir = common::TempDir::new("stdio-files");
+    let input = dir.path().join("in.txt");
+    let data = pseudo_random(3 << 20, 3);
+    std::fs::write(&input, &data).unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let status = sprite
+        .command("sh")
+        .args(["-c", "cat; echo done >&2"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        std::fs::read(&out_path).unwrap() == data,
+        "3 MiB round trip"
+    );
+    assert_eq!(std::fs::read(&err_path).unwrap(), b"done\n");
+}
+
+#[test]
+fn remote_commands_chain_like_a_pipeline() {
+    let local = Local::start();
+    let sprite = local.sprite("pipeline");
+    // seq 1 200000 | grep 7 | wc -l, each on the sprite, the bytes passing through here.
+    let mut seq = sprite
+        .command("seq")
+        .args(["1", "200000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut grep = sprite
+        .command("grep")
+        .arg("7")
+        .stdin(seq.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let count = sprite
+        .command("wc")
+        .arg("-l")
+        .stdin(grep.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    let expected = (1..=200_000)
+        .filter(|n: &u32| n.to_string().contains('7'))
+        .count();
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        expected.to_string()
+    );
+    assert!(seq.wait().unwrap().success());
+    assert!(grep.wait().unwrap().success());
+
+    // The other direction: a command's output written into another's ChildStdin.
+    let mut sink = sprite
+        .command("wc")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = sprite
+        .command("head")
+        .args(["-c", "100000", "/dev/zero"])
+        .stdout(sink.stdin.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = sink.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
+}
+
+#[test]
+fn remote_and_local_commands_chain_both_ways() {
+    let local = Local::start();
+    let sprite = local.sprite("mixed");
+    // Remote printf | local sort.
+    let mut printf = sprite
+        .command("printf")
+        .arg("pear\\napple\\nfig\\n")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sorted = std::process::Command::new("sort")
+        .stdin(std::process::Stdio::try_from(printf.stdout.take().unwrap()).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(sorted.stdout, b"apple\nfig\npear\n");
+    assert!(printf.wait().unwrap().success());
+
+    // Local printf | remote tr | local cat.
+    let mut local_printf = std::process::Command::new("printf")
+        .arg("shout\\n")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut local_cat = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = sprite
+        .command("tr")
+        .args(["a-z", "A-Z"])
+        .stdin(local_printf.stdout.take().unwrap())
+        .stdout(local_cat.stdin.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(local_printf.wait().unwrap().success());
+    assert_eq!(local_cat.wait_with_output().unwrap().stdout, b"SHOUT\n");
+}
+
+#[test]
+fn child_stdin_is_writable_through_a_shared_reference() {
+    let local = Local::start();
+    let sprite = local.sprite("sharedstdin");
+    let mut child = sprite
+        .command("sort")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    std::thread::scope(|scope| {
+        for word in ["b", "c", "a"] {
+            let stdin = &stdin;
+            scope.spawn(move || {
+                let mut writer: &sprites::ChildStdin = stdin;
+                writer.write_all(format!("{word}\n").as_bytes()).unwrap();
+                writer.flush().unwrap();
+            });
+        }
+    });
+    drop(stdin);
+    assert_eq!(child.wait_with_output().unwrap().stdout, b"a\nb\nc\n");
+}
+
+#[test]
+fn stdio_used_the_wrong_way_is_invalid_input_before_anything_runs() {
+    let local = Local::start();
+    let sprite = local.sprite("wrongway");
+    let err = sprite
+        .command("true")
+        .stdin(io::stdout())
+        .status()
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    let mut upstream = sprite
+        .command("echo")
+        .arg("x")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = sprite
+        .command("true")
+        .stdout(upstream.stdout.take().unwrap())
+        .status()
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    upstream.wait().unwrap();
+
+    // A remote pipe feeds one spawn; a second spawn of the same Command says so.
+    let mut upstream = sprite
+        .command("echo")
+        .arg("once")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cat = sprite.command("cat");
+    cat.stdin(upstream.stdout.take().unwrap());
+    assert_eq!(cat.output().unwrap().stdout, b"once\n");
+    assert_eq!(
+        cat.output().unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    upstream.wait().unwrap();
+}
+
+#[test]
+fn output_already_half_read_still_reaches_the_next_command() {
+    let local = Local::start();
+    let sprite = local.sprite("halfread");
+    let mut upstream = sprite
+        .command("printf")
+        .arg("hello\\n")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = upstream.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"h");
+    // The rest of the chunk the reader holds goes first, then whatever follows.
+    let out = sprite.command("cat").stdin(stdout).output().unwrap();
+    assert_eq!(out.stdout, b"ello\n");
+    assert!(upstream.wait().unwrap().success());
 }

@@ -5,6 +5,9 @@
 //! on purpose; they use a few lines of raw TCP that answer the WebSocket upgrade and then
 //! misbehave — the real server never does that, which is the point.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::{Local, ServerProcess};
@@ -67,7 +70,7 @@ fn server_shutdown_closes_running_commands_with_a_close_code() {
     let mut local = Local::start();
     let sprite = local.sprite("shutdown");
     let mut child = common::spawn_sleeper(&sprite);
-    assert!(child.id().is_some());
+    assert!(child.session_id().is_some());
     local.server.take().unwrap().shutdown();
     let err = child.wait().unwrap_err();
     match Error::from_io(&err) {

@@ -1,5 +1,8 @@
 //! End to end: sprite management (PROTOCOL.md §5) against a real `sprites-local`.
 
+// sprites-local, which these tests drive, runs on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::Local;
@@ -106,10 +109,12 @@ fn list_pages_and_iterates_everything() {
         )
         .unwrap();
     assert_eq!(second.sprites.len(), 3);
-    assert!(second
-        .sprites
-        .iter()
-        .all(|s| !first.sprites.iter().any(|f| f.name == s.name)));
+    assert!(
+        second
+            .sprites
+            .iter()
+            .all(|s| !first.sprites.iter().any(|f| f.name == s.name))
+    );
 
     let all: Vec<String> = local
         .client
@@ -152,16 +157,20 @@ fn a_wrong_token_is_401_everywhere() {
 fn an_unknown_sprite_is_404_everywhere() {
     let local = Local::start();
     let ghost = local.client.sprite("ghost");
-    assert!(ghost
-        .info()
-        .unwrap_err()
-        .api()
-        .is_some_and(|a| a.is_not_found()));
-    assert!(ghost
-        .update(&SpriteUpdate::new().clear_labels())
-        .unwrap_err()
-        .api()
-        .is_some_and(|a| a.is_not_found()));
+    assert!(
+        ghost
+            .info()
+            .unwrap_err()
+            .api()
+            .is_some_and(|a| a.is_not_found())
+    );
+    assert!(
+        ghost
+            .update(&SpriteUpdate::new().clear_labels())
+            .unwrap_err()
+            .api()
+            .is_some_and(|a| a.is_not_found())
+    );
     let err = ghost.command("true").output().unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     assert_eq!(
@@ -233,4 +242,48 @@ fn client_configuration_errors() {
         Client::builder().token("t").base_url("ftp://x").build(),
         Err(Error::Config(_))
     ));
+}
+
+#[test]
+fn temporary_sprites_delete_themselves_and_get_or_create_reuses() {
+    let local = Local::start();
+    let name = {
+        let temp = local.client.create_temp_sprite("tmp").unwrap();
+        assert!(temp.name().starts_with("tmp-"));
+        assert!(local.client.get_sprite(temp.name()).is_ok());
+        temp.name().to_owned()
+    };
+    let err = local.client.get_sprite(&name).unwrap_err();
+    assert!(err.api().is_some_and(|a| a.is_not_found()), "{err}");
+
+    let kept = local.client.create_temp_sprite("tmp").unwrap().keep();
+    assert!(local.client.get_sprite(kept.name()).is_ok());
+    let explicit = local.client.create_temp_sprite("tmp").unwrap();
+    let explicit_name = explicit.name().to_owned();
+    explicit.delete().unwrap();
+    assert!(local.client.get_sprite(&explicit_name).is_err());
+
+    let first = local.client.get_or_create_sprite("reused").unwrap();
+    first.fs().write("/tmp/reused-marker", "1").unwrap();
+    let again = local.client.get_or_create_sprite("reused").unwrap();
+    assert_eq!(again.name(), "reused");
+    assert_eq!(
+        local
+            .client
+            .sprites_with(ListOptions::new().prefix("reused"))
+            .count(),
+        1
+    );
+    // Racing creators all end up with the one sprite.
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let client = local.client.clone();
+            std::thread::spawn(move || client.get_or_create_sprite("raced").unwrap())
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap().name(), "raced");
+    }
+    let err = local.client.get_or_create_sprite("BAD NAME").unwrap_err();
+    assert_eq!(err.api().map(|a| a.status), Some(400));
 }

@@ -1,17 +1,17 @@
 //! [`Child`]: a running remote command, like `std::process::Child`.
 
-use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, Writer};
-use super::local_stdin;
+use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, StdinSource, Writer};
+use super::local_stdin::{self, LocalInput};
 use super::pipes::{
-    ChildStderr, ChildStdin, ChildStdout, Chunk, OutputReader, StdioKind, OUTPUT_CHUNKS,
-    STDIN_FRAMES,
+    ChildStderr, ChildStdin, ChildStdout, Chunk, OUTPUT_CHUNKS, OutputReader, STDIN_FRAMES,
+    StdioKind,
 };
 use super::status::{ExitStatus, Output};
 use crate::error::Error;
 use crate::sprite::Sprite;
 use crate::url::Query;
 use crate::ws::{self, Socket};
-use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, select, unbounded};
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Bytes;
 
-/// How long [`Child::id`] waits for the server to announce the session.
+/// How long [`Child::session_id`] waits for the server's first message.
 const SESSION_ID_WAIT: Duration = Duration::from_secs(10);
 /// After a timeout's kill, how long to wait for the exit report before cutting the connection
 /// (which makes the server kill the process group).
@@ -41,9 +41,12 @@ pub(crate) struct Spawn {
 /// Its pipes are `Some` when configured with [`Stdio::piped`](crate::Stdio::piped). Dropping a
 /// `Child` does not stop the remote command (std's rule); [`kill`](Self::kill) does.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> std::io::Result<()> {
-/// # let sprite = sprites::Client::from_env()?.sprite("s");
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-2", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// # let sprite = client.create_sprite("s")?;
 /// use std::io::{Read, Write};
 /// use sprites::Stdio;
 /// let mut child = sprite.command("tr").arg("a-z").arg("A-Z")
@@ -53,6 +56,7 @@ pub(crate) struct Spawn {
 /// child.stdout.take().unwrap().read_to_string(&mut upper)?;
 /// assert_eq!(upper, "SHOUT");
 /// assert!(child.wait()?.success());
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
 pub struct Child {
@@ -81,6 +85,8 @@ enum Finished {
 
 impl Child {
     pub(crate) fn spawn(spec: Spawn) -> io::Result<Child> {
+        // Before connecting: a command that starts is a command that runs.
+        check_directions(&spec)?;
         let accepted = ws::dial(spec.sprite.client(), &spec.path)?;
         let socket = Arc::new(accepted.socket);
         let signal_on_socket = accepted.capabilities.iter().any(|c| c == "signal");
@@ -92,14 +98,24 @@ impl Child {
         let (outcome_tx, outcome_rx) = bounded(1);
 
         let mut on_finish = None;
+        let mut stdin_source = StdinSource::Frames(stdin_rx);
         let stdin = match spec.stdin {
             StdioKind::Piped => Some(ChildStdin { tx: stdin_tx }),
             StdioKind::Inherit => {
-                on_finish = Some(local_stdin::forward(stdin_tx)?);
+                on_finish = Some(local_stdin::forward(LocalInput::Stdin, stdin_tx)?);
+                None
+            }
+            StdioKind::File(file) => {
+                on_finish = Some(local_stdin::forward(LocalInput::File(file), stdin_tx)?);
+                None
+            }
+            StdioKind::RemoteOutput(reader) => {
+                stdin_source = StdinSource::Upstream(reader);
                 None
             }
             // Dropping the sender now makes the writer send EOF at once, as Go and Py do.
-            StdioKind::Null => None,
+            // (The other kinds were refused by check_directions.)
+            _ => None,
         };
         let (stdout_sink, stdout) = output_sink(spec.stdout, Sink::Stdout);
         let (stderr_sink, stderr) = output_sink(spec.stderr, Sink::Stderr);
@@ -128,7 +144,7 @@ impl Child {
         };
         let writer = Writer {
             socket: socket.clone(),
-            stdin: stdin_rx,
+            stdin: stdin_source,
             control: control_rx,
             done: done_rx,
             deadline: timeout.map(|(_, deadline)| deadline),
@@ -160,26 +176,85 @@ impl Child {
         })
     }
 
-    /// The session id the server assigned (the remote process id, as a string).
+    /// The session id the server assigned: the remote process id, as a string
+    /// ([PROTOCOL.md §6.4](crate::protocol#64-text-frames-from-the-server)).
     ///
-    /// Waits up to 10 s for the server's `session_info` message if it has not arrived yet;
-    /// `None` if the server never sends one.
-    pub fn id(&self) -> Option<String> {
+    /// The server announces it in its first message, which arrives with the connection, so this
+    /// returns at once in practice. Otherwise it waits for the server's first message (at most 10 s)
+    /// and is `None` if that message is not the announcement.
+    ///
+    /// std's `Child::id` returns a `u32` that always exists; a remote process id only exists once the
+    /// server says it, hence this name and [`pid`](Self::pid) instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-session_id", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// let id = child.session_id().expect("announced by sprites-local");
+    /// assert!(id.parse::<u32>().is_ok());
+    /// child.kill()?;
+    /// # child.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn session_id(&self) -> Option<String> {
         self.shared.session_id(SESSION_ID_WAIT)
     }
 
+    /// The remote process id (on the sprite, not on this machine), when the server announced
+    /// one: [`session_id`](Self::session_id) as a number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-pid", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// let pid = child.pid().expect("announced by sprites-local");
+    /// let out = sprite.command("ps").args(["-o", "comm=", "-p", &pid.to_string()]).output()?;
+    /// assert_eq!(out.stdout, b"sleep\n");
+    /// child.kill()?;
+    /// # child.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        self.session_id()?.parse().ok()
+    }
+
     /// Sends a signal to the remote command: `"TERM"`, `"SIGTERM"`, `"INT"`, `"HUP"`, `"KILL"`,
-    /// `"QUIT"`, `"USR1"`, `"USR2"`, ... Signalling a command that has exited does nothing.
+    /// `"QUIT"`, `"USR1"`, `"USR2"`, ... Signalling a command that has exited does nothing. An extra
+    /// beside std (whose `Child` can only `kill`).
     ///
-    /// Goes over the exec socket when the server advertises the `signal` capability, else
-    /// through the session kill endpoint.
+    /// Goes over the exec socket when the server advertises the `signal` capability, else through the
+    /// session kill endpoint ([PROTOCOL.md §7.3](crate::protocol#73-kill--post-v1spritesnameexecidkill)).
     ///
-    /// ```no_run
-    /// # fn main() -> std::io::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
-    /// let mut child = sprite.command("sleep").arg("100").spawn()?;
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a name that is not a signal name; without the capability,
+    /// the errors of the kill request (a transport error, or a protocol error when the server never
+    /// announced a session id).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-signal", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
     /// child.signal("TERM")?;
-    /// assert_eq!(child.wait()?.code(), Some(128 + 15));
+    /// assert_eq!(child.wait()?.signal(), Some(15));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn signal(&mut self, signal: &str) -> io::Result<()> {
@@ -196,17 +271,60 @@ impl Child {
         }
     }
 
-    /// Kills the remote command (SIGKILL). Like std, `Ok` if it has already exited.
+    /// Kills the remote command (SIGKILL), as std's `Child::kill`: `Ok` if it has already exited.
+    ///
+    /// # Errors
+    ///
+    /// As [`signal`](Self::signal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-kill", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// child.kill()?;
+    /// let status = child.wait()?;
+    /// assert_eq!((status.code(), status.signal()), (None, Some(9)));
+    /// child.kill()?; // exited: nothing to do
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn kill(&mut self) -> io::Result<()> {
         self.signal("KILL")
     }
 
-    /// Waits for the command to exit, closing its stdin first (std's behaviour).
+    /// Waits for the command to exit, closing its stdin first (std's behaviour). When it returns,
+    /// nothing of the command is left in this process: no thread, no socket.
     ///
-    /// Fails with [`io::ErrorKind::TimedOut`] after a [`Command::timeout`](crate::Command::timeout)
-    /// kill, and with [`io::ErrorKind::ConnectionReset`] (wrapping
-    /// [`Error::ConnectionClosed`]) when the connection ends without an exit status — never a
-    /// made-up success. A dead connection is detected within 45 s by keepalive.
+    /// # Errors
+    ///
+    /// - [`io::ErrorKind::TimedOut`] ([`Error::TimedOut`]) after a
+    ///   [`Command::timeout`](crate::Command::timeout) kill;
+    /// - [`io::ErrorKind::ConnectionReset`] ([`Error::ConnectionClosed`], with the close code and
+    ///   reason) when the connection ends without an exit status — never a made-up success;
+    /// - [`io::ErrorKind::TimedOut`] ([`Error::KeepaliveTimeout`]) when the server says nothing for
+    ///   the keepalive limit (45 s by default).
+    ///
+    /// A second call returns the same status or error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-wait", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sh").args(["-c", "exit 7"]).spawn()?;
+    /// assert_eq!(child.wait()?.code(), Some(7));
+    /// assert_eq!(child.wait()?.code(), Some(7));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         drop(self.stdin.take());
         if self.finished.is_none() {
@@ -239,7 +357,28 @@ impl Child {
         self.result()
     }
 
-    /// Returns the exit status if the command has exited, without blocking.
+    /// The exit status if the command has exited, without blocking, as std's `Child::try_wait`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait), once the command has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-try_wait", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("sleep").arg("60").spawn()?;
+    /// assert_eq!(child.try_wait()?, None);
+    /// child.kill()?;
+    /// child.wait()?;
+    /// assert!(child.try_wait()?.is_some());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.finished.is_none() {
             match self.outcome.try_recv() {
@@ -250,7 +389,29 @@ impl Child {
         self.result().map(Some)
     }
 
-    /// Waits for exit while collecting all of stdout and stderr (those that are piped).
+    /// Waits for exit while collecting all of stdout and stderr (those that are piped), reading
+    /// both at once so that a command filling one cannot deadlock on the other, as std's does.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-wait_with_output", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use sprites::Stdio;
+    /// let child = sprite.command("sh").args(["-c", "echo out; echo err >&2"])
+    ///     .stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    /// let out = child.wait_with_output()?;
+    /// assert_eq!((out.stdout, out.stderr), (b"out\n".to_vec(), b"err\n".to_vec()));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn wait_with_output(mut self) -> io::Result<Output> {
         drop(self.stdin.take());
         let mut stdout = Vec::new();
@@ -324,8 +485,36 @@ fn output_sink(kind: StdioKind, inherit: Sink) -> (Sink, Option<OutputReader>) {
             (Sink::Channel(tx), Some(OutputReader::new(rx)))
         }
         StdioKind::Inherit => (inherit, None),
-        StdioKind::Null => (Sink::Null, None),
+        StdioKind::LocalStdout => (Sink::Stdout, None),
+        StdioKind::LocalStderr => (Sink::Stderr, None),
+        StdioKind::File(file) => (Sink::File(file), None),
+        StdioKind::RemoteInput(stdin) => (Sink::Remote(stdin.tx), None),
+        // Refused by check_directions.
+        StdioKind::Null | StdioKind::RemoteOutput(_) | StdioKind::Used => (Sink::Null, None),
     }
+}
+
+/// Refuses a `Stdio` used in a direction it cannot go: this process's stdout as a command's
+/// input, another command's stdout as a command's output, and the like.
+fn check_directions(spec: &Spawn) -> io::Result<()> {
+    let refuse = |what: &str, role: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} cannot be a command's {role}"),
+        ))
+    };
+    match &spec.stdin {
+        StdioKind::LocalStdout => return refuse("this process's stdout", "stdin"),
+        StdioKind::LocalStderr => return refuse("this process's stderr", "stdin"),
+        StdioKind::RemoteInput(_) => return refuse("another command's stdin", "stdin"),
+        _ => {}
+    }
+    for (kind, role) in [(&spec.stdout, "stdout"), (&spec.stderr, "stderr")] {
+        if let StdioKind::RemoteOutput(_) = kind {
+            return refuse("another command's output", role);
+        }
+    }
+    Ok(())
 }
 
 /// Reads a pipe to its end; returns `true` (done).

@@ -26,14 +26,18 @@ use std::time::Duration;
 ///
 /// Beside std's methods: [`timeout`](Self::timeout) and [`on_message`](Self::on_message).
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> std::io::Result<()> {
-/// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-1", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// let sprite = client.create_sprite("my-sprite")?;
 /// let output = sprite.command("sh").arg("-c").arg("echo $GREETING from $(pwd)")
 ///     .env("GREETING", "hello")
 ///     .current_dir("/tmp")
 ///     .output()?;
 /// assert_eq!(output.stdout, b"hello from /tmp\n");
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
 pub struct Command {
@@ -68,13 +72,42 @@ impl Command {
         }
     }
 
-    /// Adds an argument.
+    /// Adds an argument, as std's `Command::arg`. It reaches the program as is: there is no
+    /// shell on the way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-arg", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("echo").arg("a b").arg("$HOME").output()?;
+    /// assert_eq!(out.stdout, b"a b $HOME\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn arg<S: AsRef<OsStr>>(&mut self, arg: S) -> &mut Command {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
-    /// Adds arguments.
+    /// Adds arguments, as std's `Command::args`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-args", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("printf").args(["%s-%s\\n", "left", "right"]).output()?;
+    /// assert_eq!(out.stdout, b"left-right\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn args<I, S>(&mut self, args: I) -> &mut Command
     where
         I: IntoIterator<Item = S>,
@@ -85,7 +118,21 @@ impl Command {
         self
     }
 
-    /// Sets an environment variable for the command.
+    /// Sets an environment variable for the command, as std's `Command::env`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-env", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("sh").args(["-c", "echo $GREETING"]).env("GREETING", "hi").output()?;
+    /// assert_eq!(out.stdout, b"hi\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn env<K, V>(&mut self, key: K, val: V) -> &mut Command
     where
         K: AsRef<OsStr>,
@@ -96,7 +143,21 @@ impl Command {
         self
     }
 
-    /// Sets several environment variables.
+    /// Sets several environment variables, as std's `Command::envs`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-envs", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("sh").args(["-c", "echo $A$B"]).envs([("A", "1"), ("B", "2")]).output()?;
+    /// assert_eq!(out.stdout, b"12\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Command
     where
         I: IntoIterator<Item = (K, V)>,
@@ -113,6 +174,20 @@ impl Command {
     ///
     /// The API can only add variables, so removal runs the program through `env -u NAME` on the
     /// sprite (coreutils' `env`, present on any Linux sprite).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-env_remove", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("sh").args(["-c", "echo ${HOME:-unset}"]).env_remove("HOME").output()?;
+    /// assert_eq!(out.stdout, b"unset\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn env_remove<K: AsRef<OsStr>>(&mut self, key: K) -> &mut Command {
         if self.env_clear {
             self.env.remove(key.as_ref());
@@ -122,49 +197,142 @@ impl Command {
         self
     }
 
-    /// Starts the command with an empty environment plus what [`env`](Self::env) sets.
+    /// Starts the command with an empty environment plus what [`env`](Self::env) sets afterwards.
     ///
     /// Runs the program through `env -i` on the sprite, for the reason given at
     /// [`env_remove`](Self::env_remove).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-env_clear", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("/usr/bin/env").env_clear().env("ONLY", "1").output()?;
+    /// assert_eq!(out.stdout, b"ONLY=1\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn env_clear(&mut self) -> &mut Command {
         self.env.clear();
         self.env_clear = true;
         self
     }
 
-    /// The working directory on the sprite. Relative paths resolve against the sprite's home.
+    /// The working directory on the sprite. Relative paths resolve against the sprite's home, the
+    /// default. A directory that does not exist makes the spawn fail with `NotFound`, as std's does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-current_dir", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("pwd").current_dir("/").output()?;
+    /// assert_eq!(out.stdout, b"/\n");
+    /// let err = sprite.command("pwd").current_dir("/no/such/dir").output().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn current_dir<P: AsRef<Path>>(&mut self, dir: P) -> &mut Command {
         self.current_dir = Some(dir.as_ref().to_owned());
         self
     }
 
-    /// Where the command's stdin comes from.
+    /// Where the command's stdin comes from: a [`Stdio`], or anything that converts into one (a
+    /// local file, another command's stdout; see [`Stdio`]). The default is [`Stdio::inherit`] for
+    /// [`spawn`](Self::spawn) and [`status`](Self::status), [`Stdio::null`] for
+    /// [`output`](Self::output).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-stdin", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::io::Write;
+    /// use sprites::Stdio;
+    /// let mut child = sprite.command("wc").arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    /// child.stdin.take().unwrap().write_all(b"12345")?;
+    /// assert_eq!(child.wait_with_output()?.stdout, b"5\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn stdin<T: Into<Stdio>>(&mut self, cfg: T) -> &mut Command {
         self.stdin = Some(cfg.into());
         self
     }
 
-    /// Where the command's stdout goes.
+    /// Where the command's stdout goes: a [`Stdio`], or anything that converts into one (a local
+    /// file, this process's stderr, another command's stdin; see [`Stdio`]). The default is
+    /// [`Stdio::inherit`] for [`spawn`](Self::spawn) and [`status`](Self::status), [`Stdio::piped`]
+    /// for [`output`](Self::output).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-stdout", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let log = std::env::temp_dir().join(format!("sprites-doc-stdout-{}.log", std::process::id()));
+    /// let status = sprite.command("echo").arg("to a file").stdout(std::fs::File::create(&log)?).status()?;
+    /// assert!(status.success());
+    /// assert_eq!(std::fs::read_to_string(&log)?, "to a file\n");
+    /// # std::fs::remove_file(log)?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn stdout<T: Into<Stdio>>(&mut self, cfg: T) -> &mut Command {
         self.stdout = Some(cfg.into());
         self
     }
 
-    /// Where the command's stderr goes.
+    /// Where the command's stderr goes; as [`stdout`](Self::stdout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-stderr", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use sprites::Stdio;
+    /// let out = sprite.command("sh").args(["-c", "echo oops >&2"]).stderr(Stdio::null()).output()?;
+    /// assert!(out.stderr.is_empty());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn stderr<T: Into<Stdio>>(&mut self, cfg: T) -> &mut Command {
         self.stderr = Some(cfg.into());
         self
     }
 
     /// Kills the remote command if it runs longer than `timeout`; waiting then fails with
-    /// [`io::ErrorKind::TimedOut`] (wrapping [`Error::TimedOut`]). The Go SDK's `CommandContext`.
+    /// [`io::ErrorKind::TimedOut`] (wrapping [`Error::TimedOut`]). The Go SDK's `CommandContext`; an
+    /// extra beside std.
     ///
-    /// ```no_run
-    /// # fn main() -> std::io::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-timeout", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
     /// use std::time::Duration;
-    /// let err = sprite.command("sleep").arg("60").timeout(Duration::from_secs(1)).status().unwrap_err();
+    /// let err = sprite.command("sleep").arg("60").timeout(Duration::from_millis(200)).status().unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn timeout(&mut self, timeout: Duration) -> &mut Command {
@@ -174,23 +342,22 @@ impl Command {
 
     /// Calls `handler` with every text message the server sends (`session_info`, port
     /// notifications, anything unknown), on the connection's reader thread. Keep it quick: output
-    /// waits while it runs. To get a channel instead, send from the handler:
+    /// waits while it runs. To get a channel instead, send from the handler. An extra beside std.
     ///
-    /// ```no_run
-    /// # fn main() -> std::io::Result<()> {
-    /// # let sprite = sprites::Client::from_env()?.sprite("s");
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-on_message", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
     /// use sprites::ServerMessage;
-    /// let (tx, rx) = crossbeam_channel::unbounded();
-    /// let mut child = sprite.command("python3").args(["-m", "http.server", "8000"])
-    ///     .on_message(move |msg| { let _ = tx.send(msg); })
-    ///     .spawn()?;
-    /// for msg in rx.iter() {
-    ///     if let ServerMessage::PortOpened { port, .. } = msg {
-    ///         println!("listening on {port}");
-    ///         break;
-    ///     }
-    /// }
-    /// child.kill()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let out = sprite.command("true").on_message(move |msg| { let _ = tx.send(msg); }).output()?;
+    /// assert!(out.status.success());
+    /// assert!(matches!(rx.recv()?, ServerMessage::SessionInfo { .. }));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
     /// # Ok(()) }
     /// ```
     pub fn on_message<F>(&mut self, handler: F) -> &mut Command
@@ -201,51 +368,189 @@ impl Command {
         self
     }
 
-    /// The program.
+    /// The program, as given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// assert_eq!(sprite.command("ls").get_program(), "ls");
+    /// # Ok(()) }
+    /// ```
     pub fn get_program(&self) -> &OsStr {
         &self.program
     }
 
-    /// The arguments, without the program.
-    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> {
-        self.args.iter().map(OsString::as_os_str)
+    /// The arguments, without the program, as std's `Command::get_args`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// let mut cmd = sprite.command("ls");
+    /// cmd.args(["-l", "/tmp"]);
+    /// assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["-l", "/tmp"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_args(&self) -> CommandArgs<'_> {
+        CommandArgs {
+            inner: self.args.iter(),
+        }
     }
 
-    /// Explicitly set (`Some`) and removed (`None`) variables.
-    pub fn get_envs(&self) -> impl ExactSizeIterator<Item = (&OsStr, Option<&OsStr>)> {
-        self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    /// Explicitly set (`Some`) and removed (`None`) variables, in key order, as std's
+    /// `Command::get_envs`. After [`env_clear`](Self::env_clear) only the variables set since are
+    /// listed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// use std::ffi::OsStr;
+    /// let mut cmd = sprite.command("ls");
+    /// cmd.env("A", "1").env_remove("B");
+    /// let envs: Vec<_> = cmd.get_envs().collect();
+    /// assert_eq!(envs, [(OsStr::new("A"), Some(OsStr::new("1"))), (OsStr::new("B"), None)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_envs(&self) -> CommandEnvs<'_> {
+        CommandEnvs {
+            inner: self.env.iter(),
+        }
     }
 
     /// The working directory, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// let mut cmd = sprite.command("ls");
+    /// assert_eq!(cmd.get_current_dir(), None);
+    /// cmd.current_dir("/tmp");
+    /// assert_eq!(cmd.get_current_dir(), Some(std::path::Path::new("/tmp")));
+    /// # Ok(()) }
+    /// ```
     pub fn get_current_dir(&self) -> Option<&Path> {
         self.current_dir.as_deref()
     }
 
-    /// Starts the command; stdin, stdout and stderr default to [`Stdio::inherit`].
+    /// Starts the command; stdin, stdout and stderr default to [`Stdio::inherit`], as in std.
+    /// Returns once the server has accepted the command: it is running.
     ///
-    /// Fails with [`io::ErrorKind::NotFound`] when the sprite (or the program) does not exist,
-    /// [`io::ErrorKind::PermissionDenied`] for a bad token, and a wrapped [`Error`] otherwise.
+    /// # Errors
+    ///
+    /// Nothing runs when these fail:
+    ///
+    /// - [`io::ErrorKind::NotFound`]: the sprite, the program or the working directory does not exist;
+    /// - [`io::ErrorKind::PermissionDenied`]: the token is wrong, or the program is not executable;
+    /// - [`io::ErrorKind::InvalidInput`]: the program, an argument, a variable or the directory is not
+    ///   UTF-8 (which the API requires), the program is empty, or a [`Stdio`] is used the wrong way
+    ///   round (this process's stdout as a command's stdin, say);
+    /// - a transport error ([`Error::Transport`], with its kind: `ConnectionRefused`, `TimedOut`, ...)
+    ///   when the server cannot be reached.
+    ///
+    /// Each wraps a [`sprites::Error`](Error), recoverable with [`Error::from_io`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-spawn", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::io::Read;
+    /// use sprites::Stdio;
+    /// let mut child = sprite.command("seq").args(["1", "3"]).stdout(Stdio::piped()).spawn()?;
+    /// let mut text = String::new();
+    /// child.stdout.take().unwrap().read_to_string(&mut text)?;
+    /// assert_eq!(text, "1\n2\n3\n");
+    /// assert!(child.wait()?.success());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn spawn(&mut self) -> io::Result<Child> {
-        self.spawn_with(Stdio::inherit(), Stdio::inherit())
+        self.spawn_with(Stdio::inherit(), Stdio::inherit)
     }
 
-    /// Runs the command to completion, capturing stdout and stderr; stdin defaults to null.
+    /// Runs the command to completion, capturing stdout and stderr; stdin defaults to
+    /// [`Stdio::null`], as in std. An unsuccessful exit is not an error here (see
+    /// [`Output::exit_ok`](crate::Output::exit_ok)).
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn), then as [`Child::wait`]:
+    ///
+    /// - [`io::ErrorKind::TimedOut`] ([`Error::TimedOut`]) after a [`timeout`](Self::timeout) kill;
+    /// - [`io::ErrorKind::ConnectionReset`] ([`Error::ConnectionClosed`]) when the connection ends
+    ///   without an exit status; [`io::ErrorKind::TimedOut`] ([`Error::KeepaliveTimeout`]) when the
+    ///   server goes silent past the keepalive limit. Never a made-up success.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-output", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("sh").args(["-c", "echo out; echo err >&2; exit 3"]).output()?;
+    /// assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+    /// assert_eq!(out.status.code(), Some(3));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn output(&mut self) -> io::Result<Output> {
-        self.spawn_with(Stdio::null(), Stdio::piped())?
+        self.spawn_with(Stdio::null(), Stdio::piped)?
             .wait_with_output()
     }
 
-    /// Runs the command to completion; stdin, stdout and stderr default to inherit.
+    /// Runs the command to completion; stdin, stdout and stderr default to [`Stdio::inherit`], as
+    /// in std.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn), then as [`Child::wait`]:
+    ///
+    /// - [`io::ErrorKind::TimedOut`] ([`Error::TimedOut`]) after a [`timeout`](Self::timeout) kill;
+    /// - [`io::ErrorKind::ConnectionReset`] ([`Error::ConnectionClosed`]) when the connection ends
+    ///   without an exit status; [`io::ErrorKind::TimedOut`] ([`Error::KeepaliveTimeout`]) when the
+    ///   server goes silent past the keepalive limit. Never a made-up success.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-status", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let status = sprite.command("test").args(["-d", "/"]).status()?;
+    /// assert!(status.success());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn status(&mut self) -> io::Result<ExitStatus> {
-        let mut child = self.spawn_with(Stdio::inherit(), Stdio::inherit())?;
+        let mut child = self.spawn_with(Stdio::inherit(), Stdio::inherit)?;
         child.wait()
     }
 
-    fn spawn_with(&mut self, default_stdin: Stdio, default_output: Stdio) -> io::Result<Child> {
-        let stdin = self.stdin.unwrap_or(default_stdin).0;
-        let stdout = self.stdout.unwrap_or(default_output).0;
-        let stderr = self.stderr.unwrap_or(default_output).0;
-        let path = self.exec_path(stdin != StdioKind::Null)?;
+    fn spawn_with(
+        &mut self,
+        default_stdin: Stdio,
+        default_output: fn() -> Stdio,
+    ) -> io::Result<Child> {
+        // The request first: a command that cannot be expressed must not consume a pipe.
+        let configured = self.stdin.as_ref().map_or(&default_stdin.0, |s| &s.0);
+        let path = self.exec_path(!matches!(configured, StdioKind::Null))?;
+        let stdin = resolve(&mut self.stdin, default_stdin)?;
+        let stdout = resolve(&mut self.stdout, default_output())?;
+        let stderr = resolve(&mut self.stderr, default_output())?;
         Child::spawn(super::child::Spawn {
             sprite: self.sprite.clone(),
             path,
@@ -335,6 +640,74 @@ impl Command {
     }
 }
 
+/// The configured stdio for one spawn, or the default for this kind of run.
+fn resolve(slot: &mut Option<Stdio>, default: Stdio) -> io::Result<StdioKind> {
+    match slot {
+        Some(stdio) => stdio.take_for_spawn(),
+        None => Ok(default.0),
+    }
+}
+
+/// The iterator of [`Command::get_args`], like `std::process::CommandArgs`.
+#[derive(Debug, Clone)]
+pub struct CommandArgs<'a> {
+    inner: std::slice::Iter<'a, OsString>,
+}
+
+impl<'a> Iterator for CommandArgs<'a> {
+    type Item = &'a OsStr;
+    fn next(&mut self) -> Option<&'a OsStr> {
+        self.inner.next().map(OsString::as_os_str)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for CommandArgs<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl DoubleEndedIterator for CommandArgs<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner.next_back().map(OsString::as_os_str)
+    }
+}
+
+/// The iterator of [`Command::get_envs`], like `std::process::CommandEnvs`.
+#[derive(Debug, Clone)]
+pub struct CommandEnvs<'a> {
+    inner: std::collections::btree_map::Iter<'a, OsString, Option<OsString>>,
+}
+
+impl<'a> Iterator for CommandEnvs<'a> {
+    type Item = (&'a OsStr, Option<&'a OsStr>);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner
+            .next()
+            .map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for CommandEnvs<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl DoubleEndedIterator for CommandEnvs<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner
+            .next_back()
+            .map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    }
+}
+
 fn utf8<'a>(value: &'a OsStr, what: &str) -> Result<&'a str, Error> {
     value.to_str().ok_or_else(|| {
         Error::InvalidInput(format!(
@@ -360,6 +733,7 @@ impl fmt::Debug for Command {
 #[cfg(test)]
 mod tests {
     use crate::Client;
+    use std::ffi::OsStr;
 
     fn sprite() -> crate::Sprite {
         Client::new("t").unwrap().sprite("box")
@@ -392,12 +766,58 @@ mod tests {
     }
 
     #[test]
+    fn get_args_and_get_envs_are_nameable_debug_iterators() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("ls");
+        cmd.args(["-l", "/tmp"]).env("B", "2").env_remove("A");
+        let args: super::CommandArgs<'_> = cmd.get_args();
+        assert!(format!("{args:?}").contains("-l"));
+        assert_eq!(args.len(), 2);
+        assert_eq!(args.size_hint(), (2, Some(2)));
+        assert_eq!(args.clone().rev().collect::<Vec<_>>(), ["/tmp", "-l"]);
+        assert_eq!(args.collect::<Vec<_>>(), ["-l", "/tmp"]);
+        let envs: super::CommandEnvs<'_> = cmd.get_envs();
+        assert!(format!("{envs:?}").contains('B'));
+        assert_eq!(envs.len(), 2);
+        assert_eq!(envs.size_hint(), (2, Some(2)));
+        let envs: Vec<_> = envs.collect();
+        assert_eq!(
+            envs,
+            [
+                (OsStr::new("A"), None),
+                (OsStr::new("B"), Some(OsStr::new("2")))
+            ]
+        );
+        assert_eq!(
+            cmd.get_envs().next_back(),
+            Some((OsStr::new("B"), Some(OsStr::new("2"))))
+        );
+        cmd.env_clear().env("C", "3");
+        assert_eq!(
+            cmd.get_envs().collect::<Vec<_>>(),
+            [(OsStr::new("C"), Some(OsStr::new("3")))]
+        );
+    }
+
+    #[test]
     fn rejects_empty_program_and_non_utf8() {
-        use std::os::unix::ffi::OsStrExt;
         let sprite = sprite();
         assert!(sprite.command("").argv().is_err());
         let mut cmd = sprite.command("ls");
-        cmd.arg(std::ffi::OsStr::from_bytes(b"\xff"));
+        cmd.arg(not_utf8());
         assert!(cmd.argv().is_err());
+    }
+
+    #[cfg(unix)]
+    fn not_utf8() -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStringExt;
+        std::ffi::OsString::from_vec(vec![0xff])
+    }
+
+    #[cfg(windows)]
+    fn not_utf8() -> std::ffi::OsString {
+        use std::os::windows::ffi::OsStringExt;
+        // A lone surrogate: valid UTF-16 for Windows, not UTF-8.
+        std::ffi::OsString::from_wide(&[0xD800])
     }
 }

@@ -1,4 +1,4 @@
-//! The non-TTY exec framing (PROTOCOL.md §6.2): binary frames whose first byte names the stream.
+//! The non-TTY exec framing ([PROTOCOL.md §6.2](crate::protocol#62-binary-frames-the-first-byte-names-the-stream)): binary frames whose first byte names the stream.
 
 use tungstenite::Bytes;
 

@@ -3,11 +3,11 @@
 //! on a sleep.
 
 use super::frame::{self, ServerFrame};
-use super::pipes::Chunk;
-use crate::error::Error;
+use super::pipes::{Chunk, OutputReader};
+use crate::error::{Error, TransportError};
 use crate::types::ServerMessage;
-use crate::ws::{ws_error, Incoming, Socket};
-use crossbeam_channel::{never, select, Receiver, Sender};
+use crate::ws::{Incoming, Socket, ws_error};
+use crossbeam_channel::{Receiver, Sender, never, select};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -42,6 +42,10 @@ pub(crate) enum Sink {
     Stdout,
     Stderr,
     Null,
+    /// A local file or pipe end.
+    File(std::fs::File),
+    /// Another remote command's stdin (stdin frames, with backpressure).
+    Remote(Sender<Bytes>),
 }
 
 impl Sink {
@@ -58,6 +62,12 @@ impl Sink {
                 out.write_all(&data).and_then(|_| out.flush()).is_ok()
             }
             Sink::Stderr => io::stderr().lock().write_all(&data).is_ok(),
+            Sink::File(file) => file.write_all(&data).is_ok(),
+            // A downstream command that exited drops its stdin: discard from then on, as a
+            // pipeline's writer would stop at EPIPE.
+            Sink::Remote(tx) => data
+                .chunks(frame::MAX_STDIN_CHUNK)
+                .all(|piece| tx.send(frame::stdin(piece)).is_ok()),
             Sink::Null => true,
         };
         if !delivered {
@@ -87,6 +97,9 @@ pub(crate) struct Shared {
 #[derive(Default)]
 struct SessionState {
     id: Option<String>,
+    /// Some message arrived: a `session_info` still missing by then is not coming (the
+    /// protocol sends it first).
+    heard: bool,
     ended: bool,
 }
 
@@ -97,18 +110,28 @@ impl Shared {
         self.session_changed.notify_all();
     }
 
+    fn mark_heard(&self) {
+        let mut state = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.heard {
+            state.heard = true;
+            self.session_changed.notify_all();
+        }
+    }
+
     fn mark_ended(&self) {
         let mut state = self.session.lock().unwrap_or_else(|p| p.into_inner());
         state.ended = true;
         self.session_changed.notify_all();
     }
 
-    /// The session id, waiting up to `bound` for the server to announce it.
+    /// The session id: at once if announced, `None` at once if the server has said something
+    /// else first (it announces the session first or not at all), else waiting up to `bound`
+    /// for its first message.
     pub(crate) fn session_id(&self, bound: Duration) -> Option<String> {
         let state = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let (state, _) = self
             .session_changed
-            .wait_timeout_while(state, bound, |s| s.id.is_none() && !s.ended)
+            .wait_timeout_while(state, bound, |s| s.id.is_none() && !s.heard && !s.ended)
             .unwrap_or_else(|p| p.into_inner());
         state.id.clone()
     }
@@ -141,6 +164,12 @@ impl Reader {
         match &outcome {
             // The status is known: close now rather than let the server hold the socket ~5 s.
             Outcome::Exited(_) => self.socket.close_now(1000),
+            // The server closed first: send the reply tungstenite queued, then cut.
+            Outcome::Failed(err @ Error::ConnectionClosed { code: Some(_), .. }) => {
+                self.socket.close_now(1000);
+                self.stdout.fail(err);
+                self.stderr.fail(err);
+            }
             Outcome::Failed(err) => {
                 self.socket.shutdown();
                 self.stdout.fail(err);
@@ -160,10 +189,12 @@ impl Reader {
 
     fn read_until_exit(&mut self) -> Outcome {
         let mut last_heard = Instant::now();
-        let mut close_frame: Option<(u16, String)> = None;
         loop {
             match self.socket.read() {
                 Ok(Incoming::Message(message)) => {
+                    if !matches!(message, Message::Text(_)) {
+                        self.shared.mark_heard();
+                    }
                     match message {
                         Message::Binary(data) => match frame::decode(data) {
                             ServerFrame::Stdout(data) => self.stdout.deliver(data),
@@ -181,6 +212,7 @@ impl Reader {
                                 ServerMessage::Exit { code } => Some(*code),
                                 _ => None,
                             };
+                            self.shared.mark_heard();
                             if let Some(handler) = &self.on_message {
                                 (handler.lock().unwrap_or_else(|p| p.into_inner()))(message);
                             }
@@ -188,10 +220,17 @@ impl Reader {
                                 return Outcome::Exited(code);
                             }
                         }
+                        // A close before the exit report ends the command's connection now: a
+                        // server that closes without cutting TCP would otherwise leave us
+                        // waiting for the keepalive limit.
                         Message::Close(frame) => {
-                            close_frame = Some(frame.map_or((1005, String::new()), |f| {
+                            let (code, reason) = frame.map_or((1005, String::new()), |f| {
                                 (f.code.into(), f.reason.to_string())
-                            }));
+                            });
+                            return Outcome::Failed(Error::ConnectionClosed {
+                                code: Some(code),
+                                reason,
+                            });
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
@@ -206,37 +245,34 @@ impl Reader {
                         return Outcome::Failed(Error::KeepaliveTimeout(limit));
                     }
                     if let Err(err) = self.socket.wait_readable(limit - silent) {
-                        return Outcome::Failed(Error::Io(err));
+                        return Outcome::Failed(
+                            TransportError::io("waiting for the server", err).into(),
+                        );
                     }
                 }
-                Err(err) => return Outcome::Failed(closed_error(err, close_frame)),
+                Err(err) => return Outcome::Failed(closed_error(err)),
             }
         }
     }
 }
 
-/// The error for a connection that ended without an exit report, carrying the close frame's
-/// code and reason when there was one.
-fn closed_error(err: tungstenite::Error, close_frame: Option<(u16, String)>) -> Error {
+/// The error for a connection that ended without an exit report or a close frame.
+fn closed_error(err: tungstenite::Error) -> Error {
     use tungstenite::error::ProtocolError;
-    match (err, close_frame) {
-        (_, Some((code, reason))) => Error::ConnectionClosed {
-            code: Some(code),
-            reason,
-        },
-        (tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed, None) => {
+    match err {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Error::ConnectionClosed {
                 code: None,
                 reason: String::new(),
             }
         }
-        (tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake), None) => {
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             Error::ConnectionClosed {
                 code: None,
                 reason: "connection cut without a close frame".into(),
             }
         }
-        (tungstenite::Error::Io(e), None)
+        tungstenite::Error::Io(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::ConnectionReset
@@ -250,7 +286,7 @@ fn closed_error(err: tungstenite::Error, close_frame: Option<(u16, String)>) -> 
                 reason: e.to_string(),
             }
         }
-        (other, None) => ws_error(other),
+        other => ws_error(other),
     }
 }
 
@@ -260,11 +296,19 @@ pub(crate) enum Control {
     Signal(String),
 }
 
+/// Where a command's stdin comes from, as the writer thread sees it.
+pub(crate) enum StdinSource {
+    /// Stdin frames (from a `ChildStdin` or a local forwarder); disconnection means EOF.
+    Frames(Receiver<Bytes>),
+    /// Another remote command's output, read here so that nothing lingers when this command
+    /// exits: its end (or failure) means EOF.
+    Upstream(OutputReader),
+}
+
 /// Everything the writer thread needs.
 pub(crate) struct Writer {
     pub(crate) socket: Arc<Socket>,
-    /// Stdin frames; disconnection means EOF.
-    pub(crate) stdin: Receiver<Bytes>,
+    pub(crate) stdin: StdinSource,
     pub(crate) control: Receiver<Control>,
     pub(crate) done: Receiver<()>,
     /// When set, the writer kills the command at this instant and marks it timed out.
@@ -279,7 +323,7 @@ impl Writer {
     pub(crate) fn run(self) {
         let Writer {
             socket,
-            mut stdin,
+            stdin,
             mut control,
             done,
             mut deadline,
@@ -287,6 +331,17 @@ impl Writer {
             ping_interval,
             kill_fallback,
         } = self;
+        let (mut stdin, mut upstream) = match stdin {
+            StdinSource::Frames(rx) => (rx, never()),
+            StdinSource::Upstream(mut reader) => {
+                // Bytes the caller already took off the channel but did not read yet.
+                let pending = reader.take_current();
+                if !pending.is_empty() && send_as_stdin(&socket, &pending).is_err() {
+                    return;
+                }
+                (never(), reader.into_receiver())
+            }
+        };
         let mut next_ping = Instant::now() + ping_interval;
         loop {
             let now = Instant::now();
@@ -296,6 +351,15 @@ impl Writer {
                     Ok(chunk) => socket.send(Message::Binary(chunk)),
                     Err(_) => {
                         stdin = never();
+                        socket.send(Message::Binary(frame::stdin_eof()))
+                    }
+                },
+                recv(upstream) -> chunk => match chunk {
+                    Ok(Chunk::Data(data)) => send_as_stdin(&socket, &data),
+                    // The upstream command ended (or its connection failed, which its own
+                    // wait() reports): either way, this command's input is over.
+                    Ok(Chunk::Failed(_)) | Err(_) => {
+                        upstream = never();
                         socket.send(Message::Binary(frame::stdin_eof()))
                     }
                 },
@@ -333,6 +397,12 @@ impl Writer {
             }
         }
     }
+}
+
+/// Sends `data` as stdin frames of at most [`frame::MAX_STDIN_CHUNK`] bytes.
+fn send_as_stdin(socket: &Socket, data: &[u8]) -> Result<(), tungstenite::Error> {
+    data.chunks(frame::MAX_STDIN_CHUNK)
+        .try_for_each(|piece| socket.send(Message::Binary(frame::stdin(piece))))
 }
 
 /// `{"type":"signal","signal":"TERM"}`.

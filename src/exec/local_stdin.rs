@@ -1,74 +1,93 @@
-//! Forwarding this process's own stdin to a remote command ([`Stdio::inherit`](crate::Stdio::inherit)).
+//! Forwarding local input to a remote command's stdin: this process's own stdin
+//! ([`Stdio::inherit`](crate::Stdio::inherit)) or a local file or pipe (`Stdio::from(file)`).
 //!
-//! The forwarder waits in `poll(2)` on fd 0 and on a wake-up pipe, so it stops as soon as the
-//! remote command exits instead of lingering in a blocked `read` (and stealing the next line the
-//! user types).
+//! On Unix the forwarder waits in `poll(2)` on the input and on a wake-up pipe, so it stops as
+//! soon as the remote command exits instead of lingering in a blocked `read` (and stealing the
+//! next line the user types). Windows has no such wait for consoles and pipes: there the
+//! forwarder stops at its next read after the command exits.
 
 use super::frame;
 use crossbeam_channel::Sender;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Read};
 use tungstenite::Bytes;
 
-/// Starts forwarding; returns the function that stops it.
-pub(crate) fn forward(tx: Sender<Bytes>) -> io::Result<Box<dyn FnOnce() + Send>> {
-    let (wake_read, wake_write) = pipe()?;
+/// Where forwarded input comes from.
+pub(crate) enum LocalInput {
+    /// This process's stdin.
+    Stdin,
+    /// A local file, or a pipe from a local command.
+    File(std::fs::File),
+}
+
+/// Starts forwarding `input` as stdin frames on `tx`; returns the function that stops it.
+/// Dropping `tx` at the end of the input is what sends the remote EOF.
+#[cfg(unix)]
+pub(crate) fn forward(
+    input: LocalInput,
+    tx: Sender<Bytes>,
+) -> io::Result<Box<dyn FnOnce() + Send>> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let mut source = match input {
+        // A duplicate of fd 0, read directly: std's buffered `Stdin` could hold bytes that
+        // poll(2) cannot see. Dropping the duplicate leaves fd 0 open.
+        LocalInput::Stdin => std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?),
+        LocalInput::File(file) => file,
+    };
+    let (wake_read, mut wake_write) = io::pipe()?;
     std::thread::Builder::new()
         .name("sprites-stdin".into())
         .spawn(move || {
-            // SAFETY: fd 0 stays open for the life of the process; ManuallyDrop keeps this `File`
-            // from closing it. Raw reads bypass std's buffered `Stdin`, whose buffer poll() cannot see.
-            let mut stdin = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
             let mut buf = vec![0u8; frame::MAX_STDIN_CHUNK];
-            loop {
-                let mut fds = [
-                    libc::pollfd {
-                        fd: 0,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                    libc::pollfd {
-                        fd: wake_read.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                ];
-                // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-                let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-                if rc < 0 {
-                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
+            while let Ok(true) =
+                crate::sys::wait_readable_or_woken(source.as_fd(), wake_read.as_fd())
+            {
+                if !send_next(&mut source, &mut buf, &tx) {
                     break;
-                }
-                if fds[1].revents != 0 {
-                    break;
-                }
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break, // EOF: dropping `tx` sends the remote EOF.
-                    Ok(n) => {
-                        if tx.send(frame::stdin(&buf[..n])).is_err() {
-                            break;
-                        }
-                    }
                 }
             }
-            drop(wake_read);
         })?;
     Ok(Box::new(move || {
-        let mut wake = File::from(wake_write);
-        let _ = wake.write_all(&[1]);
+        let _ = wake_write.write_all(&[1]);
     }))
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
+/// Starts forwarding `input` as stdin frames on `tx`; returns the function that stops it.
+#[cfg(windows)]
+pub(crate) fn forward(
+    input: LocalInput,
+    tx: Sender<Bytes>,
+) -> io::Result<Box<dyn FnOnce() + Send>> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name("sprites-stdin".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; frame::MAX_STDIN_CHUNK];
+            let mut source: Box<dyn Read> = match input {
+                LocalInput::Stdin => Box::new(io::stdin()),
+                LocalInput::File(file) => Box::new(file),
+            };
+            while !stopped.load(Ordering::SeqCst) {
+                if !send_next(&mut source, &mut buf, &tx) {
+                    break;
+                }
+            }
+        })?;
+    Ok(Box::new(move || stop.store(true, Ordering::SeqCst)))
+}
+
+/// Reads once and sends what came; `false` at the end of the input, on a read error, or when
+/// the command no longer takes input.
+fn send_next(source: &mut impl Read, buf: &mut [u8], tx: &Sender<Bytes>) -> bool {
+    loop {
+        match source.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => return tx.send(frame::stdin(&buf[..n])).is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
     }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -1,5 +1,5 @@
 //! Running commands on a sprite: [`Command`], [`Child`] and their pipes, mirroring
-//! `std::process`, over the exec WebSocket (PROTOCOL.md §6).
+//! `std::process`, over the exec WebSocket ([PROTOCOL.md §6](crate::protocol#6-exec-over-websocket)).
 //!
 //! Each [`Child`] owns one WebSocket and two threads: a reader that routes output, exit reports
 //! and server messages, and a writer that sends stdin, signals and keepalive pings. See
@@ -14,7 +14,7 @@ mod pipes;
 mod status;
 
 pub use child::Child;
-pub use command::Command;
+pub use command::{Command, CommandArgs, CommandEnvs};
 pub(crate) use io::Keepalive;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 pub use status::{ExitStatus, Output};

@@ -1,5 +1,5 @@
 //! [`Metadata`], [`FileType`], [`Permissions`], [`ReadDir`] and [`DirEntry`], shaped like std's,
-//! built from the API's `FsEntry` (PROTOCOL.md §9).
+//! built from the API's `FsEntry` ([PROTOCOL.md §9](crate::protocol#9-filesystem-api)).
 
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -8,9 +8,14 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+const S_IFMT: u32 = 0o170000;
+const S_IFIFO: u32 = 0o010000;
+const S_IFCHR: u32 = 0o020000;
 const S_IFDIR: u32 = 0o040000;
+const S_IFBLK: u32 = 0o060000;
 const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
+const S_IFSOCK: u32 = 0o140000;
 
 /// One entry as the API sends it.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +52,55 @@ enum Kind {
     File,
     Dir,
     Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    /// A type the server named that this client does not know.
+    Unknown,
+}
+
+impl Kind {
+    /// From the entry's `type` ([PROTOCOL.md §9](crate::protocol#9-filesystem-api)); unknown names are not guessed to be files.
+    fn from_name(name: &str) -> Kind {
+        match name {
+            "file" => Kind::File,
+            "directory" | "dir" => Kind::Dir,
+            "symlink" | "link" => Kind::Symlink,
+            "fifo" => Kind::Fifo,
+            "socket" => Kind::Socket,
+            "char_device" => Kind::CharDevice,
+            "block_device" => Kind::BlockDevice,
+            _ => Kind::Unknown,
+        }
+    }
+
+    /// From the file-type bits of a mode, when a server sends them.
+    fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & S_IFMT {
+            S_IFREG => Kind::File,
+            S_IFDIR => Kind::Dir,
+            S_IFLNK => Kind::Symlink,
+            S_IFIFO => Kind::Fifo,
+            S_IFSOCK => Kind::Socket,
+            S_IFCHR => Kind::CharDevice,
+            S_IFBLK => Kind::BlockDevice,
+            _ => return None,
+        })
+    }
+
+    fn mode_bits(self) -> u32 {
+        match self {
+            Kind::File => S_IFREG,
+            Kind::Dir => S_IFDIR,
+            Kind::Symlink => S_IFLNK,
+            Kind::Fifo => S_IFIFO,
+            Kind::Socket => S_IFSOCK,
+            Kind::CharDevice => S_IFCHR,
+            Kind::BlockDevice => S_IFBLK,
+            Kind::Unknown => 0,
+        }
+    }
 }
 
 impl FileType {
@@ -54,13 +108,29 @@ impl FileType {
     pub fn is_dir(&self) -> bool {
         self.0 == Kind::Dir
     }
-    /// A regular file (or anything that is neither a directory nor a symlink).
+    /// A regular file: not a directory, symlink, fifo, socket or device.
     pub fn is_file(&self) -> bool {
         self.0 == Kind::File
     }
     /// A symbolic link.
     pub fn is_symlink(&self) -> bool {
         self.0 == Kind::Symlink
+    }
+    /// A named pipe (`FileTypeExt::is_fifo`).
+    pub fn is_fifo(&self) -> bool {
+        self.0 == Kind::Fifo
+    }
+    /// A Unix socket (`FileTypeExt::is_socket`).
+    pub fn is_socket(&self) -> bool {
+        self.0 == Kind::Socket
+    }
+    /// A character device (`FileTypeExt::is_char_device`).
+    pub fn is_char_device(&self) -> bool {
+        self.0 == Kind::CharDevice
+    }
+    /// A block device (`FileTypeExt::is_block_device`).
+    pub fn is_block_device(&self) -> bool {
+        self.0 == Kind::BlockDevice
     }
 }
 
@@ -115,21 +185,17 @@ pub struct Metadata {
 
 impl Metadata {
     pub(crate) fn from_entry(entry: &FsEntry) -> Metadata {
-        let kind = match (entry.kind.as_deref(), entry.is_dir) {
-            (Some("directory" | "dir"), _) | (None, Some(true)) => Kind::Dir,
-            (Some("symlink" | "link"), _) => Kind::Symlink,
-            _ => Kind::File,
-        };
-        let bits = entry.mode.as_ref().and_then(parse_mode).unwrap_or(0) & 0o7777;
-        let type_bits = match kind {
-            Kind::Dir => S_IFDIR,
-            Kind::Symlink => S_IFLNK,
-            Kind::File => S_IFREG,
-        };
+        let mode = entry.mode.as_ref().and_then(parse_mode).unwrap_or(0);
+        // The type bits of the mode win where a server sends them: they are what lstat said.
+        let kind = Kind::from_mode(mode).unwrap_or(match (entry.kind.as_deref(), entry.is_dir) {
+            (Some(name), _) => Kind::from_name(name),
+            (None, Some(true)) => Kind::Dir,
+            (None, _) => Kind::File,
+        });
         Metadata {
             file_type: FileType(kind),
             len: entry.size.unwrap_or(0),
-            permissions: Permissions::from_mode(type_bits | bits),
+            permissions: Permissions::from_mode(kind.mode_bits() | (mode & 0o7777)),
             modified: entry.mod_time.as_deref().and_then(parse_rfc3339),
         }
     }
@@ -183,6 +249,22 @@ impl Metadata {
                 "the server sent no modification time",
             )
         })
+    }
+    /// Last access time: `Unsupported`, as std's is on platforms without it — the API reports
+    /// modification times only.
+    pub fn accessed(&self) -> io::Result<SystemTime> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the Sprites API reports no access time",
+        ))
+    }
+    /// Creation time: `Unsupported`, as std's is on platforms without it — the API reports
+    /// modification times only.
+    pub fn created(&self) -> io::Result<SystemTime> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the Sprites API reports no creation time",
+        ))
     }
 }
 
@@ -376,5 +458,62 @@ mod tests {
         let entry: FsEntry =
             serde_json::from_str(r#"{"name":"l","type":"symlink","mode":"777"}"#).unwrap();
         assert!(Metadata::from_entry(&entry).is_symlink());
+        assert!(meta.accessed().is_err() && meta.created().is_err());
+        assert_eq!(
+            meta.accessed().unwrap_err().kind(),
+            io::ErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn special_files_are_not_regular_files() {
+        let kind = |json: &str| {
+            let entry: FsEntry = serde_json::from_str(json).unwrap();
+            Metadata::from_entry(&entry)
+        };
+        let fifo = kind(r#"{"name":"p","type":"fifo","mode":"0600"}"#);
+        assert!(fifo.file_type().is_fifo() && !fifo.is_file() && !fifo.is_dir());
+        assert_eq!(fifo.mode(), 0o010600);
+        let sock = kind(r#"{"name":"s","type":"socket","mode":"0755"}"#);
+        assert!(sock.file_type().is_socket() && !sock.is_file());
+        let chr = kind(r#"{"name":"null","type":"char_device"}"#);
+        assert!(chr.file_type().is_char_device() && !chr.is_file());
+        let blk = kind(r#"{"name":"sda","type":"block_device"}"#);
+        assert!(blk.file_type().is_block_device() && !blk.is_file());
+        let odd = kind(r#"{"name":"x","type":"door"}"#);
+        assert!(!odd.is_file() && !odd.is_dir() && !odd.is_symlink());
+        // Type bits in the mode win over the name (a server that says "file" for everything).
+        let by_mode = kind(r#"{"name":"p","type":"file","mode":4516}"#);
+        assert!(by_mode.file_type().is_fifo(), "0o10644 is a fifo");
+        let plain = kind(r#"{"name":"f","mode":"0644"}"#);
+        assert!(plain.is_file());
+
+        // Every type the mode's bits can name, against a "type" that says otherwise; each
+        // predicate true for its own type only.
+        type Predicate = fn(&FileType) -> bool;
+        let types: [(u32, Predicate); 7] = [
+            (S_IFREG, FileType::is_file),
+            (S_IFDIR, FileType::is_dir),
+            (S_IFLNK, FileType::is_symlink),
+            (S_IFIFO, FileType::is_fifo),
+            (S_IFSOCK, FileType::is_socket),
+            (S_IFCHR, FileType::is_char_device),
+            (S_IFBLK, FileType::is_block_device),
+        ];
+        for (bits, _) in types {
+            let name = if bits == S_IFDIR { "file" } else { "directory" };
+            let meta = kind(&format!(
+                r#"{{"name":"x","type":"{name}","mode":{}}}"#,
+                bits | 0o640
+            ));
+            for (other, predicate) in types {
+                assert_eq!(
+                    predicate(&meta.file_type()),
+                    other == bits,
+                    "{bits:o} vs {other:o}"
+                );
+            }
+            assert_eq!(meta.mode(), bits | 0o640);
+        }
     }
 }

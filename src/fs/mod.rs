@@ -1,4 +1,4 @@
-//! A sprite's filesystem with the API of `std::fs` (PROTOCOL.md §9).
+//! A sprite's filesystem with the API of `std::fs` ([PROTOCOL.md §9](crate::protocol#9-filesystem-api)).
 //!
 //! [`Filesystem`] has the `std::fs` free functions as methods; [`File`] implements `Read`,
 //! `Write` and `Seek` and streams, so a file of any size passes through constant memory.
@@ -8,9 +8,12 @@
 //! first child, the bug the official SDKs have); [`Filesystem::create_dir`] writes a uniquely
 //! named placeholder with `mkdirParents=true` and deletes it, after checking std's preconditions.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> std::io::Result<()> {
-//! let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+//! # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-4", std::process::id()));
+//! # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+//! # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+//! let sprite = client.create_sprite("my-sprite")?;
 //! let fs = sprite.fs_at("/home/sprite");
 //! fs.create_dir_all("app/src")?;
 //! fs.write("app/src/main.py", "print('hi')\n")?;
@@ -19,12 +22,14 @@
 //!     let entry = entry?;
 //!     println!("{:?} {} bytes", entry.file_name(), entry.metadata()?.len());
 //! }
+//! # drop(server); let _ = std::fs::remove_dir_all(dir);
 //! # Ok(()) }
 //! ```
 
 mod file;
 mod metadata;
 
+pub use crate::transfer::Progress;
 pub use file::{File, OpenOptions};
 pub use metadata::{DirEntry, FileType, Metadata, Permissions, ReadDir};
 
@@ -34,7 +39,7 @@ use crate::url::Query;
 use metadata::{FsEntry, FsListing};
 use serde_json::json;
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 /// A sprite's filesystem, with relative paths resolved against a directory.
@@ -47,7 +52,16 @@ pub struct Filesystem {
 }
 
 impl Sprite {
-    /// The sprite's filesystem; relative paths resolve against `/`.
+    /// The sprite's filesystem; relative paths resolve against `/`. No I/O.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// assert_eq!(sprite.fs().current_dir(), std::path::Path::new("/"));
+    /// # Ok(()) }
+    /// ```
     pub fn fs(&self) -> Filesystem {
         Filesystem {
             sprite: self.clone(),
@@ -55,7 +69,18 @@ impl Sprite {
         }
     }
 
-    /// The sprite's filesystem; relative paths resolve against `dir` (itself resolved against `/`).
+    /// The sprite's filesystem; relative paths resolve against `dir` (itself resolved against `/`,
+    /// `.` and `..` lexically). No I/O: `dir` need not exist yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// let fs = sprite.fs_at("/home/sprite/../sprite/app");
+    /// assert_eq!(fs.current_dir(), std::path::Path::new("/home/sprite/app"));
+    /// # Ok(()) }
+    /// ```
     pub fn fs_at(&self, dir: impl AsRef<Path>) -> Filesystem {
         let cwd = clean(Path::new("/"), dir.as_ref())
             .to_string_lossy()
@@ -68,33 +93,127 @@ impl Sprite {
 }
 
 impl Filesystem {
-    /// The directory relative paths resolve against.
+    /// The directory relative paths resolve against. (What std calls the current directory is a
+    /// process's; this is the filesystem handle's.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sprite = sprites::Client::new("t")?.sprite("s");
+    /// assert_eq!(sprite.fs_at("/srv").current_dir(), std::path::Path::new("/srv"));
+    /// # Ok(()) }
+    /// ```
     pub fn current_dir(&self) -> &Path {
         Path::new(&self.cwd)
     }
 
-    /// Reads a whole file.
+    /// Reads a whole file, as `std::fs::read`. The body may not be longer than the server declared
+    /// (its `Content-Length`, or the size its listing reports): a longer one is an error, not memory
+    /// without bound.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `IsADirectory`, `PermissionDenied` as std; `InvalidData`
+    /// ([`Error::ResponseTooLarge`]) for a body longer than declared;
+    /// a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-read", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("notes.txt", "hello")?;
+    /// assert_eq!(fs.read("notes.txt")?, b"hello");
+    /// assert_eq!(fs.read("absent").unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        let mut file = self.open(path)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        Ok(data)
+        self.open(path)?.read_all()
     }
 
-    /// Reads a whole file as UTF-8.
+    /// Reads a whole file as UTF-8, as `std::fs::read_to_string`.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), and `InvalidData` for contents that are not UTF-8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-read_to_string", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("greeting", "héllo")?;
+    /// assert_eq!(fs.read_to_string("greeting")?, "héllo");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn read_to_string(&self, path: impl AsRef<Path>) -> io::Result<String> {
         let data = self.read(path)?;
         String::from_utf8(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Writes a whole file, creating it (and missing parent directories) or replacing it. The
-    /// replacement is atomic on servers that write through a temporary file.
+    /// Writes a whole file, creating it or replacing it, as `std::fs::write`. The replacement is
+    /// atomic on servers that write through a temporary file (sprites-local does).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for a missing parent directory (as std: parents are not created),
+    /// `NotADirectory`, `IsADirectory`, `PermissionDenied`; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-write", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("config.toml", "debug = true\n")?;
+    /// assert_eq!(fs.read_to_string("config.toml")?, "debug = true\n");
+    /// let err = fs.write("missing/config.toml", "x").unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
-        self.put(&path, contents.as_ref(), 0o644, true)
+        // No mkdirParents: a missing parent is NotFound, as in std.
+        self.put(&path, contents.as_ref(), 0o644, false)
     }
 
-    /// Metadata, following a final symlink.
+    /// Metadata, following a final symlink, as `std::fs::metadata`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (a dangling symlink included), `NotADirectory` for a path through a file; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-metadata", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("data.bin", [0u8; 10])?;
+    /// let meta = fs.metadata("data.bin")?;
+    /// assert!(meta.is_file());
+    /// assert_eq!(meta.len(), 10);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn metadata(&self, path: impl AsRef<Path>) -> io::Result<Metadata> {
         let path = self.resolve(path.as_ref())?;
         let meta = self.stat(&path)?;
@@ -118,22 +237,88 @@ impl Filesystem {
         }
     }
 
-    /// Metadata of the path itself: a symlink reports as a symlink.
+    /// Metadata of the path itself: a symlink reports as a symlink, as
+    /// `std::fs::symlink_metadata`.
+    ///
+    /// # Errors
+    ///
+    /// As [`metadata`](Self::metadata), except that a dangling symlink has metadata.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-symlink_metadata", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.symlink("nowhere", "dangling")?;
+    /// assert!(fs.symlink_metadata("dangling")?.is_symlink());
+    /// assert!(fs.metadata("dangling").is_err());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn symlink_metadata(&self, path: impl AsRef<Path>) -> io::Result<Metadata> {
         let path = self.resolve(path.as_ref())?;
         self.stat(&path)
     }
 
-    /// Whether the path exists; errors other than "not found" are returned, as `std::fs::exists` does.
+    /// Whether the path exists, following symlinks (a dangling symlink does not exist), as
+    /// `std::fs::exists`.
+    ///
+    /// # Errors
+    ///
+    /// Errors other than "not found": a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-exists", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("here", "")?;
+    /// assert!(fs.exists("here")?);
+    /// assert!(!fs.exists("there")?);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn exists(&self, path: impl AsRef<Path>) -> io::Result<bool> {
-        match self.symlink_metadata(path) {
+        match self.metadata(path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// The entries of a directory (`NotADirectory` for a file).
+    /// The entries of a directory, as `std::fs::read_dir`: fetched in one request, with each
+    /// entry's metadata (not following symlinks).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `NotADirectory` for a file; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-read_dir", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir("d")?;
+    /// fs.write("d/a", "")?;
+    /// fs.write("d/b", "")?;
+    /// let mut names: Vec<_> = fs.read_dir("d")?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    /// names.sort();
+    /// assert_eq!(names, ["a", "b"]);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn read_dir(&self, path: impl AsRef<Path>) -> io::Result<ReadDir> {
         let path = self.resolve(path.as_ref())?;
         let meta = self.metadata(&path)?;
@@ -165,7 +350,31 @@ impl Filesystem {
         })
     }
 
-    /// Creates one directory: `AlreadyExists` if the path exists, `NotFound` if the parent does not.
+    /// Creates one directory, as `std::fs::create_dir`.
+    ///
+    /// The API has no mkdir: the client checks std's preconditions, writes a uniquely named
+    /// placeholder inside the new directory with `mkdirParents=true` and deletes it.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` if the path exists, `NotFound` if the parent does not, `NotADirectory` if the
+    /// parent is a file; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-create_dir", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir("new")?;
+    /// assert!(fs.metadata("new")?.is_dir());
+    /// assert_eq!(fs.create_dir("new").unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn create_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         if self.exists(&path)? {
@@ -180,7 +389,28 @@ impl Filesystem {
         self.make_dir(&path)
     }
 
-    /// Creates a directory and any missing parents; `Ok` if it already is a directory.
+    /// Creates a directory and any missing parents, as `std::fs::create_dir_all`; `Ok` if it
+    /// already is a directory.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` if the path is a file; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-create_dir_all", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir_all("a/b/c")?;
+    /// fs.create_dir_all("a/b/c")?;
+    /// assert!(fs.metadata("a/b")?.is_dir());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn create_dir_all(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = self.resolve(path.as_ref())?;
         match self.metadata(&path) {
@@ -192,22 +422,103 @@ impl Filesystem {
         self.make_dir(&path)
     }
 
-    /// Removes a file or symlink (`IsADirectory` for a directory).
+    /// Removes a file or symlink (never a symlink's target), as `std::fs::remove_file`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `IsADirectory` for a directory; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-remove_file", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("old.log", "")?;
+    /// fs.remove_file("old.log")?;
+    /// assert!(!fs.exists("old.log")?);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn remove_file(&self, path: impl AsRef<Path>) -> io::Result<()> {
         self.remove(path.as_ref(), false, false)
     }
 
-    /// Removes an empty directory (`DirectoryNotEmpty` otherwise).
+    /// Removes an empty directory, as `std::fs::remove_dir`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `DirectoryNotEmpty`, `NotADirectory` for a file; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-remove_dir", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir("empty")?;
+    /// fs.remove_dir("empty")?;
+    /// assert!(!fs.exists("empty")?);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn remove_dir(&self, path: impl AsRef<Path>) -> io::Result<()> {
         self.remove(path.as_ref(), true, false)
     }
 
-    /// Removes a directory and everything in it.
+    /// Removes a directory and everything in it, as `std::fs::remove_dir_all`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `NotADirectory` for a file; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-remove_dir_all", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir_all("build/out")?;
+    /// fs.write("build/out/a.o", "")?;
+    /// fs.remove_dir_all("build")?;
+    /// assert!(!fs.exists("build")?);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn remove_dir_all(&self, path: impl AsRef<Path>) -> io::Result<()> {
         self.remove(path.as_ref(), true, true)
     }
 
-    /// Renames a file or directory, replacing `to` if it exists.
+    /// Renames a file or directory, replacing `to` if it exists, as `std::fs::rename`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for a missing `from`; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-rename", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("draft.txt", "v1")?;
+    /// fs.rename("draft.txt", "final.txt")?;
+    /// assert_eq!(fs.read_to_string("final.txt")?, "v1");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         self.post(
@@ -217,7 +528,28 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Copies a file's contents and permissions; returns the number of bytes copied.
+    /// Copies a file's contents and permissions, as `std::fs::copy`; returns the number of bytes
+    /// copied. The copy happens on the sprite: nothing passes through this machine.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `IsADirectory` for a directory (see [`copy_recursive`](Self::copy_recursive)); a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-copy", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("a.txt", "abc")?;
+    /// assert_eq!(fs.copy("a.txt", "b.txt")?, 3);
+    /// assert_eq!(fs.read_to_string("b.txt")?, "abc");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn copy(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u64> {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         let meta = self.metadata(&from)?;
@@ -229,7 +561,28 @@ impl Filesystem {
         Ok(meta.len())
     }
 
-    /// Copies a directory tree (an extra beside std).
+    /// Copies a directory tree on the sprite (an extra beside std).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; copying a directory into itself is `InvalidInput`; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-copy_recursive", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir_all("src/sub")?;
+    /// fs.write("src/sub/f", "x")?;
+    /// fs.copy_recursive("src", "backup")?;
+    /// assert_eq!(fs.read_to_string("backup/sub/f")?, "x");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn copy_recursive(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": true, "preserveAttrs": true });
@@ -237,12 +590,57 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Sets permission bits (`perm.mode() & 0o7777`).
+    /// Sets permission bits (`perm.mode() & 0o7777`), following a symlink, as
+    /// `std::fs::set_permissions`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `PermissionDenied`; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-set_permissions", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use sprites::fs::Permissions;
+    /// fs.write("script.sh", "#!/bin/sh\n")?;
+    /// fs.set_permissions("script.sh", Permissions::from_mode(0o755))?;
+    /// assert_eq!(fs.metadata("script.sh")?.permissions().mode() & 0o777, 0o755);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn set_permissions(&self, path: impl AsRef<Path>, perm: Permissions) -> io::Result<()> {
         self.chmod(path.as_ref(), perm.mode(), false)
     }
 
-    /// Sets permission bits on a directory tree, like `chmod -R` (an extra beside std).
+    /// Sets permission bits on a directory tree, like `chmod -R` (an extra beside std); symlinks
+    /// inside are skipped.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_permissions`](Self::set_permissions).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-set_permissions_recursive", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use sprites::fs::Permissions;
+    /// fs.create_dir_all("shared/docs")?;
+    /// fs.write("shared/docs/a", "")?;
+    /// fs.set_permissions_recursive("shared", Permissions::from_mode(0o750))?;
+    /// assert_eq!(fs.metadata("shared/docs/a")?.mode() & 0o777, 0o750);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn set_permissions_recursive(
         &self,
         path: impl AsRef<Path>,
@@ -251,26 +649,291 @@ impl Filesystem {
         self.chmod(path.as_ref(), perm.mode(), true)
     }
 
-    /// Opens a file for reading.
+    /// Opens a file for reading, as `File::open`. The file streams: any size reads in constant
+    /// memory, and `Seek` works through HTTP ranges.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `IsADirectory`, `PermissionDenied`; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-open", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::{Read, Seek, SeekFrom};
+    /// fs.write("digits", "0123456789")?;
+    /// let mut file = fs.open("digits")?;
+    /// file.seek(SeekFrom::Start(7))?;
+    /// let mut tail = String::new();
+    /// file.read_to_string(&mut tail)?;
+    /// assert_eq!(tail, "789");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        OpenOptions::new().read(true).open_in(self, path.as_ref())
+        self.options().read(true).open(path)
     }
 
-    /// Creates or truncates a file for writing.
+    /// Creates or truncates a file for writing, as `File::create`. Writes stream; the file is
+    /// committed by [`File::close`], [`File::sync_all`] or drop (see [`File`]).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for a missing parent, `IsADirectory`; a transport error, or an API error for the sprite itself (`NotFound` for a sprite that does not exist, `PermissionDenied` for a bad token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-create", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// let mut file = fs.create("out.txt")?;
+    /// writeln!(file, "line 1")?;
+    /// writeln!(file, "line 2")?;
+    /// file.close()?;
+    /// assert_eq!(fs.read_to_string("out.txt")?, "line 1\nline 2\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn create(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        OpenOptions::new()
+        self.options()
             .write(true)
             .create(true)
             .truncate(true)
-            .open_in(self, path.as_ref())
+            .open(path)
     }
 
-    /// [`OpenOptions`] bound to this filesystem: `fs.options().write(true).create(true).open(path)`.
+    /// Creates a file for writing, failing with `AlreadyExists` if it exists, as
+    /// `File::create_new`. (Checked when opening: the API has no exclusive create.)
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists`, and as [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-create_new", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// fs.create_new("once.txt")?.write_all(b"first")?;
+    /// assert_eq!(fs.create_new("once.txt").unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn create_new(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        self.options().write(true).create_new(true).open(path)
+    }
+
+    /// [`OpenOptions`] bound to this filesystem, as `File::options`:
+    /// `fs.options().write(true).create(true).open(path)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-options", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// use std::io::Write;
+    /// let mut file = fs.options().write(true).create(true).truncate(true).mode(0o600).open("key")?;
+    /// file.write_all(b"secret")?;
+    /// file.close()?;
+    /// assert_eq!(fs.metadata("key")?.mode() & 0o777, 0o600);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn options(&self) -> OpenOptions {
-        OpenOptions::new().on(self.clone())
+        OpenOptions::new(self.clone())
+    }
+
+    /// The target of a symbolic link, as stored (a relative target stays relative), as
+    /// `std::fs::read_link`. The API has no readlink: this runs `readlink` on the sprite.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `InvalidInput` for a path that is not a symlink; the errors of running a command.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-read_link", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.symlink("../etc/hosts", "hosts")?;
+    /// assert_eq!(fs.read_link("hosts")?, std::path::Path::new("../etc/hosts"));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_link(&self, path: impl AsRef<Path>) -> io::Result<PathBuf> {
+        let path = self.resolve(path.as_ref())?;
+        // The API has no readlink: its listing says what the path is (with std's errors), and
+        // coreutils' readlink on the sprite says where it points.
+        if !self.symlink_metadata(&path)?.is_symlink() {
+            return Err(fs_error(
+                io::ErrorKind::InvalidInput,
+                "EINVAL",
+                &path,
+                "not a symbolic link",
+            ));
+        }
+        let target = self.run_tool(&["readlink", "-v", "-z", "--", &path])?;
+        Ok(PathBuf::from(utf8_path(strip_nul(target))?))
+    }
+
+    /// The absolute path with every symlink, `.` and `..` resolved, as `std::fs::canonicalize`
+    /// (`realpath -e` on the sprite, since the API has none).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (a dangling symlink included); the errors of running a command.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-canonicalize", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.create_dir("real")?;
+    /// fs.symlink("real", "alias")?;
+    /// assert_eq!(fs.canonicalize("alias/.")?, fs.canonicalize("real")?);
+    /// assert!(fs.canonicalize("alias")?.ends_with("real"));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn canonicalize(&self, path: impl AsRef<Path>) -> io::Result<PathBuf> {
+        let path = self.resolve(path.as_ref())?;
+        let resolved = self.run_tool(&["realpath", "-z", "-e", "--", &path])?;
+        Ok(PathBuf::from(utf8_path(strip_nul(resolved))?))
+    }
+
+    /// Creates a symbolic link at `link` pointing to `original`, as
+    /// `std::os::unix::fs::symlink`: `original` is stored as given (a relative one resolves against
+    /// the link's directory). Runs `ln -s` on the sprite.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` for an existing `link`, `NotFound` for a missing parent; `InvalidInput` for
+    /// an empty or non-UTF-8 `original`; the errors of running a command.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-symlink", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("v2.txt", "two")?;
+    /// fs.symlink("v2.txt", "current")?;
+    /// assert_eq!(fs.read_to_string("current")?, "two");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn symlink(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+        let original = original.as_ref().to_str().ok_or_else(|| {
+            io::Error::from(Error::InvalidInput(
+                "the symlink target is not valid UTF-8, which the API requires".into(),
+            ))
+        })?;
+        if original.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty symlink target",
+            ));
+        }
+        let link = self.resolve(link.as_ref())?;
+        self.run_tool(&["ln", "-s", "-T", "--", original, &link])
+            .map(drop)
+    }
+
+    /// Creates a hard link at `link` to the file `original`, as `std::fs::hard_link`: a symlink
+    /// `original` is linked itself, not followed. Runs `ln` on the sprite.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `AlreadyExists`, `PermissionDenied` for a directory; the errors of running a command.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-mod-hard_link", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// # std::fs::create_dir_all(dir.join("work"))?; let fs = sprite.fs_at(dir.join("work"));
+    /// fs.write("a", "same")?;
+    /// fs.hard_link("a", "b")?;
+    /// assert_eq!(fs.read_to_string("b")?, "same");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn hard_link(&self, original: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+        let original = self.resolve(original.as_ref())?;
+        let link = self.resolve(link.as_ref())?;
+        self.run_tool(&["ln", "-P", "-T", "--", &original, &link])
+            .map(drop)
     }
 
     // ---- internals ----
+
+    /// Runs a coreutils program on the sprite for what the API cannot do, in the C locale so its
+    /// messages can be read; its stderr's `strerror` text gives the error kind.
+    fn run_tool(&self, argv: &[&str]) -> io::Result<Vec<u8>> {
+        let output = self
+            .sprite
+            .command(argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.cwd)
+            .env("LC_ALL", "C")
+            .output()?;
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        Err(io::Error::new(
+            tool_error_kind(&message),
+            if message.is_empty() {
+                format!("{} failed with {}", argv[0], output.status)
+            } else {
+                message
+            },
+        ))
+    }
+
+    /// `NotFound` unless the parent of `path` is a directory (std's open fails there).
+    pub(crate) fn check_parent(&self, path: &str) -> io::Result<()> {
+        let parent = parent_of(path);
+        match self.metadata(&parent) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(not_a_directory(&parent)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(path)),
+            Err(e) => Err(e),
+        }
+    }
 
     pub(crate) fn sprite(&self) -> &Sprite {
         &self.sprite
@@ -374,7 +1037,7 @@ impl Filesystem {
         let placeholder = format!(
             "{}/.sprites-mkdir-{:016x}",
             path.trim_end_matches('/'),
-            placeholder_id()
+            random_id()
         );
         self.put(&placeholder, b"", 0o600, true)?;
         self.delete(&placeholder, false)
@@ -391,7 +1054,7 @@ pub(crate) fn write_query(path: &str, cwd: &str, mode: u32, mkdir_parents: bool)
     query
 }
 
-fn placeholder_id() -> u64 {
+pub(crate) fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded per process from the OS; mixing in time and a counter makes
     // collisions between concurrent callers vanishingly unlikely without a rand dependency.
@@ -405,6 +1068,42 @@ fn placeholder_id() -> u64 {
             .as_nanos(),
     );
     hasher.finish()
+}
+
+/// The kind of a coreutils error message (C locale), from the `strerror` text it ends with.
+fn tool_error_kind(message: &str) -> io::ErrorKind {
+    use io::ErrorKind as K;
+    const KINDS: [(&str, K); 9] = [
+        ("No such file or directory", K::NotFound),
+        ("File exists", K::AlreadyExists),
+        ("Permission denied", K::PermissionDenied),
+        ("Operation not permitted", K::PermissionDenied),
+        ("hard link not allowed for directory", K::PermissionDenied),
+        ("Not a directory", K::NotADirectory),
+        ("Is a directory", K::IsADirectory),
+        ("Invalid argument", K::InvalidInput),
+        ("Read-only file system", K::ReadOnlyFilesystem),
+    ];
+    KINDS
+        .iter()
+        .find(|(text, _)| message.contains(text))
+        .map_or(K::Other, |&(_, kind)| kind)
+}
+
+/// A tool's NUL-terminated output (`-z`) without the terminator.
+fn strip_nul(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+}
+
+fn utf8_path(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        io::Error::from(Error::Protocol(format!(
+            "a path from the sprite is not valid UTF-8: {e}"
+        )))
+    })
 }
 
 fn parent_of(path: &str) -> String {
@@ -430,7 +1129,7 @@ fn clean(base: &Path, path: &Path) -> PathBuf {
     out
 }
 
-fn not_a_directory(path: &str) -> io::Error {
+pub(crate) fn not_a_directory(path: &str) -> io::Error {
     fs_error(
         io::ErrorKind::NotADirectory,
         "ENOTDIR",
@@ -439,7 +1138,7 @@ fn not_a_directory(path: &str) -> io::Error {
     )
 }
 
-fn is_a_directory(path: &str) -> io::Error {
+pub(crate) fn is_a_directory(path: &str) -> io::Error {
     fs_error(
         io::ErrorKind::IsADirectory,
         "EISDIR",
@@ -448,11 +1147,11 @@ fn is_a_directory(path: &str) -> io::Error {
     )
 }
 
-fn already_exists(path: &str) -> io::Error {
+pub(crate) fn already_exists(path: &str) -> io::Error {
     fs_error(io::ErrorKind::AlreadyExists, "EEXIST", path, "file exists")
 }
 
-fn not_found(path: &str) -> io::Error {
+pub(crate) fn not_found(path: &str) -> io::Error {
     fs_error(
         io::ErrorKind::NotFound,
         "ENOENT",
