@@ -48,7 +48,7 @@ pub fn exec_or_list(
         .into();
     }
     match exec::spawn(state, name, &params, key) {
-        Ok(up) => Reply::Upgrade(Box::new(up)),
+        Ok(up) => Reply::WebSocket(Box::new(up)),
         Err(e) => spawn_failed(name, &params.program, e).into(),
     }
 }

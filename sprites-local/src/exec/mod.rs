@@ -96,3 +96,9 @@ pub fn spawn(
         accept_key: ws::accept_key(ws_key),
     })
 }
+
+impl crate::api::WebSocketSession for Upgrade {
+    fn run(self: Box<Self>, state: Arc<State>, conn: Arc<crate::state::Conn>, leftover: Vec<u8>) {
+        run(state, conn, leftover, *self)
+    }
+}

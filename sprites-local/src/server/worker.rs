@@ -22,8 +22,8 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
 use super::Wake;
+use crate::api::WebSocketSession;
 use crate::api::{self, Authenticated, Reply};
-use crate::exec::{self, Upgrade};
 use crate::net::body::{Body, RequestBody};
 use crate::net::file::write_file_response;
 use crate::net::http::{write_response, BadRequest, BodyFraming, RequestReader, Response};
@@ -182,8 +182,8 @@ enum Next {
     Close,
     /// The response went out over an unread body: linger, then close.
     Linger,
-    /// An exec upgrade was accepted: run it on this connection.
-    Upgrade(Box<Upgrade>),
+    /// A WebSocket upgrade was accepted: run its session on this connection.
+    WebSocket(Box<dyn WebSocketSession>),
 }
 
 fn serve_conn(ctx: &Ctx, job: Job) {
@@ -204,9 +204,9 @@ fn serve_conn(ctx: &Ctx, job: Job) {
                 drop(reader);
                 return ctx.hand_back(conn, Vec::new(), true);
             }
-            Next::Upgrade(up) => {
+            Next::WebSocket(session) => {
                 let (_, leftover) = reader.into_parts();
-                return exec::run(ctx.state.clone(), conn, leftover, *up);
+                return session.run(ctx.state.clone(), conn, leftover);
             }
         }
         if ctx.state.is_shutting_down() {
@@ -277,7 +277,7 @@ fn one_request(
                 return Next::Close;
             }
         }
-        Reply::Upgrade(up) => return Next::Upgrade(up),
+        Reply::WebSocket(session) => return Next::WebSocket(session),
     }
     if !body_done {
         let _ = stream.shutdown(Shutdown::Write);
