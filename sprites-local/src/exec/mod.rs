@@ -4,12 +4,16 @@
 //! - [`spawn`] (here): starts the process *before* the `101`, so a failure to start is an
 //!   ordinary HTTP error ([`SpawnFailure`], which the API turns into a response);
 //! - [`pump`]: the upgraded exec's WebSocket session: its threads and I/O, until it ends;
+//! - [`http`]: the exec over HTTP (§6.9): stdin from the request body, frames in the
+//!   response's chunks;
 //! - [`sessions`]: the registry of running execs per sprite, and recently exited ids.
 
+mod http;
 mod params;
 mod pump;
 mod sessions;
 
+pub use http::HttpExec;
 pub use params::{parse_params, ExecParams};
 pub use pump::{run, ExecControl};
 pub use sessions::{Lookup, Session, Sessions};
@@ -62,6 +66,21 @@ pub fn spawn(
     params: &ExecParams,
     ws_key: &str,
 ) -> Result<Upgrade, SpawnFailure> {
+    let (process, session) = start(state, sprite, params)?;
+    Ok(Upgrade {
+        process,
+        session,
+        accept_key: ws::accept_key(ws_key),
+    })
+}
+
+/// Spawns the process for an exec on `sprite` and registers its session, whatever carries
+/// it (a WebSocket, an HTTP response).
+pub(crate) fn start(
+    state: &State,
+    sprite: &str,
+    params: &ExecParams,
+) -> Result<(Box<dyn ExecProcess>, Arc<Session>), SpawnFailure> {
     let Some(rec) = state.store.get(sprite) else {
         return Err(SpawnFailure::SpriteNotFound);
     };
@@ -90,11 +109,7 @@ pub fn spawn(
     // Before the 101, so anyone who has seen the exec start also sees the sprite as run
     // (persisted on a sprite's first run only: one fsync in its lifetime).
     let _ = state.store.mark_running(sprite, crate::time::now_rfc3339());
-    Ok(Upgrade {
-        process: spawned.process,
-        session,
-        accept_key: ws::accept_key(ws_key),
-    })
+    Ok((spawned.process, session))
 }
 
 impl crate::api::WebSocketSession for Upgrade {
