@@ -1,5 +1,5 @@
 //! [`State`]: what every connection of one server shares — the token, the sprite store, the
-//! exec sessions, the runtime — and the registries shutdown needs (open connections,
+//! exec sessions, the port watchers, the runtime — and the registries shutdown needs (open connections,
 //! running execs).
 //!
 //! It only holds things; it knows nothing of HTTP, routes or the reactor. The server
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::exec::{ExecControl, Sessions};
 use crate::lock;
+use crate::ports::Ports;
 use crate::runtime::SpriteRuntime;
 use crate::store::Store;
 
@@ -22,7 +23,7 @@ pub(crate) struct State {
     /// Sprite records.
     pub store: Store,
     /// Running (and recently exited) exec sessions.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// What runs sprites' processes and serves their files.
     pub runtime: Arc<dyn SpriteRuntime>,
     /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
@@ -32,6 +33,8 @@ pub(crate) struct State {
     conns: Arc<Conns>,
     /// Running execs by session id, so shutdown can close them with 1001.
     execs: Mutex<HashMap<u32, ExecControl>>,
+    /// Port watchers: who listens on what in each sprite, for whoever subscribes.
+    pub ports: Ports,
 }
 
 impl State {
@@ -42,10 +45,12 @@ impl State {
         runtime: Arc<dyn SpriteRuntime>,
         signal_capability: bool,
     ) -> State {
+        let sessions = Arc::new(Sessions::default());
         State {
             token,
             store,
-            sessions: Sessions::default(),
+            ports: Ports::new(runtime.clone(), sessions.clone()),
+            sessions,
             runtime,
             signal_capability,
             shutting_down: AtomicBool::new(false),

@@ -169,7 +169,7 @@ fn first_line_pid(e: &mut Exec) -> i32 {
 fn stdout_stderr_and_the_exit_code_come_one_frame_per_chunk() {
     let (s, _d) = start("frames");
     create(&s, "box");
-    let mut e = Exec::start(
+    let e = Exec::start(
         s.addr(),
         "box",
         &q(&[

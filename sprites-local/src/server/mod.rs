@@ -68,6 +68,7 @@ impl Server {
             max_unauthenticated: None,
             head_timeout: HEAD_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            max_ports_per_sprite: crate::ports::DEFAULT_MAX_PER_SPRITE,
         }
     }
 }
@@ -86,6 +87,7 @@ pub struct ServerBuilder {
     max_unauthenticated: Option<usize>,
     head_timeout: Duration,
     idle_timeout: Duration,
+    max_ports_per_sprite: usize,
 }
 
 impl ServerBuilder {
@@ -174,6 +176,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Most listening sockets reported per sprite in port events (PROTOCOL.md §6.4, §10),
+    /// default 256: each scan of a sprite reads at most this many, however many it opens
+    /// (beyond it, a listener is reported once others have closed).
+    pub fn max_ports_per_sprite(mut self, n: usize) -> Self {
+        self.max_ports_per_sprite = n;
+        self
+    }
+
     /// Loads the data dir, binds the address and starts serving on background threads.
     /// Returns once the server is reachable.
     ///
@@ -222,6 +232,7 @@ impl ServerBuilder {
         let kind = rt.kind();
         let note = rt.note();
         let state = Arc::new(State::new(token, store, rt, self.signal_capability));
+        state.ports.set_max_per_sprite(self.max_ports_per_sprite);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()
