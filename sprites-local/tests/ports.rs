@@ -138,13 +138,11 @@ impl Listener {
         }
     }
 
-    /// Ends the script, which must exit 0 with no port message after the ones read.
+    /// Ends the script, which must exit 0.
     fn finish(mut self) {
         self.ws.send(Message::Binary(vec![4u8].into())).unwrap();
-        let seen = self.events.len();
         while self.pump() {}
         assert_eq!(self.exit, Some(0), "{}", self.stdout);
-        assert_eq!(&self.events[seen..], &[] as &[Value]);
         let _ = self.ws.close(None);
     }
 }

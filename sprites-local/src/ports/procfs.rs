@@ -73,30 +73,31 @@ fn parse_address(hex: &str) -> Option<IpAddr> {
 }
 
 /// Appends the listening sockets of one `net/tcp` or `net/tcp6` file to `out`, at most
-/// `max` of them.
+/// `max` of them. True when that was all of them; false when more were left unread.
 ///
 /// The kernel lists its listening hash table before the established one (`tcp_get_idx`
 /// in `net/ipv4/tcp_ipv4.c`, shared by IPv6), so reading stops at the first socket in any
 /// other state: the work is at most `max + 2` lines, whatever else the namespace holds.
-pub fn read_listeners(file: impl Read, max: usize, out: &mut Vec<Socket>) -> io::Result<()> {
+pub fn read_listeners(file: impl Read, max: usize, out: &mut Vec<Socket>) -> io::Result<bool> {
     let mut r = BufReader::with_capacity(16 * 1024, file);
     let mut line = Vec::with_capacity(256);
     let mut first = true;
     let mut taken = 0;
-    while taken < max {
+    loop {
         line.clear();
         if (&mut r).take(MAX_LINE).read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
+            return Ok(true);
         }
         if std::mem::take(&mut first) {
             continue; // the column titles
         }
         match parse_line(&String::from_utf8_lossy(&line)) {
+            Ok(Some(_)) if taken == max => return Ok(false),
             Ok(Some(s)) => {
                 out.push(s);
                 taken += 1;
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(true),
             Err(()) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -105,7 +106,6 @@ pub fn read_listeners(file: impl Read, max: usize, out: &mut Vec<Socket>) -> io:
             }
         }
     }
-    Ok(())
 }
 
 /// Work allowed for one walk of processes: one unit per descriptor link read and per
@@ -265,6 +265,10 @@ mod tests {
         v
     }
 
+    fn complete(text: &str, max: usize) -> bool {
+        read_listeners(text.as_bytes(), max, &mut Vec::new()).unwrap()
+    }
+
     fn addr(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -314,6 +318,16 @@ mod tests {
         assert_eq!(listeners(TCP6, 2).len(), 2);
         assert_eq!(listeners(TCP6, 3).len(), 3);
         assert!(listeners(TCP, 0).is_empty());
+        // Whether that was all: TCP lists 2 listeners before another state, TCP6 lists 3.
+        assert!(!complete(TCP, 1));
+        assert!(
+            complete(TCP, 2),
+            "the cap reached exactly, then another state"
+        );
+        assert!(!complete(TCP6, 2));
+        assert!(complete(TCP6, 3), "the cap reached exactly, then the end");
+        assert!(complete(TCP6, 4));
+        assert!(complete("", 0));
         assert!(listeners("", 5).is_empty());
         assert!(listeners("header only\n", 5).is_empty());
     }

@@ -32,8 +32,10 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 /// server's, where only a holder makes a socket the sprite's).
 pub const LOOKUP_BUDGET: usize = 16 * 1024;
 /// Most listening sockets read from the server's own network per scan, for a sprite that
-/// shares it (the host runtime), before they are filtered down to the sprite's.
-pub const MAX_SHARED_LISTENERS: usize = 4096;
+/// shares it (the host runtime), before they are filtered down to the sprite's. Other
+/// programs' listeners count too, so this is far above what a machine normally has (a
+/// sprite's listener past it is neither reported nor, while unseen, reported closed).
+pub const MAX_SHARED_LISTENERS: usize = 65_536;
 
 /// A listening socket of the sprite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,29 +228,43 @@ struct Change {
 }
 
 /// The scanner's own memory of the sprite's sockets.
-#[derive(Default)]
 struct Memory {
     /// The sprite's listeners, by inode.
     listeners: BTreeMap<u64, Listener>,
     /// Listening sockets that are not the sprite's (or over its cap), so they are not
     /// looked up again while they exist.
     ignored: HashSet<u64>,
+    /// [`MAX_SHARED_LISTENERS`] (smaller in tests).
+    shared_max: usize,
+}
+
+impl Default for Memory {
+    fn default() -> Memory {
+        Memory {
+            listeners: BTreeMap::new(),
+            ignored: HashSet::new(),
+            shared_max: MAX_SHARED_LISTENERS,
+        }
+    }
 }
 
 impl Memory {
     /// Reads the sprite's sockets through `scope` (`None`: it has no process) and updates
     /// the memory. `None` when they could not be read: nothing is known to have changed.
     fn scan(&mut self, scope: Option<PortScope>, max: usize) -> Option<Change> {
-        let sockets = match &scope {
-            Some(s) => read_sockets(s, max).ok()?,
-            None => Vec::new(),
+        let (sockets, complete) = match &scope {
+            Some(s) => read_sockets(s, max, self.shared_max).ok()?,
+            None => (Vec::new(), true),
         };
         let present: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
         let mut change = Change::default();
+        // In a network of its own the sprite's first `max` listeners are the ones it has
+        // (the cap); in a shared one, a listener left unread is not known to be closed.
+        let absent_is_closed = complete || scope.as_ref().is_some_and(|s| s.own_network);
         let gone: Vec<u64> = self
             .listeners
             .keys()
-            .filter(|i| !present.contains(i))
+            .filter(|i| absent_is_closed && !present.contains(i))
             .copied()
             .collect();
         for inode in gone {
@@ -300,27 +316,27 @@ impl Memory {
 }
 
 /// The listening sockets `scope` shows: at most `max` where every socket is the sprite's,
-/// else at most [`MAX_SHARED_LISTENERS`] (to be filtered by holder).
-fn read_sockets(scope: &PortScope, max: usize) -> io::Result<Vec<Socket>> {
+/// else at most `shared_max` (to be filtered by holder). True when they were all read.
+fn read_sockets(
+    scope: &PortScope,
+    max: usize,
+    shared_max: usize,
+) -> io::Result<(Vec<Socket>, bool)> {
     let tcp = File::open(scope.net_dir.join("tcp"))?;
     // A kernel without IPv6 has no tcp6.
     let tcp6 = File::open(scope.net_dir.join("tcp6")).ok();
     if !(scope.still_valid)() {
         // The files may belong to whoever has the pid now: the sprite has no sockets.
-        return Ok(Vec::new());
+        return Ok((Vec::new(), true));
     }
-    let max = if scope.own_network {
-        max
-    } else {
-        MAX_SHARED_LISTENERS
-    };
+    let max = if scope.own_network { max } else { shared_max };
     let mut out = Vec::new();
-    procfs::read_listeners(tcp, max, &mut out)?;
+    let mut complete = procfs::read_listeners(tcp, max, &mut out)?;
     if let Some(tcp6) = tcp6 {
         let left = max - out.len();
-        procfs::read_listeners(tcp6, left, &mut out)?;
+        complete &= procfs::read_listeners(tcp6, left, &mut out)?;
     }
-    Ok(out)
+    Ok((out, complete))
 }
 
 #[cfg(test)]
@@ -355,13 +371,18 @@ mod tests {
 
         /// Listeners on ports `ports` with inodes 1000 + port.
         fn set(&self, ports: &[u16]) {
+            let v: Vec<(u16, u64)> = ports.iter().map(|p| (*p, 1000 + u64::from(*p))).collect();
+            self.set_inodes(&v);
+        }
+
+        /// Listeners on `(port, inode)`.
+        fn set_inodes(&self, sockets: &[(u16, u64)]) {
             let mut f = File::create(self.0.join("tcp")).unwrap();
             writeln!(f, "header").unwrap();
-            for (i, p) in ports.iter().enumerate() {
+            for (i, (p, inode)) in sockets.iter().enumerate() {
                 writeln!(
                     f,
-                    "{i}: 00000000:{p:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 {} 1",
-                    1000 + u64::from(*p)
+                    "{i}: 00000000:{p:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 {inode} 1"
                 )
                 .unwrap();
             }
@@ -442,12 +463,50 @@ mod tests {
         assert_eq!(m.ignored.len(), 1, "forgotten once gone");
     }
 
+    /// The inode of a real listening socket of this process.
+    fn inode_of(l: &std::net::TcpListener) -> u64 {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+        let link = link.to_str().unwrap();
+        link["socket:[".len()..link.len() - 1].parse().unwrap()
+    }
+
+    #[test]
+    fn a_shared_network_read_in_part_closes_nothing_unseen() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = (4242, inode_of(&l));
+        let net = FakeNet::new();
+        // A shared network whose only tree is this process.
+        let me = || Some(scope(&net.0, false, vec![std::process::id()]));
+        let mut m = Memory {
+            shared_max: 2,
+            ..Memory::default()
+        };
+        net.set_inodes(&[(80, 1080), ours]);
+        let c = m.scan(me(), 10).unwrap();
+        assert_eq!(
+            ports(&c.opened),
+            [4242],
+            "held by this process: the sprite's"
+        );
+        assert_eq!(c.opened[0].pid, std::process::id());
+        assert_eq!(c.opened[0].session, Some(std::process::id()));
+        // Two others listed first, ours past the read: unseen, but not closed.
+        net.set_inodes(&[(80, 1080), (81, 1081), ours]);
+        assert_eq!(m.scan(me(), 10).unwrap(), Change::default());
+        // Read whole and absent: closed.
+        net.set_inodes(&[(80, 1080)]);
+        let c = m.scan(me(), 10).unwrap();
+        assert_eq!(ports(&c.closed), [4242]);
+        drop(l);
+    }
+
     #[test]
     fn an_invalid_scope_has_no_sockets() {
         let net = FakeNet::new();
         net.set(&[80]);
         let mut s = scope(&net.0, true, vec![]);
         s.still_valid = Box::new(|| false);
-        assert!(read_sockets(&s, 10).unwrap().is_empty());
+        assert_eq!(read_sockets(&s, 10, 10).unwrap(), (Vec::new(), true));
     }
 }
