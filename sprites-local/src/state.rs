@@ -1,6 +1,6 @@
 //! [`State`]: what every connection of one server shares — the token, the sprite store, the
-//! exec sessions, the port watchers, the runtime — and the registries shutdown needs (open connections,
-//! running execs).
+//! exec sessions, the port watchers, the runtime — and the registries shutdown needs (open
+//! connections, running execs).
 //!
 //! It only holds things; it knows nothing of HTTP, routes or the reactor. The server
 //! creates it, the API handlers and the exec sessions read it.
@@ -28,6 +28,8 @@ pub(crate) struct State {
     pub runtime: Arc<dyn SpriteRuntime>,
     /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
     pub signal_capability: bool,
+    /// Output each detachable session keeps for clients that attach later, in bytes.
+    pub scrollback_bytes: usize,
     shutting_down: AtomicBool,
     /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
     conns: Arc<Conns>,
@@ -53,6 +55,7 @@ impl State {
             sessions,
             runtime,
             signal_capability,
+            scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
             shutting_down: AtomicBool::new(false),
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
