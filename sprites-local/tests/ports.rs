@@ -165,12 +165,18 @@ fn watch(addr: SocketAddr, sprite: &str) -> Result<Ws, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The next text message on a watch, as JSON.
+/// The next text message on a watch, as JSON. The server pings every 15 s, so a wait this
+/// short sees one ping at most.
 fn next_text(ws: &mut Ws) -> Value {
+    let mut pings = 0;
     loop {
         match ws.read().unwrap() {
             Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Ping(_) => {
+                pings += 1;
+                assert!(pings <= 1, "pinged more than every 15 s");
+            }
+            Message::Pong(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -269,8 +275,12 @@ fn the_watch_sends_a_snapshot_then_every_change_in_the_sprite() {
     w.close(None).unwrap();
     loop {
         match w.read() {
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
+            Ok(Message::Close(c)) => {
+                assert_eq!(c.map(|c| u16::from(c.code)), Some(1000));
+                break;
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            other => panic!("expected the close echoed, got {other:?}"),
         }
     }
     // The first exec's listener outlives the watch, and a new watch lists it again.
@@ -322,6 +332,42 @@ fn watch_errors_are_http_answers_before_the_upgrade() {
           Sec-WebSocket-Version: 13\r\n\r\n",
     );
     assert_eq!(r.status, 401);
+    // An upgrade needs all three: the upgrade headers, a key, version 13.
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for (what, headers) in [
+        ("no upgrade", format!("{key}Sec-WebSocket-Version: 13\r\n")),
+        ("no key", format!("{upgrade}Sec-WebSocket-Version: 13\r\n")),
+        (
+            "version 12",
+            format!("{upgrade}{key}Sec-WebSocket-Version: 12\r\n"),
+        ),
+    ] {
+        let raw = format!(
+            "GET /v1/sprites/box/ports/watch HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer secret\r\n{headers}\r\n"
+        );
+        let r = head_of(s.addr(), raw.as_bytes());
+        assert_eq!(r.status, 400, "{what}");
+        assert_eq!(r.header("sec-websocket-version"), Some("13"), "{what}");
+    }
+}
+
+/// Sends `raw` and reads the response head only (the connection may stay open).
+fn head_of(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(raw).unwrap();
+    let mut r = BufReader::new(c);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "closed: {head}");
+        if line == "\r\n" {
+            return Resp::from_head(head.trim_end().to_owned());
+        }
+        head.push_str(&line);
+    }
 }
 
 /// An HTTP exec of the listener script (which subscribes to nothing), left running: its

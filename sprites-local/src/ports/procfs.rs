@@ -378,6 +378,55 @@ mod tests {
     }
 
     #[test]
+    fn the_walk_stops_once_every_socket_is_found() {
+        use std::os::fd::OwnedFd;
+        use std::process::{Command, Stdio};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = socket_inode(
+            std::fs::read_link(format!("/proc/self/fd/{}", {
+                use std::os::fd::AsRawFd;
+                l.as_raw_fd()
+            }))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        )
+        .unwrap();
+        // Two `sleep`s; the first holds the socket (as its stdin).
+        let sleep = |stdin: Stdio| {
+            Command::new("sleep")
+                .arg("30")
+                .stdin(stdin)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut holder = sleep(Stdio::from(OwnedFd::from(l)));
+        let mut other = sleep(Stdio::null());
+        let count = |what: &str| {
+            std::fs::read_dir(format!("/proc/{}/{what}", holder.id()))
+                .unwrap()
+                .count()
+        };
+        // Its descriptors (whatever else it inherited) and its threads' children lists.
+        let holders_cost = count("fd") + count("task");
+        let trees = ProcessTrees::Roots(vec![holder.id(), other.id()]);
+        let mut budget = Budget::new(1000);
+        let found = find_holders(&trees, &HashSet::from([inode]), &mut budget);
+        let _ = (holder.kill(), other.kill(), holder.wait(), other.wait());
+        assert_eq!(
+            found.get(&inode),
+            Some(&Holder {
+                pid: holder.id(),
+                root: holder.id()
+            })
+        );
+        // The holder's tree only: the walk stopped before the other one.
+        assert_eq!(budget.0, 1000 - holders_cost);
+    }
+
+    #[test]
     fn this_process_is_found_holding_its_own_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

@@ -377,7 +377,27 @@ mod tests {
 
         /// Listeners on `(port, inode)`.
         fn set_inodes(&self, sockets: &[(u16, u64)]) {
-            let mut f = File::create(self.0.join("tcp")).unwrap();
+            self.write("tcp", sockets);
+        }
+
+        /// IPv6 listeners on `::` and ports `ports`, with inodes 2000 + port.
+        fn set6(&self, ports: &[u16]) {
+            let mut f = File::create(self.0.join("tcp6")).unwrap();
+            writeln!(f, "header").unwrap();
+            for (i, p) in ports.iter().enumerate() {
+                writeln!(
+                    f,
+                    "{i}: {:032X}:{p:04X} {:032X}:0000 0A 00000000:00000000 00:00000000 00000000 0 0 {} 1",
+                    0,
+                    0,
+                    2000 + u64::from(*p)
+                )
+                .unwrap();
+            }
+        }
+
+        fn write(&self, file: &str, sockets: &[(u16, u64)]) {
+            let mut f = File::create(self.0.join(file)).unwrap();
             writeln!(f, "header").unwrap();
             for (i, (p, inode)) in sockets.iter().enumerate() {
                 writeln!(
@@ -444,6 +464,19 @@ mod tests {
         net.set(&[2, 3, 4]);
         let c = m.scan(Some(scope(&net.0, true, vec![])), 3).unwrap();
         assert_eq!((ports(&c.closed), ports(&c.opened)), (vec![1], vec![4]));
+    }
+
+    #[test]
+    fn the_cap_counts_both_families() {
+        let net = FakeNet::new();
+        let mut m = Memory::default();
+        net.set(&[1, 2]);
+        net.set6(&[3, 4]);
+        let c = m.scan(Some(scope(&net.0, true, vec![])), 3).unwrap();
+        assert_eq!(ports(&c.opened), [1, 2, 3]);
+        let c = m.scan(Some(scope(&net.0, true, vec![])), 4).unwrap();
+        assert_eq!(ports(&c.opened), [4]);
+        assert_eq!(c.opened[0].socket.address.to_string(), "::");
     }
 
     #[test]
