@@ -244,6 +244,28 @@ fn stdin_is_the_body_only_with_stdin_true() {
 }
 
 #[test]
+fn output_pipes_are_grown_to_1_mib() {
+    let (s, _d) = start("pipes");
+    create(&s, "box");
+    // F_GETPIPE_SZ on the process's own stdout and stderr.
+    let script = "import fcntl; print(fcntl.fcntl(1, 1032), fcntl.fcntl(2, 1032))";
+    let (out, _, code) = run(s.addr(), &q(&["python3", "-c", script]), b"");
+    assert_eq!(code, 0);
+    let max: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && max < 1 << 20 {
+        eprintln!("SKIPPED: pipes may not grow to 1 MiB here (max {max}, not root)");
+        return;
+    }
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "1048576 1048576");
+}
+
+#[test]
 fn a_process_that_writes_before_reading_its_stdin_does_not_deadlock() {
     let (s, _d) = start("nodeadlock");
     create(&s, "box");
@@ -379,6 +401,25 @@ fn a_client_that_leaves_kills_the_process() {
     let pid = first_line_pid(&mut e);
     drop(e);
     wait_until("the process to be killed mid-body", || process_gone(pid));
+
+    // After the process closed its stdin: the rest of the body is discarded, and the
+    // client's leaving is still seen.
+    let mut e = Exec::start(
+        a,
+        "box",
+        &format!(
+            "{}&stdin=true",
+            q(&["sh", "-c", "exec 0<&-; echo $$; exec sleep 1000"])
+        ),
+        "Transfer-Encoding: chunked\r\n",
+    );
+    let pid = first_line_pid(&mut e);
+    e.send_chunk(&[b'x'; 4096]);
+    e.send_chunk(&[b'y'; 4096]);
+    drop(e);
+    wait_until("the process to be killed after it closed stdin", || {
+        process_gone(pid)
+    });
 
     // While the body waits for room in the stdin pipe of a process that never reads it:
     // 144 KiB is more than the pipe (64 KiB) and the server's read buffer hold, and less

@@ -25,7 +25,7 @@
 //! keepalive finds dead) kills the process group and ends both threads.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -177,7 +177,7 @@ enum Outcome {
 /// Feeds the body to `stdin` (or discards it without one), then watches the connection
 /// until the response is complete (`done`) or the client leaves.
 fn feed(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     body: &mut dyn RequestBody,
     stdin: Option<File>,
     done: &Flag,
@@ -191,10 +191,10 @@ fn feed(
                 Woke::First | Woke::Socket => {}
             }
         }
+        // (The body reader retries `EINTR` itself.)
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n.min(buf.len()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // Cut short or badly framed: the client's request is broken.
             Err(_) => return Outcome::ClientGone,
         };
@@ -215,15 +215,10 @@ fn feed(
     loop {
         match wait(None, stream, libc::POLLIN, done) {
             Woke::Done => return Outcome::Finished,
-            Woke::First | Woke::Socket => match stream.read(&mut buf) {
-                Ok(0) => return Outcome::ClientGone,
+            // Readable, so this read does not wait.
+            Woke::First | Woke::Socket => match read_retrying(stream.as_fd(), &mut buf) {
+                Ok(0) | Err(_) => return Outcome::ClientGone,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                    ) => {}
-                Err(_) => return Outcome::ClientGone,
             },
         }
     }
@@ -242,9 +237,9 @@ enum Stop {
 /// unread must not count as a sign of life).
 fn write_stdin(pipe: &File, mut data: &[u8], stream: &TcpStream, done: &Flag) -> Result<(), Stop> {
     while !data.is_empty() {
+        // Non-blocking: it never waits, so no signal interrupts it.
         match sys::fd::write(pipe.as_fd(), data) {
             Ok(n) => data = &data[n.min(data.len())..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 match wait(Some(pipe.as_fd()), stream, libc::POLLRDHUP, done) {
                     Woke::First => {}
@@ -445,6 +440,7 @@ impl Out<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     #[test]
