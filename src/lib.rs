@@ -56,7 +56,8 @@ pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
 pub use error::{ApiError, Error, RateLimit, Result, TransportError};
 pub use exec::{
     Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
-    Output, Stdio,
+    KillProgress, KillReport, Output, PortEvent, PortEventKind, PortEvents, PortWatch, Session,
+    Stdio,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
