@@ -146,7 +146,7 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             _ => method_not_allowed("GET, HEAD").into(),
         },
         ["sprites", name, "exec", id] => match m {
-            "GET" => exec_routes::attach(state, name, id).into(),
+            "GET" => exec_routes::attach(state, name, id, req),
             _ => method_not_allowed("GET").into(),
         },
         ["sprites", name, "exec", id, "kill"] => match m {
