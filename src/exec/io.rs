@@ -494,13 +494,16 @@ impl Writer {
             let now = Instant::now();
             let wake = deadline.map_or(next_ping, |d| d.min(next_ping));
             let sent = select! {
-                recv(stdin) -> chunk => match chunk {
+                // Control requests made before a write reach the server before it (a resize
+                // then the keystrokes that rely on it): `select!` alone picks at random among
+                // ready channels.
+                recv(stdin) -> chunk => send_controls(&socket, &control).and_then(|()| match chunk {
                     Ok(chunk) => socket.send(Message::Binary(chunk)),
                     Err(_) => {
                         stdin = never();
                         eof()
                     }
-                },
+                }),
                 recv(upstream) -> chunk => match chunk {
                     Ok(Chunk::Data(data)) => send_as_stdin(&socket, &data, raw_stdin),
                     // The upstream command ended (or its connection failed, which its own
@@ -511,8 +514,7 @@ impl Writer {
                     }
                 },
                 recv(control) -> request => match request {
-                    Ok(Control::Signal(name)) => socket.send(Message::Text(signal_message(&name).into())),
-                    Ok(Control::Resize { rows, cols }) => socket.send(Message::Text(resize_message(rows, cols).into())),
+                    Ok(request) => send_control(&socket, request),
                     Err(_) => {
                         control = never();
                         Ok(())
@@ -545,6 +547,22 @@ impl Writer {
             }
         }
     }
+}
+
+/// Sends one control request.
+fn send_control(socket: &Socket, request: Control) -> Result<(), tungstenite::Error> {
+    let text = match request {
+        Control::Signal(name) => signal_message(&name),
+        Control::Resize { rows, cols } => resize_message(rows, cols),
+    };
+    socket.send(Message::Text(text.into()))
+}
+
+/// Sends every control request already queued.
+fn send_controls(socket: &Socket, control: &Receiver<Control>) -> Result<(), tungstenite::Error> {
+    control
+        .try_iter()
+        .try_for_each(|request| send_control(socket, request))
 }
 
 /// Sends `data` as stdin frames of at most [`frame::MAX_STDIN_CHUNK`] bytes: behind the
