@@ -67,7 +67,7 @@ impl Screen {
     }
 
     /// Everything until the output ends (bounded).
-    fn to_end(&mut self) -> String {
+    fn read_to_end(&mut self) -> String {
         let deadline = Instant::now() + SHOW;
         loop {
             match self.rx.recv_deadline(deadline) {
@@ -408,7 +408,7 @@ fn an_attachment_waits_for_the_sessions_exit() {
     screen.wait_for("bye");
     assert_eq!(watcher.wait().unwrap().code(), Some(7));
     assert_eq!(child.wait().unwrap().code(), Some(7));
-    screen.to_end();
+    screen.read_to_end();
 }
 
 /// A raw WebSocket client that starts a terminal shell, types a line and vanishes: the TCP
