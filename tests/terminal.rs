@@ -312,6 +312,38 @@ fn a_dropped_attachment_detaches_and_never_kills() {
 }
 
 #[test]
+fn a_pipe_moves_out_of_an_owned_child_and_the_rest_of_an_attachment_detaches() {
+    let local = Local::start();
+    let sprite = local.sprite("move");
+    // std's Child allows this; so must ours (no Drop on Child).
+    let mut out = String::new();
+    sprite
+        .command("echo")
+        .arg("moved")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .stdout
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "moved\n");
+
+    let (mut child, mut screen) = shell(&sprite, None);
+    type_line(&mut child, "echo kept-$((8*8))");
+    screen.wait_for("kept-64");
+    let id = child.session_id().unwrap();
+    // The attachment is dropped at the end of the statement: it detaches, so its stdout ends
+    // (EOF, within the bound, with whatever of the scrollback had arrived), and the session
+    // goes on.
+    let stdout = sprite.attach(&id).unwrap().stdout.unwrap();
+    Screen::new(stdout).read_to_end();
+    type_line(&mut child, "echo still-$((9*9))");
+    screen.wait_for("still-81");
+    exit_shell(child, 0);
+}
+
+#[test]
 fn the_list_shows_a_session_while_it_lives_and_not_after() {
     let local = Local::start();
     let sprite = local.sprite("list");

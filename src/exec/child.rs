@@ -92,8 +92,35 @@ pub struct Child {
     /// A terminal session: raw frames both ways, output on stdout only.
     tty: bool,
     port_events: Option<PortEvents>,
-    /// Dropping detaches (an attachment); a spawned command keeps std's rule.
-    detach_on_drop: bool,
+    /// Detaches an attachment when the `Child` is dropped. A field, not `Drop` on `Child`:
+    /// that would forbid moving a pipe out of an owned `Child`, which std's allows.
+    detach_on_drop: DetachOnDrop,
+}
+
+/// Closes the connection when dropped, if armed (an attachment; a spawned command keeps std's
+/// rule and its connection).
+struct DetachOnDrop {
+    socket: Arc<Socket>,
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl DetachOnDrop {
+    fn detach(&mut self) {
+        self.armed = false;
+        self.shared
+            .detached
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.socket.close_now(1000);
+    }
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.detach();
+        }
+    }
 }
 
 /// The final result, kept so `wait` can be called again.
@@ -139,7 +166,7 @@ impl Child {
             port_events: false,
         };
         let mut child = Child::start(spec, accepted, Framing::pending())?;
-        child.detach_on_drop = true;
+        child.detach_on_drop.armed = true;
         // The reader ends the connection itself when session_info is late; the margin only
         // covers scheduling.
         match child
@@ -158,7 +185,7 @@ impl Child {
                 Ok(child)
             }
             None => {
-                child.detach_on_drop = false;
+                child.detach_on_drop.armed = false;
                 child.socket.shutdown();
                 match child.wait() {
                     Err(err) => Err(err),
@@ -249,6 +276,7 @@ impl Child {
             raw_stdin: spec.tty,
             send_eof: !spec.tty && !attaching,
         };
+        let (socket_for_guard, shared_for_guard) = (socket.clone(), shared.clone());
         let threads = vec![
             std::thread::Builder::new()
                 .name("sprites-exec-reader".into())
@@ -272,7 +300,11 @@ impl Child {
             timeout,
             tty: spec.tty,
             port_events,
-            detach_on_drop: false,
+            detach_on_drop: DetachOnDrop {
+                socket: socket_for_guard,
+                shared: shared_for_guard,
+                armed: false,
+            },
         })
     }
 
@@ -430,17 +462,10 @@ impl Child {
     /// # Ok(()) }
     /// ```
     pub fn detach(mut self) {
-        self.detach_now();
-    }
-
-    fn detach_now(&mut self) {
-        self.detach_on_drop = false;
         if self.finished.is_none() {
-            self.shared
-                .detached
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.socket.close_now(1000);
+            self.detach_on_drop.detach();
         }
+        self.detach_on_drop.armed = false;
     }
 
     /// The command's port events, once: `Some` the first time after
@@ -695,6 +720,8 @@ impl Child {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // Ended: there is nothing left to detach from.
+        self.detach_on_drop.armed = false;
         self.finished = Some(match outcome {
             Outcome::Exited(code) => Finished::Exited(ExitStatus::from_code(code)),
             Outcome::Failed(err) => Finished::Failed(Arc::new(err)),
@@ -809,16 +836,6 @@ fn kill_over_http(sprite: &Sprite, shared: &Shared, signal: &str) -> Result<(), 
         Ok(_) => Ok(()),
         Err(Error::Api(api)) if api.status == 410 => Ok(()),
         Err(err) => Err(err),
-    }
-}
-
-impl Drop for Child {
-    /// A spawned command keeps running with its connection, as a dropped std `Child` keeps
-    /// running; an attached session is detached (and keeps running without it).
-    fn drop(&mut self) {
-        if self.detach_on_drop {
-            self.detach_now();
-        }
     }
 }
 
