@@ -32,6 +32,14 @@ const EARLY_EVENTS: usize = 4096;
 const MAX_SNAPSHOT: usize = 65_536;
 
 /// Whether a port started or stopped listening.
+///
+/// ```
+/// use sprites::{PortEvent, PortEventKind, ServerMessage};
+/// let event = PortEvent::from_message(&ServerMessage::parse(
+///     r#"{"type":"port_closed","port":3000,"address":"0.0.0.0","pid":41}"#,
+/// )).unwrap();
+/// assert_eq!(event.kind, PortEventKind::Closed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PortEventKind {
     /// A process started listening (`port_opened`, or a port in a watch's first snapshot).
@@ -66,6 +74,12 @@ pub struct PortEvent {
 
 impl PortEvent {
     /// The event a server message carries, if it is `port_opened` or `port_closed`.
+    ///
+    /// ```
+    /// use sprites::{PortEvent, ServerMessage};
+    /// let exit = ServerMessage::parse(r#"{"type":"exit","exit_code":0}"#);
+    /// assert_eq!(PortEvent::from_message(&exit), None);
+    /// ```
     pub fn from_message(message: &ServerMessage) -> Option<PortEvent> {
         let (kind, port, address, pid) = match message {
             ServerMessage::PortOpened { port, address, pid } => {
@@ -144,6 +158,26 @@ impl PortEvents {
     /// # Errors
     ///
     /// As above: std's [`mpsc::RecvTimeoutError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-port-events-recv", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::sync::mpsc::RecvTimeoutError;
+    /// use std::time::Duration;
+    /// let mut child = sprite.command("sleep").arg("1").port_events(true).spawn()?;
+    /// let events = child.port_events().unwrap();
+    /// // `sleep` listens on nothing: nothing comes, then the command's end ends the events.
+    /// assert_eq!(events.recv_timeout(Duration::from_millis(50)), Err(RecvTimeoutError::Timeout));
+    /// child.wait()?;
+    /// assert_eq!(events.recv_timeout(Duration::from_secs(5)), Err(RecvTimeoutError::Disconnected));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn recv_timeout(
         &self,
         timeout: Duration,
@@ -159,6 +193,23 @@ impl PortEvents {
     /// # Errors
     ///
     /// std's [`mpsc::TryRecvError`]: `Empty`, or `Disconnected` once the connection has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-port-events-try", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::sync::mpsc::TryRecvError;
+    /// let mut child = sprite.command("true").port_events(true).spawn()?;
+    /// let events = child.port_events().unwrap();
+    /// child.wait()?;
+    /// assert_eq!(events.try_recv(), Err(TryRecvError::Disconnected));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn try_recv(&self) -> std::result::Result<PortEvent, mpsc::TryRecvError> {
         self.rx.try_recv().map_err(|e| {
             if e.is_empty() {
@@ -208,14 +259,13 @@ enum Item {
 /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
 /// # let sprite = client.create_sprite("doc")?;
 /// use std::time::Duration;
-/// # if let Ok(mut watch) = sprite.watch_ports() {
+/// let mut watch = sprite.watch_ports()?;
 /// for port in watch.ports() {
 ///     println!("listening: {}:{} (pid {:?})", port.address, port.port, port.pid);
 /// }
 /// if let Some(event) = watch.recv_timeout(Duration::from_millis(100))? {
 ///     println!("{:?} {}", event.kind, event.port);
 /// }
-/// # }
 /// # drop(server); let _ = std::fs::remove_dir_all(dir);
 /// # Ok(()) }
 /// ```
@@ -287,6 +337,21 @@ impl PortWatch {
 
     /// The ports that were listening when the watch started (the server's `port_list`), each
     /// as an [`Opened`](PortEventKind::Opened) event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-port-watch-ports", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use sprites::PortEventKind;
+    /// let watch = sprite.watch_ports()?;
+    /// assert!(watch.ports().iter().all(|p| p.kind == PortEventKind::Opened));
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn ports(&self) -> &[PortEvent] {
         &self.ports
     }
@@ -299,6 +364,22 @@ impl PortWatch {
     /// closed it normally, else what ended it ([`Error::KeepaliveTimeout`], a transport error,
     /// another close code). The first call after the end says why; later calls say only that
     /// it has ended (a `ConnectionClosed` without a code).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-port-watch-recv", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::time::Duration;
+    /// let mut watch = sprite.watch_ports()?;
+    /// // Nothing starts listening here: the wait ends empty-handed.
+    /// assert_eq!(watch.recv_timeout(Duration::from_millis(100))?, None);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<PortEvent>> {
         match self.next_item(Some(Instant::now() + timeout)) {
             Next::Event(event) => Ok(Some(event)),

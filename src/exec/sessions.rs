@@ -66,6 +66,24 @@ struct SessionList {
 }
 
 /// What the kill endpoint answered ([PROTOCOL.md §7.3](crate::protocol#73-kill--post-v1spritesnameexecidkill)).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-kill-report", std::process::id()));
+/// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+/// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+/// # let sprite = client.create_sprite("doc")?;
+/// use std::time::Duration;
+/// let child = sprite.command("sleep").arg("60").stdin(sprites::Stdio::null()).spawn()?;
+/// let id = child.session_id().expect("announced");
+/// let report = sprite.kill_session(&id, "INT", Duration::from_secs(5))?;
+/// assert_eq!(report.exit_code(), Some(128 + 2)); // from the server's progress
+/// for line in &report.progress {
+///     println!("{}: {}", line.kind, line.message.as_deref().unwrap_or(""));
+/// }
+/// # drop(server); let _ = std::fs::remove_dir_all(dir);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KillReport {
@@ -77,6 +95,11 @@ pub struct KillReport {
 
 impl KillReport {
     /// The exit status a progress line reported, if one did (the last such line).
+    ///
+    /// ```
+    /// let gone = sprites::KillReport::default();
+    /// assert_eq!(gone.exit_code(), None);
+    /// ```
     pub fn exit_code(&self) -> Option<i32> {
         self.progress.iter().rev().find_map(|p| p.exit_code)
     }
@@ -84,7 +107,7 @@ impl KillReport {
 
 /// One line of a kill's NDJSON progress. Servers differ in the fields they send (the Python
 /// SDK reads `type`/`data`/`error`, the JS one `type`/`message`/`signal`/`pid`/`exit_code`);
-/// this takes the union, each field when present.
+/// this takes the union, each field when present. See [`KillReport`] for an example.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KillProgress {
