@@ -287,3 +287,27 @@ fn console_restores_the_terminal_on_sigterm_and_leaves_the_session_running() {
         .kill_session(&id, "KILL", Duration::ZERO)
         .expect("kill the left session");
 }
+
+#[test]
+fn console_restores_the_terminal_when_the_connection_fails() {
+    let mut local = Local::start();
+    let sprite = local.sprite("console-fail");
+    let console = console_binary();
+    let dir = TempDir::new("console-fail");
+    let shell = format!(
+        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='local$ ' sh",
+        local.url()
+    );
+    let tmux = Tmux::start(&shell);
+    tmux.wait_for("local$");
+    let before = stty_settings(&tmux, dir.path(), "before");
+    tmux.type_line(&format!("{} {}", console.display(), sprite.name()));
+    tmux.type_line("echo up-$((5*5))");
+    tmux.wait_for("up-25");
+    // The server shuts down under the session: the console reports the lost connection.
+    local.server.take().expect("running").shutdown();
+    tmux.wait_for("console: connection closed before the exit status arrived");
+    tmux.type_line("echo status=$?");
+    tmux.wait_for("status=1");
+    assert_eq!(stty_settings(&tmux, dir.path(), "after"), before);
+}
