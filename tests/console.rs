@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// How long the screen may take to show what the test waits for.
 const SHOW: Duration = Duration::from_secs(30);
+/// The local shell's prompt (PS1 is this and a space, which capture-pane may trim), distinct
+/// from the remote shell's.
+const PROMPT: &str = "local$";
 
 /// Builds the console example for this test binary's profile; returns its path.
 fn console_binary() -> PathBuf {
@@ -126,6 +129,25 @@ impl Tmux {
         }
     }
 
+    /// How many local shell prompts the screen shows.
+    fn prompts(&self) -> usize {
+        self.screen().matches(PROMPT).count()
+    }
+
+    /// Waits for a local shell prompt beyond the `seen` ones: the program the shell ran has
+    /// exited, so what is typed next goes to the shell.
+    fn wait_for_prompt(&self, seen: usize) {
+        let deadline = Instant::now() + SHOW;
+        while self.prompts() <= seen {
+            assert!(
+                Instant::now() < deadline,
+                "no new prompt within {SHOW:?}; the screen shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Forgets what the pane showed, so that what shows next is new.
     fn clear(&self) {
         self.type_line("clear");
@@ -200,11 +222,11 @@ fn console_types_detaches_reattaches_with_scrollback_and_restores_the_terminal()
     let console = console_binary();
     let dir = TempDir::new("console");
     let shell = format!(
-        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='local$ ' sh",
+        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='{PROMPT} ' sh",
         local.url()
     );
     let tmux = Tmux::start(&shell);
-    tmux.wait_for("local$");
+    tmux.wait_for_prompt(0);
     let before = stty_settings(&tmux, dir.path(), "before");
 
     // A new session: type a command, see its output.
@@ -220,10 +242,11 @@ fn console_types_detaches_reattaches_with_scrollback_and_restores_the_terminal()
     tmux.wait_for("size-3 30 100");
 
     // Ctrl-\ detaches: the console says how to come back, the local terminal is as it was.
+    let prompts = tmux.prompts();
     tmux.run(&["send-keys", "-t", "t", "C-\\"]);
     let screen = tmux.wait_for("re-attach with:");
     let id = reattach_id(&screen);
-    tmux.wait_for("local$");
+    tmux.wait_for_prompt(prompts);
     assert_eq!(stty_settings(&tmux, dir.path(), "detached"), before);
     let sessions = sprite.sessions().unwrap();
     assert!(
@@ -244,8 +267,9 @@ fn console_types_detaches_reattaches_with_scrollback_and_restores_the_terminal()
     tmux.type_line("echo again-$((2*3))");
     tmux.wait_for("again-6");
     // The session's exit ends the console with its status.
+    let prompts = tmux.prompts();
     tmux.type_line("exit 3");
-    tmux.wait_for("local$");
+    tmux.wait_for_prompt(prompts);
     tmux.type_line("echo status=$?");
     tmux.wait_for("status=3");
     assert_eq!(stty_settings(&tmux, dir.path(), "exited"), before);
@@ -258,22 +282,23 @@ fn console_restores_the_terminal_on_sigterm_and_leaves_the_session_running() {
     let console = console_binary();
     let dir = TempDir::new("console-term");
     let shell = format!(
-        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='local$ ' sh",
+        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='{PROMPT} ' sh",
         local.url()
     );
     let tmux = Tmux::start(&shell);
-    tmux.wait_for("local$");
+    tmux.wait_for_prompt(0);
     let before = stty_settings(&tmux, dir.path(), "before");
     tmux.type_line(&format!("{} {}", console.display(), sprite.name()));
     tmux.type_line("echo up-$((4*4))");
     tmux.wait_for("up-16");
     let pid = tmux.foreground_child();
+    let prompts = tmux.prompts();
     // SAFETY: kill(2) on the console this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
     let screen = tmux.wait_for("re-attach with:");
     assert!(screen.contains("console: signal 15"), "{screen}");
     let id = reattach_id(&screen);
-    tmux.wait_for("local$");
+    tmux.wait_for_prompt(prompts);
     tmux.type_line("echo status=$?");
     tmux.wait_for("status=143");
     assert_eq!(stty_settings(&tmux, dir.path(), "after"), before);
@@ -295,18 +320,20 @@ fn console_restores_the_terminal_when_the_connection_fails() {
     let console = console_binary();
     let dir = TempDir::new("console-fail");
     let shell = format!(
-        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='local$ ' sh",
+        "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='{PROMPT} ' sh",
         local.url()
     );
     let tmux = Tmux::start(&shell);
-    tmux.wait_for("local$");
+    tmux.wait_for_prompt(0);
     let before = stty_settings(&tmux, dir.path(), "before");
     tmux.type_line(&format!("{} {}", console.display(), sprite.name()));
     tmux.type_line("echo up-$((5*5))");
     tmux.wait_for("up-25");
     // The server shuts down under the session: the console reports the lost connection.
+    let prompts = tmux.prompts();
     local.server.take().expect("running").shutdown();
     tmux.wait_for("console: connection closed before the exit status arrived");
+    tmux.wait_for_prompt(prompts);
     tmux.type_line("echo status=$?");
     tmux.wait_for("status=1");
     assert_eq!(stty_settings(&tmux, dir.path(), "after"), before);
