@@ -511,3 +511,23 @@ fn a_terminal_session_survives_a_client_that_vanishes_without_a_close_frame() {
     screen.wait_for("back-36");
     exit_shell(again, 0);
 }
+
+#[test]
+fn a_server_shutdown_under_a_terminal_session_is_an_error_never_a_status() {
+    let mut local = Local::start();
+    let sprite = local.sprite("shutdown");
+    let (mut child, mut screen) = shell(&sprite, None);
+    type_line(&mut child, "echo up-$((2*2))");
+    screen.wait_for("up-4");
+    local.server.take().expect("running").shutdown();
+    let err = child.wait().unwrap_err();
+    match Error::from_io(&err) {
+        Some(Error::ConnectionClosed { code, reason }) => {
+            eprintln!(
+                "terminal session at server shutdown: close code {code:?}, reason {reason:?}"
+            );
+            assert_ne!(*code, Some(1000), "a shutdown is not a normal end");
+        }
+        other => panic!("expected ConnectionClosed, got {other:?} ({err})"),
+    }
+}
