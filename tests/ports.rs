@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 const NOTICE: Duration = Duration::from_secs(20);
 
 /// A listener on a fresh loopback port that closes its socket on the first line of stdin and
-/// exits on the second; returns it and its port.
-fn listener(sprite: &Sprite, port_events: bool) -> (Child, u16) {
-    let script = "import socket,sys\n\
+/// exits on the second; returns it, its port and its process id as seen inside the sprite
+/// (which port events carry, PROTOCOL.md §6.4).
+fn listener(sprite: &Sprite, port_events: bool) -> (Child, u16, u32) {
+    let script = "import os,socket,sys\n\
                   s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
-                  print(s.getsockname()[1], flush=True)\n\
+                  print(s.getsockname()[1], os.getpid(), flush=True)\n\
                   sys.stdin.readline(); s.close()\n\
                   print('closed', flush=True)\n\
                   sys.stdin.readline()\n";
@@ -32,13 +33,16 @@ fn listener(sprite: &Sprite, port_events: bool) -> (Child, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn python3");
-    // The port; what it prints after is not needed (dropping the pipe discards it).
+    // The port and pid; what it prints after is not needed (dropping the pipe discards it).
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped stdout"))
         .read_line(&mut line)
         .expect("read the port");
-    let port = line.trim().parse().expect("a port number");
-    (child, port)
+    let mut words = line
+        .split_whitespace()
+        .map(|w| w.parse().expect("a number"));
+    let (port, pid) = (words.next().expect("a port"), words.next().expect("a pid"));
+    (child, u16::try_from(port).expect("a port number"), pid)
 }
 
 /// The next event about `port`, skipping others (the sprite may have other listeners).
@@ -69,8 +73,7 @@ fn watch_next(watch: &mut PortWatch, port: u16) -> PortEvent {
 fn a_listener_in_a_session_gives_port_opened_then_port_closed_with_its_port_and_pid() {
     let local = Local::start();
     let sprite = local.sprite("ports");
-    let (mut child, port) = listener(&sprite, true);
-    let pid = child.pid().expect("session_info");
+    let (mut child, port, pid) = listener(&sprite, true);
     let events = child.port_events().expect("asked for");
     let recv = |left| events.recv_timeout(left).ok();
     let opened = next_for(recv, port);
@@ -96,7 +99,7 @@ fn the_port_watch_lists_what_listens_and_sees_every_change() {
     let local = Local::start();
     let sprite = local.sprite("watch");
     // Listening before the watch starts: in its snapshot (once the server has seen it).
-    let (mut early, early_port) = listener(&sprite, false);
+    let (mut early, early_port, early_pid) = listener(&sprite, false);
     let deadline = Instant::now() + NOTICE;
     let mut watch = loop {
         let watch = sprite.watch_ports().unwrap();
@@ -113,21 +116,21 @@ fn the_port_watch_lists_what_listens_and_sees_every_change() {
     let listed = watch.ports().iter().find(|p| p.port == early_port).unwrap();
     assert_eq!(
         (listed.kind, listed.pid),
-        (PortEventKind::Opened, early.pid())
+        (PortEventKind::Opened, Some(early_pid))
     );
 
     // Started after: opened, then closed, from a process the watch did not start.
-    let (mut late, late_port) = listener(&sprite, false);
+    let (mut late, late_port, late_pid) = listener(&sprite, false);
     let opened = watch_next(&mut watch, late_port);
     assert_eq!(
         (opened.kind, opened.pid),
-        (PortEventKind::Opened, late.pid())
+        (PortEventKind::Opened, Some(late_pid))
     );
     late.stdin.as_mut().unwrap().write_all(b"close\n").unwrap();
     let closed = watch_next(&mut watch, late_port);
     assert_eq!(
         (closed.kind, closed.pid),
-        (PortEventKind::Closed, late.pid())
+        (PortEventKind::Closed, Some(late_pid))
     );
 
     for child in [&mut early, &mut late] {
