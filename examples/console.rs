@@ -10,6 +10,8 @@
 //! remote program, and is restored however the program ends: the session's exit, an error, a
 //! panic, or SIGINT/SIGTERM/SIGHUP from outside. Window-size changes are forwarded. **Ctrl-\\**
 //! detaches: the session keeps running on the sprite and the program prints how to come back.
+//! A signal from outside detaches the same way (exit status 128+N); the session's own exit
+//! ends the program with the session's status.
 //!
 //! With `SPRITES_TOKEN` (and optionally `SPRITES_API_URL`) set it uses that API and an existing
 //! sprite; otherwise it starts an embedded `sprites-local` and creates the sprite there (which
