@@ -93,6 +93,11 @@ fn shell(sprite: &Sprite, size: Option<(u16, u16)>) -> (Child, Screen) {
     }
     let mut child = command.spawn().expect("spawn a terminal shell");
     assert!(child.is_tty());
+    let shown = format!("{child:?}");
+    assert!(
+        shown.starts_with("Child {") && shown.contains("tty: true"),
+        "{shown}"
+    );
     let screen = Screen::new(child.stdout.take().expect("piped"));
     (child, screen)
 }

@@ -951,6 +951,26 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_the_terminal_settings() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("top");
+        cmd.tty(true)
+            .tty_size(40, 120)
+            .detachable(true)
+            .port_events(true);
+        let shown = format!("{cmd:?}");
+        for field in [
+            "program: \"top\"",
+            "tty: true",
+            "tty_size: Some((40, 120))",
+            "detachable: true",
+            "port_events: true",
+        ] {
+            assert!(shown.contains(field), "{field} not in {shown}");
+        }
+    }
+
+    #[test]
     fn env_remove_and_clear_wrap_in_env() {
         let sprite = sprite();
         let mut cmd = sprite.command("printenv");
