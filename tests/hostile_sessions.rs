@@ -265,7 +265,7 @@ fn versioned_server() -> (String, Arc<Mutex<Vec<String>>>) {
             .unwrap_or_default()
             .to_owned();
         let version = match sprite.as_str() {
-            "old" => Some("v0.0.1-rc29"),
+            "old" | "oldgone" => Some("v0.0.1-rc29"),
             "none" => None,
             "gone" => Some("0.1.0"),
             "dev" => Some("0.0.1-dev-abc1234"),
@@ -279,6 +279,20 @@ fn versioned_server() -> (String, Arc<Mutex<Vec<String>>>) {
             return respond(&mut stream, "200 OK", &version_header, "");
         }
         let path_form = !request.target.contains("/exec?");
+        if sprite == "refused" || (sprite == "oldgone" && !path_form) {
+            // Not a missing route: the session cannot be attached (or is gone).
+            let (status, code) = if sprite == "refused" {
+                ("400 Bad Request", "invalid_request")
+            } else {
+                ("404 Not Found", "session_not_found")
+            };
+            return respond(
+                &mut stream,
+                status,
+                "Content-Type: application/json\r\n",
+                &format!(r#"{{"error":"{code}","message":"no"}}"#),
+            );
+        }
         if path_form && sprite == "moved" {
             return respond(
                 &mut stream,
@@ -343,6 +357,27 @@ fn the_attach_url_follows_the_sprites_runtime_version() {
         ]
     );
     assert_eq!(attach("moved"), ["GET /v1/sprites/moved/exec?id=7"]);
+    // Only a 404 of the path form tries the other form; a 404 of the legacy form, or another
+    // refusal of the path form, is the answer.
+    let refuse = |sprite: &str| -> Vec<String> {
+        seen.lock().unwrap().clear();
+        client.sprite(sprite).attach("7").unwrap_err();
+        seen.lock().unwrap().clone()
+    };
+    assert_eq!(
+        refuse("refused"),
+        [
+            "HEAD /v1/sprites/refused/exec",
+            "GET /v1/sprites/refused/exec/7"
+        ]
+    );
+    assert_eq!(
+        refuse("oldgone"),
+        [
+            "HEAD /v1/sprites/oldgone/exec",
+            "GET /v1/sprites/oldgone/exec?id=7"
+        ]
+    );
 }
 
 #[test]
@@ -602,6 +637,46 @@ fn client_frame(reader: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
         .map(|(i, b)| b ^ mask[i % 4])
         .collect();
     Ok((head[0] & 0x0f, payload))
+}
+
+#[test]
+fn an_attachment_frames_stdin_the_way_session_info_says() {
+    let _watchdog = common::Watchdog::arm("attach stdin framing");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        if request.method == "HEAD" {
+            return head(&mut stream, "0.1.0");
+        }
+        accept(&request, &mut stream, "");
+        let tty = request.target.ends_with("/exec/tty");
+        session_info(&mut stream, "3", tty).unwrap();
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        if let Ok(frame) = client_frame(&mut reader) {
+            let _ = tx.send((tty, frame));
+        }
+        let _ = text(&mut stream, r#"{"type":"exit","exit_code":0}"#);
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let sprite = client(&url).sprite("s");
+    for id in ["tty", "streams"] {
+        let mut child = sprite.attach(id).unwrap();
+        child.stdin.as_mut().unwrap().write_all(b"ls\n").unwrap();
+        let (tty, frame) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        if tty {
+            assert_eq!(
+                frame,
+                (0x2, b"ls\n".to_vec()),
+                "a terminal's keystrokes go raw"
+            );
+        } else {
+            assert_eq!(
+                frame,
+                (0x2, b"\x00ls\n".to_vec()),
+                "streams' stdin has its byte"
+            );
+        }
+        assert!(child.wait().unwrap().success());
+    }
 }
 
 #[test]

@@ -245,6 +245,12 @@ mod tests {
         assert!(supports_path_attach(" 0.1.0 "));
         assert!(supports_path_attach("1.2"));
         assert!(supports_path_attach("1.2.3+build.5"));
+        // Go calls anything with "-dev-" or ending "-dev" a dev build before parsing it.
+        assert!(supports_path_attach("0.0.1-dev-rc5"));
+        assert!(supports_path_attach("v0.0.1-dev-build_7"));
+        assert!(supports_path_attach("nightly-dev"));
+        assert!(supports_path_attach("nightly-devx")); // Go: a "dev…" suffix
+        assert!(!supports_path_attach("nightly-build"));
     }
 
     #[test]
