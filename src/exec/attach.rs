@@ -86,9 +86,10 @@ pub(crate) fn dial(sprite: &Sprite, id: &str) -> Result<Accepted> {
     }
     let client = sprite.client();
     let runtimes = &client.inner.runtimes;
+    // An entry exists only once a version or the legacy form was learned.
     let known = match runtimes.get(sprite.name()) {
-        Some(known) if known.version.is_some() || known.legacy => known,
-        _ => {
+        Some(known) => known,
+        None => {
             fetch_version(sprite)?;
             runtimes.get(sprite.name()).unwrap_or_default()
         }
@@ -294,10 +295,24 @@ mod tests {
         assert!(runtimes.get("b").is_none());
         runtimes.update("a", |k| k.legacy = true);
         assert!(runtimes.get("a").is_some_and(|k| k.legacy));
-        for i in 0..REMEMBERED_SPRITES + 10 {
+        // Learning about another sprite keeps what was learned about this one.
+        runtimes.record_version("c", "0.2.0");
+        assert!(runtimes.get("a").is_some_and(|k| k.legacy));
+        assert_eq!(runtimes.lock().len(), 2);
+        // Full: a known sprite is updated in place, a new one starts the memory over.
+        for i in 2..REMEMBERED_SPRITES {
             runtimes.record_version(&format!("s{i}"), "1.0.0");
         }
-        assert!(runtimes.lock().len() <= REMEMBERED_SPRITES);
+        assert_eq!(runtimes.lock().len(), REMEMBERED_SPRITES);
+        runtimes.record_version("a", "0.3.0");
+        assert_eq!(runtimes.lock().len(), REMEMBERED_SPRITES);
+        assert_eq!(
+            runtimes.get("a").and_then(|k| k.version).as_deref(),
+            Some("0.3.0")
+        );
+        runtimes.record_version("new", "1.0.0");
+        assert_eq!(runtimes.lock().len(), 1);
+        assert!(runtimes.get("new").is_some());
     }
 
     #[test]
