@@ -187,14 +187,13 @@ fn parse_semver(version: &str) -> Option<(u64, u64, u64)> {
         return None;
     }
     let mut numbers = [0u64; 3];
+    // `split` yields at least one part, so the major number is never missing; u64 parsing
+    // takes digits only (its one extra, a leading '+', went with the build metadata above).
     let mut parts = core.split('.');
-    for (i, slot) in numbers.iter_mut().enumerate() {
+    for slot in &mut numbers {
         match parts.next() {
-            Some(part) if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) => {
-                *slot = part.parse().ok()?;
-            }
-            None if i > 0 => break,
-            _ => return None,
+            Some(part) => *slot = part.parse().ok()?,
+            None => break,
         }
     }
     if parts.next().is_some() {
