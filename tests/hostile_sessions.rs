@@ -66,12 +66,14 @@ fn accept(request: &Request, stream: &mut TcpStream, headers: &str) {
     .unwrap();
 }
 
+/// A whole response in one write, as a real server sends it: a WebSocket upgrade's failure
+/// keeps only the body bytes that arrive with its head (tungstenite reads no further).
 fn respond(stream: &mut TcpStream, status: &str, headers: &str, body: &str) {
-    let _ = write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    let _ = stream.write_all(response.as_bytes());
 }
 
 /// Answers `HEAD …/exec` with this runtime version.
