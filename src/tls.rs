@@ -23,12 +23,34 @@ pub(crate) enum Tls {
 }
 
 impl Tls {
-    pub(crate) fn new() -> Result<Tls> {
+    /// The default roots (the platform's with native-tls, Mozilla's with rustls) and the
+    /// certificate authorities in `extra_roots`, each a PEM text of one or more certificates.
+    pub(crate) fn new(extra_roots: &[impl AsRef<[u8]>]) -> Result<Tls> {
+        // Split and decoded the same way whatever the backend, so both reject the same input.
+        let mut blocks = Vec::new();
+        for (index, pem) in extra_roots.iter().enumerate() {
+            blocks.extend(
+                pem_certificates(pem.as_ref())
+                    .map_err(|e| Error::Config(format!("root certificate #{}: {e}", index + 1)))?
+                    .into_iter()
+                    .map(|block| (index + 1, block)),
+            );
+        }
         #[cfg(feature = "rustls")]
         {
-            let roots = rustls::RootCertStore {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let mut roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
+            for (n, block) in blocks {
+                let der = CertificateDer::from_pem_slice(block)
+                    .map_err(|e| Error::Config(format!("root certificate #{n}: {e}")))?;
+                roots.add(der).map_err(|e| {
+                    Error::Config(format!(
+                        "root certificate #{n} is not a usable certificate: {e}"
+                    ))
+                })?;
+            }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -39,12 +61,32 @@ impl Tls {
         }
         #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
         {
-            let connector = native_tls::TlsConnector::new()
+            let mut builder = native_tls::TlsConnector::builder();
+            for (n, block) in blocks {
+                let cert = native_tls::Certificate::from_pem(block).map_err(|e| {
+                    Error::Config(format!(
+                        "root certificate #{n} is not a usable certificate: {e}"
+                    ))
+                })?;
+                builder.add_root_certificate(cert);
+            }
+            let connector = builder
+                .build()
                 .map_err(|e| Error::Config(format!("TLS initialisation failed: {e}")))?;
             Ok(Tls::Native(Arc::new(connector)))
         }
         #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
-        Ok(Tls::Unavailable)
+        {
+            if blocks.is_empty() {
+                Ok(Tls::Unavailable)
+            } else {
+                Err(Error::Config(
+                    "a root certificate needs the `native-tls` or `rustls` feature of \
+                     sprites-blocking"
+                        .into(),
+                ))
+            }
+        }
     }
 
     pub(crate) fn available(&self) -> bool {
@@ -119,6 +161,41 @@ fn tls_io_error(context: String, err: io::Error) -> Error {
     TransportError::io(context, err).into()
 }
 
+const PEM_BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+const PEM_END: &[u8] = b"-----END CERTIFICATE-----";
+
+/// The `CERTIFICATE` blocks of a PEM text, each from its `BEGIN` line to its `END` line. Text
+/// around and between them (comments, as in a CA bundle) is ignored; other kinds of block (a
+/// private key) are refused, since they are surely not what the caller meant to trust.
+fn pem_certificates(pem: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(begin) = find(rest, b"-----BEGIN ") {
+        rest = &rest[begin..];
+        if !rest.starts_with(PEM_BEGIN) {
+            let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+            return Err(format!(
+                "a PEM block other than a certificate: {}",
+                String::from_utf8_lossy(line).trim_end()
+            ));
+        }
+        let Some(end) = find(rest, PEM_END) else {
+            return Err("a PEM certificate without its END line".into());
+        };
+        let (block, after) = rest.split_at(end + PEM_END.len());
+        blocks.push(block);
+        rest = after;
+    }
+    if blocks.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    Ok(blocks)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// A TCP stream, with or without TLS.
 pub(crate) enum Stream {
     Plain(TcpStream),
@@ -186,5 +263,84 @@ impl Write for Stream {
             #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
             Stream::Native(s) => s.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: &str = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----";
+
+    #[test]
+    fn pem_certificates_splits_bundles_and_refuses_what_is_not_a_certificate() {
+        assert_eq!(
+            pem_certificates(BLOCK.as_bytes()).unwrap(),
+            [BLOCK.as_bytes()]
+        );
+        let bundle = format!("# one\n{BLOCK}\n\n# two\r\n{BLOCK}\r\ntrailing text\n");
+        assert_eq!(pem_certificates(bundle.as_bytes()).unwrap().len(), 2);
+
+        let empty = pem_certificates(b"").unwrap_err();
+        assert!(empty.contains("no PEM certificate"), "{empty}");
+        let key = pem_certificates(b"-----BEGIN PRIVATE KEY-----\nQUJD\n-----END PRIVATE KEY-----")
+            .unwrap_err();
+        assert!(key.contains("-----BEGIN PRIVATE KEY-----"), "{key}");
+        // A key after a certificate is refused too, not skipped.
+        let mixed = format!("{BLOCK}\n-----BEGIN EC PRIVATE KEY-----\n");
+        assert!(pem_certificates(mixed.as_bytes()).is_err());
+        let open = pem_certificates(b"-----BEGIN CERTIFICATE-----\nQUJD\n").unwrap_err();
+        assert!(open.contains("without its END line"), "{open}");
+    }
+
+    /// The test CA of the end-to-end tests (`tests/data/tls/make.sh`): a real certificate.
+    /// (`tests/` is not packaged, and neither are unit tests.)
+    const CA: &str = include_str!("../tests/data/tls/ca.pem");
+
+    #[test]
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    fn real_certificates_are_accepted_alone_and_in_bundles() {
+        let tls = Tls::new(&[CA]).expect("the test CA");
+        assert!(tls.available());
+        let other = include_str!("../tests/data/tls/other.pem");
+        let bundle = format!("# test CA\n{CA}\n# another\n{other}");
+        assert!(Tls::new(&[bundle.as_str(), CA]).is_ok());
+    }
+
+    #[test]
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    fn a_block_that_is_no_certificate_is_refused_and_numbered() {
+        // Well-formed PEM around three bytes that are no DER certificate; both backends refuse
+        // it in the same words, naming which argument it came from.
+        let err = Tls::new(&[CA, BLOCK]).err().expect("refused");
+        assert!(
+            matches!(&err, Error::Config(m) if m.starts_with("root certificate #2 is not a usable certificate")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    fn without_a_tls_feature_a_root_certificate_is_a_configuration_error() {
+        let none: [&str; 0] = [];
+        assert!(!Tls::new(&none).unwrap().available());
+        let err = Tls::new(&[CA]).err().expect("refused");
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("needs the `native-tls` or `rustls` feature")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_extra_roots_is_the_default_configuration() {
+        let none: [&[u8]; 0] = [];
+        assert!(Tls::new(&none).is_ok());
+        let err = Tls::new(&[b"junk".as_slice()])
+            .err()
+            .expect("junk is refused");
+        assert!(
+            matches!(&err, Error::Config(m) if m.starts_with("root certificate #1: ")),
+            "{err}"
+        );
     }
 }
