@@ -218,6 +218,48 @@ impl Stream {
     }
 }
 
+/// Writes to a rustls session without ever reading from the socket.
+///
+/// `rustls::StreamOwned`'s own `write` and `flush` call `complete_io`, which reads (and
+/// decrypts into rustls' buffer) whenever the socket cannot take more. A command's writer thread
+/// would then take incoming bytes that the reader thread, waiting on the socket with poll(2),
+/// never sees: the reader sleeps on data already here until more arrives or the keepalive
+/// limit passes. Reads belong to the reader alone; this only encrypts and sends.
+#[cfg(feature = "rustls")]
+fn rustls_write(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: &[u8],
+) -> io::Result<usize> {
+    // Make room first; a full socket is no error yet, as rustls may still take some of `buf`.
+    match rustls_send_queued(tls) {
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+        _ => {}
+    }
+    let taken = tls.conn.writer().write(buf)?;
+    if taken == 0 && !buf.is_empty() {
+        // rustls' send buffer is at its limit and the socket takes nothing.
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    // Send what it can now; what stays queued goes with the next write or flush.
+    match rustls_send_queued(tls) {
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(taken),
+    }
+}
+
+/// Sends what rustls has encrypted and queued, until the socket blocks (`WouldBlock`).
+#[cfg(feature = "rustls")]
+fn rustls_send_queued(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> io::Result<()> {
+    while tls.conn.wants_write() {
+        if tls.conn.write_tls(&mut tls.sock)? == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+    }
+    tls.sock.flush()
+}
+
 // EINTR is retried here, once for every caller: the blocking handshake (whose `read` with a
 // timeout can be interrupted when the process reaps children, e.g. an embedded sprites-local) and
 // the non-blocking data path alike.
@@ -245,7 +287,7 @@ impl Write for Stream {
             let result = match self {
                 Stream::Plain(s) => s.write(buf),
                 #[cfg(feature = "rustls")]
-                Stream::Rustls(s) => s.write(buf),
+                Stream::Rustls(s) => rustls_write(s, buf),
                 #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
                 Stream::Native(s) => s.write(buf),
             };
@@ -259,7 +301,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             #[cfg(feature = "rustls")]
-            Stream::Rustls(s) => s.flush(),
+            Stream::Rustls(s) => rustls_send_queued(s),
             #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
             Stream::Native(s) => s.flush(),
         }
@@ -342,5 +384,98 @@ mod tests {
             matches!(&err, Error::Config(m) if m.starts_with("root certificate #1: ")),
             "{err}"
         );
+    }
+}
+
+/// The reader/writer split of a command's WebSocket (ws.rs) waits for incoming data with
+/// poll(2) on the socket, with the TLS session unlocked: so whatever the writer does must leave
+/// incoming bytes in the socket for the reader to see.
+#[cfg(all(
+    test,
+    target_os = "linux",
+    any(feature = "rustls", feature = "native-tls")
+))]
+mod duplex_tests {
+    use super::*;
+    use crate::sys::{self, Interest};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    const CA: &str = include_str!("../tests/data/tls/ca.pem");
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_write_that_cannot_go_out_leaves_incoming_data_for_the_reader() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, released) = crossbeam_channel::bounded::<()>(0);
+        // A TLS server (native-tls, a dev-dependency) that greets, then reads nothing until
+        // released, so the client's writes pile up until its socket is full.
+        let server = std::thread::spawn(move || -> io::Result<()> {
+            let identity = native_tls::Identity::from_pkcs8(
+                include_bytes!("../tests/data/tls/server.pem"),
+                include_bytes!("../tests/data/tls/server.key"),
+            )
+            .map_err(io::Error::other)?;
+            let acceptor = native_tls::TlsAcceptor::new(identity).map_err(io::Error::other)?;
+            let (tcp, _) = listener.accept()?;
+            tcp.set_read_timeout(Some(LIMIT))?;
+            tcp.set_write_timeout(Some(LIMIT))?;
+            let mut tls = acceptor.accept(tcp).map_err(io::Error::other)?;
+            tls.write_all(b"hello")?;
+            tls.flush()?;
+            let _ = released.recv_timeout(LIMIT * 3);
+            Ok(())
+        });
+
+        let tcp = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
+        tcp.set_read_timeout(Some(LIMIT)).unwrap();
+        tcp.set_write_timeout(Some(LIMIT)).unwrap();
+        let mut stream = Tls::new(&[CA]).unwrap().connect("localhost", tcp).unwrap();
+        assert!(
+            sys::wait(stream.tcp(), Interest::Read, LIMIT).unwrap(),
+            "the greeting arrives"
+        );
+        stream.tcp().set_nonblocking(true).unwrap();
+
+        let chunk = vec![7u8; 64 << 10];
+        let mut written = 0usize;
+        loop {
+            match stream.write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+            assert!(written < 512 << 20, "the socket never filled");
+        }
+        // rustls holds what it encrypted and could not send; OpenSSL holds nothing.
+        let flushed = stream.flush();
+        assert!(
+            matches!(&flushed, Ok(()))
+                || matches!(&flushed, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{flushed:?}"
+        );
+        assert!(
+            sys::wait(stream.tcp(), Interest::Read, Duration::ZERO).unwrap(),
+            "a blocked write took the incoming bytes out of the socket, where the reader's \
+             poll(2) cannot see them"
+        );
+
+        // And the reader gets them, though the write side is still blocked.
+        let mut greeting = Vec::new();
+        let mut buf = [0u8; 16];
+        while greeting.len() < 5 {
+            match stream.read(&mut buf) {
+                Ok(0) => panic!("the server closed early"),
+                Ok(n) => greeting.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(sys::wait(stream.tcp(), Interest::Read, LIMIT).unwrap());
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(greeting, b"hello");
+        drop(release);
+        server.join().unwrap().unwrap();
     }
 }
