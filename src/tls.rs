@@ -230,19 +230,13 @@ fn rustls_write(
     tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
     buf: &[u8],
 ) -> io::Result<usize> {
-    // Make room first; a full socket is no error yet, as rustls may still take some of `buf`.
-    match rustls_send_queued(tls) {
-        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
-        _ => {}
-    }
     let taken = tls.conn.writer().write(buf)?;
-    if taken == 0 && !buf.is_empty() {
-        // rustls' send buffer is at its limit and the socket takes nothing.
-        return Err(io::ErrorKind::WouldBlock.into());
-    }
-    // Send what it can now; what stays queued goes with the next write or flush.
     match rustls_send_queued(tls) {
         Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        // rustls' buffer is at its limit: wait for room in the socket (there may be some by
+        // now; the wait then ends at once).
+        _ if taken == 0 && !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+        // Sent, or queued for the next write or flush.
         _ => Ok(taken),
     }
 }
@@ -389,7 +383,7 @@ mod tests {
 
 /// The reader/writer split of a command's WebSocket (ws.rs) waits for incoming data with
 /// poll(2) on the socket, with the TLS session unlocked: so whatever the writer does must leave
-/// incoming bytes in the socket for the reader to see.
+/// incoming bytes in the socket for the reader to see, and a flush must send all it holds.
 #[cfg(all(
     test,
     target_os = "linux",
@@ -399,19 +393,20 @@ mod duplex_tests {
     use super::*;
     use crate::sys::{self, Interest};
     use std::net::TcpListener;
+    use std::thread::JoinHandle;
     use std::time::Duration;
 
     const CA: &str = include_str!("../tests/data/tls/ca.pem");
     const LIMIT: Duration = Duration::from_secs(10);
 
-    #[test]
-    fn a_write_that_cannot_go_out_leaves_incoming_data_for_the_reader() {
+    /// A TLS server (native-tls, a dev-dependency, with the test certificate) that runs `serve`
+    /// on its end of one connection, and a client `Stream` connected to it.
+    fn tls_pair<T: Send + 'static>(
+        serve: impl FnOnce(native_tls::TlsStream<TcpStream>) -> io::Result<T> + Send + 'static,
+    ) -> (Stream, JoinHandle<io::Result<T>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let (release, released) = crossbeam_channel::bounded::<()>(0);
-        // A TLS server (native-tls, a dev-dependency) that greets, then reads nothing until
-        // released, so the client's writes pile up until its socket is full.
-        let server = std::thread::spawn(move || -> io::Result<()> {
+        let server = std::thread::spawn(move || {
             let identity = native_tls::Identity::from_pkcs8(
                 include_bytes!("../tests/data/tls/server.pem"),
                 include_bytes!("../tests/data/tls/server.key"),
@@ -421,17 +416,36 @@ mod duplex_tests {
             let (tcp, _) = listener.accept()?;
             tcp.set_read_timeout(Some(LIMIT))?;
             tcp.set_write_timeout(Some(LIMIT))?;
-            let mut tls = acceptor.accept(tcp).map_err(io::Error::other)?;
-            tls.write_all(b"hello")?;
-            tls.flush()?;
-            let _ = released.recv_timeout(LIMIT * 3);
-            Ok(())
+            serve(acceptor.accept(tcp).map_err(io::Error::other)?)
         });
-
         let tcp = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
         tcp.set_read_timeout(Some(LIMIT)).unwrap();
         tcp.set_write_timeout(Some(LIMIT)).unwrap();
-        let mut stream = Tls::new(&[CA]).unwrap().connect("localhost", tcp).unwrap();
+        let stream = Tls::new(&[CA]).unwrap().connect("localhost", tcp).unwrap();
+        (stream, server)
+    }
+
+    #[test]
+    fn a_write_that_cannot_go_out_leaves_incoming_data_for_the_reader() {
+        let (expect, expected) = crossbeam_channel::bounded::<usize>(1);
+        // The server greets, then reads nothing until told how much to read, so the client's
+        // writes pile up until its socket is full; then it counts what arrives.
+        let (mut stream, server) = tls_pair(move |mut tls| {
+            tls.write_all(b"hello")?;
+            tls.flush()?;
+            let Ok(total) = expected.recv_timeout(LIMIT * 3) else {
+                return Ok(0);
+            };
+            let mut buf = vec![0u8; 1 << 20];
+            let mut received = 0;
+            while received < total {
+                match tls.read(&mut buf)? {
+                    0 => break,
+                    n => received += n,
+                }
+            }
+            Ok(received)
+        });
         assert!(
             sys::wait(stream.tcp(), Interest::Read, LIMIT).unwrap(),
             "the greeting arrives"
@@ -440,28 +454,21 @@ mod duplex_tests {
 
         let chunk = vec![7u8; 64 << 10];
         let mut written = 0usize;
-        loop {
+        for writes in 0.. {
+            assert!(writes < 10_000, "the socket never filled");
             match stream.write(&chunk) {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("write: {e}"),
             }
-            assert!(written < 512 << 20, "the socket never filled");
         }
-        // rustls holds what it encrypted and could not send; OpenSSL holds nothing.
-        let flushed = stream.flush();
-        assert!(
-            matches!(&flushed, Ok(()))
-                || matches!(&flushed, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            "{flushed:?}"
-        );
         assert!(
             sys::wait(stream.tcp(), Interest::Read, Duration::ZERO).unwrap(),
             "a blocked write took the incoming bytes out of the socket, where the reader's \
              poll(2) cannot see them"
         );
 
-        // And the reader gets them, though the write side is still blocked.
+        // The reader gets them, though the write side is still blocked.
         let mut greeting = Vec::new();
         let mut buf = [0u8; 16];
         while greeting.len() < 5 {
@@ -475,7 +482,195 @@ mod duplex_tests {
             }
         }
         assert_eq!(greeting, b"hello");
-        drop(release);
+
+        // Once the server reads, flushing sends every byte the writes took.
+        expect.send(written).unwrap();
+        loop {
+            match stream.flush() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(sys::wait(stream.tcp(), Interest::Write, LIMIT).unwrap());
+                }
+                Err(e) => panic!("flush: {e}"),
+            }
+        }
+        assert_eq!(server.join().unwrap().unwrap(), written);
+    }
+
+    #[test]
+    fn a_write_to_a_connection_the_server_dropped_fails() {
+        // The server completes the handshake and goes away without a word.
+        let (mut stream, server) = tls_pair(|tls| {
+            drop(tls);
+            Ok(())
+        });
         server.join().unwrap().unwrap();
+        // The first write may go out before the reset comes back; a later one must fail, with
+        // the socket's error rather than a "try again".
+        let failed = (0..100).find_map(|_| stream.write(&[0u8; 1024]).err());
+        let kind = failed.expect("a write failed").kind();
+        assert!(
+            matches!(
+                kind,
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{kind:?}"
+        );
+    }
+}
+
+/// `Stream`'s read and write retry EINTR and return every other error: a blocked socket call
+/// interrupted by a signal (an embedded sprites-local reaping its children, say) is no failure.
+#[cfg(all(test, target_os = "linux"))]
+mod eintr_tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A connected pair on loopback: (client, server).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    /// Writes to `socket` until it takes no more for now (its peer reads nothing); returns how
+    /// much.
+    fn fill(socket: &TcpStream) -> usize {
+        socket.set_nonblocking(true).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        let mut filled = 0usize;
+        loop {
+            match (&*socket).write(&chunk) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(filled < 512 << 20, "the socket never filled");
+        }
+        socket.set_nonblocking(false).unwrap();
+        filled
+    }
+
+    /// SIGUSR2 with a handler that does nothing and no SA_RESTART: a blocked read(2) or
+    /// write(2) in the thread it is sent to returns EINTR.
+    fn install_interrupting_handler() {
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the handler is
+        // async-signal-safe (it does nothing).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+    }
+
+    /// Runs `op` on a thread, interrupts it with signals for a while (it is blocked by then, or
+    /// soon), then runs `unblock` and returns what `op` returned.
+    fn interrupted<T: Send + 'static>(
+        op: impl FnOnce() -> T + Send + 'static,
+        unblock: impl FnOnce(),
+    ) -> T {
+        install_interrupting_handler();
+        let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let thread = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+            let _ = done_tx.send(op());
+        });
+        let tid = tid_rx.recv_timeout(LIMIT).unwrap();
+        // Twenty signals 20 ms apart: the thread is in its blocking call for most of them. An
+        // operation that gives up on EINTR has answered by the end.
+        for _ in 0..20 {
+            // SAFETY: the thread is alive until it has sent its result, which is not yet.
+            unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
+            if let Ok(early) = done_rx.recv_timeout(Duration::from_millis(20)) {
+                thread.join().unwrap();
+                return early;
+            }
+        }
+        unblock();
+        let result = done_rx.recv_timeout(LIMIT).expect("the operation finished");
+        thread.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn a_read_interrupted_by_a_signal_is_retried() {
+        let (client, mut server) = pair();
+        client.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut stream = Stream::Plain(client);
+        let read = interrupted(
+            move || {
+                let mut buf = [0u8; 8];
+                stream.read(&mut buf).map(|n| buf[..n].to_vec())
+            },
+            || server.write_all(b"data").unwrap(),
+        );
+        assert_eq!(read.unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_write_interrupted_by_a_signal_is_retried() {
+        let (client, mut server) = pair();
+        let filled = fill(&client);
+        client.set_write_timeout(Some(LIMIT)).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        let mut stream = Stream::Plain(client);
+        let written = interrupted(
+            move || stream.write(&chunk),
+            || {
+                // Drain everything, which makes room for the blocked write.
+                server
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut sink = vec![0u8; 1 << 20];
+                let mut drained = 0usize;
+                while drained < filled {
+                    drained += server.read(&mut sink).unwrap();
+                }
+            },
+        );
+        assert!(written.unwrap() > 0);
+    }
+
+    #[test]
+    fn other_errors_are_returned_not_retried() {
+        let (client, server) = pair();
+        client
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(2);
+        // On a thread, so that a retry loop fails the test instead of hanging it.
+        std::thread::spawn(move || {
+            let mut stream = Stream::Plain(client);
+            // Nothing comes: the read times out (WouldBlock on Linux) at once.
+            let read = stream.read(&mut [0u8; 8]).err().map(|e| e.kind());
+            let _ = done_tx.send(read);
+            // The peer is gone: a write is answered with a reset, and the next one fails.
+            drop(server);
+            assert_eq!(stream.read(&mut [0u8; 8]).unwrap(), 0, "the peer's FIN");
+            let written = (0..100)
+                .find_map(|_| stream.write(&[0u8; 1024]).err())
+                .map(|e| e.kind());
+            let _ = done_tx.send(written);
+        });
+        let read = done_rx.recv_timeout(LIMIT).expect("the read returned");
+        assert_eq!(read, Some(io::ErrorKind::WouldBlock));
+        let written = done_rx.recv_timeout(LIMIT).expect("the write returned");
+        assert!(
+            matches!(
+                written,
+                Some(io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
+            ),
+            "{written:?}"
+        );
     }
 }
