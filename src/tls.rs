@@ -384,11 +384,9 @@ mod tests {
 /// The reader/writer split of a command's WebSocket (ws.rs) waits for incoming data with
 /// poll(2) on the socket, with the TLS session unlocked: so whatever the writer does must leave
 /// incoming bytes in the socket for the reader to see, and a flush must send all it holds.
-#[cfg(all(
-    test,
-    target_os = "linux",
-    any(feature = "rustls", feature = "native-tls")
-))]
+// `cfg(test)` on its own, which cargo-mutants knows for test code and leaves alone.
+#[cfg(test)]
+#[cfg(all(target_os = "linux", any(feature = "rustls", feature = "native-tls")))]
 mod duplex_tests {
     use super::*;
     use crate::sys::{self, Interest};
@@ -525,7 +523,8 @@ mod duplex_tests {
 
 /// `Stream`'s read and write retry EINTR and return every other error: a blocked socket call
 /// interrupted by a signal (an embedded sprites-local reaping its children, say) is no failure.
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod eintr_tests {
     use super::*;
     use std::net::TcpListener;
