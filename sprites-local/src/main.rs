@@ -25,6 +25,9 @@ OPTIONS:
     --sprite-process-limit N
                         the sandbox's cap on processes (threads count) per user
                         inside a sprite (default 4096)
+    --scrollback-bytes N
+                        recent output each detachable (TTY) session keeps for
+                        clients that attach later (default 1048576)
     --max-connections N most connections open at once; more get 503 (default:
                         from the open-file limit, see the README)
     --max-unauthenticated N
@@ -44,6 +47,7 @@ struct Options {
     base_dir: Option<String>,
     runtime: Option<Runtime>,
     process_limit: Option<u64>,
+    scrollback_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
 }
@@ -85,6 +89,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                     format!("--sprite-process-limit: {v:?} is not a positive number")
                 })?;
                 opts.process_limit = Some(n);
+            }
+            "--scrollback-bytes" => {
+                let v = value("--scrollback-bytes")?;
+                let n = v
+                    .parse::<usize>()
+                    .map_err(|_| format!("--scrollback-bytes: {v:?} is not a number of bytes"))?;
+                opts.scrollback_bytes = Some(n);
             }
             "--runtime" => opts.runtime = Some(value("--runtime")?.parse()?),
             "--max-connections" => {
@@ -152,6 +163,9 @@ fn main() -> ExitCode {
     if let Some(n) = opts.process_limit {
         builder = builder.sprite_process_limit(n);
     }
+    if let Some(n) = opts.scrollback_bytes {
+        builder = builder.scrollback_bytes(n);
+    }
     if let Some(n) = opts.max_connections {
         builder = builder.max_connections(n);
     }
@@ -215,6 +229,7 @@ mod tests {
             "--max-connections",
             "100",
             "--max-unauthenticated=10",
+            "--scrollback-bytes=4096",
         ]) else {
             panic!()
         };
@@ -224,6 +239,8 @@ mod tests {
         assert_eq!(o.runtime, Some(Runtime::Host));
         assert_eq!(o.base_dir.as_deref(), Some("/b"));
         assert_eq!(o.process_limit, Some(50));
+        assert_eq!(o.scrollback_bytes, Some(4096));
+        assert!(parse(&["--scrollback-bytes", "-1"]).is_err());
         assert!(parse(&["--sprite-process-limit", "0"]).is_err());
         assert!(parse(&["--sprite-process-limit", "x"]).is_err());
         assert_eq!(o.max_connections, Some(100));

@@ -27,6 +27,8 @@ pub(crate) struct State {
     pub runtime: Arc<dyn SpriteRuntime>,
     /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
     pub signal_capability: bool,
+    /// Output each detachable session keeps for clients that attach later, in bytes.
+    pub scrollback_bytes: usize,
     shutting_down: AtomicBool,
     /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
     conns: Arc<Conns>,
@@ -48,6 +50,7 @@ impl State {
             sessions: Sessions::default(),
             runtime,
             signal_capability,
+            scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
             shutting_down: AtomicBool::new(false),
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),

@@ -4,7 +4,7 @@
 //! fractional part only when non-zero and with trailing zeros trimmed
 //! (`2026-06-02T17:11:14.555839485Z`, `2026-06-02T17:11:14.5Z`, `2026-06-02T17:11:14Z`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Formats `t` as RFC 3339 in UTC, Go `RFC3339Nano` style. Times before 1970 are clamped to
 /// the epoch: nothing in this server produces them and clamping keeps the formatter total.
@@ -53,6 +53,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Parses a Go-style duration (`10s`, `1m30s`, `1.5s`, `500ms`, `0s`, `0`) or plain
+/// seconds (`10`, `2.5`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +125,19 @@ mod tests {
     fn system_time_before_epoch_is_clamped() {
         let t = UNIX_EPOCH - Duration::from_secs(10);
         assert_eq!(format_rfc3339(t), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5.0s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("s"), None);
     }
 }

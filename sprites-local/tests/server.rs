@@ -151,9 +151,9 @@ fn upgrade_errors_are_plain_http() {
     let (st, body) = up(&format!("/v1/sprites/box/exec?cmd={path}"), true);
     assert_eq!(st, 400);
     assert!(body.contains("permission_denied"), "{body}");
-    let (st, body) = up("/v1/sprites/box/exec?cmd=true&tty=true", true);
+    let (st, body) = up("/v1/sprites/box/exec?cmd=true&tty=true&rows=0", true);
     assert_eq!(st, 400);
-    assert!(body.contains("tty not yet supported"));
+    assert!(body.contains("rows must be 1 to 65535"), "{body}");
     let (st, body) = up("/v1/sprites/box/exec?cmd=true&dir=%2Fno%2Fsuch%2Fdir", true);
     assert_eq!(st, 400);
     assert!(body.contains("invalid_directory"));
@@ -233,10 +233,20 @@ fn kill_endpoint() {
         Some(r#"{"signal":"SIGINT","timeout":10}"#),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let line: serde_json::Value =
-        serde_json::from_slice(r.body.strip_suffix(b"\n").unwrap()).unwrap();
-    assert_eq!(line["type"], "info");
-    assert_eq!(line["data"], format!("signal INT sent to session {id}"));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&r.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["type"], "signal");
+    assert_eq!(lines[0]["signal"], "SIGINT");
+    assert_eq!(lines[0]["message"], "sent SIGINT");
+    assert_eq!(lines[0]["data"], "sent SIGINT");
+    assert_eq!(lines[0]["pid"].to_string(), id);
+    // The process ended within the grace period: its status is reported.
+    assert_eq!(lines[1]["type"], "exited");
+    assert_eq!(lines[1]["exit_code"], 128 + 2);
+    assert_eq!(lines[2]["type"], "complete");
     loop {
         if let Message::Binary(b) = ws.read().unwrap() {
             assert_eq!(&b[..], &[3, 128 + 2]);

@@ -11,6 +11,7 @@ use crate::net::body::RequestBody;
 use crate::net::http::{RequestHead, Response};
 use crate::net::query::Query;
 use crate::state::State;
+use crate::time::parse_duration;
 use crate::{signal, time};
 
 /// `GET /v1/sprites/{name}/exec`: an exec when it is a WebSocket upgrade, else the list.
@@ -33,24 +34,32 @@ pub fn exec_or_list(
     }
     // Legacy attach form `/exec?id=N` (§7.2) carries no cmd.
     if let Some(id) = q.get("id").filter(|_| q.get("cmd").is_none()) {
-        return attach(state, name, id).into();
+        return attach(state, name, id, req);
     }
     let params = match exec::parse_params(q) {
         Ok(p) => p,
         Err(e) => return invalid_request(&e.0).into(),
     };
-    let key = req.header("sec-websocket-key").map(str::trim).unwrap_or("");
-    if key.is_empty() || req.header("sec-websocket-version").map(str::trim) != Some("13") {
-        return invalid_request(
-            "WebSocket upgrade requires Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
-        )
-        .with_header("Sec-WebSocket-Version", "13")
-        .into();
-    }
+    let key = match websocket_key(req) {
+        Ok(k) => k,
+        Err(resp) => return resp.into(),
+    };
     match exec::spawn(state, name, &params, key) {
-        Ok(up) => Reply::Upgrade(Box::new(up)),
+        Ok(up) => Reply::WebSocket(Box::new(up)),
         Err(e) => spawn_failed(name, &params.program, e).into(),
     }
+}
+
+/// The client's `Sec-WebSocket-Key`, or the 400 for a handshake this server cannot accept.
+fn websocket_key(req: &RequestHead) -> Result<&str, Response> {
+    let key = req.header("sec-websocket-key").map(str::trim).unwrap_or("");
+    if key.is_empty() || req.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(invalid_request(
+            "WebSocket upgrade requires Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+        )
+        .with_header("Sec-WebSocket-Version", "13"));
+    }
+    Ok(key)
 }
 
 /// The answer to an exec whose process could not be started.
@@ -113,7 +122,7 @@ fn list(state: &Arc<State>, name: &str) -> Response {
             bytes_per_second: s.bytes_per_second(),
             is_active: true,
             last_activity: time::format_rfc3339(s.last_activity()),
-            tty: false,
+            tty: s.tty,
         })
         .collect();
     Response::json(200, &SessionsOut { sessions })
@@ -127,20 +136,35 @@ fn session_not_found(id: &str) -> Response {
     )
 }
 
-/// `GET /v1/sprites/{name}/exec/{id}` (WebSocket attach). Only TTY/detachable sessions can
-/// be attached, and this server does not have those yet.
-pub fn attach(state: &Arc<State>, name: &str, id: &str) -> Response {
+/// `GET /v1/sprites/{name}/exec/{id}` and `GET …/exec?id={id}` (WebSocket attach,
+/// PROTOCOL.md §7.2). Detachable sessions (every TTY session) can be attached; an
+/// ordinary exec belongs to its one connection and is refused with 400.
+pub fn attach(state: &Arc<State>, name: &str, id: &str, req: &RequestHead) -> Reply {
     if !state.store.contains(name) {
-        return sprite_not_found(name);
+        return sprite_not_found(name).into();
     }
-    match id
+    let session = match id
         .parse::<u32>()
         .map(|pid| state.sessions.lookup(name, pid))
     {
-        Ok(Lookup::Active(_)) => invalid_request(&format!(
-            "session {id} is not attachable: only tty sessions can be attached"
-        )),
-        _ => session_not_found(id),
+        Ok(Lookup::Active(s)) => s,
+        _ => return session_not_found(id).into(),
+    };
+    if !req.is_websocket_upgrade() {
+        return invalid_request("attaching to a session needs a WebSocket upgrade").into();
+    }
+    let key = match websocket_key(req) {
+        Ok(k) => k,
+        Err(resp) => return resp.into(),
+    };
+    match session.hub() {
+        Some(hub) => Reply::WebSocket(Box::new(exec::Attach::new(hub, key))),
+        // Its output has ended (the exit is being reported) or it was never detachable.
+        None if session.wait_exited(Duration::ZERO) => session_not_found(id).into(),
+        None => invalid_request(&format!(
+            "session {id} is not attachable: start it with tty=true or detachable=true"
+        ))
+        .into(),
     }
 }
 
@@ -210,29 +234,95 @@ pub fn kill(
             &format!("session {id} already exited"),
         );
     }
-    if !grace.is_zero() && sig != libc::SIGKILL {
-        // Escalate to SIGKILL if the process outlives the grace period. The thread holds
-        // the session (not the PID), so it can never signal a recycled PID.
-        let s = session.clone();
-        let _ = std::thread::Builder::new()
-            .name("sprites-kill-grace".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                if !s.wait_exited(grace) {
-                    s.signal(libc::SIGKILL);
-                }
-            });
-    }
-    let line = serde_json::json!({
-        "type": "info",
-        "data": format!("signal {} sent to session {id}", signal::name(sig)),
+    let mut progress = KillProgress::new(session.pid);
+    let sig_name = format!("SIG{}", signal::name(sig));
+    progress.line("signal", &format!("sent {sig_name}"), |v| {
+        v["signal"] = sig_name.clone().into();
     });
-    let mut body = line.to_string().into_bytes();
-    body.push(b'\n');
+    let in_request = grace.min(KILL_WAIT_IN_REQUEST);
+    let waited = if sig == libc::SIGKILL {
+        session.wait_exit_code(KILLED_EXIT_WAIT)
+    } else if grace.is_zero() {
+        None // no escalation asked for, nothing to wait for
+    } else {
+        session.wait_exit_code(in_request)
+    };
+    match waited {
+        Some(code) => progress.exited(code),
+        None if sig != libc::SIGKILL && !grace.is_zero() && grace <= KILL_WAIT_IN_REQUEST => {
+            progress.line(
+                "timeout",
+                &format!("still running after {} ms", grace.as_millis()),
+                |_| {},
+            );
+            if session.signal(libc::SIGKILL) {
+                progress.line("killed", "sent SIGKILL", |v| v["signal"] = "SIGKILL".into());
+            }
+            if let Some(code) = session.wait_exit_code(KILLED_EXIT_WAIT) {
+                progress.exited(code);
+            }
+        }
+        None if sig != libc::SIGKILL && !grace.is_zero() => {
+            // A grace period longer than a request should take: escalate from a thread
+            // that holds the session (not the pid), so it never signals a recycled pid.
+            let s = session.clone();
+            let _ = std::thread::Builder::new()
+                .name("sprites-kill-grace".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    if !s.wait_exited(grace) {
+                        s.signal(libc::SIGKILL);
+                    }
+                });
+        }
+        None => {}
+    }
+    progress.line("complete", "done", |_| {});
     let mut resp = Response::empty(200).with_header("Content-Type", "application/x-ndjson");
-    resp.body = body;
+    resp.body = progress.body;
     resp.chunked = true;
     resp
+}
+
+/// How long a kill request waits for the session to exit before answering (longer grace
+/// periods escalate in the background).
+const KILL_WAIT_IN_REQUEST: Duration = Duration::from_secs(10);
+/// How long a kill request waits for a SIGKILLed session's exit status.
+const KILLED_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// A kill's NDJSON progress (PROTOCOL.md §7.3): each line carries both shapes clients
+/// parse — `type` with `message` (JS) and `data` (Python) — plus `pid`, and `signal` or
+/// `exit_code` where they apply.
+struct KillProgress {
+    pid: u32,
+    body: Vec<u8>,
+}
+
+impl KillProgress {
+    fn new(pid: u32) -> KillProgress {
+        KillProgress {
+            pid,
+            body: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, kind: &str, message: &str, extra: impl FnOnce(&mut serde_json::Value)) {
+        let mut v = serde_json::json!({
+            "type": kind,
+            "message": message,
+            "data": message,
+            "pid": self.pid,
+        });
+        extra(&mut v);
+        self.body.extend_from_slice(v.to_string().as_bytes());
+        self.body.push(b'\n');
+    }
+
+    fn exited(&mut self, code: u8) {
+        self.line("exited", &format!("exited with {code}"), |v| {
+            v["exit_code"] = code.into();
+        });
+    }
 }
 
 /// Default grace period before SIGKILL when the request names none (PROTOCOL.md §7.3).
@@ -258,59 +348,4 @@ fn grace_period(
         (Some(_), _) => Err(bad()),
     };
     grace.map(|g| g.min(MAX_GRACE))
-}
-
-/// Parses a Go-style duration (`10s`, `1m30s`, `1.5s`, `500ms`, `0s`, `0`) or plain
-/// seconds (`10`, `2.5`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5.0s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("-1"), None);
-        assert_eq!(parse_duration("s"), None);
-    }
 }

@@ -14,7 +14,6 @@ mod sprites;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::exec::Upgrade;
 use crate::net::auth;
 use crate::net::body::{read_bounded, BoundedError, RequestBody};
 use crate::net::file::FileResponse;
@@ -30,10 +29,20 @@ pub const MAX_JSON_BODY: usize = 1 << 20;
 pub enum Reply {
     /// An ordinary HTTP response.
     Response(Response),
-    /// An accepted exec upgrade: the process is running, the 101 is still to be sent.
-    Upgrade(Box<Upgrade>),
+    /// An accepted WebSocket upgrade (an exec whose process is running, an attach, a
+    /// watch): the session sends the 101 itself and then owns the connection.
+    WebSocket(Box<dyn WebSocketSession>),
     /// A response whose body is streamed from an open file.
     File(Box<FileResponse>),
+}
+
+/// What runs on a connection once its WebSocket upgrade was accepted. The route decided
+/// everything that could be answered with an HTTP error before returning it; from here on
+/// failures are WebSocket close codes.
+pub trait WebSocketSession: Send {
+    /// Writes the `101` (and whatever must follow it at once), then serves the connection
+    /// until it ends. `leftover` holds bytes the client sent after its request head.
+    fn run(self: Box<Self>, state: Arc<State>, conn: Arc<crate::state::Conn>, leftover: Vec<u8>);
 }
 
 impl From<Response> for Reply {
@@ -137,7 +146,7 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             _ => method_not_allowed("GET, HEAD").into(),
         },
         ["sprites", name, "exec", id] => match m {
-            "GET" => exec_routes::attach(state, name, id).into(),
+            "GET" => exec_routes::attach(state, name, id, req),
             _ => method_not_allowed("GET").into(),
         },
         ["sprites", name, "exec", id, "kill"] => match m {

@@ -1,16 +1,28 @@
-//! Execs (PROTOCOL.md §6, non-TTY) and their sessions (§7), without HTTP routing.
+//! Execs (PROTOCOL.md §6) and their sessions (§7), without HTTP routing.
 //!
 //! - [`params`]: validation of the exec query;
 //! - [`spawn`] (here): starts the process *before* the `101`, so a failure to start is an
 //!   ordinary HTTP error ([`SpawnFailure`], which the API turns into a response);
-//! - [`pump`]: the upgraded exec's WebSocket session: its threads and I/O, until it ends;
+//! - [`pump`]: an ordinary exec's WebSocket session (non-TTY, ends with its connection):
+//!   its threads and I/O, until it ends;
+//! - [`hub`]: a detachable session's process (every TTY exec, `detachable=true`): its
+//!   output, scrollback and stdin, independent of any connection;
+//! - [`attach`]: one WebSocket connection to a hub (the exec that started it, or a later
+//!   attach), any number at once;
+//! - [`scrollback`]: the bounded memory of a session's recent output;
 //! - [`sessions`]: the registry of running execs per sprite, and recently exited ids.
 
+mod attach;
+mod hub;
 mod params;
 mod pump;
+mod scrollback;
 mod sessions;
 
-pub use params::{parse_params, ExecParams};
+pub use attach::Attach;
+pub use hub::DEFAULT_SCROLLBACK;
+
+pub use params::{parse_params, ExecParams, WindowSize};
 pub use pump::{run, ExecControl};
 pub use sessions::{Lookup, Session, Sessions};
 
@@ -26,6 +38,9 @@ pub struct Upgrade {
     process: Box<dyn ExecProcess>,
     session: Arc<Session>,
     accept_key: String,
+    /// `Some` for a detachable session: how long it may run with nobody attached (`None`
+    /// inside: until it exits).
+    detachable: Option<Option<std::time::Duration>>,
 }
 
 /// Why an exec's process could not be started.
@@ -73,6 +88,7 @@ pub fn spawn(
         env: &env,
         dir: params.dir.as_deref(),
         stdin: params.stdin,
+        tty: params.tty,
     };
     let spawned = match state.runtime.spawn(&state.store.sprite_dir(sprite), &spec) {
         Ok(s) => s,
@@ -85,6 +101,7 @@ pub fn spawn(
         sprite.to_owned(),
         params.argv.join(" "),
         spawned.workdir,
+        params.tty.is_some(),
     ));
     state.sessions.insert(session.clone());
     // Before the 101, so anyone who has seen the exec start also sees the sprite as run
@@ -94,5 +111,24 @@ pub fn spawn(
         process: spawned.process,
         session,
         accept_key: ws::accept_key(ws_key),
+        detachable: params.detachable.then_some(params.max_run_after_disconnect),
     })
+}
+
+impl crate::api::WebSocketSession for Upgrade {
+    fn run(self: Box<Self>, state: Arc<State>, conn: Arc<crate::state::Conn>, leftover: Vec<u8>) {
+        let up = *self;
+        match up.detachable {
+            None => run(state, conn, leftover, up),
+            Some(max_run_after_disconnect) => {
+                match hub::Hub::start(&state, up.process, up.session, max_run_after_disconnect) {
+                    Ok(hub) => attach::serve(&state, conn, leftover, &hub, &up.accept_key),
+                    // The process was killed and reaped; the client learns it from the close.
+                    Err(_) => {
+                        let _ = conn.stream().shutdown(std::net::Shutdown::Both);
+                    }
+                }
+            }
+        }
+    }
 }

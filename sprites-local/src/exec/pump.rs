@@ -40,11 +40,11 @@ use crate::state::{Conn, State};
 use crate::sys;
 
 /// Server ping interval while an exec runs.
-const PING_EVERY: Duration = Duration::from_secs(15);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(15);
 /// Silence from the client after which it counts as gone.
-const CLIENT_SILENCE: Duration = Duration::from_secs(45);
+pub(super) const CLIENT_SILENCE: Duration = Duration::from_secs(45);
 /// How long to wait for the client's close after the exit frame (and for a close reply).
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Bytes read from a pipe per frame.
 const CHUNK: usize = 64 * 1024;
 /// Output buffer: frame header room + stream byte + data.
@@ -53,7 +53,7 @@ const FRAME_BUF: usize = ws::MAX_HEADER + 1 + CHUNK;
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Non-TTY stream ids (byte 0 of binary frames).
-mod stream_id {
+pub(super) mod stream_id {
     pub const STDIN: u8 = 0x00;
     pub const STDOUT: u8 = 0x01;
     pub const STDERR: u8 = 0x02;
@@ -63,20 +63,20 @@ mod stream_id {
 
 /// An eventfd that wakes the I/O thread out of `poll` when a control message or the exit
 /// status has been queued for it.
-struct Wake(OwnedFd);
+pub(super) struct Wake(pub(super) OwnedFd);
 
 impl Wake {
-    fn new() -> io::Result<Arc<Wake>> {
+    pub(super) fn new() -> io::Result<Arc<Wake>> {
         Ok(Arc::new(Wake(sys::fd::eventfd()?)))
     }
 
-    fn notify(&self) {
+    pub(super) fn notify(&self) {
         // Adds 1 to the counter (8 bytes, native endian). It cannot block (non-blocking
         // eventfd); failure only means the counter is already non-zero.
         let _ = sys::fd::write(self.0.as_fd(), &1u64.to_ne_bytes());
     }
 
-    fn drain(&self) {
+    pub(super) fn drain(&self) {
         // Reads (and so resets) the counter; non-blocking.
         let mut n = [0u8; 8];
         let _ = sys::fd::read(self.0.as_fd(), &mut n);
@@ -138,6 +138,7 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
         mut process,
         session,
         accept_key,
+        detachable: _,
     } = up;
     let pid = session.pid;
     let group = process.group();
@@ -174,6 +175,7 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
         let (session, state, wake) = (session.clone(), state.clone(), wake.clone());
         spawn_named("sprites-exec-wait", move || {
             let code = process.wait(&mut || session.mark_exited());
+            session.set_exit_code(code);
             state.sessions.finish(&session);
             let _ = exit_tx.send(code);
             wake.notify();
@@ -300,7 +302,7 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn spawn_named(
+pub(super) fn spawn_named(
     name: &str,
     f: impl FnOnce() + Send + 'static,
 ) -> io::Result<thread::JoinHandle<()>> {
@@ -312,7 +314,7 @@ fn spawn_named(
 
 /// Asks for a bigger pipe so a fast producer does fewer, larger writes. Best effort: the
 /// kernel may refuse (per-user pipe limits), which only costs throughput.
-fn grow_pipe(fd: BorrowedFd<'_>) {
+pub(super) fn grow_pipe(fd: BorrowedFd<'_>) {
     let _ = sys::fd::set_pipe_size(fd, PIPE_SIZE);
 }
 
@@ -327,7 +329,7 @@ fn stdin_main(mut pipe: File, rx: Receiver<(Vec<u8>, usize)>) {
 
 /// `{"type":"signal","signal":"TERM"}` → the signal number (names with or without `SIG`,
 /// or numbers). Anything else (resize, unknown types, junk) → None.
-fn signal_request(text: &str) -> Option<i32> {
+pub(super) fn signal_request(text: &str) -> Option<i32> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     if v.get("type")?.as_str()? != "signal" {
         return None;
@@ -341,7 +343,7 @@ fn signal_request(text: &str) -> Option<i32> {
 
 /// The close code to answer a client's close with: its own code when that may be sent on
 /// the wire, else 1000.
-fn echo_close_code(code: Option<u16>) -> u16 {
+pub(super) fn echo_close_code(code: Option<u16>) -> u16 {
     match code {
         Some(c @ (1000..=1003 | 1007..=1011 | 3000..=4999)) => c,
         _ => close_code::NORMAL,
@@ -349,16 +351,16 @@ fn echo_close_code(code: Option<u16>) -> u16 {
 }
 
 /// The socket's write side, owned by the I/O thread.
-struct Writer {
-    sock: Arc<Conn>,
+pub(super) struct Writer {
+    pub(super) sock: Arc<Conn>,
     /// A write failed: the peer is gone; write nothing more.
-    broken: bool,
+    pub(super) broken: bool,
     /// Our close frame is out: write nothing more.
-    closed: bool,
+    pub(super) closed: bool,
 }
 
 impl Writer {
-    fn write(&mut self, bytes: &[u8]) {
+    pub(super) fn write(&mut self, bytes: &[u8]) {
         if self.broken || self.closed {
             return;
         }
@@ -369,7 +371,7 @@ impl Writer {
         }
     }
 
-    fn frame(&mut self, op: u8, payload: &[u8]) {
+    pub(super) fn frame(&mut self, op: u8, payload: &[u8]) {
         if !(self.broken || self.closed) {
             self.write(&ws::encode_frame(op, &[payload]));
         }
@@ -389,7 +391,7 @@ impl Writer {
 
     /// Sends a close frame (bounded by a write timeout, since the client may not be
     /// reading) and stops writing.
-    fn close(&mut self, code: u16, reason: &str) {
+    pub(super) fn close(&mut self, code: u16, reason: &str) {
         if !(self.broken || self.closed) {
             let _ = self.sock.stream().set_write_timeout(Some(CLOSE_WAIT));
             self.frame(opcode::CLOSE, &ws::close_payload(code, reason));
@@ -532,7 +534,7 @@ impl Io {
     }
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
+pub(super) fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -541,7 +543,7 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 }
 
 /// poll(2) with a timeout rounded up to whole milliseconds; EINTR counts as a wake-up.
-fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
+pub(super) fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
     let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
     if let Err(e) = sys::fd::poll(fds, ms) {
         if e.raw_os_error() != Some(libc::EINTR) {
@@ -554,7 +556,7 @@ fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match sys::fd::read(fd.as_fd(), buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -3,9 +3,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::hub::Hub;
 use crate::lock;
 use crate::runtime::SignalGroup;
 
@@ -24,14 +25,28 @@ pub struct Session {
     pub workdir: String,
     /// Start time.
     pub created: SystemTime,
+    /// Runs on a pseudo-terminal.
+    pub tty: bool,
+    /// A detachable session's output hub, which attaches join. Weak: the hub's own threads
+    /// keep it alive until the process is done, and then attaching has nothing to join.
+    hub: OnceLock<Weak<Hub>>,
     /// Delivers signals to the exec's process group (on the host or inside a sprite).
     group: Arc<dyn SignalGroup>,
     /// Guards against signalling a recycled PID: set once the leader has exited, under the
     /// same lock `signal` takes (the leader is then a zombie, so its PID is still ours).
-    exited: Mutex<bool>,
+    exited: Mutex<Exit>,
     exited_cv: Condvar,
     last_activity_ns: AtomicU64,
     bytes_out: AtomicU64,
+}
+
+/// How far the session's leader is in ending.
+#[derive(Default)]
+struct Exit {
+    /// It exited (it may not be reaped yet).
+    exited: bool,
+    /// Its exit byte, once reaped.
+    code: Option<u8>,
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -48,6 +63,7 @@ impl Session {
         sprite: String,
         command: String,
         workdir: String,
+        tty: bool,
     ) -> Session {
         let created = SystemTime::now();
         Session {
@@ -56,8 +72,10 @@ impl Session {
             command,
             workdir,
             created,
+            tty,
+            hub: OnceLock::new(),
             group,
-            exited: Mutex::new(false),
+            exited: Mutex::new(Exit::default()),
             exited_cv: Condvar::new(),
             last_activity_ns: AtomicU64::new(unix_ns(created)),
             bytes_out: AtomicU64::new(0),
@@ -66,8 +84,8 @@ impl Session {
 
     /// Sends `sig` to the session's process group. False if the leader already exited.
     pub fn signal(&self, sig: i32) -> bool {
-        let exited = lock(&self.exited);
-        if *exited {
+        let exit = lock(&self.exited);
+        if exit.exited {
             return false;
         }
         self.group.signal(sig);
@@ -76,7 +94,15 @@ impl Session {
 
     /// Marks the leader as exited (call before reaping it) and wakes waiters.
     pub fn mark_exited(&self) {
-        *lock(&self.exited) = true;
+        lock(&self.exited).exited = true;
+        self.exited_cv.notify_all();
+    }
+
+    /// Records the reaped leader's exit byte and wakes waiters.
+    pub fn set_exit_code(&self, code: u8) {
+        let mut exit = lock(&self.exited);
+        exit.exited = true;
+        exit.code = Some(code);
         self.exited_cv.notify_all();
     }
 
@@ -85,9 +111,29 @@ impl Session {
         let guard = lock(&self.exited);
         let (guard, _) = self
             .exited_cv
-            .wait_timeout_while(guard, timeout, |exited| !*exited)
+            .wait_timeout_while(guard, timeout, |exit| !exit.exited)
             .unwrap_or_else(|e| e.into_inner());
-        *guard
+        guard.exited
+    }
+
+    /// Blocks until the leader is reaped or `timeout` passes; its exit byte if it was.
+    pub fn wait_exit_code(&self, timeout: Duration) -> Option<u8> {
+        let guard = lock(&self.exited);
+        let (guard, _) = self
+            .exited_cv
+            .wait_timeout_while(guard, timeout, |exit| exit.code.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.code
+    }
+
+    /// Makes the session attachable through `hub` (once).
+    pub fn set_hub(&self, hub: &Arc<Hub>) {
+        let _ = self.hub.set(Arc::downgrade(hub));
+    }
+
+    /// The session's hub, if it is detachable and its output is still being served.
+    pub fn hub(&self) -> Option<Arc<Hub>> {
+        self.hub.get().and_then(Weak::upgrade)
     }
 
     /// Records `n` bytes of output just now.

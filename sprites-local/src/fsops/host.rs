@@ -199,9 +199,7 @@ impl HostFs {
         let removed = if !meta.is_dir() {
             fs::remove_file(path)
         } else if recursive {
-            // std's remove_dir_all works with openat/unlinkat and never follows a symlink
-            // that is swapped in during the walk.
-            fs::remove_dir_all(path)
+            remove_dir_all_racing_writers(std::path::Path::new(path))
         } else {
             fs::remove_dir(path)
         };
@@ -363,6 +361,27 @@ pub(super) fn create_temp(dir: &str, name: &str) -> io::Result<(File, String)> {
         .custom_flags(libc::O_NOCTTY)
         .open(&temp)?;
     Ok((file, temp))
+}
+
+/// `rm -rf` that tolerates a writer racing it: std's `remove_dir_all` (openat/unlinkat, never
+/// following a symlink swapped in during the walk) fails with `ENOTEMPTY` when an entry appears
+/// after its listing, as an upload's temporary file does when the upload began a moment before
+/// the delete. A few more walks remove the newcomers; the bound keeps a writer that never stops
+/// from holding the request forever, and it then gets the `ENOTEMPTY` it caused.
+fn remove_dir_all_racing_writers(path: &std::path::Path) -> io::Result<()> {
+    retry_while_not_empty(|| fs::remove_dir_all(path))
+}
+
+/// The walks of [`remove_dir_all_racing_writers`]: at most four.
+fn retry_while_not_empty(mut walk: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    const WALKS: usize = 4;
+    for _ in 1..WALKS {
+        match walk() {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => continue,
+            done => return done,
+        }
+    }
+    walk()
 }
 
 #[cfg(test)]

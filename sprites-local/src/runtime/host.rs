@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +14,7 @@ use super::{
     ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
 };
 use crate::fsops::journal;
-use crate::sys::process;
+use crate::sys::{self, process};
 
 /// Runs processes directly on this machine as the server's user. A sprite is a directory;
 /// its `home/` is the default working directory and `HOME`. Isolates nothing.
@@ -99,6 +99,10 @@ impl SpriteRuntime for HostRuntime {
                 home.clone()
             }
         };
+        let terminal = match spec.tty {
+            Some(size) => Some(HostTerminal::open(size).map_err(SpawnError::Io)?),
+            None => None,
+        };
         let mut cmd = Command::new(spec.program);
         if let Some((argv0, rest)) = spec.argv.split_first() {
             cmd.arg0(argv0).args(rest);
@@ -107,34 +111,85 @@ impl SpriteRuntime for HostRuntime {
             .env_remove(TOKEN_ENV)
             .env("HOME", &home)
             .env("PWD", &cwd)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        if let Some(terminal) = &terminal {
+            if !spec.env.iter().any(|(k, _)| k == "TERM") {
+                cmd.env("TERM", super::DEFAULT_TERM);
+            }
+            let peer = || terminal.peer.try_clone().map(Stdio::from);
+            cmd.stdin(peer().map_err(SpawnError::Io)?)
+                .stdout(peer().map_err(SpawnError::Io)?)
+                .stderr(peer().map_err(SpawnError::Io)?);
+            // Its own session (so also its own process group) with the terminal as its
+            // controlling terminal: `^C` and job control work, and signals and the
+            // disconnect kill still reach the whole tree.
+            sys::pty::new_session_with_controlling_terminal(&mut cmd);
+        } else {
             // Own process group: signals and the disconnect kill reach the whole tree.
-            .process_group(0)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().map_err(SpawnError::Io)?;
+            cmd.process_group(0)
+                .stdin(if spec.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(SpawnError::Io)?;
+        // `cmd` holds copies of the terminal's peer: they must close (with `terminal.peer`)
+        // so the master reads EIO once the exec's processes are done with it.
+        drop(cmd);
+        let master = terminal.map(|t| t.master);
+        if master.is_some() {
+            child.stdin = None;
+        }
         Ok(Spawned {
-            process: Box::new(HostProcess(child)),
+            process: Box::new(HostProcess { child, master }),
             workdir: cwd.to_string_lossy().into_owned(),
         })
     }
 }
 
-/// An exec on the host: a child of the server, leading its own process group.
-struct HostProcess(Child);
+/// A new pseudo-terminal from the host's `/dev/ptmx`, sized.
+struct HostTerminal {
+    master: OwnedFd,
+    peer: OwnedFd,
+}
+
+impl HostTerminal {
+    fn open(size: crate::exec::WindowSize) -> io::Result<HostTerminal> {
+        let master = sys::pty::open_master(c"/dev/ptmx")?;
+        let peer = sys::pty::open_peer(master.as_fd())?;
+        sys::pty::set_window_size(master.as_fd(), size.rows, size.cols)?;
+        Ok(HostTerminal { master, peer })
+    }
+}
+
+/// An exec on the host: a child of the server, leading its own process group, and the
+/// master of its terminal if it has one.
+struct HostProcess {
+    child: Child,
+    master: Option<OwnedFd>,
+}
 
 impl ExecProcess for HostProcess {
     fn id(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     fn take_stdio(&mut self) -> Stdio3 {
-        let c = &mut self.0;
+        if let Some(master) = self.master.take() {
+            if let Ok(stdio) = Stdio3::terminal(master) {
+                return stdio;
+            }
+            // Out of descriptors: no stdio at all reads as an immediate EOF.
+            return Stdio3 {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            };
+        }
+        let c = &mut self.child;
         Stdio3 {
             stdin: c.stdin.take().map(|s| File::from(OwnedFd::from(s))),
             stdout: c.stdout.take().map(OwnedFd::from),
@@ -143,14 +198,14 @@ impl ExecProcess for HostProcess {
     }
 
     fn group(&self) -> Arc<dyn SignalGroup> {
-        Arc::new(HostGroup(self.0.id()))
+        Arc::new(HostGroup(self.child.id()))
     }
 
     /// Waits with `WNOWAIT` first, so `on_exit` runs while the exited child is still a
     /// zombie (its pid, and so its process group id, cannot be reused yet); only then
     /// reaps it.
     fn wait(&mut self, on_exit: &mut dyn FnMut()) -> u8 {
-        let child = &mut self.0;
+        let child = &mut self.child;
         let pid = child.id() as libc::id_t;
         loop {
             match process::wait_exited_nowait(pid) {

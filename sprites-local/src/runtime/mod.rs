@@ -84,9 +84,15 @@ pub(crate) struct ProcessSpec<'a> {
     pub env: &'a [(String, String)],
     /// The `dir` parameter, if any (relative paths are relative to the sprite's home).
     pub dir: Option<&'a str>,
-    /// Give the process a stdin pipe (else the null device).
+    /// Give the process a stdin pipe (else the null device). Ignored with `tty`.
     pub stdin: bool,
+    /// Run on a new pseudo-terminal of this size, as its session's controlling terminal:
+    /// stdin, stdout and stderr are all the terminal, and the server keeps its master.
+    pub tty: Option<crate::exec::WindowSize>,
 }
+
+/// `TERM` for a TTY exec whose environment names none (the official CLI passes its own).
+pub(crate) const DEFAULT_TERM: &str = "xterm-256color";
 
 /// A started process and the directory it started in.
 pub(crate) struct Spawned {
@@ -96,7 +102,8 @@ pub(crate) struct Spawned {
     pub workdir: String,
 }
 
-/// The ends of a process's stdio the server keeps.
+/// The ends of a process's stdio the server keeps. For a TTY exec, `stdin` and `stdout`
+/// are the pseudo-terminal's master (two descriptors of it) and `stderr` is `None`.
 pub(crate) struct Stdio3 {
     /// Write end of stdin (None with `stdin=false`).
     pub stdin: Option<File>,
@@ -104,6 +111,17 @@ pub(crate) struct Stdio3 {
     pub stdout: Option<OwnedFd>,
     /// Read end of stderr.
     pub stderr: Option<OwnedFd>,
+}
+
+impl Stdio3 {
+    /// A TTY exec's stdio: writes and reads both go to the terminal's `master`.
+    pub fn terminal(master: OwnedFd) -> io::Result<Stdio3> {
+        Ok(Stdio3 {
+            stdin: Some(File::from(master.try_clone()?)),
+            stdout: Some(master),
+            stderr: None,
+        })
+    }
 }
 
 /// A running exec, whichever runtime started it: a child of the server

@@ -66,6 +66,7 @@ impl Server {
             sandbox: SandboxOptions::default(),
             max_connections: None,
             max_unauthenticated: None,
+            scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
             head_timeout: HEAD_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
         }
@@ -84,6 +85,7 @@ pub struct ServerBuilder {
     sandbox: SandboxOptions,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
+    scrollback_bytes: usize,
     head_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -174,6 +176,13 @@ impl ServerBuilder {
         self
     }
 
+    /// How much recent output each detachable session (every TTY session) keeps for
+    /// clients that attach later, in bytes. Default 1 MiB; 0 keeps none.
+    pub fn scrollback_bytes(mut self, bytes: usize) -> Self {
+        self.scrollback_bytes = bytes;
+        self
+    }
+
     /// Loads the data dir, binds the address and starts serving on background threads.
     /// Returns once the server is reachable.
     ///
@@ -221,7 +230,9 @@ impl ServerBuilder {
         let addr = listener.local_addr()?;
         let kind = rt.kind();
         let note = rt.note();
-        let state = Arc::new(State::new(token, store, rt, self.signal_capability));
+        let mut state = State::new(token, store, rt, self.signal_capability);
+        state.scrollback_bytes = self.scrollback_bytes;
+        let state = Arc::new(state);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()

@@ -14,6 +14,7 @@
 //! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options;
 //! - [`process`]: `fork`, waiting, signals, pidfds, sessions, credentials and
 //!   capabilities, `chdir`, `execve`;
+//! - [`pty`]: pseudo-terminals (master, peer, window size, controlling terminal);
 //! - [`mount`]: namespaces (`unshare`, `setns`), mounts (including detached, id-mapped
 //!   ones), `pivot_root`, hostname, xattrs, `lchown`;
 //! - [`dirfd`]: directory-relative calls that never follow a symlink, for trees a sprite
@@ -37,6 +38,7 @@ pub mod mount;
 pub mod netlink;
 pub mod nonblocking;
 pub mod process;
+pub mod pty;
 pub mod signal_handler;
 pub mod socket;
 

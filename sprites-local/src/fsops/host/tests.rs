@@ -368,3 +368,29 @@ fn run_dispatches_serialisable_ops() {
     assert!(matches!(HostFs.run(&op).unwrap(), FsOutput::Deleted(_)));
     assert_eq!(HostFs.run(&op).unwrap_err().errno, libc::ENOENT);
 }
+
+#[test]
+fn a_recursive_delete_walks_again_when_a_writer_adds_an_entry_but_not_forever() {
+    let not_empty = || io::Error::from(io::ErrorKind::DirectoryNotEmpty);
+    for (failures, expect_ok) in [(0, true), (3, true), (4, false)] {
+        let mut walks = 0;
+        let result = super::retry_while_not_empty(|| {
+            walks += 1;
+            if walks <= failures {
+                Err(not_empty())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(result.is_ok(), expect_ok, "{failures} racing writers");
+        assert_eq!(walks, (failures + 1).min(4));
+    }
+    // Any other error is the answer at once.
+    let mut walks = 0;
+    let result = super::retry_while_not_empty(|| {
+        walks += 1;
+        Err(io::Error::from(io::ErrorKind::PermissionDenied))
+    });
+    assert_eq!(result.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    assert_eq!(walks, 1);
+}

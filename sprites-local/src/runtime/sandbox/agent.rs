@@ -46,8 +46,15 @@ pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
     };
     ipc::send(ctl, &ready, &[me.as_raw_fd()])?;
     drop(me);
+    let terminal_owner = cfg.privileged.as_ref().map(|p| {
+        (
+            p.identity.base + built.ids.uid,
+            p.identity.base + built.ids.gid,
+        )
+    });
     Agent {
         ctl,
+        terminal_owner,
         ids: built.ids,
         userns: built.userns,
         limits: cfg.limits,
@@ -60,6 +67,10 @@ pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
 /// [`AgentHandle`](super::handle::AgentHandle)).
 struct Agent {
     ctl: RawFd,
+    /// Host ids to give a TTY exec's terminal, so it belongs to the sprite's user (`mesg`,
+    /// `write`, reopening it by name). `None` when the agent already runs as that user
+    /// (unprivileged server): what it opens is the user's.
+    terminal_owner: Option<(u32, u32)>,
     ids: Ids,
     /// The sprite's user namespace, which children enter (root server); `None` when the
     /// agent already runs in it (unprivileged server).
@@ -138,12 +149,38 @@ impl Agent {
                 env,
                 cwd,
                 fallback_cwd,
+                tty,
             } => {
-                let ev = match self.spawn(&program, &argv, &env, &cwd, fallback_cwd, &fds) {
+                let (fds, master) = match tty.map(|size| self.open_terminal(size)).transpose() {
+                    Ok(Some((master, stdio))) => (stdio, Some(master)),
+                    Ok(None) => (fds, None),
+                    Err(e) => {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        let ev = Event::SpawnFailed {
+                            id,
+                            stage: "exec".into(),
+                            errno,
+                        };
+                        return ipc::send(self.ctl, &ev, &[]);
+                    }
+                };
+                let spawned = self.spawn(
+                    &program,
+                    &argv,
+                    &env,
+                    &cwd,
+                    fallback_cwd,
+                    &fds,
+                    master.is_some(),
+                );
+                drop(fds); // the child has its copies; the terminal's must close for EIO
+                let ev = match spawned {
                     Ok((pid, pidfd)) => {
                         self.live.insert(pid);
                         let ev = Event::Spawned { id, pid };
-                        return ipc::send(self.ctl, &ev, &[pidfd.as_raw_fd()]);
+                        let mut out = vec![pidfd.as_raw_fd()];
+                        out.extend(master.as_ref().map(|m| m.as_raw_fd()));
+                        return ipc::send(self.ctl, &ev, &out);
                     }
                     Err((stage, errno)) => Event::SpawnFailed {
                         id,
@@ -181,8 +218,25 @@ impl Agent {
         }
     }
 
+    /// A new pseudo-terminal from the sprite's own `devpts` (its `/dev/ptmx`: this agent's
+    /// root is the sprite's, and its `/dev` is a mount the sprite cannot change), sized
+    /// `(rows, cols)` and owned by the sprite's user: the master, and the terminal three
+    /// times over as a child's stdio.
+    fn open_terminal(&self, (rows, cols): (u16, u16)) -> io::Result<(OwnedFd, Vec<OwnedFd>)> {
+        let master = sys::pty::open_master(c"/dev/ptmx")?;
+        let peer = sys::pty::open_peer(master.as_fd())?;
+        sys::pty::set_window_size(master.as_fd(), rows, cols)?;
+        if let Some((uid, gid)) = self.terminal_owner {
+            sys::file::fchown(peer.as_fd(), uid, gid)?;
+        }
+        let stdio = vec![peer.try_clone()?, peer.try_clone()?, peer];
+        Ok((master, stdio))
+    }
+
     /// Forks and execs; returns the pid and a pidfd for it (the server learns the host pid
-    /// from it), or `(stage, errno)`.
+    /// from it), or `(stage, errno)`. With `tty`, `fds` are a terminal, which becomes the
+    /// new session's controlling terminal.
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
         program: &str,
@@ -191,6 +245,7 @@ impl Agent {
         cwd: &str,
         fallback_cwd: bool,
         fds: &[OwnedFd],
+        tty: bool,
     ) -> Result<(libc::pid_t, OwnedFd), (&'static str, i32)> {
         let einval = ("exec", libc::EINVAL);
         if fds.len() != 3 {
@@ -224,6 +279,7 @@ impl Agent {
                     &c_cwd,
                     fallback_cwd,
                     fds,
+                    tty,
                     err_w,
                 );
                 let mut msg = [0u8; 5];
@@ -266,6 +322,7 @@ impl Agent {
         cwd: &CString,
         fallback_cwd: bool,
         fds: &[OwnedFd],
+        tty: bool,
         err_w: OwnedFd,
     ) -> (&'static str, i32, Option<OwnedFd>) {
         let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
@@ -275,6 +332,11 @@ impl Agent {
         let _ = proc::setsid();
         for (i, fd) in fds.iter().enumerate() {
             if let Err(e) = sys::fd::dup2(child, fd.as_fd(), i as RawFd) {
+                return ("exec", errno(e), Some(err_w));
+            }
+        }
+        if tty {
+            if let Err(e) = sys::pty::make_controlling(child, 0) {
                 return ("exec", errno(e), Some(err_w));
             }
         }

@@ -38,6 +38,22 @@ const MAX_FS_REPLY: u64 = 64 << 20;
 /// Wait status meaning "killed by SIGKILL", reported for execs whose agent died.
 const KILLED: i32 = libc::SIGKILL;
 
+/// What to start, for [`AgentHandle::spawn`].
+pub struct SpawnArgs<'a> {
+    /// Program to look up in the `PATH` of `env` (or a path with a `/`).
+    pub program: &'a str,
+    /// Full argv.
+    pub argv: &'a [String],
+    /// The complete environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sprite.
+    pub cwd: &'a str,
+    /// `cwd` is the default: start in `/` if it is gone.
+    pub fallback_cwd: bool,
+    /// A terminal of this size (rows, columns) as stdio.
+    pub tty: Option<(u16, u16)>,
+}
+
 /// The outcome of a spawn request.
 pub enum SpawnReply {
     /// Running: its pid inside the sprite, on the host, and where its exit status arrives.
@@ -48,6 +64,8 @@ pub enum SpawnReply {
         host_pid: u32,
         /// Receives the raw wait status once.
         exit: Receiver<i32>,
+        /// A TTY exec's terminal master.
+        terminal: Option<OwnedFd>,
     },
     /// Failed in `stage` (`dir` or `exec`) with `errno`.
     Failed {
@@ -182,16 +200,17 @@ impl AgentHandle {
         !lock(&self.waiters).dead
     }
 
-    /// Asks the agent to start a process with `stdio` as fds 0, 1, 2.
-    pub fn spawn(
-        &self,
-        program: &str,
-        argv: &[String],
-        env: Vec<(String, String)>,
-        cwd: &str,
-        fallback_cwd: bool,
-        stdio: [RawFd; 3],
-    ) -> io::Result<SpawnReply> {
+    /// Asks the agent to start a process: `stdio` as fds 0, 1, 2, or (with `tty`) none
+    /// and a new terminal instead.
+    pub fn spawn(&self, what: SpawnArgs<'_>, stdio: &[RawFd]) -> io::Result<SpawnReply> {
+        let SpawnArgs {
+            program,
+            argv,
+            env,
+            cwd,
+            fallback_cwd,
+            tty,
+        } = what;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         {
@@ -208,8 +227,9 @@ impl AgentHandle {
             env,
             cwd: cwd.to_owned(),
             fallback_cwd,
+            tty,
         };
-        if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, &stdio) {
+        if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, stdio) {
             lock(&self.waiters).pending.remove(&id);
             return Err(e);
         }
@@ -330,6 +350,7 @@ fn read_events(sock: OwnedFd, waiters: &Mutex<Waiters>, mut stub: Child, done: S
         match ipc::recv::<Event>(sock.as_raw_fd()) {
             Ok(Some((Event::Spawned { id, pid }, fds))) => {
                 let host_pid = fds.first().and_then(pidfd_pid).unwrap_or(0);
+                let terminal = fds.into_iter().nth(1);
                 let (tx, rx) = bounded(1);
                 let waiter = {
                     let mut st = lock(waiters);
@@ -340,6 +361,7 @@ fn read_events(sock: OwnedFd, waiters: &Mutex<Waiters>, mut stub: Child, done: S
                     pid,
                     host_pid,
                     exit: rx,
+                    terminal,
                 };
                 if waiter.is_none_or(|w| w.send(reply).is_err()) {
                     // Nobody waits any more (timed out): the process must not run unseen.

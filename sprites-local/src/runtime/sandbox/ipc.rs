@@ -37,6 +37,11 @@ pub enum Request {
         cwd: String,
         /// `cwd` is the default (home): if it is gone, start in `/` instead of failing.
         fallback_cwd: bool,
+        /// Run on a new pseudo-terminal of the sprite's own `devpts`, of this size (rows,
+        /// columns), instead of the attached fds (none are attached then); the reply
+        /// carries its master after the pidfd.
+        #[serde(default)]
+        tty: Option<(u16, u16)>,
     },
     /// Send `sig` to the process group led by `pid`, if that exec is still running.
     Signal {
@@ -234,7 +239,8 @@ pub enum Event {
         /// What went wrong, for the server's error message.
         message: String,
     },
-    /// A spawn request succeeded; a pidfd for the process is attached.
+    /// A spawn request succeeded; a pidfd for the process is attached, and for a TTY
+    /// spawn its terminal's master after it.
     Spawned {
         /// The request's id.
         id: u64,

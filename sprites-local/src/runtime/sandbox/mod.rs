@@ -438,6 +438,56 @@ fn base_env(cwd: &str) -> BTreeMap<String, String> {
     env
 }
 
+/// A spawn request's answer as the runtime's result. `stdio` is the server's ends of the
+/// pipes; `None` for a TTY exec, whose stdio is the terminal master in the reply.
+fn spawned(
+    agent: Arc<AgentHandle>,
+    reply: handle::SpawnReply,
+    stdio: Option<Stdio3>,
+    spec: &ProcessSpec<'_>,
+    cwd: String,
+) -> Result<Spawned, SpawnError> {
+    match reply {
+        handle::SpawnReply::Spawned {
+            pid,
+            host_pid,
+            exit,
+            terminal,
+        } => {
+            let stdio = match (stdio, terminal) {
+                (Some(pipes), _) => pipes,
+                (None, Some(master)) => Stdio3::terminal(master).map_err(SpawnError::Io)?,
+                (None, None) => {
+                    return Err(SpawnError::Io(io::Error::other(
+                        "the sprite's agent sent no terminal for a TTY exec",
+                    )))
+                }
+            };
+            Ok(Spawned {
+                process: Box::new(SandboxProcess {
+                    agent,
+                    pid,
+                    host_pid,
+                    exit,
+                    stdin: stdio.stdin,
+                    stdout: stdio.stdout,
+                    stderr: stdio.stderr,
+                }),
+                workdir: cwd,
+            })
+        }
+        handle::SpawnReply::Failed { stage, .. } if stage == "dir" => {
+            Err(SpawnError::InvalidDirectory(format!(
+                "working directory {:?} does not exist or is not a directory",
+                spec.dir.unwrap_or(upper::HOME)
+            )))
+        }
+        handle::SpawnReply::Failed { errno, .. } => {
+            Err(SpawnError::Io(io::Error::from_raw_os_error(errno)))
+        }
+    }
+}
+
 impl SpriteRuntime for SandboxRuntime {
     fn limits(&self) -> String {
         self.describe_limits(None)
@@ -495,7 +545,22 @@ impl SpriteRuntime for SandboxRuntime {
             None => (upper::HOME.to_owned(), true),
         };
         let mut env = base_env(&cwd);
+        if spec.tty.is_some() {
+            env.insert("TERM".into(), crate::runtime::DEFAULT_TERM.into());
+        }
         env.extend(spec.env.iter().cloned()); // later entries win, as with Command::envs
+        if let Some(size) = spec.tty {
+            let what = handle::SpawnArgs {
+                program: spec.program,
+                argv: spec.argv,
+                env: env.into_iter().collect(),
+                cwd: &cwd,
+                fallback_cwd: fallback,
+                tty: Some((size.rows, size.cols)),
+            };
+            let reply = agent.spawn(what, &[]).map_err(SpawnError::Io)?;
+            return spawned(agent, reply, None, spec, cwd);
+        }
         let (out_r, out_w) = sys::fd::pipe().map_err(SpawnError::Io)?;
         let (err_r, err_w) = sys::fd::pipe().map_err(SpawnError::Io)?;
         let (stdin_ours, stdin_theirs): (Option<File>, OwnedFd) = if spec.stdin {
@@ -505,50 +570,28 @@ impl SpriteRuntime for SandboxRuntime {
             let null = File::open("/dev/null").map_err(SpawnError::Io)?;
             (None, OwnedFd::from(null))
         };
-        let reply = agent
-            .spawn(
-                spec.program,
-                spec.argv,
-                env.into_iter().collect(),
-                &cwd,
-                fallback,
-                [
-                    stdin_theirs.as_raw_fd(),
-                    out_w.as_raw_fd(),
-                    err_w.as_raw_fd(),
-                ],
-            )
-            .map_err(SpawnError::Io)?;
+        let what = handle::SpawnArgs {
+            program: spec.program,
+            argv: spec.argv,
+            env: env.into_iter().collect(),
+            cwd: &cwd,
+            fallback_cwd: fallback,
+            tty: None,
+        };
+        let stdio = [
+            stdin_theirs.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+        ];
+        let reply = agent.spawn(what, &stdio).map_err(SpawnError::Io)?;
         // The child has its own copies now; ours must close so EOF can arrive.
         drop((stdin_theirs, out_w, err_w));
-        match reply {
-            handle::SpawnReply::Spawned {
-                pid,
-                host_pid,
-                exit,
-            } => Ok(Spawned {
-                process: Box::new(SandboxProcess {
-                    agent,
-                    pid,
-                    host_pid,
-                    exit,
-                    stdin: stdin_ours,
-                    stdout: Some(out_r),
-                    stderr: Some(err_r),
-                }),
-                workdir: cwd,
-            }),
-            handle::SpawnReply::Failed { stage, errno } if stage == "dir" => {
-                let _ = errno;
-                Err(SpawnError::InvalidDirectory(format!(
-                    "working directory {:?} does not exist or is not a directory",
-                    spec.dir.unwrap_or(upper::HOME)
-                )))
-            }
-            handle::SpawnReply::Failed { errno, .. } => {
-                Err(SpawnError::Io(io::Error::from_raw_os_error(errno)))
-            }
-        }
+        let stdio = Stdio3 {
+            stdin: stdin_ours,
+            stdout: Some(out_r),
+            stderr: Some(err_r),
+        };
+        spawned(agent, reply, Some(stdio), spec, cwd)
     }
 
     /// The sprite's own filesystem, served from inside it by its agent (started now if it
