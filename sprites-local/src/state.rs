@@ -1,6 +1,6 @@
 //! [`State`]: what every connection of one server shares — the token, the sprite store, the
-//! exec sessions, the runtime — and the registries shutdown needs (open connections,
-//! running execs).
+//! exec sessions, the port watchers, the runtime — and the registries shutdown needs (open
+//! connections, running execs).
 //!
 //! It only holds things; it knows nothing of HTTP, routes or the reactor. The server
 //! creates it, the API handlers and the exec sessions read it.
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::exec::{ExecControl, Sessions};
 use crate::lock;
+use crate::ports::Ports;
 use crate::runtime::SpriteRuntime;
 use crate::store::Store;
 
@@ -22,7 +23,7 @@ pub(crate) struct State {
     /// Sprite records.
     pub store: Store,
     /// Running (and recently exited) exec sessions.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// What runs sprites' processes and serves their files.
     pub runtime: Arc<dyn SpriteRuntime>,
     /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
@@ -32,8 +33,12 @@ pub(crate) struct State {
     shutting_down: AtomicBool,
     /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
     conns: Arc<Conns>,
-    /// Running execs by session id, so shutdown can close them with 1001.
-    execs: Mutex<HashMap<u32, ExecControl>>,
+    /// Live exec and attach connections by registration number, so shutdown can close
+    /// them with 1001.
+    execs: Mutex<HashMap<u64, ExecControl>>,
+    next_exec: AtomicU64,
+    /// Port watchers: who listens on what in each sprite, for whoever subscribes.
+    pub ports: Ports,
 }
 
 impl State {
@@ -44,16 +49,19 @@ impl State {
         runtime: Arc<dyn SpriteRuntime>,
         signal_capability: bool,
     ) -> State {
+        let sessions = Arc::new(Sessions::default());
         State {
             token,
             store,
-            sessions: Sessions::default(),
+            ports: Ports::new(runtime.clone(), sessions.clone()),
+            sessions,
             runtime,
             signal_capability,
             scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
             shutting_down: AtomicBool::new(false),
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
+            next_exec: AtomicU64::new(0),
         }
     }
 
@@ -91,14 +99,16 @@ impl State {
         }
     }
 
-    /// Registers a running exec under its session id.
-    pub fn add_exec(&self, pid: u32, control: ExecControl) {
-        lock(&self.execs).insert(pid, control);
+    /// Registers a live exec or attach connection; returns its registration number.
+    pub fn add_exec(&self, control: ExecControl) -> u64 {
+        let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        lock(&self.execs).insert(id, control);
+        id
     }
 
-    /// Forgets an exec whose connection ended.
-    pub fn remove_exec(&self, pid: u32) {
-        lock(&self.execs).remove(&pid);
+    /// Forgets a connection whose exec or attach ended.
+    pub fn remove_exec(&self, id: u64) {
+        lock(&self.execs).remove(&id);
     }
 
     /// The running execs, at this moment.
