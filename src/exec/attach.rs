@@ -316,7 +316,12 @@ mod tests {
 
     #[test]
     fn attach_urls() {
-        let sprite = crate::Client::new("t").unwrap().sprite("box 1");
+        let sprite = crate::Client::builder()
+            .base_url("http://127.0.0.1:1")
+            .token("t")
+            .build()
+            .unwrap()
+            .sprite("box 1");
         assert_eq!(
             Form::Path.path(&sprite, "41/7"),
             "/v1/sprites/box%201/exec/41%2F7"

@@ -901,7 +901,12 @@ mod tests {
     use std::ffi::OsStr;
 
     fn sprite() -> crate::Sprite {
-        Client::new("t").unwrap().sprite("box")
+        Client::builder()
+            .base_url("http://127.0.0.1:1")
+            .token("t")
+            .build()
+            .unwrap()
+            .sprite("box")
     }
 
     #[test]
