@@ -234,6 +234,8 @@ fn write_out(
             },
             default(wait) => {
                 w.frame(opcode::PING, b"");
+                // An empty data frame too: see the ping in `pump` (the JS SDK's silence limit).
+                w.frame(opcode::BINARY, b"");
                 next_ping = Instant::now() + PING_EVERY;
             }
         }

@@ -477,6 +477,10 @@ impl Io {
             }
             if Instant::now() >= next_ping {
                 self.w.frame(opcode::PING, b"");
+                // The JS SDK never pings and gives up on a socket that brought no message
+                // for 45 s (pings are not messages to it); an empty data frame is one, and
+                // every client ignores it (PROTOCOL.md §6.2, §6.6).
+                self.w.frame(opcode::BINARY, b"");
                 next_ping = Instant::now() + PING_EVERY;
             }
             if fds[0].revents != 0 {
