@@ -1,0 +1,463 @@
+// Conformance checks of sprites-local against the official JS SDK (npm `@fly/sprites`).
+//
+// Uses only the SDK's public API. Reads SPRITES_URL and SPRITES_TOKEN from the environment and
+// prints one line per check, `@@CHECK {"check": ..., "ok": true|false|null, "ms": ..., "detail": ...}`
+// (`ok: null` = skipped), which compat/run.sh turns into a table. Every check has a deadline.
+//
+// `node check.mjs --detach-after-create NAME` and `--detach-after-attach NAME ID` are helper
+// modes that this script runs as child processes: the SDK has no public way to detach, so a
+// client that detaches is a process that exits while attached (its socket is dropped).
+
+import { spawn as spawnProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { SpritesClient, ExecError } from '@fly/sprites';
+
+const URL_ = process.env.SPRITES_URL;
+const TOKEN = process.env.SPRITES_TOKEN;
+const DEADLINE_MS = Number(process.env.COMPAT_CHECK_DEADLINE || 30) * 1000;
+const client = new SpritesClient(TOKEN, { baseURL: URL_, timeout: 20_000 });
+
+class Fail extends Error {}
+const expect = (cond, detail) => { if (!cond) throw new Fail(detail); };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves with `promise`, or rejects with Fail after `ms`. */
+function within(ms, promise, what) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Fail(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+/** Collects a SpriteCommand's stdout as text and resolves `waitFor(re)` once it matches. */
+function collect(cmd) {
+  const c = { text: '', messages: [], waiters: [] };
+  const poke = () => {
+    c.waiters = c.waiters.filter(({ re, resolve }) => (re.test(c.text) ? (resolve(c.text), false) : true));
+  };
+  cmd.stdout.on('data', (d) => { c.text += d.toString(); poke(); });
+  cmd.on('message', (m) => c.messages.push(m));
+  c.waitFor = (re, ms, what) => within(ms, new Promise((resolve) => { c.waiters.push({ re, resolve }); poke(); }),
+    `${what} (output so far ${JSON.stringify(c.text.slice(-300))})`);
+  return c;
+}
+
+/** Resolves with the first 'message' that `pred` accepts (already seen ones included). */
+function messageWhere(cmd, c, pred, ms, what) {
+  const seen = c.messages.find(pred);
+  if (seen) return Promise.resolve(seen);
+  return within(ms, new Promise((resolve) => {
+    const h = (m) => { if (pred(m)) { cmd.off('message', h); resolve(m); } };
+    cmd.on('message', h);
+  }), what);
+}
+
+// ---- helper modes (child processes) ----
+
+const mode = process.argv[2];
+if (mode === '--detach-after-create') {
+  const sprite = client.sprite(process.argv[3]);
+  const cmd = sprite.createSession('sh', ['-c', 'echo JS-BEFORE; while read x; do echo "JS-AFTER:$x"; done']);
+  cmd.on('error', (e) => { console.log(JSON.stringify({ error: String(e) })); process.exit(1); });
+  const c = collect(cmd);
+  const info = await messageWhere(cmd, c, (m) => m?.type === 'session_info', 10_000, 'session_info');
+  await c.waitFor(/JS-BEFORE/, 10_000, 'JS-BEFORE');
+  console.log(JSON.stringify({ info }));
+  process.exit(0); // drops the socket: the session must outlive its client
+} else if (mode === '--detach-after-attach') {
+  const sprite = client.sprite(process.argv[3]);
+  const cmd = sprite.attachSession(process.argv[4]);
+  cmd.on('error', (e) => { console.log(JSON.stringify({ error: String(e) })); process.exit(1); });
+  const c = collect(cmd);
+  await within(10_000, new Promise((resolve) => cmd.once('spawn', resolve)), 'attach');
+  await c.waitFor(/JS-BEFORE/, 10_000, 'scrollback JS-BEFORE');
+  cmd.stdin.write('one\r');
+  await c.waitFor(/JS-AFTER:one/, 10_000, 'new output JS-AFTER:one');
+  console.log(JSON.stringify({ output: c.text, messages: c.messages }));
+  process.exit(0);
+}
+
+/** Runs this script in a helper mode; resolves with its last stdout line parsed as JSON. */
+function helper(args, ms) {
+  return within(ms, new Promise((resolve, reject) => {
+    const child = spawnProcess(process.execPath, [fileURLToPath(import.meta.url), ...args],
+      { stdio: ['ignore', 'pipe', 'inherit'], env: process.env });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const last = out.trim().split('\n').pop() || '{}';
+      try {
+        const v = JSON.parse(last);
+        if (code !== 0 || v.error) reject(new Fail(`helper ${args[0]} exited ${code}: ${v.error || last}`));
+        else resolve(v);
+      } catch { reject(new Fail(`helper ${args[0]} exited ${code}: ${out}`)); }
+    });
+    setTimeout(() => child.kill('SIGKILL'), ms).unref();
+  }), `helper ${args[0]}`);
+}
+
+// ---- the checks ----
+
+const results = [];
+function report(check, ok, ms, detail = '') {
+  const rec = { sdk: 'js', check, ok, ms: Math.round(ms * 10) / 10, detail };
+  results.push(rec);
+  console.log('@@CHECK ' + JSON.stringify(rec));
+}
+
+async function check(name, fn, deadline = DEADLINE_MS) {
+  const t0 = performance.now();
+  try {
+    const detail = await within(deadline, Promise.resolve().then(fn), 'check');
+    report(name, true, performance.now() - t0, detail || '');
+  } catch (e) {
+    const detail = e instanceof Fail ? e.message : `${e?.name}: ${e?.message}${e?.cause ? ` (cause: ${e.cause})` : ''}`;
+    if (!(e instanceof Fail)) console.error(e);
+    report(name, false, performance.now() - t0, detail);
+  }
+}
+
+const name = `compat-js-${randomBytes(4).toString('hex')}`;
+const sprite = client.sprite(name);
+const state = {};
+
+// Management (PROTOCOL.md §5)
+await check('create_sprite', async () => {
+  const s = await client.createSprite(name);
+  expect(s.name === name, `created ${s.name}`);
+});
+await check('get_sprite', async () => {
+  const s = await client.getSprite(name);
+  expect(s.name === name && s.createdAt instanceof Date, `got ${s.name}, createdAt ${s.createdAt}`);
+  return `status=${s.status}`;
+});
+await check('create_sprite_with_options_and_update', async () => {
+  // JS 0.1.0 sends snake_case (config.ram_mb, url_settings, wait_for_capacity, runtime): §5.2.
+  const other = `${name}-opts`;
+  const s = await client.createSprite(other, {
+    config: { ramMB: 512, cpus: 1, region: 'local' }, labels: ['compat'], urlSettings: { auth: 'public' },
+    waitForCapacity: true, runtime: 'default',
+  });
+  try {
+    expect(s.name === other, `created ${s.name}`);
+    expect(JSON.stringify(s.labels) === '["compat"]', `labels ${JSON.stringify(s.labels)}`);
+    expect(s.urlSettings?.auth === 'public', `urlSettings ${JSON.stringify(s.urlSettings)}`);
+    const u = await s.update({ labels: ['a', 'b'] });
+    expect(JSON.stringify(u.labels) === '["a","b"]', `updated labels ${JSON.stringify(u.labels)}`);
+    await s.updateURLSettings({ auth: 'sprite' });
+    const g = await client.getSprite(other);
+    expect(g.urlSettings?.auth === 'sprite' && JSON.stringify(g.labels) === '["a","b"]',
+      `after updates ${JSON.stringify({ labels: g.labels, urlSettings: g.urlSettings })}`);
+  } finally {
+    await client.deleteSprite(other);
+  }
+});
+await check('list_sprites', async () => {
+  const l = await client.listSprites({ prefix: 'compat-js-' });
+  expect(l.sprites.some((s) => s.name === name), `not listed: ${JSON.stringify(l.sprites.map((s) => s.name))}`);
+  const all = await client.listAllSprites('compat-js-');
+  expect(all.some((s) => s.name === name), 'not in listAllSprites');
+});
+
+// Exec, non-TTY (§6.2)
+await check('exec_stdout_stderr', async () => {
+  const r = await sprite.execFile('sh', ['-c', 'echo out; echo err >&2']);
+  expect(r.stdout === 'out\n' && r.stderr === 'err\n' && r.exitCode === 0, JSON.stringify(r));
+});
+await check('exec_exit_code_is_ExecError', async () => {
+  try {
+    await sprite.execFile('sh', ['-c', 'echo partial; exit 3']);
+  } catch (e) {
+    expect(e instanceof ExecError, `${e}`);
+    expect(e.exitCode === 3 && e.stdout === 'partial\n', `exitCode ${e.exitCode} stdout ${JSON.stringify(e.stdout)}`);
+    return;
+  }
+  throw new Fail('no ExecError');
+});
+await check('exec_stdin', async () => {
+  const cmd = sprite.spawn('cat', []);
+  const chunks = [];
+  cmd.stdout.on('data', (d) => chunks.push(d));
+  const data = Buffer.concat(Array.from({ length: 1000 }, () => Buffer.from('hello\x00\xffworld\n', 'latin1')));
+  await within(10_000, new Promise((resolve, reject) => { cmd.once('spawn', resolve); cmd.once('error', reject); }), 'spawn');
+  cmd.stdin.end(data);
+  const code = await within(10_000, cmd.wait(), 'exit');
+  const out = Buffer.concat(chunks);
+  expect(code === 0 && out.equals(data), `exit ${code}, ${out.length} of ${data.length} bytes back`);
+});
+await check('exec_env_and_cwd', async () => {
+  const home = (await sprite.execFile('pwd', [])).stdout.trim();
+  state.home = home;
+  const r = await sprite.execFile('sh', ['-c', 'echo "$FOO:$(pwd)"'], { env: { FOO: 'bar' }, cwd: '/tmp' });
+  expect(r.stdout === 'bar:/tmp\n', JSON.stringify(r.stdout));
+  return `home=${home}`;
+});
+await check('exec_kill_sends_signal', async () => {
+  // SpriteCommand.kill() sends {"type":"signal","signal":"SIGTERM"} on the exec socket: §6.5.
+  const cmd = sprite.spawn('sh', ['-c', 'echo READY; exec sleep 30']);
+  const c = collect(cmd);
+  await c.waitFor(/READY/, 10_000, 'READY');
+  const t0 = performance.now();
+  cmd.kill();
+  const code = await within(10_000, cmd.wait(), 'exit after kill()');
+  expect(code === 143, `exit code ${code} (want 128+15)`);
+  return `exit ${code} ${(performance.now() - t0).toFixed(0)} ms after kill()`;
+});
+await check('exec_round_trip_time', async () => {
+  const n = 5;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await sprite.execFile('true', []);
+  const ms = (performance.now() - t0) / n;
+  expect(ms < 1000, `${ms.toFixed(0)} ms per exec`);
+  return `${ms.toFixed(1)} ms per \`true\` (mean of ${n})`;
+});
+
+// Exec, TTY (§6.3, §6.6): JS takes the status from the close code and waits for the close.
+async function ttyRun(args, opts = {}, input) {
+  const t0 = performance.now();
+  const cmd = sprite.spawn('sh', ['-c', ...args], { tty: true, ...opts });
+  const c = collect(cmd);
+  const errors = [];
+  cmd.on('error', (e) => errors.push(e));
+  if (input !== undefined) {
+    await within(10_000, new Promise((resolve) => cmd.once('spawn', resolve)), 'spawn');
+    for (const step of input) {
+      if (step.waitFor) await c.waitFor(step.waitFor, 10_000, `waiting for ${step.waitFor}`);
+      if (step.resize) cmd.resize(...step.resize);
+      if (step.write) cmd.stdin.write(step.write);
+    }
+  }
+  const code = await within(10_000, cmd.wait(), 'exit');
+  expect(errors.length === 0, `errors: ${errors.join('; ')}`);
+  return { code, out: c.text, ms: performance.now() - t0, messages: c.messages };
+}
+await check('tty_exec_output_and_size', async () => {
+  const r = await ttyRun(['test -t 0 && echo IS-A-TTY; stty size'], { rows: 33, cols: 101 });
+  expect(r.out.includes('IS-A-TTY'), `output ${JSON.stringify(r.out)}`);
+  expect(r.out.includes('33 101'), `no '33 101' in ${JSON.stringify(r.out)}`);
+  expect(r.code === 0, `exit code ${r.code}`);
+});
+await check('tty_exec_exit_0_end_to_end_under_1s', async () => {
+  const times = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await ttyRun(['exit 0']);
+    expect(r.code === 0, `exit code ${r.code}`);
+    times.push(r.ms);
+  }
+  const worst = Math.max(...times);
+  expect(worst <= 1000, `took ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
+  return `${times.map((t) => t.toFixed(1)).join(' / ')} ms (3 runs)`;
+});
+await check('tty_exec_nonzero_exit_reads_nonzero', async () => {
+  // JS can only report 0 or 1 in TTY mode (close code 1000 → 0, else 1): §6.6.
+  const r = await ttyRun(['exit 3']);
+  expect(r.code !== 0, `exit 3 read as ${r.code}`);
+  return `exit 3 read as ${r.code}`;
+});
+await check('tty_exec_stdin_and_resize', async () => {
+  const r = await ttyRun(['echo READY; read x; echo "got:$x"; stty size'], { rows: 24, cols: 80 },
+    [{ waitFor: /READY/, resize: [120, 40], write: 'typed\r' }]);
+  expect(r.out.includes('got:typed'), `output ${JSON.stringify(r.out)}`);
+  expect(r.out.includes('40 120'), `no '40 120' after resize in ${JSON.stringify(r.out)}`);
+});
+await check('tty_exec_ctrl_c_interrupts', async () => {
+  // `exec sleep`: dash starts a plain `sleep` with vfork and drops a SIGINT that arrives
+  // while the vforked child has not exec'd yet (its handler sees `vforked` and returns), so
+  // a ^C typed right after READY would be lost about one time in ten with any terminal.
+  const r = await ttyRun(['echo READY; exec sleep 30'], {}, [{ waitFor: /READY/, write: '\x03' }]);
+  expect(r.ms < 5000, `took ${r.ms.toFixed(0)} ms`);
+  return `exit read as ${r.code} after ${r.ms.toFixed(0)} ms`;
+});
+
+// Sessions (§7)
+await check('session_create_detach_by_exit', async () => {
+  const v = await helper(['--detach-after-create', name], 20_000);
+  expect(v.info?.session_id, `session_info ${JSON.stringify(v.info)}`);
+  expect(v.info.tty === true, `session_info ${JSON.stringify(v.info)}`);
+  state.session = String(v.info.session_id);
+  return `session_info ${JSON.stringify(v.info)}`;
+});
+await check('session_list', async () => {
+  const list = await sprite.listSessions();
+  const s = list.find((x) => x.id === state.session);
+  expect(s, `session ${state.session} not in ${JSON.stringify(list)}`);
+  expect(s.tty === true && s.isActive === true, JSON.stringify(s));
+  expect(s.command.includes('JS-BEFORE') && s.created instanceof Date && !isNaN(s.created), JSON.stringify(s));
+  return `${JSON.stringify(s)}`;
+});
+await check('session_attach_scrollback_input_detach', async () => {
+  expect(state.session, 'no session');
+  const v = await helper(['--detach-after-attach', name, state.session], 20_000);
+  const info = v.messages.find((m) => m?.type === 'session_info');
+  expect(info && info.tty === true, `messages ${JSON.stringify(v.messages)}`);
+});
+await check('session_reattach_sees_earlier_output_then_kill', async () => {
+  expect(state.session, 'no session');
+  const cmd = sprite.attachSession(state.session);
+  const c = collect(cmd);
+  const errors = [];
+  cmd.on('error', (e) => errors.push(e));
+  await within(10_000, new Promise((resolve) => cmd.once('spawn', resolve)), 'attach');
+  await c.waitFor(/JS-AFTER:one/, 10_000, 'scrollback from the previous attach');
+  cmd.stdin.write('two\r');
+  await c.waitFor(/JS-AFTER:two/, 10_000, 'JS-AFTER:two');
+  const t0 = performance.now();
+  const stream = await sprite.killSession(state.session, 'SIGTERM', '5s');
+  const events = [];
+  for await (const ev of stream) events.push(ev);
+  const types = events.map((e) => e.type);
+  expect(events.length > 0 && !types.includes('error'), `kill stream ${JSON.stringify(events)}`);
+  const code = await within(10_000, cmd.wait(), 'the attached client to see the end');
+  const killMs = performance.now() - t0;
+  expect(errors.length === 0, `errors: ${errors.join('; ')}`);
+  return `kill stream ${JSON.stringify(events)}; attached client saw exit ${code} ${killMs.toFixed(0)} ms after the kill request`;
+});
+await check('session_kill_again_is_410_error', async () => {
+  // JS 0.1.0 treats 410 (already exited) as a failure: §7.3.
+  try {
+    await sprite.killSession(state.session);
+  } catch (e) {
+    expect(e.statusCode === 410, `${e} (status ${e.statusCode})`);
+    return `${e.name} ${e.statusCode} ${e.errorCode}`;
+  }
+  throw new Fail('no error for a session that has exited');
+});
+await check('session_kill_unknown_is_404_error', async () => {
+  try {
+    await sprite.killSession('999999999');
+  } catch (e) {
+    expect(e.statusCode === 404, `${e} (status ${e.statusCode})`);
+    return `${e.name} ${e.statusCode} ${e.errorCode}`;
+  }
+  throw new Fail('no error for an unknown session');
+});
+await check('session_two_attached_clients_both_see_output', async () => {
+  const creator = sprite.createSession('sh', ['-c', 'echo MULTI-READY; while read x; do echo "MULTI:$x"; done']);
+  const cc = collect(creator);
+  const info = await messageWhere(creator, cc, (m) => m?.type === 'session_info', 10_000, 'session_info');
+  const id = String(info.session_id);
+  const a = sprite.attachSession(id);
+  const ca = collect(a);
+  await within(10_000, new Promise((resolve) => a.once('spawn', resolve)), 'attach');
+  await ca.waitFor(/MULTI-READY/, 10_000, 'scrollback on the second client');
+  a.stdin.write('from-second\r');
+  await cc.waitFor(/MULTI:from-second/, 10_000, 'the creator seeing what the second client typed');
+  await ca.waitFor(/MULTI:from-second/, 10_000, 'the second client seeing it');
+  creator.stdin.write('from-first\r');
+  await ca.waitFor(/MULTI:from-first/, 10_000, 'the second client seeing what the creator typed');
+  const stream = await sprite.killSession(id, 'SIGKILL', '0s');
+  for await (const _ of stream);
+  await within(10_000, Promise.all([a.wait(), creator.wait()]), 'both clients to see the end');
+});
+await check('session_gone_after_kill', async () => {
+  const list = await sprite.listSessions();
+  expect(!list.some((x) => x.id === state.session), `still listed: ${JSON.stringify(list)}`);
+});
+
+// Filesystem (§9)
+await check('fs_write_read_list_stat_rename_rm', async () => {
+  const fs = sprite.filesystem(state.home || '/tmp');
+  const d = `compat-${randomBytes(3).toString('hex')}`;
+  await fs.mkdir(d, { recursive: true });
+  await fs.writeFile(`${d}/a.txt`, 'hello sprites\n');
+  expect((await fs.readFile(`${d}/a.txt`, 'utf8')) === 'hello sprites\n', 'read back differs');
+  const bin = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+  await fs.writeFile(`${d}/b.bin`, bin);
+  expect((await fs.readFile(`${d}/b.bin`, null)).equals(bin), 'binary read back differs');
+  const names = (await fs.readdir(d)).sort();
+  expect(JSON.stringify(names) === '["a.txt","b.bin"]', `readdir ${JSON.stringify(names)}`);
+  const st = await fs.stat(`${d}/a.txt`);
+  expect(st.size === 14 && st.isFile(), `stat size ${st.size} isFile ${st.isFile?.()}`);
+  await fs.rename(`${d}/a.txt`, `${d}/c.txt`);
+  expect(!(await fs.exists(`${d}/a.txt`)) && (await fs.exists(`${d}/c.txt`)), 'rename');
+  try {
+    await fs.readFile(`${d}/missing`, 'utf8');
+    throw new Fail('reading a missing file succeeded');
+  } catch (e) {
+    if (e instanceof Fail) throw e;
+    expect(e.code === 'ENOENT', `missing file: ${e}`);
+  }
+  await fs.rm(d, { recursive: true });
+  expect(!(await fs.exists(`${d}/c.txt`)), 'rm left the file');
+});
+
+// HTTP exec (§6.9) and port events (§10, §6.4)
+await check('http_exec_output_and_exit_code', async () => {
+  const r = await sprite.execFileHTTP('sh', ['-c', 'echo out; echo err >&2'], { timeout: 10_000 });
+  expect(r.stdout === 'out\n' && r.stderr === 'err\n' && r.exitCode === 0, JSON.stringify(r));
+  try {
+    await sprite.execFileHTTP('sh', ['-c', 'exit 3'], { timeout: 10_000 });
+    throw new Fail('exit 3 did not raise');
+  } catch (e) {
+    if (e instanceof Fail) throw e;
+    expect(e instanceof ExecError && e.exitCode === 3, `${e}`);
+  }
+});
+await check('http_exec_stdin', async () => {
+  const input = 'line one\nline two\n';
+  const r = await sprite.execFileHTTP('cat', [], { input, timeout: 10_000 });
+  expect(r.stdout === input, JSON.stringify(r.stdout));
+  const none = await sprite.execFileHTTP('sh', ['-c', 'cat; echo end'], { timeout: 10_000 });
+  expect(none.stdout === 'end\n', `without input: ${JSON.stringify(none.stdout)}`);
+});
+
+const listener = (port) => [
+  'python3', '-c',
+  `import socket,sys,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(("127.0.0.1",${port}))\ns.listen()\nprint("LISTENING",flush=True)\ntime.sleep(float(sys.argv[1]))`,
+];
+const freePort = () => 20000 + Math.floor(Math.random() * 20000);
+
+await check('watch_ports_snapshot_opened_closed', async () => {
+  const watcher = await within(10_000, sprite.watchPorts(), 'watchPorts');
+  try {
+    const first = await within(5_000, watcher.next(), 'first event');
+    expect(first?.type === 'port_list' && Array.isArray(first.ports), `first event ${JSON.stringify(first)}`);
+    const port = freePort();
+    const [prog, ...args] = listener(port);
+    const cmd = sprite.spawn(prog, [...args, '2']);
+    const seen = [];
+    const wanted = async (type) => {
+      for (;;) {
+        const ev = await within(10_000, watcher.next(), `${type} for port ${port} (seen ${JSON.stringify(seen)})`);
+        expect(ev !== null, `stream ended (seen ${JSON.stringify(seen)})`);
+        seen.push(ev);
+        if (ev.type === type && ev.port === port) return ev;
+      }
+    };
+    const opened = await wanted('port_opened');
+    expect(typeof opened.pid === 'number' && typeof opened.address === 'string', JSON.stringify(opened));
+    const closed = await wanted('port_closed');
+    await within(10_000, cmd.wait(), 'listener exit');
+    return `${JSON.stringify(opened)} then ${JSON.stringify(closed)}`;
+  } finally {
+    watcher.close();
+  }
+});
+await check('tty_exec_port_opened_message', async () => {
+  // JS delivers text frames only in TTY mode (§6.4), so a TTY exec is where it can see them.
+  const port = freePort();
+  const [prog, ...args] = listener(port);
+  const quoted = [prog, ...args, '1'].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const r = await ttyRun([quoted]);
+  const opened = r.messages.find((m) => m?.type === 'port_opened' && m.port === port);
+  expect(opened, `messages ${JSON.stringify(r.messages)}`);
+  return JSON.stringify(opened);
+});
+
+await check('delete_sprite', async () => {
+  await client.deleteSprite(name);
+  try {
+    await client.getSprite(name);
+  } catch (e) {
+    return;
+  }
+  throw new Fail('still there after delete');
+});
+
+report('not_covered', null, 0,
+  'services, checkpoints, policies (network/privileges/resources), restart/check/upgrade, watchSprites, ' +
+  'filesystem watch, chown, proxyPort, control mode: the SDK has them, sprites-local does not');
+process.exit(results.some((r) => r.ok === false) ? 1 : 0);

@@ -1,0 +1,366 @@
+"""Conformance checks of sprites-local against the official Python SDK (PyPI `sprites-py`).
+
+Uses only the SDK's public API. Reads SPRITES_URL and SPRITES_TOKEN from the environment and
+prints one line per check, `@@CHECK {"check": ..., "ok": true|false|null, "ms": ..., "detail": ...}`
+(`ok: null` = skipped), which compat/run.sh turns into a table. Every check runs in a thread
+with a deadline, so a hang reads as a failure instead of stopping the run.
+"""
+
+import io
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+import sprites
+from sprites import FileNotFoundError_, NotFoundError, SpritesClient
+from sprites.exceptions import ExitError
+from sprites.exceptions import TimeoutError as SpritesTimeout
+from sprites.session import kill_session
+
+URL = os.environ["SPRITES_URL"]
+TOKEN = os.environ["SPRITES_TOKEN"]
+CHECK_DEADLINE = float(os.environ.get("COMPAT_CHECK_DEADLINE", "30"))
+results = []
+
+
+class Fail(Exception):
+    pass
+
+
+def expect(cond, detail):
+    if not cond:
+        raise Fail(detail)
+
+
+def report(name, ok, ms, detail=""):
+    rec = {"sdk": "py", "check": name, "ok": ok, "ms": round(ms, 1), "detail": detail}
+    results.append(rec)
+    print("@@CHECK " + json.dumps(rec), flush=True)
+
+
+def check(name, deadline=CHECK_DEADLINE):
+    """Runs the decorated function at once as the check `name`, bounded by `deadline` s."""
+
+    def deco(fn):
+        box = {}
+
+        def body():
+            try:
+                box["detail"] = fn() or ""
+                box["ok"] = True
+            except Fail as e:
+                box["ok"], box["detail"] = False, str(e)
+            except Exception as e:  # the SDK raised: a failure, with what it said
+                box["ok"] = False
+                box["detail"] = f"{type(e).__name__}: {e}"
+                traceback.print_exc(file=sys.stderr)
+
+        t0 = time.monotonic()
+        th = threading.Thread(target=body, daemon=True)
+        th.start()
+        th.join(deadline)
+        ms = (time.monotonic() - t0) * 1000
+        if th.is_alive():
+            report(name, False, ms, f"no answer within {deadline:.0f} s")
+        else:
+            report(name, box["ok"], ms, box["detail"])
+        return fn
+
+    return deco
+
+
+client = SpritesClient(TOKEN, base_url=URL, timeout=20.0)
+name = "compat-py-" + uuid.uuid4().hex[:8]
+sprite = client.sprite(name)
+state = {}
+
+
+# ---- Management (PROTOCOL.md §5) ----
+
+
+@check("create_sprite")
+def _():
+    s = client.create_sprite(name)
+    expect(s.name == name, f"created sprite named {s.name!r}")
+
+
+@check("get_sprite")
+def _():
+    s = client.get_sprite(name)
+    expect(s.name == name, f"got {s.name!r}")
+    return f"status={s.status!r}"
+
+
+@check("get_sprite_missing_is_NotFoundError")
+def _():
+    try:
+        client.get_sprite(name + "-missing")
+    except NotFoundError:
+        return
+    raise Fail("no NotFoundError")
+
+
+@check("list_sprites")
+def _():
+    listed = client.list_sprites()
+    names = [s.name for s in listed.sprites]
+    expect(name in names, f"{name} not in {names}")
+    every = [s.name for s in client.list_all_sprites(prefix="compat-py-")]
+    expect(name in every, f"list_all_sprites(prefix) gave {every}")
+
+
+# ---- Exec, non-TTY (§6.2) ----
+
+
+@check("exec_stdout_stderr_exit_code")
+def _():
+    r = sprite.run(
+        "sh", "-c", "echo out; echo err >&2; exit 3", capture_output=True, timeout=15
+    )
+    expect(r.returncode == 3, f"exit code {r.returncode}")
+    expect(r.stdout == b"out\n", f"stdout {r.stdout!r}")
+    expect(r.stderr == b"err\n", f"stderr {r.stderr!r}")
+
+
+@check("exec_output_raises_ExitError")
+def _():
+    try:
+        sprite.command("sh", "-c", "echo partial; exit 7", timeout=15).output()
+    except ExitError as e:
+        expect(e.exit_code() == 7, f"exit code {e.exit_code()}")
+        return
+    raise Fail("no ExitError")
+
+
+@check("exec_stdin")
+def _():
+    data = b"hello\x00\xffworld\n" * 1000
+    out = sprite.command("cat", stdin=io.BytesIO(data), timeout=15).output()
+    expect(out == data, f"cat returned {len(out)} bytes, sent {len(data)}")
+
+
+@check("exec_env_and_cwd")
+def _():
+    home = sprite.command("pwd", timeout=15).output().decode().strip()
+    state["home"] = home
+    out = sprite.command(
+        "sh", "-c", 'echo "$FOO:$(pwd)"', env={"FOO": "bar"}, cwd="/tmp", timeout=15
+    ).output()
+    expect(out == b"bar:/tmp\n", f"got {out!r}")
+    return f"home={home}"
+
+
+@check("exec_round_trip_time")
+def _():
+    n, t0 = 5, time.monotonic()
+    for _ in range(n):
+        sprite.command("true", timeout=15).run()
+    ms = (time.monotonic() - t0) * 1000 / n
+    expect(ms < 1000, f"{ms:.0f} ms per exec")
+    return f"{ms:.1f} ms per `true` (mean of {n})"
+
+
+# ---- Exec, TTY (§6.3, §6.6) ----
+
+
+@check("tty_exec_output_size_and_exit_code")
+def _():
+    t0 = time.monotonic()
+    r = sprite.run(
+        "sh", "-c", "test -t 0 && echo IS-A-TTY; stty size; exit 5",
+        tty=True, tty_rows=33, tty_cols=101, capture_output=True, timeout=15,
+    )
+    ms = (time.monotonic() - t0) * 1000
+    out = r.stdout.decode(errors="replace")
+    expect("IS-A-TTY" in out, f"no IS-A-TTY in {out!r}")
+    expect("33 101" in out, f"no '33 101' in {out!r}")
+    expect(r.returncode == 5, f"exit code {r.returncode} (text exit message)")
+    return f"{ms:.0f} ms end to end"
+
+
+@check("tty_exec_stdin")
+def _():
+    sink = io.BytesIO()
+    cmd = sprite.command(
+        "sh", "-c", "read x; echo got:$x", tty=True,
+        stdin=io.BytesIO(b"typed\n"), stdout=sink, timeout=15,
+    )
+    cmd.run()
+    out = sink.getvalue().decode(errors="replace")
+    expect("got:typed" in out, f"output {out!r}")
+
+
+# ---- Sessions (§7): a TTY exec is detachable; detach by the SDK's timeout ----
+
+
+@check("session_create_tty_then_detach")
+def _():
+    sink = io.BytesIO()
+    cmd = sprite.command(
+        "sh", "-c", 'echo PY-BEFORE; while read x; do echo "PY-AFTER:$x"; done',
+        tty=True, stdout=sink, timeout=1.5,
+    )
+    try:
+        cmd.run()
+        raise Fail("the session ended instead of outliving its client")
+    except SpritesTimeout:
+        pass
+    out = sink.getvalue().decode(errors="replace")
+    expect("PY-BEFORE" in out, f"creator saw {out!r}")
+
+
+@check("session_list")
+def _():
+    sessions = sprite.list_sessions()
+    mine = [s for s in sessions if "PY-BEFORE" in s.command]
+    expect(len(mine) == 1, f"sessions: {sessions}")
+    s = mine[0]
+    expect(s.tty is True, f"tty={s.tty}")
+    expect(s.is_active is True, f"is_active={s.is_active}")
+    expect(isinstance(s.id, str) and s.id, f"id={s.id!r}")
+    state["session"] = s.id
+    return f"id={s.id} command={s.command!r}"
+
+
+@check("session_attach_scrollback_input_detach")
+def _():
+    sid = state.get("session")
+    expect(sid, "no session from the previous check")
+    sink = io.BytesIO()
+    cmd = sprite.attach_session(sid, timeout=2)
+    cmd.stdin = io.BytesIO(b"one\n")
+    cmd.stdout = sink
+    try:
+        cmd.run()
+        raise Fail(f"attach ended (exit {cmd.exit_code}): {sink.getvalue()!r}")
+    except SpritesTimeout:
+        pass
+    out = sink.getvalue().decode(errors="replace")
+    expect("PY-BEFORE" in out, f"no scrollback (PY-BEFORE) in {out!r}")
+    expect("PY-AFTER:one" in out, f"no new output (PY-AFTER:one) in {out!r}")
+
+
+@check("session_attach_without_stdin_leaves_it_running")
+def _():
+    # Py sends a stdin EOF (0x04) when it has no stdin, and only in non-TTY mode; on an attach it
+    # learns TTY mode from session_info, so the EOF must not reach the TTY session as Ctrl-D.
+    sid = state.get("session")
+    expect(sid, "no session")
+    sink = io.BytesIO()
+    cmd = sprite.attach_session(sid, timeout=1)
+    cmd.stdout = sink
+    try:
+        cmd.run()
+        raise Fail(f"attach ended (exit {cmd.exit_code}): {sink.getvalue()!r}")
+    except SpritesTimeout:
+        pass
+    ids = [s.id for s in sprite.list_sessions()]
+    expect(sid in ids, f"session {sid} ended after an attach without stdin")
+    expect(b"PY-AFTER:one" in sink.getvalue(), f"no scrollback in {sink.getvalue()!r}")
+
+
+@check("session_still_listed_after_detach")
+def _():
+    sid = state.get("session")
+    expect(sid, "no session")
+    ids = [s.id for s in sprite.list_sessions()]
+    expect(sid in ids, f"{sid} not in {ids}")
+
+
+@check("session_kill")
+def _():
+    sid = state.get("session")
+    expect(sid, "no session")
+    stream = kill_session(sprite, sid, "SIGTERM", 5)
+    msgs = list(stream)
+    types = [m.type for m in msgs]
+    expect(msgs, "empty kill stream")
+    expect("error" not in types, f"error in kill stream: {msgs}")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if sid not in [s.id for s in sprite.list_sessions()]:
+            return f"stream types {types}"
+        time.sleep(0.1)
+    raise Fail(f"{sid} still listed 5 s after kill; stream {types}")
+
+
+@check("session_kill_exited_is_410")
+def _():
+    sid = state.get("session")
+    expect(sid, "no session")
+    try:
+        kill_session(sprite, sid)
+    except sprites.exceptions.APIError as e:
+        expect(e.status_code == 410, f"status {e.status_code}: {e}")
+        return f"APIError {e.status_code}"
+    raise Fail("no error for a session that has exited")
+
+
+# ---- Filesystem (§9) ----
+
+
+@check("fs_write_read_list_stat_delete")
+def _():
+    base = state.get("home") or "/tmp"
+    fs = sprite.filesystem(base)
+    d = fs / f"compat-{uuid.uuid4().hex[:6]}"
+    d.mkdir(parents=True)
+    f = d / "a.txt"
+    f.write_text("hello sprites\n")
+    expect(f.read_text() == "hello sprites\n", "read back differs")
+    (d / "b.bin").write_bytes(bytes(range(256)))
+    expect((d / "b.bin").read_bytes() == bytes(range(256)), "binary read back differs")
+    names = sorted(d.listdir())
+    expect(names == ["a.txt", "b.bin"], f"listdir {names}")
+    st = f.stat()
+    expect(st.size == 14 and not st.is_dir, f"stat {st}")
+    expect(f.exists() and f.is_file(), "exists/is_file of a file")
+    f.rename(d / "c.txt")
+    expect(not f.exists() and (d / "c.txt").exists(), "rename")
+    try:
+        (d / "missing").read_text()
+        raise Fail("reading a missing file succeeded")
+    except FileNotFoundError_:
+        pass
+    d.rmtree()
+    expect(not (d / "c.txt").exists(), "rmtree left the directory's file")
+    try:
+        d.listdir()
+        raise Fail("listing the removed directory succeeded")
+    except FileNotFoundError_:
+        pass
+
+
+# ---- Management: delete last ----
+
+
+@check("delete_sprite")
+def _():
+    client.delete_sprite(name)
+    try:
+        client.get_sprite(name)
+    except NotFoundError:
+        return
+    raise Fail("sprite still there after delete")
+
+
+report(
+    "sdk_quirk_dir_stat",
+    None,
+    0,
+    "not checked: SpritePath.stat/is_dir/exists list the path and take entries[0], a directory's "
+    "first child (an empty directory reads as missing): PROTOCOL.md section 17 item 26",
+)
+report(
+    "not_covered",
+    None,
+    0,
+    "services, checkpoints, network policy, control mode: the SDK has them, sprites-local does not",
+)
+print(f"sprites-py {sprites.__version__}", file=sys.stderr)
+sys.stdout.flush()
+os._exit(0 if all(r["ok"] is not False for r in results) else 1)
