@@ -362,5 +362,5 @@ report(
     "services, checkpoints, network policy, control mode: the SDK has them, sprites-local does not",
 )
 print(f"sprites-py {sprites.__version__}", file=sys.stderr)
-sys.stdout.flush()
+print("@@DONE", flush=True)
 os._exit(0 if all(r["ok"] is not False for r in results) else 1)
