@@ -201,6 +201,30 @@ await check('exec_env_and_cwd', async () => {
   expect(r.stdout === 'bar:/tmp\n', JSON.stringify(r.stdout));
   return `home=${home}`;
 });
+await check('exec_args_verbatim', async () => {
+  // cmd values go through the query string one by one: spaces, quotes, UTF-8 and an empty one.
+  const args = ['a b', "it's", 'ü€', '', '--x=1&y=2', '*'];
+  const r = await sprite.execFile('printf', ['[%s]', ...args]);
+  const want = args.map((a) => `[${a}]`).join('');
+  expect(r.stdout === want, `${JSON.stringify(r.stdout)} != ${JSON.stringify(want)}`);
+});
+await check('exec_large_output', async () => {
+  const n = 8 * 1024 * 1024;
+  const r = await sprite.execFile('sh', ['-c', `yes abcdefg | head -c ${n}; echo END >&2`], { encoding: 'buffer', maxBuffer: 2 * n });
+  expect(r.stdout.length === n, `${r.stdout.length} of ${n} bytes`);
+  expect(r.stdout.subarray(0, 16).toString() === 'abcdefg\nabcdefg\n' && r.stderr.toString() === 'END\n', 'content');
+});
+await check('exec_bad_cwd_or_command_rejects', async () => {
+  // The upgrade is refused with 400 (§3.3); JS cannot see the body, but must not hang.
+  for (const [file, opts] of [['pwd', { cwd: '/no/such/dir' }], ['no-such-command-here', {}]]) {
+    try {
+      await within(10_000, sprite.execFile(file, [], opts), `${file}`);
+      throw new Fail(`${file} ${JSON.stringify(opts)} succeeded`);
+    } catch (e) {
+      if (e instanceof Fail) throw e;
+    }
+  }
+});
 await check('exec_kill_sends_signal', async () => {
   // SpriteCommand.kill() sends {"type":"signal","signal":"SIGTERM"} on the exec socket: §6.5.
   const cmd = sprite.spawn('sh', ['-c', 'echo READY; exec sleep 30']);
@@ -264,6 +288,14 @@ await check('tty_exec_nonzero_exit_reads_nonzero', async () => {
   expect(r.code !== 0, `exit 3 read as ${r.code}`);
   return `exit 3 read as ${r.code}`;
 });
+await check('tty_exec_all_output_before_exit', async () => {
+  // Everything the PTY produced reaches the client before the close that ends a JS TTY exec.
+  const n = 300_000;
+  const r = await ttyRun([`head -c ${n} /dev/zero | tr '\\0' a; echo; echo END-OF-OUTPUT`]);
+  const as = (r.out.match(/a/g) || []).length;
+  expect(as === n && r.out.includes('END-OF-OUTPUT'), `${as} of ${n} bytes, END ${r.out.includes('END-OF-OUTPUT')}`);
+  return `${r.ms.toFixed(0)} ms`;
+});
 await check('tty_exec_stdin_and_resize', async () => {
   const r = await ttyRun(['echo READY; read x; echo "got:$x"; stty size'], { rows: 24, cols: 80 },
     [{ waitFor: /READY/, resize: [120, 40], write: 'typed\r' }]);
@@ -322,6 +354,27 @@ await check('session_reattach_sees_earlier_output_then_kill', async () => {
   const killMs = performance.now() - t0;
   expect(errors.length === 0, `errors: ${errors.join('; ')}`);
   return `kill stream ${JSON.stringify(events)}; attached client saw exit ${code} ${killMs.toFixed(0)} ms after the kill request`;
+});
+await check('session_scrollback_is_bounded_and_keeps_the_tail', async () => {
+  // 3 MiB of output, then attach: the replay is at most the scrollback (1 MiB by default,
+  // as the server's own bound) and ends with the newest output.
+  const cmd = sprite.createSession('sh', ['-c', 'head -c 3145728 /dev/zero | tr "\\0" x; echo; echo TAIL-MARK; exec sleep 60']);
+  cmd.on('error', () => {});
+  const c = collect(cmd);
+  const info = await messageWhere(cmd, c, (m) => m?.type === 'session_info', 10_000, 'session_info');
+  await c.waitFor(/TAIL-MARK/, 20_000, 'TAIL-MARK');
+  const id = String(info.session_id);
+  const a = sprite.attachSession(id);
+  a.on('error', () => {});
+  const ca = collect(a);
+  try {
+    await ca.waitFor(/TAIL-MARK/, 10_000, 'TAIL-MARK in the replay');
+    const len = Buffer.byteLength(ca.text);
+    expect(len >= 64 * 1024 && len <= 1024 * 1024 + 4096, `replayed ${len} bytes`);
+    return `replayed ${len} bytes of ${3145728 + 30}`;
+  } finally {
+    for await (const _ of await sprite.killSession(id, 'SIGKILL', '0s'));
+  }
 });
 await check('session_kill_again_is_410_error', async () => {
   // JS 0.1.0 treats 410 (already exited) as a failure: §7.3.
@@ -425,8 +478,9 @@ await check('http_exec_unknown_command_is_an_error', async () => {
   try {
     await sprite.execFileHTTP('no-such-command-here', [], { timeout: 10_000 });
   } catch (e) {
-    expect(!mergedFrames(e), `${e}`);
-    return `${e.name}: ${e.message}`;
+    // sprites-local starts the process before it answers (§3.3): a 400 with its code.
+    expect(e.statusCode === 400 && e.errorCode === 'command_not_found', `${e} (status ${e.statusCode}, ${e.errorCode})`);
+    return `${e.name} ${e.statusCode} ${e.errorCode}: ${e.message}`;
   }
   throw new Fail('no error');
 });

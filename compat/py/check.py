@@ -154,6 +154,35 @@ def _():
     return f"home={home}"
 
 
+@check("exec_args_verbatim")
+def _():
+    args = ["a b", "it's", "ü€", "", "--x=1&y=2", "*"]
+    out = sprite.command("printf", "[%s]", *args, timeout=15).output().decode()
+    want = "".join(f"[{a}]" for a in args)
+    expect(out == want, f"{out!r} != {want!r}")
+
+
+@check("exec_large_output")
+def _():
+    n = 8 * 1024 * 1024
+    r = sprite.run("sh", "-c", f"yes abcdefg | head -c {n}", capture_output=True, timeout=30)
+    expect(len(r.stdout) == n and r.stdout[:8] == b"abcdefg\n", f"{len(r.stdout)} of {n} bytes")
+
+
+@check("exec_bad_cwd_or_command_is_an_error")
+def _():
+    # The upgrade is refused with 400 and a JSON body (§3.3), which Py parses.
+    msgs = []
+    for args, cwd in ((["pwd"], "/no/such/dir"), (["no-such-command-here"], None)):
+        try:
+            sprite.command(*args, cwd=cwd, timeout=10).run()
+            raise Fail(f"{args} in {cwd} succeeded")
+        except sprites.exceptions.SpriteError as e:
+            expect(not isinstance(e, SpritesTimeout), f"{args}: timed out")
+            msgs.append(f"{type(e).__name__}: {e}")
+    return "; ".join(msgs)
+
+
 @check("exec_round_trip_time")
 def _():
     n, t0 = 5, time.monotonic()
@@ -180,6 +209,17 @@ def _():
     expect("33 101" in out, f"no '33 101' in {out!r}")
     expect(r.returncode == 5, f"exit code {r.returncode} (text exit message)")
     return f"{ms:.0f} ms end to end"
+
+
+@check("tty_exec_all_output_before_exit")
+def _():
+    n = 300_000
+    r = sprite.run(
+        "sh", "-c", f"head -c {n} /dev/zero | tr '\\0' a; echo; echo END-OF-OUTPUT",
+        tty=True, capture_output=True, timeout=20,
+    )
+    got = r.stdout.count(b"a")
+    expect(got == n and b"END-OF-OUTPUT" in r.stdout, f"{got} of {n} bytes")
 
 
 @check("tty_exec_stdin")
