@@ -127,8 +127,9 @@ fn sessions(s: SocketAddr, sprite: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_terminal_has_its_size_resizes_and_is_a_tty() {
     each_runtime("tty-size", None, |s, _| {
-        let script = "test -t 0 && test -t 1 && echo is-a-tty; stty size; read go; stty size; \
-                      echo term=$TERM";
+        let script = "test -t 0 && test -t 1 && echo is-a-tty; \
+                      [ \"$(stat -c %u \"$(tty)\")\" = \"$(id -u)\" ] && echo mine; \
+                      stty size; read go; stty size; echo term=$TERM";
         let mut ws = connect(
             s,
             "tty",
@@ -138,6 +139,12 @@ fn a_terminal_has_its_size_resizes_and_is_a_tty() {
         let mut seen = Vec::new();
         read_until(&mut ws, &mut seen, "33 101");
         assert!(String::from_utf8_lossy(&seen).contains("is-a-tty"));
+        // The terminal belongs to the user the command runs as.
+        assert!(
+            String::from_utf8_lossy(&seen).contains("mine"),
+            "{:?}",
+            String::from_utf8_lossy(&seen)
+        );
         ws.send(Message::Text(
             r#"{"type":"resize","rows":40,"cols":120}"#.into(),
         ))
