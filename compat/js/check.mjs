@@ -376,6 +376,34 @@ await check('session_scrollback_is_bounded_and_keeps_the_tail', async () => {
     for await (const _ of await sprite.killSession(id, 'SIGKILL', '0s'));
   }
 });
+await check('session_detachable_non_tty', async () => {
+  // spawn({detachable: true}) without a TTY: attach learns tty=false from session_info and
+  // keeps stdout and stderr apart in the replay and after it.
+  const cmd = sprite.spawn('sh', ['-c', 'echo OUT1; echo ERR1 >&2; while read x; do echo "got:$x"; echo "e:$x" >&2; done'],
+    { detachable: true, maxRunAfterDisconnect: '30s' });
+  const errors = [];
+  cmd.on('error', (e) => errors.push(e));
+  const c = collect(cmd);
+  await c.waitFor(/OUT1/, 10_000, 'OUT1');
+  const list = await sprite.listSessions();
+  const s = list.find((x) => x.command.includes('OUT1'));
+  expect(s && s.tty === false, `list ${JSON.stringify(list)}`);
+  const a = sprite.attachSession(s.id);
+  a.on('error', (e) => errors.push(e));
+  const ca = collect(a);
+  let aerr = '';
+  a.stderr.on('data', (d) => { aerr += d; });
+  await within(10_000, new Promise((resolve) => a.once('spawn', resolve)), 'attach');
+  await ca.waitFor(/OUT1/, 10_000, 'OUT1 replayed on stdout');
+  a.stdin.write('hello\n');
+  await ca.waitFor(/got:hello/, 10_000, 'got:hello');
+  await c.waitFor(/got:hello/, 10_000, 'the creator seeing got:hello');
+  expect(aerr.includes('ERR1') && aerr.includes('e:hello') && !ca.text.includes('ERR1'), `attach stderr ${JSON.stringify(aerr)} stdout ${JSON.stringify(ca.text)}`);
+  for await (const _ of await sprite.killSession(s.id, 'SIGTERM', '5s'));
+  const codes = await within(10_000, Promise.all([a.wait(), cmd.wait()]), 'both clients to see the exit');
+  expect(codes.every((x) => x === 143), `exit codes ${codes}`);
+  expect(errors.length === 0, `errors: ${errors.join('; ')}`);
+});
 await check('session_kill_again_is_410_error', async () => {
   // JS 0.1.0 treats 410 (already exited) as a failure: §7.3.
   try {
