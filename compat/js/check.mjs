@@ -160,6 +160,21 @@ await check('create_sprite_with_options_and_update', async () => {
     await client.deleteSprite(other);
   }
 });
+// A command that prints nothing for 65 s, started now and judged at the end (COMPAT_QUIET=1;
+// run.sh sets it for one runtime). JS sends no pings and gives up on a socket that brought no
+// message for 45 s (§6.6, §17 item 9): the server must send something on a quiet exec.
+const QUIET_S = 65;
+function quietExec(opts) {
+  const t0 = performance.now();
+  const cmd = sprite.spawn('sh', ['-c', `sleep ${QUIET_S}; echo quiet-done`], opts);
+  const errors = [];
+  cmd.on('error', (e) => errors.push(`${String(e)} after ${((performance.now() - t0) / 1000).toFixed(1)} s`));
+  let out = '';
+  cmd.stdout.on('data', (d) => { out += d; });
+  return cmd.wait().then((code) => ({ code, out, errors, s: (performance.now() - t0) / 1000 }));
+}
+const quiet = process.env.COMPAT_QUIET === '1'
+  ? { plain: quietExec({}), tty: quietExec({ tty: true }) } : null;
 await check('list_sprites', async () => {
   const l = await client.listSprites({ prefix: 'compat-js-' });
   expect(l.sprites.some((s) => s.name === name), `not listed: ${JSON.stringify(l.sprites.map((s) => s.name))}`);
@@ -392,12 +407,13 @@ await check('session_detachable_non_tty', async () => {
   a.on('error', (e) => errors.push(e));
   const ca = collect(a);
   let aerr = '';
-  a.stderr.on('data', (d) => { aerr += d; });
+  const errHello = new Promise((resolve) => a.stderr.on('data', (d) => { aerr += d; if (aerr.includes('e:hello')) resolve(); }));
   await within(10_000, new Promise((resolve) => a.once('spawn', resolve)), 'attach');
   await ca.waitFor(/OUT1/, 10_000, 'OUT1 replayed on stdout');
   a.stdin.write('hello\n');
   await ca.waitFor(/got:hello/, 10_000, 'got:hello');
   await c.waitFor(/got:hello/, 10_000, 'the creator seeing got:hello');
+  await within(10_000, errHello, `e:hello on the attached stderr (so far ${JSON.stringify(aerr)})`);
   expect(aerr.includes('ERR1') && aerr.includes('e:hello') && !ca.text.includes('ERR1'), `attach stderr ${JSON.stringify(aerr)} stdout ${JSON.stringify(ca.text)}`);
   for await (const _ of await sprite.killSession(s.id, 'SIGTERM', '5s'));
   const codes = await within(10_000, Promise.all([a.wait(), cmd.wait()]), 'both clients to see the exit');
@@ -568,6 +584,16 @@ await check('tty_exec_port_opened_message', async () => {
   return JSON.stringify(opened);
 });
 
+if (quiet) {
+  for (const [kind, p] of Object.entries(quiet)) {
+    await check(`exec_silent_${QUIET_S}s_${kind}_survives`, async () => {
+      const r = await within((QUIET_S + 20) * 1000, p, 'the quiet exec');
+      expect(r.errors.length === 0 && r.code === 0 && r.out.includes('quiet-done'),
+        `exit ${r.code} after ${r.s.toFixed(1)} s, output ${JSON.stringify(r.out)}, errors ${r.errors.join('; ')}`);
+      return `${r.s.toFixed(1)} s`;
+    }, (QUIET_S + 30) * 1000);
+  }
+}
 await check('delete_sprite', async () => {
   await client.deleteSprite(name);
   try {

@@ -79,6 +79,22 @@ sprite = client.sprite(name)
 state = {}
 
 
+# A command that prints nothing for 65 s, judged at the end (COMPAT_QUIET=1): Py pings every
+# 15 s and gives up after 45 s without a pong (§6.6).
+QUIET_S = 65
+quiet = {}
+
+
+def quiet_exec():
+    t0 = time.monotonic()
+    try:
+        r = sprite.run("sh", "-c", f"sleep {QUIET_S}; echo quiet-done", capture_output=True,
+                       timeout=QUIET_S + 20)
+        quiet["result"] = (r.returncode, r.stdout, None, time.monotonic() - t0)
+    except Exception as e:
+        quiet["result"] = (None, b"", f"{type(e).__name__}: {e}", time.monotonic() - t0)
+
+
 # ---- Management (PROTOCOL.md §5) ----
 
 
@@ -86,6 +102,11 @@ state = {}
 def _():
     s = client.create_sprite(name)
     expect(s.name == name, f"created sprite named {s.name!r}")
+
+
+if os.environ.get("COMPAT_QUIET") == "1":
+    quiet["thread"] = threading.Thread(target=quiet_exec, daemon=True)
+    quiet["thread"].start()
 
 
 @check("get_sprite")
@@ -376,6 +397,18 @@ def _():
 
 
 # ---- Management: delete last ----
+
+
+if "thread" in quiet:
+
+    @check(f"exec_silent_{QUIET_S}s_survives", deadline=QUIET_S + 30)
+    def _():
+        quiet["thread"].join(QUIET_S + 25)
+        expect("result" in quiet, "the quiet exec did not end")
+        code, out, err, secs = quiet["result"]
+        expect(err is None and code == 0 and b"quiet-done" in out,
+               f"exit {code} after {secs:.1f} s, output {out!r}, error {err}")
+        return f"{secs:.1f} s"
 
 
 @check("delete_sprite")
