@@ -439,6 +439,13 @@ await check('session_kill_unknown_is_404_error', async () => {
   }
   throw new Fail('no error for an unknown session');
 });
+await check('session_attach_unknown_rejects', async () => {
+  // 404 on the upgrade (§3.3): JS cannot read it, but the attach must fail, not hang.
+  const a = sprite.attachSession('999999999');
+  const err = await within(10_000, new Promise((resolve) => { a.once('error', resolve); a.once('spawn', () => resolve(null)); }), 'an error');
+  expect(err, 'the attach to an unknown session succeeded');
+  return String(err);
+});
 await check('session_two_attached_clients_both_see_output', async () => {
   const creator = sprite.createSession('sh', ['-c', 'echo MULTI-READY; while read x; do echo "MULTI:$x"; done']);
   const errors = [];
@@ -571,6 +578,36 @@ await check('watch_ports_snapshot_opened_closed', async () => {
     return `${JSON.stringify(opened)} then ${JSON.stringify(closed)}`;
   } finally {
     watcher.close();
+  }
+});
+await check('watch_ports_pid_is_the_session_id', async () => {
+  // A session whose process itself listens: §6.4 and §7.1 both call the number its PID, so a
+  // client can tell which session opened a port.
+  const port = freePort();
+  const [prog, ...args] = listener(port);
+  const cmd = sprite.createSession(prog, [...args, '30']);
+  cmd.on('error', () => {});
+  const c = collect(cmd);
+  const info = await messageWhere(cmd, c, (m) => m?.type === 'session_info', 10_000, 'session_info');
+  const id = String(info.session_id);
+  try {
+    await c.waitFor(/LISTENING/, 10_000, 'LISTENING');
+    const watcher = await within(10_000, sprite.watchPorts(), 'watchPorts');
+    try {
+      const first = await within(5_000, watcher.next(), 'first event');
+      let ev = (first?.ports || []).find((p) => p.port === port);
+      while (!ev) {
+        const e = await within(10_000, watcher.next(), `port ${port}`);
+        expect(e !== null, 'stream ended');
+        if (e.type === 'port_opened' && e.port === port) ev = e;
+      }
+      expect(String(ev.pid) === id, `port ${port} reported with pid ${ev.pid}, its session's id is ${id}`);
+      return `pid ${ev.pid} = session ${id}`;
+    } finally {
+      watcher.close();
+    }
+  } finally {
+    for await (const _ of await sprite.killSession(id, 'SIGKILL', '0s'));
   }
 });
 await check('tty_exec_port_opened_message', async () => {

@@ -349,6 +349,17 @@ def _():
     raise Fail(f"{sid} still listed 5 s after kill; stream {types}")
 
 
+@check("session_attach_unknown_is_an_error")
+def _():
+    try:
+        sprite.attach_session("999999999", timeout=10).run()
+    except SpritesTimeout:
+        raise Fail("timed out instead of failing")
+    except sprites.exceptions.SpriteError as e:
+        return f"{type(e).__name__}: {e}"
+    raise Fail("the attach to an unknown session succeeded")
+
+
 @check("session_kill_exited_is_410")
 def _():
     sid = state.get("session")
