@@ -23,8 +23,7 @@ pub const SPRITE_VERSION: &str = "0.1.0";
 /// Largest request head (request line + headers) we buffer; a longer one is 431.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
-/// Bytes per read of [`RequestReader::read_head`].
-#[cfg(test)]
+/// Bytes per read of [`RequestReader::read_head`] and [`RequestReader::read_with`].
 pub const READ_CHUNK: usize = 4 * 1024;
 
 /// A parsed request head. Its body, if any, is read separately as a stream.
@@ -300,6 +299,20 @@ impl<R: Read> RequestReader<R> {
     /// The bytes read past the last request, not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Appends what one call of `read` (a non-blocking read of the stream, say) gives, at
+    /// most [`READ_CHUNK`] bytes; returns its count (0: end of stream).
+    pub fn read_with(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let result = read(&mut self.buf[start..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(start + n.min(READ_CHUNK));
+        result
     }
 
     /// Reads the next request's head and works out how its body is framed; the body itself
@@ -908,5 +921,26 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("Content-Length: 1\r\n\r\n"));
+    }
+
+    #[test]
+    fn read_with_appends_one_read_and_keeps_nothing_of_a_failed_one() {
+        let mut r = RequestReader::with_buffered(&b""[..], b"GE".to_vec());
+        let n = r
+            .read_with(|buf| {
+                assert_eq!(buf.len(), READ_CHUNK);
+                buf[..3].copy_from_slice(b"T /");
+                Ok(3)
+            })
+            .unwrap();
+        assert_eq!((n, r.buffered()), (3, &b"GET /"[..]));
+        let err = r.read_with(|_| Err(io::ErrorKind::WouldBlock.into()));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(r.buffered(), b"GET /");
+        assert_eq!(r.read_with(|_| Ok(0)).unwrap(), 0);
+        assert_eq!(r.buffered(), b"GET /");
+        // A reader claiming more than it was given cannot grow the buffer past one chunk.
+        r.read_with(|_| Ok(READ_CHUNK + 10)).unwrap();
+        assert_eq!(r.buffered().len(), 5 + READ_CHUNK);
     }
 }
