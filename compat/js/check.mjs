@@ -501,6 +501,53 @@ await check('fs_write_read_list_stat_rename_rm', async () => {
 });
 
 // HTTP exec (§6.9) and port events (§10, §6.4)
+await check('fs_copy_chmod_append_json_errors', async () => {
+  const fs = sprite.filesystem(state.home || '/tmp');
+  const d = `compat-${randomBytes(3).toString('hex')}`;
+  await fs.mkdir(`${d}/sub`, { recursive: true });
+  try {
+    await fs.writeFile(`${d}/a.txt`, 'one\n', { mode: 0o600 });
+    expect(((await fs.stat(`${d}/a.txt`)).mode & 0o777) === 0o600, 'write mode');
+    await fs.appendFile(`${d}/a.txt`, 'two\n');
+    expect((await fs.readFile(`${d}/a.txt`, 'utf8')) === 'one\ntwo\n', 'append');
+    await fs.copyFile(`${d}/a.txt`, `${d}/sub/b.txt`);
+    expect((await fs.readFile(`${d}/sub/b.txt`, 'utf8')) === 'one\ntwo\n', 'copy');
+    await fs.chmod(`${d}/sub/b.txt`, 0o640);
+    const st = await fs.stat(`${d}/sub/b.txt`);
+    expect((st.mode & 0o777) === 0o640, `chmod: mode ${st.mode?.toString(8)}`);
+    await fs.writeJSON(`${d}/c.json`, { a: [1, 'x'] });
+    expect(JSON.stringify(await fs.readJSON(`${d}/c.json`)) === '{"a":[1,"x"]}', 'json');
+    const ents = await fs.readdir(d, { withFileTypes: true });
+    const sub = ents.find((e) => e.name === 'sub');
+    expect(sub?.isDirectory() && ents.find((e) => e.name === 'a.txt')?.isFile(), `dirents ${JSON.stringify(ents)}`);
+    const codeOf = async (p) => { try { await p; return 'ok'; } catch (e) { return e.code; } };
+    const errs = {
+      rmNonEmpty: await codeOf(fs.rm(`${d}/sub`)),
+      readDir: await codeOf(fs.readFile(d, 'utf8')),
+      rmMissingForce: await codeOf(fs.rm(`${d}/missing`, { force: true })),
+    };
+    const want = { rmNonEmpty: 'ENOTEMPTY', readDir: 'EISDIR', rmMissingForce: 'ok' };
+    expect(JSON.stringify(errs) === JSON.stringify(want), `errors ${JSON.stringify(errs)}, want ${JSON.stringify(want)}`);
+  } finally {
+    await fs.rm(d, { recursive: true, force: true });
+  }
+});
+
+await check('fs_mkdir_without_recursive_needs_the_parent', async () => {
+  // JS mkdir writes <dir>/.keep and sends mkdirParents=true only with {recursive: true}
+  // (§9), so without it a missing parent must be ENOENT, as Node's fs.mkdir says.
+  const fs = sprite.filesystem(state.home || '/tmp');
+  const d = `compat-${randomBytes(3).toString('hex')}`;
+  try {
+    await fs.mkdir(`${d}/x/y`);
+  } catch (e) {
+    expect(e.code === 'ENOENT', `${e} (code ${e.code})`);
+    return;
+  } finally {
+    await fs.rm(d, { recursive: true, force: true });
+  }
+  throw new Fail(`mkdir ${d}/x/y (not recursive) created the missing parent ${d}/x`);
+});
 // JS reads each chunk that fetch hands it as one frame (§6.9, §17 item 34), and fetch (undici)
 // hands over everything one socket read brought: frames written back to back arrive merged on
 // any fast link, whatever the server does. So these checks space the frames out with `sleep`

@@ -407,6 +407,41 @@ def _():
         pass
 
 
+@check("fs_copy_chmod_touch_errors")
+def _():
+    fs = sprite.filesystem(state.get("home") or "/tmp")
+    d = fs / f"compat-{uuid.uuid4().hex[:6]}"
+    (d / "sub").mkdir(parents=True)
+    try:
+        a = d / "a.txt"
+        a.write_text("one\n")
+        a.copy_to(d / "sub" / "b.txt")
+        expect((d / "sub" / "b.txt").read_text() == "one\n", "copy")
+        (d / "sub" / "b.txt").chmod(0o640)
+        mode = (d / "sub" / "b.txt").stat().mode
+        expect(int(str(mode), 8) & 0o777 == 0o640, f"chmod: mode {mode!r}")
+        (d / "t").touch()
+        expect((d / "t").read_bytes() == b"", "touch")
+        (d / "t").unlink()
+        (d / "t").unlink(missing_ok=True)
+        errs = {}
+        for what, fn in (
+            ("rmdir_non_empty", lambda: (d / "sub").rmdir()),
+            ("read_dir", lambda: (d / "sub").read_text()),
+            ("unlink_missing", lambda: (d / "t").unlink()),
+        ):
+            try:
+                fn()
+                errs[what] = "ok"
+            except sprites.exceptions.FilesystemError as e:
+                errs[what] = type(e).__name__
+        want = {"rmdir_non_empty": "DirectoryNotEmptyError", "read_dir": "IsADirectoryError_",
+                "unlink_missing": "FileNotFoundError_"}
+        expect(errs == want, f"errors {errs}, want {want}")
+    finally:
+        d.rmtree()
+
+
 # ---- Management: delete last ----
 
 
