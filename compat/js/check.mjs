@@ -182,6 +182,24 @@ await check('list_sprites', async () => {
   expect(all.some((s) => s.name === name), 'not in listAllSprites');
 });
 
+await check('list_sprites_pages', async () => {
+  // Three sprites under one prefix, two per page: has_more, the token, then the last one.
+  const prefix = `${name}-page-`;
+  const names = [0, 1, 2].map((i) => `${prefix}${i}`);
+  for (const n of names) await client.createSprite(n);
+  try {
+    const p1 = await client.listSprites({ prefix, maxResults: 2 });
+    expect(p1.sprites.length === 2 && p1.hasMore === true && p1.nextContinuationToken, `page 1 ${JSON.stringify(p1)}`);
+    const p2 = await client.listSprites({ prefix, maxResults: 2, continuationToken: p1.nextContinuationToken });
+    expect(p2.sprites.length === 1 && p2.hasMore === false, `page 2 ${JSON.stringify(p2)}`);
+    const seen = [...p1.sprites, ...p2.sprites].map((x) => x.name).sort();
+    expect(JSON.stringify(seen) === JSON.stringify(names), `listed ${JSON.stringify(seen)}`);
+    expect(['running', 'warm', 'cold'].every((k) => typeof p1[k] === 'number'), `counts ${JSON.stringify(p1)}`);
+  } finally {
+    for (const n of names) await client.deleteSprite(n);
+  }
+});
+
 // Exec, non-TTY (§6.2)
 await check('exec_stdout_stderr', async () => {
   const r = await sprite.execFile('sh', ['-c', 'echo out; echo err >&2']);

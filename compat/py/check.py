@@ -16,7 +16,7 @@ import traceback
 import uuid
 
 import sprites
-from sprites import FileNotFoundError_, NotFoundError, SpritesClient
+from sprites import FileNotFoundError_, ListOptions, NotFoundError, SpritesClient
 from sprites.exceptions import ExitError
 from sprites.exceptions import TimeoutError as SpritesTimeout
 from sprites.session import kill_session
@@ -132,6 +132,25 @@ def _():
     expect(name in names, f"{name} not in {names}")
     every = [s.name for s in client.list_all_sprites(prefix="compat-py-")]
     expect(name in every, f"list_all_sprites(prefix) gave {every}")
+
+
+@check("list_sprites_pages")
+def _():
+    prefix = f"{name}-page-"
+    names = [f"{prefix}{i}" for i in range(3)]
+    for n in names:
+        client.create_sprite(n)
+    try:
+        p1 = client.list_sprites(ListOptions(prefix=prefix, max_results=2))
+        expect(len(p1.sprites) == 2 and p1.has_more and p1.next_continuation_token, f"page 1 {p1}")
+        p2 = client.list_sprites(ListOptions(prefix=prefix, max_results=2,
+                                             continuation_token=p1.next_continuation_token))
+        expect(len(p2.sprites) == 1 and not p2.has_more, f"page 2 {p2}")
+        seen = sorted(s.name for s in p1.sprites + p2.sprites)
+        expect(seen == names, f"listed {seen}")
+    finally:
+        for n in names:
+            client.delete_sprite(n)
 
 
 # ---- Exec, non-TTY (§6.2) ----
