@@ -438,6 +438,26 @@ await check('session_detachable_non_tty', async () => {
   expect(codes.every((x) => x === 143), `exit codes ${codes}`);
   expect(errors.length === 0, `errors: ${errors.join('; ')}`);
 });
+await check('session_kill_grace_then_forced', async () => {
+  // A process that ignores SIGTERM: after the grace period (`timeout`, a Go duration) the
+  // server kills it; the NDJSON says so (§7.3).
+  const cmd = sprite.createSession('python3', ['-c',
+    'import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint("READY", flush=True)\ntime.sleep(60)']);
+  cmd.on('error', () => {});
+  const c = collect(cmd);
+  const info = await messageWhere(cmd, c, (m) => m?.type === 'session_info', 10_000, 'session_info');
+  await c.waitFor(/READY/, 10_000, 'READY');
+  const t0 = performance.now();
+  const events = [];
+  for await (const ev of await sprite.killSession(String(info.session_id), 'SIGTERM', '1s')) events.push(ev);
+  const ms = performance.now() - t0;
+  const types = events.map((e) => e.type);
+  expect(types[0] === 'signal' && types.includes('killed') && types.at(-1) === 'complete' && !types.includes('error'),
+    `events ${JSON.stringify(events)}`);
+  expect(ms >= 900 && ms < 5000, `the stream took ${ms.toFixed(0)} ms for a 1 s grace period`);
+  await within(10_000, cmd.wait(), 'the creator to see the end');
+  return `${types.join(' → ')} in ${ms.toFixed(0)} ms`;
+});
 await check('session_kill_again_is_410_error', async () => {
   // JS 0.1.0 treats 410 (already exited) as a failure: §7.3.
   try {

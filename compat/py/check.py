@@ -391,6 +391,26 @@ def _():
     raise Fail("no error for a session that has exited")
 
 
+@check("session_kill_grace_then_forced")
+def _():
+    # The JSON body form (§7.3): {"signal": "SIGTERM", "timeout": 1} on a process that ignores
+    # SIGTERM; the server kills it after the grace period.
+    code = ("import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('PY-IGNORES-TERM', flush=True)\ntime.sleep(60)")
+    try:
+        sprite.command("python3", "-c", code, tty=True, timeout=1).run()
+    except SpritesTimeout:
+        pass
+    sid = [s.id for s in sprite.list_sessions() if "PY-IGNORES-TERM" in s.command][0]
+    t0 = time.monotonic()
+    types = [m.type for m in kill_session(sprite, sid, "SIGTERM", 1)]
+    secs = time.monotonic() - t0
+    expect(types and types[0] == "signal" and "killed" in types and types[-1] == "complete"
+           and "error" not in types, f"stream types {types}")
+    expect(0.9 <= secs < 5, f"{secs:.1f} s for a 1 s grace period")
+    return f"{' -> '.join(types)} in {secs:.1f} s"
+
+
 # ---- Filesystem (§9) ----
 
 
