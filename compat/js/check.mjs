@@ -458,6 +458,39 @@ await check('session_kill_grace_then_forced', async () => {
   await within(10_000, cmd.wait(), 'the creator to see the end');
   return `${types.join(' → ')} in ${ms.toFixed(0)} ms`;
 });
+await check('session_attach_mid_stream_is_seamless', async () => {
+  // Attach while the session prints 0..99999 as fast as it can: replay then live output must
+  // join without a gap or a repeat (the first replayed line may be cut).
+  const N = 100_000;
+  const rounds = [];
+  for (let round = 0; round < 2; round++) {
+    const cmd = sprite.createSession('python3', ['-c',
+      `import sys, time\nfor i in range(${N}):\n    sys.stdout.write(f"{i}\\n"); sys.stdout.flush()\nprint("END", flush=True)\ntime.sleep(60)`]);
+    cmd.on('error', () => {});
+    const c = collect(cmd);
+    const info = await messageWhere(cmd, c, (m) => m?.type === 'session_info', 10_000, 'session_info');
+    const id = String(info.session_id);
+    try {
+      await c.waitFor(round === 0 ? /\n5000\r/ : /\n40000\r/, 10_000, 'output under way');
+      const at = c.text.length;
+      const a = sprite.attachSession(id);
+      a.on('error', () => {});
+      const ca = collect(a);
+      await ca.waitFor(/END/, 20_000, 'END on the attached client');
+      const lines = ca.text.split('\r\n');
+      lines.shift();
+      const nums = lines.filter((l) => /^\d+$/.test(l)).map(Number);
+      const odd = lines.filter((l) => l && l !== 'END' && !/^\d+$/.test(l));
+      const gap = nums.findIndex((n, i) => i > 0 && n !== nums[i - 1] + 1);
+      expect(gap < 0 && odd.length === 0 && nums.at(-1) === N - 1,
+        `round ${round}: gap at ${gap} (${nums[gap - 1]} -> ${nums[gap]}), odd lines ${JSON.stringify(odd.slice(0, 3))}, last ${nums.at(-1)}`);
+      rounds.push(`attached after ${at} B, saw ${nums[0]}..${nums.at(-1)}`);
+    } finally {
+      for await (const _ of await sprite.killSession(id, 'SIGKILL', '0s'));
+    }
+  }
+  return rounds.join('; ');
+});
 await check('session_kill_again_is_410_error', async () => {
   // JS 0.1.0 treats 410 (already exited) as a failure: §7.3.
   try {
