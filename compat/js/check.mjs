@@ -270,6 +270,13 @@ await check('exec_kill_sends_signal', async () => {
   expect(code === 143, `exit code ${code} (want 128+15)`);
   return `exit ${code} ${(performance.now() - t0).toFixed(0)} ms after kill()`;
 });
+await check('exec_with_control_mode_falls_back', async () => {
+  // sprites-local has no /control (§8): a client built with controlMode must fall back to
+  // the plain exec socket (JS does on any control error).
+  const cc = new SpritesClient(TOKEN, { baseURL: URL_, timeout: 20_000, controlMode: true });
+  const r = await within(15_000, cc.sprite(name).execFile('sh', ['-c', 'echo via-fallback']), 'exec');
+  expect(r.stdout === 'via-fallback\n', JSON.stringify(r));
+});
 await check('exec_round_trip_time', async () => {
   const n = 5;
   const t0 = performance.now();

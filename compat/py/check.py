@@ -223,6 +223,14 @@ def _():
     return "; ".join(msgs)
 
 
+@check("exec_with_control_mode_falls_back")
+def _():
+    # No /control here (404, §8.1): Py falls back to the plain exec socket.
+    cc = SpritesClient(TOKEN, base_url=URL, timeout=20.0, control_mode=True)
+    out = cc.sprite(name).command("sh", "-c", "echo via-fallback", timeout=15).output()
+    expect(out == b"via-fallback\n", f"{out!r}")
+
+
 @check("exec_round_trip_time")
 def _():
     n, t0 = 5, time.monotonic()
