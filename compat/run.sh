@@ -150,7 +150,8 @@ run_one() {
     pids+=($!)
   fi
   if [ "$only" != js ]; then
-    (SPRITES_URL="$url" SPRITES_TOKEN="$token" PYTHONPATH="$work/py" timeout "$STEP_TIMEOUT" \
+    (SPRITES_URL="$url" SPRITES_TOKEN="$token" COMPAT_RUNTIME="$rt" PYTHONPATH="$work/py" \
+      timeout "$STEP_TIMEOUT" \
       python3 "$here/py/check.py" >"$dir/py.out" 2>"$dir/py.err" && echo 0 >"$dir/py.rc" \
       || echo $? >"$dir/py.rc") &
     pids+=($!)

@@ -231,6 +231,21 @@ def _():
     expect(out == b"via-fallback\n", f"{out!r}")
 
 
+if os.environ.get("COMPAT_RUNTIME") == "sandbox":
+
+    @check("sandbox_user_home_workspace_sudo")
+    def _():
+        # What the plugins built on this SDK rely on (PROTOCOL.md §14): user `sprite`, home
+        # /home/sprite, `mkdir -p /workspace` without sudo, passwordless `sudo -n`.
+        r = sprite.run(
+            "sh", "-c", "whoami; pwd; mkdir -p -- /workspace && echo made; sudo -n whoami",
+            capture_output=True, timeout=20,
+        )
+        out = r.stdout.decode().split()
+        expect(r.returncode == 0 and out == ["sprite", "/home/sprite", "made", "root"],
+               f"exit {r.returncode}, {out}, stderr {r.stderr!r}")
+
+
 @check("exec_round_trip_time")
 def _():
     n, t0 = 5, time.monotonic()
