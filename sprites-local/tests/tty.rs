@@ -404,3 +404,43 @@ fn kill_reports_its_progress_as_ndjson() {
         assert_eq!(tty_exit(&mut ws).0, 128 + 9);
     });
 }
+
+#[test]
+fn shutdown_closes_attached_terminals_with_going_away() {
+    let dir = TempDir::new("tty-shutdown");
+    let server = Server::builder()
+        .token("secret")
+        .addr("127.0.0.1:0")
+        .data_dir(&dir.0)
+        .runtime(Runtime::Host)
+        .start()
+        .unwrap();
+    create(&server, "tty");
+    let addr = server.addr();
+    let mut ws = connect(
+        addr,
+        "tty",
+        &format!("{}&tty=true", q(&["sh", "-c", "echo up; exec sleep 60"])),
+    );
+    let id = tty_session_info(&mut ws, true);
+    read_until(&mut ws, &mut Vec::new(), "up");
+    let mut other = attach_at(addr, "tty", &id, false);
+    tty_session_info(&mut other, true);
+    server.shutdown();
+    for ws in [&mut ws, &mut other] {
+        // Whichever the writer saw first: the shutdown's 1001, or the killed process's exit
+        // report (then 1011); never a connection cut without a close frame.
+        let code = loop {
+            match ws.read() {
+                Ok(Message::Close(Some(f))) => break f.code,
+                Ok(Message::Text(t)) => assert!(t.contains("exit"), "{t}"),
+                Ok(_) => {}
+                Err(e) => panic!("expected a close frame, got {e}"),
+            }
+        };
+        assert!(
+            matches!(code, CloseCode::Away | CloseCode::Error),
+            "{code:?}"
+        );
+    }
+}
