@@ -1,6 +1,6 @@
 //! [`State`]: what every connection of one server shares — the token, the sprite store, the
-//! exec sessions, the runtime — and the registries shutdown needs (open connections,
-//! running execs).
+//! exec sessions, the port watchers, the runtime — and the registries shutdown needs (open
+//! connections, running execs).
 //!
 //! It only holds things; it knows nothing of HTTP, routes or the reactor. The server
 //! creates it, the API handlers and the exec sessions read it.
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::exec::{ExecControl, Sessions};
 use crate::lock;
+use crate::ports::Ports;
 use crate::runtime::SpriteRuntime;
 use crate::store::Store;
 
@@ -22,7 +23,7 @@ pub(crate) struct State {
     /// Sprite records.
     pub store: Store,
     /// Running (and recently exited) exec sessions.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// What runs sprites' processes and serves their files.
     pub runtime: Arc<dyn SpriteRuntime>,
     /// Whether exec upgrades advertise `X-Sprite-Capabilities: signal`.
@@ -36,6 +37,8 @@ pub(crate) struct State {
     /// them with 1001.
     execs: Mutex<HashMap<u64, ExecControl>>,
     next_exec: AtomicU64,
+    /// Port watchers: who listens on what in each sprite, for whoever subscribes.
+    pub ports: Ports,
 }
 
 impl State {
@@ -46,10 +49,12 @@ impl State {
         runtime: Arc<dyn SpriteRuntime>,
         signal_capability: bool,
     ) -> State {
+        let sessions = Arc::new(Sessions::default());
         State {
             token,
             store,
-            sessions: Sessions::default(),
+            ports: Ports::new(runtime.clone(), sessions.clone()),
+            sessions,
             runtime,
             signal_capability,
             scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,

@@ -417,7 +417,10 @@ fn keep_alive_connections_hold_no_thread() {
         .collect();
     let threads = server.threads();
     eprintln!("server threads: {base} at start, {threads} with 51 idle keep-alive connections");
-    assert!(threads <= base + 4, "{base} -> {threads} threads");
+    // Held threads would be 51 more. A few idle workers may remain in the pool (each waits
+    // up to 1 ms for its client's next request, so the next connection's request can find
+    // them busy and start another; idle ones exit after 5 s).
+    assert!(threads <= base + 10, "{base} -> {threads} threads");
 
     // Two requests in one write: both answered, in order, on the same connection.
     let mut c = connect(server.addr);

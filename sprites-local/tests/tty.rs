@@ -444,3 +444,61 @@ fn shutdown_closes_attached_terminals_with_going_away() {
         );
     }
 }
+
+#[test]
+fn a_listener_in_a_terminal_session_is_announced_to_every_attached_client() {
+    each_runtime("tty-ports", None, |s, runtime| {
+        let script = "import socket, sys\n\
+                      s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+                      print('port', s.getsockname()[1], flush=True)\n\
+                      sys.stdin.readline(); s.close()\n\
+                      print('closed', flush=True); sys.stdin.readline()\n";
+        let mut ws = connect(
+            s,
+            "tty",
+            &format!("{}&tty=true", q(&["python3", "-c", script])),
+        );
+        let id = tty_session_info(&mut ws, true);
+        let mut other = attach_at(s, "tty", &id, false);
+        tty_session_info(&mut other, true);
+        // Output and port messages, until a `port_opened`/`port_closed` text arrives.
+        let next_port_event = |ws: &mut Ws, out: &mut Vec<u8>| -> serde_json::Value {
+            loop {
+                match ws.read().unwrap() {
+                    Message::Binary(b) => out.extend_from_slice(&b),
+                    Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                    _ => {}
+                }
+            }
+        };
+        let mut out = Vec::new();
+        let opened = next_port_event(&mut ws, &mut out);
+        let opened_other = next_port_event(&mut other, &mut Vec::new());
+        read_until(&mut ws, &mut out, "\r\n");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let port: u64 = text
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        for ev in [&opened, &opened_other] {
+            assert_eq!(ev["type"], "port_opened", "{ev}");
+            assert_eq!(ev["port"], port, "{ev}");
+            assert_eq!(ev["address"], "127.0.0.1", "{ev}");
+            assert!(ev["pid"].as_u64().is_some_and(|p| p > 0), "{ev}");
+            if runtime == "host" {
+                // The listener is the session's leader; in a sandbox its pid is the one
+                // inside the sprite, the session id the one on the host.
+                assert_eq!(ev["pid"].to_string(), id, "{ev}");
+            }
+        }
+        send(&mut ws, b"\r");
+        let closed = next_port_event(&mut ws, &mut Vec::new());
+        assert_eq!(closed["type"], "port_closed", "{closed}");
+        assert_eq!(closed["port"], port);
+        send(&mut ws, b"\r");
+        let (code, _) = tty_exit(&mut ws);
+        assert_eq!(code, 0);
+    });
+}

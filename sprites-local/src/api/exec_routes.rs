@@ -63,7 +63,7 @@ fn websocket_key(req: &RequestHead) -> Result<&str, Response> {
 }
 
 /// The answer to an exec whose process could not be started.
-fn spawn_failed(name: &str, program: &str, e: SpawnFailure) -> Response {
+pub(super) fn spawn_failed(name: &str, program: &str, e: SpawnFailure) -> Response {
     match e {
         SpawnFailure::SpriteNotFound => sprite_not_found(name),
         SpawnFailure::InvalidDirectory(m) => Response::error(400, "invalid_directory", &m),

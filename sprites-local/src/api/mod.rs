@@ -9,6 +9,8 @@
 mod exec_routes;
 mod fs_routes;
 mod fs_write;
+mod http_exec;
+mod port_routes;
 mod sprites;
 
 use std::ops::Deref;
@@ -34,6 +36,8 @@ pub enum Reply {
     WebSocket(Box<dyn WebSocketSession>),
     /// A response whose body is streamed from an open file.
     File(Box<FileResponse>),
+    /// A response written while the request body is still being read (the HTTP exec).
+    Duplex(Box<dyn DuplexResponse>),
 }
 
 /// What runs on a connection once its WebSocket upgrade was accepted. The route decided
@@ -43,6 +47,15 @@ pub trait WebSocketSession: Send {
     /// Writes the `101` (and whatever must follow it at once), then serves the connection
     /// until it ends. `leftover` holds bytes the client sent after its request head.
     fn run(self: Box<Self>, state: Arc<State>, conn: Arc<crate::state::Conn>, leftover: Vec<u8>);
+}
+
+/// What writes a response while the request's body is still being read: the HTTP exec,
+/// whose body is a process's stdin and whose response is its output, both streamed at once.
+/// Its response says `Connection: close`: the connection ends with it.
+pub trait DuplexResponse: Send {
+    /// Serves the request on `stream`: reads as much of `body` as it wants and writes the
+    /// whole response (head included).
+    fn run(self: Box<Self>, stream: &std::net::TcpStream, body: &mut dyn RequestBody);
 }
 
 impl From<Response> for Reply {
@@ -143,7 +156,8 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
         ["sprites", name, "exec"] => match m {
             "GET" => exec_routes::exec_or_list(state, name, req, &q, body),
             "HEAD" => exec_routes::head(state, name).into(),
-            _ => method_not_allowed("GET, HEAD").into(),
+            "POST" => http_exec::post(state, name, &q),
+            _ => method_not_allowed("GET, HEAD, POST").into(),
         },
         ["sprites", name, "exec", id] => match m {
             "GET" => exec_routes::attach(state, name, id, req),
@@ -154,6 +168,10 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
+        ["sprites", name, "ports", "watch"] => match m {
+            "GET" => port_routes::watch(state, name, req, body),
+            _ => method_not_allowed("GET").into(),
+        },
         _ => not_found().into(),
     }
 }

@@ -218,6 +218,7 @@ fn write_out(
         select! {
             recv(attachment.rx) -> out => match out {
                 Ok(Out::Data(stream, data)) => data_frame(w, tty, stream, &data),
+                Ok(Out::Text(text)) => w.frame(opcode::TEXT, text.as_bytes()),
                 Ok(Out::Exit(code)) => return report_exit(w, tty, code, ctrl),
                 Err(_) => {
                     // Cut by the hub: this client fell behind the output for too long.

@@ -5,6 +5,8 @@
 //!   ordinary HTTP error ([`SpawnFailure`], which the API turns into a response);
 //! - [`pump`]: an ordinary exec's WebSocket session (non-TTY, ends with its connection):
 //!   its threads and I/O, until it ends;
+//! - [`http`]: the exec over HTTP (§6.9): stdin from the request body, frames in the
+//!   response's chunks;
 //! - [`hub`]: a detachable session's process (every TTY exec, `detachable=true`): its
 //!   output, scrollback and stdin, independent of any connection;
 //! - [`attach`]: one WebSocket connection to a hub (the exec that started it, or a later
@@ -15,6 +17,7 @@
 
 mod attach;
 mod control;
+mod http;
 mod hub;
 mod params;
 mod pump;
@@ -22,6 +25,7 @@ mod scrollback;
 mod sessions;
 
 pub use attach::Attach;
+pub use http::HttpExec;
 pub use hub::DEFAULT_SCROLLBACK;
 
 pub use control::ExecControl;
@@ -80,6 +84,22 @@ pub fn spawn(
     params: &ExecParams,
     ws_key: &str,
 ) -> Result<Upgrade, SpawnFailure> {
+    let (process, session) = start(state, sprite, params)?;
+    Ok(Upgrade {
+        process,
+        session,
+        accept_key: ws::accept_key(ws_key),
+        detachable: params.detachable.then_some(params.max_run_after_disconnect),
+    })
+}
+
+/// Spawns the process for an exec on `sprite` and registers its session, whatever carries
+/// it (a WebSocket, an HTTP response).
+pub(crate) fn start(
+    state: &State,
+    sprite: &str,
+    params: &ExecParams,
+) -> Result<(Box<dyn ExecProcess>, Arc<Session>), SpawnFailure> {
     let Some(rec) = state.store.get(sprite) else {
         return Err(SpawnFailure::SpriteNotFound);
     };
@@ -110,12 +130,7 @@ pub fn spawn(
     // Before the 101, so anyone who has seen the exec start also sees the sprite as run
     // (persisted on a sprite's first run only: one fsync in its lifetime).
     let _ = state.store.mark_running(sprite, crate::time::now_rfc3339());
-    Ok(Upgrade {
-        process: spawned.process,
-        session,
-        accept_key: ws::accept_key(ws_key),
-        detachable: params.detachable.then_some(params.max_run_after_disconnect),
-    })
+    Ok((spawned.process, session))
 }
 
 impl crate::api::WebSocketSession for Upgrade {

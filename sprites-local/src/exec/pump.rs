@@ -20,6 +20,10 @@
 //!   channel, so a process that doesn't read stdin cannot wedge signal handling for long.
 //!
 //! If the client goes away before the exit frame, the whole process group is SIGKILLed.
+//!
+//! While the exec is open it subscribes to its own process tree's port events
+//! ([`crate::ports`], `Scope::Session`): the scanner queues them as [`Ctrl::Text`] and wakes
+//! the I/O thread, which sends them as text frames until the exit report.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -36,6 +40,7 @@ use super::control::{ExecControl, Registered};
 use super::{Session, Upgrade};
 use crate::net::http::SPRITE_VERSION;
 use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
+use crate::ports;
 use crate::signal;
 use crate::state::{Conn, State};
 use crate::sys;
@@ -91,6 +96,8 @@ enum Ctrl {
     Close(u16, &'static str),
     /// The client is gone; write nothing more.
     Gone,
+    /// Send this text frame (a port event), unless the exit report is out.
+    Text(String),
 }
 
 /// Runs an upgraded exec on `conn` until it ends. `leftover` = bytes the client sent
@@ -130,7 +137,8 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
         return;
     };
 
-    let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
+    // Room for pongs and a burst of port events while the client is slow to read.
+    let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(64);
     let (exit_tx, exit_rx) = bounded::<u8>(1);
     let (done_tx, done_rx) = bounded::<()>(1);
     let exit_sent = Arc::new(AtomicBool::new(false));
@@ -206,6 +214,23 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
+    // Port events of this session's own process tree, while the exec is open (best
+    // effort: without a scanner thread the exec runs without them).
+    let _ports = {
+        let (tx, wake) = (ctrl_tx.clone(), wake.clone());
+        state
+            .ports
+            .subscribe(
+                &session.sprite,
+                &state.store.sprite_dir(&session.sprite),
+                ports::Scope::Session(pid),
+                Box::new(move |u: &ports::Update<'_>| {
+                    let _ = tx.try_send(Ctrl::Text(u.to_json()));
+                    wake.notify();
+                }),
+            )
+            .ok()
+    };
     let mut stdin_tx = stdin.and_then(|pipe| {
         let (tx, rx) = bounded::<(Vec<u8>, usize)>(4);
         spawn_named("sprites-exec-stdin", move || stdin_main(pipe, rx))
@@ -407,6 +432,12 @@ impl Io {
                     return Next::Stop;
                 }
                 Ctrl::Gone => return Next::Stop,
+                Ctrl::Text(t) => {
+                    // After the exit report the session is over for the client.
+                    if !self.exit_sent.load(Ordering::SeqCst) {
+                        self.w.frame(opcode::TEXT, t.as_bytes());
+                    }
+                }
             }
         }
         Next::Continue

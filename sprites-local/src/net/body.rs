@@ -309,6 +309,11 @@ pub trait RequestBody: Read {
     /// The declared size: `Some(n)` for `Content-Length: n` (`Some(0)` for no body), `None`
     /// for a chunked body, whose size is known only at its end.
     fn declared_len(&self) -> Option<u64>;
+
+    /// Bytes already received from the connection and not yet consumed (data or framing):
+    /// while this is 0, the next read waits for the socket, so a caller may wait for the
+    /// socket (and other things) itself first.
+    fn buffered(&self) -> usize;
 }
 
 /// The body of one request: its [`BodyReader`], plus the interim `100 Continue` the client
@@ -351,6 +356,10 @@ impl<R: Read> RequestBody for Body<'_, R> {
         self.reader.is_done()
     }
 
+    fn buffered(&self) -> usize {
+        RequestBody::buffered(&self.reader)
+    }
+
     fn declared_len(&self) -> Option<u64> {
         match self.reader.framing() {
             BodyFraming::None => Some(0),
@@ -363,6 +372,10 @@ impl<R: Read> RequestBody for Body<'_, R> {
 impl<R: Read> RequestBody for BodyReader<'_, R> {
     fn is_done(&self) -> bool {
         BodyReader::is_done(self)
+    }
+
+    fn buffered(&self) -> usize {
+        self.hi - self.lo
     }
 
     fn declared_len(&self) -> Option<u64> {
@@ -580,6 +593,24 @@ mod tests {
         raw.extend(std::iter::repeat_n(b'0', 10_000));
         let (body, _) = stream(&raw, 4096, 64);
         assert_eq!(body.unwrap_err(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn buffered_counts_bytes_received_and_not_consumed() {
+        let rest = "5\r\nhello\r\n0\r\n\r\n";
+        let raw = format!("PUT /w HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{rest}");
+        let mut rr = RequestReader::new(raw.as_bytes());
+        let (_, framing) = rr.read_head().unwrap().unwrap();
+        let mut body = rr.body(framing);
+        assert_eq!(RequestBody::buffered(&body), rest.len());
+        let mut buf = [0u8; 2];
+        assert_eq!(body.read(&mut buf).unwrap(), 2);
+        assert_eq!(RequestBody::buffered(&body), rest.len() - "5\r\nhe".len());
+        let mut all = Vec::new();
+        body.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"llo");
+        assert_eq!(RequestBody::buffered(&body), 0);
+        assert!(RequestBody::is_done(&body));
     }
 
     #[test]

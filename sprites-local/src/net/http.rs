@@ -616,7 +616,7 @@ fn bodyless(status: u16) -> bool {
 /// A response head: status line, `Sprite-Version`, `headers`, then `Content-Length: len`
 /// (or `Transfer-Encoding: chunked` when `len` is `None`) unless the status has no body,
 /// and `Connection: close` unless `keep_alive`.
-pub(super) fn response_head(
+pub(crate) fn response_head(
     status: u16,
     headers: &[(&'static str, String)],
     len: Option<u64>,

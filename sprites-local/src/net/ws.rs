@@ -95,6 +95,15 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     p
 }
 
+/// The close code to answer a client's close with: its own code when that may be sent on
+/// the wire, else 1000.
+pub fn reply_close_code(code: Option<u16>) -> u16 {
+    match code {
+        Some(c @ (1000..=1003 | 1007..=1011 | 3000..=4999)) => c,
+        _ => close_code::NORMAL,
+    }
+}
+
 /// A message from the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
@@ -380,6 +389,28 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_codes_echoed_only_when_sendable() {
+        for (got, sent) in [
+            (Some(1000), 1000),
+            (Some(1003), 1003),
+            (Some(1004), 1000),
+            (Some(1005), 1000),
+            (Some(1006), 1000),
+            (Some(1007), 1007),
+            (Some(1011), 1011),
+            (Some(1012), 1000),
+            (Some(2999), 1000),
+            (Some(3000), 3000),
+            (Some(4999), 4999),
+            (Some(5000), 1000),
+            (Some(999), 1000),
+            (None, 1000),
+        ] {
+            assert_eq!(reply_close_code(got), sent, "{got:?}");
+        }
+    }
 
     /// Builds a masked client frame.
     fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {

@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
+    ExecProcess, PortScope, ProcessSpec, ProcessTrees, Runtime, SignalGroup, SpawnError, Spawned,
+    SpriteRuntime, Stdio3,
 };
 use crate::fsops::journal;
 use crate::sys::{self, process};
@@ -146,6 +147,21 @@ impl SpriteRuntime for HostRuntime {
         Ok(Spawned {
             process: Box::new(HostProcess { child, master }),
             workdir: cwd.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// The sprite shares the server's network: its sockets are those its exec sessions'
+    /// process trees hold, and its pids are host pids.
+    fn port_scope(&self, _sprite_dir: &Path, execs: &[u32]) -> Option<PortScope> {
+        if execs.is_empty() {
+            return None;
+        }
+        Some(PortScope {
+            net_dir: PathBuf::from("/proc/self/net"),
+            own_network: false,
+            trees: ProcessTrees::Roots(execs.to_vec()),
+            own_pids: false,
+            still_valid: Box::new(|| true),
         })
     }
 }

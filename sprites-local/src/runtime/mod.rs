@@ -200,6 +200,42 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn fs(&self, _sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {
         None
     }
+    /// Where the listening sockets of the sprite at `sprite_dir` can be seen (read by
+    /// `crate::ports`). `execs` are the host pids of its running exec sessions. `None`: the
+    /// sprite has no process that could listen (or this runtime reports no ports).
+    fn port_scope(&self, _sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
+        None
+    }
+}
+
+/// Where a sprite's listening TCP sockets are found and who holds them, as a runtime
+/// describes it to `crate::ports` (which does the reading of `/proc`).
+pub(crate) struct PortScope {
+    /// The `/proc/<pid>/net` directory of a process in the sprite's network namespace
+    /// (`/proc/self/net` when the sprite shares the server's); its `tcp` and `tcp6` list
+    /// the sockets.
+    pub net_dir: PathBuf,
+    /// The sprite has that network namespace to itself, so every socket in it is the
+    /// sprite's. Otherwise only the sockets one of [`PortScope::trees`] holds are.
+    pub own_network: bool,
+    /// The processes that may hold the sprite's sockets, as trees whose roots are exec
+    /// sessions (a socket is attributed to the session whose tree holds it).
+    pub trees: ProcessTrees,
+    /// The sprite has a PID namespace of its own: pids are reported as seen inside it.
+    pub own_pids: bool,
+    /// Checked after the `net_dir` files are opened: false when the process behind
+    /// `net_dir` may have gone (its pid may then name a stranger), so what was opened is
+    /// not trusted.
+    pub still_valid: Box<dyn Fn() -> bool + Send>,
+}
+
+/// The roots of a sprite's process trees, as host pids.
+pub(crate) enum ProcessTrees {
+    /// Each pid leads an exec session's tree (the host runtime: the execs themselves).
+    Roots(Vec<u32>),
+    /// The children of this pid lead the trees (a sprite's init: its children are the
+    /// exec sessions, plus orphans it adopted).
+    ChildrenOf(u32),
 }
 
 /// At server start: removes the temp files of uploads a previous server process left

@@ -69,6 +69,7 @@ impl Server {
             scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
             head_timeout: HEAD_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            max_ports_per_sprite: crate::ports::DEFAULT_MAX_PER_SPRITE,
         }
     }
 }
@@ -88,6 +89,7 @@ pub struct ServerBuilder {
     scrollback_bytes: usize,
     head_timeout: Duration,
     idle_timeout: Duration,
+    max_ports_per_sprite: usize,
 }
 
 impl ServerBuilder {
@@ -176,6 +178,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Most listening sockets reported per sprite in port events (PROTOCOL.md §6.4, §10),
+    /// default 256: each scan of a sprite reads at most this many, however many it opens
+    /// (beyond it, a listener is reported once others have closed).
+    pub fn max_ports_per_sprite(mut self, n: usize) -> Self {
+        self.max_ports_per_sprite = n;
+        self
+    }
+
     /// How much recent output each detachable session (every TTY session) keeps for
     /// clients that attach later, in bytes. Default 1 MiB; 0 keeps none.
     pub fn scrollback_bytes(mut self, bytes: usize) -> Self {
@@ -233,6 +243,7 @@ impl ServerBuilder {
         let mut state = State::new(token, store, rt, self.signal_capability);
         state.scrollback_bytes = self.scrollback_bytes;
         let state = Arc::new(state);
+        state.ports.set_max_per_sprite(self.max_ports_per_sprite);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()

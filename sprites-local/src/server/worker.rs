@@ -306,8 +306,16 @@ fn one_request(
     };
     let (reply, body_done) = {
         let mut body = Body::new(reader, head, framing, &mut send_continue);
-        let reply = api::handle(state, head, &mut body);
-        (reply, body.is_done())
+        match api::handle(state, head, &mut body) {
+            Reply::Duplex(response) => {
+                // It writes its whole response while reading the body, and says
+                // `Connection: close`: whatever of the body it left is discarded.
+                response.run(stream, &mut body);
+                let _ = stream.shutdown(Shutdown::Write);
+                return Next::Linger;
+            }
+            reply => (reply, body.is_done()),
+        }
     };
     let keep_alive = !head.wants_close() && body_done;
     let mut out = stream;
@@ -327,6 +335,7 @@ fn one_request(
             }
         }
         Reply::WebSocket(session) => return Next::WebSocket(session),
+        Reply::Duplex(_) => return Next::Close, // served above
     }
     if !body_done {
         let _ = stream.shutdown(Shutdown::Write);

@@ -67,6 +67,15 @@ pub fn set_pipe_size(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) }).map(drop)
 }
 
+/// Puts `fd`'s open file description in non-blocking mode (`O_NONBLOCK`): reads and
+/// writes that would wait fail with `WouldBlock` instead.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed fd; F_GETFL/F_SETFL take and return ints only.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
 /// Closes descriptor number `fd`, ignoring errors.
 ///
 /// For a descriptor this process knows only by number (the sandbox helper's control

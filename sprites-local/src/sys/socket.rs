@@ -2,7 +2,7 @@
 //! options.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::check;
@@ -190,6 +190,44 @@ pub fn grow_socket_buffers(sock: &OwnedFd) {
             );
         }
     }
+}
+
+/// Turns TCP keepalive on for `sock`: after `idle` without traffic the kernel probes the
+/// peer every `interval`, and after `count` unanswered probes the connection fails (a
+/// `poll` reports an error, reads and writes fail). So a peer that vanished without a word
+/// is noticed within `idle + interval × count` even when nothing is being sent.
+pub fn set_tcp_keepalive(
+    sock: BorrowedFd<'_>,
+    idle: Duration,
+    interval: Duration,
+    count: u32,
+) -> io::Result<()> {
+    let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+    for (level, opt, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval)),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            count.clamp(1, i32::MAX as u32) as libc::c_int,
+        ),
+    ] {
+        // SAFETY: setsockopt with a valid int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Sets (or with `None` clears) a socket's receive timeout (`SO_RCVTIMEO`): a read that

@@ -337,6 +337,23 @@ impl AgentHandle {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let _ = self.done.recv_timeout(left);
     }
+
+    /// The agent's pid in the server's PID namespace (from its pidfd), while it runs.
+    pub fn host_pid(&self) -> Option<u32> {
+        pidfd_pid(&self.init)
+    }
+
+    /// True once the agent has exited. While this is false, the pid [`Self::host_pid`]
+    /// returned still names the agent (its pidfd is not readable until it exits).
+    pub fn has_exited(&self) -> bool {
+        let mut p = [libc::pollfd {
+            fd: self.init.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // A failed poll proves nothing: count it as exited, so nothing is trusted.
+        !matches!(sys::fd::poll(&mut p, 0), Ok(0))
+    }
 }
 
 impl Drop for AgentHandle {

@@ -44,7 +44,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use crossbeam_channel::Receiver;
 
 use super::{
-    ExecProcess, ProcessSpec, Runtime, SignalGroup, SpawnError, Spawned, SpriteRuntime, Stdio3,
+    ExecProcess, PortScope, ProcessSpec, ProcessTrees, Runtime, SignalGroup, SpawnError, Spawned,
+    SpriteRuntime, Stdio3,
 };
 use crate::lock;
 use crate::store::SpriteConfig;
@@ -623,5 +624,24 @@ impl SpriteRuntime for SandboxRuntime {
         for (dir, _) in &all {
             self.cgroups.remove(dir);
         }
+    }
+
+    /// The sprite has a network namespace of its own, which its agent (PID 1 inside) is
+    /// in: `/proc/<agent>/net` lists exactly the sprite's sockets, and the agent's
+    /// children lead its process trees. A sprite whose agent is not running has no
+    /// process, hence no port (the agent is not started for this).
+    fn port_scope(&self, sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
+        let agent = lock(&self.agents)
+            .get(sprite_dir)
+            .filter(|a| a.is_alive())
+            .cloned()?;
+        let pid = agent.host_pid()?;
+        Some(PortScope {
+            net_dir: PathBuf::from(format!("/proc/{pid}/net")),
+            own_network: true,
+            trees: ProcessTrees::ChildrenOf(pid),
+            own_pids: true,
+            still_valid: Box::new(move || !agent.has_exited()),
+        })
     }
 }
