@@ -55,6 +55,8 @@ pub(crate) struct ClientInner {
     pub(crate) create_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) keepalive: crate::exec::Keepalive,
+    /// Each sprite's runtime version and attach route, as far as responses told.
+    pub(crate) runtimes: crate::exec::Runtimes,
 }
 
 impl fmt::Debug for Client {
@@ -451,6 +453,7 @@ impl ClientBuilder {
                 create_timeout: self.create_timeout,
                 connect_timeout: self.connect_timeout,
                 keepalive: self.keepalive,
+                runtimes: crate::exec::Runtimes::default(),
             }),
         })
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod tls;
 
 use sprites::{Client, Sprite};
