@@ -145,7 +145,8 @@ run_one() {
   # The two scripts at once (each makes its own sprites): the quiet checks overlap.
   local pids=()
   if [ "$only" != py ]; then
-    (SPRITES_URL="$url" SPRITES_TOKEN="$token" timeout "$STEP_TIMEOUT" "$node" "$work/js/check.mjs" \
+    (SPRITES_URL="$url" SPRITES_TOKEN="$token" COMPAT_RUNTIME="$rt" timeout "$STEP_TIMEOUT" \
+      "$node" "$work/js/check.mjs" \
       >"$dir/js.out" 2>"$dir/js.err" && echo 0 >"$dir/js.rc" || echo $? >"$dir/js.rc") &
     pids+=($!)
   fi
