@@ -516,8 +516,12 @@ fn a_port_watch_gives_its_snapshot_then_events_then_ends_cleanly_or_says_why() {
                 .and_then(|()| text(&mut stream, "garbage"))
                 .and_then(|()| text(&mut stream, r#"{"type":"port_closed","port":80,"address":"0.0.0.0","pid":1}"#))
                 .and_then(|()| close(&mut stream, 1000, "")),
+            // The event comes a while after the snapshot: a wait must really wait for it.
             _ => text(&mut stream, r#"{"type":"port_list","ports":[]}"#)
-                .and_then(|()| text(&mut stream, r#"{"type":"port_opened","port":9,"address":"127.0.0.1","pid":3}"#))
+                .and_then(|()| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    text(&mut stream, r#"{"type":"port_opened","port":9,"address":"127.0.0.1","pid":3}"#)
+                })
                 .and_then(|()| close(&mut stream, 1011, "broken")),
         };
         result.unwrap();
@@ -563,6 +567,42 @@ fn a_port_watch_gives_its_snapshot_then_events_then_ends_cleanly_or_says_why() {
         other => panic!("expected the close, got {other:?}"),
     }
     assert!(watch.next().is_none());
+
+    // Iterating says the same: the event, the reason once, then the end.
+    let mut watch = client.sprite("broken").watch_ports().unwrap();
+    assert_eq!(watch.next().unwrap().unwrap().port, 9);
+    match watch.next() {
+        Some(Err(Error::ConnectionClosed { code, .. })) => assert_eq!(code, Some(1011)),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    assert!(watch.next().is_none());
+}
+
+#[test]
+fn dropping_a_port_watch_closes_it_with_1000() {
+    let _watchdog = common::Watchdog::arm("port watch drop");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        accept(&request, &mut stream, "");
+        text(&mut stream, r#"{"type":"port_list","ports":[]}"#).unwrap();
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        // The first frame the client sends: its close, with the code in the payload.
+        let _ = tx.send(client_frame(&mut reader).ok());
+    });
+    let watch = client(&url).sprite("s").watch_ports().unwrap();
+    let dropped = Instant::now();
+    drop(watch);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        dropped.elapsed()
+    );
+    let frame = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("a frame");
+    assert_eq!(frame.0, 0x8, "{frame:?}");
+    assert_eq!(&frame.1[..2], &1000u16.to_be_bytes());
 }
 
 #[test]
