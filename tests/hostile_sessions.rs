@@ -531,6 +531,13 @@ fn a_port_watch_gives_its_snapshot_then_events_then_ends_cleanly_or_says_why() {
 
     let mut watch = client.sprite("clean").watch_ports().unwrap();
     assert_eq!(watch.ports().len(), 1);
+    let shown = format!("{watch:?}");
+    assert!(
+        shown.starts_with("PortWatch {")
+            && shown.contains("port: 80")
+            && shown.contains("ended: false"),
+        "{shown}"
+    );
     assert_eq!(
         (
             watch.ports()[0].kind,
