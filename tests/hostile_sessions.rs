@@ -516,8 +516,12 @@ fn a_port_watch_gives_its_snapshot_then_events_then_ends_cleanly_or_says_why() {
                 .and_then(|()| text(&mut stream, "garbage"))
                 .and_then(|()| text(&mut stream, r#"{"type":"port_closed","port":80,"address":"0.0.0.0","pid":1}"#))
                 .and_then(|()| close(&mut stream, 1000, "")),
+            // The event comes a while after the snapshot: a wait must really wait for it.
             _ => text(&mut stream, r#"{"type":"port_list","ports":[]}"#)
-                .and_then(|()| text(&mut stream, r#"{"type":"port_opened","port":9,"address":"127.0.0.1","pid":3}"#))
+                .and_then(|()| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    text(&mut stream, r#"{"type":"port_opened","port":9,"address":"127.0.0.1","pid":3}"#)
+                })
                 .and_then(|()| close(&mut stream, 1011, "broken")),
         };
         result.unwrap();
@@ -527,6 +531,13 @@ fn a_port_watch_gives_its_snapshot_then_events_then_ends_cleanly_or_says_why() {
 
     let mut watch = client.sprite("clean").watch_ports().unwrap();
     assert_eq!(watch.ports().len(), 1);
+    let shown = format!("{watch:?}");
+    assert!(
+        shown.starts_with("PortWatch {")
+            && shown.contains("port: 80")
+            && shown.contains("ended: false"),
+        "{shown}"
+    );
     assert_eq!(
         (
             watch.ports()[0].kind,
@@ -563,6 +574,42 @@ fn a_port_watch_gives_its_snapshot_then_events_then_ends_cleanly_or_says_why() {
         other => panic!("expected the close, got {other:?}"),
     }
     assert!(watch.next().is_none());
+
+    // Iterating says the same: the event, the reason once, then the end.
+    let mut watch = client.sprite("broken").watch_ports().unwrap();
+    assert_eq!(watch.next().unwrap().unwrap().port, 9);
+    match watch.next() {
+        Some(Err(Error::ConnectionClosed { code, .. })) => assert_eq!(code, Some(1011)),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    assert!(watch.next().is_none());
+}
+
+#[test]
+fn dropping_a_port_watch_closes_it_with_1000() {
+    let _watchdog = common::Watchdog::arm("port watch drop");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        accept(&request, &mut stream, "");
+        text(&mut stream, r#"{"type":"port_list","ports":[]}"#).unwrap();
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        // The first frame the client sends: its close, with the code in the payload.
+        let _ = tx.send(client_frame(&mut reader).ok());
+    });
+    let watch = client(&url).sprite("s").watch_ports().unwrap();
+    let dropped = Instant::now();
+    drop(watch);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        dropped.elapsed()
+    );
+    let frame = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("a frame");
+    assert_eq!(frame.0, 0x8, "{frame:?}");
+    assert_eq!(&frame.1[..2], &1000u16.to_be_bytes());
 }
 
 #[test]
@@ -618,10 +665,142 @@ fn a_silent_port_watch_is_pinged_and_given_up_on() {
         }
     };
     assert!(matches!(err, Error::KeepaliveTimeout(_)), "{err}");
+    // Given up on after the limit (600 ms of silence from the snapshot on), not before.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&started.elapsed()),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// CPU time (user + system) of this process's threads with this name, in clock ticks.
+fn cpu_ticks_of_threads(name: &str) -> u64 {
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == name) {
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            // Fields after the ")" that ends the name: utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace()
+                .collect();
+            for i in [11, 12] {
+                ticks += fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    ticks
+}
+
+#[test]
+fn a_port_watch_pings_at_its_interval_and_idles_without_spinning() {
+    let _watchdog = common::Watchdog::arm("port watch pings");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        accept(&request, &mut stream, "");
+        text(&mut stream, r#"{"type":"port_list","ports":[]}"#).unwrap();
+        let sent = Instant::now();
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut pings = Vec::new();
+        while sent.elapsed() < Duration::from_millis(1500) {
+            match client_frame(&mut reader) {
+                Ok((0x9, _)) => {
+                    pings.push(sent.elapsed());
+                    // The pong, so the client hears from us.
+                    let _ = stream.write_all(&[0x8a, 0x00]);
+                }
+                Ok(_) => {}
+                Err(_) => continue, // a read timeout: nothing sent yet
+            }
+        }
+        let _ = tx.send(pings);
+    });
+    let client = sprites::Client::builder()
+        .base_url(&url)
+        .token("t")
+        .keepalive(Duration::from_millis(300), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let before = cpu_ticks_of_threads("sprites-port-wa");
+    let watch = client.sprite("s").watch_ports().unwrap();
+    let pings = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let spent = cpu_ticks_of_threads("sprites-port-wa").saturating_sub(before);
+    drop(watch);
+    // One every 300 ms, the first after 300 ms, not at once and not in a loop.
+    assert!(
+        pings
+            .first()
+            .is_some_and(|t| *t >= Duration::from_millis(250)),
+        "{pings:?}"
+    );
+    assert!((3..=6).contains(&pings.len()), "{pings:?}");
+    // Idle for 1.5 s: a thread that sleeps in poll(2) uses next to no CPU (ticks are 10 ms).
+    assert!(
+        spent <= 20,
+        "the watch thread used {spent} ticks while idle"
+    );
+}
+
+#[test]
+fn a_port_watch_bounds_its_snapshot_and_the_events_before_it_at_their_limits() {
+    let _watchdog = common::Watchdog::arm("port watch limits");
+    const MAX_SNAPSHOT: usize = 65_536;
+    const EARLY_EVENTS: usize = 4096;
+    let (url, _server) = serve(|request, _, mut stream| {
+        accept(&request, &mut stream, "");
+        let sprite = request
+            .target
+            .split('/')
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned();
+        let result = match sprite.as_str() {
+            "snapshot-at" | "snapshot-over" => {
+                let n = MAX_SNAPSHOT + usize::from(sprite == "snapshot-over");
+                let ports = vec![r#"{"port":1}"#; n].join(",");
+                text(
+                    &mut stream,
+                    &format!(r#"{{"type":"port_list","ports":[{ports}]}}"#),
+                )
+            }
+            _ => {
+                let n = EARLY_EVENTS + usize::from(sprite == "early-over");
+                let event = frame(
+                    0x1,
+                    br#"{"type":"port_opened","port":2,"address":"::","pid":1}"#,
+                );
+                let mut all = Vec::with_capacity(event.len() * n);
+                for _ in 0..n {
+                    all.extend_from_slice(&event);
+                }
+                stream
+                    .write_all(&all)
+                    .and_then(|()| text(&mut stream, r#"{"type":"port_list","ports":[]}"#))
+            }
+        };
+        let _ = result.and_then(|()| close(&mut stream, 1000, ""));
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let client = client(&url);
+    let watch = client.sprite("snapshot-at").watch_ports().unwrap();
+    assert_eq!(watch.ports().len(), MAX_SNAPSHOT);
+    drop(watch);
+    let err = client.sprite("snapshot-over").watch_ports().unwrap_err();
+    assert!(matches!(err, Error::ResponseTooLarge { .. }), "{err}");
+
+    let watch = client.sprite("early-at").watch_ports().unwrap();
+    assert!(watch.ports().is_empty());
+    let events: Vec<_> = watch.collect::<Result<_, _>>().unwrap();
+    assert_eq!(events.len(), EARLY_EVENTS);
+    let err = client.sprite("early-over").watch_ports().unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(m) if m.contains("before its port_list")),
+        "{err}"
     );
 }
 

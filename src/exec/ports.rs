@@ -314,12 +314,9 @@ impl PortWatch {
             socket,
             thread: Some(thread),
         };
-        // The thread gives up on a missing snapshot after SESSION_INFO_WAIT; the margin only
-        // covers scheduling.
-        let first = watch
-            .rx
-            .as_ref()
-            .map(|rx| rx.recv_timeout(SESSION_INFO_WAIT + Duration::from_secs(1)));
+        // Bounded by the thread, which gives up on a missing snapshot after SESSION_INFO_WAIT
+        // (and ends, dropping its sender, if anything else goes wrong).
+        let first = watch.rx.as_ref().map(Receiver::recv);
         match first {
             Some(Ok(Item::Snapshot(ports))) => {
                 watch.ports = ports;
@@ -682,6 +679,20 @@ mod tests {
             ..closed
         };
         assert_eq!(odd.ip(), None);
+    }
+
+    #[test]
+    fn port_events_debug_shows_the_queue() {
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let events = PortEvents::new(rx);
+        tx.send(PortEvent {
+            kind: PortEventKind::Opened,
+            port: 1,
+            address: String::new(),
+            pid: None,
+        })
+        .unwrap();
+        assert_eq!(format!("{events:?}"), "PortEvents { queued: 1 }");
     }
 
     #[test]
