@@ -1,7 +1,8 @@
 //! `examples/console.rs` in a real terminal: tmux runs a shell, the shell runs the console
 //! against a sprites-local started here, and the test types keys and reads the screen
 //! (`send-keys`, `capture-pane`). Needs `tmux` (Debian package `tmux`); every wait polls the
-//! screen with a deadline, and the tmux server (on a private socket) is killed at the end.
+//! screen with a deadline, and the tmux server (on a private socket in the test's temporary
+//! directory) is killed at the end.
 
 // Built with the other end-to-end tests, which run on Linux only.
 #![cfg(target_os = "linux")]
@@ -11,7 +12,6 @@ mod common;
 use common::{Local, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the screen may take to show what the test waits for.
@@ -49,20 +49,17 @@ fn console_binary() -> PathBuf {
     profile_dir.join("examples").join("console")
 }
 
-/// A tmux server on a private socket, killed when dropped, with one 120×40 pane.
+/// A tmux server on a private socket (in the test's temporary directory, so nothing is left
+/// behind), killed when dropped, with one 120×40 pane.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
-    fn start(shell: &str) -> Tmux {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let socket = format!(
-            "sprites-console-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let tmux = Tmux { socket };
+    fn start(shell: &str, dir: &Path) -> Tmux {
+        let tmux = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
         let status = tmux
             .command()
             .args([
@@ -84,7 +81,7 @@ impl Tmux {
 
     fn command(&self) -> Command {
         let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket]);
+        command.arg("-S").arg(&self.socket);
         command
     }
 
@@ -225,7 +222,7 @@ fn console_types_detaches_reattaches_with_scrollback_and_restores_the_terminal()
         "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='{PROMPT} ' sh",
         local.url()
     );
-    let tmux = Tmux::start(&shell);
+    let tmux = Tmux::start(&shell, dir.path());
     tmux.wait_for_prompt(0);
     let before = stty_settings(&tmux, dir.path(), "before");
 
@@ -285,7 +282,7 @@ fn console_restores_the_terminal_on_sigterm_and_leaves_the_session_running() {
         "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='{PROMPT} ' sh",
         local.url()
     );
-    let tmux = Tmux::start(&shell);
+    let tmux = Tmux::start(&shell, dir.path());
     tmux.wait_for_prompt(0);
     let before = stty_settings(&tmux, dir.path(), "before");
     tmux.type_line(&format!("{} {}", console.display(), sprite.name()));
@@ -323,7 +320,7 @@ fn console_restores_the_terminal_when_the_connection_fails() {
         "env SPRITES_API_URL={} SPRITES_TOKEN=test-token PS1='{PROMPT} ' sh",
         local.url()
     );
-    let tmux = Tmux::start(&shell);
+    let tmux = Tmux::start(&shell, dir.path());
     tmux.wait_for_prompt(0);
     let before = stty_settings(&tmux, dir.path(), "before");
     tmux.type_line(&format!("{} {}", console.display(), sprite.name()));
