@@ -124,6 +124,8 @@ fn run(
     let stdout = stdout_mib_s(sprite, 1 << 30)?;
     let stdin = stdin_mib_s(sprite, 256 << 20)?;
     let echo = echo_rtt_us(sprite, 2000)?;
+    let tty_echo = tty_echo_rtt_us(sprite, 2000)?;
+    let attach = attach_ms(sprite, 100)?;
     // A server without the filesystem API still gets the rest of the report.
     let (upload, download) = match fs_mib_s(sprite, 1 << 30) {
         Ok((up, down)) => (Some(up), Some(down)),
@@ -174,6 +176,21 @@ fn run(
     );
     row("1-byte echo via cat p50", format!("{:.0} us", echo.p50), "");
     row("1-byte echo via cat p99", format!("{:.0} us", echo.p99), "");
+    row(
+        "keystroke echo, terminal p50",
+        format!("{:.0} us", tty_echo.p50),
+        format!("{:+.0} us", tty_echo.p50 - echo.p50),
+    );
+    row(
+        "keystroke echo, terminal p99",
+        format!("{:.0} us", tty_echo.p99),
+        format!("{:+.0} us", tty_echo.p99 - echo.p99),
+    );
+    row(
+        "attach -> first scrollback byte p50",
+        format!("{:.3} ms", attach.p50),
+        "",
+    );
     row(
         "create -> first output",
         format!("{first_output_ms:.1} ms"),
@@ -238,6 +255,11 @@ fn run(
                 "stdin_mib_s": stdin,
                 "echo_rtt_p50_us": echo.p50,
                 "echo_rtt_p99_us": echo.p99,
+                "tty_echo_rtt_p50_us": tty_echo.p50,
+                "tty_echo_rtt_p99_us": tty_echo.p99,
+                "tty_echo_minus_echo_p50_us": tty_echo.p50 - echo.p50,
+                "attach_ms": attach.p50,
+                "attach_p99_ms": attach.p99,
                 "peak_rss_mib": peak_rss,
                 "baseline_tcp_mib_s": tcp,
                 "baseline_spawn_ms": spawn.p50,
@@ -446,6 +468,72 @@ fn echo_rtt_us(sprite: &Sprite, rounds: usize) -> std::io::Result<Percentiles> {
     }
     drop(stdin);
     child.wait()?;
+    Ok(percentiles(samples))
+}
+
+/// One keystroke through a terminal and back: `cat` on a raw, non-echoing terminal returns
+/// each byte as it comes (what a remote shell's echo costs, without the shell's own work).
+fn tty_echo_rtt_us(sprite: &Sprite, rounds: usize) -> std::io::Result<Percentiles> {
+    let mut child = sprite
+        .command("sh")
+        .args(["-c", "stty raw -echo && printf ready && exec cat"])
+        .tty(true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut ready = [0u8; 5];
+    stdout.read_exact(&mut ready)?;
+    assert_eq!(&ready, b"ready");
+    let mut byte = [0u8; 1];
+    let mut samples = Vec::with_capacity(rounds);
+    for i in 0..rounds + 50 {
+        let started = Instant::now();
+        stdin.write_all(b"x")?;
+        stdout.read_exact(&mut byte)?;
+        assert_eq!(&byte, b"x");
+        if i >= 50 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    // Ctrl-C: the raw terminal passes it to cat as a byte, so end the session by signal.
+    child.kill()?;
+    let _ = child.wait();
+    Ok(percentiles(samples))
+}
+
+/// From `Sprite::attach` to the first byte of the session's scrollback in hand, on a
+/// detached terminal session that printed a line and sleeps.
+fn attach_ms(sprite: &Sprite, rounds: usize) -> std::io::Result<Percentiles> {
+    let session = sprite
+        .command("sh")
+        .args(["-c", "echo scrollback; exec sleep 600"])
+        .tty(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let id = session
+        .session_id()
+        .ok_or_else(|| std::io::Error::other("no session id"))?;
+    let mut first = [0u8; 1];
+    session.stdout.expect("piped").read_exact(&mut first)?;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut attached = sprite.attach(&id)?;
+        attached
+            .stdout
+            .as_mut()
+            .expect("piped")
+            .read_exact(&mut first)?;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(&first, b"s");
+        attached.detach();
+    }
+    sprite
+        .kill_session(&id, "KILL", Duration::ZERO)
+        .map_err(std::io::Error::from)?;
     Ok(percentiles(samples))
 }
 

@@ -55,6 +55,8 @@ pub(crate) struct ClientInner {
     pub(crate) create_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) keepalive: crate::exec::Keepalive,
+    /// Each sprite's runtime version and attach route, as far as responses told.
+    pub(crate) runtimes: crate::exec::Runtimes,
 }
 
 impl fmt::Debug for Client {
@@ -217,6 +219,23 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     keepalive: crate::exec::Keepalive,
     proxy: ProxySetting,
+    root_certificates: Vec<RootCertificate>,
+}
+
+/// A PEM text given to [`ClientBuilder::add_root_certificate`], parsed by `build`.
+#[derive(Clone)]
+struct RootCertificate(Vec<u8>);
+
+impl AsRef<[u8]> for RootCertificate {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RootCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RootCertificate({} bytes of PEM)", self.0.len())
+    }
 }
 
 /// Where [`ClientBuilder`] takes its proxy from.
@@ -238,6 +257,7 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keepalive: crate::exec::Keepalive::DEFAULT,
             proxy: ProxySetting::Env,
+            root_certificates: Vec::new(),
         }
     }
 }
@@ -329,11 +349,54 @@ impl ClientBuilder {
         self
     }
 
+    /// Also trusts the certificate authorities in `pem` (one or more `-----BEGIN
+    /// CERTIFICATE-----` blocks, as in a `.pem` or `.crt` file or a CA bundle), for HTTPS
+    /// requests and command connections alike: a private or test deployment whose certificate
+    /// no public CA signed. The default roots stay trusted (the platform's with the
+    /// `native-tls` feature, Mozilla's with `rustls`); call it again for more.
+    ///
+    /// The text is parsed by [`build`](Self::build), which fails with [`Error::Config`] when it
+    /// holds no certificate, a block that does not decode, or a block that is not a
+    /// certificate (a private key, say).
+    ///
+    /// With the `native-tls` feature on Linux, OpenSSL also trusts the file and directory named
+    /// by the `SSL_CERT_FILE` and `SSL_CERT_DIR` environment variables (set them before the
+    /// process builds its first client), so a CA can be added without code; rustls ignores
+    /// them. A server whose certificate no
+    /// trusted root signed, or whose certificate is for another name, fails with
+    /// [`Error::Transport`] of kind [`InvalidData`](std::io::ErrorKind::InvalidData), the TLS
+    /// library's error as its source.
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("/etc/sprites/ca.pem")?;
+    /// let client = sprites::Client::builder()
+    ///     .base_url("https://sprites.internal:8443")
+    ///     .token("t")
+    ///     .add_root_certificate(&ca)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// ```
+    /// let err = sprites::Client::builder()
+    ///     .token("t")
+    ///     .add_root_certificate("not a certificate")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, sprites::Error::Config(_)), "{err}");
+    /// ```
+    pub fn add_root_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.root_certificates
+            .push(RootCertificate(pem.as_ref().to_vec()));
+        self
+    }
+
     /// Builds the client.
     ///
     /// Errors with [`Error::Config`] when the token is missing or empty, the URL is not
     /// `http(s)://host[:port][/prefix]`, the proxy URL is not `http://host[:port]`, the URL is
-    /// `https` and the crate was built without a TLS feature, or the TLS library cannot be
+    /// `https` and the crate was built without a TLS feature, a root certificate does not parse
+    /// (or is given to a build without a TLS feature), or the TLS library cannot be
     /// initialised.
     pub fn build(self) -> Result<Client> {
         let token = self
@@ -346,7 +409,7 @@ impl ClientBuilder {
             ));
         }
         let base = BaseUrl::parse(&self.base_url)?;
-        let tls = Tls::new()?;
+        let tls = Tls::new(&self.root_certificates)?;
         if base.tls && !tls.available() {
             return Err(Error::Config(
                 "an https base URL needs the `native-tls` or `rustls` feature of sprites-blocking"
@@ -390,6 +453,7 @@ impl ClientBuilder {
                 create_timeout: self.create_timeout,
                 connect_timeout: self.connect_timeout,
                 keepalive: self.keepalive,
+                runtimes: crate::exec::Runtimes::default(),
             }),
         })
     }

@@ -28,6 +28,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Interactive programs run in a terminal ([`Command::tty`]); such sessions, and any started
+//! with [`Command::detachable`], outlive their connection and can be attached to again
+//! ([`Sprite::attach`], [`Sprite::sessions`], [`Sprite::kill_session`]); listening ports arrive
+//! as [`PortEvent`]s ([`Command::port_events`], [`Sprite::watch_ports`]). The repository's
+//! `examples/console.rs` (`cargo run --example console -- NAME`) is an interactive shell built
+//! on them.
+//!
 //! For local development and CI without an account, the `sprites-local` crate serves the same
 //! API on this machine; point [`ClientBuilder::base_url`] at it.
 //!
@@ -56,7 +63,8 @@ pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
 pub use error::{ApiError, Error, RateLimit, Result, TransportError};
 pub use exec::{
     Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
-    Output, Stdio,
+    KillProgress, KillReport, Output, PortEvent, PortEventKind, PortEvents, PortWatch, Session,
+    Stdio,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};

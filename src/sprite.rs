@@ -68,6 +68,161 @@ impl Sprite {
         Command::new(self.clone(), program.as_ref())
     }
 
+    /// The sprite's sessions: its running commands, detachable or not
+    /// ([PROTOCOL.md §7.1](crate::protocol#71-list--get-v1spritesnameexec)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-sessions", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut sleeper = sprite.command("sleep").arg("60").stdin(sprites::Stdio::null()).spawn()?;
+    /// let id = sleeper.session_id().expect("announced");
+    /// let session = sprite.sessions()?.into_iter().find(|s| s.id == id).expect("listed");
+    /// assert!(session.command.contains("sleep 60") && !session.tty);
+    /// sleeper.kill()?;
+    /// # sleeper.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn sessions(&self) -> Result<Vec<crate::Session>> {
+        crate::exec::list_sessions(self)
+    }
+
+    /// Attaches to a running session, as a [`Child`](crate::Child) with all three pipes:
+    /// what the session printed before (the server's scrollback) comes first on `stdout`, then
+    /// what it prints live; what is written to `stdin` reaches it. Several clients may be
+    /// attached to one session at once.
+    ///
+    /// Whether the session has a terminal comes from the server's `session_info`, which this
+    /// waits for (at most 10 s, as the official SDKs) before returning, so that no output is
+    /// read the wrong way: with a terminal, [`Child::is_tty`](crate::Child::is_tty) is true,
+    /// output is raw and `stderr` is `None`.
+    ///
+    /// Dropping the `Child` (or [`Child::detach`](crate::Child::detach)) detaches and never
+    /// stops the session; [`wait`](crate::Child::wait) waits for it to exit, and
+    /// [`kill`](crate::Child::kill) stops it. Writing to stdin and then dropping it sends no
+    /// end of input: other clients may still be typing.
+    ///
+    /// The URL follows the sprite's runtime version (`Sprite-Version`, fetched with
+    /// `HEAD /exec` when no response has carried it yet): `/exec/{id}`, or `/exec?id={id}` for
+    /// runtimes before 0.0.1-rc30, and the latter again when the former answers 404, as the Go
+    /// SDK does ([PROTOCOL.md §7.2](crate::protocol#72-attach--websocket-v1spritesnameexecid-or-execidid)).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`](std::io::ErrorKind::NotFound) for an unknown session; what
+    /// [`Command::spawn`] returns for an unreachable server; [`io::ErrorKind::InvalidData`](std::io::ErrorKind::InvalidData)
+    /// ([`Error::Protocol`]) when the server sends no `session_info` within 10 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-attach", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use sprites::Stdio;
+    /// let shell = sprite.command("sh").tty(true).stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+    /// let id = shell.session_id().expect("announced");
+    /// shell.detach(); // the shell keeps running
+    ///
+    /// let mut session = sprite.attach(&id)?;
+    /// assert!(session.is_tty());
+    /// session.stdin.as_mut().unwrap().write_all(b"echo hello $((6*7))\n")?;
+    /// let mut screen = BufReader::new(session.stdout.take().unwrap());
+    /// let mut line = String::new();
+    /// while !line.contains("hello 42") {
+    ///     line.clear();
+    ///     screen.read_line(&mut line)?;
+    /// }
+    /// drop(session); // detached: the shell is still there
+    /// sprite.kill_session(&id, "KILL", std::time::Duration::ZERO)?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn attach(&self, id: &str) -> std::io::Result<crate::Child> {
+        crate::Child::attach(self, id)
+    }
+
+    /// Sends `signal` (`"TERM"`, `"SIGINT"`, `"KILL"`, a number...) to session `id`, and after
+    /// `grace` sends `KILL` if it still runs (`Duration::ZERO`: never)
+    /// ([PROTOCOL.md §7.3](crate::protocol#73-kill--post-v1spritesnameexecidkill)). A session
+    /// that had already exited is a success ([`KillReport::already_exited`](crate::KillReport::already_exited)):
+    /// it is gone, which is what was asked. The server's progress lines, if it streams any,
+    /// are read (at most 1 MiB, within `grace` plus the HTTP timeout) into the report.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a signal that is not a name or number; [`Error::Api`] with
+    /// status 404 for an unknown session, or with code `kill_failed` when a progress line
+    /// reports an error; transport errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-kill_session", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::time::Duration;
+    /// let mut child = sprite.command("sleep").arg("60").stdin(sprites::Stdio::null()).spawn()?;
+    /// let id = child.session_id().expect("announced");
+    /// let report = sprite.kill_session(&id, "TERM", Duration::from_secs(5))?;
+    /// assert!(!report.already_exited);
+    /// assert_eq!(child.wait()?.signal(), Some(15));
+    /// assert!(sprite.kill_session(&id, "TERM", Duration::ZERO)?.already_exited);
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn kill_session(
+        &self,
+        id: &str,
+        signal: &str,
+        grace: std::time::Duration,
+    ) -> Result<crate::KillReport> {
+        crate::exec::kill_session(self, id, signal, grace)
+    }
+
+    /// Watches the sprite's listening ports: those listening now, then every change, whatever
+    /// process makes it (`GET /v1/sprites/{name}/ports/watch`). Waits (at most 10 s) for the
+    /// server's first snapshot before returning.
+    ///
+    /// # Errors
+    ///
+    /// As [`attach`](Self::attach): the upgrade's errors, or [`Error::Protocol`] when no
+    /// snapshot comes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-sprite-watch_ports", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::time::Duration;
+    /// use sprites::PortEventKind;
+    /// let mut watch = sprite.watch_ports()?;
+    /// let listen = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); time.sleep(60)";
+    /// let mut web = sprite.command("python3").args(["-c", listen]).spawn()?;
+    /// let event = watch.recv_timeout(Duration::from_secs(30))?.expect("a listener appeared");
+    /// assert_eq!((event.kind, event.pid), (PortEventKind::Opened, web.pid()));
+    /// web.kill()?;
+    /// # web.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_ports(&self) -> Result<crate::PortWatch> {
+        crate::PortWatch::open(self)
+    }
+
     /// Fetches the sprite's current [`SpriteInfo`].
     pub fn info(&self) -> Result<SpriteInfo> {
         let response = self

@@ -30,6 +30,8 @@ pub(crate) struct Accepted {
     pub(crate) socket: Socket,
     /// `X-Sprite-Capabilities`, split and trimmed.
     pub(crate) capabilities: Vec<String>,
+    /// `Sprite-Version`, if the server sent it with the upgrade.
+    pub(crate) version: Option<String>,
 }
 
 /// Opens a WebSocket to `path_and_query` (e.g. `/v1/sprites/x/exec?cmd=ls`).
@@ -118,6 +120,11 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
                 .collect()
         })
         .unwrap_or_default();
+    let version = response
+        .headers()
+        .get("sprite-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
 
     // Through the WebSocket's own handle: on Windows a duplicated handle's blocking mode is
     // not documented to be shared.
@@ -131,6 +138,7 @@ pub(crate) fn dial(client: &Client, path_and_query: &str) -> Result<Accepted> {
             tcp: handle,
         },
         capabilities,
+        version,
     })
 }
 

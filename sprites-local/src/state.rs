@@ -33,8 +33,10 @@ pub(crate) struct State {
     shutting_down: AtomicBool,
     /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
     conns: Arc<Conns>,
-    /// Running execs by session id, so shutdown can close them with 1001.
-    execs: Mutex<HashMap<u32, ExecControl>>,
+    /// Live exec and attach connections by registration number, so shutdown can close
+    /// them with 1001.
+    execs: Mutex<HashMap<u64, ExecControl>>,
+    next_exec: AtomicU64,
     /// Port watchers: who listens on what in each sprite, for whoever subscribes.
     pub ports: Ports,
 }
@@ -59,6 +61,7 @@ impl State {
             shutting_down: AtomicBool::new(false),
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
+            next_exec: AtomicU64::new(0),
         }
     }
 
@@ -96,14 +99,16 @@ impl State {
         }
     }
 
-    /// Registers a running exec under its session id.
-    pub fn add_exec(&self, pid: u32, control: ExecControl) {
-        lock(&self.execs).insert(pid, control);
+    /// Registers a live exec or attach connection; returns its registration number.
+    pub fn add_exec(&self, control: ExecControl) -> u64 {
+        let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        lock(&self.execs).insert(id, control);
+        id
     }
 
-    /// Forgets an exec whose connection ended.
-    pub fn remove_exec(&self, pid: u32) {
-        lock(&self.execs).remove(&pid);
+    /// Forgets a connection whose exec or attach ended.
+    pub fn remove_exec(&self, id: u64) {
+        lock(&self.execs).remove(&id);
     }
 
     /// The running execs, at this moment.

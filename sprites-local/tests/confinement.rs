@@ -950,3 +950,44 @@ fn the_startup_line_tells_the_truth() {
     assert_eq!(ok(a, "box", "id -u"), "1000");
     let _ = std::io::stdout().flush();
 }
+
+/// Caught by the SDK conformance run: a server started with SIGHUP ignored (as under
+/// `nohup`) passed that on to every command, so a kill with HUP did nothing. Every runtime
+/// now starts commands with every signal at its default disposition.
+#[test]
+fn commands_do_not_inherit_the_servers_ignored_signals() {
+    let runtimes: &[&str] = if is_root() {
+        &["host", "sandbox"]
+    } else {
+        &["host"]
+    };
+    for runtime in runtimes {
+        let dir = TempDir::new(&format!("sigign-{runtime}"));
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "trap '' HUP INT && exec {} --addr 127.0.0.1:0 --token secret --runtime {runtime} \
+                 --data-dir {}",
+                env!("CARGO_BIN_EXE_sprites-local"),
+                dir.p("data")
+            ))
+            .stderr(std::process::Stdio::null());
+        let (mut child, a) = spawn_listening(cmd);
+        create(a, "box");
+        let (out, _, code) = sh(
+            a,
+            "box",
+            "grep SigIgn /proc/self/status; kill -HUP $$; echo survived",
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(code, 128 + libc::SIGHUP as u8, "{runtime}: {out}");
+        // SIGHUP and SIGINT (bits 0 and 1 of the mask) are no longer ignored.
+        let ignored = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .unwrap_or_else(|| panic!("{runtime}: {out}"));
+        assert_eq!(ignored & 0b11, 0, "{runtime}: {out}");
+    }
+}

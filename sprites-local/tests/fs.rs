@@ -368,11 +368,20 @@ fn operations_and_their_errors_over_http() {
     for (name, body) in [("d/x.txt", "xx"), ("d/sub/y.txt", "y"), ("top.txt", "t")] {
         let r = c.request(
             "PUT",
-            &format!("/v1/sprites/s/fs/write?{}", q(name)),
+            &format!("/v1/sprites/s/fs/write?{}&mkdirParents=true", q(name)),
             body.as_bytes(),
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
+    // Without mkdirParents a missing parent is ENOENT (the JS SDK's mkdir relies on it). The
+    // refusal comes before the body is read, so it ends its connection: use one of its own.
+    let r = Conn::new(s.addr()).request(
+        "PUT",
+        &format!("/v1/sprites/s/fs/write?{}", q("nodir/z.txt")),
+        b"z",
+    );
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "ENOENT");
     let fs_err = |r: &Resp, status: u16, code: &str, path: &str| {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
         let v = r.json();

@@ -417,7 +417,10 @@ fn keep_alive_connections_hold_no_thread() {
         .collect();
     let threads = server.threads();
     eprintln!("server threads: {base} at start, {threads} with 51 idle keep-alive connections");
-    assert!(threads <= base + 4, "{base} -> {threads} threads");
+    // Held threads would be 51 more. A few idle workers may remain in the pool (each waits
+    // up to 1 ms for its client's next request, so the next connection's request can find
+    // them busy and start another; idle ones exit after 5 s).
+    assert!(threads <= base + 10, "{base} -> {threads} threads");
 
     // Two requests in one write: both answered, in order, on the same connection.
     let mut c = connect(server.addr);
@@ -432,4 +435,39 @@ fn keep_alive_connections_hold_no_thread() {
     assert_error(&read_response(&mut c), 404, "sprite_not_found");
     assert_eq!(get(&mut c, "/v1/sprites/box").status, 200);
     drop(idle);
+}
+
+/// The worker's short wait for a keep-alive client's next request (instead of handing the
+/// connection straight back to the reactor) serves only heads that are complete: a head
+/// that arrives in pieces right after a response is still answered, and one that stops
+/// half-way is still cut at the head deadline rather than holding a worker.
+#[test]
+fn a_next_request_in_pieces_is_served_and_a_stalled_one_still_times_out() {
+    let (server, _dir) = start("linger", |b| b.head_timeout(Duration::from_millis(400)));
+    create(&server, "box");
+    let req = b"GET /v1/sprites/box HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\r\n";
+    let mut c = connect(server.addr());
+    for split in [1, 20, req.len() - 1] {
+        assert_eq!(get(&mut c, "/v1/sprites/box").status, 200);
+        // At once (inside the worker's wait), part of the next head; the rest later.
+        c.write_all(&req[..split]).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        c.write_all(&req[split..]).unwrap();
+        let r = read_response(&mut c);
+        assert_eq!(r.status, 200, "split at {split}");
+        assert_eq!(r.json()["name"], "box");
+    }
+    // A next head that stops after one byte is the reactor's again: cut at its deadline.
+    assert_eq!(get(&mut c, "/v1/sprites/box").status, 200);
+    c.write_all(b"G").unwrap();
+    let cut = std::time::Instant::now();
+    let r = read_response(&mut c);
+    assert_error(&r, 408, "request_timeout");
+    assert!(closed_by_server(&mut c));
+    assert!(cut.elapsed() < TIMEOUT);
+    // A client that closes right after its response leaves nothing behind.
+    let mut c = connect(server.addr());
+    assert_eq!(get(&mut c, "/v1/sprites/box").status, 200);
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed_by_server(&mut c));
 }

@@ -127,8 +127,9 @@ fn sessions(s: SocketAddr, sprite: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_terminal_has_its_size_resizes_and_is_a_tty() {
     each_runtime("tty-size", None, |s, _| {
-        let script = "test -t 0 && test -t 1 && echo is-a-tty; stty size; read go; stty size; \
-                      echo term=$TERM";
+        let script = "test -t 0 && test -t 1 && echo is-a-tty; \
+                      [ \"$(stat -c %u \"$(tty)\")\" = \"$(id -u)\" ] && echo mine; \
+                      stty size; read go; stty size; echo term=$TERM";
         let mut ws = connect(
             s,
             "tty",
@@ -138,6 +139,12 @@ fn a_terminal_has_its_size_resizes_and_is_a_tty() {
         let mut seen = Vec::new();
         read_until(&mut ws, &mut seen, "33 101");
         assert!(String::from_utf8_lossy(&seen).contains("is-a-tty"));
+        // The terminal belongs to the user the command runs as.
+        assert!(
+            String::from_utf8_lossy(&seen).contains("mine"),
+            "{:?}",
+            String::from_utf8_lossy(&seen)
+        );
         ws.send(Message::Text(
             r#"{"type":"resize","rows":40,"cols":120}"#.into(),
         ))
@@ -395,5 +402,103 @@ fn kill_reports_its_progress_as_ndjson() {
             ]
         );
         assert_eq!(tty_exit(&mut ws).0, 128 + 9);
+    });
+}
+
+#[test]
+fn shutdown_closes_attached_terminals_with_going_away() {
+    let dir = TempDir::new("tty-shutdown");
+    let server = Server::builder()
+        .token("secret")
+        .addr("127.0.0.1:0")
+        .data_dir(&dir.0)
+        .runtime(Runtime::Host)
+        .start()
+        .unwrap();
+    create(&server, "tty");
+    let addr = server.addr();
+    let mut ws = connect(
+        addr,
+        "tty",
+        &format!("{}&tty=true", q(&["sh", "-c", "echo up; exec sleep 60"])),
+    );
+    let id = tty_session_info(&mut ws, true);
+    read_until(&mut ws, &mut Vec::new(), "up");
+    let mut other = attach_at(addr, "tty", &id, false);
+    tty_session_info(&mut other, true);
+    server.shutdown();
+    for ws in [&mut ws, &mut other] {
+        // Whichever the writer saw first: the shutdown's 1001, or the killed process's exit
+        // report (then 1011); never a connection cut without a close frame.
+        let code = loop {
+            match ws.read() {
+                Ok(Message::Close(Some(f))) => break f.code,
+                Ok(Message::Text(t)) => assert!(t.contains("exit"), "{t}"),
+                Ok(_) => {}
+                Err(e) => panic!("expected a close frame, got {e}"),
+            }
+        };
+        assert!(
+            matches!(code, CloseCode::Away | CloseCode::Error),
+            "{code:?}"
+        );
+    }
+}
+
+#[test]
+fn a_listener_in_a_terminal_session_is_announced_to_every_attached_client() {
+    each_runtime("tty-ports", None, |s, runtime| {
+        let script = "import socket, sys\n\
+                      s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+                      print('port', s.getsockname()[1], flush=True)\n\
+                      sys.stdin.readline(); s.close()\n\
+                      print('closed', flush=True); sys.stdin.readline()\n";
+        let mut ws = connect(
+            s,
+            "tty",
+            &format!("{}&tty=true", q(&["python3", "-c", script])),
+        );
+        let id = tty_session_info(&mut ws, true);
+        let mut other = attach_at(s, "tty", &id, false);
+        tty_session_info(&mut other, true);
+        // Output and port messages, until a `port_opened`/`port_closed` text arrives.
+        let next_port_event = |ws: &mut Ws, out: &mut Vec<u8>| -> serde_json::Value {
+            loop {
+                match ws.read().unwrap() {
+                    Message::Binary(b) => out.extend_from_slice(&b),
+                    Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                    _ => {}
+                }
+            }
+        };
+        let mut out = Vec::new();
+        let opened = next_port_event(&mut ws, &mut out);
+        let opened_other = next_port_event(&mut other, &mut Vec::new());
+        read_until(&mut ws, &mut out, "\r\n");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let port: u64 = text
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        for ev in [&opened, &opened_other] {
+            assert_eq!(ev["type"], "port_opened", "{ev}");
+            assert_eq!(ev["port"], port, "{ev}");
+            assert_eq!(ev["address"], "127.0.0.1", "{ev}");
+            assert!(ev["pid"].as_u64().is_some_and(|p| p > 0), "{ev}");
+            if runtime == "host" {
+                // The listener is the session's leader; in a sandbox its pid is the one
+                // inside the sprite, the session id the one on the host.
+                assert_eq!(ev["pid"].to_string(), id, "{ev}");
+            }
+        }
+        send(&mut ws, b"\r");
+        let closed = next_port_event(&mut ws, &mut Vec::new());
+        assert_eq!(closed["type"], "port_closed", "{closed}");
+        assert_eq!(closed["port"], port);
+        send(&mut ws, b"\r");
+        let (code, _) = tty_exit(&mut ws);
+        assert_eq!(code, 0);
     });
 }

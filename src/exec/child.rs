@@ -1,11 +1,15 @@
 //! [`Child`]: a running remote command, like `std::process::Child`.
 
-use super::io::{Control, MessageHandler, Outcome, Reader, Shared, Sink, StdinSource, Writer};
+use super::io::{
+    Control, Framing, MessageHandler, Outcome, Reader, SESSION_INFO_WAIT, Shared, Sink,
+    StdinSource, Writer,
+};
 use super::local_stdin::{self, LocalInput};
 use super::pipes::{
     ChildStderr, ChildStdin, ChildStdout, Chunk, OUTPUT_CHUNKS, OutputReader, STDIN_FRAMES,
-    StdioKind,
+    StdinSender, StdioKind,
 };
+use super::ports::{PortEvent, PortEvents};
 use super::status::{ExitStatus, Output};
 use crate::error::Error;
 use crate::sprite::Sprite;
@@ -34,12 +38,22 @@ pub(crate) struct Spawn {
     pub(crate) stderr: StdioKind,
     pub(crate) timeout: Option<Duration>,
     pub(crate) on_message: Option<MessageHandler>,
+    /// A terminal session (`tty=true` is in `path`).
+    pub(crate) tty: bool,
+    /// Deliver port notifications as [`PortEvents`].
+    pub(crate) port_events: bool,
 }
 
-/// A command running on a sprite, like [`std::process::Child`].
+/// Port events queued before the reader waits for the caller to take some.
+const QUEUED_PORT_EVENTS: usize = 64;
+
+/// A command running on a sprite, like [`std::process::Child`], or a session attached to with
+/// [`Sprite::attach`].
 ///
 /// Its pipes are `Some` when configured with [`Stdio::piped`](crate::Stdio::piped). Dropping a
-/// `Child` does not stop the remote command (std's rule); [`kill`](Self::kill) does.
+/// `Child` does not stop the remote command (std's rule); [`kill`](Self::kill) does. A spawned
+/// command keeps its connection (and so its output) until it exits; an attached session is
+/// detached ([`detach`](Self::detach)) and keeps running without it.
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
@@ -75,6 +89,38 @@ pub struct Child {
     finished: Option<Finished>,
     threads: Vec<JoinHandle<()>>,
     timeout: Option<(Duration, Instant)>,
+    /// A terminal session: raw frames both ways, output on stdout only.
+    tty: bool,
+    port_events: Option<PortEvents>,
+    /// Detaches an attachment when the `Child` is dropped. A field, not `Drop` on `Child`:
+    /// that would forbid moving a pipe out of an owned `Child`, which std's allows.
+    detach_on_drop: DetachOnDrop,
+}
+
+/// Closes the connection when dropped, if armed (an attachment; a spawned command keeps std's
+/// rule and its connection).
+struct DetachOnDrop {
+    socket: Arc<Socket>,
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl DetachOnDrop {
+    fn detach(&mut self) {
+        self.armed = false;
+        self.shared
+            .detached
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.socket.close_now(1000);
+    }
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.detach();
+        }
+    }
 }
 
 /// The final result, kept so `wait` can be called again.
@@ -87,12 +133,80 @@ impl Child {
     pub(crate) fn spawn(spec: Spawn) -> io::Result<Child> {
         // Before connecting: a command that starts is a command that runs.
         check_directions(&spec)?;
-        let accepted = ws::dial(spec.sprite.client(), &spec.path)?;
+        let client = spec.sprite.client();
+        let accepted = ws::dial(client, &spec.path)?;
+        if let Some(version) = &accepted.version {
+            // Saves the attach a request for it later.
+            client
+                .inner
+                .runtimes
+                .record_version(spec.sprite.name(), version);
+        }
+        let framing = if spec.tty {
+            Framing::Terminal
+        } else {
+            Framing::Streams
+        };
+        Child::start(spec, accepted, framing)
+    }
+
+    /// Attaches to session `id` ([PROTOCOL.md §7.2](crate::protocol#72-attach--websocket-v1spritesnameexecid-or-execidid)):
+    /// pipes for all three streams, the framing from `session_info`.
+    pub(crate) fn attach(sprite: &Sprite, id: &str) -> io::Result<Child> {
+        let accepted = super::attach::dial(sprite, id)?;
+        let spec = Spawn {
+            sprite: sprite.clone(),
+            path: String::new(),
+            stdin: StdioKind::Piped,
+            stdout: StdioKind::Piped,
+            stderr: StdioKind::Piped,
+            timeout: None,
+            on_message: None,
+            tty: false,
+            port_events: false,
+        };
+        let mut child = Child::start(spec, accepted, Framing::pending())?;
+        child.detach_on_drop.armed = true;
+        // The reader ends the connection itself when session_info is late; the margin only
+        // covers scheduling.
+        match child
+            .shared
+            .session_tty(SESSION_INFO_WAIT + Duration::from_secs(1))
+        {
+            Some(tty) => {
+                child.tty = tty;
+                if let Some(stdin) = &mut child.stdin {
+                    stdin.tx.set_raw(tty);
+                }
+                if tty {
+                    // A terminal merges stderr into stdout.
+                    child.stderr = None;
+                }
+                Ok(child)
+            }
+            None => {
+                child.detach_on_drop.armed = false;
+                child.socket.shutdown();
+                match child.wait() {
+                    Err(err) => Err(err),
+                    Ok(status) => Err(Error::Protocol(format!(
+                        "the session ended ({status}) before the server sent session_info"
+                    ))
+                    .into()),
+                }
+            }
+        }
+    }
+
+    /// Starts the reader and writer threads on an accepted connection.
+    fn start(spec: Spawn, accepted: ws::Accepted, framing: Framing) -> io::Result<Child> {
+        let attaching = matches!(framing, Framing::Pending { .. });
         let socket = Arc::new(accepted.socket);
         let signal_on_socket = accepted.capabilities.iter().any(|c| c == "signal");
         let shared = Arc::new(Shared::default());
 
         let (stdin_tx, stdin_rx) = bounded::<Bytes>(STDIN_FRAMES);
+        let stdin_tx = StdinSender::new(stdin_tx, spec.tty);
         let (control_tx, control_rx) = unbounded();
         let (done_tx, done_rx) = bounded::<()>(0);
         let (outcome_tx, outcome_rx) = bounded(1);
@@ -119,6 +233,12 @@ impl Child {
         };
         let (stdout_sink, stdout) = output_sink(spec.stdout, Sink::Stdout);
         let (stderr_sink, stderr) = output_sink(spec.stderr, Sink::Stderr);
+        let (ports_tx, port_events) = if spec.port_events {
+            let (tx, rx) = bounded::<PortEvent>(QUEUED_PORT_EVENTS);
+            (Some(tx), Some(PortEvents::new(rx)))
+        } else {
+            (None, None)
+        };
 
         let timeout = spec.timeout.map(|t| (t, Instant::now() + t));
         let kill_fallback: Option<Box<dyn Fn() + Send>> = if signal_on_socket {
@@ -136,6 +256,8 @@ impl Child {
             stdout: stdout_sink,
             stderr: stderr_sink,
             on_message: spec.on_message,
+            ports: ports_tx,
+            framing,
             shared: shared.clone(),
             outcome: outcome_tx,
             keepalive: spec.sprite.client().inner.keepalive,
@@ -151,7 +273,10 @@ impl Child {
             shared: shared.clone(),
             ping_interval: spec.sprite.client().inner.keepalive.interval,
             kill_fallback,
+            raw_stdin: spec.tty,
+            send_eof: !spec.tty && !attaching,
         };
+        let (socket_for_guard, shared_for_guard) = (socket.clone(), shared.clone());
         let threads = vec![
             std::thread::Builder::new()
                 .name("sprites-exec-reader".into())
@@ -173,6 +298,13 @@ impl Child {
             finished: None,
             threads,
             timeout,
+            tty: spec.tty,
+            port_events,
+            detach_on_drop: DetachOnDrop {
+                socket: socket_for_guard,
+                shared: shared_for_guard,
+                armed: false,
+            },
         })
     }
 
@@ -228,6 +360,136 @@ impl Child {
     /// ```
     pub fn pid(&self) -> Option<u32> {
         self.session_id()?.parse().ok()
+    }
+
+    /// Whether the session has a terminal: as asked with [`Command::tty`](crate::Command::tty),
+    /// or as the server's `session_info` said for an attached session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-is_tty", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use sprites::Stdio;
+    /// let mut shell = sprite.command("sh").tty(true).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    /// assert!(shell.is_tty());
+    /// let id = shell.session_id().expect("announced");
+    /// shell.detach();
+    /// let mut again = sprite.attach(&id)?;
+    /// assert!(again.is_tty()); // from the server's session_info
+    /// again.kill()?;
+    /// # again.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Tells the terminal its new size, in character cells: the remote program gets `SIGWINCH`
+    /// and `stty size` reads `rows cols`. Resizing a session that has ended does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a session without a terminal, or a size of 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-resize", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::io::{Read, Write};
+    /// use sprites::Stdio;
+    /// let mut child = sprite.command("sh").tty(true).tty_size(24, 80)
+    ///     .stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    /// child.resize(40, 120)?;
+    /// // The resize goes out before the keystrokes queued after it.
+    /// child.stdin.as_mut().unwrap().write_all(b"stty size; exit\n")?;
+    /// let mut screen = String::new();
+    /// child.stdout.take().unwrap().read_to_string(&mut screen)?;
+    /// assert!(screen.contains("40 120"), "{screen}");
+    /// # child.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn resize(&mut self, rows: u16, cols: u16) -> io::Result<()> {
+        if !self.tty {
+            return Err(Error::InvalidInput(
+                "only a terminal session (Command::tty) can be resized".into(),
+            )
+            .into());
+        }
+        check_size(rows, cols)?;
+        if self.has_exited() {
+            return Ok(());
+        }
+        // The writer is gone only if the connection is; wait() will report that.
+        let _ = self.control.send(Control::Resize { rows, cols });
+        Ok(())
+    }
+
+    /// Leaves the session without stopping it: closes the connection (close 1000) and returns
+    /// at once. A detachable session ([`Command::detachable`](crate::Command::detachable), any
+    /// terminal session, any attached one) keeps running on the sprite, and
+    /// [`Sprite::attach`] with its [`session_id`](Self::session_id) comes back to it. Any
+    /// other command is killed by the server when its connection goes
+    /// ([PROTOCOL.md §6.6](crate::protocol#66-exit-close-keepalive)).
+    ///
+    /// Pipes taken out of the `Child` end (EOF) once what had arrived is read. Dropping an
+    /// attached session detaches it the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-detach", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use sprites::Stdio;
+    /// let child = sprite.command("sleep").arg("60").detachable(true).stdin(Stdio::null()).spawn()?;
+    /// let id = child.session_id().expect("announced");
+    /// child.detach();
+    /// assert!(sprite.sessions()?.iter().any(|s| s.id == id)); // still running
+    /// sprite.kill_session(&id, "KILL", std::time::Duration::ZERO)?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn detach(mut self) {
+        if self.finished.is_none() {
+            self.detach_on_drop.detach();
+        }
+        self.detach_on_drop.armed = false;
+    }
+
+    /// The command's port events, once: `Some` the first time after
+    /// [`Command::port_events(true)`](crate::Command::port_events), `None` otherwise (not asked
+    /// for, already taken, or an attached session).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-child-port_events", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let mut child = sprite.command("true").port_events(true).spawn()?;
+    /// let events = child.port_events().expect("asked for");
+    /// assert!(child.port_events().is_none()); // taken
+    /// child.wait()?;
+    /// assert_eq!(events.count(), 0); // `true` listens on nothing; the iterator ends with it
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn port_events(&mut self) -> Option<PortEvents> {
+        self.port_events.take()
     }
 
     /// Sends a signal to the remote command: `"TERM"`, `"SIGTERM"`, `"INT"`, `"HUP"`, `"KILL"`,
@@ -458,6 +720,8 @@ impl Child {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // Ended: there is nothing left to detach from.
+        self.detach_on_drop.armed = false;
         self.finished = Some(match outcome {
             Outcome::Exited(code) => Finished::Exited(ExitStatus::from_code(code)),
             Outcome::Failed(err) => Finished::Failed(Arc::new(err)),
@@ -544,7 +808,7 @@ fn take(
 }
 
 /// `SIGTERM`, `term`, `TERM` → `TERM`. Numbers pass through.
-fn normalize_signal(signal: &str) -> Result<String, Error> {
+pub(crate) fn normalize_signal(signal: &str) -> Result<String, Error> {
     let upper = signal.trim().to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -575,6 +839,16 @@ fn kill_over_http(sprite: &Sprite, shared: &Shared, signal: &str) -> Result<(), 
     }
 }
 
+/// A terminal size must be at least one cell each way.
+pub(crate) fn check_size(rows: u16, cols: u16) -> Result<(), Error> {
+    if rows == 0 || cols == 0 {
+        return Err(Error::InvalidInput(format!(
+            "a terminal of {rows} rows and {cols} columns cannot show anything"
+        )));
+    }
+    Ok(())
+}
+
 impl fmt::Debug for Child {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Child")
@@ -582,6 +856,7 @@ impl fmt::Debug for Child {
             .field("stdin", &self.stdin)
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
+            .field("tty", &self.tty)
             .finish_non_exhaustive()
     }
 }

@@ -24,7 +24,9 @@ use std::time::Duration;
 /// `PATH`, in the sprite's home directory unless [`current_dir`](Self::current_dir) says
 /// otherwise.
 ///
-/// Beside std's methods: [`timeout`](Self::timeout) and [`on_message`](Self::on_message).
+/// Beside std's methods: [`timeout`](Self::timeout), [`on_message`](Self::on_message),
+/// [`port_events`](Self::port_events), and for interactive programs [`tty`](Self::tty),
+/// [`tty_size`](Self::tty_size) and [`detachable`](Self::detachable).
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
@@ -53,6 +55,11 @@ pub struct Command {
     stderr: Option<Stdio>,
     timeout: Option<Duration>,
     on_message: Option<MessageHandler>,
+    tty: bool,
+    /// Rows, columns.
+    tty_size: Option<(u16, u16)>,
+    detachable: bool,
+    port_events: bool,
 }
 
 impl Command {
@@ -69,6 +76,10 @@ impl Command {
             stderr: None,
             timeout: None,
             on_message: None,
+            tty: false,
+            tty_size: None,
+            detachable: false,
+            port_events: false,
         }
     }
 
@@ -368,6 +379,142 @@ impl Command {
         self
     }
 
+    /// Runs the program in a terminal (a pseudo-terminal on the sprite,
+    /// [PROTOCOL.md §6.3](crate::protocol#63-terminal-framing)): what shells, editors and
+    /// `top` need, and what makes `test -t 0` true.
+    ///
+    /// What changes with a terminal:
+    ///
+    /// - everything the program writes, stdout and stderr, arrives on **stdout** as the
+    ///   terminal shows it (with `\r\n` line ends, echoed input, escape sequences); a piped
+    ///   stderr reads EOF;
+    /// - stdin bytes are keystrokes, sent as they are: `0x03` is Ctrl-C (the terminal sends
+    ///   `SIGINT`), `0x04` Ctrl-D; dropping stdin sends nothing;
+    /// - the exit status comes from the server's text `exit` report, or, from a server that
+    ///   sends none, from the close: code 1000 reads as exit 0, any other code as
+    ///   [`Error::ConnectionClosed`](crate::Error::ConnectionClosed) (the status is unknown);
+    /// - [`Child::resize`] changes the size; the session is detachable (the server keeps it
+    ///   through a disconnect, [`Child::detach`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-tty", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("sh").args(["-c", "test -t 0 && echo terminal; echo err >&2"])
+    ///     .tty(true)
+    ///     .output()?;
+    /// assert_eq!(out.stdout, b"terminal\r\nerr\r\n");
+    /// assert!(out.stderr.is_empty());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn tty(&mut self, tty: bool) -> &mut Command {
+        self.tty = tty;
+        self
+    }
+
+    /// The terminal's initial size in character cells, for [`tty`](Self::tty) (without a
+    /// terminal it is not sent). Without it the server picks one (sprites-local: 24×80).
+    ///
+    /// # Errors
+    ///
+    /// Spawning fails with [`io::ErrorKind::InvalidInput`] for a size of 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-tty_size", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// let out = sprite.command("stty").arg("size").tty(true).tty_size(40, 120).output()?;
+    /// assert_eq!(out.stdout, b"40 120\r\n");
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn tty_size(&mut self, rows: u16, cols: u16) -> &mut Command {
+        self.tty_size = Some((rows, cols));
+        self
+    }
+
+    /// Makes the session detachable: the server keeps the command running when the connection
+    /// goes ([`Child::detach`], a crash, a network cut), and [`Sprite::attach`](crate::Sprite::attach)
+    /// comes back to it, replaying what it printed meanwhile. Terminal sessions are detachable
+    /// whatever this says. Its id is [`Child::session_id`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-detachable", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::io::Read;
+    /// use sprites::Stdio;
+    /// let child = sprite.command("sh").args(["-c", "echo started; sleep 1; echo done"])
+    ///     .detachable(true)
+    ///     .stdin(Stdio::null())
+    ///     .stdout(Stdio::null())
+    ///     .spawn()?;
+    /// let id = child.session_id().expect("announced");
+    /// child.detach();
+    /// let mut again = sprite.attach(&id)?;
+    /// let mut out = String::new();
+    /// again.stdout.take().unwrap().read_to_string(&mut out)?;
+    /// assert_eq!(out, "started\ndone\n"); // the first line from the server's scrollback
+    /// assert!(again.wait()?.success());
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn detachable(&mut self, detachable: bool) -> &mut Command {
+        self.detachable = detachable;
+        self
+    }
+
+    /// Delivers the server's `port_opened`/`port_closed` messages as typed
+    /// [`PortEvent`](crate::PortEvent)s on
+    /// [`Child::port_events`] (PROTOCOL.md §6.4). An extra beside std. The events of the whole
+    /// sprite, not only of this command, come from [`Sprite::watch_ports`](crate::Sprite::watch_ports).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("sprites-doc-{}-command-port_events", std::process::id()));
+    /// # let server = sprites_local::Server::builder().addr("127.0.0.1:0").token("t").data_dir(&dir).runtime(sprites_local::Runtime::Host).start()?;
+    /// # let client = sprites::Client::builder().base_url(server.url()).token("t").build()?;
+    /// # let sprite = client.create_sprite("doc")?;
+    /// use std::io::{BufRead, BufReader};
+    /// use std::time::Duration;
+    /// use sprites::{PortEventKind, Stdio};
+    /// let listen = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+    ///               print(s.getsockname()[1], flush=True); time.sleep(60)";
+    /// let mut web = sprite.command("python3").args(["-c", listen])
+    ///     .stdout(Stdio::piped())
+    ///     .port_events(true)
+    ///     .spawn()?;
+    /// let mut line = String::new();
+    /// BufReader::new(web.stdout.take().unwrap()).read_line(&mut line)?;
+    /// let port: u16 = line.trim().parse()?;
+    /// let events = web.port_events().unwrap();
+    /// let opened = events.recv_timeout(Duration::from_secs(30))?;
+    /// assert_eq!((opened.kind, opened.port), (PortEventKind::Opened, port));
+    /// web.kill()?;
+    /// # web.wait()?;
+    /// # drop(server); let _ = std::fs::remove_dir_all(dir);
+    /// # Ok(()) }
+    /// ```
+    pub fn port_events(&mut self, enable: bool) -> &mut Command {
+        self.port_events = enable;
+        self
+    }
+
     /// The program, as given.
     ///
     /// # Examples
@@ -559,6 +706,8 @@ impl Command {
             stderr,
             timeout: self.timeout,
             on_message: self.on_message.clone(),
+            tty: self.tty,
+            port_events: self.port_events,
         })
     }
 
@@ -586,6 +735,18 @@ impl Command {
         }
         if let Some(dir) = &self.current_dir {
             query.push("dir", utf8(dir.as_os_str(), "working directory")?);
+        }
+        if self.tty {
+            query.push("tty", "true");
+            if let Some((rows, cols)) = self.tty_size {
+                super::child::check_size(rows, cols)?;
+                query
+                    .push("rows", &rows.to_string())
+                    .push("cols", &cols.to_string());
+            }
+        }
+        if self.detachable {
+            query.push("detachable", "true");
         }
         query.push("stdin", if with_stdin { "true" } else { "false" });
         Ok(self.sprite.path(&format!("/exec{}", query.as_str())))
@@ -726,6 +887,10 @@ impl fmt::Debug for Command {
             .field("env_clear", &self.env_clear)
             .field("current_dir", &self.current_dir)
             .field("timeout", &self.timeout)
+            .field("tty", &self.tty)
+            .field("tty_size", &self.tty_size)
+            .field("detachable", &self.detachable)
+            .field("port_events", &self.port_events)
             .finish_non_exhaustive()
     }
 }
@@ -736,7 +901,12 @@ mod tests {
     use std::ffi::OsStr;
 
     fn sprite() -> crate::Sprite {
-        Client::new("t").unwrap().sprite("box")
+        Client::builder()
+            .base_url("http://127.0.0.1:1")
+            .token("t")
+            .build()
+            .unwrap()
+            .sprite("box")
     }
 
     #[test]
@@ -750,6 +920,59 @@ mod tests {
             cmd.exec_path(true).unwrap(),
             "/v1/sprites/box/exec?cmd=sh&cmd=-c&cmd=echo%20a%26b&path=sh&env=K%3Dv%3D1&dir=%2Ftmp%2Fx%20y&stdin=true"
         );
+    }
+
+    #[test]
+    fn exec_path_asks_for_a_terminal_and_a_detachable_session() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("bash");
+        cmd.tty(true).tty_size(40, 120).detachable(true);
+        assert_eq!(
+            cmd.exec_path(true).unwrap(),
+            "/v1/sprites/box/exec?cmd=bash&path=bash&tty=true&rows=40&cols=120&detachable=true&stdin=true"
+        );
+        // A size without a terminal is not sent; a terminal without a size leaves it to the
+        // server.
+        cmd.tty(false).detachable(false);
+        assert_eq!(
+            cmd.exec_path(false).unwrap(),
+            "/v1/sprites/box/exec?cmd=bash&path=bash&stdin=false"
+        );
+        let mut cmd = sprite.command("sh");
+        cmd.tty(true);
+        assert_eq!(
+            cmd.exec_path(true).unwrap(),
+            "/v1/sprites/box/exec?cmd=sh&path=sh&tty=true&stdin=true"
+        );
+        for (rows, cols) in [(0, 80), (24, 0)] {
+            cmd.tty_size(rows, cols);
+            assert!(matches!(
+                cmd.exec_path(true),
+                Err(crate::Error::InvalidInput(_))
+            ));
+        }
+        cmd.tty_size(1, 1);
+        assert!(cmd.exec_path(true).is_ok());
+    }
+
+    #[test]
+    fn debug_shows_the_terminal_settings() {
+        let sprite = sprite();
+        let mut cmd = sprite.command("top");
+        cmd.tty(true)
+            .tty_size(40, 120)
+            .detachable(true)
+            .port_events(true);
+        let shown = format!("{cmd:?}");
+        for field in [
+            "program: \"top\"",
+            "tty: true",
+            "tty_size: Some((40, 120))",
+            "detachable: true",
+            "port_events: true",
+        ] {
+            assert!(shown.contains(field), "{field} not in {shown}");
+        }
     }
 
     #[test]

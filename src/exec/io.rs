@@ -1,9 +1,10 @@
 //! The two threads behind every [`Child`](crate::Child): the reader routes what the server sends,
-//! the writer sends stdin, signals and keepalive pings. Both wait on readiness or channels, never
-//! on a sleep.
+//! the writer sends stdin, signals, resizes and keepalive pings. Both wait on readiness or
+//! channels, never on a sleep.
 
 use super::frame::{self, ServerFrame};
-use super::pipes::{Chunk, OutputReader};
+use super::pipes::{Chunk, OutputReader, StdinSender};
+use super::ports::PortEvent;
 use crate::error::{Error, TransportError};
 use crate::types::ServerMessage;
 use crate::ws::{Incoming, Socket, ws_error};
@@ -18,6 +19,12 @@ use tungstenite::{Bytes, Message};
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Silence after which the connection is presumed dead (the official SDKs' value).
 pub(crate) const KEEPALIVE_LIMIT: Duration = Duration::from_secs(45);
+/// How long an attach waits for `session_info`, which says how to read what follows: the JS
+/// and Python SDKs' bound.
+pub(crate) const SESSION_INFO_WAIT: Duration = Duration::from_secs(10);
+/// Output an attach holds while it waits for `session_info`. The server sends it first, so a
+/// well-behaved one never fills this; a server that sends more before it is broken.
+pub(crate) const EARLY_OUTPUT_LIMIT: usize = 1 << 20;
 
 /// Keepalive timing of one connection: ping every `interval`, give up after `limit` of silence.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +52,7 @@ pub(crate) enum Sink {
     /// A local file or pipe end.
     File(std::fs::File),
     /// Another remote command's stdin (stdin frames, with backpressure).
-    Remote(Sender<Bytes>),
+    Remote(StdinSender),
 }
 
 impl Sink {
@@ -65,9 +72,7 @@ impl Sink {
             Sink::File(file) => file.write_all(&data).is_ok(),
             // A downstream command that exited drops its stdin: discard from then on, as a
             // pipeline's writer would stop at EPIPE.
-            Sink::Remote(tx) => data
-                .chunks(frame::MAX_STDIN_CHUNK)
-                .all(|piece| tx.send(frame::stdin(piece)).is_ok()),
+            Sink::Remote(tx) => tx.send_all(&data).is_ok(),
             Sink::Null => true,
         };
         if !delivered {
@@ -92,11 +97,15 @@ pub(crate) struct Shared {
     session: Mutex<SessionState>,
     session_changed: Condvar,
     pub(crate) timed_out: AtomicBool,
+    /// The caller detached: the connection's end is theirs, not a failure to report on the pipes.
+    pub(crate) detached: AtomicBool,
 }
 
 #[derive(Default)]
 struct SessionState {
     id: Option<String>,
+    /// The `tty` flag of the first `session_info`.
+    tty: Option<bool>,
     /// Some message arrived: a `session_info` still missing by then is not coming (the
     /// protocol sends it first).
     heard: bool,
@@ -104,9 +113,10 @@ struct SessionState {
 }
 
 impl Shared {
-    fn set_session_id(&self, id: String) {
+    fn set_session_info(&self, id: String, tty: bool) {
         let mut state = self.session.lock().unwrap_or_else(|p| p.into_inner());
         state.id = Some(id);
+        state.tty.get_or_insert(tty);
         self.session_changed.notify_all();
     }
 
@@ -135,6 +145,43 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner());
         state.id.clone()
     }
+
+    /// The `tty` flag of `session_info`, waiting up to `bound` for it; `None` if the
+    /// connection ended first or the bound passed.
+    pub(crate) fn session_tty(&self, bound: Duration) -> Option<bool> {
+        let state = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, _) = self
+            .session_changed
+            .wait_timeout_while(state, bound, |s| s.tty.is_none() && !s.ended)
+            .unwrap_or_else(|p| p.into_inner());
+        state.tty
+    }
+}
+
+/// How the reader interprets binary frames.
+pub(crate) enum Framing {
+    /// A stream byte first (PROTOCOL.md §6.2).
+    Streams,
+    /// Raw terminal output (§6.3).
+    Terminal,
+    /// Not known yet (an attach): held until `session_info` says, for at most
+    /// [`SESSION_INFO_WAIT`] and [`EARLY_OUTPUT_LIMIT`] bytes, so that nothing is misread.
+    Pending {
+        deadline: Instant,
+        early: Vec<Bytes>,
+        bytes: usize,
+    },
+}
+
+impl Framing {
+    /// The framing of an attach that has not heard `session_info` yet.
+    pub(crate) fn pending() -> Framing {
+        Framing::Pending {
+            deadline: Instant::now() + SESSION_INFO_WAIT,
+            early: Vec::new(),
+            bytes: 0,
+        }
+    }
 }
 
 /// How a connection ended.
@@ -149,6 +196,9 @@ pub(crate) struct Reader {
     pub(crate) stdout: Sink,
     pub(crate) stderr: Sink,
     pub(crate) on_message: Option<MessageHandler>,
+    /// Typed port notifications, when the caller asked for them.
+    pub(crate) ports: Option<Sender<PortEvent>>,
+    pub(crate) framing: Framing,
     pub(crate) shared: Arc<Shared>,
     pub(crate) outcome: Sender<Outcome>,
     pub(crate) keepalive: Keepalive,
@@ -165,15 +215,17 @@ impl Reader {
             // The status is known: close now rather than let the server hold the socket ~5 s.
             Outcome::Exited(_) => self.socket.close_now(1000),
             // The server closed first: send the reply tungstenite queued, then cut.
-            Outcome::Failed(err @ Error::ConnectionClosed { code: Some(_), .. }) => {
-                self.socket.close_now(1000);
-                self.stdout.fail(err);
-                self.stderr.fail(err);
-            }
             Outcome::Failed(err) => {
-                self.socket.shutdown();
-                self.stdout.fail(err);
-                self.stderr.fail(err);
+                if matches!(err, Error::ConnectionClosed { code: Some(_), .. }) {
+                    self.socket.close_now(1000);
+                } else {
+                    self.socket.shutdown();
+                }
+                // After a detach the pipes just end: nothing failed that the caller did not do.
+                if !self.shared.detached.load(Ordering::SeqCst) {
+                    self.stdout.fail(err);
+                    self.stderr.fail(err);
+                }
             }
         }
         // Closing the output channels is what gives readers their EOF.
@@ -190,49 +242,15 @@ impl Reader {
     fn read_until_exit(&mut self) -> Outcome {
         let mut last_heard = Instant::now();
         loop {
+            if let Framing::Pending { deadline, .. } = &self.framing
+                && Instant::now() >= *deadline
+            {
+                return Outcome::Failed(no_session_info());
+            }
             match self.socket.read() {
                 Ok(Incoming::Message(message)) => {
-                    if !matches!(message, Message::Text(_)) {
-                        self.shared.mark_heard();
-                    }
-                    match message {
-                        Message::Binary(data) => match frame::decode(data) {
-                            ServerFrame::Stdout(data) => self.stdout.deliver(data),
-                            ServerFrame::Stderr(data) => self.stderr.deliver(data),
-                            ServerFrame::Exit(code) => return Outcome::Exited(code),
-                            ServerFrame::Ignored => {}
-                        },
-                        Message::Text(text) => {
-                            let message = ServerMessage::parse(text.as_str());
-                            let exit = match &message {
-                                ServerMessage::SessionInfo { session_id, .. } => {
-                                    self.shared.set_session_id(session_id.clone());
-                                    None
-                                }
-                                ServerMessage::Exit { code } => Some(*code),
-                                _ => None,
-                            };
-                            self.shared.mark_heard();
-                            if let Some(handler) = &self.on_message {
-                                (handler.lock().unwrap_or_else(|p| p.into_inner()))(message);
-                            }
-                            if let Some(code) = exit {
-                                return Outcome::Exited(code);
-                            }
-                        }
-                        // A close before the exit report ends the command's connection now: a
-                        // server that closes without cutting TCP would otherwise leave us
-                        // waiting for the keepalive limit.
-                        Message::Close(frame) => {
-                            let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                                (f.code.into(), f.reason.to_string())
-                            });
-                            return Outcome::Failed(Error::ConnectionClosed {
-                                code: Some(code),
-                                reason,
-                            });
-                        }
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    if let Some(outcome) = self.handle(message) {
+                        return outcome;
                     }
                     // Silence is measured from here: time spent blocked on a full output
                     // channel (a slow local reader) is not the server's silence.
@@ -244,7 +262,11 @@ impl Reader {
                     if silent >= limit {
                         return Outcome::Failed(Error::KeepaliveTimeout(limit));
                     }
-                    if let Err(err) = self.socket.wait_readable(limit - silent) {
+                    let mut bound = limit - silent;
+                    if let Framing::Pending { deadline, .. } = &self.framing {
+                        bound = bound.min(deadline.saturating_duration_since(Instant::now()));
+                    }
+                    if let Err(err) = self.socket.wait_readable(bound) {
                         return Outcome::Failed(
                             TransportError::io("waiting for the server", err).into(),
                         );
@@ -254,10 +276,118 @@ impl Reader {
             }
         }
     }
+
+    /// Routes one message; `Some` when it ends the connection.
+    fn handle(&mut self, message: Message) -> Option<Outcome> {
+        // A text message is marked after it is parsed: it may be the announcement itself.
+        if !matches!(message, Message::Text(_)) {
+            self.shared.mark_heard();
+        }
+        match message {
+            Message::Binary(data) => self.binary(data),
+            Message::Text(text) => {
+                let message = ServerMessage::parse(text.as_str());
+                let mut outcome = None;
+                match &message {
+                    ServerMessage::SessionInfo { session_id, tty } => {
+                        self.shared.set_session_info(session_id.clone(), *tty);
+                        outcome = self.settle_framing(*tty);
+                    }
+                    ServerMessage::Exit { code } => outcome = Some(Outcome::Exited(*code)),
+                    ServerMessage::PortOpened { .. } | ServerMessage::PortClosed { .. } => {
+                        if let (Some(tx), Some(event)) =
+                            (&self.ports, PortEvent::from_message(&message))
+                            && tx.send(event).is_err()
+                        {
+                            // Nobody listens any more.
+                            self.ports = None;
+                        }
+                    }
+                    _ => {}
+                }
+                self.shared.mark_heard();
+                if let Some(handler) = &self.on_message {
+                    (handler.lock().unwrap_or_else(|p| p.into_inner()))(message);
+                }
+                outcome
+            }
+            // A close before the exit report ends the command's connection now: a server that
+            // closes without cutting TCP would otherwise leave us waiting for the keepalive
+            // limit.
+            Message::Close(frame) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (f.code.into(), f.reason.to_string())
+                });
+                // A terminal session whose server sent no text exit report: the close code
+                // is all there is, and 1000 is a normal end (the JS SDK's reading). Any other
+                // code says nothing of the status, so it stays an error.
+                if code == 1000 && matches!(self.framing, Framing::Terminal) {
+                    return Some(Outcome::Exited(0));
+                }
+                Some(Outcome::Failed(Error::ConnectionClosed {
+                    code: Some(code),
+                    reason,
+                }))
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+        }
+    }
+
+    /// Routes one binary frame by the session's framing.
+    fn binary(&mut self, data: Bytes) -> Option<Outcome> {
+        match &mut self.framing {
+            Framing::Streams => match frame::decode(data) {
+                ServerFrame::Stdout(data) => self.stdout.deliver(data),
+                ServerFrame::Stderr(data) => self.stderr.deliver(data),
+                ServerFrame::Exit(code) => return Some(Outcome::Exited(code)),
+                ServerFrame::Ignored => {}
+            },
+            Framing::Terminal => {
+                if !data.is_empty() {
+                    self.stdout.deliver(data);
+                }
+            }
+            Framing::Pending { early, bytes, .. } => {
+                *bytes += data.len();
+                if *bytes > EARLY_OUTPUT_LIMIT {
+                    return Some(Outcome::Failed(Error::Protocol(format!(
+                        "the server sent more than {EARLY_OUTPUT_LIMIT} bytes of output before \
+                         session_info, which says how to read them"
+                    ))));
+                }
+                early.push(data);
+            }
+        }
+        None
+    }
+
+    /// The first `session_info` of an attach fixes the framing; output held until then is
+    /// routed now, in order.
+    fn settle_framing(&mut self, tty: bool) -> Option<Outcome> {
+        if !matches!(self.framing, Framing::Pending { .. }) {
+            return None;
+        }
+        let settled = if tty {
+            Framing::Terminal
+        } else {
+            Framing::Streams
+        };
+        let Framing::Pending { early, .. } = std::mem::replace(&mut self.framing, settled) else {
+            return None;
+        };
+        early.into_iter().find_map(|data| self.binary(data))
+    }
+}
+
+/// The error of an attach whose server never said what the session is.
+fn no_session_info() -> Error {
+    Error::Protocol(format!(
+        "the server sent no session_info within {SESSION_INFO_WAIT:?} of the attach"
+    ))
 }
 
 /// The error for a connection that ended without an exit report or a close frame.
-fn closed_error(err: tungstenite::Error) -> Error {
+pub(crate) fn closed_error(err: tungstenite::Error) -> Error {
     use tungstenite::error::ProtocolError;
     match err {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
@@ -294,6 +424,8 @@ fn closed_error(err: tungstenite::Error) -> Error {
 pub(crate) enum Control {
     /// Send `{"type":"signal","signal":NAME}`.
     Signal(String),
+    /// Send `{"type":"resize","cols":C,"rows":R}`.
+    Resize { rows: u16, cols: u16 },
 }
 
 /// Where a command's stdin comes from, as the writer thread sees it.
@@ -317,6 +449,12 @@ pub(crate) struct Writer {
     pub(crate) ping_interval: Duration,
     /// Delivers a kill when the server cannot take signals on the socket.
     pub(crate) kill_fallback: Option<Box<dyn Fn() + Send>>,
+    /// Stdin bytes go raw (a terminal) rather than behind the stream byte.
+    pub(crate) raw_stdin: bool,
+    /// The end of the stdin source is sent as `0x04`. Not for a terminal, which has no such
+    /// frame (`0x04` there is a typed Ctrl-D), nor for an attachment, whose session other
+    /// clients may still be typing into.
+    pub(crate) send_eof: bool,
 }
 
 impl Writer {
@@ -330,13 +468,22 @@ impl Writer {
             shared,
             ping_interval,
             kill_fallback,
+            raw_stdin,
+            send_eof,
         } = self;
+        let eof = || {
+            if send_eof {
+                socket.send(Message::Binary(frame::stdin_eof()))
+            } else {
+                Ok(())
+            }
+        };
         let (mut stdin, mut upstream) = match stdin {
             StdinSource::Frames(rx) => (rx, never()),
             StdinSource::Upstream(mut reader) => {
                 // Bytes the caller already took off the channel but did not read yet.
                 let pending = reader.take_current();
-                if !pending.is_empty() && send_as_stdin(&socket, &pending).is_err() {
+                if !pending.is_empty() && send_as_stdin(&socket, &pending, raw_stdin).is_err() {
                     return;
                 }
                 (never(), reader.into_receiver())
@@ -347,24 +494,27 @@ impl Writer {
             let now = Instant::now();
             let wake = deadline.map_or(next_ping, |d| d.min(next_ping));
             let sent = select! {
-                recv(stdin) -> chunk => match chunk {
+                // Control requests made before a write reach the server before it (a resize
+                // then the keystrokes that rely on it): `select!` alone picks at random among
+                // ready channels.
+                recv(stdin) -> chunk => send_controls(&socket, &control).and_then(|()| match chunk {
                     Ok(chunk) => socket.send(Message::Binary(chunk)),
                     Err(_) => {
                         stdin = never();
-                        socket.send(Message::Binary(frame::stdin_eof()))
+                        eof()
                     }
-                },
+                }),
                 recv(upstream) -> chunk => match chunk {
-                    Ok(Chunk::Data(data)) => send_as_stdin(&socket, &data),
+                    Ok(Chunk::Data(data)) => send_as_stdin(&socket, &data, raw_stdin),
                     // The upstream command ended (or its connection failed, which its own
                     // wait() reports): either way, this command's input is over.
                     Ok(Chunk::Failed(_)) | Err(_) => {
                         upstream = never();
-                        socket.send(Message::Binary(frame::stdin_eof()))
+                        eof()
                     }
                 },
                 recv(control) -> request => match request {
-                    Ok(Control::Signal(name)) => socket.send(Message::Text(signal_message(&name).into())),
+                    Ok(request) => send_control(&socket, request),
                     Err(_) => {
                         control = never();
                         Ok(())
@@ -399,13 +549,58 @@ impl Writer {
     }
 }
 
-/// Sends `data` as stdin frames of at most [`frame::MAX_STDIN_CHUNK`] bytes.
-fn send_as_stdin(socket: &Socket, data: &[u8]) -> Result<(), tungstenite::Error> {
-    data.chunks(frame::MAX_STDIN_CHUNK)
-        .try_for_each(|piece| socket.send(Message::Binary(frame::stdin(piece))))
+/// Sends one control request.
+fn send_control(socket: &Socket, request: Control) -> Result<(), tungstenite::Error> {
+    let text = match request {
+        Control::Signal(name) => signal_message(&name),
+        Control::Resize { rows, cols } => resize_message(rows, cols),
+    };
+    socket.send(Message::Text(text.into()))
+}
+
+/// Sends every control request already queued.
+fn send_controls(socket: &Socket, control: &Receiver<Control>) -> Result<(), tungstenite::Error> {
+    control
+        .try_iter()
+        .try_for_each(|request| send_control(socket, request))
+}
+
+/// Sends `data` as stdin frames of at most [`frame::MAX_STDIN_CHUNK`] bytes: behind the
+/// stream byte, or `raw` for a terminal.
+fn send_as_stdin(socket: &Socket, data: &[u8], raw: bool) -> Result<(), tungstenite::Error> {
+    data.chunks(frame::MAX_STDIN_CHUNK).try_for_each(|piece| {
+        let frame = if raw {
+            Bytes::copy_from_slice(piece)
+        } else {
+            frame::stdin(piece)
+        };
+        socket.send(Message::Binary(frame))
+    })
 }
 
 /// `{"type":"signal","signal":"TERM"}`.
 pub(crate) fn signal_message(name: &str) -> String {
     serde_json::json!({ "type": "signal", "signal": name }).to_string()
+}
+
+/// `{"type":"resize","cols":120,"rows":40}` (PROTOCOL.md §6.5).
+pub(crate) fn resize_message(rows: u16, cols: u16) -> String {
+    serde_json::json!({ "type": "resize", "cols": cols, "rows": rows }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_messages() {
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&resize_message(40, 120)).unwrap(),
+            serde_json::json!({"type": "resize", "rows": 40, "cols": 120})
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&signal_message("TERM")).unwrap(),
+            serde_json::json!({"type": "signal", "signal": "TERM"})
+        );
+    }
 }

@@ -7,9 +7,8 @@
 //! forwarder stops at its next read after the command exits.
 
 use super::frame;
-use crossbeam_channel::Sender;
+use super::pipes::StdinSender;
 use std::io::{self, Read};
-use tungstenite::Bytes;
 
 /// Where forwarded input comes from.
 pub(crate) enum LocalInput {
@@ -22,10 +21,7 @@ pub(crate) enum LocalInput {
 /// Starts forwarding `input` as stdin frames on `tx`; returns the function that stops it.
 /// Dropping `tx` at the end of the input is what sends the remote EOF.
 #[cfg(unix)]
-pub(crate) fn forward(
-    input: LocalInput,
-    tx: Sender<Bytes>,
-) -> io::Result<Box<dyn FnOnce() + Send>> {
+pub(crate) fn forward(input: LocalInput, tx: StdinSender) -> io::Result<Box<dyn FnOnce() + Send>> {
     use std::io::Write;
     use std::os::fd::AsFd;
     let mut source = match input {
@@ -54,10 +50,7 @@ pub(crate) fn forward(
 
 /// Starts forwarding `input` as stdin frames on `tx`; returns the function that stops it.
 #[cfg(windows)]
-pub(crate) fn forward(
-    input: LocalInput,
-    tx: Sender<Bytes>,
-) -> io::Result<Box<dyn FnOnce() + Send>> {
+pub(crate) fn forward(input: LocalInput, tx: StdinSender) -> io::Result<Box<dyn FnOnce() + Send>> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
@@ -81,11 +74,11 @@ pub(crate) fn forward(
 
 /// Reads once and sends what came; `false` at the end of the input, on a read error, or when
 /// the command no longer takes input.
-fn send_next(source: &mut impl Read, buf: &mut [u8], tx: &Sender<Bytes>) -> bool {
+fn send_next(source: &mut impl Read, buf: &mut [u8], tx: &StdinSender) -> bool {
     loop {
         match source.read(buf) {
             Ok(0) => return false,
-            Ok(n) => return tx.send(frame::stdin(&buf[..n])).is_ok(),
+            Ok(n) => return tx.send(&buf[..n]).is_ok(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }

@@ -210,11 +210,49 @@ pub(crate) enum Chunk {
     Failed(io::Error),
 }
 
-/// What the writer thread sends on the socket, in order.
-pub(crate) type StdinSender = Sender<Bytes>;
+/// The sending end of a command's stdin queue, framed for its session: with the stream byte
+/// (`0x00`, PROTOCOL.md §6.2), or raw for a terminal (§6.3), whose frames carry keystrokes as
+/// they are. The writer thread sends the queued frames on the socket, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct StdinSender {
+    tx: Sender<Bytes>,
+    raw: bool,
+}
+
+impl StdinSender {
+    pub(crate) fn new(tx: Sender<Bytes>, raw: bool) -> StdinSender {
+        StdinSender { tx, raw }
+    }
+
+    /// Switches the framing, for an attachment that learns it from `session_info`.
+    pub(crate) fn set_raw(&mut self, raw: bool) {
+        self.raw = raw;
+    }
+
+    /// Queues `data` (at most [`frame::MAX_STDIN_CHUNK`] bytes) as one frame; `Err` when the
+    /// command takes no more input.
+    pub(crate) fn send(&self, data: &[u8]) -> Result<(), ()> {
+        let frame = if self.raw {
+            Bytes::copy_from_slice(data)
+        } else {
+            frame::stdin(data)
+        };
+        self.tx.send(frame).map_err(drop)
+    }
+
+    /// Queues all of `data`, in frames of at most [`frame::MAX_STDIN_CHUNK`] bytes.
+    pub(crate) fn send_all(&self, data: &[u8]) -> Result<(), ()> {
+        data.chunks(frame::MAX_STDIN_CHUNK)
+            .try_for_each(|piece| self.send(piece))
+    }
+}
 
 /// The remote command's stdin. Writes are framed and queued for the connection's writer thread;
 /// dropping it sends EOF (after everything written before).
+///
+/// With a terminal ([`Command::tty`](crate::Command::tty)) the bytes are keystrokes, sent as
+/// they are: `0x03` is Ctrl-C, `0x04` is Ctrl-D (which a shell reads as end of input), and
+/// dropping the pipe sends nothing, since a terminal has no end of input of its own.
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
@@ -252,7 +290,7 @@ impl Write for &ChildStdin {
             return Ok(0);
         }
         let chunk = &buf[..buf.len().min(frame::MAX_STDIN_CHUNK)];
-        self.tx.send(frame::stdin(chunk)).map_err(|_| {
+        self.tx.send(chunk).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the remote command's stdin is closed",

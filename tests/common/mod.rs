@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
+pub mod tls;
+
 use sprites::{Client, Sprite};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -50,8 +50,11 @@ fn prepare(
             ))
         })?,
     };
+    // Absent means false: every SDK sends `mkdirParents=true` when it wants parents (Go and
+    // Ex on every write, Py when asked), and the JS SDK's non-recursive mkdir relies on a
+    // missing parent being ENOENT (PROTOCOL.md §9).
     let mkdir_parents = q
-        .get_bool("mkdirParents", true)
+        .get_bool("mkdirParents", false)
         .map_err(|e| invalid_request(&e.0))?;
     Ok((
         fs,

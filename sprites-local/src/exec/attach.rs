@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError};
 use serde::Deserialize;
 
+use super::control::{ExecControl, Registered};
 use super::hub::{Attachment, Hub, Out, SLOW_ATTACHMENT};
 use super::pump::{
     echo_close_code, signal_request, spawn_named, stream_id, Writer, CLIENT_SILENCE, CLOSE_WAIT,
@@ -92,6 +93,14 @@ pub(super) fn serve(
     let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
     let (done_tx, done_rx) = bounded::<()>(1);
     let preamble = preamble(state, hub, accept_key);
+    // Registered before the writer can tell the client anything (see `pump`).
+    let _registered = {
+        let ctrl = ctrl_tx.clone();
+        let going_away = move || {
+            let _ = ctrl.try_send(Ctrl::Close(close_code::GOING_AWAY, "server shutting down"));
+        };
+        Registered::new(state, ExecControl::new(going_away, done_rx.clone()))
+    };
     let writer = {
         let (conn, tty) = (conn.clone(), hub.tty);
         spawn_named("sprites-attach-out", move || {
@@ -209,6 +218,7 @@ fn write_out(
         select! {
             recv(attachment.rx) -> out => match out {
                 Ok(Out::Data(stream, data)) => data_frame(w, tty, stream, &data),
+                Ok(Out::Text(text)) => w.frame(opcode::TEXT, text.as_bytes()),
                 Ok(Out::Exit(code)) => return report_exit(w, tty, code, ctrl),
                 Err(_) => {
                     // Cut by the hub: this client fell behind the output for too long.
@@ -224,6 +234,8 @@ fn write_out(
             },
             default(wait) => {
                 w.frame(opcode::PING, b"");
+                // An empty data frame too: see the ping in `pump` (the JS SDK's silence limit).
+                w.frame(opcode::BINARY, b"");
                 next_ping = Instant::now() + PING_EVERY;
             }
         }

@@ -57,6 +57,8 @@ pub const DEFAULT_SCROLLBACK: usize = 1 << 20;
 pub enum Out {
     /// Output of a stream (`stream_id::STDOUT`/`STDERR`; a terminal's is all STDOUT).
     Data(u8, Arc<[u8]>),
+    /// A text message for the client (`port_opened`, `port_closed`).
+    Text(Arc<str>),
     /// The process exited with this byte and all its output was sent.
     Exit(u8),
 }
@@ -166,9 +168,28 @@ impl Hub {
             state.sessions.finish(&session);
             return Err(e);
         }
+        // Port events of the session's own process tree go to whoever is attached (best
+        // effort: without a scanner thread the session runs without them).
+        let ports = {
+            let weak = Arc::downgrade(&hub);
+            state
+                .ports
+                .subscribe(
+                    &session.sprite,
+                    &state.store.sprite_dir(&session.sprite),
+                    crate::ports::Scope::Session(session.pid),
+                    Box::new(move |u: &crate::ports::Update<'_>| {
+                        if let Some(hub) = weak.upgrade() {
+                            hub.announce(u.to_json());
+                        }
+                    }),
+                )
+                .ok()
+        };
         let output = Output {
             hub: hub.clone(),
             state: state.clone(),
+            _ports: ports,
             streams: [
                 stdio.stdout.map(|fd| (stream_id::STDOUT, fd)),
                 stdio.stderr.map(|fd| (stream_id::STDERR, fd)),
@@ -268,6 +289,16 @@ impl Hub {
         }
     }
 
+    /// Queues a text message for every attachment, never blocking (it runs on the port
+    /// scanner's thread): an attachment whose queue is full misses it.
+    fn announce(&self, text: String) {
+        let text: Arc<str> = Arc::from(text);
+        let shared = lock(&self.shared);
+        for (_, tx) in &shared.attached {
+            let _ = tx.try_send(Out::Text(text.clone()));
+        }
+    }
+
     /// Reports the exit to every attachment; later attaches get it at once.
     fn finish(&self, code: u8) {
         let targets = {
@@ -313,6 +344,8 @@ impl Hub {
 struct Output {
     hub: Arc<Hub>,
     state: Arc<State>,
+    /// Held while the process runs; dropping it ends the session's port events.
+    _ports: Option<crate::ports::Subscription>,
     /// `(stream id, read end)`; `None` once at its end.
     streams: [Option<(u8, OwnedFd)>; 2],
     exit_rx: Receiver<u8>,

@@ -12,9 +12,11 @@
 //! - [`attach`]: one WebSocket connection to a hub (the exec that started it, or a later
 //!   attach), any number at once;
 //! - [`scrollback`]: the bounded memory of a session's recent output;
+//! - [`control`]: the server's handle on each live connection, for a clean shutdown;
 //! - [`sessions`]: the registry of running execs per sprite, and recently exited ids.
 
 mod attach;
+mod control;
 mod http;
 mod hub;
 mod params;
@@ -26,8 +28,9 @@ pub use attach::Attach;
 pub use http::HttpExec;
 pub use hub::DEFAULT_SCROLLBACK;
 
+pub use control::ExecControl;
 pub use params::{parse_params, ExecParams, WindowSize};
-pub use pump::{run, ExecControl};
+pub use pump::run;
 pub use sessions::{Lookup, Session, Sessions};
 
 use std::io;

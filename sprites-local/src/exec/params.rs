@@ -202,5 +202,7 @@ mod tests {
             .contains("KEY=VALUE"));
         assert!(params("cmd=ls&env=%3Dv").is_err());
         assert!(params("cmd=a%00b").is_err());
+        assert!(params("cmd=a&path=a%00b").unwrap_err().contains("NUL"));
+        assert!(params("cmd=a&dir=%2Ftmp%00x").unwrap_err().contains("NUL"));
     }
 }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::control::{ExecControl, Registered};
 use super::{Session, Upgrade};
 use crate::net::http::SPRITE_VERSION;
 use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
@@ -85,42 +86,6 @@ impl Wake {
         // Reads (and so resets) the counter; non-blocking.
         let mut n = [0u8; 8];
         let _ = sys::fd::read(self.0.as_fd(), &mut n);
-    }
-}
-
-/// The server's handle on a running exec, to end it cleanly at shutdown.
-#[derive(Clone)]
-pub struct ExecControl {
-    ctrl: Sender<Ctrl>,
-    closed: Receiver<()>,
-    wake: Arc<Wake>,
-}
-
-impl ExecControl {
-    /// Asks the exec's I/O thread to send close 1001 ("going away") and stop writing.
-    pub fn going_away(&self) {
-        let _ = self
-            .ctrl
-            .try_send(Ctrl::Close(close_code::GOING_AWAY, "server shutting down"));
-        self.wake.notify();
-    }
-
-    /// Waits until the close frame is out (or the I/O thread ended), at most until
-    /// `deadline`.
-    pub fn wait_closed(&self, deadline: Instant) {
-        let _ = self.closed.recv_deadline(deadline);
-    }
-}
-
-/// Removes an exec from the server's registry when its connection ends.
-struct Registered<'a> {
-    state: &'a State,
-    pid: u32,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.state.remove_exec(self.pid);
     }
 }
 
@@ -213,6 +178,16 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
     let info = format!(r#"{{"type":"session_info","session_id":"{pid}","tty":false}}"#);
     preamble.extend_from_slice(&ws::encode_frame(opcode::TEXT, &[info.as_bytes()]));
 
+    // Registered before the I/O thread can tell the client anything: a shutdown right after
+    // the client saw `session_info` must still close this connection with 1001.
+    let _registered = {
+        let (ctrl, wake) = (ctrl_tx.clone(), wake.clone());
+        let going_away = move || {
+            let _ = ctrl.try_send(Ctrl::Close(close_code::GOING_AWAY, "server shutting down"));
+            wake.notify();
+        };
+        Registered::new(&state, ExecControl::new(going_away, done_rx.clone()))
+    };
     let io = {
         let io = Io {
             w: Writer {
@@ -239,15 +214,6 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
-    state.add_exec(
-        pid,
-        ExecControl {
-            ctrl: ctrl_tx.clone(),
-            closed: done_rx.clone(),
-            wake: wake.clone(),
-        },
-    );
-    let _registered = Registered { state: &state, pid };
     // Port events of this session's own process tree, while the exec is open (best
     // effort: without a scanner thread the exec runs without them).
     let _ports = {
@@ -511,6 +477,10 @@ impl Io {
             }
             if Instant::now() >= next_ping {
                 self.w.frame(opcode::PING, b"");
+                // The JS SDK never pings and gives up on a socket that brought no message
+                // for 45 s (pings are not messages to it); an empty data frame is one, and
+                // every client ignores it (PROTOCOL.md §6.2, §6.6).
+                self.w.frame(opcode::BINARY, b"");
                 next_ping = Instant::now() + PING_EVERY;
             }
             if fds[0].revents != 0 {

@@ -23,8 +23,7 @@ pub const SPRITE_VERSION: &str = "0.1.0";
 /// Largest request head (request line + headers) we buffer; a longer one is 431.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
-/// Bytes per read of [`RequestReader::read_head`].
-#[cfg(test)]
+/// Bytes per read of [`RequestReader::read_head`] and [`RequestReader::read_with`].
 pub const READ_CHUNK: usize = 4 * 1024;
 
 /// A parsed request head. Its body, if any, is read separately as a stream.
@@ -302,6 +301,20 @@ impl<R: Read> RequestReader<R> {
         &self.buf
     }
 
+    /// Appends what one call of `read` (a non-blocking read of the stream, say) gives, at
+    /// most [`READ_CHUNK`] bytes; returns its count (0: end of stream).
+    pub fn read_with(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let result = read(&mut self.buf[start..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(start + n.min(READ_CHUNK));
+        result
+    }
+
     /// Reads the next request's head and works out how its body is framed; the body itself
     /// is left unread. `Ok(None)` = clean end of stream between requests; a failed read
     /// is a 400 here. The blocking twin of what the reactor does ([`HeadBuffer`]), so it
@@ -425,12 +438,33 @@ fn body_framing(req: &RequestHead) -> Result<BodyFraming, BadRequest> {
     }
 }
 
+/// The path and query of a request target: an origin-form target (`/path?query`) as it is,
+/// the path of an absolute-form one (`http://host:port/path?query`, which RFC 9112 §3.2.2
+/// says a server must accept, and which some clients send through a proxy's tunnel), `/`
+/// for a URL without a path. `None` for any other form.
+fn origin_form(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return Some(target);
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if authority_end == 0 {
+        return None; // no host
+    }
+    match &rest[authority_end..] {
+        "" => Some("/"),
+        path if path.starts_with('/') => Some(path),
+        _ => None, // `http://host?query`: no path to take the query with
+    }
+}
+
 fn to_head(parsed: &httparse::Request<'_, '_>) -> Result<RequestHead, BadRequest> {
     let method = parsed.method.unwrap_or_default().to_owned();
-    let target = parsed.path.unwrap_or_default();
-    if !target.starts_with('/') {
-        return Err(bad(400, "request target must be an absolute path"));
-    }
+    let target = origin_form(parsed.path.unwrap_or_default())
+        .ok_or_else(|| bad(400, "request target must be an absolute path or URL"))?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let headers = parsed
         .headers
@@ -752,7 +786,9 @@ mod tests {
     fn malformed_inputs_are_rejected_not_panicked_on() {
         assert_eq!(status_of(b"GARBAGE\r\n\r\n"), 400);
         assert_eq!(status_of(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), 400);
-        assert_eq!(status_of(b"GET http://x/ HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET x/ HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET ftp://x/ HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET * HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(
             status_of(b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"),
             400
@@ -908,5 +944,55 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("Content-Length: 1\r\n\r\n"));
+    }
+
+    #[test]
+    fn read_with_appends_one_read_and_keeps_nothing_of_a_failed_one() {
+        let mut r = RequestReader::with_buffered(&b""[..], b"GE".to_vec());
+        let n = r
+            .read_with(|buf| {
+                assert_eq!(buf.len(), READ_CHUNK);
+                buf[..3].copy_from_slice(b"T /");
+                Ok(3)
+            })
+            .unwrap();
+        assert_eq!((n, r.buffered()), (3, &b"GET /"[..]));
+        let err = r.read_with(|_| Err(io::ErrorKind::WouldBlock.into()));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(r.buffered(), b"GET /");
+        assert_eq!(r.read_with(|_| Ok(0)).unwrap(), 0);
+        assert_eq!(r.buffered(), b"GET /");
+        // A reader claiming more than it was given cannot grow the buffer past one chunk.
+        r.read_with(|_| Ok(READ_CHUNK + 10)).unwrap();
+        assert_eq!(r.buffered().len(), 5 + READ_CHUNK);
+    }
+
+    #[test]
+    fn absolute_form_targets_are_their_path() {
+        assert_eq!(origin_form("/a?b=1"), Some("/a?b=1"));
+        assert_eq!(
+            origin_form("http://x/v1/sprites?m=1"),
+            Some("/v1/sprites?m=1")
+        );
+        assert_eq!(origin_form("HTTPS://x:8443/v1"), Some("/v1"));
+        assert_eq!(origin_form("http://127.0.0.1:80"), Some("/"));
+        for no in [
+            "",
+            "x",
+            "*",
+            "x:443",
+            "ftp://x/",
+            "http:///a",
+            "http://x?q",
+            "http//x/",
+        ] {
+            assert_eq!(origin_form(no), None, "{no:?}");
+        }
+        let mut r = RequestReader::new(&b"GET https://h:1/v1/sprites/a?x=1 HTTP/1.1\r\n\r\n"[..]);
+        let (head, _) = r.read_head().unwrap().unwrap();
+        assert_eq!(
+            (head.path.as_str(), head.query.as_str()),
+            ("/v1/sprites/a", "x=1")
+        );
     }
 }

@@ -136,6 +136,7 @@ impl SpriteRuntime for HostRuntime {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
         }
+        process::default_signals_on_exec(&mut cmd);
         let mut child = cmd.spawn().map_err(SpawnError::Io)?;
         // `cmd` holds copies of the terminal's peer: they must close (with `terminal.peer`)
         // so the master reads EIO once the exec's processes are done with it.

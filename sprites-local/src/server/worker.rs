@@ -2,10 +2,14 @@
 //!
 //! A worker gets a connection from the reactor with a complete, authenticated head
 //! ([`Job`]), runs the handler with the body as a stream, writes the response, and then
-//! either serves the next request if it is already buffered (pipelining), or hands the
-//! connection back to the reactor to wait for the next one ([`Handoff`]) — a worker never
-//! waits for a client between requests. An exec upgrade keeps its worker as the exec's
-//! connection thread until the exec ends.
+//! either serves the next request if it is already buffered (pipelining) or arrives within
+//! [`NEXT_REQUEST_LINGER`], or hands the connection back to the reactor to wait for the
+//! next one ([`Handoff`]). The linger is what a keep-alive client that sends its next
+//! request as soon as it has read a response (most do) would otherwise pay twice in thread
+//! hand-offs; it never serves a head that is not complete in what one non-blocking read
+//! brought, so a slow client costs a worker at most the linger before the reactor's head
+//! deadline takes over. An exec upgrade keeps its worker as the exec's connection thread
+//! until the exec ends.
 //!
 //! The pool grows on demand (a job with no idle worker starts a new one; there are never
 //! more workers than connections being served) and shrinks when idle: a worker that gets
@@ -13,6 +17,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,9 +33,13 @@ use crate::net::body::{Body, RequestBody};
 use crate::net::file::write_file_response;
 use crate::net::http::{write_response, BadRequest, BodyFraming, RequestReader, Response};
 use crate::state::{Conn, State};
+use crate::sys;
 
 /// How long an idle worker waits for a job before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(5);
+/// How long a worker waits, after a keep-alive response, for the next request before
+/// handing the connection back to the reactor (poll(2)'s granularity: one millisecond).
+const NEXT_REQUEST_LINGER: Duration = Duration::from_millis(1);
 
 /// A connection with an authenticated request head, for a worker to serve.
 pub(super) struct Job {
@@ -212,8 +221,17 @@ fn serve_conn(ctx: &Ctx, job: Job) {
         if ctx.state.is_shutting_down() {
             return;
         }
-        // Pipelined: the next head may be here already; if not, the reactor waits for it.
-        match reader.buffered_head() {
+        // Pipelined: the next head may be here already, or about to be; if not, the
+        // reactor waits for it.
+        let mut next = reader.buffered_head();
+        if matches!(next, Ok(None)) && reader.buffered().is_empty() {
+            match next_request_soon(conn.stream(), &mut reader) {
+                Soon::Arrived => next = reader.buffered_head(),
+                Soon::NotYet => {}
+                Soon::Closed => return,
+            }
+        }
+        match next {
             Ok(Some((head, framing))) => match api::authenticate(&ctx.state, head) {
                 Ok(head) => request = (head, framing),
                 Err(resp) => {
@@ -231,6 +249,37 @@ fn serve_conn(ctx: &Ctx, job: Job) {
                 return refuse_and_linger(ctx, conn, &resp);
             }
         }
+    }
+}
+
+/// What came of waiting briefly for a keep-alive client's next request.
+enum Soon {
+    /// Bytes arrived (maybe a whole head) and are in the reader's buffer.
+    Arrived,
+    /// Nothing within the linger.
+    NotYet,
+    /// The client closed its side, or the socket failed.
+    Closed,
+}
+
+/// Waits at most [`NEXT_REQUEST_LINGER`] for `stream` to become readable, then reads what
+/// is there without blocking.
+fn next_request_soon(stream: &TcpStream, reader: &mut RequestReader<&TcpStream>) -> Soon {
+    let mut fds = [libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = NEXT_REQUEST_LINGER.as_millis() as libc::c_int;
+    if !matches!(sys::fd::poll(&mut fds, ms), Ok(n) if n > 0) {
+        return Soon::NotYet;
+    }
+    match reader.read_with(|buf| sys::nonblocking::recv(stream.as_fd(), buf)) {
+        Ok(0) => Soon::Closed,
+        Ok(_) => Soon::Arrived,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Soon::NotYet,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Soon::NotYet,
+        Err(_) => Soon::Closed,
     }
 }
 

@@ -98,6 +98,36 @@ pub fn unblock_all_signals() -> io::Result<()> {
     }
 }
 
+/// Sets every signal's disposition to its default: an ignored signal survives `exec`, so a
+/// server started under `nohup` (SIGHUP ignored) would otherwise start every command with
+/// SIGHUP ignored, and a kill with HUP would do nothing. Async-signal-safe (sigaction only),
+/// for a child between fork and exec.
+pub fn default_all_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: resetting a disposition to SIG_DFL touches no memory of ours; signals the
+        // kernel refuses (EINVAL) are left as they are.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Makes `cmd`'s process start with every signal at its default disposition (see
+/// [`default_all_signals`]).
+pub fn default_signals_on_exec(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls signal(2), which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            default_all_signals();
+            Ok(())
+        });
+    }
+}
+
 /// Blocks SIGCHLD for the calling thread and returns a signalfd for it (close-on-exec,
 /// non-blocking), so child exits are only ever read there.
 pub fn sigchld_signalfd() -> io::Result<OwnedFd> {

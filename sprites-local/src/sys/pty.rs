@@ -135,6 +135,35 @@ mod tests {
         );
     }
 
+    /// Close-on-exec (no other child inherits an end), read-write, and never this
+    /// process's controlling terminal.
+    fn assert_flags(fd: BorrowedFd<'_>) {
+        // SAFETY: fcntl queries on a descriptor the caller owns.
+        let (fd_flags, fl_flags) = unsafe {
+            (
+                libc::fcntl(fd.as_raw_fd(), libc::F_GETFD),
+                libc::fcntl(fd.as_raw_fd(), libc::F_GETFL),
+            )
+        };
+        assert_ne!(fd_flags & libc::FD_CLOEXEC, 0);
+        assert_eq!(fl_flags & libc::O_ACCMODE, libc::O_RDWR);
+    }
+
+    #[test]
+    fn both_ends_are_close_on_exec_read_write_and_not_our_terminal() {
+        let master = open_master(c"/dev/ptmx").unwrap();
+        let peer = open_peer(master.as_fd()).unwrap();
+        assert_flags(master.as_fd());
+        assert_flags(peer.as_fd());
+        // O_NOCTTY: opening it did not make it the controlling terminal of this process
+        // (which, under a test harness, may have none at all).
+        let ours = std::fs::read_link("/proc/self/fd/0").ok();
+        // SAFETY: tcgetsid on a descriptor we own; it only reads.
+        let sid = unsafe { libc::tcgetsid(peer.as_raw_fd()) };
+        // SAFETY: getsid(0) reads this process's session id.
+        assert_ne!(sid, unsafe { libc::getsid(0) }, "{ours:?}");
+    }
+
     #[test]
     fn only_the_multiplexer_is_accepted_as_a_master() {
         let err = open_master(c"/dev/null").unwrap_err();

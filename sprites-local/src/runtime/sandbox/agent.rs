@@ -328,6 +328,8 @@ impl Agent {
         let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
         // This child is single-threaded (forked from the single-threaded agent).
         let _ = proc::unblock_all_signals();
+        // Nothing ignored by whoever started the server reaches the sprite's programs.
+        proc::default_all_signals();
         // Own session and process group: signals and kills reach the whole exec tree.
         let _ = proc::setsid();
         for (i, fd) in fds.iter().enumerate() {
