@@ -3,11 +3,11 @@
 //!
 //! Linux has no notification for `listen(2)` short of eBPF, so sprites are **scanned**:
 //! each watched sprite has one scanner thread ([`scan`]), shared by all its subscribers,
-//! that reads the sprite's listening sockets (`/proc/<pid>/net/tcp{,6}`, see [`procfs`])
-//! every [`scan::INTERVAL`] (250 ms) and reports what changed. It runs only while someone subscribes, and
-//! every scan does bounded work: at most [`Ports::set_max_per_sprite`] listeners (default
-//! [`DEFAULT_MAX_PER_SPRITE`]) and a fixed budget for finding which process holds a new
-//! socket. Where the sockets are seen is the runtime's to say
+//! that lists the sprite's listening sockets every [`scan::INTERVAL`] (250 ms; socket
+//! diagnostics, see [`diag`]; holders are found in `/proc`, see [`procfs`]) and reports
+//! what changed. It runs only while someone subscribes, and every scan does bounded work:
+//! at most [`Ports::set_max_per_sprite`] listeners (default [`DEFAULT_MAX_PER_SPRITE`])
+//! and a fixed budget for finding which process holds a new socket. Where the sockets are seen is the runtime's to say
 //! ([`SpriteRuntime::port_scope`](crate::runtime::SpriteRuntime)): a sandboxed sprite has
 //! a network of its own, so every socket in it is the sprite's; a host-runtime sprite
 //! shares the server's, so only sockets its exec sessions' process trees hold are.
@@ -35,6 +35,7 @@
 //! first update comes at once when the sprite is already being scanned, else from the
 //! first scan, which starts at once.
 
+mod diag;
 mod procfs;
 mod scan;
 mod watch;

@@ -1,112 +1,13 @@
-//! What `/proc` says about sockets and processes, read for the port scanner: listening TCP
-//! sockets (`net/tcp`, `net/tcp6`), a process's children and socket descriptors, and its
-//! pid inside its own PID namespace.
+//! What `/proc` says about processes, read for the port scanner: a process's children and
+//! socket descriptors (to find who holds a listening socket), and its pid inside its own
+//! PID namespace.
 //!
-//! Every function here does bounded work: reading stops after a given number of sockets,
-//! and process walks spend a [`Budget`] (one unit per descriptor or thread looked at), so
-//! a sprite with a million descriptors costs a scan no more than one with a few thousand.
+//! Process walks spend a [`Budget`] (one unit per descriptor or thread looked at), so a
+//! sprite with a million descriptors costs a scan no more than one with a few thousand.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::runtime::ProcessTrees;
-
-/// A listening TCP socket, as `net/tcp{,6}` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Socket {
-    /// The local address it listens on (`0.0.0.0`, `::` for every address).
-    pub address: IpAddr,
-    /// The local port.
-    pub port: u16,
-    /// The socket's inode: what `/proc/PID/fd/N` links to as `socket:[INODE]`.
-    pub inode: u64,
-}
-
-/// `st` of a socket in `TCP_LISTEN` (10).
-const LISTEN: &str = "0A";
-/// Longest line read from `net/tcp{,6}`. The kernel's lines are about 150 bytes; a longer
-/// one is cut (and then fails to parse), so no line costs more than this.
-const MAX_LINE: u64 = 512;
-
-/// One data line of `net/tcp` or `net/tcp6`: `Some(socket)` for a listener, `None` for a
-/// socket in another state. `Err(())` for a line that is not what the kernel writes.
-fn parse_line(line: &str) -> Result<Option<Socket>, ()> {
-    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …
-    let mut f = line.split_whitespace();
-    let local = f.nth(1).ok_or(())?;
-    let state = f.nth(1).ok_or(())?;
-    if state != LISTEN {
-        return Ok(None);
-    }
-    let inode = f.nth(5).ok_or(())?.parse::<u64>().map_err(|_| ())?;
-    let (addr, port) = local.split_once(':').ok_or(())?;
-    let port = u16::from_str_radix(port, 16).map_err(|_| ())?;
-    Ok(Some(Socket {
-        address: parse_address(addr).ok_or(())?,
-        port,
-        inode,
-    }))
-}
-
-/// An address as `net/tcp{,6}` prints it: the address's 32-bit words, each as a hex number
-/// in this machine's byte order (8 digits for IPv4, 32 for IPv6).
-fn parse_address(hex: &str) -> Option<IpAddr> {
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let digits = hex.get(i * 8..i * 8 + 8)?;
-        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(digits, 16).ok().map(u32::to_ne_bytes)
-    };
-    match hex.len() {
-        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
-}
-
-/// Appends the listening sockets of one `net/tcp` or `net/tcp6` file to `out`, at most
-/// `max` of them. True when that was all of them; false when more were left unread.
-///
-/// The kernel lists its listening hash table before the established one (`tcp_get_idx`
-/// in `net/ipv4/tcp_ipv4.c`, shared by IPv6), so reading stops at the first socket in any
-/// other state: the work is at most `max + 2` lines, whatever else the namespace holds.
-pub fn read_listeners(file: impl Read, max: usize, out: &mut Vec<Socket>) -> io::Result<bool> {
-    let mut r = BufReader::with_capacity(16 * 1024, file);
-    let mut line = Vec::with_capacity(256);
-    let mut first = true;
-    let mut taken = 0;
-    loop {
-        line.clear();
-        if (&mut r).take(MAX_LINE).read_until(b'\n', &mut line)? == 0 {
-            return Ok(true);
-        }
-        if std::mem::take(&mut first) {
-            continue; // the column titles
-        }
-        match parse_line(&String::from_utf8_lossy(&line)) {
-            Ok(Some(_)) if taken == max => return Ok(false),
-            Ok(Some(s)) => {
-                out.push(s);
-                taken += 1;
-            }
-            Ok(None) => return Ok(true),
-            Err(()) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "unexpected line in /proc/net/tcp",
-                ))
-            }
-        }
-    }
-}
 
 /// Work allowed for one walk of processes: one unit per descriptor link read and per
 /// thread whose children are listed.
@@ -248,112 +149,6 @@ fn nspid_last(status: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4711 1 0000000000000000 100 0 0 10 0\n\
-   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4712 1 0000000000000000 100 0 0 10 0\n\
-   2: 0100007F:0BB8 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 4713 1 0000000000000000 20 4 30 10 -1\n\
-   3: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4714 1 0000000000000000 100 0 0 10 0\n";
-
-    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5001 1 0000000000000000 100 0 0 10 0\n\
-   1: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5002 1 0000000000000000 100 0 0 10 0\n\
-   2: 0000000000000000FFFF00000100007F:0BB9 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5003 1 0000000000000000 100 0 0 10 0\n";
-
-    fn listeners(text: &str, max: usize) -> Vec<Socket> {
-        let mut v = Vec::new();
-        read_listeners(text.as_bytes(), max, &mut v).unwrap();
-        v
-    }
-
-    fn complete(text: &str, max: usize) -> bool {
-        read_listeners(text.as_bytes(), max, &mut Vec::new()).unwrap()
-    }
-
-    fn addr(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn ipv4_listeners_up_to_the_first_other_state() {
-        let v = listeners(TCP, 100);
-        assert_eq!(
-            v,
-            [
-                Socket {
-                    address: addr("127.0.0.1"),
-                    port: 3000,
-                    inode: 4711
-                },
-                Socket {
-                    address: addr("0.0.0.0"),
-                    port: 8080,
-                    inode: 4712
-                },
-            ],
-            "the listener after the established socket is past where the kernel lists them"
-        );
-    }
-
-    #[test]
-    fn ipv6_addresses_in_every_form() {
-        let v = listeners(TCP6, 100);
-        let got: Vec<(String, u16, u64)> = v
-            .iter()
-            .map(|s| (s.address.to_string(), s.port, s.inode))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("::".to_owned(), 22, 5001),
-                ("::1".to_owned(), 8081, 5002),
-                ("::ffff:127.0.0.1".to_owned(), 3001, 5003),
-            ]
-        );
-    }
-
-    #[test]
-    fn reading_stops_at_the_cap() {
-        assert_eq!(listeners(TCP, 1).len(), 1);
-        assert_eq!(listeners(TCP, 2).len(), 2);
-        assert_eq!(listeners(TCP6, 2).len(), 2);
-        assert_eq!(listeners(TCP6, 3).len(), 3);
-        assert!(listeners(TCP, 0).is_empty());
-        // Whether that was all: TCP lists 2 listeners before another state, TCP6 lists 3.
-        assert!(!complete(TCP, 1));
-        assert!(
-            complete(TCP, 2),
-            "the cap reached exactly, then another state"
-        );
-        assert!(!complete(TCP6, 2));
-        assert!(complete(TCP6, 3), "the cap reached exactly, then the end");
-        assert!(complete(TCP6, 4));
-        assert!(complete("", 0));
-        assert!(listeners("", 5).is_empty());
-        assert!(listeners("header only\n", 5).is_empty());
-    }
-
-    #[test]
-    fn junk_is_an_error_not_a_socket() {
-        for bad in [
-            "h\n 0: zz:0BB8 0:0 0A a b c d e 1\n",
-            "h\n 0: 0100007F:XYZW 0:0 0A a b c d e 1\n",
-            "h\n 0: 0100007F:0BB8 0:0 0A a b c d e notanumber\n",
-            "h\n 0: 0100007F 0:0 0A a b c d e 1\n",
-            "h\n 0: 0100007F:0BB8\n",
-            "h\n 0: 0100007F:0BB8 0:0 0A a b\n",
-            "h\n 0: 01000+7F:0BB8 0:0 0A a b c d e 1\n",
-            "h\n 0: 0100007F00:0BB8 0:0 0A a b c d e 1\n",
-        ] {
-            let mut v = Vec::new();
-            assert!(read_listeners(bad.as_bytes(), 5, &mut v).is_err(), "{bad}");
-            assert!(v.is_empty());
-        }
-        // A line longer than any the kernel writes is cut, and the cut fails to parse.
-        let long = format!("h\n 0: 0100007F:0BB8 0:0 0A {} 1\n", "x ".repeat(400));
-        let mut v = Vec::new();
-        assert!(read_listeners(long.as_bytes(), 5, &mut v).is_err());
-    }
-
     #[test]
     fn socket_links_and_nspid() {
         assert_eq!(socket_inode("socket:[4711]"), Some(4711));
@@ -428,23 +223,18 @@ mod tests {
 
     #[test]
     fn this_process_is_found_holding_its_own_listener() {
+        use std::os::fd::AsRawFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let mut v = Vec::new();
-        let tcp = std::fs::File::open("/proc/self/net/tcp").unwrap();
-        read_listeners(tcp, 100_000, &mut v).unwrap();
-        let me = v
-            .iter()
-            .find(|s| s.port == port && s.address == addr("127.0.0.1"))
-            .expect("our listener is listed");
-        let wanted = HashSet::from([me.inode]);
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+        let inode = socket_inode(link.to_str().unwrap()).unwrap();
+        let wanted = HashSet::from([inode]);
         let pid = std::process::id();
         let holders = find_holders(
             &ProcessTrees::Roots(vec![pid]),
             &wanted,
             &mut Budget::new(1 << 20),
         );
-        assert_eq!(holders.get(&me.inode), Some(&Holder { pid, root: pid }));
+        assert_eq!(holders.get(&inode), Some(&Holder { pid, root: pid }));
         // With no budget nothing is looked at.
         let none = find_holders(
             &ProcessTrees::Roots(vec![pid]),

@@ -2,29 +2,32 @@
 //! listening sockets every [`INTERVAL`], works out what opened and closed since the last
 //! scan, and tells every subscriber whose scope the change is in.
 //!
-//! What the scanner remembers ([`Memory`]) is its own: it does the `/proc` reading without
-//! any lock, and takes the watcher's lock only to publish a scan's result. Subscribers are
+//! What the scanner remembers ([`Memory`]) is its own: it does the reading ([`diag`]
+//! dumps, `/proc` walks for holders) without any lock, and takes the watcher's lock only to publish a scan's result. Subscribers are
 //! called under that lock, in scan order, so a new subscriber's first update (its
 //! snapshot) and the changes that follow it never overlap or leave a gap.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::procfs::{self, Budget, Socket};
+use super::diag::{self, Socket};
+use super::procfs::{self, Budget};
 use super::{PortEvent, PortEventKind, Scope, Update};
 use crate::exec::Sessions;
 use crate::lock;
-use crate::runtime::{PortScope, SpriteRuntime};
+use crate::runtime::{PortScope, ProcessTrees, SpriteRuntime};
+use crate::sys::socket::set_recv_timeout;
 
-/// How often a watched sprite is scanned. A scan reads two small `/proc` files (and walks
-/// the sprite's processes only when a socket it has not seen appears), so four a second
-/// cost little, while a listener shows up within a quarter of a second.
+/// How often a watched sprite is scanned. A scan is two socket-diagnostics dumps of
+/// listening sockets (tens of microseconds; it walks the sprite's processes only when a
+/// socket it has not seen appears), so four a second cost little, while a listener shows
+/// up within a quarter of a second.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 /// Work (descriptor links read, threads listed) one scan may spend finding who holds the
 /// sockets it has not seen before. Sockets it found no holder for within this are reported
@@ -228,39 +231,59 @@ struct Change {
 }
 
 /// The scanner's own memory of the sprite's sockets.
+#[derive(Default)]
 struct Memory {
     /// The sprite's listeners, by inode.
     listeners: BTreeMap<u64, Listener>,
     /// Listening sockets that are not the sprite's (or over its cap), so they are not
     /// looked up again while they exist.
     ignored: HashSet<u64>,
-    /// [`MAX_SHARED_LISTENERS`] (smaller in tests).
-    shared_max: usize,
+    /// The receive buffer of the diagnostics dumps, allocated on first use.
+    buf: Vec<u8>,
 }
 
-impl Default for Memory {
-    fn default() -> Memory {
-        Memory {
-            listeners: BTreeMap::new(),
-            ignored: HashSet::new(),
-            shared_max: MAX_SHARED_LISTENERS,
-        }
-    }
+/// What one scan read.
+struct Reading {
+    /// Listening sockets: the sprite's, or the shared network's (to be filtered).
+    sockets: Vec<Socket>,
+    /// They were all read (none left past the cap).
+    complete: bool,
+    /// Who may hold them.
+    trees: ProcessTrees,
+    /// Every socket read is the sprite's.
+    own_network: bool,
+    /// Report pids as seen in the sprite's own PID namespace.
+    own_pids: bool,
 }
 
 impl Memory {
     /// Reads the sprite's sockets through `scope` (`None`: it has no process) and updates
     /// the memory. `None` when they could not be read: nothing is known to have changed.
     fn scan(&mut self, scope: Option<PortScope>, max: usize) -> Option<Change> {
-        let (sockets, complete) = match &scope {
-            Some(s) => read_sockets(s, max, self.shared_max).ok()?,
-            None => (Vec::new(), true),
+        let reading = match scope {
+            Some(s) => {
+                if self.buf.is_empty() {
+                    self.buf = vec![0u8; diag::RECV_BUF];
+                }
+                Some(read(s, max, MAX_SHARED_LISTENERS, &mut self.buf).ok()?)
+            }
+            None => None,
+        };
+        Some(self.update(reading, max))
+    }
+
+    /// Works out what changed since the last scan from what this one read (`None`: the
+    /// sprite has no process), finding the holders of sockets not seen before.
+    fn update(&mut self, reading: Option<Reading>, max: usize) -> Change {
+        let mut change = Change::default();
+        let (sockets, complete) = match &reading {
+            Some(r) => (&r.sockets[..], r.complete),
+            None => (&[][..], true),
         };
         let present: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
-        let mut change = Change::default();
         // In a network of its own the sprite's first `max` listeners are the ones it has
         // (the cap); in a shared one, a listener left unread is not known to be closed.
-        let absent_is_closed = complete || scope.as_ref().is_some_and(|s| s.own_network);
+        let absent_is_closed = complete || reading.as_ref().is_some_and(|r| r.own_network);
         let gone: Vec<u64> = self
             .listeners
             .keys()
@@ -271,30 +294,33 @@ impl Memory {
             change.closed.extend(self.listeners.remove(&inode));
         }
         self.ignored.retain(|i| present.contains(i));
-        let (Some(scope), false) = (scope, sockets.is_empty()) else {
-            return Some(change);
+        let Some(reading) = reading else {
+            return change;
         };
-        let new: Vec<Socket> = sockets
-            .into_iter()
+        let new: Vec<Socket> = reading
+            .sockets
+            .iter()
             .filter(|s| !self.listeners.contains_key(&s.inode) && !self.ignored.contains(&s.inode))
+            .copied()
             .collect();
         if new.is_empty() {
-            return Some(change);
+            return change;
         }
         let wanted: HashSet<u64> = new.iter().map(|s| s.inode).collect();
-        let holders = procfs::find_holders(&scope.trees, &wanted, &mut Budget::new(LOOKUP_BUDGET));
+        let holders =
+            procfs::find_holders(&reading.trees, &wanted, &mut Budget::new(LOOKUP_BUDGET));
         for socket in new {
             let listener = match holders.get(&socket.inode) {
                 Some(h) => Listener {
                     socket,
-                    pid: if scope.own_pids {
+                    pid: if reading.own_pids {
                         procfs::pid_inside(h.pid).unwrap_or(0)
                     } else {
                         h.pid
                     },
                     session: Some(h.root),
                 },
-                None if scope.own_network => Listener {
+                None if reading.own_network => Listener {
                     socket,
                     pid: 0,
                     session: None,
@@ -311,108 +337,79 @@ impl Memory {
             self.listeners.insert(socket.inode, listener);
             change.opened.push(listener);
         }
-        Some(change)
+        change
     }
 }
 
-/// The listening sockets `scope` shows: at most `max` where every socket is the sprite's,
-/// else at most `shared_max` (to be filtered by holder). True when they were all read.
-fn read_sockets(
-    scope: &PortScope,
+/// How long one diagnostics dump may take (the kernel answers at once; this only bounds
+/// the wait if it did not).
+const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads the listening sockets `scope` shows: at most `max` where every socket is the
+/// sprite's, else at most `shared_max` (to be filtered by holder).
+fn read(scope: PortScope, max: usize, shared_max: usize, buf: &mut [u8]) -> io::Result<Reading> {
+    let PortScope {
+        diag,
+        own_network,
+        trees,
+        own_pids,
+    } = scope;
+    set_recv_timeout(&diag, Some(DUMP_TIMEOUT))?;
+    let max = if own_network { max } else { shared_max };
+    let (sockets, complete) = both_families(max, |family, left, out| {
+        diag::listeners(diag.as_fd(), family, left, out, buf)
+    })?;
+    Ok(Reading {
+        sockets,
+        complete,
+        trees,
+        own_network,
+        own_pids,
+    })
+}
+
+/// IPv4 then IPv6 listeners from `dump(family, at most, into)`, at most `max` in all; true
+/// when that was all of them. A kernel without IPv6 answers its dump with an error, which
+/// means none.
+fn both_families(
     max: usize,
-    shared_max: usize,
+    mut dump: impl FnMut(u8, usize, &mut Vec<Socket>) -> io::Result<bool>,
 ) -> io::Result<(Vec<Socket>, bool)> {
-    let tcp = File::open(scope.net_dir.join("tcp"))?;
-    // A kernel without IPv6 has no tcp6.
-    let tcp6 = File::open(scope.net_dir.join("tcp6")).ok();
-    if !(scope.still_valid)() {
-        // The files may belong to whoever has the pid now: the sprite has no sockets.
-        return Ok((Vec::new(), true));
-    }
-    let max = if scope.own_network { max } else { shared_max };
     let mut out = Vec::new();
-    let mut complete = procfs::read_listeners(tcp, max, &mut out)?;
-    if let Some(tcp6) = tcp6 {
-        let left = max - out.len();
-        complete &= procfs::read_listeners(tcp6, left, &mut out)?;
+    if !dump(libc::AF_INET as u8, max, &mut out)? {
+        return Ok((out, false));
     }
+    let left = max - out.len();
+    let complete = match dump(libc::AF_INET6 as u8, left, &mut out) {
+        Ok(c) => c,
+        Err(e) if e.kind() != io::ErrorKind::InvalidData => true,
+        Err(e) => return Err(e),
+    };
     Ok((out, complete))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::ProcessTrees;
-    use std::io::Write;
+    use std::net::IpAddr;
 
-    /// A scope over a fake `net` dir holding `tcp` (and an empty `tcp6`).
-    fn scope(dir: &std::path::Path, own_network: bool, roots: Vec<u32>) -> PortScope {
-        PortScope {
-            net_dir: dir.to_owned(),
-            own_network,
-            trees: ProcessTrees::Roots(roots),
+    fn sock(port: u16) -> Socket {
+        Socket {
+            address: IpAddr::from([0, 0, 0, 0]),
+            port,
+            inode: 1000 + u64::from(port),
+        }
+    }
+
+    /// What a scan of a sprite with a network of its own reads: `ports`, all of them or not.
+    fn own(ports: &[u16], complete: bool) -> Option<Reading> {
+        Some(Reading {
+            sockets: ports.iter().map(|p| sock(*p)).collect(),
+            complete,
+            trees: ProcessTrees::Roots(vec![]),
+            own_network: true,
             own_pids: false,
-            still_valid: Box::new(|| true),
-        }
-    }
-
-    struct FakeNet(PathBuf);
-
-    impl FakeNet {
-        fn new() -> FakeNet {
-            let d = std::env::temp_dir().join(format!(
-                "sprites-ports-test-{}",
-                crate::random::hex(6).unwrap()
-            ));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("tcp6"), "header\n").unwrap();
-            FakeNet(d)
-        }
-
-        /// Listeners on ports `ports` with inodes 1000 + port.
-        fn set(&self, ports: &[u16]) {
-            let v: Vec<(u16, u64)> = ports.iter().map(|p| (*p, 1000 + u64::from(*p))).collect();
-            self.set_inodes(&v);
-        }
-
-        /// Listeners on `(port, inode)`.
-        fn set_inodes(&self, sockets: &[(u16, u64)]) {
-            self.write("tcp", sockets);
-        }
-
-        /// IPv6 listeners on `::` and ports `ports`, with inodes 2000 + port.
-        fn set6(&self, ports: &[u16]) {
-            let mut f = File::create(self.0.join("tcp6")).unwrap();
-            writeln!(f, "header").unwrap();
-            for (i, p) in ports.iter().enumerate() {
-                writeln!(
-                    f,
-                    "{i}: {:032X}:{p:04X} {:032X}:0000 0A 00000000:00000000 00:00000000 00000000 0 0 {} 1",
-                    0,
-                    0,
-                    2000 + u64::from(*p)
-                )
-                .unwrap();
-            }
-        }
-
-        fn write(&self, file: &str, sockets: &[(u16, u64)]) {
-            let mut f = File::create(self.0.join(file)).unwrap();
-            writeln!(f, "header").unwrap();
-            for (i, (p, inode)) in sockets.iter().enumerate() {
-                writeln!(
-                    f,
-                    "{i}: 00000000:{p:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 {inode} 1"
-                )
-                .unwrap();
-            }
-        }
-    }
-
-    impl Drop for FakeNet {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        })
     }
 
     fn ports(v: &[Listener]) -> Vec<u16> {
@@ -421,79 +418,84 @@ mod tests {
 
     #[test]
     fn changes_between_scans() {
-        let net = FakeNet::new();
         let mut m = Memory::default();
-        net.set(&[80, 443]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 10).unwrap();
+        let c = m.update(own(&[80, 443], true), 10);
         assert_eq!(ports(&c.opened), [80, 443]);
         assert!(c.closed.is_empty());
-        assert_eq!(c.opened[0].pid, 0, "nobody holds a fake socket");
+        assert_eq!(c.opened[0].pid, 0, "nobody holds a made-up socket");
         assert_eq!(c.opened[0].session, None);
-
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 10).unwrap();
-        assert_eq!(c, Change::default(), "nothing changed");
-
-        net.set(&[443, 8080]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 10).unwrap();
-        assert_eq!(ports(&c.closed), [80]);
-        assert_eq!(ports(&c.opened), [8080]);
-
+        assert_eq!(m.update(own(&[80, 443], true), 10), Change::default());
+        let c = m.update(own(&[443, 8080], true), 10);
+        assert_eq!((ports(&c.closed), ports(&c.opened)), (vec![80], vec![8080]));
         // No process: everything closed.
-        let c = m.scan(None, 10).unwrap();
+        let c = m.update(None, 10);
         assert_eq!(ports(&c.closed), [443, 8080]);
         assert!(m.listeners.is_empty());
-
-        // Unreadable: nothing known, nothing changes.
-        net.set(&[1]);
-        let c = m.scan(Some(scope(&net.0.join("missing"), true, vec![])), 10);
-        assert_eq!(c, None);
     }
 
     #[test]
     fn the_cap_holds_at_its_boundary() {
-        let net = FakeNet::new();
         let mut m = Memory::default();
-        net.set(&[1, 2, 3]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 3).unwrap();
+        let c = m.update(own(&[1, 2, 3], true), 3);
         assert_eq!(ports(&c.opened), [1, 2, 3], "exactly the cap: all of them");
-        net.set(&[1, 2, 3, 4]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 3).unwrap();
-        assert!(c.opened.is_empty(), "one over the cap: not read");
+        // One over the cap: a reading stops at the cap.
+        assert_eq!(m.update(own(&[1, 2, 3], false), 3), Change::default());
         assert_eq!(m.listeners.len(), 3);
         // Room again: the next one shows.
-        net.set(&[2, 3, 4]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 3).unwrap();
+        let c = m.update(own(&[2, 3, 4], false), 3);
         assert_eq!((ports(&c.closed), ports(&c.opened)), (vec![1], vec![4]));
-    }
-
-    #[test]
-    fn the_cap_counts_both_families() {
-        let net = FakeNet::new();
+        // More read than the cap (a shared network's reading): the rest is ignored.
         let mut m = Memory::default();
-        net.set(&[1, 2]);
-        net.set6(&[3, 4]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 3).unwrap();
+        let c = m.update(own(&[1, 2, 3, 4], true), 3);
         assert_eq!(ports(&c.opened), [1, 2, 3]);
-        let c = m.scan(Some(scope(&net.0, true, vec![])), 4).unwrap();
-        assert_eq!(ports(&c.opened), [4]);
-        assert_eq!(c.opened[0].socket.address.to_string(), "::");
+        assert!(m.ignored.contains(&1004));
     }
 
     #[test]
-    fn a_shared_network_reports_only_held_sockets() {
-        let net = FakeNet::new();
-        let mut m = Memory::default();
-        net.set(&[80, 81]);
-        // Nobody in the (empty) trees holds them: not the sprite's, and remembered as such.
-        let c = m
-            .scan(Some(scope(&net.0, false, vec![std::process::id()])), 10)
-            .unwrap();
-        assert_eq!(c, Change::default());
-        assert_eq!(m.ignored.len(), 2);
-        net.set(&[81]);
-        let c = m.scan(Some(scope(&net.0, false, vec![])), 10).unwrap();
-        assert_eq!(c, Change::default());
-        assert_eq!(m.ignored.len(), 1, "forgotten once gone");
+    fn both_families_share_the_cap() {
+        let fake = |v4: Vec<u16>, v6: Vec<u16>| {
+            move |family: u8, max: usize, out: &mut Vec<Socket>| -> io::Result<bool> {
+                let list = if family == libc::AF_INET as u8 {
+                    &v4
+                } else {
+                    &v6
+                };
+                for (i, p) in list.iter().enumerate() {
+                    if i == max {
+                        return Ok(false);
+                    }
+                    out.push(sock(*p));
+                }
+                Ok(true)
+            }
+        };
+        let got = |(v, c): (Vec<Socket>, bool)| (v.iter().map(|s| s.port).collect::<Vec<_>>(), c);
+        assert_eq!(
+            got(both_families(3, fake(vec![1, 2], vec![3, 4])).unwrap()),
+            (vec![1, 2, 3], false)
+        );
+        assert_eq!(
+            got(both_families(4, fake(vec![1, 2], vec![3, 4])).unwrap()),
+            (vec![1, 2, 3, 4], true)
+        );
+        assert_eq!(
+            got(both_families(1, fake(vec![1, 2], vec![3])).unwrap()),
+            (vec![1], false)
+        );
+        // No IPv6 in the kernel: its dump fails, and there are no IPv6 sockets.
+        let no_v6 = |family: u8, _: usize, out: &mut Vec<Socket>| {
+            if family == libc::AF_INET as u8 {
+                out.push(sock(1));
+                Ok(true)
+            } else {
+                Err(io::Error::from_raw_os_error(libc::ENOENT))
+            }
+        };
+        assert_eq!(got(both_families(5, no_v6).unwrap()), (vec![1], true));
+        let garbled = |_: u8, _: usize, _: &mut Vec<Socket>| -> io::Result<bool> {
+            Err(io::Error::new(io::ErrorKind::InvalidData, "x"))
+        };
+        assert!(both_families(5, garbled).is_err());
     }
 
     /// The inode of a real listening socket of this process.
@@ -504,19 +506,30 @@ mod tests {
         link["socket:[".len()..link.len() - 1].parse().unwrap()
     }
 
+    /// What a scan of a shared network reads: `(port, inode)` sockets, this process's tree.
+    fn shared(sockets: &[(u16, u64)], complete: bool) -> Option<Reading> {
+        Some(Reading {
+            sockets: sockets
+                .iter()
+                .map(|(port, inode)| Socket {
+                    address: IpAddr::from([127, 0, 0, 1]),
+                    port: *port,
+                    inode: *inode,
+                })
+                .collect(),
+            complete,
+            trees: ProcessTrees::Roots(vec![std::process::id()]),
+            own_network: false,
+            own_pids: false,
+        })
+    }
+
     #[test]
-    fn a_shared_network_read_in_part_closes_nothing_unseen() {
+    fn a_shared_network_reports_only_held_sockets() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ours = (4242, inode_of(&l));
-        let net = FakeNet::new();
-        // A shared network whose only tree is this process.
-        let me = || Some(scope(&net.0, false, vec![std::process::id()]));
-        let mut m = Memory {
-            shared_max: 2,
-            ..Memory::default()
-        };
-        net.set_inodes(&[(80, 1080), ours]);
-        let c = m.scan(me(), 10).unwrap();
+        let mut m = Memory::default();
+        let c = m.update(shared(&[(80, 1080), ours], true), 10);
         assert_eq!(
             ports(&c.opened),
             [4242],
@@ -524,22 +537,46 @@ mod tests {
         );
         assert_eq!(c.opened[0].pid, std::process::id());
         assert_eq!(c.opened[0].session, Some(std::process::id()));
-        // Two others listed first, ours past the read: unseen, but not closed.
-        net.set_inodes(&[(80, 1080), (81, 1081), ours]);
-        assert_eq!(m.scan(me(), 10).unwrap(), Change::default());
-        // Read whole and absent: closed.
-        net.set_inodes(&[(80, 1080)]);
-        let c = m.scan(me(), 10).unwrap();
+        assert_eq!(
+            m.ignored,
+            HashSet::from([1080]),
+            "not held: remembered as not ours"
+        );
+        // Ours not among what was read, the reading incomplete: unseen, not closed.
+        assert_eq!(
+            m.update(shared(&[(80, 1080)], false), 10),
+            Change::default()
+        );
+        // Read whole and absent: closed; gone sockets are forgotten.
+        let c = m.update(shared(&[(81, 1081)], true), 10);
         assert_eq!(ports(&c.closed), [4242]);
+        assert_eq!(m.ignored, HashSet::from([1081]));
         drop(l);
     }
 
     #[test]
-    fn an_invalid_scope_has_no_sockets() {
-        let net = FakeNet::new();
-        net.set(&[80]);
-        let mut s = scope(&net.0, true, vec![]);
-        s.still_valid = Box::new(|| false);
-        assert_eq!(read_sockets(&s, 10, 10).unwrap(), (Vec::new(), true));
+    fn a_real_scan_of_this_processs_network() {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let scope = || PortScope {
+            diag: crate::sys::netlink::sock_diag_socket().unwrap(),
+            own_network: false,
+            trees: ProcessTrees::Roots(vec![std::process::id()]),
+            own_pids: false,
+        };
+        let mut m = Memory::default();
+        let c = m.scan(Some(scope()), 10).unwrap();
+        let mine: Vec<&Listener> = c.opened.iter().filter(|l| l.socket.port == port).collect();
+        assert_eq!(mine.len(), 1, "{:?}", c.opened);
+        assert_eq!(mine[0].socket.address.to_string(), "::1");
+        drop(l);
+        let c = m.scan(Some(scope()), 10).unwrap();
+        assert!(c.closed.iter().any(|l| l.socket.port == port));
+        // A descriptor that is not a diagnostics socket: nothing read, nothing changes.
+        let not_diag = PortScope {
+            diag: std::fs::File::open("/dev/null").unwrap().into(),
+            ..scope()
+        };
+        assert_eq!(m.scan(Some(not_diag), 10), None);
     }
 }

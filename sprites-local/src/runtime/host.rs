@@ -158,11 +158,10 @@ impl SpriteRuntime for HostRuntime {
             return None;
         }
         Some(PortScope {
-            net_dir: PathBuf::from("/proc/self/net"),
+            diag: crate::sys::netlink::sock_diag_socket().ok()?,
             own_network: false,
             trees: ProcessTrees::Roots(execs.to_vec()),
             own_pids: false,
-            still_valid: Box::new(|| true),
         })
     }
 }

@@ -209,12 +209,11 @@ pub(crate) trait SpriteRuntime: Send + Sync {
 }
 
 /// Where a sprite's listening TCP sockets are found and who holds them, as a runtime
-/// describes it to `crate::ports` (which does the reading of `/proc`).
+/// describes it to `crate::ports` (which does the reading).
 pub(crate) struct PortScope {
-    /// The `/proc/<pid>/net` directory of a process in the sprite's network namespace
-    /// (`/proc/self/net` when the sprite shares the server's); its `tcp` and `tcp6` list
-    /// the sockets.
-    pub net_dir: PathBuf,
+    /// A socket-diagnostics (`NETLINK_SOCK_DIAG`) socket in the sprite's network namespace
+    /// (the server's own, when the sprite shares it), made for this scan.
+    pub diag: OwnedFd,
     /// The sprite has that network namespace to itself, so every socket in it is the
     /// sprite's. Otherwise only the sockets one of [`PortScope::trees`] holds are.
     pub own_network: bool,
@@ -223,10 +222,6 @@ pub(crate) struct PortScope {
     pub trees: ProcessTrees,
     /// The sprite has a PID namespace of its own: pids are reported as seen inside it.
     pub own_pids: bool,
-    /// Checked after the `net_dir` files are opened: false when the process behind
-    /// `net_dir` may have gone (its pid may then name a stranger), so what was opened is
-    /// not trusted.
-    pub still_valid: Box<dyn Fn() -> bool + Send>,
 }
 
 /// The roots of a sprite's process trees, as host pids.

@@ -1,5 +1,6 @@
-//! The socket side of rtnetlink (the messages are built in the sandbox's `netlink`
-//! module): a `NETLINK_ROUTE` socket, sending a request, receiving replies, and
+//! The socket side of netlink (the messages are built by their users: the sandbox's
+//! `netlink` module for rtnetlink, `ports::diag` for socket diagnostics): `NETLINK_ROUTE`
+//! and `NETLINK_SOCK_DIAG` sockets, sending a request, receiving replies, and
 //! `if_nametoindex`.
 
 use std::io;
@@ -16,6 +17,22 @@ pub fn route_socket() -> io::Result<OwnedFd> {
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
             libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A `NETLINK_SOCK_DIAG` socket (socket diagnostics, what `ss` uses) in the calling
+/// thread's current network namespace; like every socket, it keeps talking to that
+/// namespace wherever it is used later.
+pub fn sock_diag_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes integers only; a non-negative result is a new fd we own.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
         )
     })?;
     // SAFETY: a new descriptor that nothing else owns.

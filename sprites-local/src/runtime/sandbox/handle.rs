@@ -343,16 +343,30 @@ impl AgentHandle {
         pidfd_pid(&self.init)
     }
 
-    /// True once the agent has exited. While this is false, the pid [`Self::host_pid`]
-    /// returned still names the agent (its pidfd is not readable until it exits).
-    pub fn has_exited(&self) -> bool {
-        let mut p = [libc::pollfd {
-            fd: self.init.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        // A failed poll proves nothing: count it as exited, so nothing is trusted.
-        !matches!(sys::fd::poll(&mut p, 0), Ok(0))
+    /// A socket-diagnostics (`NETLINK_SOCK_DIAG`) socket in the sprite's network
+    /// namespace, made by the agent (which lives in it): the port scanner lists the
+    /// sprite's listening sockets with it. Waits at most [`SPAWN_TIMEOUT`] for it.
+    pub fn port_socket(&self) -> io::Result<OwnedFd> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::PortSocket,
+            &[theirs.as_raw_fd()],
+        )?;
+        // Only the agent holds the other end now: EOF means it gave nothing.
+        drop(theirs);
+        set_recv_timeout(&ours, Some(SPAWN_TIMEOUT))?;
+        let mut byte = [0u8; 1];
+        let (n, mut fds) = sys::socket::recv_some_with_fds(ours.as_raw_fd(), &mut byte)?;
+        match (n, fds.pop()) {
+            (1, Some(sock)) if fds.is_empty() => Ok(sock),
+            _ => Err(io::Error::other(
+                "the sprite's agent did not give a diagnostics socket",
+            )),
+        }
     }
 }
 

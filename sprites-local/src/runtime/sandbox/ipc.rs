@@ -57,6 +57,10 @@ pub enum Request {
         /// What to do.
         call: FsCall,
     },
+    /// Open a socket-diagnostics (`NETLINK_SOCK_DIAG`) socket in the sprite's network
+    /// namespace and send it back, with one byte, on the attached reply socket (one
+    /// `SOCK_STREAM` fd). The server lists the sprite's listening sockets with it.
+    PortSocket,
 }
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths

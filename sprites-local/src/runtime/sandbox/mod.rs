@@ -627,21 +627,19 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     /// The sprite has a network namespace of its own, which its agent (PID 1 inside) is
-    /// in: `/proc/<agent>/net` lists exactly the sprite's sockets, and the agent's
-    /// children lead its process trees. A sprite whose agent is not running has no
-    /// process, hence no port (the agent is not started for this).
+    /// in: the agent makes the diagnostics socket there, so it lists exactly the sprite's
+    /// sockets, and the agent's children lead its process trees. A sprite whose agent is
+    /// not running has no process, hence no port (the agent is not started for this).
     fn port_scope(&self, sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         let agent = lock(&self.agents)
             .get(sprite_dir)
             .filter(|a| a.is_alive())
             .cloned()?;
-        let pid = agent.host_pid()?;
         Some(PortScope {
-            net_dir: PathBuf::from(format!("/proc/{pid}/net")),
+            diag: agent.port_socket().ok()?,
             own_network: true,
-            trees: ProcessTrees::ChildrenOf(pid),
+            trees: ProcessTrees::ChildrenOf(agent.host_pid()?),
             own_pids: true,
-            still_valid: Box::new(move || !agent.has_exited()),
         })
     }
 }
