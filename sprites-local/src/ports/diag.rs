@@ -276,8 +276,10 @@ mod tests {
                 io::ErrorKind::InvalidData
             );
         }
-        // Unknown message types are skipped; a trailing partial header is ignored.
+        // Unknown message types are skipped (one with no payload at all too); a trailing
+        // partial header is ignored.
         let mut d = control(99, &[1, 2, 3, 4]);
+        d.extend(control(98, &[]));
         d.extend(message(V4, TCP_LISTEN, &[0; 4], 7, 7));
         d.extend([0u8; 8]);
         let mut out = Vec::new();
