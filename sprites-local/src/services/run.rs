@@ -166,6 +166,8 @@ impl Supervisor {
             group.signal(libc::SIGKILL);
             return Ok(process);
         };
+        // Before the readers start: no output may precede `started` in a stream.
+        self.logs.event(Event::new("started"));
         let stdio = process.take_stdio();
         for (stream, fd) in [(Stream::Out, stdio.stdout), (Stream::Err, stdio.stderr)] {
             if let Some(fd) = fd {
@@ -188,7 +190,6 @@ impl Supervisor {
         svc.error.clear();
         svc.group = Some((process.id(), group));
         svc.live_pid = Some(process.id());
-        self.logs.event(Event::new("started"));
         self.sp.cv.notify_all();
         Ok(process)
     }
