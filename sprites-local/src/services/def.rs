@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Most services one sprite may define (each running one costs four server threads).
+/// Most services one sprite may define (each running one costs three server threads).
 pub const MAX_SERVICES: usize = 16;
 /// Most arguments, environment entries or needs in one definition.
 const MAX_LIST: usize = 256;

@@ -2,7 +2,7 @@
 //!
 //! A started service has a *supervisor* thread: it waits for the process, and after a
 //! crash (a non-zero exit or death by signal while the service should run) waits out a
-//! backoff and starts it again, counting restarts. Two reader threads copy the process's
+//! backoff and starts it again, counting restarts. An output thread copies the process's
 //! stdout and stderr into the service's [`Logs`] and to a *logger* thread, which appends
 //! them to `/.sprite/logs/services/<name>.log` inside the sprite through a writer process
 //! started in the sprite (`cat >> log`): the file is written with the sprite's own
@@ -10,12 +10,12 @@
 //! When the log reaches [`LOG_CAP`] it is rotated once (`<name>.log.1`, replaced at the
 //! next rotation), so a service's logs take at most twice that.
 //!
-//! So a running service costs four server threads; [`super::def::MAX_SERVICES`] bounds
+//! So a running service costs three server threads; [`super::def::MAX_SERVICES`] bounds
 //! them per sprite.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::{ErrorKind, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -38,6 +38,9 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A process that ran this long before crashing starts the backoff afresh.
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// How long output is still read after a service's process has exited (what remains in its
+/// pipes; a process that escaped the group and still writes is then no longer followed).
+const OUTPUT_LINGER: Duration = Duration::from_secs(1);
 /// How long to wait for a process to die after KILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -90,6 +93,7 @@ pub fn launch(
         def,
         logs,
         tx,
+        exited: None,
     };
     let first = sup.start_process();
     let result = first.as_ref().map(|_| ()).map_err(Clone::clone);
@@ -120,6 +124,8 @@ struct Supervisor {
     def: ServiceDef,
     logs: Arc<Logs>,
     tx: Sender<Vec<u8>>,
+    /// Written when the current process has exited (read by its output thread).
+    exited: Option<Arc<OwnedFd>>,
 }
 
 impl Supervisor {
@@ -169,21 +175,28 @@ impl Supervisor {
         // Before the readers start: no output may precede `started` in a stream.
         self.logs.event(Event::new("started"));
         let stdio = process.take_stdio();
-        for (stream, fd) in [(Stream::Out, stdio.stdout), (Stream::Err, stdio.stderr)] {
-            if let Some(fd) = fd {
-                let logs = self.logs.clone();
-                let tx = self.tx.clone();
-                // Without a reader the pipe fills and the service blocks on output; KILL
-                // it then rather than leave it hanging.
-                if thread::Builder::new()
-                    .name("svc-output".into())
-                    .spawn(move || read_output(fd, stream, &logs, &tx))
-                    .is_err()
-                {
-                    group.signal(libc::SIGKILL);
-                }
-            }
+        // One output thread reads both pipes; the supervisor tells it (through `exited`)
+        // when the process is gone, after which it reads for at most OUTPUT_LINGER more:
+        // a daemon that escaped the process group and holds the pipes cannot keep the
+        // thread forever.
+        let exited = match crate::sys::fd::eventfd() {
+            Ok(fd) => Some(Arc::new(fd)),
+            Err(_) => None,
+        };
+        let spawned = exited.clone().and_then(|exited| {
+            let logs = self.logs.clone();
+            let tx = self.tx.clone();
+            let (out, err) = (stdio.stdout, stdio.stderr);
+            thread::Builder::new()
+                .name("svc-output".into())
+                .spawn(move || pump_output(out, err, &exited, &logs, &tx))
+                .ok()
+        });
+        if spawned.is_none() {
+            // Nobody would read its output: the pipes would fill and the service hang.
+            group.signal(libc::SIGKILL);
         }
+        self.exited = exited;
         svc.status = Status::Running;
         svc.pid = Some(process.id());
         svc.started_at = Some(crate::time::now_rfc3339());
@@ -228,8 +241,7 @@ impl Supervisor {
                 if let Some(c) = code {
                     svc.error = format!("exited with code {c}");
                 }
-                svc.next_restart_at =
-                    Some(crate::time::format_rfc3339(SystemTime::now() + delay));
+                svc.next_restart_at = Some(crate::time::format_rfc3339(SystemTime::now() + delay));
                 Instant::now() + delay
             };
             if !self.wait_for_restart(deadline) {
@@ -257,6 +269,9 @@ impl Supervisor {
             sp.cv.notify_all();
         });
         let code = i32::from(code);
+        if let Some(exited) = &self.exited {
+            let _ = crate::sys::fd::write(exited.as_fd(), &1u64.to_ne_bytes());
+        }
         self.logs.event(Event::exit(code));
         let mut svcs = lock(&sp.svcs);
         for svc in svcs.values_mut() {
@@ -298,18 +313,77 @@ impl Supervisor {
     }
 }
 
-fn read_output(fd: OwnedFd, stream: Stream, logs: &Logs, tx: &Sender<Vec<u8>>) {
-    let mut f = File::from(fd);
+/// Copies a process's stdout and stderr into its logs and to the logger until both end, or
+/// until [`OUTPUT_LINGER`] after `exited` fires.
+fn pump_output(
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    exited: &OwnedFd,
+    logs: &Logs,
+    tx: &Sender<Vec<u8>>,
+) {
+    let mut pipes = [(Stream::Out, stdout), (Stream::Err, stderr)];
     let mut buf = vec![0u8; 16 * 1024];
+    let mut deadline: Option<Instant> = None;
     loop {
-        match f.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                logs.output(stream, &buf[..n]);
-                let _ = tx.try_send(buf[..n].to_vec());
+        let live: Vec<usize> = (0..2).filter(|&i| pipes[i].1.is_some()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let timeout = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+        };
+        let mut fds: Vec<libc::pollfd> = live
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: pipes[i].1.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        fds.push(libc::pollfd {
+            fd: if deadline.is_none() {
+                exited.as_raw_fd()
+            } else {
+                -1
+            },
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        match crate::sys::fd::poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return,
+        }
+        if fds[live.len()].revents != 0 {
+            deadline = Some(Instant::now() + OUTPUT_LINGER);
+        }
+        for (slot, &i) in live.iter().enumerate() {
+            if fds[slot].revents == 0 {
+                continue;
+            }
+            let (stream, fd) = &mut pipes[i];
+            let n = match fd
+                .as_ref()
+                .map(|f| crate::sys::fd::read(f.as_fd(), &mut buf))
+            {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                _ => 0,
+            };
+            if n == 0 {
+                *fd = None;
+                continue;
+            }
+            logs.output(*stream, &buf[..n]);
+            let _ = tx.try_send(buf[..n].to_vec());
         }
     }
 }
