@@ -381,3 +381,63 @@ fn bad_input_conflicts_and_unknown_names() {
     wait_until("service process gone", || process_gone(pid));
     s.shutdown();
 }
+
+#[test]
+fn logs_rotate_at_one_mebibyte_and_a_sprite_holds_at_most_16_services() {
+    each_runtime("svc-rotate", |s, dir, rt| {
+        create(s, "box");
+        // 1 MiB + 100 KiB of output, then a marker: the file is rotated once on the way.
+        let script = "head -c 1153434 /dev/zero | tr '\\0' x; echo; echo after-rotation; \
+                      exec sleep 1000";
+        put(s, "box", "big", &sh_json(script), "0s");
+        let size = |name: &str| -> Option<u64> {
+            match rt {
+                Runtime::Host => {
+                    std::fs::metadata(dir.join(format!("sprites/box/.sprite/logs/services/{name}")))
+                        .ok()
+                        .map(|m| m.len())
+                }
+                _ => {
+                    let (out, _, code) = sh(
+                        s.addr(),
+                        "box",
+                        &format!("wc -c < /.sprite/logs/services/{name}"),
+                    );
+                    (code == 0).then(|| out.trim().parse().unwrap())
+                }
+            }
+        };
+        // Every byte, in the two files: 1 153 434 x, "\n", "after-rotation\n".
+        let total = 1_153_434 + 1 + 15;
+        wait_until(
+            &format!("the whole output in the rotated log ({rt})"),
+            || size("big.log.1").unwrap_or(0) + size("big.log").unwrap_or(0) == total,
+        );
+        let (old, new) = (size("big.log.1").unwrap(), size("big.log").unwrap());
+        assert!(old >= 1 << 20, "rotated at {old} bytes");
+        assert!(old < (1 << 20) + 64 * 1024, "rotated late: {old} bytes");
+        assert!(new < 1 << 20, "{new}");
+        // The cap: 16 services, the 17th is refused.
+        for i in 1..16 {
+            put(
+                s,
+                "box",
+                &format!("s{i}"),
+                r#"{"cmd":"sleep","args":["1000"]}"#,
+                "0s",
+            );
+        }
+        let r = http(
+            s,
+            "PUT",
+            &svc_path("box", "/s16?duration=0s"),
+            Some(r#"{"cmd":"true"}"#),
+        );
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains("at most 16 services"));
+        // Replacing one of the 16 is still allowed.
+        put(s, "box", "s1", r#"{"cmd":"sleep","args":["999"]}"#, "0s");
+        let list = http(s, "GET", &svc_path("box", ""), None).json();
+        assert_eq!(list.as_array().unwrap().len(), 16);
+    });
+}

@@ -31,8 +31,11 @@ use crate::runtime::{ExecProcess, ProcessSpec, SpawnError};
 
 /// A log file is rotated when it reaches this size.
 pub const LOG_CAP: u64 = 1 << 20;
-/// Output chunks queued for the logger; more is dropped from the file (never from memory).
+/// Output chunks queued for the logger.
 const LOG_QUEUE: usize = 64;
+/// How long output waits for room in the logger's queue before it is dropped from the file
+/// (never from memory or the event streams).
+const LOG_SEND_WAIT: Duration = Duration::from_secs(1);
 /// First restart delay; doubled per consecutive crash up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -383,7 +386,9 @@ fn pump_output(
                 continue;
             }
             logs.output(*stream, &buf[..n]);
-            let _ = tx.try_send(buf[..n].to_vec());
+            // Backpressure while the logger rotates or starts its writer; a writer stuck for
+            // longer (a sprite can freeze it) costs the file this chunk, never the service.
+            let _ = tx.send_timeout(buf[..n].to_vec(), LOG_SEND_WAIT);
         }
     }
 }
