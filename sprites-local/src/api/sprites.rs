@@ -259,6 +259,8 @@ pub fn delete(state: &Arc<State>, name: &str) -> Response {
             // An exec that started between the first kill and the removal.
             state.sessions.signal_sprite(name, libc::SIGKILL);
             state.sessions.forget_sprite(name);
+            // Services a concurrent request loaded meanwhile.
+            crate::services::remove_sprite(state, name);
             Response::empty(204)
         }
         Ok(false) => sprite_not_found(name),

@@ -142,6 +142,13 @@ impl SpriteServices {
     /// Persists every definition and desired state (call with the lock held, passing the
     /// map, so two writers cannot interleave).
     pub fn save(&self, svcs: &BTreeMap<String, Svc>) -> std::io::Result<()> {
+        if self.removed.load(Ordering::SeqCst) {
+            // Its directory is gone, or already another sprite's of the same name.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("sprite {:?} was deleted", self.name),
+            ));
+        }
         def::save(
             &self.dir,
             svcs.values()

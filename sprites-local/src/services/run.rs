@@ -328,6 +328,7 @@ fn pump_output(
     let mut pipes = [(Stream::Out, stdout), (Stream::Err, stderr)];
     let mut buf = vec![0u8; 16 * 1024];
     let mut deadline: Option<Instant> = None;
+    let mut stalled = false;
     loop {
         let live: Vec<usize> = (0..2).filter(|&i| pipes[i].1.is_some()).collect();
         if live.is_empty() {
@@ -386,9 +387,15 @@ fn pump_output(
                 continue;
             }
             logs.output(*stream, &buf[..n]);
-            // Backpressure while the logger rotates or starts its writer; a writer stuck for
-            // longer (a sprite can freeze it) costs the file this chunk, never the service.
-            let _ = tx.send_timeout(buf[..n].to_vec(), LOG_SEND_WAIT);
+            // Backpressure while the logger rotates or starts its writer. A writer stuck for
+            // longer (a sprite can freeze it) costs the file what comes until its queue has
+            // room again, but never slows the service down after that first wait.
+            let chunk = buf[..n].to_vec();
+            if stalled {
+                stalled = tx.try_send(chunk).is_err();
+            } else {
+                stalled = tx.send_timeout(chunk, LOG_SEND_WAIT).is_err();
+            }
         }
     }
 }
