@@ -445,3 +445,36 @@ impl super::DuplexResponse for ServiceStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Query {
+        Query::parse(s).unwrap()
+    }
+
+    #[test]
+    fn durations_in_go_syntax() {
+        let d = |s: &str| duration(&q(s), "duration", DEFAULT_FOLLOW);
+        assert_eq!(d("").unwrap(), DEFAULT_FOLLOW);
+        assert_eq!(d("duration=").unwrap(), DEFAULT_FOLLOW);
+        assert_eq!(d("duration=0s").unwrap(), Duration::ZERO);
+        assert_eq!(
+            d("duration=1m30.5s").unwrap(),
+            Duration::from_millis(90_500)
+        );
+        assert_eq!(d("duration=1h").unwrap(), MAX_DURATION);
+        assert_eq!(d("duration=250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(d("duration=5.0s").unwrap(), Duration::from_secs(5));
+        assert_eq!(d("duration=2").unwrap(), Duration::from_secs(2));
+        for bad in [
+            "duration=1h0m0.001s",
+            "duration=-1s",
+            "duration=5x",
+            "duration=s",
+        ] {
+            assert_eq!(d(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+}
