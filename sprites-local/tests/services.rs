@@ -97,7 +97,19 @@ fn sh_json(cmd: &str) -> String {
 fn a_crashing_service_is_restarted_with_backoff_and_counted() {
     each_runtime("svc-crash", |s, _, _| {
         create(s, "box");
-        let evs = put(s, "box", "crashy", &sh_json("echo up; exit 3"), "2s");
+        let evs = put(s, "box", "crashy", &sh_json("echo up; exit 3"), "2500ms");
+        // Backoff: 0.5 s after the first crash, then 1 s (the events carry the times).
+        let ts = |kind: &str| -> Vec<u64> {
+            evs.iter()
+                .filter(|e| e["type"] == kind)
+                .map(|e| e["timestamp"].as_u64().unwrap())
+                .collect()
+        };
+        let (exits, starts) = (ts("exit"), ts("started"));
+        assert!(exits.len() >= 2 && starts.len() >= 3, "{evs:?}");
+        let gap = |i: usize| starts[i + 1] - exits[i];
+        assert!(gap(0) >= 450, "first restart after {} ms", gap(0));
+        assert!(gap(1) >= 950, "second restart after {} ms", gap(1));
         let k = kinds(&evs);
         assert_eq!(k.first().map(String::as_str), Some("started"), "{k:?}");
         assert!(k.contains(&"exit".to_owned()), "{k:?}");
@@ -359,8 +371,14 @@ fn bad_input_conflicts_and_unknown_names() {
     assert_eq!(st, 409);
     // A program that does not exist: an error event, status failed.
     let evs = put(&s, "box", "missing", r#"{"cmd":"/no/such/program"}"#, "0s");
-    assert!(kinds(&evs).contains(&"error".to_owned()), "{evs:?}");
-    assert_eq!(status(&get(&s, "box", "missing")), "failed");
+    let error = evs
+        .iter()
+        .find(|e| e["type"] == "error")
+        .expect("an error event");
+    assert_eq!(error["data"], "/no/such/program: command not found");
+    let v = get(&s, "box", "missing");
+    assert_eq!(status(&v), "failed");
+    assert_eq!(v["state"]["error"], "/no/such/program: command not found");
     // Delete: a needed service is 409; then 204, then 404.
     put(
         &s,
