@@ -186,6 +186,8 @@ struct Inner {
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<Inner>,
+    /// Called with the sprite's name after a session of it ended (the lifecycle's clock).
+    on_finish: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 impl Sessions {
@@ -219,6 +221,25 @@ impl Sessions {
                 inner.exited.remove(&old);
             }
         }
+        drop(inner);
+        if let Some(hook) = self.on_finish.get() {
+            hook(&s.sprite);
+        }
+    }
+
+    /// Sets what runs after a session ended, with its sprite's name (once).
+    pub fn on_finish(&self, hook: Box<dyn Fn(&str) + Send + Sync>) {
+        let _ = self.on_finish.set(hook);
+    }
+
+    /// For the lifecycle: whether `sprite` has a running session, and when its last
+    /// session ended.
+    pub fn activity(&self, sprite: &str) -> (bool, Option<std::time::Instant>) {
+        let inner = lock(&self.inner);
+        (
+            inner.active.values().any(|s| s.sprite == sprite),
+            inner.last_ended.get(sprite).copied(),
+        )
     }
 
     /// Finds session `id` of sprite `sprite`.

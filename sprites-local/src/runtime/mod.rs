@@ -206,6 +206,23 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn port_scope(&self, _sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         None
     }
+    /// Lifecycle (`crate::lifecycle`): brings the sprite at `sprite_dir` up — what its
+    /// first exec would otherwise do (the sandbox starts its agent). Idempotent.
+    fn boot(&self, _sprite_dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    /// Lifecycle: takes the sprite at `sprite_dir` down (cold) — every process inside ends,
+    /// files stay, and the next [`SpriteRuntime::boot`] (or exec) brings it up again.
+    fn halt(&self, _sprite_dir: &Path) {}
+    /// Lifecycle: whether the sprite at `sprite_dir` answers (`GET …/check`), or why not.
+    /// Never boots it.
+    fn health(&self, sprite_dir: &Path) -> Result<(), String> {
+        if sprite_dir.is_dir() {
+            Ok(())
+        } else {
+            Err("the sprite's directory is missing".into())
+        }
+    }
 }
 
 /// Where a sprite's listening TCP sockets are found and who holds them, as a runtime

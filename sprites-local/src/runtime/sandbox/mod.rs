@@ -607,6 +607,33 @@ impl SpriteRuntime for SandboxRuntime {
         )))
     }
 
+    /// Starts the sprite's agent (PID 1 inside) if it is not running.
+    fn boot(&self, sprite_dir: &Path) -> io::Result<()> {
+        self.agent(sprite_dir).map(|_| ())
+    }
+
+    /// Stops the agent, which ends every process of the sprite (its PID namespace goes),
+    /// and removes its cgroup; its identity (id range) and files stay for the next boot.
+    fn halt(&self, sprite_dir: &Path) {
+        let agent = lock(&self.agents).remove(sprite_dir);
+        if let Some(a) = agent {
+            a.stop();
+        }
+        self.cgroups.remove(sprite_dir);
+    }
+
+    /// The agent runs and answers a request (it makes a socket for us: one round trip).
+    fn health(&self, sprite_dir: &Path) -> Result<(), String> {
+        let agent = lock(&self.agents)
+            .get(sprite_dir)
+            .cloned()
+            .ok_or_else(|| "the sprite's agent is not running".to_owned())?;
+        agent
+            .port_socket()
+            .map(drop)
+            .map_err(|e| format!("the sprite's agent does not answer: {e}"))
+    }
+
     fn stop_sprite(&self, sprite_dir: &Path) {
         let agent = lock(&self.agents).remove(sprite_dir);
         if let Some(a) = agent {
