@@ -657,6 +657,24 @@ impl SpriteRuntime for SandboxRuntime {
     /// in: the agent makes the diagnostics socket there, so it lists exactly the sprite's
     /// sockets, and the agent's children lead its process trees. A sprite whose agent is
     /// not running has no process, hence no port (the agent is not started for this).
+    /// The socket is made by the sprite's agent, in the sprite's network namespace (where
+    /// it stays for its whole life), and connected here: the sprite's loopback, its view
+    /// of the network. Names resolve with the server's resolver (`localhost` is a loopback
+    /// address either way, and so the sprite's).
+    fn connect_tcp(
+        &self,
+        sprite_dir: &Path,
+        host: &str,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> io::Result<std::net::TcpStream> {
+        let agent = self.agent(sprite_dir)?;
+        super::connect_any(host, port, timeout, |addr, t| {
+            let sock = agent.tcp_socket(addr.is_ipv6())?;
+            crate::sys::tcp::connect(sock, addr, t)
+        })
+    }
+
     fn port_scope(&self, sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         let agent = lock(&self.agents)
             .get(sprite_dir)
