@@ -169,10 +169,6 @@ pub enum Lookup {
     Unknown,
 }
 
-/// How long a sprite counts as `running` after its last session ended (PROTOCOL.md §14:
-/// running → ~30 s idle → warm).
-pub const IDLE_TO_WARM: Duration = Duration::from_secs(30);
-
 #[derive(Default)]
 struct Inner {
     active: HashMap<u32, Arc<Session>>,
@@ -263,31 +259,6 @@ impl Sessions {
             .collect();
         v.sort_by_key(|s| (s.created, s.pid));
         v
-    }
-
-    /// Sprites whose status is `running`: a session is active, or one ended less than
-    /// [`IDLE_TO_WARM`] ago.
-    pub fn running_sprites(&self) -> HashSet<String> {
-        let inner = lock(&self.inner);
-        let mut names: HashSet<String> = inner.active.values().map(|s| s.sprite.clone()).collect();
-        names.extend(
-            inner
-                .last_ended
-                .iter()
-                .filter(|(_, at)| at.elapsed() < IDLE_TO_WARM)
-                .map(|(name, _)| name.clone()),
-        );
-        names
-    }
-
-    /// True if `sprite`'s status is `running` (see [`Sessions::running_sprites`]).
-    pub fn is_running(&self, sprite: &str) -> bool {
-        let inner = lock(&self.inner);
-        inner.active.values().any(|s| s.sprite == sprite)
-            || inner
-                .last_ended
-                .get(sprite)
-                .is_some_and(|at| at.elapsed() < IDLE_TO_WARM)
     }
 
     /// Forgets a deleted sprite's activity, so a new sprite of the same name starts cold.
