@@ -246,7 +246,8 @@ mod tests {
     #[test]
     fn the_forwarded_head_drops_the_token_and_closes() {
         let mut h = head(Some("web.localhost:1"));
-        h.headers.push(("authorization".into(), "Bearer secret".into()));
+        h.headers
+            .push(("authorization".into(), "Bearer secret".into()));
         h.headers.push(("connection".into(), "keep-alive".into()));
         h.headers.push(("x-app".into(), "1".into()));
         let out = String::from_utf8(forwarded_head(&h, "secret")).unwrap();

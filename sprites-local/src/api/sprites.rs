@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid_request, json_body, sprite_not_found};
+use crate::lifecycle::Status;
 use crate::net::body::RequestBody;
 use crate::net::http::Response;
 use crate::net::query::Query;
 use crate::state::State;
 use crate::store::{valid_name, CreateError, SpriteConfig, SpriteRecord, UrlSettings};
-use crate::lifecycle::Status;
 use crate::{random, time};
 
 const DEFAULT_PAGE: usize = 50;
@@ -40,7 +40,12 @@ struct SpriteInfo<'a> {
     resource_limits: String,
 }
 
-fn info<'a>(state: &State, rec: &'a SpriteRecord, status: Status, limits: String) -> SpriteInfo<'a> {
+fn info<'a>(
+    state: &State,
+    rec: &'a SpriteRecord,
+    status: Status,
+    limits: String,
+) -> SpriteInfo<'a> {
     SpriteInfo {
         id: &rec.id,
         name: &rec.name,
@@ -351,7 +356,12 @@ pub fn list(state: &Arc<State>, q: &Query) -> Response {
         .map(|r| r.name.as_str())
         .zip(statuses.iter().copied())
         .collect();
-    let status_of = |r: &SpriteRecord| by_name.get(r.name.as_str()).copied().unwrap_or(Status::Cold);
+    let status_of = |r: &SpriteRecord| {
+        by_name
+            .get(r.name.as_str())
+            .copied()
+            .unwrap_or(Status::Cold)
+    };
     let matching: Vec<&SpriteRecord> = all
         .iter()
         .filter(|r| r.name.starts_with(prefix))

@@ -342,9 +342,7 @@ impl Lifecycle {
         }
         {
             let mut entries = lock(&self.entries);
-            let e = entries
-                .entry(name.to_owned())
-                .or_insert_with(Entry::cold);
+            let e = entries.entry(name.to_owned()).or_insert_with(Entry::cold);
             if e.up {
                 e.last_activity = Instant::now();
                 self.transition(state, name, e, Status::Running);
@@ -363,9 +361,7 @@ impl Lifecycle {
     pub fn wake(&self, state: &State, name: &str) -> io::Result<()> {
         let power = {
             let mut entries = lock(&self.entries);
-            let e = entries
-                .entry(name.to_owned())
-                .or_insert_with(Entry::cold);
+            let e = entries.entry(name.to_owned()).or_insert_with(Entry::cold);
             e.power.clone()
         };
         let _power = lock(&power);
@@ -452,9 +448,7 @@ impl Lifecycle {
     /// returned guard is dropped.
     pub fn hold(self: &Arc<Self>, state: &State, name: &str) -> Activity {
         let mut entries = lock(&self.entries);
-        let e = entries
-            .entry(name.to_owned())
-            .or_insert_with(Entry::cold);
+        let e = entries.entry(name.to_owned()).or_insert_with(Entry::cold);
         e.conns += 1;
         e.last_activity = Instant::now();
         if e.up {
