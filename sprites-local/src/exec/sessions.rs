@@ -178,12 +178,15 @@ struct Inner {
     exited: HashSet<(String, u32)>,
 }
 
+/// What runs after a session ended, with its sprite's name.
+pub type FinishHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// All sessions of the server.
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<Inner>,
     /// Called with the sprite's name after a session of it ended (the lifecycle's clock).
-    on_finish: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    on_finish: OnceLock<FinishHook>,
 }
 
 impl Sessions {
@@ -224,7 +227,7 @@ impl Sessions {
     }
 
     /// Sets what runs after a session ended, with its sprite's name (once).
-    pub fn on_finish(&self, hook: Box<dyn Fn(&str) + Send + Sync>) {
+    pub fn on_finish(&self, hook: FinishHook) {
         let _ = self.on_finish.set(hook);
     }
 

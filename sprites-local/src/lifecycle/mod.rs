@@ -531,3 +531,54 @@ fn clock(weak: Weak<State>) {
             .unwrap_or_else(|e| e.into_inner());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> Event {
+        Event {
+            name: format!("s{n}"),
+            status: "running",
+            last_running_at: None,
+            last_warming_at: None,
+            timestamp: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_watcher_that_falls_behind_is_cut_off_not_buffered() {
+        let lc = Lifecycle::new(LifecycleOptions::default());
+        let slow = lc.subscribe();
+        let fast = lc.subscribe();
+        for n in 0..WATCH_QUEUE {
+            lc.emit(event(n));
+            assert_eq!(fast.recv().unwrap().name, format!("s{n}"));
+        }
+        assert_eq!(lock(&lc.watchers).len(), 2, "a full queue is still served");
+        lc.emit(event(WATCH_QUEUE));
+        assert_eq!(lock(&lc.watchers).len(), 1, "one event past it: cut off");
+        assert_eq!(fast.recv().unwrap().name, format!("s{WATCH_QUEUE}"));
+        // The slow one gets what was queued, then the end.
+        assert_eq!(slow.iter().count(), WATCH_QUEUE);
+    }
+
+    #[test]
+    fn cold_after_is_never_shorter_than_warm_after() {
+        let lc = Lifecycle::new(LifecycleOptions {
+            warm_after: Duration::from_secs(5),
+            cold_after: Duration::from_secs(1),
+            heartbeat: DEFAULT_HEARTBEAT,
+        });
+        assert_eq!(lc.options().cold_after, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn shutdown_ends_every_watch() {
+        let lc = Lifecycle::new(LifecycleOptions::default());
+        let w = lc.subscribe();
+        lc.shutdown();
+        assert!(w.recv().is_err());
+        assert!(lc.subscribe().recv().is_err(), "none after shutdown");
+    }
+}
