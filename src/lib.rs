@@ -51,6 +51,7 @@ mod exec;
 pub mod fs;
 mod lifecycle;
 mod proxy;
+mod services;
 mod sprite;
 mod sys;
 mod tar;
@@ -69,6 +70,10 @@ pub use exec::{
 };
 pub use lifecycle::{
     RestartResult, SpriteCheck, SpriteEvent, SpriteStatus, SpriteWatch, WatchOptions,
+};
+pub use services::{
+    LogFiles, Service, ServiceEvent, ServiceEventKind, ServiceEvents, ServiceSpec, ServiceState,
+    ServiceStatus,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};

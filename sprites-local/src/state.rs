@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// The API listener's port, for sprites' URLs (`http://<name>.localhost:<port>`).
     pub url_port: u16,
+    /// Each sprite's services (PROTOCOL.md §11).
+    pub services: crate::services::Services,
 }
 
 impl State {
@@ -58,6 +60,7 @@ impl State {
             token,
             store,
             ports: Ports::new(runtime.clone(), sessions.clone()),
+            services: crate::services::Services::new(runtime.clone()),
             sessions,
             runtime,
             signal_capability,

@@ -21,6 +21,7 @@ mod status;
 pub(crate) use attach::Runtimes;
 pub use child::Child;
 pub use command::{Command, CommandArgs, CommandEnvs};
+pub(crate) use child::normalize_signal;
 pub(crate) use io::Keepalive;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 pub use ports::{PortEvent, PortEventKind, PortEvents, PortWatch};

@@ -12,6 +12,7 @@ mod fs_write;
 mod http_exec;
 mod lifecycle_routes;
 mod port_routes;
+mod service_routes;
 mod sprites;
 
 pub(crate) use lifecycle_routes::{org_counts, ORG, RUNNING_LIMIT, WARM_LIMIT};
@@ -210,6 +211,9 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             "GET" => port_routes::watch(state, name, req, body),
             _ => method_not_allowed("GET").into(),
         },
+        ["sprites", name, "services", rest @ ..] => {
+            service_routes::route(state, name, m, rest, &q, body)
+        }
         _ => not_found().into(),
     }
 }

@@ -225,6 +225,12 @@ pub(crate) trait SpriteRuntime: Send + Sync {
             Err("the sprite's directory is missing".into())
         }
     }
+    /// The sprite's special directory `/.sprite` (service logs, ...) as the sprite's own
+    /// processes name it. The host runtime, whose sprites have no root of their own, puts
+    /// it in the sprite's directory instead.
+    fn dot_sprite(&self, _sprite_dir: &Path) -> String {
+        "/.sprite".to_owned()
+    }
     /// A TCP connection to `host:port` as the sprite at `sprite_dir` sees it: made from the
     /// sprite's network namespace where it has one (so `localhost` is the sprite's own
     /// loopback, never the host's), else from the server's. `host` is a name or an IP

@@ -276,6 +276,7 @@ impl ServerBuilder {
         let state = Arc::new(state);
         state.lifecycle.start_clock(&state)?;
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
+        crate::services::resume_all(&state);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()
@@ -485,6 +486,7 @@ impl ServerHandle {
             e.going_away();
         }
         self.state.sessions.signal_all(libc::SIGKILL);
+        crate::services::shutdown(&self.state);
         self.state.runtime.shutdown();
         let deadline = Instant::now() + SHUTDOWN_CLOSE_WAIT;
         for e in &execs {
