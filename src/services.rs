@@ -426,7 +426,12 @@ impl Iterator for ServiceEvents {
             Ok(Some(ev)) if ev.kind == ServiceEventKind::Error => {
                 self.done = true;
                 let message = ev.data.unwrap_or_else(|| "service operation failed".into());
-                Some(Err(ApiError::new(self.status, Some("service_error"), message).into()))
+                Some(Err(ApiError::new(
+                    self.status,
+                    Some("service_error"),
+                    message,
+                )
+                .into()))
             }
             Ok(Some(ev)) => Some(Ok(ev)),
             Ok(None) => {
@@ -462,7 +467,9 @@ fn go_duration(d: Duration) -> String {
 
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::InvalidInput("a service name must not be empty".into()));
+        return Err(Error::InvalidInput(
+            "a service name must not be empty".into(),
+        ));
     }
     Ok(())
 }
@@ -775,8 +782,8 @@ mod tests {
         assert_eq!(st.status, ServiceStatus::Running);
         assert_eq!(st.pid, Some(7353));
         assert_eq!(st.restart_count, 2);
-        let bare: Service = serde_json::from_str(r#"{"name":"x","state":{"status":"paused"}}"#)
-            .unwrap();
+        let bare: Service =
+            serde_json::from_str(r#"{"name":"x","state":{"status":"paused"}}"#).unwrap();
         assert_eq!(
             bare.state.unwrap().status,
             ServiceStatus::Other("paused".into())

@@ -9,9 +9,7 @@
 mod common;
 
 use common::{Local, test_runtime};
-use sprites::{
-    Client, Error, ServiceEvent, ServiceEventKind, ServiceSpec, ServiceStatus, Sprite,
-};
+use sprites::{Client, Error, ServiceEvent, ServiceEventKind, ServiceSpec, ServiceStatus, Sprite};
 use std::time::{Duration, Instant};
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -94,7 +92,11 @@ fn create_stop_start_restart_signal_logs_and_delete() {
         logged(&sprite, "app", 3).iter().any(|l| l == "got-hup\n")
     });
 
-    let stop = collect(sprite.stop_service("app", Some(Duration::from_secs(2))).unwrap());
+    let stop = collect(
+        sprite
+            .stop_service("app", Some(Duration::from_secs(2)))
+            .unwrap(),
+    );
     assert_eq!(
         kinds(&stop),
         [
@@ -107,10 +109,20 @@ fn create_stop_start_restart_signal_logs_and_delete() {
     assert_eq!(stop[1].exit_code, Some(128 + 15));
     assert_eq!(status(&sprite, "app"), ServiceStatus::Stopped);
     // Not running: stop and signal are 409.
-    assert_eq!(api_status(sprite.stop_service("app", None).unwrap_err()), 409);
-    assert_eq!(api_status(sprite.signal_service("app", "HUP").unwrap_err()), 409);
+    assert_eq!(
+        api_status(sprite.stop_service("app", None).unwrap_err()),
+        409
+    );
+    assert_eq!(
+        api_status(sprite.signal_service("app", "HUP").unwrap_err()),
+        409
+    );
 
-    sprite.start_service("app", Some(Duration::ZERO)).unwrap().wait().unwrap();
+    sprite
+        .start_service("app", Some(Duration::ZERO))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(status(&sprite, "app"), ServiceStatus::Running);
     let restart = kinds(&collect(
         sprite.restart_service("app", Some(Duration::ZERO)).unwrap(),
@@ -133,7 +145,11 @@ fn a_crash_is_restarted_and_counted() {
     let sprite = local.sprite("svc");
     let events = collect(
         sprite
-            .create_service("crashy", &sh("echo boom >&2; exit 7"), Some(Duration::from_millis(300)))
+            .create_service(
+                "crashy",
+                &sh("echo boom >&2; exit 7"),
+                Some(Duration::from_millis(300)),
+            )
             .unwrap(),
     );
     assert!(
@@ -143,7 +159,13 @@ fn a_crash_is_restarted_and_counted() {
     );
     assert!(events.iter().any(|e| e.exit_code == Some(7)));
     until("a restart", || {
-        sprite.get_service("crashy").unwrap().state.unwrap().restart_count >= 2
+        sprite
+            .get_service("crashy")
+            .unwrap()
+            .state
+            .unwrap()
+            .restart_count
+            >= 2
     });
     let state = sprite.get_service("crashy").unwrap().state.unwrap();
     if state.status == ServiceStatus::Failed {
@@ -161,9 +183,21 @@ fn a_stop_sticks_and_services_return_in_needs_order_after_a_server_restart() {
     let sprite = local.sprite("svc");
     let zero = Some(Duration::ZERO);
     let sleeper = || ServiceSpec::new("sleep").arg("1000");
-    sprite.create_service("db", &sleeper(), zero).unwrap().wait().unwrap();
-    sprite.create_service("web", &sleeper().needs(["db"]), zero).unwrap().wait().unwrap();
-    sprite.create_service("cron", &sleeper(), zero).unwrap().wait().unwrap();
+    sprite
+        .create_service("db", &sleeper(), zero)
+        .unwrap()
+        .wait()
+        .unwrap();
+    sprite
+        .create_service("web", &sleeper().needs(["db"]), zero)
+        .unwrap()
+        .wait()
+        .unwrap();
+    sprite
+        .create_service("cron", &sleeper(), zero)
+        .unwrap()
+        .wait()
+        .unwrap();
     sprite.stop_service("cron", None).unwrap().wait().unwrap();
     let name = sprite.name().to_owned();
 
@@ -203,18 +237,34 @@ fn errors_are_typed() {
     let sprite = local.sprite("svc");
     let zero = Some(Duration::ZERO);
     assert_eq!(api_status(sprite.get_service("ghost").unwrap_err()), 404);
-    assert_eq!(api_status(sprite.start_service("ghost", zero).unwrap_err()), 404);
-    assert_eq!(api_status(sprite.service_logs("ghost", None, None).unwrap_err()), 404);
+    assert_eq!(
+        api_status(sprite.start_service("ghost", zero).unwrap_err()),
+        404
+    );
+    assert_eq!(
+        api_status(sprite.service_logs("ghost", None, None).unwrap_err()),
+        404
+    );
     assert_eq!(api_status(sprite.delete_service("ghost").unwrap_err()), 404);
     let bad = ServiceSpec::new("true").needs(["ghost"]);
-    assert_eq!(api_status(sprite.create_service("x", &bad, zero).unwrap_err()), 400);
+    assert_eq!(
+        api_status(sprite.create_service("x", &bad, zero).unwrap_err()),
+        400
+    );
     let web = ServiceSpec::new("sleep").arg("1000").http_port(8080);
-    sprite.create_service("web", &web, zero).unwrap().wait().unwrap();
+    sprite
+        .create_service("web", &web, zero)
+        .unwrap()
+        .wait()
+        .unwrap();
     let api = ServiceSpec::new("sleep").arg("1000").http_port(8081);
     let err = sprite.create_service("api", &api, zero).unwrap_err();
     assert!(err.to_string().contains("HTTP port"), "{err}");
     assert_eq!(api_status(err), 409);
-    assert_eq!(api_status(sprite.signal_service("web", "BOGUS").unwrap_err()), 400);
+    assert_eq!(
+        api_status(sprite.signal_service("web", "BOGUS").unwrap_err()),
+        400
+    );
     assert!(matches!(
         sprite.signal_service("web", "").unwrap_err(),
         Error::InvalidInput(_)

@@ -1,7 +1,7 @@
 //! Sprite URLs (PROTOCOL.md §5.1 `url`, §14): every sprite is reachable over HTTP at
 //! `http://<name>.localhost:<port>` (browsers resolve `*.localhost` to loopback), on the
 //! API's own listener. A request whose `Host` names a sprite this way is proxied to port
-//! [`SPRITE_HTTP_PORT`] inside the sprite (as the sprite sees it: its own loopback in the
+//! [`SPRITE_HTTP_PORT`] (or the `http_port` of a running service) inside the sprite (as the sprite sees it: its own loopback in the
 //! sandbox runtime), waking the sprite first; WebSocket upgrades pass through (after the
 //! head, bytes are relayed both ways as they are).
 //!
@@ -70,9 +70,11 @@ pub fn proxy(state: &Arc<State>, name: &str, req: &RequestHead) -> Reply {
         return bad_gateway(&format!("sprite {name:?} could not be woken: {e}")).into();
     }
     let activity = state.lifecycle.hold(state, name);
-    // LEAD: once services exist (branch `services`), a service with `http_port` takes the
-    // place of SPRITE_HTTP_PORT here.
-    let port = SPRITE_HTTP_PORT;
+    // A running service with an `http_port` takes the place of port 8080 (§11).
+    let port = crate::services::running(state, name)
+        .into_iter()
+        .find_map(|(_, _, http_port)| http_port)
+        .unwrap_or(SPRITE_HTTP_PORT);
     let dir = state.store.sprite_dir(name);
     let upstream = match state
         .runtime

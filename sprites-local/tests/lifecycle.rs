@@ -587,3 +587,75 @@ fn chromium_loads_a_page_from_a_sprite_url() {
     drop(server_ws);
     s.shutdown();
 }
+
+/// A free TCP port on the host's loopback (for a host-runtime service).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn service_is_the_url_target_and_comes_back(runtime: Runtime) {
+    let dir = TempDir::new("svcurl");
+    let Some(s) = server(runtime, &dir, WARM, COLD) else {
+        return;
+    };
+    create(&s, "svc");
+    wait_status(&s, "svc", "running");
+    let port = if runtime == Runtime::Host {
+        free_port()
+    } else {
+        3000
+    };
+    // Serves a page with a random word chosen at each start.
+    let script = format!(
+        "d=$(mktemp -d) && cd $d && head -c8 /dev/urandom | od -An -tx1 | tr -d ' \\n' > index.html \
+         && exec python3 -m http.server {port} --bind 127.0.0.1"
+    );
+    let body = serde_json::json!({"cmd": "sh", "args": ["-c", script], "http_port": port});
+    let r = http(
+        &s,
+        "PUT",
+        "/v1/sprites/svc/services/web?duration=0s",
+        Some(&body.to_string()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = || {
+        let mut last = None;
+        wait_until("the service answers at the URL", || {
+            let r = url_request(&s, "svc", "/index.html", Some("secret"));
+            let ok = r.status == 200;
+            last = Some(String::from_utf8_lossy(&r.body).into_owned());
+            ok
+        });
+        last.unwrap()
+    };
+    let first = page();
+    assert_eq!(first.len(), 16, "{first}");
+    // Cold: the service was stopped with everything else; a URL request wakes the sprite
+    // and the service comes back (a new start: a new word).
+    wait_status(&s, "svc", "cold");
+    let second = page();
+    assert_ne!(first, second);
+    assert_eq!(status(&s, "svc"), "running");
+    // Restart: the service starts again too.
+    assert_eq!(
+        http(&s, "POST", "/v1/sprites/svc/restart", None).status,
+        200
+    );
+    let third = page();
+    assert_ne!(second, third);
+    s.shutdown();
+}
+
+#[test]
+fn host_a_service_is_the_url_target_and_comes_back_after_cold_and_restart() {
+    service_is_the_url_target_and_comes_back(Runtime::Host);
+}
+
+#[test]
+fn sandbox_a_service_is_the_url_target_and_comes_back_after_cold_and_restart() {
+    service_is_the_url_target_and_comes_back(Runtime::Sandbox);
+}

@@ -152,7 +152,12 @@ fn stops_stick_and_services_come_back_in_needs_order_after_a_server_restart() {
         put(&s, "box", "web", b, "0s");
         put(&s, "box", "idle", &sh_json("exec sleep 1000"), "0s");
         let pid = get(&s, "box", "idle")["state"]["pid"].as_i64().unwrap();
-        let stop = events(&http(&s, "POST", &svc_path("box", "/idle/stop?timeout=2s"), None));
+        let stop = events(&http(
+            &s,
+            "POST",
+            &svc_path("box", "/idle/stop?timeout=2s"),
+            None,
+        ));
         let k = kinds(&stop);
         assert_eq!(k, ["stopping", "exit", "stopped", "complete"], "{stop:?}");
         assert_eq!(stop[1]["exit_code"], 128 + 15, "TERM ended it: {stop:?}");
@@ -191,14 +196,20 @@ fn stops_stick_and_services_come_back_in_needs_order_after_a_server_restart() {
 fn a_signal_reaches_the_process_and_logs_return_the_last_lines() {
     each_runtime("svc-signal", |s, dir, rt| {
         create(s, "box");
-        let script = "trap 'echo got-hup' HUP; for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; done; \
+        let script =
+            "trap 'echo got-hup' HUP; for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; done; \
                       while :; do sleep 1 & wait $!; done";
         put(s, "box", "sig", &sh_json(script), "0s");
-        let logs = |q: &str| events(&http(s, "GET", &svc_path("box", &format!("/sig/logs{q}")), None));
+        let logs = |q: &str| {
+            events(&http(
+                s,
+                "GET",
+                &svc_path("box", &format!("/sig/logs{q}")),
+                None,
+            ))
+        };
         wait_until("ten lines", || {
-            logs("?lines=1")
-                .iter()
-                .any(|e| e["data"] == "line10\n")
+            logs("?lines=1").iter().any(|e| e["data"] == "line10\n")
         });
         let last3 = logs("?lines=3");
         let data: Vec<&str> = last3
@@ -231,10 +242,10 @@ fn a_signal_reaches_the_process_and_logs_return_the_last_lines() {
 
         // The log file inside the sprite.
         let log = match rt {
-            Runtime::Host => std::fs::read_to_string(
-                dir.join("sprites/box/.sprite/logs/services/sig.log"),
-            )
-            .unwrap(),
+            Runtime::Host => {
+                std::fs::read_to_string(dir.join("sprites/box/.sprite/logs/services/sig.log"))
+                    .unwrap()
+            }
             _ => ok(s.addr(), "box", "cat /.sprite/logs/services/sig.log"),
         };
         assert!(log.contains("line1\n") || log.starts_with("line1"), "{log}");
@@ -286,7 +297,11 @@ fn bad_input_conflicts_and_unknown_names() {
         ("/web", "{}", "cmd is required"),
         ("/web", "not json", "not valid JSON"),
         ("/web", r#"{"cmd":"x","http_port":70000}"#, "not a port"),
-        ("/web", r#"{"cmd":"x","needs":["ghost"]}"#, "unknown service"),
+        (
+            "/web",
+            r#"{"cmd":"x","needs":["ghost"]}"#,
+            "unknown service",
+        ),
         ("/.web", r#"{"cmd":"x"}"#, "invalid service name"),
         ("/web?duration=5parsecs", r#"{"cmd":"x"}"#, "not a duration"),
     ] {
@@ -306,19 +321,36 @@ fn bad_input_conflicts_and_unknown_names() {
     let (st, body) = code("GET", "/web/logs?lines=-1", None);
     assert_eq!(st, 400, "{body}");
     // One http_port per sprite.
-    put(&s, "box", "web", r#"{"cmd":"sleep","args":["1000"],"http_port":8080}"#, "0s");
+    put(
+        &s,
+        "box",
+        "web",
+        r#"{"cmd":"sleep","args":["1000"],"http_port":8080}"#,
+        "0s",
+    );
     let (st, body) = code("PUT", "/api", Some(r#"{"cmd":"true","http_port":8081}"#));
     assert_eq!(st, 409, "{body}");
     assert!(body.contains("another service already has an HTTP port configured"));
     // Updating the service that has it keeps working.
-    let evs = put(&s, "box", "web", r#"{"cmd":"sleep","args":["999"],"http_port":8081}"#, "0s");
-    assert_eq!(kinds(&evs), ["stopping", "exit", "stopped", "started", "complete"]);
+    let evs = put(
+        &s,
+        "box",
+        "web",
+        r#"{"cmd":"sleep","args":["999"],"http_port":8081}"#,
+        "0s",
+    );
+    assert_eq!(
+        kinds(&evs),
+        ["stopping", "exit", "stopped", "started", "complete"]
+    );
     let v = get(&s, "box", "web");
     assert_eq!(v["http_port"], 8081);
     assert_eq!(v["args"][0], "999");
     // Not running: stop and signal are 409.
     put(&s, "box", "once", r#"{"cmd":"true"}"#, "0s");
-    wait_until("once exited", || status(&get(&s, "box", "once")) == "stopped");
+    wait_until("once exited", || {
+        status(&get(&s, "box", "once")) == "stopped"
+    });
     let (st, _) = code("POST", "/once/stop", None);
     assert_eq!(st, 409);
     let (st, _) = code("POST", "/signal", Some(r#"{"name":"once","signal":"HUP"}"#));
@@ -328,7 +360,13 @@ fn bad_input_conflicts_and_unknown_names() {
     assert!(kinds(&evs).contains(&"error".to_owned()), "{evs:?}");
     assert_eq!(status(&get(&s, "box", "missing")), "failed");
     // Delete: a needed service is 409; then 204, then 404.
-    put(&s, "box", "front", r#"{"cmd":"sleep","args":["1000"],"needs":["web"]}"#, "0s");
+    put(
+        &s,
+        "box",
+        "front",
+        r#"{"cmd":"sleep","args":["1000"],"needs":["web"]}"#,
+        "0s",
+    );
     let (st, body) = code("DELETE", "/web", None);
     assert_eq!(st, 409, "{body}");
     let (st, _) = code("DELETE", "/front", None);

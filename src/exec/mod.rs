@@ -20,8 +20,8 @@ mod status;
 
 pub(crate) use attach::Runtimes;
 pub use child::Child;
-pub use command::{Command, CommandArgs, CommandEnvs};
 pub(crate) use child::normalize_signal;
+pub use command::{Command, CommandArgs, CommandEnvs};
 pub(crate) use io::Keepalive;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 pub use ports::{PortEvent, PortEventKind, PortEvents, PortWatch};

@@ -227,9 +227,7 @@ fn stop(sp: &Arc<SpriteServices>, svc: &str, q: &Query) -> Reply {
     };
     match lock(&sp.svcs).get(svc) {
         None => return service_not_found(svc).into(),
-        Some(s) if !s.active => {
-            return conflict(&format!("service {svc:?} is not running")).into()
-        }
+        Some(s) if !s.active => return conflict(&format!("service {svc:?} is not running")).into(),
         Some(_) => {}
     }
     if let Err(r) = want(sp, svc, false) {

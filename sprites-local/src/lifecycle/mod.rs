@@ -13,6 +13,8 @@
 //!   [`LifecycleOptions::cold_after`] without activity it is halted (every process inside
 //!   ends, files stay) and `cold`. Activity on a cold sprite boots it again first ("wake").
 //! - [`Lifecycle::restart`]: processes and sessions end (`cold`), then it boots again.
+//! - Services (`crate::services`) are stopped when a sprite halts and resumed when it
+//!   wakes; a service is activity only while a connection to the sprite's URL is open.
 //!
 //! Every status change is an [`Event`] for the watchers of `GET /v1/sprites` in NDJSON
 //! ([`watch`]): each watcher has a bounded queue, and one that falls behind by
@@ -383,10 +385,9 @@ impl Lifecycle {
         }
         self.notify();
         if !was_up {
-            // LEAD: services come back on the next wake (PROTOCOL.md §14): once the
-            // `services` branch is merged, call `crate::services::Services::resume(state,
-            // name)` here (the sprite is up and marked running; `_power` is still held, so
-            // a halt cannot interleave).
+            // Services come back on the next wake (§14); `_power` is still held, so a halt
+            // cannot interleave.
+            crate::services::resume(state, name);
         }
         Ok(())
     }
@@ -410,6 +411,9 @@ impl Lifecycle {
             }
             e.up = false;
         }
+        // Services first, gracefully (TERM, then KILL after their grace): they are not
+        // forgotten, and come back on the next wake.
+        crate::services::stop_all(state, name);
         state.sessions.signal_sprite(name, libc::SIGKILL);
         state.runtime.halt(&state.store.sprite_dir(name));
         let deadline = Instant::now() + HALT_WAIT;
@@ -429,6 +433,22 @@ impl Lifecycle {
             .or_insert_with(Entry::cold);
         self.halt(state, name, false);
         self.wake(state, name)
+    }
+
+    /// At server start, after services were resumed: a sprite whose services run is up
+    /// (`running`, then idle like any other), not `cold`.
+    pub fn adopt_running_services(&self, state: &State) {
+        for rec in state.store.list() {
+            if crate::services::running(state, &rec.name).is_empty() {
+                continue;
+            }
+            let mut entries = lock(&self.entries);
+            let e = entries.entry(rec.name.clone()).or_insert_with(Entry::cold);
+            e.up = true;
+            e.last_activity = Instant::now();
+            self.transition(state, &rec.name, e, Status::Running);
+        }
+        self.notify();
     }
 
     /// A deleted sprite: forgotten, and announced as `deleted`.

@@ -277,6 +277,7 @@ impl ServerBuilder {
         state.lifecycle.start_clock(&state)?;
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
         crate::services::resume_all(&state);
+        state.lifecycle.adopt_running_services(&state);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()

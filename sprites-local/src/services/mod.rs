@@ -188,7 +188,10 @@ impl Services {
         }
         let dir = state.store.sprite_dir(name);
         let stored = def::load(&dir).unwrap_or_else(|e| {
-            eprintln!("sprites-local: {}: services.json unreadable: {e}", dir.display());
+            eprintln!(
+                "sprites-local: {}: services.json unreadable: {e}",
+                dir.display()
+            );
             Vec::new()
         });
         let svcs = stored

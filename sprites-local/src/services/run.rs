@@ -228,8 +228,7 @@ impl Supervisor {
                 if let Some(c) = code {
                     svc.error = format!("exited with code {c}");
                 }
-                svc.next_restart_at =
-                    Some(crate::time::format_rfc3339(SystemTime::now() + delay));
+                svc.next_restart_at = Some(crate::time::format_rfc3339(SystemTime::now() + delay));
                 Instant::now() + delay
             };
             if !self.wait_for_restart(deadline) {
