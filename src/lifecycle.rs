@@ -1,6 +1,6 @@
-//! A sprite's lifecycle ([PROTOCOL.md §14](crate::protocol#14-lifecycle)): its URL, health
+//! A sprite's lifecycle ([PROTOCOL.md §14](crate::protocol#14-lifecycle-and-environment)): its URL, health
 //! check, restart, waiting for a status, and the stream of status changes of every sprite
-//! ([§5.4](crate::protocol#54-get--update--delete--upgrade--restart--check),
+//! ([§5.4](crate::protocol#54-get-update-delete-upgrade-restart-check),
 //! [§5.5](crate::protocol#55-watch--get-v1sprites-with-accept-applicationx-ndjson)).
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -19,7 +19,7 @@ const MAX_WATCH_LINE: u64 = 64 * 1024;
 /// How often [`Sprite::wait_until`] looks again on a server without the watch stream.
 const POLL_FALLBACK: Duration = Duration::from_secs(1);
 
-/// A sprite's status ([PROTOCOL.md §14](crate::protocol#14-lifecycle)).
+/// A sprite's status ([PROTOCOL.md §14](crate::protocol#14-lifecycle-and-environment)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SpriteStatus {
