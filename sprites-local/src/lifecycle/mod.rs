@@ -117,6 +117,8 @@ struct Entry {
     conns: usize,
     /// The status last announced.
     shown: Status,
+    /// An idle halt is scheduled or running (the clock must not schedule another).
+    halting: bool,
     /// Held while the sprite boots or halts, so the two never overlap.
     power: Arc<Mutex<()>>,
 }
@@ -128,6 +130,7 @@ impl Entry {
             last_activity: Instant::now(),
             conns: 0,
             shown: Status::Cold,
+            halting: false,
             power: Arc::new(Mutex::new(())),
         }
     }
@@ -234,7 +237,7 @@ impl Lifecycle {
             Eval {
                 status: Status::Warm,
                 deadline: None,
-                halt: true,
+                halt: !e.halting,
             }
         }
     }
@@ -406,10 +409,15 @@ impl Lifecycle {
             let Some(e) = entries.get_mut(name) else {
                 return;
             };
-            if only_if_idle && !self.eval(e, state, name, Instant::now()).halt {
-                return;
+            if only_if_idle {
+                // Still idle past cold_after? (`halting` is ours: look past it.)
+                e.halting = false;
+                if !self.eval(e, state, name, Instant::now()).halt {
+                    return;
+                }
             }
             e.up = false;
+            e.halting = true;
         }
         // Services first, gracefully (TERM, then KILL after their grace): they are not
         // forgotten, and come back on the next wake.
@@ -422,6 +430,7 @@ impl Lifecycle {
         }
         let mut entries = lock(&self.entries);
         if let Some(e) = entries.get_mut(name) {
+            e.halting = false;
             self.transition(state, name, e, Status::Cold);
         }
     }
@@ -480,9 +489,10 @@ impl Lifecycle {
         }
     }
 
-    /// One pass of the clock: announces what changed, halts sprites idle past
-    /// `cold_after`, and returns the earliest next deadline.
-    fn tick(&self, state: &State) -> Option<Instant> {
+    /// One pass of the clock: announces what changed, starts the halt of each sprite idle
+    /// past `cold_after` (each on a thread of its own: a service slow to stop must not hold
+    /// up every other sprite's clock), and returns the earliest next deadline.
+    fn tick(&self, state: &Arc<State>) -> Option<Instant> {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         let mut to_halt = Vec::new();
@@ -491,6 +501,7 @@ impl Lifecycle {
             for (name, e) in entries.iter_mut() {
                 let ev = self.eval(e, state, name, now);
                 if ev.halt {
+                    e.halting = true;
                     to_halt.push(name.clone());
                     continue;
                 }
@@ -500,14 +511,19 @@ impl Lifecycle {
                 }
             }
         }
-        for name in &to_halt {
-            self.halt(state, name, true);
+        for name in to_halt {
+            let (st, n) = (state.clone(), name.clone());
+            let spawned = std::thread::Builder::new()
+                .name("sprites-halt".into())
+                .spawn(move || st.lifecycle.halt(&st, &n, true));
+            if let Err(e) = spawned {
+                eprintln!("sprites-local: sprite {name}: no thread to halt it: {e}");
+                if let Some(e) = lock(&self.entries).get_mut(&name) {
+                    e.halting = false; // the next pass tries again
+                }
+            }
         }
-        if to_halt.is_empty() {
-            next
-        } else {
-            Some(Instant::now()) // look again: the halts took time
-        }
+        next
     }
 }
 
