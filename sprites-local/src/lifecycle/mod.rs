@@ -376,7 +376,12 @@ impl Lifecycle {
                 lock(&self.entries).remove(name);
                 return Err(io::Error::new(io::ErrorKind::NotFound, "no such sprite"));
             }
-            state.runtime.boot(&state.store.sprite_dir(name))?;
+            if let Err(e) = state.runtime.boot(&state.store.sprite_dir(name)) {
+                if !state.store.contains(name) {
+                    lock(&self.entries).remove(name); // deleted while it booted
+                }
+                return Err(e);
+            }
         }
         {
             let mut entries = lock(&self.entries);

@@ -92,6 +92,9 @@ pub(crate) struct SandboxRuntime {
     /// Running agents by sprite directory. Held while an agent starts, so two first execs
     /// of one sprite never start two agents.
     agents: Mutex<HashMap<PathBuf, Arc<AgentHandle>>>,
+    /// Set (under `agents`) at shutdown: no agent starts after it (a sprite booting in the
+    /// background would otherwise outlive the server).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Why the sandbox cannot run here.
@@ -129,6 +132,7 @@ pub(crate) fn check(
         },
         options,
         agents: Mutex::new(HashMap::new()),
+        closed: std::sync::atomic::AtomicBool::new(false),
     };
     rt.probe()?;
     Ok(rt)
@@ -287,6 +291,9 @@ impl SandboxRuntime {
             }
         };
         let mut agents = lock(&self.agents);
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("the server is shutting down"));
+        }
         if let Some(a) = agents.get(sprite_dir) {
             if a.is_alive() {
                 return Ok(a.clone());
@@ -644,7 +651,11 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     fn shutdown(&self) {
-        let all: Vec<(PathBuf, Arc<AgentHandle>)> = lock(&self.agents).drain().collect();
+        let all: Vec<(PathBuf, Arc<AgentHandle>)> = {
+            let mut agents = lock(&self.agents);
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            agents.drain().collect()
+        };
         for (_, a) in &all {
             a.stop();
         }
