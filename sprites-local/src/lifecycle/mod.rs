@@ -297,6 +297,48 @@ impl Lifecycle {
         rx
     }
 
+    /// A new watcher's queue and the status now of at most `max` sprites whose names start
+    /// with `prefix`, in name order: taken under the lock every change is announced under,
+    /// so the queue has exactly the changes after the snapshot (none twice, none missed).
+    pub fn subscribe_with_snapshot(
+        &self,
+        state: &State,
+        prefix: &str,
+        max: usize,
+    ) -> (Receiver<Event>, Vec<Event>) {
+        let mut entries = lock(&self.entries);
+        let now = Instant::now();
+        let snapshot = state
+            .store
+            .list()
+            .into_iter()
+            .filter(|r| r.name.starts_with(prefix))
+            .take(max)
+            .map(|r| {
+                let status = match entries.get_mut(&r.name) {
+                    Some(e) => {
+                        let st = self.eval(e, state, &r.name, now).status;
+                        self.transition(state, &r.name, e, st);
+                        st
+                    }
+                    None => Status::Cold,
+                };
+                // Re-read: a transition just now may have stamped a time.
+                let rec = state.store.get(&r.name).unwrap_or(r);
+                Event {
+                    name: rec.name,
+                    status: status.as_str(),
+                    last_running_at: rec.last_running_at,
+                    last_warming_at: rec.last_warming_at,
+                    timestamp: crate::time::now_rfc3339(),
+                }
+            })
+            .collect();
+        let rx = self.subscribe();
+        drop(entries);
+        (rx, snapshot)
+    }
+
     /// The status of sprite `name` now (`cold` for one the lifecycle has not seen since
     /// the server started: its processes did not survive the restart). A change found
     /// here is announced at once, so a GET and the watch never disagree.

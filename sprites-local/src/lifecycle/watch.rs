@@ -66,20 +66,21 @@ const RUNNING_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(crate) struct Watch {
     state: Arc<State>,
     prefix: String,
-    /// At most this many sprites in the opening snapshot (`max_results`).
-    max: usize,
+    /// The opening snapshot (at most `max_results` sprites).
+    snapshot: Vec<Event>,
     events: Receiver<Event>,
 }
 
 impl Watch {
-    /// Subscribes now (before the snapshot is taken, so no change between the two is
-    /// missed; one may be reported twice).
+    /// Subscribes and takes the snapshot now, at once (so the stream has every change
+    /// after the snapshot, none twice).
     pub fn new(state: &Arc<State>, prefix: &str, max: usize) -> Watch {
+        let (events, snapshot) = state.lifecycle.subscribe_with_snapshot(state, prefix, max);
         Watch {
-            events: state.lifecycle.subscribe(),
+            events,
+            snapshot,
             state: state.clone(),
             prefix: prefix.to_owned(),
-            max,
         }
     }
 
@@ -147,23 +148,8 @@ impl DuplexResponse for Watch {
         }
         let mut out = ChunkedWriter::new(stream);
         let state = &self.state;
-        // The opening snapshot: every matching sprite's status now.
-        let snapshot: Vec<Event> = state
-            .store
-            .list()
-            .into_iter()
-            .filter(|r| r.name.starts_with(&self.prefix))
-            .take(self.max)
-            .map(|r| Event {
-                status: state.lifecycle.status(state, &r.name).as_str(),
-                name: r.name,
-                last_running_at: r.last_running_at,
-                last_warming_at: r.last_warming_at,
-                timestamp: crate::time::now_rfc3339(),
-            })
-            .collect();
         let org = crate::api::org_counts(state);
-        for ev in &snapshot {
+        for ev in &self.snapshot {
             if out.write_all(&self.line(Some(ev), org)).is_err() {
                 return;
             }
