@@ -9,6 +9,9 @@
 //! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
 //! measured without the server's, and the server's own (per idle connection) can be read.
 
+#[path = "bench/lifecycle.rs"]
+mod lifecycle;
+
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -46,6 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
+    lifecycle::measure(
+        (&client, endpoint.as_ref(), runtime.as_str()),
+        host.as_ref().map(|(c, _, _, ep)| (c, ep.as_ref())),
+        &format!("{name}-life"),
+    );
     let sprite = client.create_sprite(&name)?;
     // The server's own figures need the server: a local child process, not a remote API.
     let local = server
@@ -245,6 +253,25 @@ fn run(
         );
     }
     row("client peak RSS", format!("{peak_rss:.1} MiB"), "");
+    let life = lifecycle::figures();
+    if let Some(l) = life {
+        row(
+            "create -> running (watch), p50",
+            format!("{:.1} ms", l.create_to_running_ms),
+            "",
+        );
+        if let (Some(u), Some(d)) = (l.url_rtt_p50_us, l.direct_rtt_p50_us) {
+            row(
+                "URL GET p50 (host runtime)",
+                format!("{u:.0} us"),
+                format!("direct {d:.0} us"),
+            );
+            row("URL overhead vs direct", format!("{:+.0} us", u - d), "");
+        }
+        if let Some(u) = l.sandbox_url_rtt_p50_us {
+            row("URL GET p50 (sandbox)", format!("{u:.0} us"), "");
+        }
+    }
     if json {
         println!(
             "{}",
@@ -284,6 +311,11 @@ fn run(
                 "exec_rtt_p50_idle_conns": idle.as_ref().map(|i| i.exec_held),
                 "exec_rtt_p50_ms_beside_idle_conns": idle.as_ref().map(|i| i.exec_p50_ms),
                 "exec_rtt_idle_vs_quiet": idle.as_ref().map(|i| i.exec_p50_ms / exec.p50),
+                "create_to_running_ms": life.map(|l| l.create_to_running_ms),
+                "url_rtt_p50_us": life.and_then(|l| l.url_rtt_p50_us),
+                "url_direct_rtt_p50_us": life.and_then(|l| l.direct_rtt_p50_us),
+                "url_overhead_us": life.and_then(|l| Some(l.url_rtt_p50_us? - l.direct_rtt_p50_us?)),
+                "sandbox_url_rtt_p50_us": life.and_then(|l| l.sandbox_url_rtt_p50_us),
             })
         );
     }

@@ -49,6 +49,7 @@ mod client;
 mod error;
 mod exec;
 pub mod fs;
+mod lifecycle;
 mod proxy;
 mod services;
 mod sprite;
@@ -66,6 +67,9 @@ pub use exec::{
     Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
     KillProgress, KillReport, Output, PortEvent, PortEventKind, PortEvents, PortWatch, Session,
     Stdio,
+};
+pub use lifecycle::{
+    RestartResult, SpriteCheck, SpriteEvent, SpriteStatus, SpriteWatch, WatchOptions,
 };
 pub use services::{
     LogFiles, Service, ServiceEvent, ServiceEventKind, ServiceEvents, ServiceSpec, ServiceState,

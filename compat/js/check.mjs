@@ -850,6 +850,74 @@ await check('services_delete', async () => {
   throw new Fail('deleting twice succeeded');
 });
 
+// Lifecycle (PROTOCOL.md §5.4, §5.5, §14): what agent plugins rely on before any command,
+// the watch stream, check, restart, and the sprite's URL.
+await check('lifecycle_new_sprite_ready_unprompted', async () => {
+  const other = `${name}-life`;
+  const t0 = performance.now();
+  await client.createSprite(other);
+  try {
+    await sleepUntil('warm or running', async () =>
+      ['warm', 'running'].includes((await client.getSprite(other)).status));
+    const ms = performance.now() - t0;
+    expect(ms < 2000, `ready after ${Math.round(ms)} ms`);
+    const s = await client.getSprite(other);
+    expect(s.lastRunningAt instanceof Date && !isNaN(s.lastRunningAt), `lastRunningAt ${s.lastRunningAt}`);
+    return `ready in ${Math.round(ms)} ms`;
+  } finally {
+    await client.deleteSprite(other);
+  }
+});
+await check('watch_sprites_create_running_delete', async () => {
+  const other = `${name}-watch`;
+  const stream = await client.watchSprites({ prefix: other });
+  const seen = [];
+  const until = async (status) => {
+    for (;;) {
+      const ev = await stream.next();
+      expect(ev !== null, `stream ended; saw ${seen}`);
+      expect(typeof ev.organization.running === 'number', 'no org counts');
+      if (ev.type === 'heartbeat' || ev.name !== other) continue;
+      expect(ev.timestamp instanceof Date && !isNaN(ev.timestamp), `timestamp ${ev.timestamp}`);
+      seen.push(ev.status);
+      if (ev.status === status) return ev;
+    }
+  };
+  try {
+    await client.createSprite(other);
+    const running = await until('running');
+    expect(running.lastRunningAt instanceof Date, `lastRunningAt ${running.lastRunningAt}`);
+    await client.deleteSprite(other);
+    await until('deleted');
+    expect(JSON.stringify(seen) === '["cold","running","deleted"]', `saw ${seen}`);
+  } finally {
+    stream.close();
+  }
+  return seen.join(' -> ');
+});
+await check('check_sprite', async () => {
+  const c = await sprite.check();
+  expect(c.spriteName === name && typeof c.spriteId === 'string', `check ${JSON.stringify(c)}`);
+  expect(['ok', 'cold'].includes(c.status), `status ${c.status}`);
+  expect(c.checkedAt instanceof Date && !isNaN(c.checkedAt), `checkedAt ${c.checkedAt}`);
+  expect(typeof c.elapsed === 'number', `elapsed ${c.elapsed}`);
+  return `status=${c.status}`;
+});
+await check('restart_sprite', async () => {
+  await sprite.execFile('sh', ['-c', 'echo kept > restart-marker']);
+  const r = await sprite.restart();
+  expect(r.spriteName === name && typeof r.machineId === 'string' && typeof r.message === 'string',
+    `restart ${JSON.stringify(r)}`);
+  expect((await client.getSprite(name)).status === 'running', 'not running after restart');
+  const { stdout } = await sprite.execFile('cat', ['restart-marker']);
+  expect(String(stdout).trim() === 'kept', `file after restart: ${stdout}`);
+});
+await check('sprite_url', async () => {
+  const s = await client.getSprite(name);
+  expect(typeof s.url === 'string' && new URL(s.url).hostname === `${name}.localhost`, `url ${s.url}`);
+  return s.url;
+});
+
 await check('delete_sprite', async () => {
   await client.deleteSprite(name);
   try {
@@ -861,7 +929,7 @@ await check('delete_sprite', async () => {
 });
 
 report('not_covered', null, 0,
-  'checkpoints, policies (network/privileges/resources), restart/check/upgrade, watchSprites, ' +
+  'checkpoints, policies (network/privileges/resources), upgrade, ' +
   'filesystem watch, chown, proxyPort, control mode: the SDK has them, sprites-local does not');
 console.log('@@DONE');
 process.exit(results.some((r) => r.ok === false) ? 1 : 0);

@@ -24,6 +24,7 @@ mod fingerprint;
 mod fsops;
 #[cfg(test)]
 mod fuzz;
+mod lifecycle;
 mod net;
 mod ports;
 mod random;
@@ -36,6 +37,7 @@ mod store;
 #[allow(unsafe_code)]
 mod sys;
 mod time;
+mod urls;
 
 pub use runtime::Runtime;
 pub use server::{default_data_dir, Limits, Server, ServerBuilder, ServerHandle};

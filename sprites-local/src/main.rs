@@ -33,6 +33,9 @@ OPTIONS:
     --max-unauthenticated N
                         most open connections that have not sent a request with
                         the token yet (default: max-connections / 4, at most 4096)
+    --warm-after SECS   idle seconds before a running sprite is warm (default 30)
+    --cold-after SECS   idle seconds before a sprite is halted and cold: its
+                        processes end, files stay (default 600)
     -h, --help          print this help
     -V, --version       print the version
 ";
@@ -50,6 +53,8 @@ struct Options {
     scrollback_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
+    warm_after: Option<usize>,
+    cold_after: Option<usize>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -104,6 +109,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             "--max-unauthenticated" => {
                 opts.max_unauthenticated = Some(count("--max-unauthenticated", &value(&flag)?)?)
             }
+            "--warm-after" => opts.warm_after = Some(count("--warm-after", &value(&flag)?)?),
+            "--cold-after" => opts.cold_after = Some(count("--cold-after", &value(&flag)?)?),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
@@ -171,6 +178,12 @@ fn main() -> ExitCode {
     }
     if let Some(n) = opts.max_unauthenticated {
         builder = builder.max_unauthenticated(n);
+    }
+    if let Some(n) = opts.warm_after {
+        builder = builder.warm_after(std::time::Duration::from_secs(n as u64));
+    }
+    if let Some(n) = opts.cold_after {
+        builder = builder.cold_after(std::time::Duration::from_secs(n as u64));
     }
     let server = match builder.start() {
         Ok(s) => s,

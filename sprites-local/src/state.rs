@@ -39,6 +39,10 @@ pub(crate) struct State {
     next_exec: AtomicU64,
     /// Port watchers: who listens on what in each sprite, for whoever subscribes.
     pub ports: Ports,
+    /// Sprites' statuses (cold/warm/running), their clock and their watchers.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The API listener's port, for sprites' URLs (`http://<name>.localhost:<port>`).
+    pub url_port: u16,
     /// Each sprite's services (PROTOCOL.md §11).
     pub services: crate::services::Services,
 }
@@ -65,6 +69,8 @@ impl State {
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
+            lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(Default::default())),
+            url_port: 0,
         }
     }
 

@@ -128,6 +128,9 @@ pub struct SpriteRecord {
     /// RFC 3339 time the last exec started; `None` = never ran (status `cold`).
     #[serde(default)]
     pub last_running_at: Option<String>,
+    /// RFC 3339 time the sprite last went from `running` to `warm` (idle).
+    #[serde(default)]
+    pub last_warming_at: Option<String>,
 }
 
 /// True for a valid sprite name: `^[a-z0-9][a-z0-9-]{0,62}$` not ending in `-`
@@ -369,6 +372,7 @@ mod tests {
             url_settings: UrlSettings::default(),
             labels: vec![],
             last_running_at: None,
+            last_warming_at: None,
         }
     }
 

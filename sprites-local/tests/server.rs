@@ -350,7 +350,8 @@ fn restart_keeps_sprites_and_shutdown_is_fast() {
         .unwrap();
     let v = http(&s, "GET", "/v1/sprites/keep", None).json();
     assert_eq!(v["labels"], serde_json::json!(["x", "y"]));
-    assert_eq!(v["status"], "warm");
+    // Its processes did not survive the server: cold until something wakes it.
+    assert_eq!(v["status"], "cold");
     let v = http(&s, "GET", "/v1/sprites", None).json();
     assert_eq!(v["sprites"].as_array().unwrap().len(), 1);
 }
@@ -370,8 +371,15 @@ fn list_pagination() {
         .collect();
     assert_eq!(names, ["a1", "a2"]);
     assert_eq!(v["has_more"], true);
-    assert_eq!(v["cold"], 4);
-    assert_eq!(v["org"]["cold"], 4);
+    // New sprites boot by themselves (cold → running), so only the total is fixed.
+    let total = |o: &serde_json::Value| {
+        ["running", "warm", "cold"]
+            .iter()
+            .map(|k| o[*k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(total(&v), 4);
+    assert_eq!(total(&v["org"]), 4);
     let tok = v["next_continuation_token"].as_str().unwrap();
     let v = http(
         &s,

@@ -10,9 +10,12 @@ mod exec_routes;
 mod fs_routes;
 mod fs_write;
 mod http_exec;
+mod lifecycle_routes;
 mod port_routes;
 mod service_routes;
 mod sprites;
+
+pub(crate) use lifecycle_routes::{org_counts, ORG, RUNNING_LIMIT, WARM_LIMIT};
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -84,24 +87,41 @@ fn method_not_allowed(allow: &str) -> Response {
         .with_header("Allow", allow)
 }
 
-/// A request head that carried the server's bearer token. Only [`authenticate`] makes one,
-/// and [`handle`] takes nothing else, so no request reaches a handler unauthenticated.
+/// A request head that may be served: it carried the server's bearer token, or it is for
+/// the URL of a sprite whose URL is public. Only [`authenticate`] makes one, and [`handle`]
+/// takes nothing else, so no request reaches a handler unauthenticated.
 #[derive(Debug)]
-pub struct Authenticated(RequestHead);
+pub struct Authenticated {
+    head: RequestHead,
+    /// For a sprite's URL (`Host: <name>.localhost…`, `crate::urls`): the sprite. Such a
+    /// request only ever reaches that sprite's URL proxy, never an API route.
+    sprite_url: Option<String>,
+}
 
 impl Deref for Authenticated {
     type Target = RequestHead;
 
     fn deref(&self) -> &RequestHead {
-        &self.0
+        &self.head
     }
 }
 
-/// Checks a request's bearer token from its head alone, before any of its body is read:
-/// the head back as [`Authenticated`], or the **401** to answer with (§3.1 body).
+/// Decides from a request's head alone, before any of its body is read, whether it may be
+/// served: the head back as [`Authenticated`], or the **401** to answer with (§3.1 body).
+///
+/// An API request needs the bearer token, always. A request whose `Host` names a sprite's
+/// URL needs it too unless that sprite's `url_settings.auth` is `public`; either way it is
+/// marked for that sprite's URL, and [`handle`] sends it nowhere else — so no `Host` header
+/// can carry a request without the token to an API route.
 pub fn authenticate(state: &State, head: RequestHead) -> Result<Authenticated, Response> {
-    if auth::is_authorized(head.header("authorization"), &state.token) {
-        Ok(Authenticated(head))
+    let authorized = auth::is_authorized(head.header("authorization"), &state.token);
+    let sprite_url = crate::urls::target(&head);
+    let allowed = authorized
+        || sprite_url
+            .as_deref()
+            .is_some_and(|name| crate::urls::is_public(state, name));
+    if allowed {
+        Ok(Authenticated { head, sprite_url })
     } else {
         Err(Response::error(
             401,
@@ -127,6 +147,9 @@ pub fn json_body(body: &mut dyn RequestBody) -> Result<Vec<u8>, Response> {
 
 /// Handles one authenticated request; `body` is its body, unread.
 pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBody) -> Reply {
+    if let Some(name) = &req.sprite_url {
+        return crate::urls::proxy(state, name, req);
+    }
     let segments = match segments(&req.path) {
         Ok(Some(s)) => s,
         Ok(None) => return not_found().into(),
@@ -138,8 +161,15 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
     };
     let m = req.method.as_str();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if let ["sprites", name, sub, ..] = seg.as_slice() {
+        // Activity (crate::lifecycle): any request about what is inside a sprite.
+        if !matches!(*sub, "check" | "restart") {
+            state.lifecycle.touch(state, name);
+        }
+    }
     match seg.as_slice() {
         ["sprites"] => match m {
+            "GET" if lifecycle_routes::wants_watch(req) => lifecycle_routes::watch(state, &q),
             "GET" => sprites::list(state, &q).into(),
             "POST" => sprites::create(state, body).into(),
             _ => method_not_allowed("GET, POST").into(),
@@ -149,6 +179,14 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             "PUT" => sprites::update(state, name, body).into(),
             "DELETE" => sprites::delete(state, name).into(),
             _ => method_not_allowed("GET, PUT, DELETE").into(),
+        },
+        ["sprites", name, "check"] => match m {
+            "GET" => lifecycle_routes::check(state, name).into(),
+            _ => method_not_allowed("GET").into(),
+        },
+        ["sprites", name, "restart"] => match m {
+            "POST" => lifecycle_routes::restart(state, name).into(),
+            _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "upgrade"] => match m {
             "POST" => sprites::upgrade(state, name).into(),

@@ -1,4 +1,5 @@
 //! Sprite management (PROTOCOL.md §5): create, list, get, update, delete, upgrade.
+//! A sprite's status comes from its lifecycle (`crate::lifecycle`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid_request, json_body, sprite_not_found};
+use crate::lifecycle::Status;
 use crate::net::body::RequestBody;
 use crate::net::http::Response;
 use crate::net::query::Query;
@@ -14,8 +16,9 @@ use crate::store::{valid_name, CreateError, SpriteConfig, SpriteRecord, UrlSetti
 use crate::{random, time};
 
 const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 100;
-const ORG: &str = "local";
+/// Largest `max_results` (list and watch).
+pub(super) const MAX_PAGE: usize = 100;
+use super::lifecycle_routes::{ORG, RUNNING_LIMIT, WARM_LIMIT};
 
 /// SpriteInfo as sent on the wire (§5.1).
 #[derive(Serialize)]
@@ -32,34 +35,31 @@ struct SpriteInfo<'a> {
     url_settings: &'a UrlSettings,
     labels: &'a [String],
     last_running_at: Option<&'a str>,
+    last_warming_at: Option<&'a str>,
     /// Not in the public API: whether `config`'s limits are enforced here (best effort).
     resource_limits: String,
 }
 
-fn status_of(rec: &SpriteRecord, running: bool) -> &'static str {
-    if running {
-        "running"
-    } else if rec.last_running_at.is_some() {
-        "warm"
-    } else {
-        "cold"
-    }
-}
-
-fn info(rec: &SpriteRecord, running: bool, limits: String) -> SpriteInfo<'_> {
+fn info<'a>(
+    state: &State,
+    rec: &'a SpriteRecord,
+    status: Status,
+    limits: String,
+) -> SpriteInfo<'a> {
     SpriteInfo {
         id: &rec.id,
         name: &rec.name,
         organization: ORG,
-        status: status_of(rec, running),
+        status: status.as_str(),
         config: &rec.config,
         environment: &rec.environment,
         created_at: &rec.created_at,
         updated_at: &rec.updated_at,
-        url: None,
+        url: Some(crate::urls::sprite_url(state, &rec.name)),
         url_settings: &rec.url_settings,
         labels: &rec.labels,
         last_running_at: rec.last_running_at.as_deref(),
+        last_warming_at: rec.last_warming_at.as_deref(),
         resource_limits: limits,
     }
 }
@@ -164,6 +164,7 @@ pub fn create(state: &Arc<State>, body: &mut dyn RequestBody) -> Response {
         url_settings,
         labels: input.labels.unwrap_or_default(),
         last_running_at: None,
+        last_warming_at: None,
     };
     match state
         .store
@@ -171,7 +172,10 @@ pub fn create(state: &Arc<State>, body: &mut dyn RequestBody) -> Response {
     {
         Ok(rec) => {
             let limits = state.runtime.limits_of(&state.store.sprite_dir(&rec.name));
-            Response::json(201, &info(&rec, false, limits))
+            // Answered as it is now (cold); it boots in the background.
+            let resp = Response::json(201, &info(state, &rec, Status::Cold, limits));
+            state.lifecycle.created(state, &rec.name);
+            resp
         }
         Err(CreateError::Exists) => Response::error(
             400,
@@ -188,8 +192,9 @@ pub fn get(state: &Arc<State>, name: &str) -> Response {
         Some(rec) => Response::json(
             200,
             &info(
+                state,
                 &rec,
-                state.sessions.is_running(name),
+                state.lifecycle.status(state, name),
                 state.runtime.limits_of(&state.store.sprite_dir(name)),
             ),
         ),
@@ -237,8 +242,9 @@ pub fn update(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Res
         Ok(Some(rec)) => Response::json(
             200,
             &info(
+                state,
                 &rec,
-                state.sessions.is_running(name),
+                state.lifecycle.status(state, name),
                 state.runtime.limits_of(&state.store.sprite_dir(name)),
             ),
         ),
@@ -261,6 +267,7 @@ pub fn delete(state: &Arc<State>, name: &str) -> Response {
             state.sessions.forget_sprite(name);
             // Services a concurrent request loaded meanwhile.
             crate::services::remove_sprite(state, name);
+            state.lifecycle.deleted(name);
             Response::empty(204)
         }
         Ok(false) => sprite_not_found(name),
@@ -342,16 +349,22 @@ pub fn list(state: &Arc<State>, q: &Query) -> Response {
     let prefix = q.get("prefix").unwrap_or("");
 
     let all = state.store.list(); // sorted by name
-    let running = state.sessions.running_sprites();
-    let is_running = |r: &SpriteRecord| running.contains(&r.name);
-    let (mut n_running, mut n_warm, mut n_cold) = (0, 0, 0);
-    for r in &all {
-        match status_of(r, is_running(r)) {
-            "running" => n_running += 1,
-            "warm" => n_warm += 1,
-            _ => n_cold += 1,
-        }
-    }
+    let statuses: Vec<Status> = all
+        .iter()
+        .map(|r| state.lifecycle.status(state, &r.name))
+        .collect();
+    let counts = super::lifecycle_routes::count(&statuses);
+    let by_name: std::collections::HashMap<&str, Status> = all
+        .iter()
+        .map(|r| r.name.as_str())
+        .zip(statuses.iter().copied())
+        .collect();
+    let status_of = |r: &SpriteRecord| {
+        by_name
+            .get(r.name.as_str())
+            .copied()
+            .unwrap_or(Status::Cold)
+    };
     let matching: Vec<&SpriteRecord> = all
         .iter()
         .filter(|r| r.name.starts_with(prefix))
@@ -369,22 +382,22 @@ pub fn list(state: &Arc<State>, q: &Query) -> Response {
             .iter()
             .map(|r| {
                 let limits = state.runtime.limits_of(&state.store.sprite_dir(&r.name));
-                info(r, is_running(r), limits)
+                info(state, r, status_of(r), limits)
             })
             .collect(),
         has_more,
         next_continuation_token: next,
         org: OrgStats {
             name: ORG,
-            running: n_running,
-            warm: n_warm,
-            cold: n_cold,
-            running_limit: 100,
-            warm_limit: 100,
+            running: counts.running,
+            warm: counts.warm,
+            cold: counts.cold,
+            running_limit: RUNNING_LIMIT,
+            warm_limit: WARM_LIMIT,
         },
-        running: n_running,
-        warm: n_warm,
-        cold: n_cold,
+        running: counts.running,
+        warm: counts.warm,
+        cold: counts.cold,
     };
     Response::json(200, &body)
 }

@@ -169,10 +169,6 @@ pub enum Lookup {
     Unknown,
 }
 
-/// How long a sprite counts as `running` after its last session ended (PROTOCOL.md §14:
-/// running → ~30 s idle → warm).
-pub const IDLE_TO_WARM: Duration = Duration::from_secs(30);
-
 #[derive(Default)]
 struct Inner {
     active: HashMap<u32, Arc<Session>>,
@@ -182,10 +178,15 @@ struct Inner {
     exited: HashSet<(String, u32)>,
 }
 
+/// What runs after a session ended, with its sprite's name.
+pub type FinishHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// All sessions of the server.
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<Inner>,
+    /// Called with the sprite's name after a session of it ended (the lifecycle's clock).
+    on_finish: OnceLock<FinishHook>,
 }
 
 impl Sessions {
@@ -219,6 +220,25 @@ impl Sessions {
                 inner.exited.remove(&old);
             }
         }
+        drop(inner);
+        if let Some(hook) = self.on_finish.get() {
+            hook(&s.sprite);
+        }
+    }
+
+    /// Sets what runs after a session ended, with its sprite's name (once).
+    pub fn on_finish(&self, hook: FinishHook) {
+        let _ = self.on_finish.set(hook);
+    }
+
+    /// For the lifecycle: whether `sprite` has a running session, and when its last
+    /// session ended.
+    pub fn activity(&self, sprite: &str) -> (bool, Option<std::time::Instant>) {
+        let inner = lock(&self.inner);
+        (
+            inner.active.values().any(|s| s.sprite == sprite),
+            inner.last_ended.get(sprite).copied(),
+        )
     }
 
     /// Finds session `id` of sprite `sprite`.
@@ -242,31 +262,6 @@ impl Sessions {
             .collect();
         v.sort_by_key(|s| (s.created, s.pid));
         v
-    }
-
-    /// Sprites whose status is `running`: a session is active, or one ended less than
-    /// [`IDLE_TO_WARM`] ago.
-    pub fn running_sprites(&self) -> HashSet<String> {
-        let inner = lock(&self.inner);
-        let mut names: HashSet<String> = inner.active.values().map(|s| s.sprite.clone()).collect();
-        names.extend(
-            inner
-                .last_ended
-                .iter()
-                .filter(|(_, at)| at.elapsed() < IDLE_TO_WARM)
-                .map(|(name, _)| name.clone()),
-        );
-        names
-    }
-
-    /// True if `sprite`'s status is `running` (see [`Sessions::running_sprites`]).
-    pub fn is_running(&self, sprite: &str) -> bool {
-        let inner = lock(&self.inner);
-        inner.active.values().any(|s| s.sprite == sprite)
-            || inner
-                .last_ended
-                .get(sprite)
-                .is_some_and(|at| at.elapsed() < IDLE_TO_WARM)
     }
 
     /// Forgets a deleted sprite's activity, so a new sprite of the same name starts cold.

@@ -48,6 +48,19 @@ impl SpriteRuntime for HostRuntime {
         Runtime::Host
     }
 
+    /// A plain connection from the server: a host sprite shares the host's network.
+    fn connect_tcp(
+        &self,
+        _sprite_dir: &Path,
+        host: &str,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> io::Result<std::net::TcpStream> {
+        super::connect_any(host, port, timeout, |addr, t| {
+            std::net::TcpStream::connect_timeout(&addr, t)
+        })
+    }
+
     /// Not the host's own `/.sprite`: every sprite would share it.
     fn dot_sprite(&self, sprite_dir: &Path) -> String {
         sprite_dir.join(".sprite").to_string_lossy().into_owned()

@@ -18,10 +18,12 @@ pub(crate) use sandbox::{is_sudo, sudo_main};
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub(crate) use sandbox::helper_request;
 
@@ -206,12 +208,108 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn port_scope(&self, _sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         None
     }
+    /// Lifecycle (`crate::lifecycle`): brings the sprite at `sprite_dir` up — what its
+    /// first exec would otherwise do (the sandbox starts its agent). Idempotent.
+    fn boot(&self, _sprite_dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    /// Lifecycle: takes the sprite at `sprite_dir` down (cold) — every process inside ends,
+    /// files stay, and the next [`SpriteRuntime::boot`] (or exec) brings it up again.
+    fn halt(&self, _sprite_dir: &Path) {}
+    /// Lifecycle: whether the sprite at `sprite_dir` answers (`GET …/check`), or why not.
+    /// Never boots it.
+    fn health(&self, sprite_dir: &Path) -> Result<(), String> {
+        if sprite_dir.is_dir() {
+            Ok(())
+        } else {
+            Err("the sprite's directory is missing".into())
+        }
+    }
     /// The sprite's special directory `/.sprite` (service logs, ...) as the sprite's own
     /// processes name it. The host runtime, whose sprites have no root of their own, puts
     /// it in the sprite's directory instead.
     fn dot_sprite(&self, _sprite_dir: &Path) -> String {
         "/.sprite".to_owned()
     }
+    /// A TCP connection to `host:port` as the sprite at `sprite_dir` sees it: made from the
+    /// sprite's network namespace where it has one (so `localhost` is the sprite's own
+    /// loopback, never the host's), else from the server's. `host` is a name or an IP
+    /// literal (IPv6 with or without brackets); each address it resolves to is tried in
+    /// turn, all within `timeout`. Errors: `InvalidInput` (no address), `NotFound` (the name
+    /// does not resolve), `ConnectionRefused`, `TimedOut`, or whatever the last attempt met.
+    fn connect_tcp(
+        &self,
+        sprite_dir: &Path,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> io::Result<TcpStream>;
+}
+
+/// Connects to the first of `host:port`'s addresses that answers, all within `timeout`;
+/// `connect` makes one attempt with the time it is given. The error is the last attempt's
+/// (a refusal wins over other failures: it says most about the target).
+pub(crate) fn connect_any(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    mut connect: impl FnMut(SocketAddr, Duration) -> io::Result<TcpStream>,
+) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let addrs = resolve_host(host, port)?;
+    let mut last: Option<io::Error> = None;
+    let tries = addrs.len() as u32;
+    for (i, addr) in addrs.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // Later addresses keep a share of the time: one address that swallows packets
+        // does not starve the next.
+        let share = left / (tries - i as u32);
+        match connect(addr, share) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let refused = last
+                    .as_ref()
+                    .is_some_and(|l| l.kind() == io::ErrorKind::ConnectionRefused);
+                if !refused || e.kind() == io::ErrorKind::ConnectionRefused {
+                    last = Some(e);
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "connection timed out")))
+}
+
+/// The addresses of `host` (a name, an IP literal, or an IPv6 literal in brackets).
+fn resolve_host(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty host"));
+    }
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("cannot resolve {bare:?}: {e}"),
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{bare:?} has no address"),
+        ));
+    }
+    Ok(addrs)
 }
 
 /// Where a sprite's listening TCP sockets are found and who holds them, as a runtime
@@ -279,6 +377,44 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_resolve_literals_brackets_and_names() {
+        let v6 = resolve_host("[::1]", 80).unwrap();
+        assert_eq!(v6, vec!["[::1]:80".parse().unwrap()]);
+        assert_eq!(resolve_host("::1", 80).unwrap(), v6);
+        let v4 = resolve_host("127.0.0.1", 5).unwrap();
+        assert_eq!(v4, vec!["127.0.0.1:5".parse().unwrap()]);
+        assert!(resolve_host("localhost", 1)
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback()));
+        assert_eq!(
+            resolve_host("", 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            resolve_host("no-such-host.invalid", 1).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn connect_any_tries_each_address_and_keeps_a_refusal() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let s = connect_any("localhost", port, Duration::from_secs(5), |a, t| {
+            TcpStream::connect_timeout(&a, t)
+        })
+        .unwrap();
+        assert_eq!(s.peer_addr().unwrap().port(), port);
+        drop(l);
+        let err = connect_any("127.0.0.1", port, Duration::from_secs(5), |a, t| {
+            TcpStream::connect_timeout(&a, t)
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
 
     #[test]
     fn parse_runtime() {

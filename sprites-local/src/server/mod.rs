@@ -70,6 +70,7 @@ impl Server {
             head_timeout: HEAD_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_ports_per_sprite: crate::ports::DEFAULT_MAX_PER_SPRITE,
+            lifecycle: crate::lifecycle::LifecycleOptions::default(),
         }
     }
 }
@@ -90,9 +91,31 @@ pub struct ServerBuilder {
     head_timeout: Duration,
     idle_timeout: Duration,
     max_ports_per_sprite: usize,
+    lifecycle: crate::lifecycle::LifecycleOptions,
 }
 
 impl ServerBuilder {
+    /// How long a sprite stays `running` after its last activity before it is `warm`
+    /// (default 30 s, the platform's figure). See the crate README's "Lifecycle".
+    pub fn warm_after(mut self, idle: Duration) -> Self {
+        self.lifecycle.warm_after = idle;
+        self
+    }
+
+    /// How long a sprite may be idle before it is halted (its processes end; files stay)
+    /// and `cold` (default 10 minutes; never shorter than [`warm_after`](Self::warm_after)).
+    pub fn cold_after(mut self, idle: Duration) -> Self {
+        self.lifecycle.cold_after = idle;
+        self
+    }
+
+    /// How often a quiet NDJSON watch of `GET /v1/sprites` gets a heartbeat line
+    /// (default 15 s).
+    pub fn watch_heartbeat(mut self, every: Duration) -> Self {
+        self.lifecycle.heartbeat = every;
+        self
+    }
+
     /// Address to listen on (default `127.0.0.1:0`: loopback, any free port).
     pub fn addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();
@@ -242,9 +265,19 @@ impl ServerBuilder {
         let note = rt.note();
         let mut state = State::new(token, store, rt, self.signal_capability);
         state.scrollback_bytes = self.scrollback_bytes;
+        state.url_port = addr.port();
+        if self.lifecycle.warm_after.is_zero() || self.lifecycle.heartbeat.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "lifecycle periods must be longer than zero",
+            ));
+        }
+        state.lifecycle = Arc::new(crate::lifecycle::Lifecycle::new(self.lifecycle));
         let state = Arc::new(state);
+        state.lifecycle.start_clock(&state)?;
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
         crate::services::resume_all(&state);
+        state.lifecycle.adopt_running_services(&state);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()
@@ -441,6 +474,7 @@ impl ServerHandle {
             return;
         };
         self.state.begin_shutdown();
+        self.state.lifecycle.shutdown();
         // The reactor sees the flag on its next wake-up, closes the listener and every
         // connection it holds, and returns.
         self.wake.notify();

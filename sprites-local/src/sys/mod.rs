@@ -12,6 +12,7 @@
 //!   shuffling of a forked child;
 //! - [`file`](mod@file): `sendfile`, `fchown`, `futimens`;
 //! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options;
+//! - [`tcp`]: TCP sockets created in one network namespace and connected from another;
 //! - [`process`]: `fork`, waiting, signals, pidfds, sessions, credentials and
 //!   capabilities, `chdir`, `execve`;
 //! - [`pty`]: pseudo-terminals (master, peer, window size, controlling terminal);
@@ -41,6 +42,7 @@ pub mod process;
 pub mod pty;
 pub mod signal_handler;
 pub mod socket;
+pub mod tcp;
 
 use std::ffi::{CString, OsStr};
 use std::io;

@@ -203,6 +203,15 @@ impl Agent {
                 }
                 Ok(())
             }
+            Request::TcpSocket { v6 } => {
+                // Made here, in the sprite's network namespace; connecting (which may
+                // take a while) is the server's business, so the agent never waits on it.
+                if let (Some(reply), Ok(sock)) = (fds.first(), sys::tcp::socket(v6)) {
+                    let _ =
+                        sys::socket::send_with_fds(reply.as_raw_fd(), b"k", &[sock.as_raw_fd()]);
+                }
+                Ok(())
+            }
         }
     }
 

@@ -347,15 +347,24 @@ impl AgentHandle {
     /// namespace, made by the agent (which lives in it): the port scanner lists the
     /// sprite's listening sockets with it. Waits at most [`SPAWN_TIMEOUT`] for it.
     pub fn port_socket(&self) -> io::Result<OwnedFd> {
+        self.socket_from_agent(&Request::PortSocket, "a diagnostics socket")
+    }
+
+    /// An unconnected TCP socket (IPv6 with `v6`) in the sprite's network namespace, made
+    /// by the agent: connected by the server, it reaches what the sprite's own processes
+    /// would. Waits at most [`SPAWN_TIMEOUT`] for it.
+    pub fn tcp_socket(&self, v6: bool) -> io::Result<OwnedFd> {
+        self.socket_from_agent(&Request::TcpSocket { v6 }, "a TCP socket")
+    }
+
+    /// Sends `req`, which asks the agent for one socket back on a reply socket, and
+    /// returns that socket.
+    fn socket_from_agent(&self, req: &Request, what: &str) -> io::Result<OwnedFd> {
         if !self.is_alive() {
             return Err(io::Error::other("the sprite's agent is not running"));
         }
         let (ours, theirs) = sys::socket::stream_pair()?;
-        ipc::send(
-            self.sock.as_raw_fd(),
-            &Request::PortSocket,
-            &[theirs.as_raw_fd()],
-        )?;
+        ipc::send(self.sock.as_raw_fd(), req, &[theirs.as_raw_fd()])?;
         // Only the agent holds the other end now: EOF means it gave nothing.
         drop(theirs);
         set_recv_timeout(&ours, Some(SPAWN_TIMEOUT))?;
@@ -363,9 +372,9 @@ impl AgentHandle {
         let (n, mut fds) = sys::socket::recv_some_with_fds(ours.as_raw_fd(), &mut byte)?;
         match (n, fds.pop()) {
             (1, Some(sock)) if fds.is_empty() => Ok(sock),
-            _ => Err(io::Error::other(
-                "the sprite's agent did not give a diagnostics socket",
-            )),
+            _ => Err(io::Error::other(format!(
+                "the sprite's agent did not give {what}"
+            ))),
         }
     }
 }

@@ -61,6 +61,14 @@ pub enum Request {
     /// namespace and send it back, with one byte, on the attached reply socket (one
     /// `SOCK_STREAM` fd). The server lists the sprite's listening sockets with it.
     PortSocket,
+    /// Create an unconnected TCP socket (IPv6 with `v6`, else IPv4) in the sprite's network
+    /// namespace and send it back, with one byte, on the attached reply socket (one
+    /// `SOCK_STREAM` fd). The server connects it: the connection starts inside the sprite,
+    /// so `127.0.0.1` there is the sprite's loopback, never the host's.
+    TcpSocket {
+        /// IPv6 rather than IPv4.
+        v6: bool,
+    },
 }
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths

@@ -92,6 +92,9 @@ pub(crate) struct SandboxRuntime {
     /// Running agents by sprite directory. Held while an agent starts, so two first execs
     /// of one sprite never start two agents.
     agents: Mutex<HashMap<PathBuf, Arc<AgentHandle>>>,
+    /// Set (under `agents`) at shutdown: no agent starts after it (a sprite booting in the
+    /// background would otherwise outlive the server).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Why the sandbox cannot run here.
@@ -129,6 +132,7 @@ pub(crate) fn check(
         },
         options,
         agents: Mutex::new(HashMap::new()),
+        closed: std::sync::atomic::AtomicBool::new(false),
     };
     rt.probe()?;
     Ok(rt)
@@ -287,6 +291,9 @@ impl SandboxRuntime {
             }
         };
         let mut agents = lock(&self.agents);
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("the server is shutting down"));
+        }
         if let Some(a) = agents.get(sprite_dir) {
             if a.is_alive() {
                 return Ok(a.clone());
@@ -607,6 +614,33 @@ impl SpriteRuntime for SandboxRuntime {
         )))
     }
 
+    /// Starts the sprite's agent (PID 1 inside) if it is not running.
+    fn boot(&self, sprite_dir: &Path) -> io::Result<()> {
+        self.agent(sprite_dir).map(|_| ())
+    }
+
+    /// Stops the agent, which ends every process of the sprite (its PID namespace goes),
+    /// and removes its cgroup; its identity (id range) and files stay for the next boot.
+    fn halt(&self, sprite_dir: &Path) {
+        let agent = lock(&self.agents).remove(sprite_dir);
+        if let Some(a) = agent {
+            a.stop();
+        }
+        self.cgroups.remove(sprite_dir);
+    }
+
+    /// The agent runs and answers a request (it makes a socket for us: one round trip).
+    fn health(&self, sprite_dir: &Path) -> Result<(), String> {
+        let agent = lock(&self.agents)
+            .get(sprite_dir)
+            .cloned()
+            .ok_or_else(|| "the sprite's agent is not running".to_owned())?;
+        agent
+            .port_socket()
+            .map(drop)
+            .map_err(|e| format!("the sprite's agent does not answer: {e}"))
+    }
+
     fn stop_sprite(&self, sprite_dir: &Path) {
         let agent = lock(&self.agents).remove(sprite_dir);
         if let Some(a) = agent {
@@ -617,7 +651,11 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     fn shutdown(&self) {
-        let all: Vec<(PathBuf, Arc<AgentHandle>)> = lock(&self.agents).drain().collect();
+        let all: Vec<(PathBuf, Arc<AgentHandle>)> = {
+            let mut agents = lock(&self.agents);
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            agents.drain().collect()
+        };
         for (_, a) in &all {
             a.stop();
         }
@@ -630,6 +668,24 @@ impl SpriteRuntime for SandboxRuntime {
     /// in: the agent makes the diagnostics socket there, so it lists exactly the sprite's
     /// sockets, and the agent's children lead its process trees. A sprite whose agent is
     /// not running has no process, hence no port (the agent is not started for this).
+    /// The socket is made by the sprite's agent, in the sprite's network namespace (where
+    /// it stays for its whole life), and connected here: the sprite's loopback, its view
+    /// of the network. Names resolve with the server's resolver (`localhost` is a loopback
+    /// address either way, and so the sprite's).
+    fn connect_tcp(
+        &self,
+        sprite_dir: &Path,
+        host: &str,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> io::Result<std::net::TcpStream> {
+        let agent = self.agent(sprite_dir)?;
+        super::connect_any(host, port, timeout, |addr, t| {
+            let sock = agent.tcp_socket(addr.is_ipv6())?;
+            crate::sys::tcp::connect(sock, addr, t)
+        })
+    }
+
     fn port_scope(&self, sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         let agent = lock(&self.agents)
             .get(sprite_dir)
