@@ -15,7 +15,7 @@ use super::base_scan::Hidden;
 use super::identity::Identity;
 
 use crate::fsops::{
-    Chmodded, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
+    Chmodded, Chowned, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
 };
 use crate::sys;
 
@@ -104,9 +104,10 @@ impl FsCall {
     pub fn path(&self) -> &str {
         match self {
             FsCall::Run { op } => match op {
-                FsOp::List { path, .. } | FsOp::Delete { path, .. } | FsOp::Chmod { path, .. } => {
-                    path
-                }
+                FsOp::List { path, .. }
+                | FsOp::Delete { path, .. }
+                | FsOp::Chmod { path, .. }
+                | FsOp::Chown { path, .. } => path,
                 FsOp::Rename { source, .. } | FsOp::Copy { source, .. } => source,
             },
             FsCall::OpenRead { path } => path,
@@ -134,6 +135,8 @@ pub enum FsReply {
     Copied(Copied),
     /// [`FsOutput::Chmodded`].
     Chmodded(Chmodded),
+    /// [`FsOutput::Chowned`].
+    Chowned(Chowned),
     /// A file opened for reading (attached), `len` bytes long.
     Opened {
         /// Its size at open time.
@@ -162,6 +165,7 @@ impl From<FsOutput> for FsReply {
             FsOutput::Renamed(x) => FsReply::Renamed(x),
             FsOutput::Copied(x) => FsReply::Copied(x),
             FsOutput::Chmodded(x) => FsReply::Chmodded(x),
+            FsOutput::Chowned(x) => FsReply::Chowned(x),
         }
     }
 }
@@ -175,6 +179,7 @@ impl FsReply {
             FsReply::Renamed(x) => FsOutput::Renamed(x),
             FsReply::Copied(x) => FsOutput::Copied(x),
             FsReply::Chmodded(x) => FsOutput::Chmodded(x),
+            FsReply::Chowned(x) => FsOutput::Chowned(x),
             _ => return None,
         })
     }
