@@ -35,6 +35,8 @@ pub fn route(
     let m = req.method.as_str();
     let result = match (op, m) {
         ("read", "GET" | "HEAD") => return read(state, name, req, q),
+        ("watch", "GET") => return super::fs_watch::watch(state, name, req, body),
+        ("watch", _) => Err(method_not_allowed("GET")),
         ("read", _) => Err(method_not_allowed("GET, HEAD")),
         ("write", "PUT") => Ok(fs_write::handle(state, name, q, body)),
         ("write", _) => Err(method_not_allowed("PUT")),

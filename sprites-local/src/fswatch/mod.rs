@@ -21,7 +21,7 @@ mod message;
 pub use message::{check_line, Message, MAX_LINE};
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
@@ -76,7 +76,7 @@ pub fn run(spec: &WatchSpec, out: OwnedFd) {
 
 struct Watcher {
     ino: OwnedFd,
-    out: std::fs::File,
+    out: OwnedFd,
     recursive: bool,
     max: usize,
     /// Watch descriptor → the path it watches.
@@ -92,7 +92,7 @@ impl Watcher {
     fn new(spec: &WatchSpec, out: OwnedFd) -> io::Result<Watcher> {
         Ok(Watcher {
             ino: sys::inotify::init()?,
-            out: std::fs::File::from(out),
+            out,
             recursive: spec.recursive,
             max: spec.max_watches,
             wds: HashMap::new(),
@@ -357,7 +357,16 @@ impl Watcher {
     fn send(&mut self, m: &Message) -> io::Result<()> {
         let mut line = serde_json::to_vec(m).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.out.write_all(&line)
+        let mut sent = 0;
+        while sent < line.len() {
+            // MSG_NOSIGNAL: a server that hung up is EPIPE, never a SIGPIPE.
+            match sys::socket::send_nosignal(self.out.as_raw_fd(), &line[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

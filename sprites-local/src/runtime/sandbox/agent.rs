@@ -474,9 +474,15 @@ fn fs_child(child: &InChild, agent: &Agent, call: FsCall, mut fds: Vec<OwnedFd>)
     let _ = proc::chdir(c"/");
     let mut kept = kept.into_iter();
     // The reply socket is left to the exit to close, after everything else.
-    let Some(reply) = kept.next().map(IntoRawFd::into_raw_fd) else {
+    let Some(reply) = kept.next() else {
         return 1; // never: the agent forks only for a call that came with its reply socket
     };
+    if let FsCall::Watch { spec } = &call {
+        // Runs until the server closes the socket (or the sprite ends).
+        crate::fswatch::run(spec, reply);
+        return 0;
+    }
+    let reply = reply.into_raw_fd();
     let extra = kept.next().map(File::from);
     let (reply_msg, file) = run_fs_call(call, extra);
     let sent = send_fs_reply(reply, &reply_msg, file.as_ref().map(|f| f.as_raw_fd()));
@@ -530,6 +536,11 @@ fn run_fs_call(call: FsCall, extra: Option<File>) -> (FsReply, Option<File>) {
             fs.remove_temp(&temp);
             (FsReply::Aborted, None)
         }
+        // Served by `fs_child` itself, never here.
+        FsCall::Watch { spec } => failed(FsError::new(
+            libc::EINVAL,
+            spec.paths.first().cloned().unwrap_or_default(),
+        )),
     }
 }
 

@@ -97,6 +97,12 @@ pub enum FsCall {
         /// The temp file (from [`FsReply::Begun`]).
         temp: String,
     },
+    /// `SpriteFs::watch`: no [`FsReply`]; the child runs [`crate::fswatch::run`] on the
+    /// reply socket until the server closes it.
+    Watch {
+        /// What to watch.
+        spec: crate::fswatch::WatchSpec,
+    },
 }
 
 impl FsCall {
@@ -113,6 +119,7 @@ impl FsCall {
             FsCall::OpenRead { path } => path,
             FsCall::BeginWrite { spec } | FsCall::CommitWrite { spec, .. } => &spec.path,
             FsCall::AbortWrite { temp } => temp,
+            FsCall::Watch { spec } => spec.paths.first().map_or("/", String::as_str),
         }
     }
 }
