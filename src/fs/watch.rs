@@ -485,8 +485,7 @@ impl Watcher {
                         Parsed::Event(event) if subscribed => Item::Event(event),
                         Parsed::Event(_) => {
                             return Some(Error::Protocol(
-                                "the server sent a watch event before confirming the watch"
-                                    .into(),
+                                "the server sent a watch event before confirming the watch".into(),
                             ));
                         }
                         Parsed::Subscribed(_) | Parsed::Other => continue,
@@ -552,8 +551,14 @@ mod tests {
             r#"{"type":"event","path":"/a","event":"write","timestamp":"t","size":3,"isDir":false}"#,
         );
         assert_eq!(e.kind, EventKind::Modify(ModifyKind::Data));
-        assert_eq!((e.path.as_path(), e.size, e.is_dir), (Path::new("/a"), Some(3), false));
-        assert_eq!(event(r#"{"type":"event","path":"/a","event":"create"}"#).kind, EventKind::Create);
+        assert_eq!(
+            (e.path.as_path(), e.size, e.is_dir),
+            (Path::new("/a"), Some(3), false)
+        );
+        assert_eq!(
+            event(r#"{"type":"event","path":"/a","event":"create"}"#).kind,
+            EventKind::Create
+        );
         let to = event(r#"{"type":"event","path":"/b","event":"create","renamedFrom":"/a"}"#);
         assert_eq!(to.kind, EventKind::Rename(RenameMode::To));
         assert_eq!(to.from.as_deref(), Some(Path::new("/a")));
@@ -561,16 +566,28 @@ mod tests {
             event(r#"{"type":"event","path":"/a","event":"rename"}"#).kind,
             EventKind::Rename(RenameMode::From)
         );
-        assert_eq!(event(r#"{"type":"event","path":"/a","event":"remove"}"#).kind, EventKind::Remove);
+        assert_eq!(
+            event(r#"{"type":"event","path":"/a","event":"remove"}"#).kind,
+            EventKind::Remove
+        );
         assert_eq!(
             event(r#"{"type":"event","path":"/a","event":"chmod","isDir":true}"#).kind,
             EventKind::Modify(ModifyKind::Metadata)
         );
         let o = event(r#"{"type":"error","code":"overflow","message":"m"}"#);
-        assert_eq!((o.kind, o.message.as_deref()), (EventKind::Overflow, Some("m")));
+        assert_eq!(
+            (o.kind, o.message.as_deref()),
+            (EventKind::Overflow, Some("m"))
+        );
         let n = event(r#"{"type":"error","code":"ENOENT","path":"/x","message":"m"}"#);
-        assert_eq!((n.kind, n.code.as_deref()), (EventKind::Error, Some("ENOENT")));
-        assert!(matches!(parse(r#"{"type":"event","event":"unknown"}"#), Parsed::Other));
+        assert_eq!(
+            (n.kind, n.code.as_deref()),
+            (EventKind::Error, Some("ENOENT"))
+        );
+        assert!(matches!(
+            parse(r#"{"type":"event","event":"unknown"}"#),
+            Parsed::Other
+        ));
         assert!(matches!(parse("garbage"), Parsed::Other));
         assert!(matches!(
             parse(r#"{"type":"subscribed","paths":["/a"]}"#),

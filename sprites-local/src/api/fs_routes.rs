@@ -357,7 +357,10 @@ mod tests {
     fn owners_from_json() {
         assert_eq!(json_owner(&json!(1000)), Some(Owner::Id(1000)));
         assert_eq!(json_owner(&json!(0)), Some(Owner::Id(0)));
-        assert_eq!(json_owner(&json!("sprite")), Some(Owner::Name("sprite".into())));
+        assert_eq!(
+            json_owner(&json!("sprite")),
+            Some(Owner::Name("sprite".into()))
+        );
         for bad in [
             json!(-1),
             json!(4294967295u64),

@@ -77,9 +77,7 @@ pub fn watch(
         return Response::error(
             429,
             "too_many_watches",
-            &format!(
-                "the sprite already has {MAX_CONNECTIONS_PER_SPRITE} filesystem watches open"
-            ),
+            &format!("the sprite already has {MAX_CONNECTIONS_PER_SPRITE} filesystem watches open"),
         )
         .with_header("Retry-After", "1")
         .into();
@@ -154,7 +152,12 @@ struct Writer {
 
 impl Writer {
     fn frame(&mut self, op: u8, payload: &[u8]) -> bool {
-        if !self.broken && !self.closed && (&*self.conn.stream()).write_all(&ws::encode_frame(op, &[payload])).is_err() {
+        if !self.broken
+            && !self.closed
+            && (&*self.conn.stream())
+                .write_all(&ws::encode_frame(op, &[payload]))
+                .is_err()
+        {
             self.broken = true;
             // Wakes the connection thread: the session is over.
             let _ = self.conn.stream().shutdown(Shutdown::Both);
@@ -186,9 +189,7 @@ fn error_message(message: String) -> WatchMessage {
 
 impl super::WebSocketSession for FsWatch {
     fn run(self: Box<Self>, _state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>) {
-        let FsWatch {
-            accept_key, fs, ..
-        } = *self;
+        let FsWatch { accept_key, fs, .. } = *self;
         let stream = conn.stream();
         let _ = stream.set_write_timeout(Some(CLIENT_SILENCE));
         let head = format!(
@@ -307,7 +308,10 @@ fn subscription(
         Err(e) => return bad(format!("the subscription is not valid: {e}")),
     };
     if sub.kind != "subscribe" {
-        return bad(format!("expected a \"subscribe\" message, got {:?}", sub.kind));
+        return bad(format!(
+            "expected a \"subscribe\" message, got {:?}",
+            sub.kind
+        ));
     }
     if sub.paths.is_empty() || sub.paths.len() > MAX_PATHS {
         return bad(format!("paths must name 1 to {MAX_PATHS} paths"));
@@ -342,7 +346,12 @@ fn pump(mut lines: UnixStream, writer: &Mutex<Writer>) {
             Ok(0) => break Some((INTERNAL, "the watch ended")),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if !crate::lock(writer).frame(opcode::PING, b"") {
                     break None;
                 }
@@ -379,4 +388,3 @@ fn pump(mut lines: UnixStream, writer: &Mutex<Writer>) {
     }
     let _ = w.conn.stream().shutdown(Shutdown::Both);
 }
-

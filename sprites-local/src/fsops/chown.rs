@@ -64,12 +64,19 @@ pub fn chown(
 }
 
 /// Changes everything below the open directory `top` (at `top_path`), depth first.
-fn walk(top: OwnedFd, top_path: &str, uid: u32, gid: u32, report: &mut Report) -> Result<(), FsError> {
-    let names = |fd: &OwnedFd, path: &str| -> Result<std::vec::IntoIter<std::ffi::OsString>, FsError> {
-        let mut names = dirfd::list_dir(fd.as_fd()).map_err(|e| FsError::from_io(&e, path))?;
-        names.sort();
-        Ok(names.into_iter())
-    };
+fn walk(
+    top: OwnedFd,
+    top_path: &str,
+    uid: u32,
+    gid: u32,
+    report: &mut Report,
+) -> Result<(), FsError> {
+    let names =
+        |fd: &OwnedFd, path: &str| -> Result<std::vec::IntoIter<std::ffi::OsString>, FsError> {
+            let mut names = dirfd::list_dir(fd.as_fd()).map_err(|e| FsError::from_io(&e, path))?;
+            names.sort();
+            Ok(names.into_iter())
+        };
     let first = names(&top, top_path)?;
     let mut stack = vec![(top, top_path.to_owned(), first)];
     while let Some((dir, dir_path, rest)) = stack.last_mut() {
@@ -79,7 +86,11 @@ fn walk(top: OwnedFd, top_path: &str, uid: u32, gid: u32, report: &mut Report) -
         };
         let Some(name) = name.to_str().map(str::to_owned) else {
             let shown = join(dir_path, &name.to_string_lossy());
-            return Err(FsError::with_detail(libc::EINVAL, shown, "name is not UTF-8"));
+            return Err(FsError::with_detail(
+                libc::EINVAL,
+                shown,
+                "name is not UTF-8",
+            ));
         };
         let path = join(dir_path, &name);
         let st = match dirfd::stat_entry(dir.as_fd(), &name) {
@@ -101,7 +112,12 @@ fn walk(top: OwnedFd, top_path: &str, uid: u32, gid: u32, report: &mut Report) -
             Ok(sub) => sub,
             // A mount point (EXDEV), or swapped for a symlink since the stat (ELOOP), or
             // gone: not part of this tree any more.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP | libc::ENOENT)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ELOOP | libc::ENOENT)
+                ) =>
+            {
                 continue
             }
             Err(e) => return Err(FsError::from_io(&e, path)),
@@ -136,7 +152,8 @@ impl Report {
                 (Some(u), Some(g)) => (u, g),
                 _ => {
                     use std::os::unix::fs::MetadataExt;
-                    let m = std::fs::symlink_metadata(path).map_err(|e| FsError::from_io(&e, path))?;
+                    let m =
+                        std::fs::symlink_metadata(path).map_err(|e| FsError::from_io(&e, path))?;
                     (m.uid(), m.gid())
                 }
             };
@@ -165,7 +182,11 @@ fn resolve(owner: &Owner, db: &str, path: &str) -> Result<u32, FsError> {
         Some(id) if id != UNCHANGED => Ok(id),
         Some(_) => Err(FsError::with_detail(libc::EINVAL, path, "invalid id")),
         None => {
-            let what = if db.ends_with("passwd") { "user" } else { "group" };
+            let what = if db.ends_with("passwd") {
+                "user"
+            } else {
+                "group"
+            };
             let name = match owner {
                 Owner::Name(n) => n.as_str(),
                 Owner::Id(_) => "",
@@ -205,7 +226,10 @@ mod tests {
 
     #[test]
     fn passwd_lines() {
-        assert_eq!(parse_line("sprite:x:1000:1000::/home/sprite:/bin/bash", "sprite"), Some(1000));
+        assert_eq!(
+            parse_line("sprite:x:1000:1000::/home/sprite:/bin/bash", "sprite"),
+            Some(1000)
+        );
         assert_eq!(parse_line("root:x:0:", "root"), Some(0));
         assert_eq!(parse_line("sprite:x:1000:1000", "sprit"), None);
         assert_eq!(parse_line("broken", "broken"), None);
@@ -215,14 +239,25 @@ mod tests {
     #[test]
     fn owners_resolve() {
         assert_eq!(resolve(&Owner::Id(7), "/etc/passwd", "/p").unwrap(), 7);
-        assert_eq!(resolve(&Owner::Name("12".into()), "/etc/passwd", "/p").unwrap(), 12);
-        assert_eq!(resolve(&Owner::Name("root".into()), "/etc/passwd", "/p").unwrap(), 0);
-        assert_eq!(resolve(&Owner::Name("root".into()), "/etc/group", "/p").unwrap(), 0);
+        assert_eq!(
+            resolve(&Owner::Name("12".into()), "/etc/passwd", "/p").unwrap(),
+            12
+        );
+        assert_eq!(
+            resolve(&Owner::Name("root".into()), "/etc/passwd", "/p").unwrap(),
+            0
+        );
+        assert_eq!(
+            resolve(&Owner::Name("root".into()), "/etc/group", "/p").unwrap(),
+            0
+        );
         let e = resolve(&Owner::Name("no-such-user-x".into()), "/etc/passwd", "/p").unwrap_err();
         assert_eq!(e.errno, libc::EINVAL);
         assert!(e.message.contains("no user named"), "{}", e.message);
         assert_eq!(
-            resolve(&Owner::Id(u32::MAX), "/etc/passwd", "/p").unwrap_err().errno,
+            resolve(&Owner::Id(u32::MAX), "/etc/passwd", "/p")
+                .unwrap_err()
+                .errno,
             libc::EINVAL
         );
     }

@@ -85,7 +85,11 @@ pub trait SpriteFs: Send + Sync {
     /// writes one message per line. Closing it stops the watcher.
     fn watch(&self, spec: &crate::fswatch::WatchSpec) -> Result<std::os::fd::OwnedFd, FsError> {
         let path = spec.paths.first().map_or("/", String::as_str);
-        Err(FsError::with_detail(libc::ENOSYS, path, "this runtime cannot watch files"))
+        Err(FsError::with_detail(
+            libc::ENOSYS,
+            path,
+            "this runtime cannot watch files",
+        ))
     }
 
     /// Removes the temp file (`temp`, a path [`begin_write`](Self::begin_write) made) of a

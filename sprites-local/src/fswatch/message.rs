@@ -134,7 +134,10 @@ mod tests {
             "overflow"
         );
         assert_eq!(
-            serde_json::to_value(Message::Subscribed { paths: vec!["/x".into()] }).unwrap(),
+            serde_json::to_value(Message::Subscribed {
+                paths: vec!["/x".into()]
+            })
+            .unwrap(),
             json!({"type":"subscribed","paths":["/x"]})
         );
         let e = Message::fs_error("/m", &std::io::Error::from_raw_os_error(libc::ENOENT));

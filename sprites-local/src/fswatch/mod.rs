@@ -309,7 +309,12 @@ impl Watcher {
                 Ok(None)
             }
             // Gone, or replaced by something that is not a directory, since it was seen.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),

@@ -21,7 +21,11 @@ fn temp() -> (Dir, String) {
 }
 
 /// Starts a watcher thread; returns the reader of its lines.
-fn watch(paths: Vec<String>, recursive: bool, max: usize) -> BufReader<std::os::unix::net::UnixStream> {
+fn watch(
+    paths: Vec<String>,
+    recursive: bool,
+    max: usize,
+) -> BufReader<std::os::unix::net::UnixStream> {
     let (ours, theirs) = sys::socket::stream_pair().unwrap();
     let spec = WatchSpec {
         paths,
@@ -115,7 +119,10 @@ fn a_watcher_ends_when_its_reader_goes() {
     drop(ours);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !t.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "watcher still running");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watcher still running"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

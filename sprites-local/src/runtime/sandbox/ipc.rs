@@ -15,7 +15,8 @@ use super::base_scan::Hidden;
 use super::identity::Identity;
 
 use crate::fsops::{
-    Chmodded, Chowned, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
+    Chmodded, Chowned, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec,
+    Written,
 };
 use crate::sys;
 
