@@ -154,7 +154,9 @@ impl Writer {
     fn frame(&mut self, op: u8, payload: &[u8]) -> bool {
         if !self.broken
             && !self.closed
-            && (&*self.conn.stream())
+            && self
+                .conn
+                .stream()
                 .write_all(&ws::encode_frame(op, &[payload]))
                 .is_err()
         {
@@ -196,7 +198,7 @@ impl super::WebSocketSession for FsWatch {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {accept_key}\r\nSprite-Version: {SPRITE_VERSION}\r\n\r\n"
         );
-        if (&*stream).write_all(head.as_bytes()).is_err() {
+        if conn.stream().write_all(head.as_bytes()).is_err() {
             return;
         }
         let writer = Arc::new(Mutex::new(Writer {
