@@ -315,3 +315,36 @@ fn dropping_a_watch_ends_it_and_its_slot_is_reused() {
     assert_eq!(api.status, 429, "{api:?}");
     drop(watches);
 }
+
+#[test]
+fn a_watch_ends_with_an_error_when_its_sandboxed_sprite_goes() {
+    if !sandbox() {
+        eprintln!("SKIPPED: a host runtime watch is on host paths, which outlive the sprite");
+        return;
+    }
+    let local = Local::start();
+    let (sprite, fs, _dir) = scratch(&local, "gone");
+    let mut watch = fs.watch(["."], true).unwrap();
+    sprite.delete().unwrap();
+    // The watcher lived inside the sprite and ended with it: the server closes with 1011.
+    let deadline = Instant::now() + ARRIVE;
+    let err = loop {
+        assert!(Instant::now() < deadline, "the watch outlived its sprite");
+        match watch.recv_timeout(ARRIVE) {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the watch outlived its sprite"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            sprites::Error::ConnectionClosed {
+                code: Some(1011),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(watch.next().is_none(), "ended");
+}
