@@ -298,3 +298,51 @@ fn watches_per_sprite_are_capped() {
         }
     });
 }
+
+#[test]
+fn sandbox_chown_without_as_root_is_the_sprite_user_and_names_are_the_sprites() {
+    let Some((s, _dir)) = start("fscs") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "cs");
+    ok(
+        a,
+        "cs",
+        "echo x > /home/sprite/f && mkdir -p /home/sprite/t/u && touch /home/sprite/t/u/g",
+    );
+    let chown = |body: Value| {
+        http(
+            a,
+            "POST",
+            "/v1/sprites/cs/fs/chown",
+            Some(&body.to_string()),
+        )
+    };
+    // As the sprite user: giving a file away is not allowed, giving it to itself is.
+    let r = chown(json!({"path":"/home/sprite/f","uid":0}));
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "EPERM");
+    let r = chown(json!({"path":"/home/sprite/f","uid":"sprite","gid":"sprite"}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        (r.json()["uid"].as_u64(), r.json()["gid"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    // As the sprite's root, by name, recursively; stat inside the sprite agrees.
+    let r = chown(
+        json!({"path":"t","workingDir":"/home/sprite","uid":"root","gid":"root",
+                          "recursive":true,"asRoot":true}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["count"], 3);
+    assert_eq!(
+        ok(a, "cs", "find /home/sprite/t -printf '%U:%G\\n' | sort -u"),
+        "0:0"
+    );
+    // The sprite's root is nobody on the host: a file the host owns stays refused. /proc is
+    // the sprite's, but its files belong to host root, unmapped in the sprite.
+    let r = chown(json!({"path":"/proc/sys/kernel/hostname","uid":1000,"asRoot":true}));
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "EPERM");
+}
