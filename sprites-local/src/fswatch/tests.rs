@@ -126,3 +126,48 @@ fn a_watcher_ends_when_its_reader_goes() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_directory_moved_out_of_the_tree_is_no_longer_reported() {
+    let (_d, base) = temp();
+    let dir = format!("{base}/in");
+    let outside = format!("{base}/out");
+    std::fs::create_dir_all(format!("{dir}/sub")).unwrap();
+    let mut r = watch(vec![dir.clone()], true, 16);
+    assert!(matches!(next(&mut r), Message::Subscribed { .. }));
+    std::fs::rename(format!("{dir}/sub"), &outside).unwrap();
+    assert_eq!(ev(&next(&mut r)), ("rename".into(), format!("{dir}/sub")));
+    // Changes in the moved directory are not ours any more; the next event is this one.
+    std::fs::write(format!("{outside}/x"), b"1").unwrap();
+    std::fs::write(format!("{dir}/marker"), b"").unwrap();
+    assert_eq!(
+        ev(&next(&mut r)),
+        ("create".into(), format!("{dir}/marker"))
+    );
+}
+
+#[test]
+fn a_watched_file_reports_itself() {
+    let (_d, dir) = temp();
+    let f = format!("{dir}/f");
+    std::fs::write(&f, b"1").unwrap();
+    let mut r = watch(vec![f.clone()], true, 4);
+    assert!(matches!(next(&mut r), Message::Subscribed { .. }));
+    std::fs::write(&f, b"123").unwrap();
+    match next(&mut r) {
+        Message::Event {
+            event, path, size, ..
+        } => assert_eq!(
+            (event.as_str(), path.as_str(), size),
+            ("write", f.as_str(), Some(3))
+        ),
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_file(&f).unwrap();
+    // Removing a file is an attribute change (its link count) and then its removal.
+    let mut seen = vec![ev(&next(&mut r))];
+    while seen.last().unwrap().0 != "remove" {
+        seen.push(ev(&next(&mut r)));
+    }
+    assert!(seen.iter().all(|(_, p)| *p == f), "{seen:?}");
+}
