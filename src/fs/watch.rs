@@ -194,7 +194,8 @@ impl Filesystem {
     /// Returns once the server has confirmed the subscription. A path that cannot be watched
     /// (it does not exist) is reported as an [`EventKind::Error`] event, and the rest are
     /// watched. Events come in the order the sprite's kernel reported them. Dropping the
-    /// watch closes it.
+    /// watch closes it. A caller that takes no event for 45 s while more are waiting is
+    /// taken for gone by the server, which ends the watch.
     ///
     /// What is not seen: changes made outside the watched trees (a hard link's other name,
     /// another mount on top of a watched directory), anything while the watch is not open,

@@ -274,14 +274,16 @@ impl super::WebSocketSession for FsWatch {
     }
 }
 
+/// How a session ends before it watches: the close code and reason, after an `error`
+/// message if there is one to say.
+type Refusal = (u16, &'static str, Option<String>);
+
 /// Waits (at most [`SUBSCRIBE_WAIT`]) for the subscription and checks it. `Err(Some(..))`:
-/// close with this code and reason, after this error message; `Err(None)`: the client is
-/// gone.
-#[allow(clippy::type_complexity)]
+/// close as it says; `Err(None)`: the client is gone.
 fn subscription(
     reader: &mut MessageReader<&std::net::TcpStream>,
     writer: &Mutex<Writer>,
-) -> Result<WatchSpec, Option<(u16, &'static str, Option<String>)>> {
+) -> Result<WatchSpec, Option<Refusal>> {
     let stream = crate::lock(writer).conn.clone();
     let deadline = Instant::now() + SUBSCRIBE_WAIT;
     let text = loop {

@@ -5,9 +5,13 @@
 /// One event, its name (if any) as UTF-8 (lossily: JSON cannot carry other bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent {
+    /// The watch it came from.
     pub wd: i32,
+    /// `IN_*` bits.
     pub mask: u32,
+    /// Pairs the two halves of a rename.
     pub cookie: u32,
+    /// The entry's name, for an event on a watched directory's entry.
     pub name: Option<String>,
 }
 
