@@ -151,8 +151,17 @@ fn next(watch: &mut FsWatch) -> WatchEvent {
 }
 
 /// Events until one matches `done` (which is included), at most [`ARRIVE`].
-fn until(watch: &mut FsWatch, mut done: impl FnMut(&WatchEvent) -> bool) -> Vec<WatchEvent> {
-    let deadline = Instant::now() + ARRIVE;
+fn until(watch: &mut FsWatch, done: impl FnMut(&WatchEvent) -> bool) -> Vec<WatchEvent> {
+    until_within(watch, ARRIVE, done)
+}
+
+/// Events until one matches `done` (which is included), at most `bound`.
+fn until_within(
+    watch: &mut FsWatch,
+    bound: Duration,
+    mut done: impl FnMut(&WatchEvent) -> bool,
+) -> Vec<WatchEvent> {
+    let deadline = Instant::now() + bound;
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -191,7 +200,12 @@ fn watch_sees_create_write_rename_remove_in_order() {
         ],
         "{seen:#?}"
     );
-    assert_eq!(seen[1].size, Some(6), "size when written");
+    // Read when the server handled the event: 6, or none when `a` was already renamed.
+    assert!(
+        matches!(seen[1].size, Some(6) | None),
+        "size when written: {:?}",
+        seen[1].size
+    );
     assert_eq!(seen[3].from.as_deref(), Some(a.as_path()));
     assert!(
         seen.iter().all(|e| !e.is_dir && e.timestamp.ends_with('Z')),
@@ -255,7 +269,6 @@ fn an_event_storm_overflows_instead_of_queueing() {
     let (sprite, fs, dir) = scratch(&local, "storm");
     sh(&sprite, "mkdir storm", &dir);
     let mut watch = fs.watch(["storm"], false).unwrap();
-    let rss_before = common::rss_kib();
     // 100 000 writes, alternating between two files so the kernel cannot merge them into
     // fewer events, while nobody takes the events. About 40 000 fit in the buffers on the way.
     let script = "import os\n\
@@ -273,7 +286,10 @@ fn an_event_storm_overflows_instead_of_queueing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let deadline = Instant::now() + ARRIVE;
+    // Tens of thousands of events pass before the overflow and after it: on a loaded
+    // machine that takes a while in a debug build.
+    const DRAIN: Duration = Duration::from_secs(90);
+    let deadline = Instant::now() + DRAIN;
     let mut events = 0u64;
     let overflow = loop {
         assert!(
@@ -288,14 +304,13 @@ fn an_event_storm_overflows_instead_of_queueing() {
     };
     assert!(events < 100_000, "{events} events before the overflow");
     assert!(overflow.message.is_some());
-    let grown = common::rss_kib().saturating_sub(rss_before);
-    println!("{events} events before the overflow; RSS grew by {grown} KiB");
-    // 100 000 events queued would be tens of MiB; what is held is bounded buffers.
-    assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
+    println!("{events} events before the overflow");
+    // (The server's memory through such a storm is measured in sprites-local's own
+    // tests/fs_watch.rs, with the server in a process of its own.)
     // The watch goes on after an overflow.
     sh(&sprite, "touch storm/after", &dir);
     let after = Path::new(&dir).join("storm/after");
-    until(&mut watch, |e| e.path == after);
+    until_within(&mut watch, DRAIN, |e| e.path == after);
 }
 
 #[test]
