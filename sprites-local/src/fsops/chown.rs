@@ -236,6 +236,57 @@ mod tests {
         assert_eq!(parse_line("a:x:notanumber:", "a"), None);
     }
 
+    /// A temp dir, removed on drop.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp() -> (Dir, String, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let d = std::env::temp_dir().join(format!(
+            "sprites-chown-{}-{}",
+            std::process::id(),
+            crate::random::hex(4).unwrap()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        let uid = std::fs::metadata(&d).unwrap().uid();
+        let s = d.to_str().unwrap().to_owned();
+        (Dir(d), s, uid)
+    }
+
+    #[test]
+    fn only_a_recursive_chown_walks_and_a_deep_tree_is_refused() {
+        // Our own ids: no privilege needed, and what changes is what is counted.
+        let (_d, dir, me) = temp();
+        std::fs::create_dir_all(format!("{dir}/a/b")).unwrap();
+        std::fs::write(format!("{dir}/a/f"), b"").unwrap();
+        let me = Some(Owner::Id(me));
+        let one = chown(&format!("{dir}/a"), me.as_ref(), None, false).unwrap();
+        assert_eq!((one.count, one.affected.len()), (1, 1));
+        let all = chown(&format!("{dir}/a"), me.as_ref(), None, true).unwrap();
+        assert_eq!(all.count, 3, "{all:?}");
+        let file = chown(&format!("{dir}/a/f"), me.as_ref(), None, true).unwrap();
+        assert_eq!(file.count, 1, "recursive on a file is the file");
+        let mut deep = format!("{dir}/deep");
+        for _ in 0..MAX_DEPTH {
+            deep.push_str("/d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let err = chown(&format!("{dir}/deep"), me.as_ref(), None, true).unwrap_err();
+        assert_eq!(err.errno, libc::ELOOP, "{err}");
+        assert!(err.message.contains("directory levels"), "{err}");
+        // One level less is fine.
+        let shallower = format!("{dir}/deep/d");
+        assert!(chown(&shallower, me.as_ref(), None, true).is_ok());
+        let err = chown(&format!("{dir}/nope"), me.as_ref(), None, true).unwrap_err();
+        assert_eq!(err.errno, libc::ENOENT);
+        let err = chown(&dir, None, None, false).unwrap_err();
+        assert_eq!(err.errno, libc::EINVAL);
+    }
+
     #[test]
     fn owners_resolve() {
         assert_eq!(resolve(&Owner::Id(7), "/etc/passwd", "/p").unwrap(), 7);
