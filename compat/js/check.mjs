@@ -916,6 +916,60 @@ await check('sprite_url', async () => {
   const s = await client.getSprite(name);
   expect(typeof s.url === 'string' && new URL(s.url).hostname === `${name}.localhost`, `url ${s.url}`);
   return s.url;
+// Filesystem chown and watch (§9; JS 0.1.0 only)
+await check('fs_chown_ids_names_recursive_and_ENOENT', async () => {
+  const fs = sprite.filesystem(state.home || '/tmp');
+  const d = `compat-${randomBytes(3).toString('hex')}`;
+  await fs.mkdir(`${d}/sub`, { recursive: true });
+  try {
+    await fs.writeFile(`${d}/sub/f`, 'x');
+    const owners = async () => (await sprite.execFile('sh', ['-c', `find ${d} -exec stat -c %u:%g {} + | sort -u`], { cwd: state.home || '/tmp' })).stdout.trim();
+    await fs.chown(d, { uid: 1234, gid: '1235', recursive: true, asRoot: true });
+    const a = await owners();
+    expect(a === '1234:1235', `after chown 1234:1235 -R: ${a}`);
+    await fs.chown(`${d}/sub/f`, { uid: 'root', asRoot: true });
+    const f = (await sprite.execFile('stat', ['-c', '%u:%g', `${d}/sub/f`], { cwd: state.home || '/tmp' })).stdout.trim();
+    expect(f === '0:1235', `after chown root: ${f}`);
+    let code = 'ok';
+    try { await fs.chown(`${d}/missing`, { uid: 0, asRoot: true }); } catch (e) { code = e.code; }
+    expect(code === 'ENOENT', `chown of a missing path: ${code}`);
+    return a;
+  } finally {
+    await fs.rm(d, { recursive: true, force: true, asRoot: true }).catch(() => {});
+    await sprite.execFile('sudo', ['-n', 'rm', '-rf', d], { cwd: state.home || '/tmp' }).catch(() => {});
+  }
+});
+await check('fs_watch_create_write_rename_remove_in_order', async () => {
+  const base = state.home || '/tmp';
+  const fs = sprite.filesystem(base);
+  const d = `compat-${randomBytes(3).toString('hex')}`;
+  await fs.mkdir(d, { recursive: true });
+  const watcher = await within(10_000, fs.watch(d, { recursive: true }), 'fs.watch');
+  try {
+    const first = await within(5_000, watcher.next(), 'subscribed');
+    expect(first?.type === 'subscribed' && first.paths?.[0] === `${base}/${d}`, `first message ${JSON.stringify(first)}`);
+    await sprite.execFile('sh', ['-c', 'echo hi > a; mv a b; mkdir n; echo y > n/c; rm b'], { cwd: `${base}/${d}` });
+    const seen = [];
+    for (;;) {
+      const ev = await within(10_000, watcher.next(), `events (seen ${JSON.stringify(seen)})`);
+      expect(ev !== null, `stream ended (seen ${JSON.stringify(seen)})`);
+      expect(ev.type === 'event', `unexpected ${JSON.stringify(ev)}`);
+      expect(typeof ev.timestamp === 'string' && typeof ev.isDir === 'boolean', JSON.stringify(ev));
+      seen.push(`${ev.event} ${ev.path.slice(base.length + d.length + 2)}`);
+      if (ev.event === 'remove') break;
+    }
+    // a and b: exactly this. The new directory n: its create, then its file's (a file made
+    // before the new directory's watch is announced by a scan, and may be twice).
+    const ab = seen.filter((e) => / [ab]$/.test(e));
+    const want = ['create a', 'write a', 'rename a', 'create b', 'remove b'];
+    expect(JSON.stringify(ab) === JSON.stringify(want), `events ${JSON.stringify(seen)}`);
+    const n = seen.indexOf('create n');
+    expect(n >= 0 && seen.indexOf('create n/c') > n, `new directory: ${JSON.stringify(seen)}`);
+    return seen.join(', ');
+  } finally {
+    watcher.close();
+    await fs.rm(d, { recursive: true, force: true });
+  }
 });
 
 await check('delete_sprite', async () => {
@@ -931,5 +985,7 @@ await check('delete_sprite', async () => {
 report('not_covered', null, 0,
   'checkpoints, policies (network/privileges/resources), upgrade, ' +
   'filesystem watch, chown, proxyPort, control mode: the SDK has them, sprites-local does not');
+  'services, checkpoints, policies (network/privileges/resources), restart/check/upgrade, watchSprites, ' +
+  'proxyPort, control mode: the SDK has them, sprites-local does not');
 console.log('@@DONE');
 process.exit(results.some((r) => r.ok === false) ? 1 : 0);

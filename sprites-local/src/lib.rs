@@ -22,6 +22,7 @@ mod api;
 mod exec;
 mod fingerprint;
 mod fsops;
+mod fswatch;
 #[cfg(test)]
 mod fuzz;
 mod lifecycle;

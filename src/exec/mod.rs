@@ -11,7 +11,7 @@ mod attach;
 mod child;
 mod command;
 mod frame;
-mod io;
+pub(crate) mod io;
 mod local_stdin;
 mod pipes;
 mod ports;

@@ -28,10 +28,13 @@
 
 mod file;
 mod metadata;
+mod owner;
+mod watch;
 
 pub use crate::transfer::Progress;
 pub use file::{File, OpenOptions};
 pub use metadata::{DirEntry, FileType, Metadata, Permissions, ReadDir};
+pub use watch::{EventKind, FsWatch, ModifyKind, RenameMode, WatchEvent};
 
 use crate::error::{ApiError, Error};
 use crate::sprite::Sprite;

@@ -1,5 +1,5 @@
 //! Filesystem routes (PROTOCOL.md §9) under `/v1/sprites/{name}/fs/`: `read`, `list`,
-//! `delete`, `rename`, `copy`, `chmod`, and `write`, whose body streams to disk
+//! `delete`, `rename`, `copy`, `chmod`, `chown`, and `write`, whose body streams to disk
 //! ([`super::fs_write`]).
 //!
 //! Handlers only translate HTTP to [`FsOp`]s and back; the operations live in
@@ -16,7 +16,7 @@ use super::sprites::parse_body;
 use super::{
     fs_write, invalid_request, json_body, method_not_allowed, not_found, sprite_not_found, Reply,
 };
-use crate::fsops::{self, FsError, FsOp, SpriteFs};
+use crate::fsops::{self, FsError, FsOp, Owner, SpriteFs};
 use crate::net::body::RequestBody;
 use crate::net::file::{parse_range, ByteRange, FileResponse};
 use crate::net::http::{RequestHead, Response};
@@ -35,6 +35,8 @@ pub fn route(
     let m = req.method.as_str();
     let result = match (op, m) {
         ("read", "GET" | "HEAD") => return read(state, name, req, q),
+        ("watch", "GET") => return super::fs_watch::watch(state, name, req, body),
+        ("watch", _) => Err(method_not_allowed("GET")),
         ("read", _) => Err(method_not_allowed("GET, HEAD")),
         ("write", "PUT") => Ok(fs_write::handle(state, name, q, body)),
         ("write", _) => Err(method_not_allowed("PUT")),
@@ -45,7 +47,8 @@ pub fn route(
         ("rename", "POST") => rename(state, name, body),
         ("copy", "POST") => copy(state, name, body),
         ("chmod", "POST") => chmod(state, name, body),
-        ("rename" | "copy" | "chmod", _) => Err(method_not_allowed("POST")),
+        ("chown", "POST") => chown(state, name, body),
+        ("rename" | "copy" | "chmod" | "chown", _) => Err(method_not_allowed("POST")),
         _ => Err(not_found()),
     };
     result.unwrap_or_else(|e| e).into()
@@ -247,6 +250,71 @@ fn chmod(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Result<R
     )
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChownIn {
+    path: Option<String>,
+    working_dir: Option<String>,
+    uid: Option<Value>,
+    gid: Option<Value>,
+    recursive: Option<bool>,
+    as_root: Option<bool>,
+}
+
+/// `POST /fs/chown {"path","workingDir","uid","gid","recursive","asRoot"}`: `uid`/`gid` are
+/// numbers or names (at least one is required); without `asRoot` the change is made as the
+/// sprite's user.
+fn chown(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Result<Response, Response> {
+    let fs = sprite_fs(state, name)?;
+    let body = json_body(body)?;
+    let b: ChownIn = parse_body(&body)?;
+    let path = body_path(b.path, "path", b.working_dir.as_deref())?;
+    let owner = |v: Option<Value>, field: &str| -> Result<Option<Owner>, Response> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => json_owner(&v).map(Some).ok_or_else(|| {
+                let detail = format!("{field} must be a non-negative integer or a name");
+                fs_error(&FsError::with_detail(libc::EINVAL, &path, &detail))
+            }),
+        }
+    };
+    let uid = owner(b.uid, "uid")?;
+    let gid = owner(b.gid, "gid")?;
+    if uid.is_none() && gid.is_none() {
+        let e = FsError::with_detail(libc::EINVAL, &path, "uid or gid is required");
+        return Err(fs_error(&e));
+    }
+    let op = FsOp::Chown {
+        path,
+        uid,
+        gid,
+        recursive: b.recursive.unwrap_or(false),
+        as_root: b.as_root.unwrap_or(false),
+    };
+    run(&*fs, &op)
+}
+
+/// A chown id: a JSON integer in `0..u32::MAX` (`-1`, "leave alone", is what omitting the
+/// field says) or a non-empty name without `:` or control characters.
+fn json_owner(v: &Value) -> Option<Owner> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n != u32::MAX)
+            .map(Owner::Id),
+        Value::String(s)
+            if !s.is_empty()
+                && s.len() <= 256
+                && !s.contains(':')
+                && !s.chars().any(char::is_control) =>
+        {
+            Some(Owner::Name(s.clone()))
+        }
+        _ => None,
+    }
+}
+
 /// A mode given as an octal string (`"0755"`, `"755"`) or a JSON integer (`493`), masked to
 /// `0o7777`.
 fn json_mode(v: &Value) -> Option<u32> {
@@ -282,6 +350,28 @@ mod tests {
             json!(""),
         ] {
             assert_eq!(json_mode(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn owners_from_json() {
+        assert_eq!(json_owner(&json!(1000)), Some(Owner::Id(1000)));
+        assert_eq!(json_owner(&json!(0)), Some(Owner::Id(0)));
+        assert_eq!(
+            json_owner(&json!("sprite")),
+            Some(Owner::Name("sprite".into()))
+        );
+        for bad in [
+            json!(-1),
+            json!(4294967295u64),
+            json!(1.5),
+            json!(""),
+            json!("a:b"),
+            json!("a\nb"),
+            json!(true),
+            json!([1]),
+        ] {
+            assert_eq!(json_owner(&bad), None, "{bad}");
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod exec_routes;
 mod fs_routes;
+mod fs_watch;
 mod fs_write;
 mod http_exec;
 mod lifecycle_routes;

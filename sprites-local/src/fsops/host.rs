@@ -42,6 +42,18 @@ impl SpriteFs for HostFs {
                 mode,
                 recursive,
             } => FsOutput::Chmodded(self.chmod(path, *mode, *recursive)?),
+            FsOp::Chown {
+                path,
+                uid,
+                gid,
+                recursive,
+                as_root: _, // the privilege is the caller's to arrange (see `FsOp::Chown`)
+            } => FsOutput::Chowned(super::chown::chown(
+                path,
+                uid.as_ref(),
+                gid.as_ref(),
+                *recursive,
+            )?),
         })
     }
 
@@ -136,6 +148,21 @@ impl SpriteFs for HostFs {
         if super::is_temp_name(temp) {
             let _ = fs::remove_file(temp);
         }
+    }
+
+    /// The watcher runs in a thread of this process: the host runtime's paths are this
+    /// machine's. It ends when the returned socket closes.
+    fn watch(&self, spec: &crate::fswatch::WatchSpec) -> Result<std::os::fd::OwnedFd, FsError> {
+        let path = spec.paths.first().map_or("/", String::as_str);
+        let (ours, theirs) =
+            crate::sys::socket::stream_pair().map_err(|e| FsError::from_io(&e, path))?;
+        let spec = spec.clone();
+        std::thread::Builder::new()
+            .name("sprites-fs-watch".into())
+            .stack_size(256 * 1024)
+            .spawn(move || crate::fswatch::run(&spec, theirs))
+            .map_err(|e| FsError::from_io(&e, path))?;
+        Ok(ours)
     }
 }
 

@@ -72,6 +72,10 @@ impl SpriteFs for Journaled {
     fn remove_temp(&self, temp: &str) {
         self.inner.remove_temp(temp);
     }
+
+    fn watch(&self, spec: &crate::fswatch::WatchSpec) -> Result<std::os::fd::OwnedFd, FsError> {
+        self.inner.watch(spec)
+    }
 }
 
 /// Whether the sprite stored in `sprite_dir` has journaled writes (unfinished, if no

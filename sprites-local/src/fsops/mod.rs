@@ -13,6 +13,7 @@
 //!
 //! Paths given to a `SpriteFs` are absolute and lexically clean ([`resolve`] makes them so).
 
+mod chown;
 mod copy;
 mod error;
 mod host;
@@ -23,8 +24,8 @@ mod types;
 pub use error::FsError;
 pub use host::HostFs;
 pub use types::{
-    Chmodded, Copied, CopyPair, Deleted, Entry, EntryKind, FsOp, FsOutput, Listing, ModeChange,
-    Renamed, WriteSpec, Written,
+    Chmodded, Chowned, Copied, CopyPair, Deleted, Entry, EntryKind, FsOp, FsOutput, Listing,
+    ModeChange, Owner, OwnerChange, Renamed, WriteSpec, Written,
 };
 
 use std::fs::File;
@@ -78,6 +79,18 @@ pub trait SpriteFs: Send + Sync {
 
     /// Removes the temp file of a write that will not be committed.
     fn abort_write(&self, pending: PendingWrite);
+
+    /// Starts watching `spec`'s paths (PROTOCOL.md §9 "Watch"): returns the reading end of
+    /// a stream socket on which [`crate::fswatch::run`], running where the paths resolve,
+    /// writes one message per line. Closing it stops the watcher.
+    fn watch(&self, spec: &crate::fswatch::WatchSpec) -> Result<std::os::fd::OwnedFd, FsError> {
+        let path = spec.paths.first().map_or("/", String::as_str);
+        Err(FsError::with_detail(
+            libc::ENOSYS,
+            path,
+            "this runtime cannot watch files",
+        ))
+    }
 
     /// Removes the temp file (`temp`, a path [`begin_write`](Self::begin_write) made) of a
     /// write that an earlier server process left unfinished; anything not named like such a

@@ -49,6 +49,33 @@ pub enum FsOp {
         /// Apply to every file and directory below too.
         recursive: bool,
     },
+    /// Change owner and/or group (on the whole tree with `recursive`; symlinks below are
+    /// changed themselves, never followed).
+    Chown {
+        /// What to change (a symlink given here is followed).
+        path: String,
+        /// The new owner, if it changes.
+        uid: Option<Owner>,
+        /// The new group, if it changes.
+        gid: Option<Owner>,
+        /// Apply to everything below too.
+        recursive: bool,
+        /// Run with the sprite's root privileges (the `asRoot` field); otherwise as the
+        /// sprite's user, who can only give files to itself.
+        #[serde(default)]
+        as_root: bool,
+    },
+}
+
+/// A user or group as the chown body gives it: a number, or a name looked up in the
+/// sprite's `/etc/passwd` / `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Owner {
+    /// A numeric id.
+    Id(u32),
+    /// A user or group name.
+    Name(String),
 }
 
 /// The result of an [`FsOp`]; each variant serialises as its response body.
@@ -65,6 +92,8 @@ pub enum FsOutput {
     Copied(Copied),
     /// For [`FsOp::Chmod`].
     Chmodded(Chmodded),
+    /// For [`FsOp::Chown`].
+    Chowned(Chowned),
 }
 
 /// What kind of file an [`Entry`] is (from `lstat`).
@@ -174,6 +203,33 @@ pub struct Chmodded {
     pub count: usize,
     /// The first [`MAX_REPORTED`](super::host::MAX_REPORTED) of them.
     pub affected: Vec<ModeChange>,
+}
+
+/// One changed owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerChange {
+    /// The path changed.
+    pub path: String,
+    /// Its owner now.
+    pub uid: u32,
+    /// Its group now.
+    pub gid: u32,
+}
+
+/// The union of the chown result shapes: `{"path","uid","gid","count","affected"}` (the
+/// ids are those set, `null` for one left alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chowned {
+    /// The path asked for.
+    pub path: String,
+    /// The owner set, if any.
+    pub uid: Option<u32>,
+    /// The group set, if any.
+    pub gid: Option<u32>,
+    /// How many paths changed.
+    pub count: usize,
+    /// The first [`MAX_REPORTED`](super::host::MAX_REPORTED) of them.
+    pub affected: Vec<OwnerChange>,
 }
 
 /// What a write asks for.

@@ -11,6 +11,7 @@
 //! - [`fd`]: pipes, eventfd, `poll`, `read`/`write`, pipe sizes, and the descriptor
 //!   shuffling of a forked child;
 //! - [`file`](mod@file): `sendfile`, `fchown`, `futimens`;
+//! - [`inotify`]: filesystem change notifications, for the filesystem watch;
 //! - [`socket`]: socket pairs, fd passing (`SCM_RIGHTS`), socket options;
 //! - [`tcp`]: TCP sockets created in one network namespace and connected from another;
 //! - [`process`]: `fork`, waiting, signals, pidfds, sessions, credentials and
@@ -33,6 +34,7 @@ pub mod entry;
 pub mod epoll;
 pub mod fd;
 pub mod file;
+pub mod inotify;
 pub mod limits;
 pub mod loopdev;
 pub mod mount;

@@ -463,19 +463,35 @@ fn fs_child(child: &InChild, agent: &Agent, call: FsCall, mut fds: Vec<OwnedFd>)
     // stdio: the sprite's /dev/null, never the agent's (its stderr is a host file).
     sys::fd::null_stdio(child);
     let userns = (n > keep).then(|| kept.pop()).flatten();
-    if agent
-        .become_sprite_user(userns.as_ref().map(|f| f.as_raw_fd()), true)
-        .is_err()
-    {
+    let userns_fd = userns.as_ref().map(|f| f.as_raw_fd());
+    // `asRoot` (a chown's): the sprite's root, which any of its execs can become with sudo.
+    let as_root = matches!(
+        &call,
+        FsCall::Run {
+            op: crate::fsops::FsOp::Chown { as_root: true, .. }
+        }
+    );
+    let became = if as_root {
+        agent.become_sprite_root(userns_fd)
+    } else {
+        agent.become_sprite_user(userns_fd, true)
+    };
+    if became.is_err() {
         return 1;
     }
     drop(userns);
     let _ = proc::chdir(c"/");
     let mut kept = kept.into_iter();
     // The reply socket is left to the exit to close, after everything else.
-    let Some(reply) = kept.next().map(IntoRawFd::into_raw_fd) else {
+    let Some(reply) = kept.next() else {
         return 1; // never: the agent forks only for a call that came with its reply socket
     };
+    if let FsCall::Watch { spec } = &call {
+        // Runs until the server closes the socket (or the sprite ends).
+        crate::fswatch::run(spec, reply);
+        return 0;
+    }
+    let reply = reply.into_raw_fd();
     let extra = kept.next().map(File::from);
     let (reply_msg, file) = run_fs_call(call, extra);
     let sent = send_fs_reply(reply, &reply_msg, file.as_ref().map(|f| f.as_raw_fd()));
@@ -529,6 +545,11 @@ fn run_fs_call(call: FsCall, extra: Option<File>) -> (FsReply, Option<File>) {
             fs.remove_temp(&temp);
             (FsReply::Aborted, None)
         }
+        // Served by `fs_child` itself, never here.
+        FsCall::Watch { spec } => failed(FsError::new(
+            libc::EINVAL,
+            spec.paths.first().cloned().unwrap_or_default(),
+        )),
     }
 }
 
@@ -547,6 +568,28 @@ fn candidates(program: &str, path: &str) -> Vec<String> {
 }
 
 impl Agent {
+    /// In a forked filesystem child: become the sprite's root (uid 0 of its user namespace,
+    /// with the capabilities root has there and nowhere else), with the sprite's limits and
+    /// `no_new_privs`. What `sudo` gives any exec in the sprite; on the host it is nobody.
+    /// An unprivileged server has no root to give: the child is the sprite user then.
+    fn become_sprite_root(&self, userns: Option<RawFd>) -> io::Result<()> {
+        let Some(ns) = userns else {
+            return self.become_sprite_user(None, true);
+        };
+        proc::set_rlimit(libc::RLIMIT_NPROC, self.limits.nproc, self.limits.nproc)?;
+        if let Some(data) = self.limits.data_bytes {
+            proc::set_rlimit(libc::RLIMIT_DATA, data, data)?;
+        }
+        sys::mount::setns(ns, libc::CLONE_NEWUSER)?;
+        proc::setgroups(&[0])?;
+        proc::setresgid(0)?;
+        // From host root (not the namespace's root) to the namespace's root: the
+        // capabilities setns gave in the namespace stay, as root's do there.
+        proc::setresuid(0)?;
+        proc::clear_ambient_caps()?;
+        proc::set_no_new_privs()
+    }
+
     /// In a forked child: take on the sprite user's identity and limits.
     ///
     /// Root server: enter the sprite's user namespace and become `sprite` there, with no

@@ -120,6 +120,17 @@ impl SpriteFs for SandboxFs {
         );
     }
 
+    fn watch(&self, spec: &crate::fswatch::WatchSpec) -> Result<std::os::fd::OwnedFd, FsError> {
+        let path = spec.paths.first().map_or("/", String::as_str);
+        let agent = self
+            .agent
+            .as_ref()
+            .map_err(|e| FsError::with_detail(libc::EIO, path, e))?;
+        agent
+            .fs_watch(spec)
+            .map_err(|e| FsError::with_detail(libc::EIO, path, &format!("sprite agent: {e}")))
+    }
+
     fn abort_write(&self, pending: PendingWrite) {
         let PendingWrite { file, temp, .. } = pending;
         drop(file);

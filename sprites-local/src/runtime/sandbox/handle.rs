@@ -310,6 +310,25 @@ impl AgentHandle {
         Ok((reply, received))
     }
 
+    /// Starts a filesystem watch inside the sprite: the agent forks a child that runs
+    /// [`crate::fswatch::run`] there (the sprite's root and mount namespace, as the sprite
+    /// user) and writes its messages to the returned socket, until it is closed.
+    pub fn fs_watch(&self, spec: &crate::fswatch::WatchSpec) -> io::Result<OwnedFd> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        let call = FsCall::Watch { spec: spec.clone() };
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::Fs { call },
+            &[theirs.as_raw_fd()],
+        )?;
+        // Only the agent's child holds the other end now: EOF means it is gone.
+        drop(theirs);
+        Ok(ours)
+    }
+
     /// Sends `sig` to the process group of exec `pid` (if it still runs).
     pub fn signal(&self, pid: i32, sig: i32) {
         let _ = ipc::send(self.sock.as_raw_fd(), &Request::Signal { pid, sig }, &[]);

@@ -15,7 +15,8 @@ use super::base_scan::Hidden;
 use super::identity::Identity;
 
 use crate::fsops::{
-    Chmodded, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec, Written,
+    Chmodded, Chowned, Copied, Deleted, FsError, FsOp, FsOutput, Listing, Renamed, WriteSpec,
+    Written,
 };
 use crate::sys;
 
@@ -105,6 +106,12 @@ pub enum FsCall {
         /// The temp file (from [`FsReply::Begun`]).
         temp: String,
     },
+    /// `SpriteFs::watch`: no [`FsReply`]; the child runs [`crate::fswatch::run`] on the
+    /// reply socket until the server closes it.
+    Watch {
+        /// What to watch.
+        spec: crate::fswatch::WatchSpec,
+    },
 }
 
 impl FsCall {
@@ -112,14 +119,16 @@ impl FsCall {
     pub fn path(&self) -> &str {
         match self {
             FsCall::Run { op } => match op {
-                FsOp::List { path, .. } | FsOp::Delete { path, .. } | FsOp::Chmod { path, .. } => {
-                    path
-                }
+                FsOp::List { path, .. }
+                | FsOp::Delete { path, .. }
+                | FsOp::Chmod { path, .. }
+                | FsOp::Chown { path, .. } => path,
                 FsOp::Rename { source, .. } | FsOp::Copy { source, .. } => source,
             },
             FsCall::OpenRead { path } => path,
             FsCall::BeginWrite { spec } | FsCall::CommitWrite { spec, .. } => &spec.path,
             FsCall::AbortWrite { temp } => temp,
+            FsCall::Watch { spec } => spec.paths.first().map_or("/", String::as_str),
         }
     }
 }
@@ -142,6 +151,8 @@ pub enum FsReply {
     Copied(Copied),
     /// [`FsOutput::Chmodded`].
     Chmodded(Chmodded),
+    /// [`FsOutput::Chowned`].
+    Chowned(Chowned),
     /// A file opened for reading (attached), `len` bytes long.
     Opened {
         /// Its size at open time.
@@ -170,6 +181,7 @@ impl From<FsOutput> for FsReply {
             FsOutput::Renamed(x) => FsReply::Renamed(x),
             FsOutput::Copied(x) => FsReply::Copied(x),
             FsOutput::Chmodded(x) => FsReply::Chmodded(x),
+            FsOutput::Chowned(x) => FsReply::Chowned(x),
         }
     }
 }
@@ -183,6 +195,7 @@ impl FsReply {
             FsReply::Renamed(x) => FsOutput::Renamed(x),
             FsReply::Copied(x) => FsOutput::Copied(x),
             FsReply::Chmodded(x) => FsOutput::Chmodded(x),
+            FsReply::Chowned(x) => FsOutput::Chowned(x),
             _ => return None,
         })
     }
