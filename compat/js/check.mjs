@@ -916,6 +916,8 @@ await check('sprite_url', async () => {
   const s = await client.getSprite(name);
   expect(typeof s.url === 'string' && new URL(s.url).hostname === `${name}.localhost`, `url ${s.url}`);
   return s.url;
+});
+
 // Filesystem chown and watch (§9; JS 0.1.0 only)
 await check('fs_chown_ids_names_recursive_and_ENOENT', async () => {
   const fs = sprite.filesystem(state.home || '/tmp');
@@ -984,8 +986,6 @@ await check('delete_sprite', async () => {
 
 report('not_covered', null, 0,
   'checkpoints, policies (network/privileges/resources), upgrade, ' +
-  'filesystem watch, chown, proxyPort, control mode: the SDK has them, sprites-local does not');
-  'services, checkpoints, policies (network/privileges/resources), restart/check/upgrade, watchSprites, ' +
   'proxyPort, control mode: the SDK has them, sprites-local does not');
 console.log('@@DONE');
 process.exit(results.some((r) => r.ok === false) ? 1 : 0);
