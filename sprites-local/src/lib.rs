@@ -35,6 +35,7 @@ mod store;
 #[allow(unsafe_code)]
 mod sys;
 mod time;
+mod tunnel;
 
 pub use runtime::Runtime;
 pub use server::{default_data_dir, Limits, Server, ServerBuilder, ServerHandle};

@@ -11,6 +11,7 @@ mod fs_routes;
 mod fs_write;
 mod http_exec;
 mod port_routes;
+mod proxy_routes;
 mod sprites;
 
 use std::ops::Deref;
@@ -170,6 +171,10 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
         ["sprites", name, "ports", "watch"] => match m {
             "GET" => port_routes::watch(state, name, req, body),
+            _ => method_not_allowed("GET").into(),
+        },
+        ["sprites", name, "proxy"] => match m {
+            "GET" => proxy_routes::proxy(state, name, req, body),
             _ => method_not_allowed("GET").into(),
         },
         _ => not_found().into(),
