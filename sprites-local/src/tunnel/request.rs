@@ -42,7 +42,7 @@ pub fn parse(text: &str) -> Result<Target, String> {
     };
     let host = match obj.get("host") {
         None | Some(Value::Null) => "localhost".to_owned(),
-        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::String(s)) => s.clone(),
         Some(_) => return Err("\"host\" must be a string".into()),
     };
     let host = host
