@@ -334,15 +334,30 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         // SPRITES_BENCH_ONLY=stdin|stdout|proxy|tcp (comma-separated) runs only those, for
         // profiling one path; the others report 0.
         let only = std::env::var("SPRITES_BENCH_ONLY").ok();
-        let want = |what: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == what));
-        let tcp = if want("tcp") { loopback_tcp_mib_s(1 << 30)? } else { 1.0 };
+        let want = |what: &str| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|w| w == what))
+        };
+        let tcp = if want("tcp") {
+            loopback_tcp_mib_s(1 << 30)?
+        } else {
+            1.0
+        };
         let (tcp_best, sizes) = if want("tcp") {
             tunnel::tcp_best_mib_s(1 << 30)?
         } else {
             (1.0, Vec::new())
         };
-        let stdout = if want("stdout") { stdout_mib_s(&sprite, 1 << 30)? } else { 0.0 };
-        let stdin = if want("stdin") { stdin_mib_s(&sprite, 256 << 20)? } else { 0.0 };
+        let stdout = if want("stdout") {
+            stdout_mib_s(&sprite, 1 << 30)?
+        } else {
+            0.0
+        };
+        let stdin = if want("stdin") {
+            stdin_mib_s(&sprite, 256 << 20)?
+        } else {
+            0.0
+        };
         let (proxy_down, proxy_up) = if want("proxy") {
             tunnel::proxy_mib_s(&sprite, 512 << 20)?
         } else {
@@ -350,7 +365,11 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         };
         let proxy = proxy_down.min(proxy_up);
         println!("runtime: {runtime}");
-        row("baseline: loopback TCP (64 KiB)", format!("{tcp:.0} MiB/s"), "");
+        row(
+            "baseline: loopback TCP (64 KiB)",
+            format!("{tcp:.0} MiB/s"),
+            "",
+        );
         for (size, rate) in &sizes {
             row(
                 &format!("  loopback TCP, {} KiB buffers", size >> 10),
@@ -360,10 +379,26 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         }
         let vs = |v: f64| format!("{:.0}% / {:.0}%", 100.0 * v / tcp, 100.0 * v / tcp_best);
         row("(vs 64K / vs best)", "", "");
-        row("stdout throughput (1 GiB)", format!("{stdout:.0} MiB/s"), vs(stdout));
-        row("stdin->stdout via cat (256 MiB)", format!("{stdin:.0} MiB/s"), vs(stdin));
-        row("TCP proxy sprite->client", format!("{proxy_down:.0} MiB/s"), vs(proxy_down));
-        row("TCP proxy client->sprite", format!("{proxy_up:.0} MiB/s"), vs(proxy_up));
+        row(
+            "stdout throughput (1 GiB)",
+            format!("{stdout:.0} MiB/s"),
+            vs(stdout),
+        );
+        row(
+            "stdin->stdout via cat (256 MiB)",
+            format!("{stdin:.0} MiB/s"),
+            vs(stdin),
+        );
+        row(
+            "TCP proxy sprite->client",
+            format!("{proxy_down:.0} MiB/s"),
+            vs(proxy_down),
+        );
+        row(
+            "TCP proxy client->sprite",
+            format!("{proxy_up:.0} MiB/s"),
+            vs(proxy_up),
+        );
         if json {
             println!(
                 "{}",

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let arg = std::env::args().nth(1).ok_or("usage: forward_ports NAME | --demo")?;
+    let arg = std::env::args()
+        .nth(1)
+        .ok_or("usage: forward_ports NAME | --demo")?;
     if arg == "--demo" {
         return demo();
     }

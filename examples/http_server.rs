@@ -21,10 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `http.server` prints (unbuffered with -u) as "Serving HTTP on 127.0.0.1 port N ...".
     let fs = sprite.fs();
     fs.create_dir_all("/tmp/site")?;
-    fs.write(
-        "/tmp/site/index.html",
-        "<h1>Hello from a sprite</h1>\n",
-    )?;
+    fs.write("/tmp/site/index.html", "<h1>Hello from a sprite</h1>\n")?;
     let mut server = sprite
         .command("python3")
         .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
@@ -74,12 +71,21 @@ fn connect() -> Result<(Client, Option<Local>), Box<dyn std::error::Error>> {
     }
     let dir = std::env::temp_dir().join(format!("sprites-http-example-{}", std::process::id()));
     let server = sprites_local::Server::builder().data_dir(&dir).start()?;
-    eprintln!("no SPRITES_TOKEN set: an embedded sprites-local at {}", server.url());
+    eprintln!(
+        "no SPRITES_TOKEN set: an embedded sprites-local at {}",
+        server.url()
+    );
     let client = Client::builder()
         .base_url(server.url())
         .token(server.token())
         .build()?;
-    Ok((client, Some(Local { server: Some(server), dir })))
+    Ok((
+        client,
+        Some(Local {
+            server: Some(server),
+            dir,
+        }),
+    ))
 }
 
 struct Local {

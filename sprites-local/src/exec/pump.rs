@@ -312,7 +312,6 @@ pub(super) fn grow_pipe(fd: BorrowedFd<'_>) {
     let _ = sys::fd::set_pipe_size(fd, PIPE_SIZE);
 }
 
-
 /// `{"type":"signal","signal":"TERM"}` → the signal number (names with or without `SIG`,
 /// or numbers). Anything else (resize, unknown types, junk) → None.
 pub(super) fn signal_request(text: &str) -> Option<i32> {
