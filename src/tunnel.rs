@@ -83,6 +83,8 @@ struct Inner {
     read: Mutex<ReadSide>,
     /// This side's writes have ended (shutdown, or the tunnel closed).
     write_closed: AtomicBool,
+    /// `shutdown(Read)`: reads return 0, what arrives is discarded.
+    read_shut: AtomicBool,
     timeouts: Mutex<Timeouts>,
 }
 
@@ -236,6 +238,7 @@ impl ProxyStream {
                 half_close: reply.half_close,
                 read: Mutex::new(ReadSide::default()),
                 write_closed: AtomicBool::new(false),
+                read_shut: AtomicBool::new(false),
                 timeouts: Mutex::new(Timeouts::default()),
             }),
         })
@@ -299,16 +302,15 @@ impl ProxyStream {
         Ok(lock(&self.inner.timeouts).write)
     }
 
-    /// Shuts down the read side (later reads return 0), the write side (the target sees
-    /// end-of-stream, when [`supports_half_close`](Self::supports_half_close); later writes
-    /// fail with `BrokenPipe`), or both (the tunnel closes).
+    /// Shuts down the read side (later reads return 0; a read already waiting notices when
+    /// something arrives), the write side (the target sees end-of-stream, when
+    /// [`supports_half_close`](Self::supports_half_close); later writes fail with
+    /// `BrokenPipe`), or both (the tunnel closes, which also wakes a waiting read).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         let inner = &self.inner;
         if matches!(how, Shutdown::Read | Shutdown::Both) {
-            let mut read = lock(&inner.read);
-            read.eof = true;
-            read.buf = Bytes::new();
-            read.pos = 0;
+            // Not the read lock: a read in progress holds it while it waits.
+            inner.read_shut.store(true, Ordering::SeqCst);
         }
         match how {
             Shutdown::Write => {
@@ -340,6 +342,11 @@ impl ProxyStream {
         let mut silent_since = Instant::now();
         let mut pinged = false;
         loop {
+            if inner.read_shut.load(Ordering::SeqCst) {
+                side.buf = Bytes::new();
+                side.pos = 0;
+                return Ok(0);
+            }
             if side.pos < side.buf.len() {
                 let n = out.len().min(side.buf.len() - side.pos);
                 out[..n].copy_from_slice(&side.buf[side.pos..side.pos + n]);
@@ -690,33 +697,42 @@ fn serve_forwarded(local: TcpStream, remote: u16, shared: &ForwardShared) {
     let (Ok(local2), Ok(tunnel2)) = (local.try_clone(), tunnel.try_clone()) else {
         return;
     };
-    // Sprite → local on a second thread; local → sprite here.
+    // Sprite → local on a second thread; local → sprite here. An end-of-stream is passed on
+    // as a half-close; a failure on either side ends both directions.
     let down = std::thread::Builder::new()
         .name("sprites-forward-down".into())
         .spawn(move || {
-            copy(&tunnel2, &local2);
-            let _ = local2.shutdown(Shutdown::Write);
+            if copy(&tunnel2, &local2) {
+                let _ = local2.shutdown(Shutdown::Write);
+            } else {
+                let _ = local2.shutdown(Shutdown::Both);
+                let _ = tunnel2.shutdown(Shutdown::Both);
+            }
         });
-    copy(&local, &tunnel);
-    let _ = tunnel.shutdown(Shutdown::Write);
+    if copy(&local, &tunnel) {
+        let _ = tunnel.shutdown(Shutdown::Write);
+    } else {
+        let _ = tunnel.shutdown(Shutdown::Both);
+        let _ = local.shutdown(Shutdown::Both);
+    }
     if let Ok(down) = down {
         let _ = down.join();
     }
 }
 
-/// Copies until EOF or an error (either side's: the connection is then over).
-fn copy(mut from: impl Read, mut to: impl Write) {
+/// Copies until EOF (true) or an error on either side (false).
+fn copy(mut from: impl Read, mut to: impl Write) -> bool {
     let mut buf = vec![0u8; FORWARD_BUF];
     loop {
         match from.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => return true,
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
-                    return;
+                    return false;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
 }

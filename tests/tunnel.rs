@@ -422,6 +422,19 @@ fn malformed_init_messages_get_an_error_reply_then_a_close() {
         );
         assert_eq!(close, Some(1008), "{shown}");
     }
+    // What is not a WebSocket upgrade is answered before any: 400 (401 without the token).
+    let url = format!("{}/v1/sprites/{}/proxy", local.url(), sprite.name());
+    match ureq::get(&url)
+        .set("Authorization", "Bearer test-token")
+        .call()
+    {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 400),
+        other => panic!("expected 400, got {other:?}"),
+    }
+    match ureq::get(&url).call() {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
     // A well-formed one gets the documented reply.
     let (_child, port, _) = serve(&sprite, ECHO);
     let mut ws = raw_proxy(&local, sprite.name());
@@ -451,4 +464,35 @@ fn malformed_init_messages_get_an_error_reply_then_a_close() {
             Err(e) => panic!("expected a clean close, got {e}"),
         }
     }
+}
+
+#[test]
+fn a_target_that_resets_is_a_connection_reset_error_not_an_eof() {
+    let local = Local::start();
+    let sprite = local.sprite("reset");
+    // Sends a little, then closes with SO_LINGER 0: a reset, not an orderly end.
+    let script = "import socket,struct\n\
+        s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        c,_=s.accept(); c.sendall(b'partial')\n\
+        c.recv(1)\n\
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()\n";
+    let (mut child, port, _) = serve(&sprite, script);
+    let mut conn = sprite.proxy_socket(&format!("localhost:{port}")).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = [0u8; 7];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"partial");
+    conn.write_all(b"x").unwrap();
+    let mut rest = Vec::new();
+    let err = conn.read_to_end(&mut rest).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(rest.is_empty(), "{rest:?}");
+    // The failure stays: a second read says the same.
+    assert_eq!(
+        conn.read(&mut got).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    assert!(child.wait().unwrap().success());
 }
