@@ -426,6 +426,7 @@ impl ProxyStream {
                     inner.socket.wait_readable(wait)?;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    inner.write_closed.store(true, Ordering::SeqCst);
                     side.eof = true;
                 }
                 Err(e) => {

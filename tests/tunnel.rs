@@ -496,3 +496,21 @@ fn a_target_that_resets_is_a_connection_reset_error_not_an_eof() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_server_shutdown_ends_an_open_tunnel_cleanly() {
+    let mut local = Local::start();
+    let sprite = local.sprite("shutdown");
+    let (_child, port, _) = serve(&sprite, ECHO);
+    let mut conn = sprite.proxy_socket(&format!("localhost:{port}")).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    conn.read_exact(&mut got).unwrap();
+    // The server closes the tunnel with 1001 ("going away"), or its target's end comes
+    // first (the host runtime's shutdown ends the echo server too): an end, not a hang.
+    local.server.take().unwrap().shutdown();
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0);
+}
