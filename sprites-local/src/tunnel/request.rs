@@ -191,6 +191,15 @@ mod tests {
         assert_eq!(v["code"], "connection_refused");
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert_eq!(error_code(&refused), "connection_refused");
+        // Each kind the connect can fail with keeps its own code (mutants survivors).
+        for (kind, code) in [
+            (io::ErrorKind::TimedOut, "timed_out"),
+            (io::ErrorKind::WouldBlock, "timed_out"),
+            (io::ErrorKind::NotFound, "host_not_found"),
+            (io::ErrorKind::InvalidInput, "invalid_request"),
+        ] {
+            assert_eq!(error_code(&io::Error::from(kind)), code, "{kind:?}");
+        }
         assert_eq!(
             error_code(&io::Error::from_raw_os_error(libc::ENETUNREACH)),
             "unreachable"
