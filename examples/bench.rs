@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example bench            # human table
 //! cargo run --release --example bench -- --json  # ... and a JSON object as the last line
+//! cargo run --release --example bench -- --streams # only the byte streams (quick, for A/B runs)
 //! ```
 //!
 //! Uses `SPRITES_API_URL`/`SPRITES_TOKEN` when set; otherwise starts `sprites-local` in a child
@@ -17,6 +18,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+#[path = "bench/tunnel.rs"]
+mod tunnel;
+
 const SERVE_VAR: &str = "SPRITES_BENCH_SERVE";
 const RUNTIME_VAR: &str = "SPRITES_BENCH_RUNTIME";
 const MIB: f64 = 1024.0 * 1024.0;
@@ -30,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return serve(dir.into());
     }
     let json = std::env::args().any(|a| a == "--json");
+    if std::env::args().any(|a| a == "--streams") {
+        return streams_only(json);
+    }
     let (client, mut server, runtime, endpoint) = connect(None)?;
     // Against a local sandbox, measure the host runtime beside it: the sandbox's cost is the
     // difference.
@@ -127,6 +134,7 @@ fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spawn = local_spawn_ms(200);
     let tcp = loopback_tcp_mib_s(1 << 30)?;
+    let (tcp_best, _) = tunnel::tcp_best_mib_s(1 << 30)?;
     let disk = local_disk_write_mib_s(1 << 30)?;
     let exec = exec_rtt_ms(sprite, 300)?;
     let stdout = stdout_mib_s(sprite, 1 << 30)?;
@@ -134,6 +142,8 @@ fn run(
     let echo = echo_rtt_us(sprite, 2000)?;
     let tty_echo = tty_echo_rtt_us(sprite, 2000)?;
     let attach = attach_ms(sprite, 100)?;
+    let (proxy_down, proxy_up) = tunnel::proxy_mib_s(sprite, 512 << 20)?;
+    let proxy = proxy_down.min(proxy_up);
     // A server without the filesystem API still gets the rest of the report.
     let (upload, download) = match fs_mib_s(sprite, 1 << 30) {
         Ok((up, down)) => (Some(up), Some(down)),
@@ -181,6 +191,26 @@ fn run(
         "stdin->stdout via cat (256 MiB)",
         format!("{stdin:.0} MiB/s"),
         format!("{:.0}%", 100.0 * stdin / tcp),
+    );
+    row(
+        "baseline: loopback TCP, best 64K-1M buf",
+        format!("{tcp_best:.0} MiB/s"),
+        "",
+    );
+    row(
+        "stdin->stdout via cat vs best TCP",
+        "",
+        format!("{:.0}%", 100.0 * stdin / tcp_best),
+    );
+    row(
+        "TCP proxy, sprite -> client (512 MiB)",
+        format!("{proxy_down:.0} MiB/s"),
+        format!("{:.0}%", 100.0 * proxy_down / tcp_best),
+    );
+    row(
+        "TCP proxy, client -> sprite (512 MiB)",
+        format!("{proxy_up:.0} MiB/s"),
+        format!("{:.0}%", 100.0 * proxy_up / tcp_best),
     );
     row("1-byte echo via cat p50", format!("{:.0} us", echo.p50), "");
     row("1-byte echo via cat p99", format!("{:.0} us", echo.p99), "");
@@ -316,10 +346,117 @@ fn run(
                 "url_direct_rtt_p50_us": life.and_then(|l| l.direct_rtt_p50_us),
                 "url_overhead_us": life.and_then(|l| Some(l.url_rtt_p50_us? - l.direct_rtt_p50_us?)),
                 "sandbox_url_rtt_p50_us": life.and_then(|l| l.sandbox_url_rtt_p50_us),
+                "baseline_tcp_best_mib_s": tcp_best,
+                "stdin_vs_tcp_best": stdin / tcp_best,
+                "proxy_mib_s": proxy,
+                "proxy_down_mib_s": proxy_down,
+                "proxy_up_mib_s": proxy_up,
+                "proxy_vs_tcp_best": proxy / tcp_best,
             })
         );
     }
     Ok(())
+}
+
+/// `--streams`: only the byte-stream figures and their baselines, against one server.
+fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let (client, mut server, runtime, _) = connect(None)?;
+    let sprite = client.create_sprite(&format!("bench-streams-{}", std::process::id()))?;
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        // SPRITES_BENCH_ONLY=stdin|stdout|proxy|tcp (comma-separated) runs only those, for
+        // profiling one path; the others report 0.
+        let only = std::env::var("SPRITES_BENCH_ONLY").ok();
+        let want = |what: &str| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|w| w == what))
+        };
+        let tcp = if want("tcp") {
+            loopback_tcp_mib_s(1 << 30)?
+        } else {
+            1.0
+        };
+        let (tcp_best, sizes) = if want("tcp") {
+            tunnel::tcp_best_mib_s(1 << 30)?
+        } else {
+            (1.0, Vec::new())
+        };
+        let stdout = if want("stdout") {
+            stdout_mib_s(&sprite, 1 << 30)?
+        } else {
+            0.0
+        };
+        let stdin = if want("stdin") {
+            stdin_mib_s(&sprite, 256 << 20)?
+        } else {
+            0.0
+        };
+        let (proxy_down, proxy_up) = if want("proxy") {
+            tunnel::proxy_mib_s(&sprite, 512 << 20)?
+        } else {
+            (0.0, 0.0)
+        };
+        let proxy = proxy_down.min(proxy_up);
+        println!("runtime: {runtime}");
+        row(
+            "baseline: loopback TCP (64 KiB)",
+            format!("{tcp:.0} MiB/s"),
+            "",
+        );
+        for (size, rate) in &sizes {
+            row(
+                &format!("  loopback TCP, {} KiB buffers", size >> 10),
+                format!("{rate:.0} MiB/s"),
+                "",
+            );
+        }
+        let vs = |v: f64| format!("{:.0}% / {:.0}%", 100.0 * v / tcp, 100.0 * v / tcp_best);
+        row("(vs 64K / vs best)", "", "");
+        row(
+            "stdout throughput (1 GiB)",
+            format!("{stdout:.0} MiB/s"),
+            vs(stdout),
+        );
+        row(
+            "stdin->stdout via cat (256 MiB)",
+            format!("{stdin:.0} MiB/s"),
+            vs(stdin),
+        );
+        row(
+            "TCP proxy sprite->client",
+            format!("{proxy_down:.0} MiB/s"),
+            vs(proxy_down),
+        );
+        row(
+            "TCP proxy client->sprite",
+            format!("{proxy_up:.0} MiB/s"),
+            vs(proxy_up),
+        );
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "runtime": runtime,
+                    "baseline_tcp_mib_s": tcp,
+                    "baseline_tcp_best_mib_s": tcp_best,
+                    "stdout_mib_s": stdout,
+                    "stdin_mib_s": stdin,
+                    "stdin_vs_tcp": stdin / tcp,
+                    "stdin_vs_tcp_best": stdin / tcp_best,
+                    "proxy_mib_s": proxy,
+                    "proxy_down_mib_s": proxy_down,
+                    "proxy_up_mib_s": proxy_up,
+                    "proxy_vs_tcp_best": proxy / tcp_best,
+                })
+            );
+        }
+        Ok(())
+    })();
+    let _ = sprite.delete();
+    if let Some(child) = server.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
 }
 
 /// One line of the table: what, its value, and how it compares with the baseline.

@@ -84,6 +84,23 @@ pub enum Error {
         stderr_tail: String,
     },
 
+    /// A proxy tunnel ([`Sprite::proxy_socket`](crate::Sprite::proxy_socket), a
+    /// [`PortForward`](crate::PortForward)) could not be opened: the server could not connect
+    /// to `target` from inside the sprite, or refused the request
+    /// ([PROTOCOL.md §10](crate::protocol#10-tcp-proxy)). `kind` says why —
+    /// `ConnectionRefused` (nothing listens there), `TimedOut`, `NotFound` (the name does not
+    /// resolve), `InvalidInput` (a malformed request) — and is what
+    /// [`io_kind`](Error::io_kind) returns.
+    #[error("proxy to {target}: {message}")]
+    ProxyTarget {
+        /// `host:port` as requested.
+        target: String,
+        /// What the failure is.
+        kind: io::ErrorKind,
+        /// The server's message.
+        message: String,
+    },
+
     /// The caller passed something the API cannot express.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -136,6 +153,7 @@ impl Error {
                 K::InvalidData
             }
             Error::CommandFailed { .. } => K::Other,
+            Error::ProxyTarget { kind, .. } => *kind,
             Error::InvalidInput(_) | Error::Config(_) => K::InvalidInput,
             Error::Io(err) => err.kind(),
         }

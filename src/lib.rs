@@ -57,6 +57,7 @@ mod sys;
 mod tar;
 mod tls;
 mod transfer;
+mod tunnel;
 mod types;
 mod url;
 mod ws;
@@ -76,6 +77,7 @@ pub use services::{
     ServiceStatus,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
+pub use tunnel::{PortForward, ProxyStream};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
 
 /// The wire protocol this crate speaks and `sprites-local` serves (`docs/PROTOCOL.md` in the

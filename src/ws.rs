@@ -241,6 +241,16 @@ impl Socket {
 
     /// Sends one message, waiting (lock released) while the socket cannot take more.
     pub(crate) fn send(&self, message: Message) -> Result<(), tungstenite::Error> {
+        self.send_within(message, SEND_STALL)
+    }
+
+    /// [`send`](Self::send), failing with `TimedOut` when the socket takes nothing for
+    /// `stall`.
+    pub(crate) fn send_within(
+        &self,
+        message: Message,
+        stall: Duration,
+    ) -> Result<(), tungstenite::Error> {
         let mut result = self.lock().write(message);
         loop {
             match result {
@@ -256,12 +266,12 @@ impl Socket {
                 Ok(()) => return Ok(()),
                 Err(tungstenite::Error::Io(e)) if is_retry(&e) => {
                     // Wait for room with the lock released so the reader keeps reading.
-                    let room = sys::wait(&self.tcp, Interest::Write, SEND_STALL)
+                    let room = sys::wait(&self.tcp, Interest::Write, stall)
                         .map_err(tungstenite::Error::Io)?;
                     if !room {
                         return Err(tungstenite::Error::Io(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            "the server took nothing for the keepalive limit",
+                            format!("the server took nothing for {stall:?}"),
                         )));
                     }
                     result = Ok(());

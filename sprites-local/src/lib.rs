@@ -39,6 +39,7 @@ mod store;
 mod sys;
 mod time;
 mod urls;
+mod tunnel;
 
 pub use runtime::Runtime;
 pub use server::{default_data_dir, Limits, Server, ServerBuilder, ServerHandle};

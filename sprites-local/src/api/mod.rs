@@ -14,6 +14,7 @@ mod http_exec;
 mod lifecycle_routes;
 mod port_routes;
 mod service_routes;
+mod proxy_routes;
 mod sprites;
 
 pub(crate) use lifecycle_routes::{org_counts, ORG, RUNNING_LIMIT, WARM_LIMIT};
@@ -215,6 +216,10 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
         ["sprites", name, "services", rest @ ..] => {
             service_routes::route(state, name, m, rest, &q, body)
         }
+        ["sprites", name, "proxy"] => match m {
+            "GET" => proxy_routes::proxy(state, name, req, body),
+            _ => method_not_allowed("GET").into(),
+        },
         _ => not_found().into(),
     }
 }

@@ -23,6 +23,7 @@ mod params;
 mod pump;
 mod scrollback;
 mod sessions;
+mod stdin;
 
 pub use attach::Attach;
 pub use http::HttpExec;

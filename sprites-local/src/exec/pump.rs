@@ -16,8 +16,10 @@
 //! - the **waiter** reaps the process and hands over its status; the exit frame is written
 //!   only after both pipes reached EOF and the process exited, so it always follows all
 //!   output;
-//! - with `stdin=true`, a **stdin thread** writes to the process through a small bounded
-//!   channel, so a process that doesn't read stdin cannot wedge signal handling for long.
+//! - with `stdin=true`, the connection thread writes stdin straight into the (non-blocking)
+//!   pipe while it has room, and a **stdin thread** writes what does not fit, through a small
+//!   bounded channel ([`super::stdin`]), so a process that doesn't read stdin cannot wedge
+//!   signal handling for long.
 //!
 //! If the client goes away before the exit frame, the whole process group is SIGKILLed.
 //!
@@ -25,7 +27,6 @@
 //! ([`crate::ports`], `Scope::Session`): the scanner queues them as [`Ctrl::Text`] and wakes
 //! the I/O thread, which sends them as text frames until the exit report.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::control::{ExecControl, Registered};
+use super::stdin::StdinSink;
 use super::{Session, Upgrade};
 use crate::net::http::SPRITE_VERSION;
 use crate::net::ws::{self, close_code, opcode, Message, MessageReader, ReadError};
@@ -52,7 +54,7 @@ pub(super) const CLIENT_SILENCE: Duration = Duration::from_secs(45);
 /// How long to wait for the client's close after the exit frame (and for a close reply).
 pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Bytes read from a pipe per frame.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// Output buffer: frame header room + stream byte + data.
 const FRAME_BUF: usize = ws::MAX_HEADER + 1 + CHUNK;
 /// Pipe capacity we ask the kernel for, so a fast writer is not throttled by 64 KiB pipes.
@@ -116,6 +118,10 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
     let group = process.group();
     let stdio = process.take_stdio();
     let (stdin, stdout, stderr) = (stdio.stdin, stdio.stdout, stdio.stderr);
+    // stdin too: a 64 KiB pipe makes the stdin thread wait for every read of the process.
+    if let Some(pipe) = &stdin {
+        grow_pipe(pipe.as_fd());
+    }
     for fd in [
         stdout.as_ref().map(|p| p.as_fd()),
         stderr.as_ref().map(|p| p.as_fd()),
@@ -232,10 +238,7 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
             .ok()
     };
     let mut stdin_tx = stdin.and_then(|pipe| {
-        let (tx, rx) = bounded::<(Vec<u8>, usize)>(4);
-        spawn_named("sprites-exec-stdin", move || stdin_main(pipe, rx))
-            .ok()
-            .map(|_| tx)
+        StdinSink::start(pipe, |f| spawn_named("sprites-exec-stdin", f).map(drop)).ok()
     });
 
     let to_io = |msg: Ctrl| {
@@ -249,7 +252,7 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
             Ok(Message::Binary(data)) => match data.first() {
                 Some(&stream_id::STDIN) if data.len() > 1 => {
                     if let Some(tx) = &stdin_tx {
-                        if tx.send((data, 1)).is_err() {
+                        if tx.write(data, 1).is_err() {
                             stdin_tx = None; // the process closed its stdin
                         }
                     }
@@ -307,15 +310,6 @@ pub(super) fn spawn_named(
 /// kernel may refuse (per-user pipe limits), which only costs throughput.
 pub(super) fn grow_pipe(fd: BorrowedFd<'_>) {
     let _ = sys::fd::set_pipe_size(fd, PIPE_SIZE);
-}
-
-fn stdin_main(mut pipe: File, rx: Receiver<(Vec<u8>, usize)>) {
-    for (buf, offset) in rx {
-        if pipe.write_all(&buf[offset..]).is_err() {
-            return;
-        }
-    }
-    // Channel closed (EOF frame or client gone): dropping `pipe` closes the process's stdin.
 }
 
 /// `{"type":"signal","signal":"TERM"}` → the signal number (names with or without `SIG`,

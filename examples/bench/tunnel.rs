@@ -1,0 +1,114 @@
+//! The TCP proxy's figures (PROTOCOL.md §10) and the loopback TCP baseline they compare with.
+
+use sprites::{Sprite, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::Instant;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Loopback TCP with each buffer size from 64 KiB to 1 MiB (writer and reader alike):
+/// the best rate, and each size's.
+pub fn tcp_best_mib_s(total: usize) -> std::io::Result<(f64, Vec<(usize, f64)>)> {
+    let mut all = Vec::new();
+    for size in [64 << 10, 256 << 10, 1 << 20] {
+        all.push((size, tcp_mib_s(total, size)?));
+    }
+    let best = all.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+    Ok((best, all))
+}
+
+fn tcp_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut stream = TcpStream::connect(addr)?;
+        let buf = vec![0u8; size];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len());
+            stream.write_all(&buf[..n])?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let (mut stream, _) = listener.accept()?;
+    let started = Instant::now();
+    let mut buf = vec![0u8; size];
+    let mut got = 0;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    writer.join().expect("writer thread")?;
+    assert_eq!(got, total);
+    Ok(total as f64 / MIB / secs)
+}
+
+/// A source and a sink in the sprite (python3 on its loopback): the first connection gets
+/// `total` bytes and EOF, the second is read to EOF and its byte count printed.
+const SOURCE_AND_SINK: &str = "import socket,sys\n\
+    s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(2)\n\
+    print(s.getsockname()[1], flush=True)\n\
+    total=int(sys.argv[1]); chunk=memoryview(bytes(1<<20))\n\
+    c,_=s.accept(); left=total\n\
+    while left>0:\n\
+    \x20   n=min(left,len(chunk)); c.sendall(chunk[:n]); left-=n\n\
+    c.close()\n\
+    c,_=s.accept(); buf=bytearray(1<<20); got=0\n\
+    while True:\n\
+    \x20   n=c.recv_into(buf)\n\
+    \x20   if not n: break\n\
+    \x20   got+=n\n\
+    print(got, flush=True)\n";
+
+/// Bytes through [`Sprite::proxy_socket`]: (sprite → client, client → sprite) in MiB/s.
+pub fn proxy_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<(f64, f64)> {
+    let mut child = sprite
+        .command("python3")
+        .args(["-c", SOURCE_AND_SINK, &total.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let port: u16 = line.trim().parse().map_err(std::io::Error::other)?;
+    let target = format!("localhost:{port}");
+
+    let started = Instant::now();
+    let mut down = sprite.proxy_socket(&target)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    loop {
+        let n = down.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let down_rate = total as f64 / MIB / started.elapsed().as_secs_f64();
+    assert_eq!(got, total);
+    drop(down);
+
+    let started = Instant::now();
+    let mut up = sprite.proxy_socket(&target)?;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        up.write_all(&buf[..n])?;
+        left -= n;
+    }
+    up.shutdown(Shutdown::Write)?;
+    line.clear();
+    out.read_line(&mut line)?;
+    let up_rate = total as f64 / MIB / started.elapsed().as_secs_f64();
+    assert_eq!(line.trim(), total.to_string(), "the sink's count");
+    drop(up);
+    child.wait()?;
+    Ok((down_rate, up_rate))
+}

@@ -1,0 +1,837 @@
+//! TCP through a sprite ([PROTOCOL.md §10](crate::protocol#10-tcp-proxy)): [`ProxyStream`], one
+//! connection the server makes from inside the sprite, used like a [`TcpStream`]; and
+//! [`PortForward`], local ports whose every accepted connection becomes such a tunnel.
+//!
+//! A `ProxyStream` is one WebSocket and no thread of its own: reads and writes run on the
+//! caller's threads (one may read while another writes, through [`ProxyStream::try_clone`]).
+//! A `PortForward` has one listener thread per port and two threads per open connection.
+//!
+//! This is not the `HTTPS_PROXY` support (which routes the client's own requests through a
+//! proxy): here the sprite is the far end of the connection.
+
+use crate::error::{Error, Result, TransportError};
+use crate::sprite::Sprite;
+use crate::ws::{self, Incoming, Socket};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Bytes, Message};
+
+/// Largest binary frame one `write` sends: bigger writes are split (a `write` may send less
+/// than it was given, as `TcpStream::write` may).
+const MAX_FRAME: usize = 1 << 20;
+/// A read that has waited this long with nothing from the server pings it; if another such
+/// wait brings nothing either (not even the pong), the connection is presumed dead.
+const SILENCE: Duration = Duration::from_secs(30);
+/// Longest single wait inside a read with no timeout (the wait repeats; no busy loop).
+const LONG_WAIT: Duration = Duration::from_secs(3600);
+/// Buffer for each direction of a forwarded connection.
+const FORWARD_BUF: usize = 256 << 10;
+
+/// The server's answer to the init message.
+#[derive(Deserialize)]
+struct Reply {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    peer: Option<String>,
+    #[serde(default)]
+    half_close: bool,
+}
+
+/// A TCP connection made by the server from inside a sprite, carried over a WebSocket: a
+/// [`TcpStream`] look-alike ([`Read`], [`Write`], [`shutdown`](Self::shutdown), timeouts,
+/// [`try_clone`](Self::try_clone)). From [`Sprite::proxy_socket`].
+///
+/// The server connects from the sprite's own network: `localhost` is the sprite's loopback.
+/// [`shutdown(Write)`](Self::shutdown) sends end-of-stream to the target while its answer
+/// can still be read, when the server supports half-close (sprites-local does; otherwise it
+/// only stops this side's writes, see PROTOCOL.md §10.4). The tunnel closes when the last
+/// clone is dropped.
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// # fn main() -> sprites::Result<()> {
+/// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+/// let mut conn = sprite.proxy_socket("localhost:8080")?;
+/// conn.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+/// let mut page = String::new();
+/// conn.read_to_string(&mut page)?;
+/// println!("{page}");
+/// # Ok(()) }
+/// ```
+#[doc(alias = "ProxySocket")]
+pub struct ProxyStream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    socket: Socket,
+    target: String,
+    peer: Option<SocketAddr>,
+    /// The server understands half-close (it said so in its reply).
+    half_close: bool,
+    read: Mutex<ReadSide>,
+    /// This side's writes have ended (shutdown, or the tunnel closed).
+    write_closed: AtomicBool,
+    /// `shutdown(Read)`: reads return 0, what arrives is discarded.
+    read_shut: AtomicBool,
+    timeouts: Mutex<Timeouts>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Timeouts {
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
+
+#[derive(Default)]
+struct ReadSide {
+    /// Received bytes not read yet: `buf[pos..]`.
+    buf: Bytes,
+    pos: usize,
+    /// End of stream: reads return 0.
+    eof: bool,
+    /// The tunnel failed: every later read returns this.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl std::fmt::Debug for ProxyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyStream")
+            .field("target", &self.inner.target)
+            .field("peer", &self.inner.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6; a bare port means `localhost`).
+fn split_addr(addr: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::InvalidInput(format!(
+            "{addr:?} is not host:port (IPv6 in brackets: [::1]:5432)"
+        ))
+    };
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) => (h, p),
+        None => ("localhost", addr),
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.contains(':') && !addr.starts_with('[') {
+        return Err(bad());
+    }
+    let host = if host.is_empty() { "localhost" } else { host };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host.to_owned(), p)),
+        _ => Err(bad()),
+    }
+}
+
+fn io_kind_of_code(code: Option<&str>, message: &str) -> io::ErrorKind {
+    use io::ErrorKind as K;
+    match code {
+        Some("connection_refused") => K::ConnectionRefused,
+        Some("timed_out") => K::TimedOut,
+        Some("host_not_found") | Some("sprite_not_found") => K::NotFound,
+        Some("invalid_request") => K::InvalidInput,
+        Some("unreachable") => K::HostUnreachable,
+        Some(_) => K::Other,
+        // A server that gives no code: its words are all there is.
+        None if message.to_ascii_lowercase().contains("refused") => K::ConnectionRefused,
+        None => K::Other,
+    }
+}
+
+impl ProxyStream {
+    pub(crate) fn connect(sprite: &Sprite, addr: &str) -> Result<ProxyStream> {
+        let (host, port) = split_addr(addr)?;
+        let target = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let client = sprite.client();
+        let wait = client.inner.http_timeout;
+        let accepted = ws::dial(client, &sprite.path("/proxy"))?;
+        let socket = accepted.socket;
+        let init = serde_json::json!({"host": host, "port": port, "half_close": true});
+        socket
+            .send_within(Message::text(init.to_string()), wait)
+            .map_err(ws::ws_error)?;
+        let deadline = Instant::now() + wait;
+        let reply = loop {
+            match socket.read() {
+                Ok(Incoming::Message(Message::Text(text))) => {
+                    match serde_json::from_str::<Reply>(text.as_str()) {
+                        Ok(reply) => break reply,
+                        Err(e) => {
+                            return Err(Error::Protocol(format!(
+                                "the proxy's reply is not the documented JSON: {e}"
+                            )));
+                        }
+                    }
+                }
+                Ok(Incoming::Message(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
+                        .unwrap_or((None, String::new()));
+                    return Err(Error::ConnectionClosed { code, reason });
+                }
+                Ok(Incoming::Message(_)) => {} // pings; nothing else comes before the reply
+                Ok(Incoming::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ready = socket
+                        .wait_readable(left)
+                        .map_err(|e| TransportError::io("waiting for the proxy's reply", e))?;
+                    if !ready {
+                        socket.close_now(1000);
+                        return Err(TransportError::new(
+                            io::ErrorKind::TimedOut,
+                            format!("waiting {wait:?} for the proxy's reply"),
+                            None,
+                        )
+                        .into());
+                    }
+                }
+                Err(e) => return Err(ws::ws_error(e)),
+            }
+        };
+        if reply.status != "connected" {
+            let message = reply
+                .error
+                .unwrap_or_else(|| format!("the server answered status {:?}", reply.status));
+            let kind = io_kind_of_code(reply.code.as_deref(), &message);
+            socket.close_now(1000);
+            return Err(Error::ProxyTarget {
+                target,
+                kind,
+                message,
+            });
+        }
+        // The official reply has only `target`: when that is an address, it is the peer.
+        let peer = reply
+            .peer
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .or_else(|| target.parse().ok());
+        Ok(ProxyStream {
+            inner: Arc::new(Inner {
+                socket,
+                target,
+                peer,
+                half_close: reply.half_close,
+                read: Mutex::new(ReadSide::default()),
+                write_closed: AtomicBool::new(false),
+                read_shut: AtomicBool::new(false),
+                timeouts: Mutex::new(Timeouts::default()),
+            }),
+        })
+    }
+
+    /// The target as requested, `host:port`.
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// The target's address as the sprite sees it (`127.0.0.1:5432` for `localhost:5432`).
+    /// `NotConnected` when the server did not say and the target is a name.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the server did not report the target's address",
+            )
+        })
+    }
+
+    /// Whether [`shutdown(Write)`](Self::shutdown) reaches the target (the server supports
+    /// half-close).
+    pub fn supports_half_close(&self) -> bool {
+        self.inner.half_close
+    }
+
+    /// Another handle on the same tunnel (for reading in one thread and writing in
+    /// another). The tunnel closes when the last handle is dropped.
+    pub fn try_clone(&self) -> io::Result<ProxyStream> {
+        Ok(ProxyStream {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Sets how long a read may wait for data (`None`: no limit). A read that runs out of
+    /// time fails with `TimedOut` and loses nothing. `Some(0)` is `InvalidInput`, as for
+    /// `TcpStream`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        lock(&self.inner.timeouts).read = timeout;
+        Ok(())
+    }
+
+    /// Sets how long a write may wait for the connection to take its bytes (`None`: the
+    /// connection's keepalive limit, 45 s). A write that runs out of time fails with
+    /// `TimedOut`, and the tunnel is then broken.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        lock(&self.inner.timeouts).write = timeout;
+        Ok(())
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(lock(&self.inner.timeouts).read)
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(lock(&self.inner.timeouts).write)
+    }
+
+    /// Shuts down the read side (later reads return 0; a read already waiting notices when
+    /// something arrives), the write side (the target sees end-of-stream, when
+    /// [`supports_half_close`](Self::supports_half_close); later writes fail with
+    /// `BrokenPipe`), or both (the tunnel closes, which also wakes a waiting read).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let inner = &self.inner;
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            // Not the read lock: a read in progress holds it while it waits.
+            inner.read_shut.store(true, Ordering::SeqCst);
+        }
+        match how {
+            Shutdown::Write => {
+                if !inner.write_closed.swap(true, Ordering::SeqCst) && inner.half_close {
+                    let stall = lock(&inner.timeouts).write.unwrap_or(SILENCE);
+                    inner
+                        .socket
+                        .send_within(Message::Binary(Bytes::new()), stall)
+                        .map_err(|e| io::Error::from(ws::ws_error(e)))?;
+                }
+            }
+            Shutdown::Both => {
+                inner.write_closed.store(true, Ordering::SeqCst);
+                inner.socket.close_now(1000);
+            }
+            Shutdown::Read => {}
+        }
+        Ok(())
+    }
+
+    fn read_inner(&self, out: &mut [u8]) -> io::Result<usize> {
+        let inner = &*self.inner;
+        let mut side = lock(&inner.read);
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let timeout = lock(&inner.timeouts).read;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut silent_since = Instant::now();
+        let mut pinged = false;
+        loop {
+            if inner.read_shut.load(Ordering::SeqCst) {
+                side.buf = Bytes::new();
+                side.pos = 0;
+                return Ok(0);
+            }
+            if side.pos < side.buf.len() {
+                let n = out.len().min(side.buf.len() - side.pos);
+                out[..n].copy_from_slice(&side.buf[side.pos..side.pos + n]);
+                side.pos += n;
+                return Ok(n);
+            }
+            if side.eof {
+                return Ok(0);
+            }
+            if let Some((kind, message)) = &side.failed {
+                return Err(io::Error::new(*kind, message.clone()));
+            }
+            match inner.socket.read() {
+                Ok(Incoming::Message(message)) => {
+                    silent_since = Instant::now();
+                    pinged = false;
+                    match message {
+                        // End of stream (only a half-close server sends it; an empty
+                        // frame from any other is nothing, and lands below as such).
+                        Message::Binary(data) if data.is_empty() && inner.half_close => {
+                            side.eof = true;
+                        }
+                        Message::Binary(data) => {
+                            side.buf = data;
+                            side.pos = 0;
+                        }
+                        Message::Close(frame) => {
+                            inner.write_closed.store(true, Ordering::SeqCst);
+                            match frame {
+                                Some(f)
+                                    if !matches!(f.code, CloseCode::Normal | CloseCode::Away) =>
+                                {
+                                    side.failed = Some((
+                                        io::ErrorKind::ConnectionReset,
+                                        format!(
+                                            "the proxy closed the tunnel (code {}): {}",
+                                            u16::from(f.code),
+                                            f.reason
+                                        ),
+                                    ));
+                                }
+                                _ => side.eof = true,
+                            }
+                        }
+                        // Text frames carry nothing for a tunnel; pings are answered by
+                        // the WebSocket itself.
+                        _ => {}
+                    }
+                }
+                Ok(Incoming::Empty) => {
+                    let now = Instant::now();
+                    let mut wait = LONG_WAIT.min(SILENCE.saturating_sub(now - silent_since));
+                    if let Some(deadline) = deadline {
+                        let left = deadline.saturating_duration_since(now);
+                        if left.is_zero() {
+                            return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the read timeout passed with nothing to read",
+                            ));
+                        }
+                        wait = wait.min(left);
+                    }
+                    if wait.is_zero() {
+                        if pinged {
+                            let err = Error::KeepaliveTimeout(SILENCE * 2);
+                            side.failed = Some((err.io_kind(), err.to_string()));
+                            continue;
+                        }
+                        // Any message (the pong) proves the connection alive.
+                        let _ = inner
+                            .socket
+                            .send_within(Message::Ping(Bytes::new()), SILENCE);
+                        pinged = true;
+                        silent_since = Instant::now();
+                        continue;
+                    }
+                    inner.socket.wait_readable(wait)?;
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    inner.write_closed.store(true, Ordering::SeqCst);
+                    side.eof = true;
+                }
+                Err(e) => {
+                    let err = io::Error::from(ws::ws_error(e));
+                    side.failed = Some((err.kind(), err.to_string()));
+                }
+            }
+        }
+    }
+
+    fn write_inner(&self, buf: &[u8]) -> io::Result<usize> {
+        let inner = &*self.inner;
+        if inner.write_closed.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the tunnel's write side is shut down",
+            ));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(MAX_FRAME);
+        let stall = lock(&inner.timeouts).write.unwrap_or(SILENCE + SILENCE / 2);
+        match inner
+            .socket
+            .send_within(Message::Binary(Bytes::copy_from_slice(&buf[..n])), stall)
+        {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                inner.write_closed.store(true, Ordering::SeqCst);
+                Err(match e {
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(_) => {
+                        io::Error::new(io::ErrorKind::BrokenPipe, "the tunnel is closed")
+                    }
+                    other => ws::ws_error(other).into(),
+                })
+            }
+        }
+    }
+}
+
+fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(())
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.socket.close_now(1000);
+    }
+}
+
+impl Read for ProxyStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(buf)
+    }
+}
+
+impl Read for &ProxyStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(buf)
+    }
+}
+
+impl Write for ProxyStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_inner(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &ProxyStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_inner(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Local TCP ports forwarded to ports on a sprite: every connection accepted on a local
+/// port becomes a [`ProxyStream`] to its sprite port. From [`Sprite::forward_port`] and
+/// [`Sprite::forward_ports`].
+///
+/// Listens on `127.0.0.1` only (a forwarded port is as private as the local machine).
+/// Each listener has a thread; each forwarded connection two more (one per direction),
+/// at most [`MAX_CONNECTIONS`](Self::MAX_CONNECTIONS) at once. Dropping it (or [`close`](Self::close))
+/// stops the listeners and cuts the open connections.
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// # fn main() -> sprites::Result<()> {
+/// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+/// let forward = sprite.forward_port(0, 8080)?; // 0: any free local port
+/// let mut conn = std::net::TcpStream::connect(forward.local_addr())?;
+/// conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+/// # Ok(()) }
+/// ```
+#[doc(alias = "ProxyPort")]
+#[doc(alias = "ProxySession")]
+pub struct PortForward {
+    ports: Vec<(SocketAddr, u16)>,
+    shared: Arc<ForwardShared>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PortForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortForward")
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
+}
+
+struct ForwardShared {
+    sprite: Sprite,
+    stop: AtomicBool,
+    /// Local ends of open forwarded connections, to cut them when the forward closes.
+    open: Mutex<HashMap<u64, TcpStream>>,
+    next: AtomicU64,
+}
+
+impl PortForward {
+    /// Connections one `PortForward` serves at once; more are closed as they are accepted.
+    pub const MAX_CONNECTIONS: usize = 256;
+
+    pub(crate) fn start(sprite: &Sprite, ports: &[(u16, u16)]) -> Result<PortForward> {
+        if ports.is_empty() {
+            return Err(Error::InvalidInput("no ports to forward".into()));
+        }
+        if let Some((_, remote)) = ports.iter().find(|(_, r)| *r == 0) {
+            return Err(Error::InvalidInput(format!(
+                "sprite port {remote} cannot be forwarded to"
+            )));
+        }
+        // Every port is bound before anything runs: all or nothing.
+        let mut bound = Vec::with_capacity(ports.len());
+        for &(local, remote) in ports {
+            let listener = TcpListener::bind(("127.0.0.1", local))
+                .map_err(|e| TransportError::io(format!("listening on 127.0.0.1:{local}"), e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| TransportError::io("reading the listener's address", e))?;
+            bound.push((listener, addr, remote));
+        }
+        let shared = Arc::new(ForwardShared {
+            sprite: sprite.clone(),
+            stop: AtomicBool::new(false),
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        });
+        let mut forward = PortForward {
+            ports: bound.iter().map(|(_, a, r)| (*a, *r)).collect(),
+            shared: shared.clone(),
+            listeners: Vec::new(),
+        };
+        for (listener, addr, remote) in bound {
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sprites-forward-{}", addr.port()))
+                .spawn(move || accept_loop(&listener, remote, &shared));
+            match spawned {
+                Ok(handle) => forward.listeners.push(handle),
+                // Dropping `forward` stops the listeners already running.
+                Err(e) => return Err(TransportError::io("starting a listener thread", e).into()),
+            }
+        }
+        Ok(forward)
+    }
+
+    /// The first (or only) local address being forwarded.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.ports[0].0
+    }
+
+    /// Every forwarded port: (local address, sprite port), in the order given.
+    pub fn ports(&self) -> &[(SocketAddr, u16)] {
+        &self.ports
+    }
+
+    /// Forwarded connections open right now.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.open).len()
+    }
+
+    /// Stops listening and cuts every open forwarded connection (what dropping does).
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // A connection to each listener wakes its blocked accept, which then sees `stop`.
+        for (addr, _) in &self.ports {
+            let _ = TcpStream::connect_timeout(addr, Duration::from_secs(1));
+        }
+        for handle in self.listeners.drain(..) {
+            let _ = handle.join();
+        }
+        for (_, conn) in lock(&self.shared.open).drain() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(listener: &TcpListener, remote: u16, shared: &Arc<ForwardShared>) {
+    loop {
+        let conn = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok((conn, _)) = conn else {
+            // Out of descriptors and the like: the next accept may work; do not spin.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if lock(&shared.open).len() >= PortForward::MAX_CONNECTIONS {
+            log::warn!("port forward to sprite port {remote}: too many connections; closing one");
+            continue; // dropping `conn` closes it
+        }
+        let id = shared.next.fetch_add(1, Ordering::Relaxed);
+        match conn.try_clone() {
+            Ok(handle) => {
+                lock(&shared.open).insert(id, handle);
+            }
+            Err(_) => continue,
+        }
+        let shared2 = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sprites-forward-conn".into())
+            .spawn(move || {
+                serve_forwarded(conn, remote, &shared2);
+                lock(&shared2.open).remove(&id);
+            });
+        if spawned.is_err() {
+            lock(&shared.open).remove(&id);
+        }
+    }
+}
+
+/// One forwarded connection: a tunnel, bytes both ways, half-closes passed on.
+fn serve_forwarded(local: TcpStream, remote: u16, shared: &ForwardShared) {
+    let _ = local.set_nodelay(true);
+    let tunnel = match ProxyStream::connect(&shared.sprite, &format!("localhost:{remote}")) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("port forward to sprite port {remote}: {e}");
+            return; // dropping `local` closes it: the local client sees the failure
+        }
+    };
+    if shared.stop.load(Ordering::SeqCst) {
+        return;
+    }
+    let (Ok(local2), Ok(tunnel2)) = (local.try_clone(), tunnel.try_clone()) else {
+        return;
+    };
+    // Sprite → local on a second thread; local → sprite here. An end-of-stream is passed on
+    // as a half-close; a failure on either side ends both directions.
+    let down = std::thread::Builder::new()
+        .name("sprites-forward-down".into())
+        .spawn(move || {
+            if copy(&tunnel2, &local2) {
+                let _ = local2.shutdown(Shutdown::Write);
+            } else {
+                let _ = local2.shutdown(Shutdown::Both);
+                let _ = tunnel2.shutdown(Shutdown::Both);
+            }
+        });
+    if copy(&local, &tunnel) {
+        let _ = tunnel.shutdown(Shutdown::Write);
+    } else {
+        let _ = tunnel.shutdown(Shutdown::Both);
+        let _ = local.shutdown(Shutdown::Both);
+    }
+    if let Ok(down) = down {
+        let _ = down.join();
+    }
+}
+
+/// Copies until EOF (true) or an error on either side (false).
+fn copy(mut from: impl Read, mut to: impl Write) -> bool {
+    let mut buf = vec![0u8; FORWARD_BUF];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+impl Sprite {
+    /// Opens a TCP connection from inside the sprite to `addr` (`host:port`; `[v6]:port`
+    /// for IPv6; a bare port means `localhost`) and returns it as a [`ProxyStream`].
+    /// `localhost` is the sprite's own loopback.
+    ///
+    /// Errors: [`Error::ProxyTarget`] when the server could not connect (its
+    /// [`io_kind`](Error::io_kind) says why: `ConnectionRefused`, `TimedOut`, `NotFound`),
+    /// [`Error::InvalidInput`] for a malformed `addr`, API and transport errors as for any
+    /// request.
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    /// # fn main() -> sprites::Result<()> {
+    /// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+    /// let mut redis = sprite.proxy_socket("localhost:6379")?;
+    /// redis.write_all(b"PING\r\n")?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ProxySocket")]
+    pub fn proxy_socket(&self, addr: &str) -> Result<ProxyStream> {
+        ProxyStream::connect(self, addr)
+    }
+
+    /// Forwards `local` (on `127.0.0.1`; 0 picks a free port, see
+    /// [`PortForward::local_addr`]) to port `remote` on the sprite's `localhost`: each
+    /// accepted connection gets its own tunnel. Runs until the [`PortForward`] is dropped.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+    /// let forward = sprite.forward_port(5432, 5432)?;
+    /// println!("psql -h {} -p {}", forward.local_addr().ip(), forward.local_addr().port());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ProxyPort")]
+    pub fn forward_port(&self, local: u16, remote: u16) -> Result<PortForward> {
+        PortForward::start(self, &[(local, remote)])
+    }
+
+    /// Forwards several `(local, remote)` port pairs at once, all or nothing: if any local
+    /// port cannot be bound, none is forwarded.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+    /// let forward = sprite.forward_ports(&[(8080, 80), (0, 5432)])?;
+    /// for (local, remote) in forward.ports() {
+    ///     println!("{local} -> sprite port {remote}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ProxyPorts")]
+    pub fn forward_ports(&self, ports: &[(u16, u16)]) -> Result<PortForward> {
+        PortForward::start(self, ports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            split_addr("localhost:5432").unwrap(),
+            ("localhost".into(), 5432)
+        );
+        assert_eq!(split_addr("[::1]:22").unwrap(), ("::1".into(), 22));
+        assert_eq!(split_addr("10.0.0.1:80").unwrap(), ("10.0.0.1".into(), 80));
+        assert_eq!(split_addr("8080").unwrap(), ("localhost".into(), 8080));
+        assert_eq!(split_addr(":8080").unwrap(), ("localhost".into(), 8080));
+        for bad in ["", "host:", "host:0", "host:65536", "::1:22", "host:http"] {
+            assert!(split_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes() {
+        use io::ErrorKind as K;
+        assert_eq!(
+            io_kind_of_code(Some("connection_refused"), ""),
+            K::ConnectionRefused
+        );
+        assert_eq!(io_kind_of_code(Some("timed_out"), ""), K::TimedOut);
+        assert_eq!(io_kind_of_code(Some("host_not_found"), ""), K::NotFound);
+        assert_eq!(
+            io_kind_of_code(Some("invalid_request"), ""),
+            K::InvalidInput
+        );
+        assert_eq!(io_kind_of_code(Some("what"), "refused"), K::Other);
+        assert_eq!(
+            io_kind_of_code(None, "dial tcp: connection refused"),
+            K::ConnectionRefused
+        );
+        assert_eq!(io_kind_of_code(None, "nope"), K::Other);
+    }
+}
