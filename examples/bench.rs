@@ -10,6 +10,10 @@
 //! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
 //! measured without the server's, and the server's own (per idle connection) can be read.
 
+// The JSON summary is one `json!` literal with more keys than the macro's default recursion
+// limit expands.
+#![recursion_limit = "256"]
+
 #[path = "bench/lifecycle.rs"]
 mod lifecycle;
 

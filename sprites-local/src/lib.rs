@@ -38,8 +38,8 @@ mod store;
 #[allow(unsafe_code)]
 mod sys;
 mod time;
-mod urls;
 mod tunnel;
+mod urls;
 
 pub use runtime::Runtime;
 pub use server::{default_data_dir, Limits, Server, ServerBuilder, ServerHandle};

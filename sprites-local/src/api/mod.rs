@@ -13,8 +13,8 @@ mod fs_write;
 mod http_exec;
 mod lifecycle_routes;
 mod port_routes;
-mod service_routes;
 mod proxy_routes;
+mod service_routes;
 mod sprites;
 
 pub(crate) use lifecycle_routes::{org_counts, ORG, RUNNING_LIMIT, WARM_LIMIT};
