@@ -76,6 +76,8 @@ impl crate::api::WebSocketSession for ProxySession {
             let why = format!("sprite {:?} not found", self.sprite);
             return refuse(stream, &mut reader, "sprite_not_found", &why);
         }
+        // An open tunnel is traffic: the sprite stays `running` while it lasts (§14).
+        let _activity = state.lifecycle.hold(&state, &self.sprite);
         let dir = state.store.sprite_dir(&self.sprite);
         let tcp = match state
             .runtime
