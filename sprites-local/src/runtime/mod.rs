@@ -206,6 +206,28 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn port_scope(&self, _sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         None
     }
+    /// Takes checkpoint `id` of the sprite's writable layer while its processes run
+    /// (`crate::checkpoints`). `previous` is the newest existing checkpoint; `hide` are the
+    /// checkpoints that stop being visible inside the sprite. `Unsupported` when this
+    /// sprite cannot have checkpoints.
+    fn snapshot(
+        &self,
+        _sprite_dir: &Path,
+        _id: &str,
+        _previous: Option<&str>,
+        _hide: &[String],
+    ) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Replaces the sprite's writable layer with checkpoint `id`. The caller has ended the
+    /// sprite's exec sessions; the runtime ends whatever else runs in it first.
+    fn restore(&self, _sprite_dir: &Path, _id: &str) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Deletes checkpoint `id`'s files.
+    fn delete_snapshot(&self, _sprite_dir: &Path, _id: &str) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Where a sprite's listening TCP sockets are found and who holds them, as a runtime

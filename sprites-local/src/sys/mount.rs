@@ -106,6 +106,29 @@ pub fn set_idmap(mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()
     check(r as libc::c_int).map(drop)
 }
 
+/// Makes the detached mount `mount` read-only, `nosuid` and `nodev` (`mount_setattr`).
+pub fn set_readonly(mount: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid fd, an empty C string with AT_EMPTY_PATH, and a mount_attr of the
+    // size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
 /// Attaches the detached mount `mount` at `target` (`move_mount`).
 pub fn move_mount(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     let t = cstr(target)?;

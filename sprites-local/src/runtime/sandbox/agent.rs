@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::ipc::{self, Event, FsCall, FsReply, ProcessLimits, Request, StubConfig};
 use super::rootfs;
+use super::snapshots;
 use super::stub::{wait_pid, Built};
 use super::upper::Ids;
 use crate::fsops::{FsError, HostFs, PendingWrite, SpriteFs};
@@ -29,11 +30,20 @@ use crate::sys::{self, cstr};
 
 /// PID 1 of the sprite: enter the root the stub built, then serve until the server hangs
 /// up.
-pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
+pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
     // The data dir, as seen inside (when the base contains it): also masked in the upper
     // layer; a mount on top keeps it hidden even from a sprite that removes the mask.
     let masks: Vec<PathBuf> = cfg.masks.iter().map(|m| Path::new("/").join(m)).collect();
     rootfs::enter(&built.root, &masks)?;
+    let disk = built.snapshots.take().map(|s| {
+        if let Some(visible) = s.visible {
+            // Best effort: the sprite may have put something else at that path.
+            if let Err(e) = snapshots::attach(visible) {
+                eprintln!("sprites-local sandbox agent: {}: {e}", snapshots::VISIBLE_AT);
+            }
+        }
+        s.disk
+    });
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
     // becomes readable only after the kernel has killed and reaped everything in our PID
     // namespace.
@@ -59,6 +69,7 @@ pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
         userns: built.userns,
         limits: cfg.limits,
         live: HashSet::new(),
+        disk,
     }
     .serve()
 }
@@ -80,6 +91,8 @@ struct Agent {
     /// Exec leaders not yet reaped. Signals go only to these, so a recycled pid is never
     /// signalled.
     live: HashSet<libc::pid_t>,
+    /// The root of the sprite's btrfs disk image, for checkpoints (`None`: no checkpoints).
+    disk: Option<OwnedFd>,
 }
 
 impl Agent {
@@ -192,6 +205,21 @@ impl Agent {
             }
             Request::Fs { call } => {
                 self.fs(call, fds);
+                Ok(())
+            }
+            Request::Snapshot { what } => {
+                // Quick (one ioctl or two), so done here rather than in a child.
+                let reply = match &self.disk {
+                    Some(disk) => snapshots::run(disk, &what),
+                    None => snapshots::SnapshotReply {
+                        error: Some("this sprite's disk has no snapshots (not btrfs)".into()),
+                        errno: Some(libc::EOPNOTSUPP),
+                    },
+                };
+                if let Some(sock) = fds.first() {
+                    let body = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+                    let _ = sys::socket::send_nosignal(sock.as_raw_fd(), &body);
+                }
                 Ok(())
             }
             Request::PortSocket => {

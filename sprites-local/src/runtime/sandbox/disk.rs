@@ -1,5 +1,12 @@
-//! A sprite's disk (root servers): its upper layer lives in an ext4 image of its
-//! `storage_gb`, so a full disk is the sprite's `ENOSPC`, never the host's.
+//! A sprite's disk (root servers): its upper layer lives in a btrfs (else ext4) image of
+//! its `storage_gb`, so a full disk is the sprite's `ENOSPC`, never the host's.
+//!
+//! On btrfs (`mkfs.btrfs`, from btrfs-progs, installed) the upper layer is a subvolume and
+//! each checkpoint a read-only snapshot of it in `checkpoints/` (the five newest, which
+//! the sprite sees at `/.sprite/checkpoints/`) or `older/` (see `crate::checkpoints`):
+//! taken atomically while the sprite runs, and sharing every extent with the live tree.
+//! A restore is applied here, before the overlay is mounted (see [`apply_restore`]).
+//! ext4 images (without btrfs-progs, or sprites made before) have no checkpoints.
 //!
 //! The image is a sparse file (`disk.img` in the sprite's directory): it costs only what
 //! the sprite writes, and `discard` gives space back to the host when files are deleted.
@@ -15,11 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::sys;
+use crate::sys::dirfd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// The image's file name in the sprite's directory.
 const IMAGE: &str = "disk.img";
 /// Where the image is mounted (in the sprite's mount namespace only).
-const MOUNT: &str = "disk";
+pub const MOUNT: &str = "disk";
 
 /// Where a sprite's layers are.
 #[derive(Debug)]
@@ -31,6 +40,15 @@ pub struct Layers {
     /// The loop device under the image, kept open until the mount holds it.
     pub device: Option<sys::loopdev::LoopDevice>,
 }
+
+/// The upper layer's directory (a subvolume on btrfs) in the image.
+pub const UPPER: &str = "upper";
+/// Checkpoints the sprite sees (the five newest), in the image.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Older checkpoints, in the image.
+pub const OLDER: &str = "older";
+/// The file in the sprite's directory naming the checkpoint to restore at the next start.
+pub const RESTORE_PENDING: &str = "restore-pending";
 
 /// Whether sprites can get disk images here: `mkfs.ext4` runs and loop devices exist.
 pub fn supported() -> Result<(), String> {
@@ -54,14 +72,60 @@ pub fn has_image(sprite_dir: &Path) -> bool {
     sprite_dir.join(IMAGE).exists()
 }
 
-/// Makes a `bytes`-sized sparse ext4 image for a new sprite. `NotFound` when `mkfs.ext4`
-/// is not installed.
+/// Whether `mkfs.btrfs` runs here (checked once).
+fn btrfs_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Command::new("mkfs.btrfs")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Makes a `bytes`-sized sparse image for a new sprite: btrfs where `mkfs.btrfs` runs
+/// (checkpoints), else ext4. `NotFound` when `mkfs.ext4` is not installed either.
 pub fn create(sprite_dir: &Path, bytes: u64) -> io::Result<()> {
     let path = sprite_dir.join(IMAGE);
     let file = File::create(&path)?;
     file.set_len(bytes)?;
     drop(file);
-    let out = Command::new("mkfs.ext4")
+    let out = if btrfs_available() {
+        // Single copies of data and metadata (the image is one file on one disk: a second
+        // copy would protect nothing), and no discard pass over the sparse file.
+        Command::new("mkfs.btrfs")
+            .args(["-q", "-f", "-K", "-m", "single", "-d", "single"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+    } else {
+        mkfs_ext4(&path)
+    };
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    if !out.status.success() {
+        let _ = fs::remove_file(&path);
+        return Err(io::Error::other(format!(
+            "mkfs: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // The loop device reads it with direct I/O, past the page cache: it must be on disk.
+    OpenOptions::new().write(true).open(&path)?.sync_all()
+}
+
+fn mkfs_ext4(path: &Path) -> io::Result<std::process::Output> {
+    Command::new("mkfs.ext4")
         .args([
             "-q",
             "-F",
@@ -74,27 +138,28 @@ pub fn create(sprite_dir: &Path, bytes: u64) -> io::Result<()> {
             "-G",
             "1024",
         ])
-        .arg(&path)
+        .arg(path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-    };
-    if !out.status.success() {
-        let _ = fs::remove_file(&path);
-        return Err(io::Error::other(format!(
-            "mkfs.ext4: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        .output()
+}
+
+/// Whether the sprite at `sprite_dir` has a btrfs disk image (checkpoints).
+pub fn is_btrfs_image(sprite_dir: &Path) -> bool {
+    image_is_btrfs(&sprite_dir.join(IMAGE)).unwrap_or(false)
+}
+
+/// Whether the image at `path` holds a btrfs filesystem (its superblock magic).
+fn image_is_btrfs(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 8];
+    // The primary superblock is at 64 KiB; its magic 64 bytes into it.
+    match File::open(path)?.read_exact_at(&mut magic, 0x1_0040) {
+        Ok(()) => Ok(&magic == b"_BHRfS_M"),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
     }
-    // The loop device reads it with direct I/O, past the page cache: it must be on disk.
-    OpenOptions::new().write(true).open(&path)?.sync_all()
 }
 
 /// Mounts the sprite's image (if it has one) at `sprite_dir/disk` in the calling stub's
@@ -111,6 +176,7 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
             device: None,
         });
     }
+    let btrfs = image_is_btrfs(&sprite_dir.join(IMAGE))?;
     let image = OpenOptions::new()
         .read(true)
         .write(true)
@@ -124,15 +190,30 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
         sys::mount::mount(
             Some(&device.path),
             &target,
-            Some("ext4"),
+            Some(if btrfs { "btrfs" } else { "ext4" }),
             libc::MS_NOSUID | libc::MS_NODEV,
-            // No background zeroing of inode tables (it would fill the sparse image: the
-            // file reads as zeros already), and deletes give space back to the host.
-            Some("noinit_itable,discard"),
+            // ext4: no background zeroing of inode tables (it would fill the sparse image:
+            // the file reads as zeros already). Both: deletes give space back to the host.
+            Some(if btrfs {
+                "discard=async"
+            } else {
+                "noinit_itable,discard"
+            }),
         ),
         || format!("mounting the sprite's disk image ({})", device.path),
     )?;
-    let (upper, work) = (target.join("upper"), target.join("work"));
+    let (upper, work) = (target.join(UPPER), target.join("work"));
+    if btrfs {
+        let root = File::open(&target)?;
+        super::ctx(apply_restore(root.as_fd(), &target, sprite_dir), || {
+            "restoring a checkpoint".into()
+        })?;
+        if !upper.exists() {
+            sys::btrfs::subvol_create(root.as_fd(), UPPER)?;
+        }
+        fs::create_dir_all(target.join(CHECKPOINTS))?;
+        fs::create_dir_all(target.join(OLDER))?;
+    }
     fs::create_dir_all(&upper)?;
     fs::create_dir_all(&work)?;
     Ok(Layers {
@@ -140,4 +221,52 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
         work,
         device: Some(device),
     })
+}
+
+/// Applies a restore the server asked for (the checkpoint id in the sprite directory's
+/// [`RESTORE_PENDING`]) to the mounted btrfs image `root`, while no process of the sprite
+/// runs: a writable snapshot of the checkpoint becomes the upper layer, the old one is
+/// deleted, and overlayfs's work directory is emptied (it may hold the old layer's
+/// leftovers). Each step can be repeated, so a crash part-way is finished at the next
+/// start; the request file goes last.
+pub fn apply_restore(root: BorrowedFd<'_>, disk: &Path, sprite_dir: &Path) -> io::Result<()> {
+    let pending = sprite_dir.join(RESTORE_PENDING);
+    let id = match fs::read_to_string(&pending) {
+        Ok(id) => id.trim().to_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let source = [CHECKPOINTS, OLDER]
+        .iter()
+        .find_map(|dir| {
+            dirfd::open_beneath(root, &format!("{dir}/{id}"), libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .ok()
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("checkpoint {id:?} is not on the sprite's disk"),
+            )
+        })?;
+    // A half-made one from an interrupted attempt.
+    if dirfd::stat_entry(root, "upper.new").is_ok() {
+        sys::btrfs::subvol_destroy(root, "upper.new")?;
+    }
+    sys::btrfs::snapshot(source.as_fd(), root, "upper.new", false)?;
+    if dirfd::stat_entry(root, UPPER).is_ok() {
+        if dirfd::stat_entry(root, "upper.old").is_ok() {
+            sys::btrfs::subvol_destroy(root, "upper.old")?;
+        }
+        dirfd::rename_at(root, UPPER, "upper.old")?;
+    }
+    dirfd::rename_at(root, "upper.new", UPPER)?;
+    if dirfd::stat_entry(root, "upper.old").is_ok() {
+        sys::btrfs::subvol_destroy(root, "upper.old")?;
+    }
+    if dirfd::stat_entry(root, "work").is_ok() {
+        // overlayfs made it; nothing of the sprite's is in it.
+        fs::remove_dir_all(disk.join("work"))?;
+    }
+    dirfd::syncfs(root)?;
+    fs::remove_file(&pending)
 }

@@ -370,6 +370,46 @@ impl AgentHandle {
     }
 }
 
+impl AgentHandle {
+    /// Runs a checkpoint operation in the agent (which holds the sprite's disk image open)
+    /// and waits at most [`SNAPSHOT_TIMEOUT`] for its answer. `Unsupported` when the
+    /// sprite's disk cannot take snapshots.
+    pub fn snapshot(&self, op: super::snapshots::SnapshotOp) -> io::Result<()> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::Snapshot { what: op },
+            &[theirs.as_raw_fd()],
+        )?;
+        drop(theirs);
+        set_recv_timeout(&ours, Some(SNAPSHOT_TIMEOUT))?;
+        let mut body = Vec::new();
+        // The agent writes one small JSON document and closes its end.
+        File::from(ours).take(64 * 1024).read_to_end(&mut body)?;
+        let reply: super::snapshots::SnapshotReply = serde_json::from_slice(&body)
+            .map_err(|_| io::Error::other("the sprite's agent did not answer the checkpoint request"))?;
+        match (reply.error, reply.errno) {
+            (None, _) => Ok(()),
+            (Some(_), Some(libc::EOPNOTSUPP)) | (Some(_), Some(libc::ENOTTY)) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this sprite's disk cannot take snapshots (it is not a btrfs image)",
+            )),
+            (Some(msg), Some(errno)) => Err(io::Error::new(
+                io::Error::from_raw_os_error(errno).kind(),
+                msg,
+            )),
+            (Some(msg), None) => Err(io::Error::other(msg)),
+        }
+    }
+}
+
+/// How long a checkpoint operation in the agent may take: a snapshot commits a btrfs
+/// transaction, which waits for the sprite's dirty data to reach the image.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Drop for AgentHandle {
     fn drop(&mut self) {
         self.stop();

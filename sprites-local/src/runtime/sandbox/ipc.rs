@@ -61,6 +61,12 @@ pub enum Request {
     /// namespace and send it back, with one byte, on the attached reply socket (one
     /// `SOCK_STREAM` fd). The server lists the sprite's listening sockets with it.
     PortSocket,
+    /// A checkpoint operation on the sprite's disk image; one fd is attached, a reply
+    /// socket the agent writes a [`super::snapshots::SnapshotReply`] (JSON) to, then closes.
+    Snapshot {
+        /// What to do.
+        what: super::snapshots::SnapshotOp,
+    },
 }
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths

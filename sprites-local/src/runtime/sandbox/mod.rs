@@ -27,6 +27,7 @@ mod ipc;
 mod netlink;
 mod network;
 mod rootfs;
+mod snapshots;
 mod stub;
 mod sudo;
 mod upper;
@@ -328,6 +329,10 @@ impl SandboxRuntime {
             (Ok(()), Some(d)) if !disk::has_image(d) => {
                 "disk not limited (the sprite predates disk images)".to_owned()
             }
+            (Ok(()), Some(d)) if disk::is_btrfs_image(d) => {
+                "disk limited to storage_gb (a btrfs image; checkpoints are snapshots on it)"
+                    .to_owned()
+            }
             (Ok(()), _) => "disk limited to storage_gb (an ext4 image)".to_owned(),
         };
         let memory = if self.cgroups.enforced() {
@@ -624,6 +629,59 @@ impl SpriteRuntime for SandboxRuntime {
         for (dir, _) in &all {
             self.cgroups.remove(dir);
         }
+    }
+
+    /// A btrfs snapshot taken by the sprite's agent (started if needed): see [`snapshots`].
+    fn snapshot(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        _previous: Option<&str>,
+        hide: &[String],
+    ) -> io::Result<()> {
+        if !disk::has_image(sprite_dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this sprite has no disk image (checkpoints need a root server)",
+            ));
+        }
+        self.agent(sprite_dir)?.snapshot(snapshots::SnapshotOp::Create {
+            id: id.to_owned(),
+            hide: hide.to_vec(),
+        })
+    }
+
+    /// Stops the sprite (its agent, and so every process in it), leaves the stub a note to
+    /// swap in a writable snapshot of `id` before it mounts the overlay, and starts it again
+    /// so the swap happens now ([`disk::apply_restore`]).
+    fn restore(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
+        if !disk::has_image(sprite_dir) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let pending = sprite_dir.join(disk::RESTORE_PENDING);
+        let tmp = sprite_dir.join(format!("{}.tmp", disk::RESTORE_PENDING));
+        std::fs::write(&tmp, id)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &pending)?;
+        let old = lock(&self.agents).remove(sprite_dir);
+        if let Some(a) = old {
+            a.stop();
+        }
+        match self.agent(sprite_dir) {
+            Ok(_) if !pending.exists() => Ok(()),
+            Ok(_) => Err(io::Error::other("the restore was not applied")),
+            Err(e) => {
+                // A restore that cannot be applied must not keep the sprite from starting.
+                let _ = std::fs::remove_file(&pending);
+                let _ = self.agent(sprite_dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn delete_snapshot(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
+        self.agent(sprite_dir)?
+            .snapshot(snapshots::SnapshotOp::Delete { id: id.to_owned() })
     }
 
     /// The sprite has a network namespace of its own, which its agent (PID 1 inside) is

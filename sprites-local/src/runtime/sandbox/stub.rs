@@ -20,7 +20,7 @@ use super::ctx;
 use super::identity::{self, Identity};
 use super::ipc::{self, Event, Privileged, StubConfig};
 use super::upper::{self, Ids, Owners, Plan};
-use super::{agent, disk, network, rootfs};
+use super::{agent, disk, network, rootfs, snapshots};
 use crate::sys;
 use crate::sys::process::{self as proc, Fork};
 
@@ -39,6 +39,8 @@ pub struct Built {
     pub shifted: bool,
     /// Why the base is not id-mapped, if it is not.
     pub unmapped_base: Option<String>,
+    /// The btrfs disk image, for checkpoints (root server with a btrfs image only).
+    pub snapshots: Option<snapshots::Prepared>,
 }
 
 /// The stub's main: reads its configuration from the control socket `ctl`, builds the
@@ -142,6 +144,14 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
     let ids = ctx(upper::prepare(&layers.upper, &plan), || {
         "preparing the sprite's upper layer".into()
     })?;
+    let snaps = if layers.device.is_some() {
+        ctx(
+            snapshots::prepare(&cfg.sprite_dir.join(disk::MOUNT), &layers.upper, id.base),
+            || "preparing checkpoints".into(),
+        )?
+    } else {
+        None
+    };
     let userns = ctx(sprite_userns(id), || {
         "creating the sprite's user namespace".into()
     })?;
@@ -205,6 +215,7 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
         address: net.address,
         shifted: id.shift_from.is_some(),
         unmapped_base,
+        snapshots: snaps,
     })
 }
 
@@ -261,6 +272,7 @@ fn unprivileged(cfg: &StubConfig) -> io::Result<Built> {
         address: None,
         shifted: false,
         unmapped_base: None,
+        snapshots: None,
     })
 }
 

@@ -1,0 +1,179 @@
+//! Checkpoints of the host runtime: a checkpoint is a copy of the sprite's `home/` in
+//! `checkpoints/<id>/` of its directory, and a restore copies one back.
+//!
+//! Space is shared where the filesystem allows it: each file is first cloned
+//! (`FICLONE`: btrfs, XFS with reflink, bcachefs — instant and sharing every extent);
+//! where that is refused (ext4), a file whose size, modification time and mode match the
+//! same file in the previous checkpoint is hard-linked to it (checkpoints are never
+//! written, so the link is safe; the live tree is never linked, so changing it never
+//! changes a checkpoint), and any other file is copied (`copy_file_range`).
+//!
+//! Consistency is per file, not across the tree (the host runtime has no filesystem of its
+//! own to snapshot at one instant): a file whose size or times change while it is copied
+//! is copied again (up to [`RETRIES`] times), so a file written whole and renamed into
+//! place is either absent or complete; one still being written after that is kept as last
+//! read. The sandbox runtime's checkpoints are atomic snapshots instead.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::sys;
+
+/// How many times a file that changed while it was copied is copied again.
+pub const RETRIES: u32 = 3;
+
+/// How files got into a checkpoint (for the progress messages and the docs' figures).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Files cloned (shared extents).
+    pub cloned: u64,
+    /// Files hard-linked to the previous checkpoint's.
+    pub linked: u64,
+    /// Files copied byte for byte.
+    pub copied: u64,
+}
+
+/// Copies the tree `src` to `dst` (which must not exist). `previous`: an earlier copy
+/// whose unchanged files may be hard-linked (never pass the live tree).
+pub fn copy(src: &Path, dst: &Path, previous: Option<&Path>) -> io::Result<Stats> {
+    let mut stats = Stats::default();
+    copy_dir(src, dst, previous, &mut stats)?;
+    Ok(stats)
+}
+
+fn copy_dir(src: &Path, dst: &Path, prev: Option<&Path>, stats: &mut Stats) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    fs::create_dir(dst)?;
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let (s, d) = (src.join(&name), dst.join(&name));
+        let p = prev.map(|p| p.join(&name));
+        let m = match fs::symlink_metadata(&s) {
+            Ok(m) => m,
+            // Deleted since the listing: not in the checkpoint.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let ft = m.file_type();
+        let r = if ft.is_dir() {
+            copy_dir(&s, &d, p.as_deref(), stats)
+        } else if ft.is_symlink() {
+            fs::read_link(&s).and_then(|t| std::os::unix::fs::symlink(t, &d))
+        } else if ft.is_file() {
+            copy_file(&s, &d, p.as_deref(), stats)
+        } else {
+            Ok(()) // sockets, FIFOs, devices: not files a checkpoint keeps
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {} // gone meanwhile
+            other => other?,
+        }
+    }
+    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    set_times(&File::open(dst)?, &meta)
+}
+
+fn set_times(f: &File, m: &fs::Metadata) -> io::Result<()> {
+    let ts = |s: i64, ns: i64| libc::timespec {
+        tv_sec: s as libc::time_t,
+        tv_nsec: ns as _,
+    };
+    sys::file::futimens(
+        f.as_fd(),
+        &[ts(m.atime(), m.atime_nsec()), ts(m.mtime(), m.mtime_nsec())],
+    )
+}
+
+fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.len() == b.len()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
+fn copy_file(src: &Path, dst: &Path, prev: Option<&Path>, stats: &mut Stats) -> io::Result<()> {
+    let input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)?;
+    let mut before = input.metadata()?;
+    if let Some(p) = prev {
+        if let Ok(pm) = fs::symlink_metadata(p) {
+            if pm.is_file()
+                && pm.len() == before.len()
+                && pm.mtime() == before.mtime()
+                && pm.mtime_nsec() == before.mtime_nsec()
+                && pm.mode() == before.mode()
+                && fs::hard_link(p, dst).is_ok()
+            {
+                stats.linked += 1;
+                return Ok(());
+            }
+        }
+    }
+    for attempt in 0..=RETRIES {
+        let _ = fs::remove_file(dst);
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)?;
+        let cloned = sys::file::reflink(input.as_fd(), out.as_fd()).is_ok();
+        if !cloned {
+            io::copy(&mut &input, &mut out)?;
+        }
+        let after = input.metadata()?;
+        if same_version(&before, &after) || attempt == RETRIES {
+            out.set_permissions(fs::Permissions::from_mode(after.mode() & 0o7777))?;
+            set_times(&out, &after)?;
+            if cloned {
+                stats.cloned += 1;
+            } else {
+                stats.copied += 1;
+            }
+            return Ok(());
+        }
+        // Written to while we copied: the copy may mix two versions. Again, from the start.
+        before = after;
+        (&input).seek_start()?;
+    }
+    Ok(())
+}
+
+trait SeekStart {
+    fn seek_start(self) -> io::Result<()>;
+}
+
+impl SeekStart for &File {
+    fn seek_start(mut self) -> io::Result<()> {
+        io::Seek::seek(&mut self, io::SeekFrom::Start(0)).map(drop)
+    }
+}
+
+/// Replaces the tree `live` with a copy of checkpoint `from` (cloned or copied, never
+/// linked: the live tree must not share inodes with a checkpoint). The copy is made next
+/// to `live` and swapped in by renames, so a failure leaves `live` as it was.
+pub fn restore(from: &Path, live: &Path) -> io::Result<()> {
+    let parent = live.parent().unwrap_or(Path::new("."));
+    let tag = crate::random::hex(4)?;
+    let fresh = parent.join(format!(".restore-{tag}"));
+    let old = parent.join(format!(".replaced-{tag}"));
+    if let Err(e) = copy(from, &fresh, None) {
+        let _ = fs::remove_dir_all(&fresh);
+        return Err(e);
+    }
+    let had = live.exists();
+    if had {
+        fs::rename(live, &old)?;
+    }
+    fs::rename(&fresh, live)?;
+    if had {
+        fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
