@@ -142,7 +142,11 @@ pub fn list(
         Some(CURRENT) => Some(current.history.clone()),
         Some(id) => match cat.get(id) {
             None => return Ok(None),
-            Some(c) => Some(std::iter::once(c.id.clone()).chain(c.history.clone()).collect()),
+            Some(c) => Some(
+                std::iter::once(c.id.clone())
+                    .chain(c.history.clone())
+                    .collect(),
+            ),
         },
     };
     let mut out = Vec::new();
@@ -233,11 +237,7 @@ pub enum Refused {
 }
 
 /// Takes a checkpoint of sprite `name` (at `sprite_dir`) with `comment`.
-pub fn create(
-    state: &State,
-    sprite_dir: &Path,
-    comment: &str,
-) -> Result<Progress, Refused> {
+pub fn create(state: &State, sprite_dir: &Path, comment: &str) -> Result<Progress, Refused> {
     if comment.len() > MAX_COMMENT {
         return Err(Refused::Invalid(format!(
             "comment longer than {MAX_COMMENT} bytes"
@@ -315,7 +315,12 @@ fn unsupported_message(e: &io::Error) -> String {
 
 /// Restores checkpoint `id` of sprite `name`: ends its processes and sessions, replaces
 /// its writable layer, and starts it again.
-pub fn restore(state: &State, name: &str, sprite_dir: &Path, id: &str) -> Result<Progress, Refused> {
+pub fn restore(
+    state: &State,
+    name: &str,
+    sprite_dir: &Path,
+    id: &str,
+) -> Result<Progress, Refused> {
     if id == CURRENT {
         return Err(Refused::Invalid(
             "\"Current\" is the live state, not a checkpoint: it cannot be restored".into(),
@@ -358,7 +363,10 @@ pub fn restore(state: &State, name: &str, sprite_dir: &Path, id: &str) -> Result
         return Ok(p);
     }
     p.info(
-        format!("Filesystem replaced in {} ms", started.elapsed().as_millis()),
+        format!(
+            "Filesystem replaced in {} ms",
+            started.elapsed().as_millis()
+        ),
         0.9,
     );
     // SERVICES HOOK: `crate::services::Services::resume(state, name)` goes here.

@@ -70,8 +70,7 @@ pub fn subvol_create(parent: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     };
     name_into(&mut args.name, name)?;
     // SAFETY: a valid fd and a properly sized, initialised argument struct.
-    check(unsafe { libc::ioctl(parent.as_raw_fd(), IOC_SUBVOL_CREATE as _, &mut args) })
-        .map(drop)
+    check(unsafe { libc::ioctl(parent.as_raw_fd(), IOC_SUBVOL_CREATE as _, &mut args) }).map(drop)
 }
 
 /// Snapshots the subvolume `source` (an open directory that is a subvolume's root) as
@@ -91,8 +90,7 @@ pub fn snapshot(
     };
     name_into(&mut args.name, name)?;
     // SAFETY: valid fds and a properly sized, initialised argument struct.
-    check(unsafe { libc::ioctl(dest.as_raw_fd(), IOC_SNAP_CREATE_V2 as _, &mut args) })
-        .map(drop)
+    check(unsafe { libc::ioctl(dest.as_raw_fd(), IOC_SNAP_CREATE_V2 as _, &mut args) }).map(drop)
 }
 
 /// Deletes the subvolume `name` in directory `parent`, with everything in it.
@@ -103,8 +101,7 @@ pub fn subvol_destroy(parent: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     };
     name_into(&mut args.name, name)?;
     // SAFETY: a valid fd and a properly sized, initialised argument struct.
-    check(unsafe { libc::ioctl(parent.as_raw_fd(), IOC_SNAP_DESTROY as _, &mut args) })
-        .map(drop)
+    check(unsafe { libc::ioctl(parent.as_raw_fd(), IOC_SNAP_DESTROY as _, &mut args) }).map(drop)
 }
 
 #[cfg(test)]

@@ -39,7 +39,10 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         if let Some(visible) = s.visible {
             // Best effort: the sprite may have put something else at that path.
             if let Err(e) = snapshots::attach(visible) {
-                eprintln!("sprites-local sandbox agent: {}: {e}", snapshots::VISIBLE_AT);
+                eprintln!(
+                    "sprites-local sandbox agent: {}: {e}",
+                    snapshots::VISIBLE_AT
+                );
             }
         }
         s.disk

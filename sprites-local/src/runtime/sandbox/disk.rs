@@ -2,8 +2,9 @@
 //! its `storage_gb`, so a full disk is the sprite's `ENOSPC`, never the host's.
 //!
 //! On btrfs (`mkfs.btrfs`, from btrfs-progs, installed) the upper layer is a subvolume and
-//! each checkpoint a read-only snapshot of it in `checkpoints/` (the five newest, which
-//! the sprite sees at `/.sprite/checkpoints/`) or `older/` (see `crate::checkpoints`):
+//! each checkpoint a read-only snapshot of it in `older/` (all of them) and, for the five
+//! newest, one more in `checkpoints/`, which the sprite sees at `/.sprite/checkpoints/`
+//! (see `snapshots` and `crate::checkpoints`):
 //! taken atomically while the sprite runs, and sharing every extent with the live tree.
 //! A restore is applied here, before the overlay is mounted (see [`apply_restore`]).
 //! ext4 images (without btrfs-progs, or sprites made before) have no checkpoints.
@@ -43,9 +44,9 @@ pub struct Layers {
 
 /// The upper layer's directory (a subvolume on btrfs) in the image.
 pub const UPPER: &str = "upper";
-/// Checkpoints the sprite sees (the five newest), in the image.
+/// The view of the checkpoints the sprite sees (the five newest), in the image.
 pub const CHECKPOINTS: &str = "checkpoints";
-/// Older checkpoints, in the image.
+/// Every checkpoint, in the image.
 pub const OLDER: &str = "older";
 /// The file in the sprite's directory naming the checkpoint to restore at the next start.
 pub const RESTORE_PENDING: &str = "restore-pending";
@@ -236,11 +237,16 @@ pub fn apply_restore(root: BorrowedFd<'_>, disk: &Path, sprite_dir: &Path) -> io
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let source = [CHECKPOINTS, OLDER]
+    let source = [OLDER, CHECKPOINTS]
         .iter()
         .find_map(|dir| {
-            dirfd::open_beneath(root, &format!("{dir}/{id}"), libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                .ok()
+            dirfd::open_beneath(
+                root,
+                &format!("{dir}/{id}"),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .ok()
         })
         .ok_or_else(|| {
             io::Error::new(

@@ -389,14 +389,18 @@ impl AgentHandle {
         let mut body = Vec::new();
         // The agent writes one small JSON document and closes its end.
         File::from(ours).take(64 * 1024).read_to_end(&mut body)?;
-        let reply: super::snapshots::SnapshotReply = serde_json::from_slice(&body)
-            .map_err(|_| io::Error::other("the sprite's agent did not answer the checkpoint request"))?;
+        let reply: super::snapshots::SnapshotReply =
+            serde_json::from_slice(&body).map_err(|_| {
+                io::Error::other("the sprite's agent did not answer the checkpoint request")
+            })?;
         match (reply.error, reply.errno) {
             (None, _) => Ok(()),
-            (Some(_), Some(libc::EOPNOTSUPP)) | (Some(_), Some(libc::ENOTTY)) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this sprite's disk cannot take snapshots (it is not a btrfs image)",
-            )),
+            (Some(_), Some(libc::EOPNOTSUPP)) | (Some(_), Some(libc::ENOTTY)) => {
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this sprite's disk cannot take snapshots (it is not a btrfs image)",
+                ))
+            }
             (Some(msg), Some(errno)) => Err(io::Error::new(
                 io::Error::from_raw_os_error(errno).kind(),
                 msg,

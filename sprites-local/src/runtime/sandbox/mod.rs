@@ -645,10 +645,11 @@ impl SpriteRuntime for SandboxRuntime {
                 "this sprite has no disk image (checkpoints need a root server)",
             ));
         }
-        self.agent(sprite_dir)?.snapshot(snapshots::SnapshotOp::Create {
-            id: id.to_owned(),
-            hide: hide.to_vec(),
-        })
+        self.agent(sprite_dir)?
+            .snapshot(snapshots::SnapshotOp::Create {
+                id: id.to_owned(),
+                hide: hide.to_vec(),
+            })
     }
 
     /// Stops the sprite (its agent, and so every process in it), leaves the stub a note to

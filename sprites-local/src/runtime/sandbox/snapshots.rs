@@ -6,7 +6,9 @@
 //!   read-only (`nosuid`, `nodev`) bind mount of the image's `checkpoints/` directory.
 //! - The agent attaches that mount at `/.sprite/checkpoints` once it has pivoted
 //!   ([`attach`]): the sprite sees its five newest checkpoints there, read-only.
-//! - [`run`] takes, hides and deletes snapshots on the server's request. A snapshot is one
+//! - [`run`] takes, hides and deletes snapshots on the server's request. Every checkpoint
+//!   is a read-only snapshot in the image's `older/` directory (the store); the newest five
+//!   also have a read-only snapshot of that snapshot in `checkpoints/` (the view). A snapshot is one
 //!   `BTRFS_IOC_SNAP_CREATE_V2`: atomic (every file as it was at one instant — a file in
 //!   the middle of a write is exactly what a crash at that instant would leave, and a file
 //!   written whole then renamed into place is either absent or complete) and instant
@@ -39,11 +41,12 @@ pub struct Prepared {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SnapshotOp {
-    /// Snapshot the upper layer as `id` (visible), then move `hide` out of sight.
+    /// Snapshot the upper layer as `id` (and its visible copy), then drop the visible
+    /// copies of `hide`.
     Create {
         /// The new checkpoint's id.
         id: String,
-        /// Visible checkpoints to move to `older/` (beyond the newest five).
+        /// Checkpoints no longer to show (beyond the newest five).
         hide: Vec<String>,
     },
     /// Delete checkpoint `id`.
@@ -127,24 +130,34 @@ fn open_dir(disk: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
 
 fn create(disk: &OwnedFd, id: &str, hide: &[String]) -> io::Result<()> {
     let upper = open_dir(disk, UPPER)?;
+    let store = open_dir(disk, OLDER)?;
+    btrfs::snapshot(upper.as_fd(), store.as_fd(), id, true)?;
+    // The sprite's view: a second read-only snapshot (of the first: nothing to flush, so
+    // instant). Moving one snapshot between directories is not possible (a read-only
+    // subvolume's `..` cannot change), so the view is made and dropped on its own.
     let visible = open_dir(disk, CHECKPOINTS)?;
-    btrfs::snapshot(upper.as_fd(), visible.as_fd(), id, true)?;
-    let older = open_dir(disk, OLDER)?;
+    let snap = dirfd::open_beneath(store.as_fd(), id, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    btrfs::snapshot(snap.as_fd(), visible.as_fd(), id, true)?;
     for h in hide {
-        match dirfd::rename_between(visible.as_fd(), h, older.as_fd(), h) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        if dirfd::stat_entry(visible.as_fd(), h).is_ok() {
+            btrfs::subvol_destroy(visible.as_fd(), h)?;
         }
     }
     Ok(())
 }
 
 fn delete(disk: &OwnedFd, id: &str) -> io::Result<()> {
+    let mut found = false;
     for dir in [CHECKPOINTS, OLDER] {
         let d = open_dir(disk, dir)?;
         if dirfd::stat_entry(d.as_fd(), id).is_ok() {
-            return btrfs::subvol_destroy(d.as_fd(), id);
+            btrfs::subvol_destroy(d.as_fd(), id)?;
+            found = true;
         }
     }
-    Err(io::Error::from_raw_os_error(libc::ENOENT))
+    if found {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ENOENT))
+    }
 }
