@@ -96,9 +96,12 @@ pub fn create(sprite_dir: &Path, bytes: u64) -> io::Result<()> {
     drop(file);
     let out = if btrfs_available() {
         // Single copies of data and metadata (the image is one file on one disk: a second
-        // copy would protect nothing), and no discard pass over the sparse file.
+        // copy would protect nothing), no discard pass over the sparse file, and mixed
+        // block groups: data and metadata share the space, so a sprite that filled its disk
+        // with data can still create files once it deletes some (with separate groups the
+        // metadata ones stay full and every create is ENOSPC).
         Command::new("mkfs.btrfs")
-            .args(["-q", "-f", "-K", "-m", "single", "-d", "single"])
+            .args(["-q", "-f", "-K", "-M", "-m", "single", "-d", "single"])
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
