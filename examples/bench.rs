@@ -3,11 +3,15 @@
 //! ```text
 //! cargo run --release --example bench            # human table
 //! cargo run --release --example bench -- --json  # ... and a JSON object as the last line
+//! cargo run --release --example bench -- --only checkpoints [--json]  # one group alone
 //! ```
 //!
 //! Uses `SPRITES_API_URL`/`SPRITES_TOKEN` when set; otherwise starts `sprites-local` in a child
 //! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
 //! measured without the server's, and the server's own (per idle connection) can be read.
+
+#[path = "bench/checkpoints.rs"]
+mod checkpoints;
 
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,7 +31,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return serve(dir.into());
     }
     let json = std::env::args().any(|a| a == "--json");
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .windows(2)
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].clone());
     let (client, mut server, runtime, endpoint) = connect(None)?;
+    if let Some(group) = only {
+        let result = match group.as_str() {
+            "checkpoints" => checkpoints::only(&client, &runtime, json),
+            other => Err(format!("--only {other}: unknown group (checkpoints)").into()),
+        };
+        if let Some(child) = server.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        return result;
+    }
     // Against a local sandbox, measure the host runtime beside it: the sandbox's cost is the
     // difference.
     let host = match (&server, runtime.as_str()) {
@@ -245,10 +265,18 @@ fn run(
         );
     }
     row("client peak RSS", format!("{peak_rss:.1} MiB"), "");
+    let cp = match checkpoints::measure(sprite, runtime) {
+        Ok(f) => Some(f),
+        Err(err) => {
+            eprintln!("bench: checkpoint measurements skipped: {err}");
+            None
+        }
+    };
+    if let Some(f) = &cp {
+        checkpoints::print(f);
+    }
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
+        let mut all = serde_json::json!({
                 "exec_rtt_p50_ms": exec.p50,
                 "exec_rtt_p99_ms": exec.p99,
                 "stdout_mib_s": stdout,
@@ -284,8 +312,16 @@ fn run(
                 "exec_rtt_p50_idle_conns": idle.as_ref().map(|i| i.exec_held),
                 "exec_rtt_p50_ms_beside_idle_conns": idle.as_ref().map(|i| i.exec_p50_ms),
                 "exec_rtt_idle_vs_quiet": idle.as_ref().map(|i| i.exec_p50_ms / exec.p50),
-            })
-        );
+        });
+        if let (Some(f), Some(obj)) = (&cp, all.as_object_mut()) {
+            obj.extend(
+                checkpoints::json(f)
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        println!("{all}");
     }
     Ok(())
 }

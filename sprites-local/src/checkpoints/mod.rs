@@ -29,8 +29,6 @@ use crate::state::State;
 const CATALOG: &str = "checkpoints.json";
 /// How many checkpoints a sprite may keep (a create past it is refused: delete some).
 pub const MAX_CHECKPOINTS: usize = 100;
-/// How many of the newest checkpoints the sprite sees at `/.sprite/checkpoints/`.
-pub const VISIBLE: usize = 5;
 /// The synthetic entry for the live state in listings.
 pub const CURRENT: &str = "Current";
 /// Longest comment accepted, in bytes.
@@ -255,19 +253,8 @@ pub fn create(state: &State, sprite_dir: &Path, comment: &str) -> Result<Progres
     let mut p = Progress::default();
     p.info(format!("Creating checkpoint {id}..."), 0.0);
     let started = std::time::Instant::now();
-    // The newest VISIBLE stay visible inside: the new one and the VISIBLE-1 before it.
-    let hide: Vec<String> = cat
-        .checkpoints
-        .iter()
-        .rev()
-        .skip(VISIBLE - 1)
-        .map(|c| c.id.clone())
-        .collect();
     let previous = cat.checkpoints.last().map(|c| c.id.clone());
-    match state
-        .runtime
-        .snapshot(sprite_dir, &id, previous.as_deref(), &hide)
-    {
+    match state.runtime.snapshot(sprite_dir, &id, previous.as_deref()) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             return Err(Refused::Unsupported(unsupported_message(&e)))

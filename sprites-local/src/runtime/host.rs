@@ -65,13 +65,7 @@ impl SpriteRuntime for HostRuntime {
 
     /// A copy of `home/` in `checkpoints/<id>/` (see `crate::checkpoints::tree`: cloned,
     /// hard-linked to the previous checkpoint where unchanged, else copied).
-    fn snapshot(
-        &self,
-        sprite_dir: &Path,
-        id: &str,
-        previous: Option<&str>,
-        _hide: &[String],
-    ) -> io::Result<()> {
+    fn snapshot(&self, sprite_dir: &Path, id: &str, previous: Option<&str>) -> io::Result<()> {
         let store = sprite_dir.join(SNAPSHOTS);
         std::fs::create_dir_all(&store)?;
         let home = Self::home(sprite_dir);

@@ -207,16 +207,9 @@ pub(crate) trait SpriteRuntime: Send + Sync {
         None
     }
     /// Takes checkpoint `id` of the sprite's writable layer while its processes run
-    /// (`crate::checkpoints`). `previous` is the newest existing checkpoint; `hide` are the
-    /// checkpoints that stop being visible inside the sprite. `Unsupported` when this
-    /// sprite cannot have checkpoints.
-    fn snapshot(
-        &self,
-        _sprite_dir: &Path,
-        _id: &str,
-        _previous: Option<&str>,
-        _hide: &[String],
-    ) -> io::Result<()> {
+    /// (`crate::checkpoints`). `previous` is the newest existing checkpoint. `Unsupported`
+    /// when this sprite cannot have checkpoints.
+    fn snapshot(&self, _sprite_dir: &Path, _id: &str, _previous: Option<&str>) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
     /// Replaces the sprite's writable layer with checkpoint `id`. The caller has ended the

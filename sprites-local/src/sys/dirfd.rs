@@ -145,26 +145,6 @@ pub fn rename_at(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result<()> {
         .map(drop)
 }
 
-/// Moves entry `from` of `from_dir` to `to` in `to_dir` (both single components).
-pub fn rename_between(
-    from_dir: BorrowedFd<'_>,
-    from: &str,
-    to_dir: BorrowedFd<'_>,
-    to: &str,
-) -> io::Result<()> {
-    let (from, to) = (component(from)?, component(to)?);
-    // SAFETY: valid dirfds and C strings.
-    check(unsafe {
-        libc::renameat(
-            from_dir.as_raw_fd(),
-            from.as_ptr(),
-            to_dir.as_raw_fd(),
-            to.as_ptr(),
-        )
-    })
-    .map(drop)
-}
-
 /// Creates symlink `name` in `dir` pointing at `target` (which is not looked at).
 pub fn symlink_at(target: &str, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     let (target, name) = (super::cstr(target)?, component(name)?);

@@ -106,6 +106,43 @@ pub fn set_idmap(mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()
     check(r as libc::c_int).map(drop)
 }
 
+/// A detached copy of the mount tree at `rel` below directory `dir` (`open_tree` with
+/// `OPEN_TREE_CLONE`, without submounts). `dir` may itself be a detached mount (Linux ≥ 6.15
+/// allows cloning from one): this is how a subtree of a mount that is no longer reachable
+/// by any path is attached somewhere.
+pub fn open_tree_clone_at(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
+    let p = cstr(rel)?;
+    // SAFETY: a valid fd and C string; a non-negative result is a new fd we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir.as_raw_fd(),
+            p.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    let fd = check(r as libc::c_int)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches the detached mount `mount` at entry `name` of directory `dir` (`move_mount`).
+pub fn move_mount_at(mount: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let t = super::dirfd::component(name)?;
+    // SAFETY: valid fds, an empty C string with MOVE_MOUNT_F_EMPTY_PATH, a valid name.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            t.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
 /// Makes the detached mount `mount` read-only, `nosuid` and `nodev` (`mount_setattr`).
 pub fn set_readonly(mount: BorrowedFd<'_>) -> io::Result<()> {
     let attr = libc::mount_attr {

@@ -35,18 +35,7 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
     // layer; a mount on top keeps it hidden even from a sprite that removes the mask.
     let masks: Vec<PathBuf> = cfg.masks.iter().map(|m| Path::new("/").join(m)).collect();
     rootfs::enter(&built.root, &masks)?;
-    let disk = built.snapshots.take().map(|s| {
-        if let Some(visible) = s.visible {
-            // Best effort: the sprite may have put something else at that path.
-            if let Err(e) = snapshots::attach(visible) {
-                eprintln!(
-                    "sprites-local sandbox agent: {}: {e}",
-                    snapshots::VISIBLE_AT
-                );
-            }
-        }
-        s.disk
-    });
+    let snapshots = built.snapshots.take().map(snapshots::Snapshots::start);
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
     // becomes readable only after the kernel has killed and reaped everything in our PID
     // namespace.
@@ -72,7 +61,7 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         userns: built.userns,
         limits: cfg.limits,
         live: HashSet::new(),
-        disk,
+        snapshots,
     }
     .serve()
 }
@@ -94,8 +83,8 @@ struct Agent {
     /// Exec leaders not yet reaped. Signals go only to these, so a recycled pid is never
     /// signalled.
     live: HashSet<libc::pid_t>,
-    /// The root of the sprite's btrfs disk image, for checkpoints (`None`: no checkpoints).
-    disk: Option<OwnedFd>,
+    /// The sprite's btrfs disk image, for checkpoints (`None`: no checkpoints).
+    snapshots: Option<snapshots::Snapshots>,
 }
 
 impl Agent {
@@ -211,9 +200,9 @@ impl Agent {
                 Ok(())
             }
             Request::Snapshot { what } => {
-                // Quick (one ioctl or two), so done here rather than in a child.
-                let reply = match &self.disk {
-                    Some(disk) => snapshots::run(disk, &what),
+                // Quick (an ioctl and a mount or two), so done here rather than in a child.
+                let reply = match &mut self.snapshots {
+                    Some(snaps) => snaps.run(&what),
                     None => snapshots::SnapshotReply {
                         error: Some("this sprite's disk has no snapshots (not btrfs)".into()),
                         errno: Some(libc::EOPNOTSUPP),

@@ -1,13 +1,13 @@
 //! A sprite's disk (root servers): its upper layer lives in a btrfs (else ext4) image of
 //! its `storage_gb`, so a full disk is the sprite's `ENOSPC`, never the host's.
 //!
-//! On btrfs (`mkfs.btrfs`, from btrfs-progs, installed) the upper layer is a subvolume and
-//! each checkpoint a read-only snapshot of it in `older/` (all of them) and, for the five
-//! newest, one more in `checkpoints/`, which the sprite sees at `/.sprite/checkpoints/`
-//! (see `snapshots` and `crate::checkpoints`):
-//! taken atomically while the sprite runs, and sharing every extent with the live tree.
-//! A restore is applied here, before the overlay is mounted (see [`apply_restore`]).
-//! ext4 images (without btrfs-progs, or sprites made before) have no checkpoints.
+//! On btrfs (`mkfs.btrfs`, from btrfs-progs, installed) the upper layer and overlayfs's
+//! work directory live in one subvolume, `live/` (`live/root`, `live/work`: the two must be
+//! in one subvolume, as overlayfs renames from one to the other), and each checkpoint is a
+//! read-only snapshot of it in `store/` (see `snapshots` and `crate::checkpoints`): taken
+//! atomically while the sprite runs, and sharing every extent with the live tree. A
+//! restore is applied here, before the overlay is mounted (see [`apply_restore`]). ext4
+//! images (without btrfs-progs, or sprites made before) have no checkpoints.
 //!
 //! The image is a sparse file (`disk.img` in the sprite's directory): it costs only what
 //! the sprite writes, and `discard` gives space back to the host when files are deleted.
@@ -42,12 +42,13 @@ pub struct Layers {
     pub device: Option<sys::loopdev::LoopDevice>,
 }
 
-/// The upper layer's directory (a subvolume on btrfs) in the image.
-pub const UPPER: &str = "upper";
-/// The view of the checkpoints the sprite sees (the five newest), in the image.
-pub const CHECKPOINTS: &str = "checkpoints";
-/// Every checkpoint, in the image.
-pub const OLDER: &str = "older";
+/// The subvolume holding the upper layer (`root/`) and overlayfs's `work/`, in a btrfs
+/// image.
+pub const LIVE: &str = "live";
+/// Where the checkpoints (read-only snapshots of [`LIVE`]) are, in a btrfs image.
+pub const STORE: &str = "store";
+/// The upper layer in [`LIVE`] and in each checkpoint.
+pub const LIVE_UPPER: &str = "root";
 /// The file in the sprite's directory naming the checkpoint to restore at the next start.
 pub const RESTORE_PENDING: &str = "restore-pending";
 
@@ -206,18 +207,20 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
         ),
         || format!("mounting the sprite's disk image ({})", device.path),
     )?;
-    let (upper, work) = (target.join(UPPER), target.join("work"));
-    if btrfs {
+    let (upper, work) = if btrfs {
         let root = File::open(&target)?;
         super::ctx(apply_restore(root.as_fd(), &target, sprite_dir), || {
             "restoring a checkpoint".into()
         })?;
-        if !upper.exists() {
-            sys::btrfs::subvol_create(root.as_fd(), UPPER)?;
+        if !target.join(LIVE).exists() {
+            sys::btrfs::subvol_create(root.as_fd(), LIVE)?;
         }
-        fs::create_dir_all(target.join(CHECKPOINTS))?;
-        fs::create_dir_all(target.join(OLDER))?;
-    }
+        fs::create_dir_all(target.join(STORE))?;
+        let live = target.join(LIVE);
+        (live.join(LIVE_UPPER), live.join("work"))
+    } else {
+        (target.join("upper"), target.join("work"))
+    };
     fs::create_dir_all(&upper)?;
     fs::create_dir_all(&work)?;
     Ok(Layers {
@@ -240,41 +243,37 @@ pub fn apply_restore(root: BorrowedFd<'_>, disk: &Path, sprite_dir: &Path) -> io
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let source = [OLDER, CHECKPOINTS]
-        .iter()
-        .find_map(|dir| {
-            dirfd::open_beneath(
-                root,
-                &format!("{dir}/{id}"),
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            )
-            .ok()
-        })
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("checkpoint {id:?} is not on the sprite's disk"),
-            )
-        })?;
+    let source = dirfd::open_beneath(
+        root,
+        &format!("{STORE}/{}", dirfd::component(&id)?.to_string_lossy()),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("checkpoint {id:?} is not on the sprite's disk: {e}"),
+        )
+    })?;
     // A half-made one from an interrupted attempt.
-    if dirfd::stat_entry(root, "upper.new").is_ok() {
-        sys::btrfs::subvol_destroy(root, "upper.new")?;
+    if dirfd::stat_entry(root, "live.new").is_ok() {
+        sys::btrfs::subvol_destroy(root, "live.new")?;
     }
-    sys::btrfs::snapshot(source.as_fd(), root, "upper.new", false)?;
-    if dirfd::stat_entry(root, UPPER).is_ok() {
-        if dirfd::stat_entry(root, "upper.old").is_ok() {
-            sys::btrfs::subvol_destroy(root, "upper.old")?;
+    sys::btrfs::snapshot(source.as_fd(), root, "live.new", false)?;
+    if dirfd::stat_entry(root, LIVE).is_ok() {
+        if dirfd::stat_entry(root, "live.old").is_ok() {
+            sys::btrfs::subvol_destroy(root, "live.old")?;
         }
-        dirfd::rename_at(root, UPPER, "upper.old")?;
+        dirfd::rename_at(root, LIVE, "live.old")?;
     }
-    dirfd::rename_at(root, "upper.new", UPPER)?;
-    if dirfd::stat_entry(root, "upper.old").is_ok() {
-        sys::btrfs::subvol_destroy(root, "upper.old")?;
+    dirfd::rename_at(root, "live.new", LIVE)?;
+    if dirfd::stat_entry(root, "live.old").is_ok() {
+        sys::btrfs::subvol_destroy(root, "live.old")?;
     }
-    if dirfd::stat_entry(root, "work").is_ok() {
-        // overlayfs made it; nothing of the sprite's is in it.
-        fs::remove_dir_all(disk.join("work"))?;
+    // overlayfs's leftovers from when the checkpoint was taken; nothing of the sprite's.
+    let work = disk.join(LIVE).join("work");
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
     }
     dirfd::syncfs(root)?;
     fs::remove_file(&pending)

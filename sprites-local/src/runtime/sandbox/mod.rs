@@ -632,13 +632,7 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     /// A btrfs snapshot taken by the sprite's agent (started if needed): see [`snapshots`].
-    fn snapshot(
-        &self,
-        sprite_dir: &Path,
-        id: &str,
-        _previous: Option<&str>,
-        hide: &[String],
-    ) -> io::Result<()> {
+    fn snapshot(&self, sprite_dir: &Path, id: &str, _previous: Option<&str>) -> io::Result<()> {
         if !disk::has_image(sprite_dir) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -646,10 +640,7 @@ impl SpriteRuntime for SandboxRuntime {
             ));
         }
         self.agent(sprite_dir)?
-            .snapshot(snapshots::SnapshotOp::Create {
-                id: id.to_owned(),
-                hide: hide.to_vec(),
-            })
+            .snapshot(snapshots::SnapshotOp::Create { id: id.to_owned() })
     }
 
     /// Stops the sprite (its agent, and so every process in it), leaves the stub a note to

@@ -1,53 +1,57 @@
-//! Checkpoints inside a sandboxed sprite: btrfs snapshots of its upper layer, made by the
-//! agent (which holds the disk image's root open) while the sprite's processes run.
+//! Checkpoints inside a sandboxed sprite: btrfs snapshots of its writable layer, made by
+//! the agent (which holds the disk image open) while the sprite's processes run.
+//!
+//! Layout of a btrfs image (see [`super::disk`]): the subvolume `live/` holds the upper
+//! layer (`live/root`) and overlayfs's work directory; `store/<id>` is checkpoint `id`, a
+//! read-only snapshot of `live/`. A snapshot is one `BTRFS_IOC_SNAP_CREATE_V2`: atomic
+//! (every file as it was at one instant: a file in the middle of a write is exactly what a
+//! crash at that instant would leave, and a file written whole then renamed into place is
+//! either absent or complete) and instant (extents are shared, not copied).
 //!
 //! - The stub ([`prepare`]) opens the image's root for the agent, makes the mount point
-//!   `/.sprite/checkpoints` in the upper layer (owned by the sprite's root) and a detached,
-//!   read-only (`nosuid`, `nodev`) bind mount of the image's `checkpoints/` directory.
-//! - The agent attaches that mount at `/.sprite/checkpoints` once it has pivoted
-//!   ([`attach`]): the sprite sees its five newest checkpoints there, read-only.
-//! - [`run`] takes, hides and deletes snapshots on the server's request. Every checkpoint
-//!   is a read-only snapshot in the image's `older/` directory (the store); the newest five
-//!   also have a read-only snapshot of that snapshot in `checkpoints/` (the view). A snapshot is one
-//!   `BTRFS_IOC_SNAP_CREATE_V2`: atomic (every file as it was at one instant — a file in
-//!   the middle of a write is exactly what a crash at that instant would leave, and a file
-//!   written whole then renamed into place is either absent or complete) and instant
-//!   (extents are shared, not copied).
+//!   `/.sprite/checkpoints` in the upper layer, and a detached copy of the image's mount,
+//!   through which the agent can still reach checkpoints once it has pivoted into the
+//!   sprite's root (where the image's own mount is no longer reachable).
+//! - The agent ([`Snapshots`]) mounts a small tmpfs of its own at `/.sprite/checkpoints`
+//!   and in it one read-only (`nosuid`, `nodev`) bind mount per visible checkpoint (the
+//!   [`VISIBLE`] newest), kept current as checkpoints are taken and deleted; then it takes
+//!   and deletes snapshots on the server's request.
 //!
 //! Restores happen before the overlay is mounted ([`super::disk::apply_restore`]).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::disk::{CHECKPOINTS, OLDER, UPPER};
+use super::disk::{LIVE, LIVE_UPPER, STORE};
 use crate::sys::{self, btrfs, dirfd};
 
 /// Where the sprite sees its newest checkpoints.
 pub const VISIBLE_AT: &str = "/.sprite/checkpoints";
+/// How many of the newest checkpoints the sprite sees there.
+pub const VISIBLE: usize = 5;
 
 /// What the stub hands the agent.
 pub struct Prepared {
     /// The disk image's root directory.
     pub disk: OwnedFd,
-    /// The read-only detached mount of `checkpoints/`, to attach at [`VISIBLE_AT`].
-    pub visible: Option<OwnedFd>,
+    /// A detached copy of the image's mount (`None` if it could not be made: no visible
+    /// checkpoints then).
+    pub tree: Option<OwnedFd>,
 }
 
 /// A checkpoint operation, server → agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SnapshotOp {
-    /// Snapshot the upper layer as `id` (and its visible copy), then drop the visible
-    /// copies of `hide`.
+    /// Snapshot the writable layer as `id`.
     Create {
         /// The new checkpoint's id.
         id: String,
-        /// Checkpoints no longer to show (beyond the newest five).
-        hide: Vec<String>,
     },
     /// Delete checkpoint `id`.
     Delete {
@@ -73,22 +77,19 @@ pub fn prepare(disk: &Path, upper: &Path, sprite_root: u32) -> io::Result<Option
     if !btrfs::is_btrfs(root.as_fd())? {
         return Ok(None);
     }
-    // The mount point, made without following anything the sprite put in the way (a
-    // symlink there: no visible checkpoints, nothing else).
-    let visible = mount_point(upper, sprite_root).and_then(|()| {
-        let tree = sys::mount::open_tree_clone(&disk.join(CHECKPOINTS))?;
-        sys::mount::set_readonly(tree.as_fd())?;
-        Ok(tree)
-    });
+    // The mount point, made without following anything the sprite put in the way (then:
+    // no visible checkpoints, nothing else).
+    let tree = mount_point(upper, sprite_root)
+        .and_then(|()| sys::mount::open_tree_clone(disk))
+        .ok();
     Ok(Some(Prepared {
         disk: root.into(),
-        visible: visible.ok(),
+        tree,
     }))
 }
 
 fn mount_point(upper: &Path, owner: u32) -> io::Result<()> {
-    let up = File::open(upper)?;
-    let mut dir: OwnedFd = up.into();
+    let mut dir: OwnedFd = File::open(upper)?.into();
     for name in [".sprite", "checkpoints"] {
         match dirfd::mkdir_at(dir.as_fd(), name, 0o755) {
             Ok(()) => dirfd::chown_at(dir.as_fd(), name, owner, owner)?,
@@ -100,64 +101,159 @@ fn mount_point(upper: &Path, owner: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// In the agent, after `pivot_root`: attaches the checkpoints mount (paths resolve inside
-/// the sprite now, so nothing planted there can send it to the host).
-pub fn attach(visible: OwnedFd) -> io::Result<()> {
-    sys::mount::move_mount(visible.as_fd(), Path::new(VISIBLE_AT))
+/// The agent's side: the image, and the views it shows the sprite.
+pub struct Snapshots {
+    disk: OwnedFd,
+    tree: Option<OwnedFd>,
+    /// The tmpfs at [`VISIBLE_AT`], once mounted.
+    views: Option<OwnedFd>,
+    /// Checkpoints mounted there.
+    shown: BTreeSet<String>,
 }
 
-/// Runs `op` on the image whose root is `disk`.
-pub fn run(disk: &OwnedFd, op: &SnapshotOp) -> SnapshotReply {
-    let r = match op {
-        SnapshotOp::Create { id, hide } => create(disk, id, hide),
-        SnapshotOp::Delete { id } => delete(disk, id),
-    };
-    match r {
-        Ok(()) => SnapshotReply {
-            error: None,
-            errno: None,
-        },
-        Err(e) => SnapshotReply {
-            errno: e.raw_os_error(),
-            error: Some(e.to_string()),
-        },
+impl Snapshots {
+    /// In the agent, after `pivot_root` (paths resolve inside the sprite now, so nothing
+    /// planted there can send a mount to the host): mounts the views. Failing to show them
+    /// is logged, never fatal.
+    pub fn start(p: Prepared) -> Snapshots {
+        let mut s = Snapshots {
+            disk: p.disk,
+            tree: p.tree,
+            views: None,
+            shown: BTreeSet::new(),
+        };
+        if s.tree.is_some() {
+            match mount_views() {
+                Ok(fd) => s.views = Some(fd),
+                Err(e) => eprintln!("sprites-local sandbox agent: {VISIBLE_AT}: {e}"),
+            }
+        }
+        s.refresh();
+        s
     }
-}
 
-fn open_dir(disk: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    dirfd::open_beneath(disk.as_fd(), rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-}
-
-fn create(disk: &OwnedFd, id: &str, hide: &[String]) -> io::Result<()> {
-    let upper = open_dir(disk, UPPER)?;
-    let store = open_dir(disk, OLDER)?;
-    btrfs::snapshot(upper.as_fd(), store.as_fd(), id, true)?;
-    // The sprite's view: a second read-only snapshot (of the first: nothing to flush, so
-    // instant). Moving one snapshot between directories is not possible (a read-only
-    // subvolume's `..` cannot change), so the view is made and dropped on its own.
-    let visible = open_dir(disk, CHECKPOINTS)?;
-    let snap = dirfd::open_beneath(store.as_fd(), id, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    btrfs::snapshot(snap.as_fd(), visible.as_fd(), id, true)?;
-    for h in hide {
-        if dirfd::stat_entry(visible.as_fd(), h).is_ok() {
-            btrfs::subvol_destroy(visible.as_fd(), h)?;
+    /// Runs `op`.
+    pub fn run(&mut self, op: &SnapshotOp) -> SnapshotReply {
+        let r = match op {
+            SnapshotOp::Create { id } => self.create(id),
+            SnapshotOp::Delete { id } => self.delete(id),
+        };
+        match r {
+            Ok(()) => SnapshotReply {
+                error: None,
+                errno: None,
+            },
+            Err(e) => SnapshotReply {
+                errno: e.raw_os_error(),
+                error: Some(e.to_string()),
+            },
         }
     }
-    Ok(())
-}
 
-fn delete(disk: &OwnedFd, id: &str) -> io::Result<()> {
-    let mut found = false;
-    for dir in [CHECKPOINTS, OLDER] {
-        let d = open_dir(disk, dir)?;
-        if dirfd::stat_entry(d.as_fd(), id).is_ok() {
-            btrfs::subvol_destroy(d.as_fd(), id)?;
-            found = true;
-        }
+    fn open_dir(&self, rel: &str) -> io::Result<OwnedFd> {
+        dirfd::open_beneath(
+            self.disk.as_fd(),
+            rel,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
     }
-    if found {
+
+    fn create(&mut self, id: &str) -> io::Result<()> {
+        let live = self.open_dir(LIVE)?;
+        let store = self.open_dir(STORE)?;
+        btrfs::snapshot(live.as_fd(), store.as_fd(), id, true)?;
+        self.refresh();
         Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(libc::ENOENT))
     }
+
+    fn delete(&mut self, id: &str) -> io::Result<()> {
+        let store = self.open_dir(STORE)?;
+        dirfd::stat_entry(store.as_fd(), id)?;
+        // Its view first: a subvolume with a mount into it would stay pinned.
+        self.hide(id);
+        let r = btrfs::subvol_destroy(store.as_fd(), id);
+        self.refresh();
+        r
+    }
+
+    /// The ids in the store, oldest first (`v<N>`, by N).
+    fn stored(&self) -> io::Result<Vec<String>> {
+        let store = self.open_dir(STORE)?;
+        let mut ids: Vec<(u64, String)> = dirfd::list_dir(store.as_fd())?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter_map(|n| Some((n.strip_prefix('v')?.parse().ok()?, n)))
+            .collect();
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// Shows the [`VISIBLE`] newest checkpoints, and only them.
+    fn refresh(&mut self) {
+        if self.views.is_none() {
+            return;
+        }
+        let want: BTreeSet<String> = match self.stored() {
+            Ok(ids) => ids.into_iter().rev().take(VISIBLE).collect(),
+            Err(e) => {
+                eprintln!("sprites-local sandbox agent: listing checkpoints: {e}");
+                return;
+            }
+        };
+        let gone: Vec<String> = self.shown.difference(&want).cloned().collect();
+        for id in gone {
+            self.hide(&id);
+        }
+        for id in want.difference(&self.shown.clone()) {
+            if let Err(e) = self.show(id) {
+                eprintln!("sprites-local sandbox agent: showing checkpoint {id}: {e}");
+            }
+        }
+    }
+
+    fn show(&mut self, id: &str) -> io::Result<()> {
+        let (Some(views), Some(tree)) = (&self.views, &self.tree) else {
+            return Ok(());
+        };
+        let view = sys::mount::open_tree_clone_at(
+            tree.as_fd(),
+            &format!(
+                "{STORE}/{}/{LIVE_UPPER}",
+                dirfd::component(id)?.to_string_lossy()
+            ),
+        )?;
+        sys::mount::set_readonly(view.as_fd())?;
+        match dirfd::mkdir_at(views.as_fd(), id, 0o755) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        sys::mount::move_mount_at(view.as_fd(), views.as_fd(), id)?;
+        self.shown.insert(id.to_owned());
+        Ok(())
+    }
+
+    fn hide(&mut self, id: &str) {
+        let Some(views) = &self.views else {
+            return;
+        };
+        if self.shown.remove(id) {
+            let at = format!("/proc/self/fd/{}/{id}", views.as_raw_fd());
+            let _ = sys::mount::umount2(Path::new(&at), libc::MNT_DETACH);
+        }
+        let _ = dirfd::unlink_at(views.as_fd(), id, libc::AT_REMOVEDIR);
+    }
+}
+
+/// Mounts the views' tmpfs (owned by the host's root, whom the sprite cannot act as: the
+/// sprite reads it and cannot change it) and opens it.
+fn mount_views() -> io::Result<OwnedFd> {
+    sys::mount::mount(
+        Some("tmpfs"),
+        Path::new(VISIBLE_AT),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("mode=0755,size=64k,nr_inodes=64"),
+    )?;
+    Ok(File::open(VISIBLE_AT)?.into())
 }
