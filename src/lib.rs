@@ -51,6 +51,7 @@ mod error;
 mod exec;
 pub mod fs;
 mod proxy;
+mod services;
 mod sprite;
 mod sys;
 mod tar;
@@ -70,6 +71,10 @@ pub use exec::{
     Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
     KillProgress, KillReport, Output, PortEvent, PortEventKind, PortEvents, PortWatch, Session,
     Stdio,
+};
+pub use services::{
+    LogFiles, Service, ServiceEvent, ServiceEventKind, ServiceEvents, ServiceSpec, ServiceState,
+    ServiceStatus,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};

@@ -265,3 +265,32 @@ fn the_newest_five_are_visible_read_only_inside_a_sandboxed_sprite() {
     sprite.restore_checkpoint("v0").unwrap().wait().unwrap();
     assert_eq!(sh(&sprite, "cat ~/n").trim(), "0");
 }
+
+#[test]
+fn services_come_back_after_a_restore_on_the_restored_files() {
+    let local = Local::start();
+    let sprite = local.sprite("cp-svc");
+    sh(&sprite, "cd && echo old > svc-data");
+    let spec =
+        sprites::ServiceSpec::new("sh").args(["-c", "cat ~/svc-data > ~/svc-saw; exec sleep 600"]);
+    sprite
+        .create_service("keeper", &spec, None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let before = sprite.get_service("keeper").unwrap().state.unwrap();
+    assert_eq!(before.status, sprites::ServiceStatus::Running);
+    let id = sprite.create_checkpoint().unwrap().wait().unwrap();
+    sh(&sprite, "cd && echo new > svc-data");
+
+    sprite.restore_checkpoint(&id).unwrap().wait().unwrap();
+    let after = sprite.get_service("keeper").unwrap().state.unwrap();
+    assert_eq!(after.status, sprites::ServiceStatus::Running);
+    assert_ne!(after.pid, before.pid, "the service was not restarted");
+    // The restarted service ran on the restored files (a bounded wait for its first line).
+    let saw = sh(
+        &sprite,
+        "for i in $(seq 100); do [ -s ~/svc-saw ] && break; sleep 0.05; done; cat ~/svc-saw",
+    );
+    assert_eq!(saw.trim(), "old");
+}

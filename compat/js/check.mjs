@@ -812,6 +812,82 @@ await check('checkpoint_unknown_is_an_error', async () => {
   threw = '';
   try { await sprite.restoreCheckpoint('v999'); } catch (e) { threw = e.message; }
   expect(threw.includes('404'), `restoreCheckpoint: ${threw || 'no error'}`);
+
+// Services (PROTOCOL.md §11)
+async function drain(stream) {
+  const events = [];
+  for await (const ev of stream) events.push(ev);
+  return events;
+}
+const sleepUntil = async (what, cond) => {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > 20000) throw new Fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+await check('services_create_get_list_with_events', async () => {
+  const script = "trap 'echo got-hup' HUP; for i in 1 2 3 4 5; do echo line$i; done; " +
+    'while :; do sleep 1 & wait $!; done';
+  const events = await drain(await sprite.createService('app',
+    { cmd: 'sh', args: ['-c', script], env: { GREETING: 'hi' }, dir: '/' }, '500ms'));
+  const types = events.map((e) => e.type);
+  expect(types[0] === 'started' && types.at(-1) === 'complete', `events ${types}`);
+  expect(typeof events[0].timestamp === 'number' && events[0].timestamp > 1.7e12, `timestamp ${events[0].timestamp}`);
+  expect(events.at(-1).logFiles?.combined?.endsWith('/.sprite/logs/services/app.log'),
+    `logFiles ${JSON.stringify(events.at(-1).logFiles)}`);
+  const svc = await sprite.getService('app');
+  expect(svc.cmd === 'sh' && svc.env?.GREETING === 'hi' && svc.dir === '/', JSON.stringify(svc));
+  expect(svc.state?.status === 'running' && svc.state.pid > 0 && svc.state.restartCount === 0,
+    JSON.stringify(svc.state));
+  const list = await sprite.listServices();
+  expect(list.length === 1 && list[0].name === 'app', JSON.stringify(list));
+});
+await check('services_logs_last_lines_and_signal', async () => {
+  const lines = async (n) => (await drain(await sprite.getServiceLogs('app', { lines: n })))
+    .filter((e) => e.type === 'stdout').map((e) => e.data);
+  await sleepUntil('five lines', async () => (await lines(10)).length >= 5);
+  const last2 = await lines(2);
+  expect(JSON.stringify(last2) === JSON.stringify(['line4\n', 'line5\n']), JSON.stringify(last2));
+  await sprite.signalService('app', 'SIGHUP');
+  await sleepUntil('the HUP trap', async () => (await lines(3)).includes('got-hup\n'));
+});
+await check('services_stop_start_restart', async () => {
+  const stop = await drain(await sprite.stopService('app', '2s'));
+  const types = stop.map((e) => e.type);
+  expect(JSON.stringify(types) === JSON.stringify(['stopping', 'exit', 'stopped', 'complete']), `stop ${types}`);
+  expect(stop[1].exitCode === 143, `exit ${stop[1].exitCode}`);
+  expect((await sprite.getService('app')).state.status === 'stopped', 'not stopped');
+  await drain(await sprite.startService('app', '0s'));
+  expect((await sprite.getService('app')).state.status === 'running', 'not running after start');
+  const restart = (await drain(await sprite.restartService('app', '0s'))).map((e) => e.type);
+  expect(restart.includes('stopping') && restart.includes('started'), `restart ${restart}`);
+});
+await check('services_crash_restarted_and_counted', async () => {
+  await drain(await sprite.createService('crashy', { cmd: 'sh', args: ['-c', 'exit 3'] }, '0s'));
+  await sleepUntil('two restarts', async () => (await sprite.getService('crashy')).state.restartCount >= 2);
+  await drain(await sprite.stopService('crashy'));
+});
+await check('services_errors_404_409_400', async () => {
+  const rejects = async (p, re) => {
+    try { await p; } catch (e) { expect(re.test(e.message), e.message); return; }
+    throw new Fail(`resolved, expected ${re}`);
+  };
+  await rejects(sprite.getService('ghost'), /not found/i);
+  await rejects(sprite.startService('ghost', '0s'), /not found/i);
+  await rejects(sprite.stopService('crashy'), /not running/i);
+  await rejects(sprite.signalService('app', 'BOGUS'), /Invalid signal/);
+  await drain(await sprite.createService('web', { cmd: 'sleep', args: ['1000'], httpPort: 8080 }, '0s'));
+  expect((await sprite.getService('web')).httpPort === 8080, 'httpPort not read back');
+  await rejects(sprite.createService('api', { cmd: 'sleep', args: ['1000'], httpPort: 8081 }),
+    /conflict.*HTTP port/i);
+  await rejects(sprite.createService('bad', { cmd: '' }), /status 400/);
+});
+await check('services_delete', async () => {
+  for (const s of ['app', 'crashy', 'web']) await sprite.deleteService(s);
+  expect((await sprite.listServices()).length === 0, 'services left');
+  try { await sprite.deleteService('app'); } catch (e) { expect(/not found/i.test(e.message), e.message); return; }
+  throw new Fail('deleting twice succeeded');
 });
 
 await check('delete_sprite', async () => {
@@ -825,7 +901,7 @@ await check('delete_sprite', async () => {
 });
 
 report('not_covered', null, 0,
-  'services, policies (network/privileges/resources), restart/check/upgrade, watchSprites, ' +
+  'policies (network/privileges/resources), restart/check/upgrade, watchSprites, ' +
   'filesystem watch, chown, proxyPort, control mode: the SDK has them, sprites-local does not');
 console.log('@@DONE');
 process.exit(results.some((r) => r.ok === false) ? 1 : 0);

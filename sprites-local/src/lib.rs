@@ -30,6 +30,7 @@ mod ports;
 mod random;
 mod runtime;
 mod server;
+mod services;
 mod signal;
 mod state;
 mod store;

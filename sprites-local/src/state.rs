@@ -39,6 +39,8 @@ pub(crate) struct State {
     next_exec: AtomicU64,
     /// Port watchers: who listens on what in each sprite, for whoever subscribes.
     pub ports: Ports,
+    /// Each sprite's services (PROTOCOL.md §11).
+    pub services: crate::services::Services,
 }
 
 impl State {
@@ -54,6 +56,7 @@ impl State {
             token,
             store,
             ports: Ports::new(runtime.clone(), sessions.clone()),
+            services: crate::services::Services::new(runtime.clone()),
             sessions,
             runtime,
             signal_capability,

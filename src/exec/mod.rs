@@ -20,6 +20,7 @@ mod status;
 
 pub(crate) use attach::Runtimes;
 pub use child::Child;
+pub(crate) use child::normalize_signal;
 pub use command::{Command, CommandArgs, CommandEnvs};
 pub(crate) use io::Keepalive;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};

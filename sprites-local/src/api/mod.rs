@@ -12,6 +12,7 @@ mod fs_routes;
 mod fs_write;
 mod http_exec;
 mod port_routes;
+mod service_routes;
 mod sprites;
 
 use std::ops::Deref;
@@ -190,6 +191,9 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             "GET" => port_routes::watch(state, name, req, body),
             _ => method_not_allowed("GET").into(),
         },
+        ["sprites", name, "services", rest @ ..] => {
+            service_routes::route(state, name, m, rest, &q, body)
+        }
         _ => not_found().into(),
     }
 }

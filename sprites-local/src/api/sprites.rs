@@ -253,6 +253,7 @@ pub fn delete(state: &Arc<State>, name: &str) -> Response {
         return sprite_not_found(name);
     }
     state.sessions.signal_sprite(name, libc::SIGKILL);
+    crate::services::remove_sprite(state, name);
     match state.store.remove(name) {
         Ok(true) => {
             // An exec that started between the first kill and the removal.

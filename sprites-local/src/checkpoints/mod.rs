@@ -321,9 +321,10 @@ pub fn restore(
     }
     let mut p = Progress::default();
     p.info(format!("Restoring checkpoint {id}..."), 0.0);
-    // SERVICES HOOK (issue 9, services part): stop the sprite's services here with
-    // `crate::services::Services::stop_all(state, name)` once branch `services` is merged,
-    // so they do not see their files change under them.
+    // Services first (TERM, then KILL after their grace), so they neither see their files
+    // change under them nor get restarted by their supervisor meanwhile.
+    p.info("Stopping services", 0.05);
+    crate::services::stop_all(state, name);
     p.info("Stopping processes and sessions", 0.1);
     let sessions = state.sessions.list(name);
     for s in &sessions {
@@ -356,7 +357,12 @@ pub fn restore(
         ),
         0.9,
     );
-    // SERVICES HOOK: `crate::services::Services::resume(state, name)` goes here.
+    // Services that should run come back on the restored files (the checkpoint does not
+    // hold the services' definitions: those live in the sprite's directory).
+    let started = crate::services::resume(state, name);
+    if started > 0 {
+        p.info(format!("Started {started} service(s)"), 0.95);
+    }
     p.info(format!("Checkpoint {id} restored successfully"), 1.0);
     Ok(p)
 }

@@ -51,6 +51,11 @@ impl SpriteRuntime for HostRuntime {
         Runtime::Host
     }
 
+    /// Not the host's own `/.sprite`: every sprite would share it.
+    fn dot_sprite(&self, sprite_dir: &Path) -> String {
+        sprite_dir.join(".sprite").to_string_lossy().into_owned()
+    }
+
     /// The host's own files, at the host's own paths: nothing is isolated, exactly as for
     /// this runtime's commands.
     fn fs(&self, sprite_dir: &Path) -> Option<Box<dyn crate::fsops::SpriteFs>> {

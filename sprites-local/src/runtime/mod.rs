@@ -221,6 +221,12 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn delete_snapshot(&self, _sprite_dir: &Path, _id: &str) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// The sprite's special directory `/.sprite` (service logs, ...) as the sprite's own
+    /// processes name it. The host runtime, whose sprites have no root of their own, puts
+    /// it in the sprite's directory instead.
+    fn dot_sprite(&self, _sprite_dir: &Path) -> String {
+        "/.sprite".to_owned()
+    }
 }
 
 /// Where a sprite's listening TCP sockets are found and who holds them, as a runtime

@@ -244,6 +244,7 @@ impl ServerBuilder {
         state.scrollback_bytes = self.scrollback_bytes;
         let state = Arc::new(state);
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
+        crate::services::resume_all(&state);
         let wake = Arc::new(Wake::new()?);
         let reactor = reactor::Reactor::new(state.clone(), limits, listener, wake.clone())?;
         let reactor = thread::Builder::new()
@@ -452,6 +453,7 @@ impl ServerHandle {
             e.going_away();
         }
         self.state.sessions.signal_all(libc::SIGKILL);
+        crate::services::shutdown(&self.state);
         self.state.runtime.shutdown();
         let deadline = Instant::now() + SHUTDOWN_CLOSE_WAIT;
         for e in &execs {

@@ -29,6 +29,8 @@ pub const HOME: &str = "/home/sprite";
 /// A directory `sprite` owns directly below `/`: clients written for the platform run
 /// `mkdir -p /workspace` as `sprite`, which works there.
 pub const WORKSPACE: &str = "workspace";
+/// Where services' logs go (PROTOCOL.md §11), owned by `sprite`; its parents are root's.
+pub const SERVICE_LOGS: &str = ".sprite/logs/services";
 /// `sprite`'s uid and gid, as on the platform.
 const SPRITE_ID: u32 = 1000;
 
@@ -130,6 +132,8 @@ pub fn prepare(upper: &Path, plan: &Plan<'_>) -> io::Result<Ids> {
     if !plan.base.join(WORKSPACE).exists() {
         up.owned_dir(WORKSPACE, ids, 0o755)?;
     }
+    // Service logs are appended by a writer running as `sprite` (services::run).
+    up.owned_dir(SERVICE_LOGS, ids, 0o755)?;
     let hosts = format!(
         "127.0.0.1\tlocalhost\n127.0.1.1\t{0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         plan.hostname
