@@ -112,13 +112,19 @@ pub fn set_idmap(mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()
 /// by any path is attached somewhere.
 pub fn open_tree_clone_at(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     let p = cstr(rel)?;
+    // `""`: `dir` itself.
+    let empty = if rel.is_empty() {
+        libc::AT_EMPTY_PATH as libc::c_uint
+    } else {
+        0
+    };
     // SAFETY: a valid fd and C string; a non-negative result is a new fd we own.
     let r = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             dir.as_raw_fd(),
             p.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint | empty,
         )
     };
     let fd = check(r as libc::c_int)?;

@@ -46,7 +46,13 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         shifted: built.shifted,
         unmapped_base: built.unmapped_base.clone(),
     };
-    ipc::send(ctl, &ready, &[me.as_raw_fd()])?;
+    // The disk's filesystem, for the server to keep mounted across restarts (see
+    // `disk::mount`).
+    let held = snapshots.as_ref().and_then(|s| s.held_mount());
+    let mut fds = vec![me.as_raw_fd()];
+    fds.extend(held.as_ref().map(|f| f.as_raw_fd()));
+    ipc::send(ctl, &ready, &fds)?;
+    drop(held);
     drop(me);
     let terminal_owner = cfg.privileged.as_ref().map(|p| {
         (

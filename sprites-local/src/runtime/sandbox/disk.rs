@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 
 use crate::sys;
 use crate::sys::dirfd;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// The image's file name in the sprite's directory.
 const IMAGE: &str = "disk.img";
@@ -170,7 +170,13 @@ fn image_is_btrfs(path: &Path) -> io::Result<bool> {
 /// Mounts the sprite's image (if it has one) at `sprite_dir/disk` in the calling stub's
 /// private mount namespace and returns its layers; without an image, the plain
 /// `upper`/`work` directories. Creates what is missing.
-pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
+///
+/// `held`: the image's filesystem as an earlier start of the sprite left it mounted (a
+/// detached mount the server keeps, see `snapshots`) is attached instead of mounting the
+/// image again, which spares a restart (a restore) the unmount and mount of
+/// the whole filesystem, and keeps its cache. (Mounting the image afresh while that
+/// filesystem lives would fail: btrfs refuses a second device with the same id.)
+pub fn mount(sprite_dir: &Path, held: Option<OwnedFd>) -> io::Result<Layers> {
     if !has_image(sprite_dir) {
         let (upper, work) = (sprite_dir.join("upper"), sprite_dir.join("work"));
         fs::create_dir_all(&upper)?;
@@ -182,6 +188,17 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
         });
     }
     let btrfs = image_is_btrfs(&sprite_dir.join(IMAGE))?;
+    let target = sprite_dir.join(MOUNT);
+    if let (true, Some(held)) = (btrfs, held) {
+        fs::create_dir_all(&target)?;
+        // The detached mount itself moves here (a copy of it could only be made in the
+        // mount namespace it was made in, which died with the previous start); `snapshots`
+        // makes the next one from this namespace.
+        super::ctx(sys::mount::move_mount(held.as_fd(), &target), || {
+            "attaching the sprite's mounted disk".into()
+        })?;
+        return btrfs_layers(sprite_dir, &target, None);
+    }
     let image = OpenOptions::new()
         .read(true)
         .write(true)
@@ -189,7 +206,6 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
     let device = super::ctx(sys::loopdev::attach(&image), || {
         "attaching the sprite's disk image to a loop device".into()
     })?;
-    let target = sprite_dir.join(MOUNT);
     fs::create_dir_all(&target)?;
     super::ctx(
         sys::mount::mount(
@@ -207,26 +223,41 @@ pub fn mount(sprite_dir: &Path) -> io::Result<Layers> {
         ),
         || format!("mounting the sprite's disk image ({})", device.path),
     )?;
-    let (upper, work) = if btrfs {
-        let root = File::open(&target)?;
-        super::ctx(apply_restore(root.as_fd(), &target, sprite_dir), || {
-            "restoring a checkpoint".into()
-        })?;
-        if !target.join(LIVE).exists() {
-            sys::btrfs::subvol_create(root.as_fd(), LIVE)?;
-        }
-        fs::create_dir_all(target.join(STORE))?;
-        let live = target.join(LIVE);
-        (live.join(LIVE_UPPER), live.join("work"))
-    } else {
-        (target.join("upper"), target.join("work"))
-    };
+    if btrfs {
+        return btrfs_layers(sprite_dir, &target, Some(device));
+    }
+    let (upper, work) = (target.join("upper"), target.join("work"));
     fs::create_dir_all(&upper)?;
     fs::create_dir_all(&work)?;
     Ok(Layers {
         upper,
         work,
         device: Some(device),
+    })
+}
+
+/// The layers of a btrfs image mounted at `target`, after applying a pending restore.
+fn btrfs_layers(
+    sprite_dir: &Path,
+    target: &Path,
+    device: Option<sys::loopdev::LoopDevice>,
+) -> io::Result<Layers> {
+    let root = File::open(target)?;
+    super::ctx(apply_restore(root.as_fd(), target, sprite_dir), || {
+        "restoring a checkpoint".into()
+    })?;
+    if !target.join(LIVE).exists() {
+        sys::btrfs::subvol_create(root.as_fd(), LIVE)?;
+    }
+    fs::create_dir_all(target.join(STORE))?;
+    let live = target.join(LIVE);
+    let (upper, work) = (live.join(LIVE_UPPER), live.join("work"));
+    fs::create_dir_all(&upper)?;
+    fs::create_dir_all(&work)?;
+    Ok(Layers {
+        upper,
+        work,
+        device,
     })
 }
 

@@ -232,7 +232,8 @@ pub struct ProcessLimits {
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
     /// The sprite's root is mounted and the agent serves requests; a pidfd for the agent
-    /// is attached.
+    /// is attached, and on a btrfs disk a detached mount of it (kept by the server for the
+    /// next start, see `disk::mount`).
     Ready {
         /// The uid execs run as inside the sprite.
         uid: u32,

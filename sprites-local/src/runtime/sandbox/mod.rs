@@ -93,6 +93,10 @@ pub(crate) struct SandboxRuntime {
     /// Running agents by sprite directory. Held while an agent starts, so two first execs
     /// of one sprite never start two agents.
     agents: Mutex<HashMap<PathBuf, Arc<AgentHandle>>>,
+    /// Sprites' btrfs disks as detached mounts, kept across restarts of their agents (a
+    /// restore restarts one) so a restart neither unmounts nor mounts the filesystem; let
+    /// go when the sprite is deleted or the server stops. See `disk::mount`.
+    held_disks: Mutex<HashMap<PathBuf, OwnedFd>>,
 }
 
 /// Why the sandbox cannot run here.
@@ -130,6 +134,7 @@ pub(crate) fn check(
         },
         options,
         agents: Mutex::new(HashMap::new()),
+        held_disks: Mutex::new(HashMap::new()),
     };
     rt.probe()?;
     Ok(rt)
@@ -266,7 +271,7 @@ impl SandboxRuntime {
             if let Some(p) = &mut cfg.privileged {
                 p.egress = false; // no veth pair for a throwaway
             }
-            let (agent, _) = AgentHandle::start(&cfg, &dir.join("agent.log"))?;
+            let (agent, _) = AgentHandle::start(&cfg, &dir.join("agent.log"), None)?;
             agent.stop();
             Ok::<(), io::Error>(())
         })()
@@ -300,7 +305,24 @@ impl SandboxRuntime {
             ));
         }
         let cfg = self.stub_config(sprite_dir, hidden)?;
-        let (agent, ready) = AgentHandle::start(&cfg, &sprite_dir.join("agent.log"))?;
+        let held = lock(&self.held_disks).remove(sprite_dir);
+        let (agent, mut ready) =
+            match AgentHandle::start(&cfg, &sprite_dir.join("agent.log"), held.as_ref()) {
+                Err(e) if held.is_some() => {
+                    // The kept mount could not be used (a kernel that cannot copy a detached
+                    // mount): let the filesystem go and mount the image afresh.
+                    eprintln!(
+                    "sprites-local: sprite {}: reusing its mounted disk: {e}; mounting it again",
+                    cfg.hostname
+                );
+                    drop(held);
+                    AgentHandle::start(&cfg, &sprite_dir.join("agent.log"), None)?
+                }
+                other => other?,
+            };
+        if let Some(disk) = ready.disk.take() {
+            lock(&self.held_disks).insert(sprite_dir.to_owned(), disk);
+        }
         if let (true, Some(p)) = (ready.shifted, &cfg.privileged) {
             identity::shifted(sprite_dir, p.identity)?;
         }
@@ -617,6 +639,7 @@ impl SpriteRuntime for SandboxRuntime {
         if let Some(a) = agent {
             a.stop();
         }
+        lock(&self.held_disks).remove(sprite_dir);
         self.cgroups.remove(sprite_dir);
         identity::release(sprite_dir);
     }
@@ -629,6 +652,7 @@ impl SpriteRuntime for SandboxRuntime {
         for (dir, _) in &all {
             self.cgroups.remove(dir);
         }
+        lock(&self.held_disks).clear();
     }
 
     /// A btrfs snapshot taken by the sprite's agent (started if needed): see [`snapshots`].

@@ -132,6 +132,11 @@ impl Snapshots {
         s
     }
 
+    /// A copy of the descriptor of the image's detached mount, for the server to hold.
+    pub fn held_mount(&self) -> Option<OwnedFd> {
+        self.tree.as_ref().and_then(|t| t.try_clone().ok())
+    }
+
     /// Runs `op`.
     pub fn run(&mut self, op: &SnapshotOp) -> SnapshotReply {
         let r = match op {
