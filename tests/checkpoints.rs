@@ -192,6 +192,41 @@ fn unknown_checkpoints_are_404_and_current_cannot_be_restored() {
     );
     // `Current` is gettable, and is the live state.
     assert!(sprite.get_checkpoint("Current").unwrap().is_current());
+    // Comments: 4096 bytes are taken, 4097 refused before anything is done.
+    let longest = "c".repeat(4096);
+    let id = sprite
+        .create_checkpoint_with_comment(&longest)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(sprite.get_checkpoint(&id).unwrap().comment, longest);
+    let too_long = "c".repeat(4097);
+    assert_eq!(
+        api_status(
+            sprite
+                .create_checkpoint_with_comment(&too_long)
+                .unwrap_err()
+        ),
+        400
+    );
+}
+
+#[test]
+fn a_sprite_keeps_at_most_100_checkpoints() {
+    let local = Local::start();
+    let sprite = local.sprite("cp-limit");
+    for i in 0..100 {
+        let id = sprite.create_checkpoint().unwrap().wait().unwrap();
+        assert_eq!(id, format!("v{i}"));
+    }
+    assert_eq!(api_status(sprite.create_checkpoint().unwrap_err()), 409);
+    // Deleting one makes room again; ids go on from where they were.
+    sprite.delete_checkpoint("v0").unwrap();
+    assert_eq!(sprite.create_checkpoint().unwrap().wait().unwrap(), "v100");
+    let listed = sprite
+        .list_checkpoints(&CheckpointListOptions::new())
+        .unwrap();
+    assert_eq!(listed.len(), 101, "100 checkpoints and Current");
 }
 
 /// The writer's 256 MiB, regenerated for comparison: 256 chunks of 1 MiB of `yes` output.

@@ -1,15 +1,17 @@
 //! Checkpoint routes (PROTOCOL.md §12): create (`POST /checkpoint`, NDJSON), list, get,
-//! restore (`POST /checkpoints/{id}/restore`, NDJSON) and delete. The work is in
-//! [`crate::checkpoints`].
+//! restore (`POST /checkpoints/{id}/restore`, NDJSON, streamed as the operation goes) and
+//! delete. The work is in [`crate::checkpoints`].
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{invalid_request, json_body, sprite_not_found};
+use super::{invalid_request, json_body, sprite_not_found, Reply};
 use crate::checkpoints::{self, Progress, Refused};
 use crate::net::body::RequestBody;
-use crate::net::http::Response;
+use crate::net::http::{response_head, ChunkedWriter, Response};
 use crate::net::query::Query;
 use crate::state::State;
 
@@ -20,11 +22,53 @@ struct CreateBody {
     comment: Option<String>,
 }
 
-fn ndjson(p: Progress) -> Response {
-    let mut resp = Response::empty(200).with_header("Content-Type", "application/x-ndjson");
-    resp.body = p.body;
-    resp.chunked = true;
-    resp
+/// A create or restore, run while its NDJSON progress is streamed: the `200` head goes out
+/// first, then one chunk per line as the operation reports it (so a client sees a long
+/// host-runtime copy advance, and its read timeout never runs out on a quiet stream).
+struct Operation {
+    state: Arc<State>,
+    name: String,
+    dir: std::path::PathBuf,
+    what: What,
+}
+
+enum What {
+    Create { comment: String },
+    Restore { id: String },
+}
+
+impl super::DuplexResponse for Operation {
+    fn run(self: Box<Self>, stream: &TcpStream, _body: &mut dyn RequestBody) {
+        let mut s = stream;
+        let head = response_head(
+            200,
+            &[("Content-Type", "application/x-ndjson".into())],
+            None,
+            false,
+        );
+        // A client that left does not stop the operation (it is not safely interruptible);
+        // its lines then go nowhere.
+        let mut broken = s.write_all(head.as_bytes()).is_err();
+        let mut w = ChunkedWriter::new(stream);
+        let mut out = |line: &[u8]| {
+            if !broken {
+                broken = w.write_all(line).is_err();
+            }
+        };
+        let mut p = Progress::new(&mut out);
+        match &self.what {
+            What::Create { comment } => {
+                checkpoints::create(&self.state, &self.dir, comment, &mut p)
+            }
+            What::Restore { id } => {
+                checkpoints::restore(&self.state, &self.name, &self.dir, id, &mut p)
+            }
+        }
+        drop(p);
+        if !broken {
+            let _ = w.finish();
+        }
+    }
 }
 
 fn refused(r: Refused) -> Response {
@@ -38,27 +82,33 @@ fn refused(r: Refused) -> Response {
 }
 
 /// `POST /v1/sprites/{name}/checkpoint`.
-pub fn create(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Response {
+pub fn create(state: &Arc<State>, name: &str, body: &mut dyn RequestBody) -> Reply {
     if !state.store.contains(name) {
-        return sprite_not_found(name);
+        return sprite_not_found(name).into();
     }
     let bytes = match json_body(body) {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let parsed: CreateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         CreateBody::default()
     } else {
         match serde_json::from_slice(&bytes) {
             Ok(b) => b,
-            Err(e) => return invalid_request(&format!("invalid checkpoint body: {e}")),
+            Err(e) => return invalid_request(&format!("invalid checkpoint body: {e}")).into(),
         }
     };
     let dir = state.store.sprite_dir(name);
-    match checkpoints::create(state, &dir, parsed.comment.as_deref().unwrap_or("")) {
-        Ok(p) => ndjson(p),
-        Err(r) => refused(r),
+    let comment = parsed.comment.unwrap_or_default();
+    if let Err(r) = checkpoints::check_create(state, &dir, &comment) {
+        return refused(r).into();
     }
+    Reply::Duplex(Box::new(Operation {
+        state: state.clone(),
+        name: name.to_owned(),
+        dir,
+        what: What::Create { comment },
+    }))
 }
 
 /// `GET /v1/sprites/{name}/checkpoints?includeAuto=true&history=<id>`.
@@ -109,15 +159,20 @@ pub fn get(state: &Arc<State>, name: &str, id: &str) -> Response {
 }
 
 /// `POST /v1/sprites/{name}/checkpoints/{id}/restore` (no body).
-pub fn restore(state: &Arc<State>, name: &str, id: &str) -> Response {
+pub fn restore(state: &Arc<State>, name: &str, id: &str) -> Reply {
     if !state.store.contains(name) {
-        return sprite_not_found(name);
+        return sprite_not_found(name).into();
     }
     let dir = state.store.sprite_dir(name);
-    match checkpoints::restore(state, name, &dir, id) {
-        Ok(p) => ndjson(p),
-        Err(r) => refused(r),
+    if let Err(r) = checkpoints::check_restore(state, &dir, id) {
+        return refused(r).into();
     }
+    Reply::Duplex(Box::new(Operation {
+        state: state.clone(),
+        name: name.to_owned(),
+        dir,
+        what: What::Restore { id: id.to_owned() },
+    }))
 }
 
 /// `DELETE /v1/sprites/{name}/checkpoints/{id}` → 204 (inferred from the CLI).

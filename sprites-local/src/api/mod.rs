@@ -171,7 +171,7 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
         },
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
         ["sprites", name, "checkpoint"] => match m {
-            "POST" => checkpoint_routes::create(state, name, body).into(),
+            "POST" => checkpoint_routes::create(state, name, body),
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "checkpoints"] => match m {
@@ -184,7 +184,7 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             _ => method_not_allowed("GET, DELETE").into(),
         },
         ["sprites", name, "checkpoints", id, "restore"] => match m {
-            "POST" => checkpoint_routes::restore(state, name, id).into(),
+            "POST" => checkpoint_routes::restore(state, name, id),
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "ports", "watch"] => match m {

@@ -182,14 +182,17 @@ pub struct Event {
     pub progress: f32,
 }
 
-/// Collects an operation's progress lines.
-#[derive(Default)]
-pub struct Progress {
-    /// The NDJSON body so far.
-    pub body: Vec<u8>,
+/// Where an operation's progress lines go (the response, as they happen).
+pub struct Progress<'a> {
+    out: &'a mut dyn FnMut(&[u8]),
 }
 
-impl Progress {
+impl<'a> Progress<'a> {
+    /// Progress written to `out`, one NDJSON line per call.
+    pub fn new(out: &'a mut dyn FnMut(&[u8])) -> Progress<'a> {
+        Progress { out }
+    }
+
     fn push(&mut self, kind: &'static str, data: String, progress: f32) {
         let ev = Event {
             error: (kind == "error").then(|| data.clone()),
@@ -203,7 +206,7 @@ impl Progress {
         };
         if let Ok(mut line) = serde_json::to_vec(&ev) {
             line.push(b'\n');
-            self.body.extend_from_slice(&line);
+            (self.out)(&line);
         }
     }
 
@@ -234,35 +237,71 @@ pub enum Refused {
     Internal(String),
 }
 
-/// Takes a checkpoint of sprite `name` (at `sprite_dir`) with `comment`.
-pub fn create(state: &State, sprite_dir: &Path, comment: &str) -> Result<Progress, Refused> {
+/// What refuses a create before it starts (the route answers with an HTTP error then).
+pub fn check_create(state: &State, sprite_dir: &Path, comment: &str) -> Result<(), Refused> {
     if comment.len() > MAX_COMMENT {
         return Err(Refused::Invalid(format!(
             "comment longer than {MAX_COMMENT} bytes"
         )));
     }
-    let guard = sprite_lock(sprite_dir);
-    let _held = lock(&guard);
-    let mut cat = Catalog::load(sprite_dir).map_err(|e| Refused::Internal(e.to_string()))?;
+    state
+        .runtime
+        .checkpoints_supported(sprite_dir)
+        .map_err(Refused::Unsupported)?;
+    let cat = Catalog::load(sprite_dir).map_err(|e| Refused::Internal(e.to_string()))?;
+    check_room(&cat)
+}
+
+fn check_room(cat: &Catalog) -> Result<(), Refused> {
     if cat.checkpoints.len() >= MAX_CHECKPOINTS {
         return Err(Refused::Conflict(format!(
             "the sprite has {MAX_CHECKPOINTS} checkpoints, the most it may keep: delete some first"
         )));
     }
+    Ok(())
+}
+
+/// What refuses a restore before it starts.
+pub fn check_restore(state: &State, sprite_dir: &Path, id: &str) -> Result<(), Refused> {
+    if id == CURRENT {
+        return Err(Refused::Invalid(
+            "\"Current\" is the live state, not a checkpoint: it cannot be restored".into(),
+        ));
+    }
+    let cat = Catalog::load(sprite_dir).map_err(|e| Refused::Internal(e.to_string()))?;
+    if cat.get(id).is_none() {
+        return Err(Refused::NotFound(format!("checkpoint {id:?} not found")));
+    }
+    state
+        .runtime
+        .checkpoints_supported(sprite_dir)
+        .map_err(Refused::Unsupported)
+}
+
+/// Takes a checkpoint of the sprite at `sprite_dir` with `comment`, reporting to `p` as it
+/// goes ([`check_create`] first; what changed since is reported as an `error` line).
+pub fn create(state: &State, sprite_dir: &Path, comment: &str, p: &mut Progress<'_>) {
+    let guard = sprite_lock(sprite_dir);
+    let _held = lock(&guard);
+    let mut cat = match Catalog::load(sprite_dir) {
+        Ok(c) => c,
+        Err(e) => return p.error(format!("reading the checkpoints: {e}")),
+    };
+    if let Err(Refused::Conflict(m)) = check_room(&cat) {
+        return p.error(m);
+    }
     let id = format!("v{}", cat.next);
-    let mut p = Progress::default();
     p.info(format!("Creating checkpoint {id}..."), 0.0);
     let started = std::time::Instant::now();
     let previous = cat.checkpoints.last().map(|c| c.id.clone());
-    match state.runtime.snapshot(sprite_dir, &id, previous.as_deref()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-            return Err(Refused::Unsupported(unsupported_message(&e)))
-        }
-        Err(e) => {
-            p.error(format!("checkpoint {id} failed: {e}"));
-            return Ok(p);
-        }
+    let snapshot = {
+        let mut report = |done: f32, what: &str| p.info(what, 0.05 + 0.8 * done);
+        state
+            .runtime
+            .snapshot(sprite_dir, &id, previous.as_deref(), &mut report)
+    };
+    if let Err(e) = snapshot {
+        return p.error(format!("checkpoint {id} failed: {e}"));
     }
     let history = cat.lineage();
     cat.checkpoints.push(Checkpoint {
@@ -278,8 +317,7 @@ pub fn create(state: &State, sprite_dir: &Path, comment: &str) -> Result<Progres
     cat.current = Some(id.clone());
     if let Err(e) = cat.save(sprite_dir) {
         let _ = state.runtime.delete_snapshot(sprite_dir, &id);
-        p.error(format!("recording checkpoint {id}: {e}"));
-        return Ok(p);
+        return p.error(format!("recording checkpoint {id}: {e}"));
     }
     p.info(
         format!("Snapshot taken in {} ms", started.elapsed().as_millis()),
@@ -288,38 +326,21 @@ pub fn create(state: &State, sprite_dir: &Path, comment: &str) -> Result<Progres
     // The two lines the platform's stream has, which clients parse for the new id.
     p.info(format!("  ID: {id}"), 1.0);
     p.info(format!("Checkpoint {id} created successfully"), 1.0);
-    Ok(p)
 }
 
-fn unsupported_message(e: &io::Error) -> String {
-    let why = e.to_string();
-    if why.is_empty() || why == "unsupported" {
-        "checkpoints are not supported for this sprite by this runtime".into()
-    } else {
-        why
-    }
-}
-
-/// Restores checkpoint `id` of sprite `name`: ends its processes and sessions, replaces
-/// its writable layer, and starts it again.
-pub fn restore(
-    state: &State,
-    name: &str,
-    sprite_dir: &Path,
-    id: &str,
-) -> Result<Progress, Refused> {
-    if id == CURRENT {
-        return Err(Refused::Invalid(
-            "\"Current\" is the live state, not a checkpoint: it cannot be restored".into(),
-        ));
-    }
+/// Restores checkpoint `id` of sprite `name`: ends its services, processes and sessions,
+/// replaces its writable layer, starts it again and resumes its services, reporting to `p`
+/// as it goes ([`check_restore`] first).
+pub fn restore(state: &State, name: &str, sprite_dir: &Path, id: &str, p: &mut Progress<'_>) {
     let guard = sprite_lock(sprite_dir);
     let _held = lock(&guard);
-    let mut cat = Catalog::load(sprite_dir).map_err(|e| Refused::Internal(e.to_string()))?;
+    let mut cat = match Catalog::load(sprite_dir) {
+        Ok(c) => c,
+        Err(e) => return p.error(format!("reading the checkpoints: {e}")),
+    };
     if cat.get(id).is_none() {
-        return Err(Refused::NotFound(format!("checkpoint {id:?} not found")));
+        return p.error(format!("checkpoint {id:?} not found"));
     }
-    let mut p = Progress::default();
     p.info(format!("Restoring checkpoint {id}..."), 0.0);
     // Services first (TERM, then KILL after their grace), so they neither see their files
     // change under them nor get restarted by their supervisor meanwhile.
@@ -335,20 +356,16 @@ pub fn restore(
     }
     p.info("Replacing the filesystem", 0.3);
     let started = std::time::Instant::now();
-    match state.runtime.restore(sprite_dir, id) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-            return Err(Refused::Unsupported(unsupported_message(&e)))
-        }
-        Err(e) => {
-            p.error(format!("restoring checkpoint {id} failed: {e}"));
-            return Ok(p);
-        }
+    let replaced = {
+        let mut report = |done: f32, what: &str| p.info(what, 0.3 + 0.6 * done);
+        state.runtime.restore(sprite_dir, id, &mut report)
+    };
+    if let Err(e) = replaced {
+        return p.error(format!("restoring checkpoint {id} failed: {e}"));
     }
     cat.current = Some(id.to_owned());
     if let Err(e) = cat.save(sprite_dir) {
-        p.error(format!("recording the restore of {id}: {e}"));
-        return Ok(p);
+        return p.error(format!("recording the restore of {id}: {e}"));
     }
     p.info(
         format!(
@@ -359,12 +376,11 @@ pub fn restore(
     );
     // Services that should run come back on the restored files (the checkpoint does not
     // hold the services' definitions: those live in the sprite's directory).
-    let started = crate::services::resume(state, name);
-    if started > 0 {
-        p.info(format!("Started {started} service(s)"), 0.95);
+    let resumed = crate::services::resume(state, name);
+    if resumed > 0 {
+        p.info(format!("Started {resumed} service(s)"), 0.95);
     }
     p.info(format!("Checkpoint {id} restored successfully"), 1.0);
-    Ok(p)
 }
 
 /// Deletes checkpoint `id` (not part of the SDKs; the CLI's `sprite checkpoint delete`).

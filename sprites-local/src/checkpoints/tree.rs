@@ -20,6 +20,9 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
+use crate::runtime::Report;
 use crate::sys;
 
 /// How many times a file that changed while it was copied is copied again.
@@ -36,15 +39,71 @@ pub struct Stats {
     pub copied: u64,
 }
 
-/// Copies the tree `src` to `dst` (which must not exist). `previous`: an earlier copy
-/// whose unchanged files may be hard-linked (never pass the live tree).
-pub fn copy(src: &Path, dst: &Path, previous: Option<&Path>) -> io::Result<Stats> {
-    let mut stats = Stats::default();
-    copy_dir(src, dst, previous, &mut stats)?;
-    Ok(stats)
+/// How often a copy reports progress.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// A copy in progress: what it did, and where it reports.
+struct Run<'a, 'b> {
+    stats: Stats,
+    /// Files in the source, counted first (for the fraction done).
+    total: u64,
+    progress: &'a mut Report<'b>,
+    last: Instant,
 }
 
-fn copy_dir(src: &Path, dst: &Path, prev: Option<&Path>, stats: &mut Stats) -> io::Result<()> {
+impl Run<'_, '_> {
+    fn file_done(&mut self) {
+        if self.last.elapsed() >= REPORT_EVERY {
+            self.last = Instant::now();
+            let done = self.stats.cloned + self.stats.linked + self.stats.copied;
+            (self.progress)(
+                done as f32 / self.total.max(1) as f32,
+                &format!("{done} of {} files", self.total),
+            );
+        }
+    }
+}
+
+/// Counts the regular files below `dir` (not following symlinks).
+fn count_files(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Copies the tree `src` to `dst` (which must not exist). `previous`: an earlier copy
+/// whose unchanged files may be hard-linked (never pass the live tree). Reports how far it
+/// is to `progress` every [`REPORT_EVERY`] or so.
+pub fn copy(
+    src: &Path,
+    dst: &Path,
+    previous: Option<&Path>,
+    progress: &mut Report<'_>,
+) -> io::Result<Stats> {
+    let mut run = Run {
+        stats: Stats::default(),
+        total: count_files(src),
+        progress,
+        last: Instant::now(),
+    };
+    copy_dir(src, dst, previous, &mut run)?;
+    Ok(run.stats)
+}
+
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    prev: Option<&Path>,
+    stats: &mut Run<'_, '_>,
+) -> io::Result<()> {
     let meta = fs::symlink_metadata(src)?;
     fs::create_dir(dst)?;
     for entry in fs::read_dir(src)? {
@@ -64,7 +123,9 @@ fn copy_dir(src: &Path, dst: &Path, prev: Option<&Path>, stats: &mut Stats) -> i
         } else if ft.is_symlink() {
             fs::read_link(&s).and_then(|t| std::os::unix::fs::symlink(t, &d))
         } else if ft.is_file() {
-            copy_file(&s, &d, p.as_deref(), stats)
+            let r = copy_file(&s, &d, p.as_deref(), &mut stats.stats);
+            stats.file_done();
+            r
         } else {
             Ok(()) // sockets, FIFOs, devices: not files a checkpoint keeps
         };
@@ -158,12 +219,12 @@ impl SeekStart for &File {
 /// Replaces the tree `live` with a copy of checkpoint `from` (cloned or copied, never
 /// linked: the live tree must not share inodes with a checkpoint). The copy is made next
 /// to `live` and swapped in by renames, so a failure leaves `live` as it was.
-pub fn restore(from: &Path, live: &Path) -> io::Result<()> {
+pub fn restore(from: &Path, live: &Path, progress: &mut Report<'_>) -> io::Result<()> {
     let parent = live.parent().unwrap_or(Path::new("."));
     let tag = crate::random::hex(4)?;
     let fresh = parent.join(format!(".restore-{tag}"));
     let old = parent.join(format!(".replaced-{tag}"));
-    if let Err(e) = copy(from, &fresh, None) {
+    if let Err(e) = copy(from, &fresh, None, progress) {
         let _ = fs::remove_dir_all(&fresh);
         return Err(e);
     }

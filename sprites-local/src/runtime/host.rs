@@ -70,7 +70,13 @@ impl SpriteRuntime for HostRuntime {
 
     /// A copy of `home/` in `checkpoints/<id>/` (see `crate::checkpoints::tree`: cloned,
     /// hard-linked to the previous checkpoint where unchanged, else copied).
-    fn snapshot(&self, sprite_dir: &Path, id: &str, previous: Option<&str>) -> io::Result<()> {
+    fn snapshot(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        previous: Option<&str>,
+        progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
         let store = sprite_dir.join(SNAPSHOTS);
         std::fs::create_dir_all(&store)?;
         let home = Self::home(sprite_dir);
@@ -78,7 +84,7 @@ impl SpriteRuntime for HostRuntime {
         let tmp = store.join(format!(".{id}.partial"));
         let _ = std::fs::remove_dir_all(&tmp);
         let prev = previous.map(|p| store.join(p)).filter(|p| p.is_dir());
-        match crate::checkpoints::tree::copy(&home, &tmp, prev.as_deref()) {
+        match crate::checkpoints::tree::copy(&home, &tmp, prev.as_deref(), progress) {
             Ok(_) => std::fs::rename(&tmp, store.join(id)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
@@ -89,11 +95,21 @@ impl SpriteRuntime for HostRuntime {
 
     /// `home/` becomes a copy of the checkpoint (the caller ended the sprite's execs: the
     /// host runtime runs nothing else for a sprite).
-    fn restore(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
+    fn restore(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
         crate::checkpoints::tree::restore(
             &sprite_dir.join(SNAPSHOTS).join(id),
             &Self::home(sprite_dir),
+            progress,
         )
+    }
+
+    fn checkpoints_supported(&self, _sprite_dir: &Path) -> Result<(), String> {
+        Ok(())
     }
 
     fn delete_snapshot(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {

@@ -656,13 +656,13 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     /// A btrfs snapshot taken by the sprite's agent (started if needed): see [`snapshots`].
-    fn snapshot(&self, sprite_dir: &Path, id: &str, _previous: Option<&str>) -> io::Result<()> {
-        if !disk::has_image(sprite_dir) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this sprite has no disk image (checkpoints need a root server)",
-            ));
-        }
+    fn snapshot(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        _previous: Option<&str>,
+        _progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
         self.agent(sprite_dir)?
             .snapshot(snapshots::SnapshotOp::Create { id: id.to_owned() })
     }
@@ -670,10 +670,12 @@ impl SpriteRuntime for SandboxRuntime {
     /// Stops the sprite (its agent, and so every process in it), leaves the stub a note to
     /// swap in a writable snapshot of `id` before it mounts the overlay, and starts it again
     /// so the swap happens now ([`disk::apply_restore`]).
-    fn restore(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
-        if !disk::has_image(sprite_dir) {
-            return Err(io::ErrorKind::Unsupported.into());
-        }
+    fn restore(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
         let pending = sprite_dir.join(disk::RESTORE_PENDING);
         let tmp = sprite_dir.join(format!("{}.tmp", disk::RESTORE_PENDING));
         std::fs::write(&tmp, id)?;
@@ -683,6 +685,7 @@ impl SpriteRuntime for SandboxRuntime {
         if let Some(a) = old {
             a.stop();
         }
+        progress(0.3, "Sprite stopped; starting it on the checkpoint's files");
         match self.agent(sprite_dir) {
             Ok(_) if !pending.exists() => Ok(()),
             Ok(_) => Err(io::Error::other("the restore was not applied")),
@@ -693,6 +696,24 @@ impl SpriteRuntime for SandboxRuntime {
                 Err(e)
             }
         }
+    }
+
+    /// Sprites with a btrfs disk image (root server, btrfs-progs installed at create).
+    fn checkpoints_supported(&self, sprite_dir: &Path) -> Result<(), String> {
+        if !disk::has_image(sprite_dir) {
+            return Err(match &self.disks {
+                Err(why) => format!("checkpoints need the sprite's own disk image: {why}"),
+                Ok(()) => "this sprite predates disk images: it has no checkpoints".into(),
+            });
+        }
+        if !disk::is_btrfs_image(sprite_dir) {
+            return Err(
+                "this sprite's disk is ext4 (made without btrfs-progs): checkpoints \
+                        need a btrfs disk"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     fn delete_snapshot(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
