@@ -238,14 +238,12 @@ fn a_checkpoint_taken_during_a_256_mib_write_is_consistent() {
     let sprite = local.sprite("cp-torn");
     // Written whole to a temp name, then renamed into place: any checkpoint must show `big`
     // either absent or complete.
-    let writer = format!(
-        "cd && {{ yes abcdefgh | head -c 1048576; echo started >&2; \
-         for i in $(seq 255); do yes abcdefgh | head -c 1048576; sleep 0.005; done; }} > big.tmp && \
-         mv big.tmp big && echo done >&2"
-    );
+    let writer = "cd && { yes abcdefgh | head -c 1048576; echo started >&2; \
+         for i in $(seq 255); do yes abcdefgh | head -c 1048576; sleep 0.005; done; } > big.tmp && \
+         mv big.tmp big && echo done >&2";
     let mut child = sprite
         .command("sh")
-        .args(["-c", &writer])
+        .args(["-c", writer])
         .stderr(sprites::Stdio::piped())
         .spawn()
         .unwrap();

@@ -50,21 +50,22 @@ impl super::DuplexResponse for Operation {
         // its lines then go nowhere.
         let mut broken = s.write_all(head.as_bytes()).is_err();
         let mut w = ChunkedWriter::new(stream);
-        let mut out = |line: &[u8]| {
-            if !broken {
-                broken = w.write_all(line).is_err();
-            }
-        };
-        let mut p = Progress::new(&mut out);
-        match &self.what {
-            What::Create { comment } => {
-                checkpoints::create(&self.state, &self.dir, comment, &mut p)
-            }
-            What::Restore { id } => {
-                checkpoints::restore(&self.state, &self.name, &self.dir, id, &mut p)
+        {
+            let mut out = |line: &[u8]| {
+                if !broken {
+                    broken = w.write_all(line).is_err();
+                }
+            };
+            let mut p = Progress::new(&mut out);
+            match &self.what {
+                What::Create { comment } => {
+                    checkpoints::create(&self.state, &self.dir, comment, &mut p)
+                }
+                What::Restore { id } => {
+                    checkpoints::restore(&self.state, &self.name, &self.dir, id, &mut p)
+                }
             }
         }
-        drop(p);
         if !broken {
             let _ = w.finish();
         }
