@@ -169,11 +169,12 @@ impl CheckpointEvent {
     /// `Checkpoint v1 created successfully` lines.
     ///
     /// ```
-    /// # use sprites::{CheckpointEvent};
-    /// # fn ev(data: &str) -> Option<String> {
-    /// #   let line = serde_json::json!({"type":"info","data":data}).to_string();
-    /// #   sprites::CheckpointStream::from_reader(line.as_bytes()).next()?.ok()?.checkpoint_id().map(str::to_owned)
-    /// # }
+    /// fn ev(data: &str) -> Option<String> {
+    ///     let line = serde_json::json!({"type": "info", "data": data}).to_string();
+    ///     let mut stream = sprites::CheckpointStream::from_reader(std::io::Cursor::new(line));
+    ///     let event = stream.next()?.ok()?;
+    ///     event.checkpoint_id().map(str::to_owned)
+    /// }
     /// assert_eq!(ev("  ID: v7").as_deref(), Some("v7"));
     /// assert_eq!(ev("Checkpoint v7 created successfully").as_deref(), Some("v7"));
     /// assert_eq!(ev("Creating checkpoint..."), None);
