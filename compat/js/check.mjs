@@ -775,7 +775,7 @@ if (quiet) {
 }
 // Checkpoints (PROTOCOL.md §12): create with a comment (the stream names the new id as the
 // platform's does), list (with the synthetic `Current` entry), get, restore, unknown id.
-async function drain(stream) {
+async function drainCheckpoint(stream) {
   const msgs = [];
   for await (const m of stream) msgs.push(m);
   const err = msgs.find((m) => m.type === 'error');
@@ -784,7 +784,7 @@ async function drain(stream) {
 }
 await check('checkpoint_create_list_get_restore', async () => {
   await sprite.execFile('sh', ['-c', 'echo before > cp-compat']);
-  const msgs = await drain(await sprite.createCheckpoint('compat js'));
+  const msgs = await drainCheckpoint(await sprite.createCheckpoint('compat js'));
   const created = msgs.map((m) => /^Checkpoint (\S+) created successfully$/.exec(m.data || ''))
     .find(Boolean);
   expect(created, `no "created successfully" line in ${JSON.stringify(msgs)}`);
@@ -799,7 +799,7 @@ await check('checkpoint_create_list_get_restore', async () => {
   const got = await sprite.getCheckpoint(id);
   expect(got.id === id && got.comment === 'compat js', `got ${JSON.stringify(got)}`);
   await sprite.execFile('sh', ['-c', 'echo after > cp-compat; echo new > cp-compat-2']);
-  await drain(await sprite.restoreCheckpoint(id));
+  await drainCheckpoint(await sprite.restoreCheckpoint(id));
   const r = await sprite.execFile('sh', ['-c', 'cat cp-compat; ls cp-compat-2 2>&1 || true']);
   expect(r.stdout.startsWith('before\n') && r.stdout.includes('No such file'),
     `after restore: ${JSON.stringify(r.stdout)}`);
@@ -812,6 +812,7 @@ await check('checkpoint_unknown_is_an_error', async () => {
   threw = '';
   try { await sprite.restoreCheckpoint('v999'); } catch (e) { threw = e.message; }
   expect(threw.includes('404'), `restoreCheckpoint: ${threw || 'no error'}`);
+});
 
 // Services (PROTOCOL.md §11)
 async function drain(stream) {
