@@ -4,6 +4,7 @@
 //! cargo run --release --example bench            # human table
 //! cargo run --release --example bench -- --json  # ... and a JSON object as the last line
 //! cargo run --release --example bench -- --streams # only the byte streams (quick, for A/B runs)
+//! cargo run --release --example bench -- --only checkpoints [--json]  # one group alone
 //! ```
 //!
 //! Uses `SPRITES_API_URL`/`SPRITES_TOKEN` when set; otherwise starts `sprites-local` in a child
@@ -16,6 +17,8 @@
 
 #[path = "bench/lifecycle.rs"]
 mod lifecycle;
+#[path = "bench/checkpoints.rs"]
+mod checkpoints;
 
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -41,7 +44,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().any(|a| a == "--streams") {
         return streams_only(json);
     }
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .windows(2)
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].clone());
     let (client, mut server, runtime, endpoint) = connect(None)?;
+    if let Some(group) = only {
+        let result = match group.as_str() {
+            "checkpoints" => checkpoints::only(&client, &runtime, json),
+            other => Err(format!("--only {other}: unknown group (checkpoints)").into()),
+        };
+        if let Some(child) = server.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        return result;
+    }
     // Against a local sandbox, measure the host runtime beside it: the sandbox's cost is the
     // difference.
     let host = match (&server, runtime.as_str()) {
@@ -306,10 +325,18 @@ fn run(
             row("URL GET p50 (sandbox)", format!("{u:.0} us"), "");
         }
     }
+    let cp = match checkpoints::measure(sprite, runtime) {
+        Ok(f) => Some(f),
+        Err(err) => {
+            eprintln!("bench: checkpoint measurements skipped: {err}");
+            None
+        }
+    };
+    if let Some(f) = &cp {
+        checkpoints::print(f);
+    }
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
+        let mut all = serde_json::json!({
                 "exec_rtt_p50_ms": exec.p50,
                 "exec_rtt_p99_ms": exec.p99,
                 "stdout_mib_s": stdout,
@@ -356,8 +383,16 @@ fn run(
                 "proxy_down_mib_s": proxy_down,
                 "proxy_up_mib_s": proxy_up,
                 "proxy_vs_tcp_best": proxy / tcp_best,
-            })
-        );
+        });
+        if let (Some(f), Some(obj)) = (&cp, all.as_object_mut()) {
+            obj.extend(
+                checkpoints::json(f)
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        println!("{all}");
     }
     Ok(())
 }

@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+mod checkpoints;
 mod client;
 mod error;
 mod exec;
@@ -62,6 +63,10 @@ mod types;
 mod url;
 mod ws;
 
+pub use checkpoints::{
+    CURRENT_CHECKPOINT, Checkpoint, CheckpointEvent, CheckpointEventKind, CheckpointListOptions,
+    CheckpointStream,
+};
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
 pub use error::{ApiError, Error, RateLimit, Result, TransportError};
 pub use exec::{

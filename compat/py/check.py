@@ -519,6 +519,46 @@ if "thread" in quiet:
         return f"{secs:.1f} s"
 
 
+# ---- Checkpoints (PROTOCOL.md section 12) ----
+
+
+def _drain(stream):
+    msgs = list(stream)
+    errors = [m for m in msgs if m.type == "error"]
+    expect(not errors, f"error message: {errors}")
+    return msgs
+
+
+@check("checkpoint_create_list_get_restore")
+def _():
+    sprite.run("sh", "-c", "echo before > cp-compat", check=True, timeout=15)
+    msgs = _drain(sprite.create_checkpoint("compat py"))
+    ids = [m.data.split()[1] for m in msgs
+           if m.data and m.data.startswith("Checkpoint ") and m.data.endswith("created successfully")]
+    expect(ids, f"no 'created successfully' line in {msgs}")
+    cp_id = ids[0]
+    expect(any(m.data == f"  ID: {cp_id}" for m in msgs), f"no '  ID: {cp_id}' line")
+    listed = sprite.list_checkpoints()
+    expect(listed and listed[0].id == "Current", f"first entry {listed[:1]}")
+    mine = [c for c in listed if c.id == cp_id]
+    expect(mine and mine[0].comment == "compat py", f"listed {mine}")
+    got = sprite.get_checkpoint(cp_id)
+    expect(got.id == cp_id and got.comment == "compat py", f"got {got}")
+    sprite.run("sh", "-c", "echo after > cp-compat", check=True, timeout=15)
+    _drain(sprite.restore_checkpoint(cp_id))
+    out = sprite.command("cat", "cp-compat", timeout=15).output()
+    expect(out == b"before\n", f"after restore: {out!r}")
+    return cp_id
+
+
+@check("checkpoint_unknown_is_NotFoundError")
+def _():
+    try:
+        sprite.get_checkpoint("v999")
+    except NotFoundError:
+        return
+    raise Fail("no NotFoundError")
+
 # ---- Services (PROTOCOL.md §11) ----
 
 
@@ -630,7 +670,7 @@ report(
     "not_covered",
     None,
     0,
-    "checkpoints, network policy, control mode: the SDK has them, sprites-local does not",
+    "network policy, control mode: the SDK has them, sprites-local does not",
 )
 print(f"sprites-py {sprites.__version__}", file=sys.stderr)
 print("@@DONE", flush=True)

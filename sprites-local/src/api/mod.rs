@@ -6,6 +6,7 @@
 //! never touch it. A body a handler left unread is the connection's problem, not the
 //! handler's: the server answers with `Connection: close` and discards what still comes.
 
+mod checkpoint_routes;
 mod exec_routes;
 mod fs_routes;
 mod fs_watch;
@@ -209,6 +210,23 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
+        ["sprites", name, "checkpoint"] => match m {
+            "POST" => checkpoint_routes::create(state, name, body),
+            _ => method_not_allowed("POST").into(),
+        },
+        ["sprites", name, "checkpoints"] => match m {
+            "GET" => checkpoint_routes::list(state, name, &q).into(),
+            _ => method_not_allowed("GET").into(),
+        },
+        ["sprites", name, "checkpoints", id] => match m {
+            "GET" => checkpoint_routes::get(state, name, id).into(),
+            "DELETE" => checkpoint_routes::delete(state, name, id).into(),
+            _ => method_not_allowed("GET, DELETE").into(),
+        },
+        ["sprites", name, "checkpoints", id, "restore"] => match m {
+            "POST" => checkpoint_routes::restore(state, name, id),
+            _ => method_not_allowed("POST").into(),
+        },
         ["sprites", name, "ports", "watch"] => match m {
             "GET" => port_routes::watch(state, name, req, body),
             _ => method_not_allowed("GET").into(),

@@ -26,6 +26,9 @@ pub(crate) struct HostRuntime {
     cleaned: Mutex<HashSet<PathBuf>>,
 }
 
+/// Where a host sprite's checkpoints are kept, in its directory.
+const SNAPSHOTS: &str = "checkpoints";
+
 /// The environment variable the CLI reads the token from; never passed to processes.
 pub(crate) const TOKEN_ENV: &str = "SPRITES_LOCAL_TOKEN";
 
@@ -76,6 +79,54 @@ impl SpriteRuntime for HostRuntime {
             Box::new(crate::fsops::HostFs),
             sprite_dir,
         )))
+    }
+
+    /// A copy of `home/` in `checkpoints/<id>/` (see `crate::checkpoints::tree`: cloned,
+    /// hard-linked to the previous checkpoint where unchanged, else copied).
+    fn snapshot(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        previous: Option<&str>,
+        progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
+        let store = sprite_dir.join(SNAPSHOTS);
+        std::fs::create_dir_all(&store)?;
+        let home = Self::home(sprite_dir);
+        std::fs::create_dir_all(&home)?;
+        let tmp = store.join(format!(".{id}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let prev = previous.map(|p| store.join(p)).filter(|p| p.is_dir());
+        match crate::checkpoints::tree::copy(&home, &tmp, prev.as_deref(), progress) {
+            Ok(_) => std::fs::rename(&tmp, store.join(id)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// `home/` becomes a copy of the checkpoint (the caller ended the sprite's execs: the
+    /// host runtime runs nothing else for a sprite).
+    fn restore(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
+        crate::checkpoints::tree::restore(
+            &sprite_dir.join(SNAPSHOTS).join(id),
+            &Self::home(sprite_dir),
+            progress,
+        )
+    }
+
+    fn checkpoints_supported(&self, _sprite_dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn delete_snapshot(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
+        std::fs::remove_dir_all(sprite_dir.join(SNAPSHOTS).join(id))
     }
 
     fn note(&self) -> String {

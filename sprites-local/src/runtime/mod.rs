@@ -169,6 +169,9 @@ pub(crate) enum SpawnError {
     Io(io::Error),
 }
 
+/// How a long runtime operation reports progress: how far it is (0.0–1.0) and what it does.
+pub(crate) type Report<'a> = dyn FnMut(f32, &str) + 'a;
+
 /// How sprites' files and processes exist. One instance serves every sprite.
 pub(crate) trait SpriteRuntime: Send + Sync {
     /// The concrete runtime (never [`Runtime::Auto`]).
@@ -224,6 +227,31 @@ pub(crate) trait SpriteRuntime: Send + Sync {
         } else {
             Err("the sprite's directory is missing".into())
         }
+    }
+    /// Takes checkpoint `id` of the sprite's writable layer while its processes run
+    /// (`crate::checkpoints`). `previous` is the newest existing checkpoint. `Unsupported`
+    /// when this sprite cannot have checkpoints.
+    fn snapshot(
+        &self,
+        _sprite_dir: &Path,
+        _id: &str,
+        _previous: Option<&str>,
+        _progress: &mut Report<'_>,
+    ) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Replaces the sprite's writable layer with checkpoint `id`. The caller has ended the
+    /// sprite's exec sessions; the runtime ends whatever else runs in it first.
+    fn restore(&self, _sprite_dir: &Path, _id: &str, _progress: &mut Report<'_>) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Whether the sprite at `sprite_dir` can have checkpoints; `Err` says why not.
+    fn checkpoints_supported(&self, _sprite_dir: &Path) -> Result<(), String> {
+        Err(format!("the {} runtime has no checkpoints", self.kind()))
+    }
+    /// Deletes checkpoint `id`'s files.
+    fn delete_snapshot(&self, _sprite_dir: &Path, _id: &str) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
     }
     /// The sprite's special directory `/.sprite` (service logs, ...) as the sprite's own
     /// processes name it. The host runtime, whose sprites have no root of their own, puts

@@ -264,7 +264,6 @@ pub(crate) fn resume(state: &State, sprite: &str) -> usize {
 /// what should run: [`resume`] starts them again. Call before a checkpoint restore or a
 /// sprite restart. Returns when every process has exited (or within the grace plus 5 s).
 // Called by checkpoint restore and sprite restart (other branches of issue 9).
-#[allow(dead_code)]
 pub(crate) fn stop_all(state: &State, sprite: &str) {
     if let Some(sp) = state.services.sprite(state, sprite) {
         run::stop_all(&sp, DEFAULT_GRACE);

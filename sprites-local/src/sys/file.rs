@@ -40,6 +40,15 @@ pub fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<(
     }
 }
 
+/// `ioctl(FICLONE)`: makes `dst` share every extent of `src` (a reflink copy: instant, no
+/// space used until either changes). `EOPNOTSUPP`/`EXDEV`/`EINVAL` where the filesystem
+/// cannot (ext4, or two filesystems).
+pub fn reflink(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both descriptors are open for the duration of the call; FICLONE takes the
+    // source descriptor by value.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE as _, src.as_raw_fd()) }).map(drop)
+}
+
 /// mkfifo(3), for tests that need a FIFO.
 #[cfg(test)]
 pub fn mkfifo(path: &std::path::Path, mode: libc::mode_t) -> io::Result<()> {

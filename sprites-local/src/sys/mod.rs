@@ -23,12 +23,14 @@
 //!   controls;
 //! - [`netlink`]: the rtnetlink socket a sprite's network is configured through;
 //! - [`loopdev`]: loop devices for a sprite's disk image;
+//! - [`btrfs`]: subvolumes and snapshots (sprites' checkpoints);
 //! - [`signal_handler`]: the SIGINT/SIGTERM self-pipe;
 //! - [`epoll`]: the reactor's readiness set;
 //! - [`nonblocking`]: socket reads and writes that never block;
 //! - [`limits`]: the open-file limit;
 //! - [`entry`]: the ELF constructor that enters the sandbox helper before any `main`.
 
+pub mod btrfs;
 pub mod dirfd;
 pub mod entry;
 pub mod epoll;

@@ -106,6 +106,72 @@ pub fn set_idmap(mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()
     check(r as libc::c_int).map(drop)
 }
 
+/// A detached copy of the mount tree at `rel` below directory `dir` (`open_tree` with
+/// `OPEN_TREE_CLONE`, without submounts). `dir` may itself be a detached mount (Linux ≥ 6.15
+/// allows cloning from one): this is how a subtree of a mount that is no longer reachable
+/// by any path is attached somewhere.
+pub fn open_tree_clone_at(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
+    let p = cstr(rel)?;
+    // `""`: `dir` itself.
+    let empty = if rel.is_empty() {
+        libc::AT_EMPTY_PATH as libc::c_uint
+    } else {
+        0
+    };
+    // SAFETY: a valid fd and C string; a non-negative result is a new fd we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir.as_raw_fd(),
+            p.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint | empty,
+        )
+    };
+    let fd = check(r as libc::c_int)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches the detached mount `mount` at entry `name` of directory `dir` (`move_mount`).
+pub fn move_mount_at(mount: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let t = super::dirfd::component(name)?;
+    // SAFETY: valid fds, an empty C string with MOVE_MOUNT_F_EMPTY_PATH, a valid name.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            t.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
+/// Makes the detached mount `mount` read-only, `nosuid` and `nodev` (`mount_setattr`).
+pub fn set_readonly(mount: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid fd, an empty C string with AT_EMPTY_PATH, and a mount_attr of the
+    // size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
 /// Attaches the detached mount `mount` at `target` (`move_mount`).
 pub fn move_mount(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     let t = cstr(target)?;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::ipc::{self, Event, FsCall, FsReply, ProcessLimits, Request, StubConfig};
 use super::rootfs;
+use super::snapshots;
 use super::stub::{wait_pid, Built};
 use super::upper::Ids;
 use crate::fsops::{FsError, HostFs, PendingWrite, SpriteFs};
@@ -29,11 +30,12 @@ use crate::sys::{self, cstr};
 
 /// PID 1 of the sprite: enter the root the stub built, then serve until the server hangs
 /// up.
-pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
+pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
     // The data dir, as seen inside (when the base contains it): also masked in the upper
     // layer; a mount on top keeps it hidden even from a sprite that removes the mask.
     let masks: Vec<PathBuf> = cfg.masks.iter().map(|m| Path::new("/").join(m)).collect();
     rootfs::enter(&built.root, &masks)?;
+    let snapshots = built.snapshots.take().map(snapshots::Snapshots::start);
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
     // becomes readable only after the kernel has killed and reaped everything in our PID
     // namespace.
@@ -44,7 +46,13 @@ pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
         shifted: built.shifted,
         unmapped_base: built.unmapped_base.clone(),
     };
-    ipc::send(ctl, &ready, &[me.as_raw_fd()])?;
+    // The disk's filesystem, for the server to keep mounted across restarts (see
+    // `disk::mount`).
+    let held = snapshots.as_ref().and_then(|s| s.held_mount());
+    let mut fds = vec![me.as_raw_fd()];
+    fds.extend(held.as_ref().map(|f| f.as_raw_fd()));
+    ipc::send(ctl, &ready, &fds)?;
+    drop(held);
     drop(me);
     let terminal_owner = cfg.privileged.as_ref().map(|p| {
         (
@@ -59,6 +67,7 @@ pub fn run(cfg: &StubConfig, built: Built, ctl: RawFd) -> io::Result<()> {
         userns: built.userns,
         limits: cfg.limits,
         live: HashSet::new(),
+        snapshots,
     }
     .serve()
 }
@@ -80,6 +89,8 @@ struct Agent {
     /// Exec leaders not yet reaped. Signals go only to these, so a recycled pid is never
     /// signalled.
     live: HashSet<libc::pid_t>,
+    /// The sprite's btrfs disk image, for checkpoints (`None`: no checkpoints).
+    snapshots: Option<snapshots::Snapshots>,
 }
 
 impl Agent {
@@ -192,6 +203,21 @@ impl Agent {
             }
             Request::Fs { call } => {
                 self.fs(call, fds);
+                Ok(())
+            }
+            Request::Snapshot { what } => {
+                // Quick (an ioctl and a mount or two), so done here rather than in a child.
+                let reply = match &mut self.snapshots {
+                    Some(snaps) => snaps.run(&what),
+                    None => snapshots::SnapshotReply {
+                        error: Some("this sprite's disk has no snapshots (not btrfs)".into()),
+                        errno: Some(libc::EOPNOTSUPP),
+                    },
+                };
+                if let Some(sock) = fds.first() {
+                    let body = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+                    let _ = sys::socket::send_nosignal(sock.as_raw_fd(), &body);
+                }
                 Ok(())
             }
             Request::PortSocket => {

@@ -77,12 +77,14 @@ pub enum SpawnReply {
 }
 
 /// What a freshly started agent reported.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Readiness {
     /// The upper layer's owners were moved to the sprite's id range.
     pub shifted: bool,
     /// Why the base is not id-mapped, if it is not.
     pub unmapped_base: Option<String>,
+    /// The sprite's disk, mounted (a detached mount), for the next start.
+    pub disk: Option<OwnedFd>,
 }
 
 /// Who waits for what the agent sends: spawn replies by request id, exit statuses by pid.
@@ -107,7 +109,13 @@ pub struct AgentHandle {
 impl AgentHandle {
     /// Starts the helper for `cfg.sprite_dir` and waits until the sprite's root is ready.
     /// Its stderr goes to `log` (inside the data dir, invisible to the sprite).
-    pub fn start(cfg: &StubConfig, log: &Path) -> io::Result<(Arc<AgentHandle>, Readiness)> {
+    /// `held`: the sprite's disk as its previous start left it mounted (see
+    /// `disk::mount`), passed on to the stub.
+    pub fn start(
+        cfg: &StubConfig,
+        log: &Path,
+        held: Option<&OwnedFd>,
+    ) -> io::Result<(Arc<AgentHandle>, Readiness)> {
         entry::keep();
         let (ours, theirs) = sys::socket::seqpacket_pair()?;
         sys::socket::grow_socket_buffers(&ours);
@@ -132,7 +140,8 @@ impl AgentHandle {
         }
         let mut stub = cmd.spawn()?;
         drop(theirs);
-        if let Err(e) = ipc::send(ours.as_raw_fd(), cfg, &[]) {
+        let pass: Vec<RawFd> = held.iter().map(|f| f.as_raw_fd()).collect();
+        if let Err(e) = ipc::send(ours.as_raw_fd(), cfg, &pass) {
             let _ = stub.kill();
             let _ = stub.wait();
             return Err(e);
@@ -147,11 +156,12 @@ impl AgentHandle {
                     ..
                 },
                 mut fds,
-            ))) if fds.len() == 1 => (
+            ))) if matches!(fds.len(), 1 | 2) => (
                 fds.remove(0),
                 Readiness {
                     shifted,
                     unmapped_base,
+                    disk: fds.pop(),
                 },
             ),
             other => {
@@ -397,6 +407,50 @@ impl AgentHandle {
         }
     }
 }
+
+impl AgentHandle {
+    /// Runs a checkpoint operation in the agent (which holds the sprite's disk image open)
+    /// and waits at most [`SNAPSHOT_TIMEOUT`] for its answer. `Unsupported` when the
+    /// sprite's disk cannot take snapshots.
+    pub fn snapshot(&self, op: super::snapshots::SnapshotOp) -> io::Result<()> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::Snapshot { what: op },
+            &[theirs.as_raw_fd()],
+        )?;
+        drop(theirs);
+        set_recv_timeout(&ours, Some(SNAPSHOT_TIMEOUT))?;
+        let mut body = Vec::new();
+        // The agent writes one small JSON document and closes its end.
+        File::from(ours).take(64 * 1024).read_to_end(&mut body)?;
+        let reply: super::snapshots::SnapshotReply =
+            serde_json::from_slice(&body).map_err(|_| {
+                io::Error::other("the sprite's agent did not answer the checkpoint request")
+            })?;
+        match (reply.error, reply.errno) {
+            (None, _) => Ok(()),
+            (Some(_), Some(libc::EOPNOTSUPP)) | (Some(_), Some(libc::ENOTTY)) => {
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this sprite's disk cannot take snapshots (it is not a btrfs image)",
+                ))
+            }
+            (Some(msg), Some(errno)) => Err(io::Error::new(
+                io::Error::from_raw_os_error(errno).kind(),
+                msg,
+            )),
+            (Some(msg), None) => Err(io::Error::other(msg)),
+        }
+    }
+}
+
+/// How long a checkpoint operation in the agent may take: a snapshot commits a btrfs
+/// transaction, which waits for the sprite's dirty data to reach the image.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Drop for AgentHandle {
     fn drop(&mut self) {

@@ -70,6 +70,12 @@ pub enum Request {
         /// IPv6 rather than IPv4.
         v6: bool,
     },
+    /// A checkpoint operation on the sprite's disk image; one fd is attached, a reply
+    /// socket the agent writes a [`super::snapshots::SnapshotReply`] (JSON) to, then closes.
+    Snapshot {
+        /// What to do.
+        what: super::snapshots::SnapshotOp,
+    },
 }
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths
@@ -247,7 +253,8 @@ pub struct ProcessLimits {
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
     /// The sprite's root is mounted and the agent serves requests; a pidfd for the agent
-    /// is attached.
+    /// is attached, and on a btrfs disk a detached mount of it (kept by the server for the
+    /// next start, see `disk::mount`).
     Ready {
         /// The uid execs run as inside the sprite.
         uid: u32,

@@ -27,6 +27,7 @@ mod ipc;
 mod netlink;
 mod network;
 mod rootfs;
+mod snapshots;
 mod stub;
 mod sudo;
 mod upper;
@@ -95,6 +96,10 @@ pub(crate) struct SandboxRuntime {
     /// Set (under `agents`) at shutdown: no agent starts after it (a sprite booting in the
     /// background would otherwise outlive the server).
     closed: std::sync::atomic::AtomicBool,
+    /// Sprites' btrfs disks as detached mounts, kept across restarts of their agents (a
+    /// restore restarts one) so a restart neither unmounts nor mounts the filesystem; let
+    /// go when the sprite is deleted or the server stops. See `disk::mount`.
+    held_disks: Mutex<HashMap<PathBuf, OwnedFd>>,
 }
 
 /// Why the sandbox cannot run here.
@@ -133,6 +138,7 @@ pub(crate) fn check(
         options,
         agents: Mutex::new(HashMap::new()),
         closed: std::sync::atomic::AtomicBool::new(false),
+        held_disks: Mutex::new(HashMap::new()),
     };
     rt.probe()?;
     Ok(rt)
@@ -269,7 +275,7 @@ impl SandboxRuntime {
             if let Some(p) = &mut cfg.privileged {
                 p.egress = false; // no veth pair for a throwaway
             }
-            let (agent, _) = AgentHandle::start(&cfg, &dir.join("agent.log"))?;
+            let (agent, _) = AgentHandle::start(&cfg, &dir.join("agent.log"), None)?;
             agent.stop();
             Ok::<(), io::Error>(())
         })()
@@ -306,7 +312,24 @@ impl SandboxRuntime {
             ));
         }
         let cfg = self.stub_config(sprite_dir, hidden)?;
-        let (agent, ready) = AgentHandle::start(&cfg, &sprite_dir.join("agent.log"))?;
+        let held = lock(&self.held_disks).remove(sprite_dir);
+        let (agent, mut ready) =
+            match AgentHandle::start(&cfg, &sprite_dir.join("agent.log"), held.as_ref()) {
+                Err(e) if held.is_some() => {
+                    // The kept mount could not be used (a kernel that cannot copy a detached
+                    // mount): let the filesystem go and mount the image afresh.
+                    eprintln!(
+                    "sprites-local: sprite {}: reusing its mounted disk: {e}; mounting it again",
+                    cfg.hostname
+                );
+                    drop(held);
+                    AgentHandle::start(&cfg, &sprite_dir.join("agent.log"), None)?
+                }
+                other => other?,
+            };
+        if let Some(disk) = ready.disk.take() {
+            lock(&self.held_disks).insert(sprite_dir.to_owned(), disk);
+        }
         if let (true, Some(p)) = (ready.shifted, &cfg.privileged) {
             identity::shifted(sprite_dir, p.identity)?;
         }
@@ -334,6 +357,10 @@ impl SandboxRuntime {
             (Err(why), _) => format!("disk not limited ({why})"),
             (Ok(()), Some(d)) if !disk::has_image(d) => {
                 "disk not limited (the sprite predates disk images)".to_owned()
+            }
+            (Ok(()), Some(d)) if disk::is_btrfs_image(d) => {
+                "disk limited to storage_gb (a btrfs image; checkpoints are snapshots on it)"
+                    .to_owned()
             }
             (Ok(()), _) => "disk limited to storage_gb (an ext4 image)".to_owned(),
         };
@@ -646,6 +673,7 @@ impl SpriteRuntime for SandboxRuntime {
         if let Some(a) = agent {
             a.stop();
         }
+        lock(&self.held_disks).remove(sprite_dir);
         self.cgroups.remove(sprite_dir);
         identity::release(sprite_dir);
     }
@@ -662,6 +690,73 @@ impl SpriteRuntime for SandboxRuntime {
         for (dir, _) in &all {
             self.cgroups.remove(dir);
         }
+        lock(&self.held_disks).clear();
+    }
+
+    /// A btrfs snapshot taken by the sprite's agent (started if needed): see [`snapshots`].
+    fn snapshot(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        _previous: Option<&str>,
+        _progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
+        self.agent(sprite_dir)?
+            .snapshot(snapshots::SnapshotOp::Create { id: id.to_owned() })
+    }
+
+    /// Stops the sprite (its agent, and so every process in it), leaves the stub a note to
+    /// swap in a writable snapshot of `id` before it mounts the overlay, and starts it again
+    /// so the swap happens now ([`disk::apply_restore`]).
+    fn restore(
+        &self,
+        sprite_dir: &Path,
+        id: &str,
+        progress: &mut super::Report<'_>,
+    ) -> io::Result<()> {
+        let pending = sprite_dir.join(disk::RESTORE_PENDING);
+        let tmp = sprite_dir.join(format!("{}.tmp", disk::RESTORE_PENDING));
+        std::fs::write(&tmp, id)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &pending)?;
+        let old = lock(&self.agents).remove(sprite_dir);
+        if let Some(a) = old {
+            a.stop();
+        }
+        progress(0.3, "Sprite stopped; starting it on the checkpoint's files");
+        match self.agent(sprite_dir) {
+            Ok(_) if !pending.exists() => Ok(()),
+            Ok(_) => Err(io::Error::other("the restore was not applied")),
+            Err(e) => {
+                // A restore that cannot be applied must not keep the sprite from starting.
+                let _ = std::fs::remove_file(&pending);
+                let _ = self.agent(sprite_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sprites with a btrfs disk image (root server, btrfs-progs installed at create).
+    fn checkpoints_supported(&self, sprite_dir: &Path) -> Result<(), String> {
+        if !disk::has_image(sprite_dir) {
+            return Err(match &self.disks {
+                Err(why) => format!("checkpoints need the sprite's own disk image: {why}"),
+                Ok(()) => "this sprite predates disk images: it has no checkpoints".into(),
+            });
+        }
+        if !disk::is_btrfs_image(sprite_dir) {
+            return Err(
+                "this sprite's disk is ext4 (made without btrfs-progs): checkpoints \
+                        need a btrfs disk"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn delete_snapshot(&self, sprite_dir: &Path, id: &str) -> io::Result<()> {
+        self.agent(sprite_dir)?
+            .snapshot(snapshots::SnapshotOp::Delete { id: id.to_owned() })
     }
 
     /// The sprite has a network namespace of its own, which its agent (PID 1 inside) is

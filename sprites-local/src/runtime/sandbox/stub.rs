@@ -20,7 +20,7 @@ use super::ctx;
 use super::identity::{self, Identity};
 use super::ipc::{self, Event, Privileged, StubConfig};
 use super::upper::{self, Ids, Owners, Plan};
-use super::{agent, disk, network, rootfs};
+use super::{agent, disk, network, rootfs, snapshots};
 use crate::sys;
 use crate::sys::process::{self as proc, Fork};
 
@@ -39,20 +39,22 @@ pub struct Built {
     pub shifted: bool,
     /// Why the base is not id-mapped, if it is not.
     pub unmapped_base: Option<String>,
+    /// The btrfs disk image, for checkpoints (root server with a btrfs image only).
+    pub snapshots: Option<snapshots::Prepared>,
 }
 
 /// The stub's main: reads its configuration from the control socket `ctl`, builds the
 /// sprite and runs it; returns the process exit code.
 pub fn main(ctl: RawFd) -> i32 {
-    let cfg = match ipc::recv::<StubConfig>(ctl) {
-        Ok(Some((cfg, _))) => cfg,
+    let (cfg, held) = match ipc::recv::<StubConfig>(ctl) {
+        Ok(Some((cfg, fds))) => (cfg, fds.into_iter().next()),
         Ok(None) => return 2, // the server went away before telling us anything
         Err(e) => {
             eprintln!("sprites-local sandbox: bad helper configuration: {e}");
             return 2;
         }
     };
-    match run(&cfg, ctl) {
+    match run(&cfg, ctl, held) {
         Ok(code) => code,
         Err(e) => failed(ctl, "sprites-local sandbox", &e),
     }
@@ -71,14 +73,15 @@ fn failed(ctl: RawFd, who: &str, e: &io::Error) -> i32 {
     1
 }
 
-fn run(cfg: &StubConfig, ctl: RawFd) -> io::Result<i32> {
+/// `held`: the sprite's disk as its previous start left it mounted, if the server kept it.
+fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
     if let Some(cg) = &cfg.cgroup {
         // Best effort: without it the sprite runs unlimited (the startup line says whether
         // limits work at all).
         let _ = fs::write(cg.join("cgroup.procs"), std::process::id().to_string());
     }
     let built = match &cfg.privileged {
-        Some(p) => privileged(cfg, p)?,
+        Some(p) => privileged(cfg, p, held)?,
         None => unprivileged(cfg)?,
     };
     // We are in the sprite's own UTS namespace (made by either path).
@@ -116,12 +119,12 @@ fn run(cfg: &StubConfig, ctl: RawFd) -> io::Result<i32> {
 ///    re-address itself) and its veth pair;
 /// 9. PID, UTS and IPC namespaces. The agent's children enter the user namespace of step
 ///    5 just before they exec; the agent itself stays host root, out of the sprite's reach.
-fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
+fn privileged(cfg: &StubConfig, p: &Privileged, held: Option<OwnedFd>) -> io::Result<Built> {
     ctx(sys::mount::unshare(libc::CLONE_NEWNS), || {
         "creating the mount namespace".into()
     })?;
     make_root_private()?;
-    let layers = disk::mount(&cfg.sprite_dir)?;
+    let layers = disk::mount(&cfg.sprite_dir, held)?;
     let id = p.identity;
     if let Some(from) = id.shift_from {
         ctx(upper::shift_owners(&layers.upper, from, id.base), || {
@@ -142,6 +145,14 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
     let ids = ctx(upper::prepare(&layers.upper, &plan), || {
         "preparing the sprite's upper layer".into()
     })?;
+    let snaps = if disk::has_image(&cfg.sprite_dir) {
+        ctx(
+            snapshots::prepare(&cfg.sprite_dir.join(disk::MOUNT), &layers.upper, id.base),
+            || "preparing checkpoints".into(),
+        )?
+    } else {
+        None
+    };
     let userns = ctx(sprite_userns(id), || {
         "creating the sprite's user namespace".into()
     })?;
@@ -205,6 +216,7 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
         address: net.address,
         shifted: id.shift_from.is_some(),
         unmapped_base,
+        snapshots: snaps,
     })
 }
 
@@ -212,7 +224,7 @@ fn privileged(cfg: &StubConfig, p: &Privileged) -> io::Result<Built> {
 /// the sprite user to the server's own uid (the only id it may map without help), with
 /// every other namespace inside it; the overlay keeps its metadata in `user.*` xattrs.
 fn unprivileged(cfg: &StubConfig) -> io::Result<Built> {
-    let layers = disk::mount(&cfg.sprite_dir)?;
+    let layers = disk::mount(&cfg.sprite_dir, None)?;
     let plan = Plan {
         base: &cfg.base,
         owners: Owners::ServerUser,
@@ -261,6 +273,7 @@ fn unprivileged(cfg: &StubConfig) -> io::Result<Built> {
         address: None,
         shifted: false,
         unmapped_base: None,
+        snapshots: None,
     })
 }
 
