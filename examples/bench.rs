@@ -15,10 +15,10 @@
 // limit expands.
 #![recursion_limit = "256"]
 
-#[path = "bench/lifecycle.rs"]
-mod lifecycle;
 #[path = "bench/checkpoints.rs"]
 mod checkpoints;
+#[path = "bench/lifecycle.rs"]
+mod lifecycle;
 
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
