@@ -25,6 +25,7 @@ mod fsops;
 #[cfg(test)]
 mod fuzz;
 mod net;
+mod policy;
 mod ports;
 mod random;
 mod runtime;

@@ -10,6 +10,7 @@ mod exec_routes;
 mod fs_routes;
 mod fs_write;
 mod http_exec;
+mod policy_routes;
 mod port_routes;
 mod sprites;
 
@@ -168,6 +169,7 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             _ => method_not_allowed("POST").into(),
         },
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
+        ["sprites", name, "policy", kind] => policy_routes::route(state, name, kind, m, body),
         ["sprites", name, "ports", "watch"] => match m {
             "GET" => port_routes::watch(state, name, req, body),
             _ => method_not_allowed("GET").into(),

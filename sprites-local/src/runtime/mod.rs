@@ -206,6 +206,16 @@ pub(crate) trait SpriteRuntime: Send + Sync {
     fn port_scope(&self, _sprite_dir: &Path, _execs: &[u32]) -> Option<PortScope> {
         None
     }
+    /// The policies of the sprite at `sprite_dir` changed (their files are written): apply
+    /// what this runtime can to the running sprite now (new processes read them anyway).
+    fn policy_changed(&self, _sprite_dir: &Path) {}
+    /// What this runtime enforces of a policy `kind`, in one line (the policy routes send
+    /// it in a header; PROTOCOL.md §13).
+    fn policy_note(&self, _kind: crate::policy::Kind) -> String {
+        "not enforced: the host runtime isolates nothing (the policy is stored and reported \
+         back only)"
+            .to_owned()
+    }
 }
 
 /// Where a sprite's listening TCP sockets are found and who holds them, as a runtime

@@ -52,6 +52,8 @@ pub struct SpawnArgs<'a> {
     pub fallback_cwd: bool,
     /// A terminal of this size (rows, columns) as stdio.
     pub tty: Option<(u16, u16)>,
+    /// What the sprite's policies set on the process.
+    pub policy: ipc::ExecPolicy,
 }
 
 /// The outcome of a spawn request.
@@ -210,6 +212,7 @@ impl AgentHandle {
             cwd,
             fallback_cwd,
             tty,
+            policy,
         } = what;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
@@ -228,6 +231,7 @@ impl AgentHandle {
             cwd: cwd.to_owned(),
             fallback_cwd,
             tty,
+            policy,
         };
         if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, stdio) {
             lock(&self.waiters).pending.remove(&id);
@@ -367,6 +371,38 @@ impl AgentHandle {
                 "the sprite's agent did not give a diagnostics socket",
             )),
         }
+    }
+}
+
+impl AgentHandle {
+    /// The sprite's DNS socket (UDP, bound inside at [`ipc::RESOLVER_ADDR`]) and a handle
+    /// on its network namespace, from the agent. Waits at most [`SPAWN_TIMEOUT`].
+    pub fn resolver_socket(&self) -> io::Result<(OwnedFd, OwnedFd)> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::Resolver,
+            &[theirs.as_raw_fd()],
+        )?;
+        drop(theirs);
+        set_recv_timeout(&ours, Some(SPAWN_TIMEOUT))?;
+        let mut byte = [0u8; 1];
+        let (n, fds) = sys::socket::recv_some_with_fds(ours.as_raw_fd(), &mut byte)?;
+        let mut fds = fds.into_iter();
+        match (n, fds.next(), fds.next(), fds.next()) {
+            (1, Some(udp), Some(netns), None) => Ok((udp, netns)),
+            _ => Err(io::Error::other(
+                "the sprite's agent could not bind its DNS socket",
+            )),
+        }
+    }
+
+    /// A second handle on the agent's pidfd: it turns readable once the sprite is gone.
+    pub fn exit_fd(&self) -> io::Result<OwnedFd> {
+        self.init.try_clone()
     }
 }
 

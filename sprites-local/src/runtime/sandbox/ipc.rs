@@ -42,6 +42,9 @@ pub enum Request {
         /// carries its master after the pidfd.
         #[serde(default)]
         tty: Option<(u16, u16)>,
+        /// What the sprite's privileges and resources policies ask of a new process.
+        #[serde(default)]
+        policy: ExecPolicy,
     },
     /// Send `sig` to the process group led by `pid`, if that exec is still running.
     Signal {
@@ -61,7 +64,16 @@ pub enum Request {
     /// namespace and send it back, with one byte, on the attached reply socket (one
     /// `SOCK_STREAM` fd). The server lists the sprite's listening sockets with it.
     PortSocket,
+    /// Bind the sprite's DNS socket (UDP, [`RESOLVER_ADDR`] in the sprite's network
+    /// namespace) and send it back, with a handle on that namespace and one byte, on the
+    /// attached reply socket (one `SOCK_STREAM` fd). The server answers the sprite's name
+    /// queries on it (`crate::policy::resolver`).
+    Resolver,
 }
+
+/// Where a sprite's resolver listens, inside the sprite (its `/etc/resolv.conf` names it).
+pub const RESOLVER_ADDR: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 53), 53);
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths
 /// are paths inside the sprite.
@@ -218,6 +230,15 @@ pub struct ProcessLimits {
     /// `RLIMIT_NPROC`: processes (threads included) per user inside the sprite.
     pub nproc: u64,
     /// `RLIMIT_DATA` in bytes, where no cgroup limits memory.
+    pub data_bytes: Option<u64>,
+}
+
+/// What a sprite's policies (PROTOCOL.md §13) set on one new process.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ExecPolicy {
+    /// Set `PR_SET_NO_NEW_PRIVS` before the exec (`noNewPrivileges`, profile `minimal`).
+    pub no_new_privs: bool,
+    /// `RLIMIT_DATA` in bytes (`memory.limit_mb`), lowered to it if higher.
     pub data_bytes: Option<u64>,
 }
 

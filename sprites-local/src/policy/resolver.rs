@@ -1,0 +1,327 @@
+//! The resolver of one sprite: a thread of the server answering the DNS queries that the
+//! sprite's programs send to its UDP socket (bound *inside* the sprite's network namespace
+//! by its agent, so the sprite gets no new path to the host: the socket is the only
+//! thing shared, and the server only reads queries from it and writes answers to it).
+//!
+//! For each query: a name the network policy denies gets `REFUSED`; an allowed one is
+//! forwarded — as a fresh query carrying only the question (our own id, recursion desired,
+//! EDNS when the client used it) — to the upstream resolver, and the answer goes back with
+//! the client's id. With a default-deny policy the addresses of allowed answers are let
+//! through the sprite's firewall ([`super::firewall`]).
+//!
+//! Bounds: one thread per running sprite; one query at a time, each waiting at most
+//! [`UPSTREAM_TIMEOUT`] for the upstream; buffers of [`dns::MAX_UDP`] bytes; at most
+//! [`MAX_REMEMBERED`] remembered addresses. The thread ends when the sprite does (its
+//! agent's pidfd turns readable).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::dns::{self, Query};
+use super::firewall::Firewall;
+use super::network::{NetworkPolicy, Verdict};
+use crate::lock;
+
+/// How long one query waits for the upstream.
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most datagrams read per wake-up before checking whether the sprite is gone.
+const BATCH: usize = 64;
+/// Most addresses remembered for the firewall.
+const MAX_REMEMBERED: usize = 4096;
+/// Shortest and longest time an allowed address stays open in the firewall (the answer's
+/// TTL, clamped: short TTLs would cut connections that outlive them).
+const MIN_OPEN: u64 = 600;
+const MAX_OPEN: u64 = 86_400;
+
+/// What the resolver thread and the policy routes share.
+struct Shared {
+    sprite_dir: PathBuf,
+    policy: Mutex<NetworkPolicy>,
+    firewall: Option<Firewall>,
+    /// Addresses let through the firewall: the name they answered and until when.
+    opened: Mutex<HashMap<IpAddr, (String, Instant)>>,
+    /// Why the firewall could not be set, if it could not.
+    firewall_error: Mutex<Option<String>>,
+}
+
+/// The running resolver of one sprite.
+pub(crate) struct Resolver {
+    shared: Arc<Shared>,
+}
+
+impl Resolver {
+    /// Starts answering on `udp` (bound inside the sprite) until `exit` (the agent's pidfd)
+    /// turns readable. `netns` is the sprite's network namespace, for the firewall (`None`:
+    /// DNS only). `upstream`: where allowed names are resolved (`None`: SERVFAIL).
+    pub fn start(
+        sprite_dir: &Path,
+        udp: OwnedFd,
+        netns: Option<OwnedFd>,
+        exit: OwnedFd,
+        upstream: Option<SocketAddr>,
+    ) -> io::Result<Resolver> {
+        let udp = UdpSocket::from(udp);
+        udp.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            sprite_dir: sprite_dir.to_owned(),
+            policy: Mutex::new(NetworkPolicy::default()),
+            firewall: netns.map(Firewall::new),
+            opened: Mutex::new(HashMap::new()),
+            firewall_error: Mutex::new(None),
+        });
+        let r = Resolver { shared };
+        r.reload();
+        let shared = r.shared.clone();
+        std::thread::Builder::new()
+            .name("sprites-dns".into())
+            .stack_size(256 * 1024)
+            .spawn(move || serve(&shared, &udp, &exit, upstream))?;
+        Ok(r)
+    }
+
+    /// Re-reads the sprite's network policy and applies it: later queries follow it, and
+    /// the firewall is rebuilt (addresses of names now denied are no longer let through).
+    pub fn reload(&self) {
+        let s = &self.shared;
+        let policy = super::network(&s.sprite_dir);
+        let deny = policy.denies_by_default();
+        *lock(&s.policy) = policy.clone();
+        let Some(fw) = &s.firewall else { return };
+        let mut result = fw.reset(deny);
+        if deny && result.is_ok() {
+            let now = Instant::now();
+            let keep: Vec<(IpAddr, u64)> = {
+                let mut opened = lock(&s.opened);
+                opened.retain(|_, (name, until)| {
+                    *until > now && policy.decide(name) == Verdict::Allow
+                });
+                opened
+                    .iter()
+                    .map(|(ip, (_, until))| (*ip, until.duration_since(now).as_secs().max(1)))
+                    .collect()
+            };
+            result = fw.allow(&keep);
+        }
+        *lock(&s.firewall_error) = result.err().map(|e| e.to_string());
+    }
+
+    /// Why the firewall is not in force, if it is not.
+    pub fn firewall_error(&self) -> Option<String> {
+        lock(&self.shared.firewall_error).clone()
+    }
+}
+
+fn serve(shared: &Shared, udp: &UdpSocket, exit: &OwnedFd, upstream: Option<SocketAddr>) {
+    let mut buf = vec![0u8; dns::MAX_UDP];
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: udp.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: exit.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        match crate::sys::fd::poll(&mut fds, -1) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        if fds[1].revents != 0 {
+            return; // the sprite is gone
+        }
+        for _ in 0..BATCH {
+            let (n, from) = match udp.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock: drained
+            };
+            if let Some(answer) = answer(shared, &buf[..n], upstream) {
+                let _ = udp.send_to(&answer, from);
+            }
+        }
+    }
+}
+
+/// The answer to one datagram from the sprite (`None`: nothing to answer).
+fn answer(shared: &Shared, packet: &[u8], upstream: Option<SocketAddr>) -> Option<Vec<u8>> {
+    let q = match dns::parse_query(packet) {
+        Ok(q) => q,
+        Err(_) => return dns::format_error(packet),
+    };
+    if q.opcode() != 0 {
+        return Some(dns::error_answer(&q, dns::NOTIMP));
+    }
+    let policy = lock(&shared.policy).clone();
+    if policy.decide(&q.name) == Verdict::Deny {
+        return Some(dns::error_answer(&q, dns::REFUSED));
+    }
+    let Some(upstream) = upstream else {
+        return Some(dns::error_answer(&q, dns::SERVFAIL));
+    };
+    let (bytes, parsed) = match forward(&q, upstream) {
+        Ok(x) => x,
+        Err(_) => return Some(dns::error_answer(&q, dns::SERVFAIL)),
+    };
+    if policy.denies_by_default() {
+        open(shared, &q.name, &parsed.addresses);
+    }
+    if bytes.len() > q.max_udp() {
+        return Some(dns::truncated(&q));
+    }
+    Some(dns::with_id(bytes, q.id))
+}
+
+/// Sends `q` to `upstream` and waits for its answer (at most [`UPSTREAM_TIMEOUT`]).
+fn forward(q: &Query, upstream: SocketAddr) -> io::Result<(Vec<u8>, dns::Answer)> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(io::Error::other)?
+    } else {
+        "[::]:0".parse().map_err(io::Error::other)?
+    };
+    let sock = UdpSocket::bind(local)?;
+    sock.connect(upstream)?;
+    let mut idb = [0u8; 2];
+    crate::random::fill(&mut idb)?;
+    let id = u16::from_ne_bytes(idb);
+    sock.send(&dns::upstream_query(q, id))?;
+    let deadline = Instant::now() + UPSTREAM_TIMEOUT;
+    let mut buf = vec![0u8; dns::MAX_UDP];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream timed out",
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // Anything that is not the answer to our question (a stale or forged datagram)
+        // is dropped; the loop ends at the deadline.
+        if let Ok(a) = dns::parse_answer(&buf[..n]) {
+            if a.id == id && a.question == (q.name.clone(), q.qtype, q.qclass) {
+                buf.truncate(n);
+                return Ok((buf, a));
+            }
+        }
+    }
+}
+
+/// Lets the addresses an allowed name resolved to through the firewall.
+fn open(shared: &Shared, name: &str, addrs: &[(IpAddr, u32)]) {
+    let Some(fw) = &shared.firewall else { return };
+    let now = Instant::now();
+    let mut fresh = Vec::new();
+    {
+        let mut opened = lock(&shared.opened);
+        for (ip, ttl) in addrs {
+            let secs = u64::from(*ttl).clamp(MIN_OPEN, MAX_OPEN);
+            let until = now + Duration::from_secs(secs);
+            // Refresh only what would close within half its time: most answers repeat.
+            let known = opened
+                .get(ip)
+                .is_some_and(|(n, u)| n == name && *u > now + Duration::from_secs(secs / 2));
+            if known {
+                continue;
+            }
+            if opened.len() >= MAX_REMEMBERED && !opened.contains_key(ip) {
+                opened.retain(|_, (_, u)| *u > now);
+                if opened.len() >= MAX_REMEMBERED {
+                    continue; // still full: the address stays closed
+                }
+            }
+            opened.insert(*ip, (name.to_owned(), until));
+            fresh.push((*ip, secs));
+        }
+    }
+    if let Err(e) = fw.allow(&fresh) {
+        *lock(&shared.firewall_error) = Some(e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::dns::tests::{answer as fake_answer, query};
+    use std::net::Ipv4Addr;
+
+    fn shared(policy: &str) -> Shared {
+        let v: serde_json::Value = serde_json::from_str(policy).unwrap();
+        Shared {
+            sprite_dir: PathBuf::from("/nonexistent"),
+            policy: Mutex::new(NetworkPolicy::from_document(v.as_object().unwrap()).unwrap()),
+            firewall: None,
+            opened: Mutex::new(HashMap::new()),
+            firewall_error: Mutex::new(None),
+        }
+    }
+
+    /// A one-shot upstream on loopback answering A queries with 192.0.2.7.
+    fn upstream() -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let a = fake_answer(&buf[..n], &[Ipv4Addr::new(192, 0, 2, 7)]);
+                sock.send_to(&a, from).unwrap();
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn denied_names_are_refused_and_allowed_ones_forwarded() {
+        let s = shared(r#"{"rules":[{"domain":"*.ok.test","action":"allow"}]}"#);
+        let refused = answer(&s, &query(5, "no.test", dns::TYPE_A, false), None).unwrap();
+        let a = dns::parse_answer(&refused).unwrap();
+        assert_eq!((a.id, a.rcode), (5, dns::REFUSED));
+        let no_upstream = answer(&s, &query(6, "a.ok.test", dns::TYPE_A, false), None).unwrap();
+        assert_eq!(
+            dns::parse_answer(&no_upstream).unwrap().rcode,
+            dns::SERVFAIL
+        );
+        let fwd = answer(
+            &s,
+            &query(7, "a.ok.test", dns::TYPE_A, false),
+            Some(upstream()),
+        )
+        .unwrap();
+        let a = dns::parse_answer(&fwd).unwrap();
+        assert_eq!((a.id, a.rcode), (7, 0));
+        assert_eq!(a.addresses[0].0, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(answer(&s, b"junk", None), None, "too short to answer");
+        let formerr = answer(&s, &[0u8; 12], None).unwrap();
+        assert_eq!(formerr[3] & 0xf, dns::FORMERR);
+    }
+
+    #[test]
+    fn a_silent_upstream_is_servfail_within_the_timeout() {
+        let s = shared(r#"{"rules":[]}"#);
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let started = Instant::now();
+        let r = answer(
+            &s,
+            &query(8, "x.test", 1, false),
+            Some(silent.local_addr().unwrap()),
+        );
+        assert_eq!(dns::parse_answer(&r.unwrap()).unwrap().rcode, dns::SERVFAIL);
+        assert!(started.elapsed() < UPSTREAM_TIMEOUT + Duration::from_secs(2));
+    }
+}

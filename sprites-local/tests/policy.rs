@@ -1,0 +1,476 @@
+//! End-to-end tests of the policy routes (PROTOCOL.md §13) on a real server over real
+//! sockets: the round trip and its validation on the host runtime, and in the sandbox the
+//! enforcement of the network policy by the sprite's resolver (against a DNS server this
+//! test runs on loopback), the firewall, `/.sprite/policy/network.json`, and the
+//! privileges and resources policies on new processes.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sprites_local::{Runtime, Server, ServerHandle};
+
+const ENFORCEMENT: &str = "Sprites-Local-Enforcement";
+
+fn host_server(dir: &TempDir) -> ServerHandle {
+    Server::builder()
+        .token("secret")
+        .data_dir(&dir.0)
+        .runtime(Runtime::Host)
+        .start()
+        .unwrap()
+}
+
+fn body(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+#[test]
+fn policies_round_trip() {
+    let dir = TempDir::new("policy-rt");
+    let s = host_server(&dir);
+    create(&s, "pol");
+    let base = "/v1/sprites/pol/policy";
+
+    let r = http(&s, "GET", &format!("{base}/network"), None);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_eq!(r.json(), serde_json::json!({"rules": []}));
+    assert!(
+        r.header(ENFORCEMENT).unwrap().starts_with("not enforced"),
+        "{:?}",
+        r.header(ENFORCEMENT)
+    );
+
+    let rules = r#"{"rules":[{"include":"defaults"},{"domain":"Example.com.","action":"allow"},
+        {"domain":"*.example.com","action":"allow"},{"domain":"blocked.com","action":"deny"}]}"#;
+    let r = http(&s, "POST", &format!("{base}/network"), Some(rules));
+    assert_eq!(r.status, 204, "{}", body(&r));
+    let r = http(&s, "GET", &format!("{base}/network"), None);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"rules":[{"include":"defaults"},
+            {"domain":"example.com","action":"allow"},
+            {"domain":"*.example.com","action":"allow"},
+            {"domain":"blocked.com","action":"deny"}]}),
+        "stored normalised (lowercase, no trailing dot)"
+    );
+    // Persisted: a new server on the same data dir reports it.
+    s.shutdown();
+    let s = host_server(&dir);
+    let r = http(&s, "GET", &format!("{base}/network"), None);
+    assert_eq!(r.json()["rules"][3]["domain"], "blocked.com");
+
+    // Privileges: JS 0.1.0 sends camelCase; snake_case is accepted too.
+    let r = http(&s, "GET", &format!("{base}/privileges"), None);
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!({"profile": ""}))
+    );
+    let p = r#"{"profile":"standard","devices":["/dev/fuse"],"noNewPrivileges":true}"#;
+    assert_eq!(
+        http(&s, "POST", &format!("{base}/privileges"), Some(p)).status,
+        204
+    );
+    let r = http(&s, "GET", &format!("{base}/privileges"), None);
+    assert_eq!(
+        r.json(),
+        serde_json::from_str::<serde_json::Value>(p).unwrap()
+    );
+    let r = http(&s, "DELETE", &format!("{base}/privileges"), None);
+    assert_eq!(r.status, 204);
+    let r = http(&s, "GET", &format!("{base}/privileges"), None);
+    assert_eq!(r.json(), serde_json::json!({"profile": ""}));
+
+    // Resources: `limit_mb` on the wire.
+    let r = http(&s, "GET", &format!("{base}/resources"), None);
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({})));
+    let m = r#"{"memory":{"limit_mb":4096,"autoscale":true}}"#;
+    assert_eq!(
+        http(&s, "POST", &format!("{base}/resources"), Some(m)).status,
+        204
+    );
+    let r = http(&s, "GET", &format!("{base}/resources"), None);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"memory":{"limit_mb":4096,"autoscale":true}})
+    );
+    assert_eq!(
+        http(&s, "DELETE", &format!("{base}/resources"), None).status,
+        204
+    );
+    let r = http(&s, "GET", &format!("{base}/resources"), None);
+    assert_eq!(r.json(), serde_json::json!({}));
+
+    // The network policy is back to "no rules" when emptied.
+    let r = http(
+        &s,
+        "POST",
+        &format!("{base}/network"),
+        Some(r#"{"rules":[]}"#),
+    );
+    assert_eq!(r.status, 204);
+    let r = http(&s, "GET", &format!("{base}/network"), None);
+    assert_eq!(r.json(), serde_json::json!({"rules": []}));
+}
+
+#[test]
+fn bad_policies_are_400_with_a_message_and_unknowns_404() {
+    let dir = TempDir::new("policy-bad");
+    let s = host_server(&dir);
+    create(&s, "pol");
+    let net = "/v1/sprites/pol/policy/network";
+    for (doc, want) in [
+        (r#"{"rules":[{"domain":"a.com"}]}"#, "either"),
+        (
+            r#"{"rules":[{"include":"defaults","domain":"a.com","action":"allow"}]}"#,
+            "either",
+        ),
+        (
+            r#"{"rules":[{"domain":"a.com","action":"block"}]}"#,
+            "action",
+        ),
+        (
+            r#"{"rules":[{"domain":"a.*.com","action":"deny"}]}"#,
+            "malformed wildcard",
+        ),
+        (
+            r#"{"rules":[{"domain":"*example.com","action":"deny"}]}"#,
+            "malformed wildcard",
+        ),
+        (r#"{"rules":[{"include":"everything"}]}"#, "unknown include"),
+        (r#"{"rules":"all"}"#, "array"),
+        (r#"{}"#, "rules"),
+        ("not json", "JSON"),
+    ] {
+        let r = http(&s, "POST", net, Some(doc));
+        assert_eq!(r.status, 400, "{doc}: {}", body(&r));
+        let msg = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(msg.contains(want), "{doc}: {msg}");
+    }
+    // Nothing was stored by the failed requests.
+    assert_eq!(
+        http(&s, "GET", net, None).json(),
+        serde_json::json!({"rules": []})
+    );
+    for (kind, doc) in [
+        ("privileges", r#"{"profile":"root"}"#),
+        ("privileges", r#"{"devices":["/etc/shadow"]}"#),
+        ("privileges", r#"{"noNewPrivileges":"yes"}"#),
+        ("resources", r#"{"memory":{"limit_mb":0}}"#),
+        ("resources", r#"{"memory":{"limit_mb":"4096"}}"#),
+        ("resources", r#"{"memory":{"autoscale":"on"}}"#),
+    ] {
+        let r = http(
+            &s,
+            "POST",
+            &format!("/v1/sprites/pol/policy/{kind}"),
+            Some(doc),
+        );
+        assert_eq!(r.status, 400, "{kind} {doc}: {}", body(&r));
+        assert!(!r.json()["message"].as_str().unwrap().is_empty());
+    }
+    let r = http(&s, "GET", "/v1/sprites/nope/policy/network", None);
+    assert_eq!(r.status, 404);
+    let r = http(
+        &s,
+        "POST",
+        "/v1/sprites/nope/policy/network",
+        Some(r#"{"rules":[]}"#),
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        http(&s, "GET", "/v1/sprites/pol/policy/firewall", None).status,
+        404
+    );
+    let r = http(&s, "DELETE", net, None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, POST"));
+}
+
+/// A DNS server on loopback for the test: answers A queries for `allowed.example` with
+/// 192.0.2.10, anything else with an empty NOERROR, and counts the queries it saw for
+/// `denied.example` (the sprite's resolver must never forward those).
+struct TestDns {
+    addr: SocketAddr,
+    denied_seen: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestDns {
+    fn start() -> TestDns {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let denied_seen = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (denied_seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            // Bounded: the test stops it, and it gives up after 2 minutes anyway.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !stopped.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some((reply, name)) = dns_reply(&buf[..n]) {
+                    if name == "denied.example" {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = sock.send_to(&reply, from);
+                }
+            }
+        });
+        TestDns {
+            addr,
+            denied_seen,
+            stop,
+        }
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The test server's answer to a query, and the name asked (uncompressed names only).
+fn dns_reply(q: &[u8]) -> Option<(Vec<u8>, String)> {
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *q.get(pos)? as usize;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(pos + 1..pos + 1 + len)?).to_lowercase());
+        pos += 1 + len;
+    }
+    let qend = pos + 5;
+    let qtype = u16::from_be_bytes([*q.get(pos + 1)?, *q.get(pos + 2)?]);
+    let name = labels.join(".");
+    let mut out = q.get(..qend)?.to_vec();
+    out[2] = 0x81;
+    out[3] = 0x80;
+    out[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+    if name == "allowed.example" && qtype == 1 {
+        out[7] = 1;
+        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 10]);
+    }
+    Some((out, name))
+}
+
+fn sandbox_server(dir: &TempDir, upstream: SocketAddr) -> Option<ServerHandle> {
+    match Server::builder()
+        .token("secret")
+        .data_dir(&dir.0)
+        .runtime(Runtime::Sandbox)
+        .dns_upstream(upstream)
+        .start()
+    {
+        Ok(s) if s.runtime_note().contains("egress through NAT") => Some(s),
+        Ok(s) => {
+            eprintln!("SKIPPED: sprites have no egress here: {}", s.runtime_note());
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_network_policy_is_enforced_by_the_sprites_resolver() {
+    let dns = TestDns::start();
+    let dir = TempDir::new("policy-dns");
+    let Some(s) = sandbox_server(&dir, dns.addr) else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "dnsp");
+    // Without rules, everything resolves (through our resolver and the test's server).
+    assert_eq!(
+        ok(a, "dnsp", "getent hosts allowed.example"),
+        "192.0.2.10      allowed.example"
+    );
+    assert_eq!(
+        ok(a, "dnsp", "cat /etc/resolv.conf | grep nameserver"),
+        "nameserver 127.0.0.53"
+    );
+
+    let rules = r#"{"rules":[{"domain":"allowed.example","action":"allow"},
+        {"domain":"denied.example","action":"deny"}]}"#;
+    let r = http(a, "POST", "/v1/sprites/dnsp/policy/network", Some(rules));
+    assert_eq!(r.status, 204, "{}", body(&r));
+    assert!(r.header(ENFORCEMENT).unwrap().starts_with("enforced"));
+    let before = dns.denied_seen.load(Ordering::SeqCst);
+    // Applies live, to the running sprite.
+    let (out, err, code) = sh(a, "dnsp", "getent hosts denied.example");
+    assert_ne!(code, 0, "denied name resolved: {out} {err}");
+    assert_eq!(out, "");
+    // REFUSED, seen by a DNS client inside (python is in the base image on this host).
+    let (out, _, _) = sh(
+        a,
+        "dnsp",
+        "command -v python3 >/dev/null && python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(bytes.fromhex(\"abcd01000001000000000000\") + b\"\\x06denied\\x07example\\x00\\x00\\x01\\x00\\x01\", (\"127.0.0.53\", 53))
+print(s.recv(512)[3] & 15)'",
+    );
+    if !out.is_empty() {
+        assert_eq!(out.trim(), "5", "rcode REFUSED");
+    }
+    assert_eq!(
+        dns.denied_seen.load(Ordering::SeqCst),
+        before,
+        "a denied name went upstream"
+    );
+    assert_eq!(
+        ok(a, "dnsp", "getent hosts allowed.example"),
+        "192.0.2.10      allowed.example"
+    );
+    // A name no rule matches: the list has an allow rule, so it is an allow list.
+    assert_ne!(sh(a, "dnsp", "getent hosts other.example").2, 0);
+
+    // Visible, read-only, inside.
+    let seen = ok(a, "dnsp", "cat /.sprite/policy/network.json");
+    let v: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(v["rules"][1]["domain"], "denied.example");
+    let (_, _, code) = sh(a, "dnsp", "echo '{}' > /.sprite/policy/network.json");
+    assert_ne!(code, 0);
+    let (_, _, code) = sh(
+        a,
+        "dnsp",
+        "sudo -n sh -c \"echo '{}' > /.sprite/policy/network.json\"",
+    );
+    assert_ne!(code, 0, "root inside cannot change it either");
+    let (_, _, code) = sh(a, "dnsp", "sudo -n umount /.sprite/policy");
+    assert_ne!(code, 0);
+
+    // Connection level: the firewall in the sprite's namespace lets out only what an
+    // allowed name resolved to. Seen from the host through a process of the sprite.
+    let mut ws = connect(a, "dnsp", &q(&["sleep", "30"]));
+    let pid = session_id(&mut ws);
+    let listing = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["nft", "list", "table", "inet", "sprite_policy"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(listing.contains("192.0.2.10"), "{listing}");
+    assert!(listing.contains("reject"), "{listing}");
+    // A raw address no allowed name resolved to is refused at once (not a timeout).
+    let started = std::time::Instant::now();
+    let (_, err, code) = sh(
+        a,
+        "dnsp",
+        "timeout 10 bash -c 'echo > /dev/tcp/192.0.2.99/80'",
+    );
+    assert_ne!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(8), "{err}");
+    // Root inside cannot remove the table (the namespace belongs to the host).
+    let (_, _, code) = sh(a, "dnsp", "sudo -n nft delete table inet sprite_policy");
+    assert_ne!(code, 0);
+
+    // Back to no rules: no table, everything resolves.
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/dnsp/policy/network",
+        Some(r#"{"rules":[]}"#),
+    );
+    assert_eq!(r.status, 204);
+    let listing = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&listing.stdout).contains("sprite_policy"));
+    let (out, _, code) = sh(a, "dnsp", "getent hosts denied.example; echo $?");
+    assert_eq!(
+        (out.trim(), code),
+        ("2", 0),
+        "NOERROR with no address: not found"
+    );
+    assert!(
+        dns.denied_seen.load(Ordering::SeqCst) > before,
+        "forwarded now"
+    );
+    drop(ws);
+    s.shutdown();
+}
+
+#[test]
+fn privileges_and_resources_apply_to_new_processes() {
+    let dns = TestDns::start();
+    let dir = TempDir::new("policy-priv");
+    let Some(s) = sandbox_server(&dir, dns.addr) else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "privp");
+    assert_eq!(
+        ok(a, "privp", "grep NoNewPrivs /proc/self/status"),
+        "NoNewPrivs:\t0"
+    );
+    assert_eq!(ok(a, "privp", "sudo -n id -u"), "0");
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/privp/policy/privileges",
+        Some(r#"{"noNewPrivileges":true}"#),
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        ok(a, "privp", "grep NoNewPrivs /proc/self/status"),
+        "NoNewPrivs:\t1"
+    );
+    assert_ne!(
+        sh(a, "privp", "sudo -n id -u").2,
+        0,
+        "sudo needs new privileges"
+    );
+    assert_eq!(
+        http(a, "DELETE", "/v1/sprites/privp/policy/privileges", None).status,
+        204
+    );
+    assert_eq!(ok(a, "privp", "sudo -n id -u"), "0");
+
+    let r = http(
+        a,
+        "POST",
+        "/v1/sprites/privp/policy/resources",
+        Some(r#"{"memory":{"limit_mb":64}}"#),
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(ok(a, "privp", "ulimit -d"), (64 * 1024).to_string());
+    assert_eq!(
+        http(a, "DELETE", "/v1/sprites/privp/policy/resources", None).status,
+        204
+    );
+    assert_ne!(ok(a, "privp", "ulimit -d"), (64 * 1024).to_string());
+    s.shutdown();
+}
+
+#[test]
+fn the_dns_upstream_option_parses() {
+    // The CLI accepts an address with or without a port (checked without starting).
+    let out = Command::new(env!("CARGO_BIN_EXE_sprites-local"))
+        .args(["--dns-upstream", "not-an-ip", "--help"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() || err.is_empty(),
+        "--dns-upstream is a known option: {err}"
+    );
+    let _ = Ipv4Addr::LOCALHOST;
+}
