@@ -49,6 +49,7 @@ mod client;
 mod error;
 mod exec;
 pub mod fs;
+mod policy;
 mod proxy;
 mod sprite;
 mod sys;
@@ -65,6 +66,9 @@ pub use exec::{
     Child, ChildStderr, ChildStdin, ChildStdout, Command, CommandArgs, CommandEnvs, ExitStatus,
     KillProgress, KillReport, Output, PortEvent, PortEventKind, PortEvents, PortWatch, Session,
     Stdio,
+};
+pub use policy::{
+    MemoryPolicy, NetworkPolicy, NetworkRule, PrivilegesPolicy, ResourcesPolicy, RuleAction,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use types::{OrgStats, ServerMessage, SpriteConfig, SpriteInfo, SpritePage, UrlSettings};
