@@ -199,6 +199,8 @@ struct TestDns {
     addr: SocketAddr,
     denied_seen: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// What `gateway.example` resolves to (set by the test once it knows).
+    gateway: Arc<std::sync::Mutex<Ipv4Addr>>,
 }
 
 impl TestDns {
@@ -210,6 +212,8 @@ impl TestDns {
         let denied_seen = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (seen, stopped) = (denied_seen.clone(), stop.clone());
+        let gateway = Arc::new(std::sync::Mutex::new(Ipv4Addr::UNSPECIFIED));
+        let gw = gateway.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             // Bounded: the test stops it, and it gives up after 2 minutes anyway.
@@ -218,7 +222,8 @@ impl TestDns {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
-                if let Some((reply, name)) = dns_reply(&buf[..n]) {
+                let gw = *gw.lock().unwrap();
+                if let Some((reply, name)) = dns_reply(&buf[..n], gw) {
                     if name == "denied.example" {
                         seen.fetch_add(1, Ordering::SeqCst);
                     }
@@ -230,6 +235,7 @@ impl TestDns {
             addr,
             denied_seen,
             stop,
+            gateway,
         }
     }
 }
@@ -240,8 +246,9 @@ impl Drop for TestDns {
     }
 }
 
-/// The test server's answer to a query, and the name asked (uncompressed names only).
-fn dns_reply(q: &[u8]) -> Option<(Vec<u8>, String)> {
+/// The test server's answer to a query, and the name asked (uncompressed names only):
+/// `allowed.example` is 192.0.2.10, `gateway.example` is `gw`.
+fn dns_reply(q: &[u8], gw: Ipv4Addr) -> Option<(Vec<u8>, String)> {
     let mut pos = 12;
     let mut labels = Vec::new();
     loop {
@@ -259,9 +266,15 @@ fn dns_reply(q: &[u8]) -> Option<(Vec<u8>, String)> {
     out[2] = 0x81;
     out[3] = 0x80;
     out[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
-    if name == "allowed.example" && qtype == 1 {
+    let answer = match name.as_str() {
+        "allowed.example" => Some(Ipv4Addr::new(192, 0, 2, 10)),
+        "gateway.example" => Some(gw),
+        _ => None,
+    };
+    if let (Some(ip), 1) = (answer, qtype) {
         out[7] = 1;
-        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 10]);
+        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+        out.extend_from_slice(&ip.octets());
     }
     Some((out, name))
 }
@@ -305,7 +318,17 @@ fn the_network_policy_is_enforced_by_the_sprites_resolver() {
         "nameserver 127.0.0.53"
     );
 
+    // The sprite's gateway (the host end of its veth): an address the sprite can send to
+    // without anything leaving this machine (the host then refuses it).
+    let route = ok(a, "dnsp", "ip -4 route show default");
+    let gw: Ipv4Addr = route
+        .split_whitespace()
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no default route: {route}"));
+    *dns.gateway.lock().unwrap() = gw;
     let rules = r#"{"rules":[{"domain":"allowed.example","action":"allow"},
+        {"domain":"gateway.example","action":"allow"},
         {"domain":"denied.example","action":"deny"}]}"#;
     let r = http(a, "POST", "/v1/sprites/dnsp/policy/network", Some(rules));
     assert_eq!(r.status, 204, "{}", body(&r));
@@ -343,7 +366,7 @@ print(s.recv(512)[3] & 15)'",
     // Visible, read-only, inside.
     let seen = ok(a, "dnsp", "cat /.sprite/policy/network.json");
     let v: serde_json::Value = serde_json::from_str(&seen).unwrap();
-    assert_eq!(v["rules"][1]["domain"], "denied.example");
+    assert_eq!(v["rules"][2]["domain"], "denied.example");
     let (_, _, code) = sh(a, "dnsp", "echo '{}' > /.sprite/policy/network.json");
     assert_ne!(code, 0);
     let (_, _, code) = sh(
@@ -356,26 +379,54 @@ print(s.recv(512)[3] & 15)'",
     assert_ne!(code, 0);
 
     // Connection level: the firewall in the sprite's namespace lets out only what an
-    // allowed name resolved to. Seen from the host through a process of the sprite.
+    // allowed name resolved to. Seen from the host through a process of the sprite: its
+    // rules count the packets they let through and reject.
     let mut ws = connect(a, "dnsp", &q(&["sleep", "30"]));
     let pid = session_id(&mut ws);
-    let listing = Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["nft", "list", "table", "inet", "sprite_policy"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let table = || {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["nft", "list", "table", "inet", "sprite_policy"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let packets = |listing: &str, rule: &str| -> u64 {
+        let line = listing
+            .lines()
+            .find(|l| l.contains(rule) && l.contains("counter"))
+            .unwrap_or_else(|| panic!("no {rule} rule: {listing}"));
+        let after = line.split("packets ").nth(1).unwrap();
+        after.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let listing = table();
     assert!(listing.contains("192.0.2.10"), "{listing}");
-    assert!(listing.contains("reject"), "{listing}");
-    // A raw address no allowed name resolved to is refused at once (not a timeout).
-    let started = std::time::Instant::now();
+    let (rejected, passed) = (packets(&listing, "reject"), packets(&listing, "@allowed4"));
+    // A raw address no allowed name resolved to: rejected by our table, at once.
     let (_, err, code) = sh(
         a,
         "dnsp",
         "timeout 10 bash -c 'echo > /dev/tcp/192.0.2.99/80'",
     );
     assert_ne!(code, 0);
-    assert!(started.elapsed() < Duration::from_secs(8), "{err}");
+    assert!(err.contains("No route to host"), "{err}");
+    let listing = table();
+    assert!(packets(&listing, "reject") > rejected, "{listing}");
+    assert_eq!(packets(&listing, "@allowed4"), passed, "{listing}");
+    // An address an allowed name resolved to passes our table (the host then refuses it:
+    // sprites cannot reach the host; what matters is the counter).
+    assert_eq!(
+        ok(a, "dnsp", "getent hosts gateway.example"),
+        format!("{gw:<15} gateway.example")
+    );
+    let _ = sh(
+        a,
+        "dnsp",
+        &format!("timeout 10 bash -c 'echo > /dev/tcp/{gw}/80'"),
+    );
+    let listing = table();
+    assert!(listing.contains(&gw.to_string()), "{listing}");
+    assert!(packets(&listing, "@allowed4") > passed, "{listing}");
     // Root inside cannot remove the table (the namespace belongs to the host).
     let (_, _, code) = sh(a, "dnsp", "sudo -n nft delete table inet sprite_policy");
     assert_ne!(code, 0);
@@ -388,12 +439,7 @@ print(s.recv(512)[3] & 15)'",
         Some(r#"{"rules":[]}"#),
     );
     assert_eq!(r.status, 204);
-    let listing = Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["nft", "list", "tables"])
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&listing.stdout).contains("sprite_policy"));
+    assert_eq!(table(), "", "the table is gone");
     let (out, _, code) = sh(a, "dnsp", "getent hosts denied.example; echo $?");
     assert_eq!(
         (out.trim(), code),

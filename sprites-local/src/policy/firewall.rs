@@ -3,7 +3,9 @@
 //! loopback traffic and traffic to the addresses in two sets, and rejects the rest. The
 //! sets hold the addresses the sprite's resolver returned for allowed names (with a
 //! timeout), so a program that connects to a raw address no allowed name resolved to is
-//! refused (ICMP "administratively prohibited": the connect fails at once).
+//! refused (ICMP "administratively prohibited": the connect fails at once, `EHOSTUNREACH`).
+//! The accept and reject rules count packets, for whoever looks (`nft list table inet
+//! sprite_policy` in the sprite's namespace; the tests do).
 //!
 //! The rules are loaded by the host's `nft`, run through the host's `nsenter` in the
 //! sprite's namespace (a handle on it is passed as fd 3): nothing of the sprite's runs, and
@@ -43,9 +45,9 @@ add set inet {TABLE} allowed4 {{ type ipv4_addr; flags timeout; }}
 add set inet {TABLE} allowed6 {{ type ipv6_addr; flags timeout; }}
 add chain inet {TABLE} output {{ type filter hook output priority filter; policy accept; }}
 add rule inet {TABLE} output oifname \"lo\" accept
-add rule inet {TABLE} output ip daddr @allowed4 accept
-add rule inet {TABLE} output ip6 daddr @allowed6 accept
-add rule inet {TABLE} output reject with icmpx type admin-prohibited
+add rule inet {TABLE} output ip daddr @allowed4 counter accept
+add rule inet {TABLE} output ip6 daddr @allowed6 counter accept
+add rule inet {TABLE} output counter reject with icmpx type admin-prohibited
 "
             ));
         }
