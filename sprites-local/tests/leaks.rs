@@ -63,8 +63,9 @@ fn no_leaks_after_execs() {
     assert!(o.starts_with("HTTP/1.1 201"), "{o}");
     // One warm-up exec so lazily created process-wide state exists before the baseline.
     run_to_exit(&mut connect(addr, "box", "cmd=true"));
-    // Harness, test, accept and (sandbox runtime) the sprite agent's reader thread.
-    wait_until("warm-up connection gone", || count("/proc/self/task") <= 4);
+    // Harness, test, accept and (sandbox runtime) the sprite agent's reader thread and the
+    // sprite's resolver (PROTOCOL.md §13.4).
+    wait_until("warm-up connection gone", || count("/proc/self/task") <= 5);
 
     let threads = count("/proc/self/task");
     let fds = count("/proc/self/fd");
