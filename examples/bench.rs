@@ -9,6 +9,9 @@
 //! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
 //! measured without the server's, and the server's own (per idle connection) can be read.
 
+#[path = "bench/policy.rs"]
+mod policy;
+
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -126,6 +129,7 @@ fn run(
     let echo = echo_rtt_us(sprite, 2000)?;
     let tty_echo = tty_echo_rtt_us(sprite, 2000)?;
     let attach = attach_ms(sprite, 100)?;
+    let dns = policy::dns_figures(sprite, runtime, 2000);
     // A server without the filesystem API still gets the rest of the report.
     let (upload, download) = match fs_mib_s(sprite, 1 << 30) {
         Ok((up, down)) => (Some(up), Some(down)),
@@ -244,6 +248,13 @@ fn run(
             format!("{:+.0}%", 100.0 * (i.exec_p50_ms / exec.p50 - 1.0)),
         );
     }
+    if let Some(d) = &dns {
+        row(
+            "denied name REFUSED p50 (in sprite)",
+            format!("{:.0} µs", d.refused_p50_us),
+            format!("{:.2}x udp echo", d.refused_p50_us / d.echo_p50_us),
+        );
+    }
     row("client peak RSS", format!("{peak_rss:.1} MiB"), "");
     if json {
         println!(
@@ -284,6 +295,10 @@ fn run(
                 "exec_rtt_p50_idle_conns": idle.as_ref().map(|i| i.exec_held),
                 "exec_rtt_p50_ms_beside_idle_conns": idle.as_ref().map(|i| i.exec_p50_ms),
                 "exec_rtt_idle_vs_quiet": idle.as_ref().map(|i| i.exec_p50_ms / exec.p50),
+                "dns_refused_p50_us": dns.as_ref().map(|d| d.refused_p50_us),
+                "dns_refused_p99_us": dns.as_ref().map(|d| d.refused_p99_us),
+                "dns_udp_echo_p50_us": dns.as_ref().map(|d| d.echo_p50_us),
+                "dns_refused_vs_udp_echo": dns.as_ref().map(|d| d.refused_p50_us / d.echo_p50_us),
             })
         );
     }
