@@ -274,6 +274,8 @@ pub(crate) struct Answer {
     pub id: u16,
     /// The response code.
     pub rcode: u8,
+    /// TC: the answer did not fit (ask again over TCP).
+    pub truncated: bool,
     /// The question it answers (lowercase name, type, class).
     pub question: (String, u16, u16),
     /// A and AAAA records of the answer section, with their TTLs.
@@ -321,6 +323,7 @@ pub(crate) fn parse_answer(buf: &[u8]) -> Result<Answer, DnsError> {
     Ok(Answer {
         id,
         rcode: (flags & 0xf) as u8,
+        truncated: flags & 0x0200 != 0,
         question: (name, qtype, qclass),
         addresses,
     })
@@ -417,6 +420,8 @@ pub(crate) mod tests {
         assert_eq!(parse_answer(&with_id(ans, 9)).unwrap().id, 9);
         let tc = truncated(&p);
         assert_eq!(tc[2] & 0x02, 0x02);
+        assert!(parse_answer(&tc).unwrap().truncated);
+        assert!(!a.truncated);
         assert_eq!(
             parse_query(&query(1, "x", 1, false)).unwrap().max_udp(),
             512

@@ -220,13 +220,16 @@ impl Agent {
             Request::Resolver => {
                 // Bound here, in the sprite's network namespace; the server answers on it
                 // from outside. On failure the reply socket closes unanswered.
-                let made = std::net::UdpSocket::bind(ipc::RESOLVER_ADDR)
-                    .and_then(|udp| Ok((udp, File::open("/proc/self/ns/net")?)));
-                if let (Some(reply), Ok((udp, netns))) = (fds.first(), made) {
+                let made = (|| {
+                    let udp = std::net::UdpSocket::bind(ipc::RESOLVER_ADDR)?;
+                    let tcp = std::net::TcpListener::bind(ipc::RESOLVER_ADDR)?;
+                    Ok::<_, io::Error>((udp, tcp, File::open("/proc/self/ns/net")?))
+                })();
+                if let (Some(reply), Ok((udp, tcp, netns))) = (fds.first(), made) {
                     let _ = sys::socket::send_with_fds(
                         reply.as_raw_fd(),
                         b"k",
-                        &[udp.as_raw_fd(), netns.as_raw_fd()],
+                        &[udp.as_raw_fd(), tcp.as_raw_fd(), netns.as_raw_fd()],
                     );
                 }
                 Ok(())

@@ -78,6 +78,16 @@ pub enum SpawnReply {
     },
 }
 
+/// A sprite's DNS sockets and network namespace ([`AgentHandle::resolver_sockets`]).
+pub struct ResolverSockets {
+    /// UDP, bound inside the sprite.
+    pub udp: OwnedFd,
+    /// A TCP listener, bound inside the sprite.
+    pub tcp: OwnedFd,
+    /// The sprite's network namespace.
+    pub netns: OwnedFd,
+}
+
 /// What a freshly started agent reported.
 #[derive(Debug, Clone)]
 pub struct Readiness {
@@ -375,9 +385,10 @@ impl AgentHandle {
 }
 
 impl AgentHandle {
-    /// The sprite's DNS socket (UDP, bound inside at [`ipc::RESOLVER_ADDR`]) and a handle
-    /// on its network namespace, from the agent. Waits at most [`SPAWN_TIMEOUT`].
-    pub fn resolver_socket(&self) -> io::Result<(OwnedFd, OwnedFd)> {
+    /// The sprite's DNS sockets (bound inside at [`ipc::RESOLVER_ADDR`]: UDP, and a TCP
+    /// listener) and a handle on its network namespace, from the agent. Waits at most
+    /// [`SPAWN_TIMEOUT`].
+    pub fn resolver_sockets(&self) -> io::Result<ResolverSockets> {
         if !self.is_alive() {
             return Err(io::Error::other("the sprite's agent is not running"));
         }
@@ -392,10 +403,10 @@ impl AgentHandle {
         let mut byte = [0u8; 1];
         let (n, fds) = sys::socket::recv_some_with_fds(ours.as_raw_fd(), &mut byte)?;
         let mut fds = fds.into_iter();
-        match (n, fds.next(), fds.next(), fds.next()) {
-            (1, Some(udp), Some(netns), None) => Ok((udp, netns)),
+        match (n, fds.next(), fds.next(), fds.next(), fds.next()) {
+            (1, Some(udp), Some(tcp), Some(netns), None) => Ok(ResolverSockets { udp, tcp, netns }),
             _ => Err(io::Error::other(
-                "the sprite's agent could not bind its DNS socket",
+                "the sprite's agent could not bind its DNS sockets",
             )),
         }
     }

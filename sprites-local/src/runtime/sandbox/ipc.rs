@@ -64,16 +64,15 @@ pub enum Request {
     /// namespace and send it back, with one byte, on the attached reply socket (one
     /// `SOCK_STREAM` fd). The server lists the sprite's listening sockets with it.
     PortSocket,
-    /// Bind the sprite's DNS socket (UDP, [`RESOLVER_ADDR`] in the sprite's network
-    /// namespace) and send it back, with a handle on that namespace and one byte, on the
-    /// attached reply socket (one `SOCK_STREAM` fd). The server answers the sprite's name
-    /// queries on it (`crate::policy::resolver`).
+    /// Bind the sprite's DNS sockets (UDP and a TCP listener, both at [`RESOLVER_ADDR`] in
+    /// the sprite's network namespace) and send them back, with a handle on that namespace
+    /// and one byte, on the attached reply socket (one `SOCK_STREAM` fd). The server answers
+    /// the sprite's name queries on them (`crate::policy::resolver`).
     Resolver,
 }
 
 /// Where a sprite's resolver listens, inside the sprite (its `/etc/resolv.conf` names it).
-pub const RESOLVER_ADDR: std::net::SocketAddrV4 =
-    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 53), 53);
+pub const RESOLVER_ADDR: std::net::SocketAddrV4 = crate::policy::resolver::SPRITE_RESOLVER;
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths
 /// are paths inside the sprite.

@@ -341,11 +341,12 @@ impl SandboxRuntime {
     /// Starts the resolver of a sprite with egress (its `/etc/resolv.conf` names it). A
     /// failure is logged: the sprite then resolves nothing, which denies more, never less.
     fn start_resolver(&self, sprite_dir: &Path, agent: &AgentHandle) {
-        let started = agent.resolver_socket().and_then(|(udp, netns)| {
+        let started = agent.resolver_sockets().and_then(|socks| {
             Resolver::start(
                 sprite_dir,
-                udp,
-                Some(netns),
+                socks.udp,
+                Some(socks.tcp),
+                Some(socks.netns),
                 agent.exit_fd()?,
                 self.dns_upstream,
             )
@@ -409,10 +410,10 @@ fn policy_note(
     match (kind, net) {
         (Kind::Network, network::Network::Nat { .. }) => format!(
             "enforced in the sprite's network namespace: names resolved through its resolver \
-             (127.0.0.53, UDP) are REFUSED when denied and forwarded to {} when allowed; with \
-             a default-deny list, connections to addresses no allowed name resolved to are \
-             rejected (nftables); a denied name's address that an allowed name also resolves \
-             to stays reachable; DNS over TCP is not served",
+             (127.0.0.53, UDP and TCP) are REFUSED when denied and forwarded to {} when \
+             allowed; with a default-deny list, connections to addresses no allowed name \
+             resolved to are rejected (nftables); with deny rules only, addresses are not \
+             blocked, and an address an allowed name also resolves to stays reachable",
             upstream.map_or("no upstream (SERVFAIL)".to_owned(), |u| u.to_string())
         ),
         (Kind::Network, network::Network::Isolated(why)) => format!(

@@ -157,8 +157,8 @@ fn enable_forwarding() -> io::Result<()> {
 
 /// The sprite's resolver file: its own resolver (the server answers there, applying the
 /// sprite's network policy; see `crate::policy::resolver`).
-/// `edns0` lets glibc take answers of up to 1200 bytes over UDP (the resolver serves no
-/// TCP, which a truncated answer would need).
+/// `edns0` lets glibc take answers of up to 1200 bytes over UDP (bigger ones come back
+/// truncated and are asked again over TCP).
 fn resolv_conf() -> String {
     format!(
         "{RESOLV_MARKER}\nnameserver {}\noptions edns0\n",
