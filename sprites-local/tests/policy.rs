@@ -279,6 +279,27 @@ fn dns_reply(q: &[u8], gw: Ipv4Addr) -> Option<(Vec<u8>, String)> {
     Some((out, name))
 }
 
+/// The sprite's firewall table as `nft` lists it, read from the host in the network
+/// namespace of `pid` (a process of the sprite); empty when there is none.
+fn firewall_table(pid: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["nft", "list", "table", "inet", "sprite_policy"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The packet count of the counted rule of `listing` that mentions `rule`.
+fn packets(listing: &str, rule: &str) -> u64 {
+    let line = listing
+        .lines()
+        .find(|l| l.contains(rule) && l.contains("counter"))
+        .unwrap_or_else(|| panic!("no {rule} rule: {listing}"));
+    let after = line.split("packets ").nth(1).unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 /// The ports in the first `port_list` of `/v1/sprites/{sprite}/ports/watch`.
 fn watched_ports(addr: SocketAddr, sprite: &str) -> Vec<u64> {
     use tungstenite::client::IntoClientRequest;
@@ -419,22 +440,7 @@ for f in (udp, tcp):
     // rules count the packets they let through and reject.
     let mut ws = connect(a, "dnsp", &q(&["sleep", "30"]));
     let pid = session_id(&mut ws);
-    let table = || {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/proc/{pid}/ns/net"))
-            .args(["nft", "list", "table", "inet", "sprite_policy"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let packets = |listing: &str, rule: &str| -> u64 {
-        let line = listing
-            .lines()
-            .find(|l| l.contains(rule) && l.contains("counter"))
-            .unwrap_or_else(|| panic!("no {rule} rule: {listing}"));
-        let after = line.split("packets ").nth(1).unwrap();
-        after.split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let table = || firewall_table(&pid);
     let listing = table();
     assert!(listing.contains("192.0.2.10"), "{listing}");
     let (rejected, passed) = (packets(&listing, "reject"), packets(&listing, "@allowed4"));
@@ -487,6 +493,46 @@ for f in (udp, tcp):
         "forwarded now"
     );
     drop(ws);
+    s.shutdown();
+}
+
+#[test]
+fn a_stored_policy_applies_when_the_sprite_starts_and_after_a_restart() {
+    let dns = TestDns::start();
+    let dir = TempDir::new("policy-restart");
+    let Some(s) = sandbox_server(&dir, dns.addr) else {
+        return;
+    };
+    create(s.addr(), "early");
+    // Set before the sprite ever ran: its agent starts with it.
+    let rules = r#"{"rules":[{"domain":"allowed.example","action":"allow"}]}"#;
+    let r = http(
+        s.addr(),
+        "POST",
+        "/v1/sprites/early/policy/network",
+        Some(rules),
+    );
+    assert_eq!(r.status, 204);
+    let check = |a: SocketAddr| {
+        assert_ne!(sh(a, "early", "getent hosts denied.example").2, 0);
+        assert_eq!(
+            ok(a, "early", "getent hosts allowed.example"),
+            "192.0.2.10      allowed.example"
+        );
+        // The firewall is up from the start: a raw address is rejected.
+        let (_, err, code) = sh(
+            a,
+            "early",
+            "timeout 10 bash -c 'echo > /dev/tcp/192.0.2.99/80'",
+        );
+        assert_ne!(code, 0);
+        assert!(err.contains("No route to host"), "{err}");
+    };
+    check(s.addr());
+    s.shutdown();
+    let s = sandbox_server(&dir, dns.addr).unwrap();
+    check(s.addr());
+    assert_eq!(dns.denied_seen.load(Ordering::SeqCst), 0);
     s.shutdown();
 }
 

@@ -68,7 +68,8 @@ struct Shared {
     firewall_error: Mutex<Option<String>>,
 }
 
-/// The running resolver of one sprite.
+/// The running resolver of one sprite (a handle: clones share it).
+#[derive(Clone)]
 pub(crate) struct Resolver {
     shared: Arc<Shared>,
 }
@@ -100,7 +101,7 @@ impl Resolver {
             firewall_error: Mutex::new(None),
         });
         let r = Resolver { shared };
-        r.reload();
+        r.apply(true);
         let shared = r.shared.clone();
         std::thread::Builder::new()
             .name("sprites-dns".into())
@@ -112,11 +113,21 @@ impl Resolver {
     /// Re-reads the sprite's network policy and applies it: later queries follow it, and
     /// the firewall is rebuilt (addresses of names now denied are no longer let through).
     pub fn reload(&self) {
+        self.apply(false);
+    }
+
+    /// Reads the policy and sets the firewall up for it; `fresh`: the namespace has no
+    /// table yet (nothing to remove when the policy needs none: starting a sprite runs no
+    /// `nft` then).
+    fn apply(&self, fresh: bool) {
         let s = &self.shared;
         let policy = super::network(&s.sprite_dir);
         let deny = policy.denies_by_default();
         *lock(&s.policy) = policy.clone();
         let Some(fw) = &s.firewall else { return };
+        if fresh && !deny {
+            return;
+        }
         let mut result = fw.reset(deny);
         if deny && result.is_ok() {
             let now = Instant::now();

@@ -695,7 +695,9 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     fn policy_changed(&self, sprite_dir: &Path) {
-        if let Some(r) = lock(&self.resolvers).get(sprite_dir) {
+        // Not under the lock: a reload runs `nft`, other sprites need not wait for it.
+        let resolver = lock(&self.resolvers).get(sprite_dir).cloned();
+        if let Some(r) = resolver {
             r.reload();
         }
     }
@@ -715,6 +717,7 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     fn shutdown(&self) {
+        lock(&self.resolvers).clear();
         let all: Vec<(PathBuf, Arc<AgentHandle>)> = lock(&self.agents).drain().collect();
         for (_, a) in &all {
             a.stop();
