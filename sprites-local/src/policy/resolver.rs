@@ -60,12 +60,11 @@ const MAX_OPEN: u64 = 86_400;
 /// What the resolver thread and the policy routes share.
 struct Shared {
     sprite_dir: PathBuf,
-    policy: Mutex<NetworkPolicy>,
+    /// Swapped whole on a reload; each query takes the current one.
+    policy: Mutex<Arc<NetworkPolicy>>,
     firewall: Option<Firewall>,
     /// Addresses let through the firewall: the name they answered and until when.
     opened: Mutex<HashMap<IpAddr, (String, Instant)>>,
-    /// Why the firewall could not be set, if it could not.
-    firewall_error: Mutex<Option<String>>,
 }
 
 /// The running resolver of one sprite (a handle: clones share it).
@@ -95,10 +94,9 @@ impl Resolver {
         }
         let shared = Arc::new(Shared {
             sprite_dir: sprite_dir.to_owned(),
-            policy: Mutex::new(NetworkPolicy::default()),
+            policy: Mutex::new(Arc::new(NetworkPolicy::default())),
             firewall: netns.map(Firewall::new),
             opened: Mutex::new(HashMap::new()),
-            firewall_error: Mutex::new(None),
         });
         let r = Resolver { shared };
         r.apply(true);
@@ -123,7 +121,7 @@ impl Resolver {
         let s = &self.shared;
         let policy = super::network(&s.sprite_dir);
         let deny = policy.denies_by_default();
-        *lock(&s.policy) = policy.clone();
+        *lock(&s.policy) = Arc::new(policy.clone());
         let Some(fw) = &s.firewall else { return };
         if fresh && !deny {
             return;
@@ -143,12 +141,10 @@ impl Resolver {
             };
             result = fw.allow(&keep);
         }
-        *lock(&s.firewall_error) = result.err().map(|e| e.to_string());
-    }
-
-    /// Why the firewall is not in force, if it is not.
-    pub fn firewall_error(&self) -> Option<String> {
-        lock(&self.shared.firewall_error).clone()
+        if let Err(e) = result {
+            // The names are still filtered; the server's log says what is missing.
+            firewall_failed(s, &e);
+        }
     }
 }
 
@@ -393,8 +389,16 @@ fn open(shared: &Shared, name: &str, addrs: &[(IpAddr, u32)]) {
         }
     }
     if let Err(e) = fw.allow(&fresh) {
-        *lock(&shared.firewall_error) = Some(e.to_string());
+        firewall_failed(shared, &e);
     }
+}
+
+/// Logs why the firewall could not be set (the server's stderr; names are filtered still).
+fn firewall_failed(shared: &Shared, e: &io::Error) {
+    eprintln!(
+        "sprites-local: sprite {}: network policy firewall: {e}",
+        shared.sprite_dir.display()
+    );
 }
 
 #[cfg(test)]
@@ -407,10 +411,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(policy).unwrap();
         Shared {
             sprite_dir: PathBuf::from("/nonexistent"),
-            policy: Mutex::new(NetworkPolicy::from_document(v.as_object().unwrap()).unwrap()),
+            policy: Mutex::new(Arc::new(
+                NetworkPolicy::from_document(v.as_object().unwrap()).unwrap(),
+            )),
             firewall: None,
             opened: Mutex::new(HashMap::new()),
-            firewall_error: Mutex::new(None),
         }
     }
 

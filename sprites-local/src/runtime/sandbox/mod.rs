@@ -353,12 +353,6 @@ impl SandboxRuntime {
         });
         match started {
             Ok(r) => {
-                if let Some(e) = r.firewall_error() {
-                    eprintln!(
-                        "sprites-local: sprite {}: network policy firewall: {e}",
-                        sprite_dir.display()
-                    );
-                }
                 lock(&self.resolvers).insert(sprite_dir.to_owned(), r);
             }
             Err(e) => eprintln!(
