@@ -108,10 +108,12 @@ impl Pattern {
         match self {
             Pattern::Any => Some(0),
             Pattern::Exact(s) => (s == name).then_some(usize::MAX),
+            // At least one label before the suffix (names have no empty labels); a longer
+            // suffix is more specific, and any suffix more than `*` (0).
             Pattern::Below(s) => name
                 .strip_suffix(s.as_str())
-                .filter(|head| head.len() > 1 && head.ends_with('.'))
-                .map(|_| s.len() + 1),
+                .filter(|head| head.ends_with('.'))
+                .map(|_| s.len()),
         }
     }
 }
@@ -387,6 +389,23 @@ mod tests {
         ] {
             let err = policy(doc).unwrap_err();
             assert!(err.contains(want), "{doc}: {err}");
+        }
+        // Names: 253 characters at most, `-` and `_` inside labels, not at a label's ends.
+        let rule = |d: &str| format!(r#"{{"rules":[{{"domain":"{d}","action":"allow"}}]}}"#);
+        let long = |len: usize| {
+            let mut labels = vec!["a".repeat(63); 3];
+            labels.push("b".repeat(len - 3 * 64));
+            labels.join(".")
+        };
+        assert_eq!(long(253).len(), 253);
+        assert!(policy(&rule(&long(253))).is_ok());
+        assert!(policy(&rule(&long(254))).is_err());
+        assert!(policy(&rule("_dmarc.my-site.com")).is_ok());
+        for bad in ["-a.com", "a-.com", "a.-b.com"] {
+            assert!(
+                policy(&rule(bad)).unwrap_err().contains("starts or ends"),
+                "{bad}"
+            );
         }
         let label = "a".repeat(63);
         assert!(policy(&format!(
