@@ -327,6 +327,33 @@ mod tests {
             Verdict::Deny,
             "a suffix that is not a label"
         );
+        assert_eq!(
+            p.decide("xya.com"),
+            Verdict::Deny,
+            "a suffix that is not a label"
+        );
+        // The order of the rules does not matter: a more specific rule listed first still
+        // wins, and deny wins a tie whichever comes first.
+        let p = policy(
+            r#"{"rules":[{"domain":"ok.b.com","action":"allow"},{"domain":"*.b.com","action":"deny"},
+               {"domain":"*","action":"deny"},{"domain":"u.com","action":"deny"},
+               {"domain":"u.com","action":"allow"},{"domain":"*.x","action":"allow"},
+               {"domain":"*.c.b.com","action":"allow"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.decide("ok.b.com"), Verdict::Allow);
+        assert_eq!(p.decide("no.b.com"), Verdict::Deny);
+        assert_eq!(p.decide("u.com"), Verdict::Deny);
+        assert_eq!(
+            p.decide("a.x"),
+            Verdict::Allow,
+            "a one-letter suffix beats `*`"
+        );
+        assert_eq!(
+            p.decide("d.c.b.com"),
+            Verdict::Allow,
+            "the longer suffix wins"
+        );
     }
 
     #[test]
