@@ -19,6 +19,8 @@
 mod checkpoints;
 #[path = "bench/lifecycle.rs"]
 mod lifecycle;
+#[path = "bench/policy.rs"]
+mod policy;
 
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -167,6 +169,7 @@ fn run(
     let attach = attach_ms(sprite, 100)?;
     let (proxy_down, proxy_up) = tunnel::proxy_mib_s(sprite, 512 << 20)?;
     let proxy = proxy_down.min(proxy_up);
+    let dns = policy::dns_figures(sprite, runtime, 2000);
     // A server without the filesystem API still gets the rest of the report.
     let (upload, download) = match fs_mib_s(sprite, 1 << 30) {
         Ok((up, down)) => (Some(up), Some(down)),
@@ -305,6 +308,13 @@ fn run(
             format!("{:+.0}%", 100.0 * (i.exec_p50_ms / exec.p50 - 1.0)),
         );
     }
+    if let Some(d) = &dns {
+        row(
+            "denied name REFUSED p50 (in sprite)",
+            format!("{:.0} µs", d.refused_p50_us),
+            format!("{:.2}x udp echo", d.refused_p50_us / d.echo_p50_us),
+        );
+    }
     row("client peak RSS", format!("{peak_rss:.1} MiB"), "");
     let life = lifecycle::figures();
     if let Some(l) = life {
@@ -383,6 +393,10 @@ fn run(
                 "proxy_down_mib_s": proxy_down,
                 "proxy_up_mib_s": proxy_up,
                 "proxy_vs_tcp_best": proxy / tcp_best,
+                "dns_refused_p50_us": dns.as_ref().map(|d| d.refused_p50_us),
+                "dns_refused_p99_us": dns.as_ref().map(|d| d.refused_p99_us),
+                "dns_udp_echo_p50_us": dns.as_ref().map(|d| d.echo_p50_us),
+                "dns_refused_vs_udp_echo": dns.as_ref().map(|d| d.refused_p50_us / d.echo_p50_us),
         });
         if let (Some(f), Some(obj)) = (&cp, all.as_object_mut()) {
             obj.extend(

@@ -51,6 +51,7 @@ mod error;
 mod exec;
 pub mod fs;
 mod lifecycle;
+mod policy;
 mod proxy;
 mod services;
 mod sprite;
@@ -80,6 +81,8 @@ pub use lifecycle::{
 pub use services::{
     LogFiles, Service, ServiceEvent, ServiceEventKind, ServiceEvents, ServiceSpec, ServiceState,
     ServiceStatus,
+pub use policy::{
+    MemoryPolicy, NetworkPolicy, NetworkRule, PrivilegesPolicy, ResourcesPolicy, RuleAction,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use tunnel::{PortForward, ProxyStream};

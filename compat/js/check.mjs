@@ -1065,6 +1065,43 @@ await check('checkpoint_unknown_is_an_error', async () => {
   expect(threw.includes('404'), `restoreCheckpoint: ${threw || 'no error'}`);
 });
 
+// Policies (PROTOCOL.md §13): network (every SDK), privileges and resources (JS 0.1.0 only).
+await check('policy_network_round_trip_and_400', async () => {
+  const empty = await sprite.getNetworkPolicy();
+  expect(Array.isArray(empty.rules) && empty.rules.length === 0, `default ${JSON.stringify(empty)}`);
+  const rules = [{ include: 'defaults' }, { domain: 'example.com', action: 'allow' },
+    { domain: '*.example.com', action: 'allow' }, { domain: 'blocked.com', action: 'deny' }];
+  await sprite.updateNetworkPolicy({ rules });
+  const got = await sprite.getNetworkPolicy();
+  expect(JSON.stringify(got.rules.map((r) => [r.include, r.domain, r.action])) ===
+    JSON.stringify(rules.map((r) => [r.include, r.domain, r.action])), `got ${JSON.stringify(got)}`);
+  let err;
+  try {
+    await sprite.updateNetworkPolicy({ rules: [{ domain: 'a.*.com', action: 'allow' }] });
+  } catch (e) { err = e; }
+  expect(err && /Invalid policy/.test(err.message) && /malformed wildcard/.test(err.message),
+    `bad wildcard: ${err?.message ?? 'accepted'}`);
+  await sprite.updateNetworkPolicy({ rules: [] });
+  expect((await sprite.getNetworkPolicy()).rules.length === 0, 'rules not cleared');
+});
+await check('policy_privileges_camelcase_round_trip', async () => {
+  const p = { profile: 'standard', devices: ['/dev/fuse'], noNewPrivileges: true };
+  await sprite.updatePrivilegesPolicy(p);
+  const got = await sprite.getPrivilegesPolicy();
+  expect(got.profile === 'standard' && got.noNewPrivileges === true && got.devices?.[0] === '/dev/fuse',
+    `got ${JSON.stringify(got)}`);
+  await sprite.deletePrivilegesPolicy();
+  const back = await sprite.getPrivilegesPolicy();
+  expect(!back.noNewPrivileges && !back.profile, `after delete ${JSON.stringify(back)}`);
+});
+await check('policy_resources_limitMB_round_trip', async () => {
+  await sprite.updateResourcesPolicy({ memory: { limitMB: 2048, autoscale: false } });
+  const got = await sprite.getResourcesPolicy();
+  expect(got.memory?.limitMB === 2048 && got.memory?.autoscale === false, `got ${JSON.stringify(got)}`);
+  await sprite.deleteResourcesPolicy();
+  const back = await sprite.getResourcesPolicy();
+  expect(back.memory === undefined, `after delete ${JSON.stringify(back)}`);
+});
 await check('delete_sprite', async () => {
   await client.deleteSprite(name);
   try {
@@ -1076,7 +1113,6 @@ await check('delete_sprite', async () => {
 });
 
 report('not_covered', null, 0,
-  'policies (network/privileges/resources), upgrade, ' +
-  'control mode: the SDK has them, sprites-local does not');
+  'upgrade, control mode: the SDK has them, sprites-local does not');
 console.log('@@DONE');
 process.exit(results.some((r) => r.ok === false) ? 1 : 0);

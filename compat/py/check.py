@@ -647,6 +647,30 @@ def _():
     for s in ("app", "crashy", "web"):
         sprite.delete_service(s)
     expect(sprite.list_services() == [], "services left")
+@check("policy_network_round_trip_and_400")
+def _():
+    from sprites import NetworkPolicy, PolicyRule
+
+    expect(sprite.get_network_policy().rules == [], "default policy has rules")
+    rules = [
+        PolicyRule(include="defaults"),
+        PolicyRule(domain="example.com", action="allow"),
+        PolicyRule(domain="*.example.com", action="allow"),
+        PolicyRule(domain="blocked.com", action="deny"),
+    ]
+    sprite.update_network_policy(NetworkPolicy(rules=rules))
+    got = sprite.get_network_policy().rules
+    expect(got == rules, f"got {got}")
+    try:
+        sprite.update_network_policy(
+            NetworkPolicy(rules=[PolicyRule(domain="a.*.com", action="allow")])
+        )
+    except Exception as e:  # the SDK raises SpriteError with the status and body
+        expect("400" in str(e) and "malformed wildcard" in str(e), f"bad wildcard: {e}")
+    else:
+        raise Fail("a malformed wildcard was accepted")
+    sprite.update_network_policy(NetworkPolicy(rules=[]))
+    expect(sprite.get_network_policy().rules == [], "rules not cleared")
 
 
 @check("delete_sprite")
@@ -670,7 +694,7 @@ report(
     "not_covered",
     None,
     0,
-    "network policy, control mode: the SDK has them, sprites-local does not",
+    "control mode: the SDK has it, sprites-local does not",
 )
 print(f"sprites-py {sprites.__version__}", file=sys.stderr)
 print("@@DONE", flush=True)

@@ -28,6 +28,7 @@ mod fswatch;
 mod fuzz;
 mod lifecycle;
 mod net;
+mod policy;
 mod ports;
 mod random;
 mod runtime;

@@ -25,6 +25,9 @@ OPTIONS:
     --sprite-process-limit N
                         the sandbox's cap on processes (threads count) per user
                         inside a sprite (default 4096)
+    --dns-upstream ADDR the name server (IP or IP:PORT) sprites' resolvers forward the
+                        names their network policy allows to (sandbox runtime;
+                        default: the first nameserver of /etc/resolv.conf)
     --scrollback-bytes N
                         recent output each detachable (TTY) session keeps for
                         clients that attach later (default 1048576)
@@ -50,6 +53,7 @@ struct Options {
     base_dir: Option<String>,
     runtime: Option<Runtime>,
     process_limit: Option<u64>,
+    dns_upstream: Option<std::net::SocketAddr>,
     scrollback_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
@@ -94,6 +98,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                     format!("--sprite-process-limit: {v:?} is not a positive number")
                 })?;
                 opts.process_limit = Some(n);
+            }
+            "--dns-upstream" => {
+                let v = value("--dns-upstream")?;
+                let addr = v
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| format!("--dns-upstream: {v:?} is not an IP address[:port]"))?;
+                opts.dns_upstream = Some(addr);
             }
             "--scrollback-bytes" => {
                 let v = value("--scrollback-bytes")?;
@@ -169,6 +181,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = opts.process_limit {
         builder = builder.sprite_process_limit(n);
+    }
+    if let Some(a) = opts.dns_upstream {
+        builder = builder.dns_upstream(a);
     }
     if let Some(n) = opts.scrollback_bytes {
         builder = builder.scrollback_bytes(n);

@@ -64,8 +64,8 @@ fn no_leaks_after_execs() {
     // One warm-up exec so lazily created process-wide state exists before the baseline.
     run_to_exit(&mut connect(addr, "box", "cmd=true"));
     // Harness, test, accept, the lifecycle clock and (sandbox runtime) the sprite agent's
-    // reader thread.
-    wait_until("warm-up connection gone", || count("/proc/self/task") <= 5);
+    // reader thread and the sprite's resolver (PROTOCOL.md §13.4).
+    wait_until("warm-up connection gone", || count("/proc/self/task") <= 6);
 
     let threads = count("/proc/self/task");
     let fds = count("/proc/self/fd");

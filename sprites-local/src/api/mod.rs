@@ -13,6 +13,7 @@ mod fs_watch;
 mod fs_write;
 mod http_exec;
 mod lifecycle_routes;
+mod policy_routes;
 mod port_routes;
 mod proxy_routes;
 mod service_routes;
@@ -227,6 +228,7 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
             "POST" => checkpoint_routes::restore(state, name, id),
             _ => method_not_allowed("POST").into(),
         },
+        ["sprites", name, "policy", kind] => policy_routes::route(state, name, kind, m, body),
         ["sprites", name, "ports", "watch"] => match m {
             "GET" => port_routes::watch(state, name, req, body),
             _ => method_not_allowed("GET").into(),

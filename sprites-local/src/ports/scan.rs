@@ -320,11 +320,20 @@ impl Memory {
                     },
                     session: Some(h.root),
                 },
-                None if reading.own_network => Listener {
-                    socket,
-                    pid: 0,
-                    session: None,
-                },
+                // The sprite's resolver (held by the server, not the sprite) is no port of
+                // the sprite's.
+                None if reading.own_network
+                    && !crate::policy::resolver::is_sprite_resolver(
+                        socket.address,
+                        socket.port,
+                    ) =>
+                {
+                    Listener {
+                        socket,
+                        pid: 0,
+                        session: None,
+                    }
+                }
                 None => {
                     self.ignored.insert(socket.inode);
                     continue;
@@ -345,8 +354,8 @@ impl Memory {
 /// the wait if it did not).
 const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Reads the listening sockets `scope` shows: at most `max` where every socket is the
-/// sprite's, else at most `shared_max` (to be filtered by holder).
+/// Reads the listening sockets `scope` shows: at most `max` (+ 1, the sprite's resolver)
+/// where every socket is the sprite's, else at most `shared_max` (to be filtered by holder).
 fn read(scope: PortScope, max: usize, shared_max: usize, buf: &mut [u8]) -> io::Result<Reading> {
     let PortScope {
         diag,
@@ -355,7 +364,9 @@ fn read(scope: PortScope, max: usize, shared_max: usize, buf: &mut [u8]) -> io::
         own_pids,
     } = scope;
     set_recv_timeout(&diag, Some(DUMP_TIMEOUT))?;
-    let max = if own_network { max } else { shared_max };
+    // One more in a network of the sprite's own: its resolver's listener, which is read
+    // but never reported (the cap on what is reported holds in `Memory::scan`).
+    let max = if own_network { max + 1 } else { shared_max };
     let (sockets, complete) = both_families(max, |family, left, out| {
         diag::listeners(diag.as_fd(), family, left, out, buf)
     })?;

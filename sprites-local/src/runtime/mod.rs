@@ -272,6 +272,16 @@ pub(crate) trait SpriteRuntime: Send + Sync {
         port: u16,
         timeout: Duration,
     ) -> io::Result<TcpStream>;
+    /// The policies of the sprite at `sprite_dir` changed (their files are written): apply
+    /// what this runtime can to the running sprite now (new processes read them anyway).
+    fn policy_changed(&self, _sprite_dir: &Path) {}
+    /// What this runtime enforces of a policy `kind`, in one line (the policy routes send
+    /// it in a header; PROTOCOL.md §13).
+    fn policy_note(&self, _kind: crate::policy::Kind) -> String {
+        "not enforced: the host runtime isolates nothing (the policy is stored and reported \
+         back only)"
+            .to_owned()
+    }
 }
 
 /// Connects to the first of `host:port`'s addresses that answers, all within `timeout`;

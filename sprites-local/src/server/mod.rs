@@ -201,6 +201,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Where the sandbox runtime's per-sprite resolvers send the names a sprite's network
+    /// policy allows (PROTOCOL.md §13), default the first name server of the host's
+    /// `/etc/resolv.conf`. Tests point it at a resolver of their own on loopback.
+    pub fn dns_upstream(mut self, addr: std::net::SocketAddr) -> Self {
+        self.sandbox.dns_upstream = Some(addr);
+        self
+    }
+
     /// Most listening sockets reported per sprite in port events (PROTOCOL.md §6.4, §10),
     /// default 256: each scan of a sprite reads at most this many, however many it opens
     /// (beyond it, a listener is reported once others have closed).

@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use super::ipc::{self, Event, FsCall, FsReply, ProcessLimits, Request, StubConfig};
+use super::ipc::{self, Event, ExecPolicy, FsCall, FsReply, ProcessLimits, Request, StubConfig};
 use super::rootfs;
 use super::snapshots;
 use super::stub::{wait_pid, Built};
@@ -34,6 +34,18 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
     // The data dir, as seen inside (when the base contains it): also masked in the upper
     // layer; a mount on top keeps it hidden even from a sprite that removes the mask.
     let masks: Vec<PathBuf> = cfg.masks.iter().map(|m| Path::new("/").join(m)).collect();
+    // The network policy, read-only inside (PROTOCOL.md §13). A sprite without the
+    // directory (the startup probe) goes without.
+    let policy = cfg.sprite_dir.join(crate::policy::NETWORK_DIR);
+    if policy.is_dir() {
+        // Best effort: without it the sprite only misses that view (logged).
+        if let Err(e) = rootfs::bind_readonly(&built.root, crate::policy::VISIBLE_DIR, &policy) {
+            eprintln!(
+                "sprites-local sandbox agent: /{}: {e}",
+                crate::policy::VISIBLE_DIR
+            );
+        }
+    }
     rootfs::enter(&built.root, &masks)?;
     let snapshots = built.snapshots.take().map(snapshots::Snapshots::start);
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
@@ -161,6 +173,7 @@ impl Agent {
                 cwd,
                 fallback_cwd,
                 tty,
+                policy,
             } => {
                 let (fds, master) = match tty.map(|size| self.open_terminal(size)).transpose() {
                     Ok(Some((master, stdio))) => (stdio, Some(master)),
@@ -183,6 +196,7 @@ impl Agent {
                     fallback_cwd,
                     &fds,
                     master.is_some(),
+                    policy,
                 );
                 drop(fds); // the child has its copies; the terminal's must close for EIO
                 let ev = match spawned {
@@ -238,6 +252,23 @@ impl Agent {
                 }
                 Ok(())
             }
+            Request::Resolver => {
+                // Bound here, in the sprite's network namespace; the server answers on it
+                // from outside. On failure the reply socket closes unanswered.
+                let made = (|| {
+                    let udp = std::net::UdpSocket::bind(ipc::RESOLVER_ADDR)?;
+                    let tcp = std::net::TcpListener::bind(ipc::RESOLVER_ADDR)?;
+                    Ok::<_, io::Error>((udp, tcp, File::open("/proc/self/ns/net")?))
+                })();
+                if let (Some(reply), Ok((udp, tcp, netns))) = (fds.first(), made) {
+                    let _ = sys::socket::send_with_fds(
+                        reply.as_raw_fd(),
+                        b"k",
+                        &[udp.as_raw_fd(), tcp.as_raw_fd(), netns.as_raw_fd()],
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -290,6 +321,7 @@ impl Agent {
         fallback_cwd: bool,
         fds: &[OwnedFd],
         tty: bool,
+        policy: ExecPolicy,
     ) -> Result<(libc::pid_t, OwnedFd), (&'static str, i32)> {
         let einval = ("exec", libc::EINVAL);
         if fds.len() != 3 {
@@ -324,6 +356,7 @@ impl Agent {
                     fallback_cwd,
                     fds,
                     tty,
+                    policy,
                     err_w,
                 );
                 let mut msg = [0u8; 5];
@@ -367,6 +400,7 @@ impl Agent {
         fallback_cwd: bool,
         fds: &[OwnedFd],
         tty: bool,
+        policy: ExecPolicy,
         err_w: OwnedFd,
     ) -> (&'static str, i32, Option<OwnedFd>) {
         let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
@@ -400,6 +434,9 @@ impl Agent {
         if let Err(e) = self.become_sprite_user(userns, false) {
             return ("exec", e.raw_os_error().unwrap_or(libc::EPERM), err_w);
         }
+        if let Err(e) = self.apply_policy(policy) {
+            return ("exec", e.raw_os_error().unwrap_or(libc::EPERM), err_w);
+        }
         if let Err(e) = proc::chdir(cwd) {
             if !(fallback_cwd && proc::chdir(c"/").is_ok()) {
                 return ("dir", errno(e), err_w);
@@ -417,6 +454,21 @@ impl Agent {
             }
         }
         ("exec", result, err_w)
+    }
+
+    /// In a forked child, as the sprite user: what the sprite's policies ask of the new
+    /// process. Both only ever take something away, which needs no privilege.
+    fn apply_policy(&self, policy: ExecPolicy) -> io::Result<()> {
+        if let Some(asked) = policy.data_bytes {
+            // Never above the limit the sprite already has (raising a hard limit is not
+            // ours to do here).
+            let data = self.limits.data_bytes.map_or(asked, |d| d.min(asked));
+            proc::set_rlimit(libc::RLIMIT_DATA, data, data)?;
+        }
+        if policy.no_new_privs {
+            proc::set_no_new_privs()?;
+        }
+        Ok(())
     }
 
     /// In a forked child, after its stdio is in place: keeps `first` (and the sprite's

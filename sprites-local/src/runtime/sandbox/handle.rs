@@ -52,6 +52,8 @@ pub struct SpawnArgs<'a> {
     pub fallback_cwd: bool,
     /// A terminal of this size (rows, columns) as stdio.
     pub tty: Option<(u16, u16)>,
+    /// What the sprite's policies set on the process.
+    pub policy: ipc::ExecPolicy,
 }
 
 /// The outcome of a spawn request.
@@ -74,6 +76,16 @@ pub enum SpawnReply {
         /// errno.
         errno: i32,
     },
+}
+
+/// A sprite's DNS sockets and network namespace ([`AgentHandle::resolver_sockets`]).
+pub struct ResolverSockets {
+    /// UDP, bound inside the sprite.
+    pub udp: OwnedFd,
+    /// A TCP listener, bound inside the sprite.
+    pub tcp: OwnedFd,
+    /// The sprite's network namespace.
+    pub netns: OwnedFd,
 }
 
 /// What a freshly started agent reported.
@@ -220,6 +232,7 @@ impl AgentHandle {
             cwd,
             fallback_cwd,
             tty,
+            policy,
         } = what;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
@@ -238,6 +251,7 @@ impl AgentHandle {
             cwd: cwd.to_owned(),
             fallback_cwd,
             tty,
+            policy,
         };
         if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, stdio) {
             lock(&self.waiters).pending.remove(&id);
@@ -451,6 +465,39 @@ impl AgentHandle {
 /// How long a checkpoint operation in the agent may take: a snapshot commits a btrfs
 /// transaction, which waits for the sprite's dirty data to reach the image.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl AgentHandle {
+    /// The sprite's DNS sockets (bound inside at [`ipc::RESOLVER_ADDR`]: UDP, and a TCP
+    /// listener) and a handle on its network namespace, from the agent. Waits at most
+    /// [`SPAWN_TIMEOUT`].
+    pub fn resolver_sockets(&self) -> io::Result<ResolverSockets> {
+        if !self.is_alive() {
+            return Err(io::Error::other("the sprite's agent is not running"));
+        }
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        ipc::send(
+            self.sock.as_raw_fd(),
+            &Request::Resolver,
+            &[theirs.as_raw_fd()],
+        )?;
+        drop(theirs);
+        set_recv_timeout(&ours, Some(SPAWN_TIMEOUT))?;
+        let mut byte = [0u8; 1];
+        let (n, fds) = sys::socket::recv_some_with_fds(ours.as_raw_fd(), &mut byte)?;
+        let mut fds = fds.into_iter();
+        match (n, fds.next(), fds.next(), fds.next(), fds.next()) {
+            (1, Some(udp), Some(tcp), Some(netns), None) => Ok(ResolverSockets { udp, tcp, netns }),
+            _ => Err(io::Error::other(
+                "the sprite's agent could not bind its DNS sockets",
+            )),
+        }
+    }
+
+    /// A second handle on the agent's pidfd: it turns readable once the sprite is gone.
+    pub fn exit_fd(&self) -> io::Result<OwnedFd> {
+        self.init.try_clone()
+    }
+}
 
 impl Drop for AgentHandle {
     fn drop(&mut self) {

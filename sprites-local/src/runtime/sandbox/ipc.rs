@@ -43,6 +43,9 @@ pub enum Request {
         /// carries its master after the pidfd.
         #[serde(default)]
         tty: Option<(u16, u16)>,
+        /// What the sprite's privileges and resources policies ask of a new process.
+        #[serde(default)]
+        policy: ExecPolicy,
     },
     /// Send `sig` to the process group led by `pid`, if that exec is still running.
     Signal {
@@ -76,7 +79,15 @@ pub enum Request {
         /// What to do.
         what: super::snapshots::SnapshotOp,
     },
+    /// Bind the sprite's DNS sockets (UDP and a TCP listener, both at [`RESOLVER_ADDR`] in
+    /// the sprite's network namespace) and send them back, with a handle on that namespace
+    /// and one byte, on the attached reply socket (one `SOCK_STREAM` fd). The server answers
+    /// the sprite's name queries on them (`crate::policy::resolver`).
+    Resolver,
 }
+
+/// Where a sprite's resolver listens, inside the sprite (its `/etc/resolv.conf` names it).
+pub const RESOLVER_ADDR: std::net::SocketAddrV4 = crate::policy::resolver::SPRITE_RESOLVER;
 
 /// A filesystem call (the [`SpriteFs`](crate::fsops::SpriteFs) methods, by value). Paths
 /// are paths inside the sprite.
@@ -245,6 +256,15 @@ pub struct ProcessLimits {
     /// `RLIMIT_NPROC`: processes (threads included) per user inside the sprite.
     pub nproc: u64,
     /// `RLIMIT_DATA` in bytes, where no cgroup limits memory.
+    pub data_bytes: Option<u64>,
+}
+
+/// What a sprite's policies (PROTOCOL.md §13) set on one new process.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ExecPolicy {
+    /// Set `PR_SET_NO_NEW_PRIVS` before the exec (`noNewPrivileges`, profile `minimal`).
+    pub no_new_privs: bool,
+    /// `RLIMIT_DATA` in bytes (`memory.limit_mb`), lowered to it if higher.
     pub data_bytes: Option<u64>,
 }
 

@@ -52,6 +52,7 @@ use crate::lock;
 use crate::store::SpriteConfig;
 use crate::sys;
 
+use crate::policy::resolver::Resolver;
 use base_scan::Hidden;
 use handle::AgentHandle;
 use ipc::{Privileged, ProcessLimits, StubConfig};
@@ -61,12 +62,16 @@ use ipc::{Privileged, ProcessLimits, StubConfig};
 pub(crate) struct SandboxOptions {
     /// `RLIMIT_NPROC` of every sprite user: processes and threads per user inside a sprite.
     pub process_limit: u64,
+    /// Where sprites' resolvers send the names their network policy allows (default: the
+    /// first name server of the host's `/etc/resolv.conf`).
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 impl Default for SandboxOptions {
     fn default() -> Self {
         SandboxOptions {
             process_limit: DEFAULT_PROCESS_LIMIT,
+            dns_upstream: None,
         }
     }
 }
@@ -100,6 +105,10 @@ pub(crate) struct SandboxRuntime {
     /// restore restarts one) so a restart neither unmounts nor mounts the filesystem; let
     /// go when the sprite is deleted or the server stops. See `disk::mount`.
     held_disks: Mutex<HashMap<PathBuf, OwnedFd>>,
+    /// The resolvers of running sprites with egress (their network policy), by directory.
+    resolvers: Mutex<HashMap<PathBuf, Resolver>>,
+    /// Where resolvers send allowed names.
+    dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// Why the sandbox cannot run here.
@@ -135,10 +144,12 @@ pub(crate) fn check(
         } else {
             Err("needs a root server (loop devices)".into())
         },
+        dns_upstream: options.dns_upstream.or_else(network::host_upstream),
         options,
         agents: Mutex::new(HashMap::new()),
         closed: std::sync::atomic::AtomicBool::new(false),
         held_disks: Mutex::new(HashMap::new()),
+        resolvers: Mutex::new(HashMap::new()),
     };
     rt.probe()?;
     Ok(rt)
@@ -225,6 +236,9 @@ impl SandboxRuntime {
     /// What the stub needs to build the sprite at `sprite_dir`.
     fn stub_config(&self, sprite_dir: &Path, hidden: Vec<Hidden>) -> io::Result<StubConfig> {
         let config = read_config(sprite_dir).unwrap_or_default();
+        // The directory the sprite sees at /.sprite/policy must exist (best effort: a
+        // sprite without it only misses that view).
+        let _ = crate::policy::ensure_network_file(sprite_dir);
         let cgroup = self.cgroups.prepare(sprite_dir, &config);
         let privileged = if self.privileged {
             // A sprite made before identities existed already has files: they move.
@@ -348,7 +362,34 @@ impl SandboxRuntime {
             );
         }
         agents.insert(sprite_dir.to_owned(), agent.clone());
+        if cfg.privileged.as_ref().is_some_and(|p| p.egress) {
+            self.start_resolver(sprite_dir, &agent);
+        }
         Ok(agent)
+    }
+
+    /// Starts the resolver of a sprite with egress (its `/etc/resolv.conf` names it). A
+    /// failure is logged: the sprite then resolves nothing, which denies more, never less.
+    fn start_resolver(&self, sprite_dir: &Path, agent: &AgentHandle) {
+        let started = agent.resolver_sockets().and_then(|socks| {
+            Resolver::start(
+                sprite_dir,
+                socks.udp,
+                Some(socks.tcp),
+                Some(socks.netns),
+                agent.exit_fd()?,
+                self.dns_upstream,
+            )
+        });
+        match started {
+            Ok(r) => {
+                lock(&self.resolvers).insert(sprite_dir.to_owned(), r);
+            }
+            Err(e) => eprintln!(
+                "sprites-local: sprite {}: starting its resolver: {e}",
+                sprite_dir.display()
+            ),
+        }
     }
 
     /// What is enforced for the sprite at `sprite_dir`, in one phrase.
@@ -376,6 +417,44 @@ impl SandboxRuntime {
             "at most {} processes per user (RLIMIT_NPROC); memory: {memory}; {disk}",
             self.options.process_limit
         )
+    }
+}
+
+/// What the sprite's privileges and resources policies set on each new process.
+fn exec_policy(sprite_dir: &Path) -> ipc::ExecPolicy {
+    ipc::ExecPolicy {
+        no_new_privs: crate::policy::privileges(sprite_dir).no_new_privs(),
+        data_bytes: crate::policy::resources(sprite_dir).limit_bytes(),
+    }
+}
+
+/// What the sandbox enforces of a policy (the policy routes' header; PROTOCOL.md §13).
+fn policy_note(
+    kind: crate::policy::Kind,
+    net: &network::Network,
+    upstream: Option<std::net::SocketAddr>,
+) -> String {
+    use crate::policy::Kind;
+    match (kind, net) {
+        (Kind::Network, network::Network::Nat { .. }) => format!(
+            "enforced in the sprite's network namespace: names resolved through its resolver \
+             (127.0.0.53, UDP and TCP) are REFUSED when denied and forwarded to {} when \
+             allowed; with a default-deny list, connections to addresses no allowed name \
+             resolved to are rejected (nftables); with deny rules only, addresses are not \
+             blocked, and an address an allowed name also resolves to stays reachable",
+            upstream.map_or("no upstream (SERVFAIL)".to_owned(), |u| u.to_string())
+        ),
+        (Kind::Network, network::Network::Isolated(why)) => format!(
+            "nothing to enforce: sprites have no network beyond their loopback here ({why}); \
+             stored and shown read-only at /.sprite/policy/network.json"
+        ),
+        (Kind::Privileges, _) => "noNewPrivileges (and profile \"minimal\") set \
+             PR_SET_NO_NEW_PRIVS on every new process (sudo stops working); devices and the \
+             other profiles are stored only"
+            .to_owned(),
+        (Kind::Resources, _) => "memory.limit_mb caps every new process's data segment \
+             (RLIMIT_DATA, per process); autoscale is stored only"
+            .to_owned(),
     }
 }
 
@@ -592,6 +671,7 @@ impl SpriteRuntime for SandboxRuntime {
                 cwd: &cwd,
                 fallback_cwd: fallback,
                 tty: Some((size.rows, size.cols)),
+                policy: exec_policy(sprite_dir),
             };
             let reply = agent.spawn(what, &[]).map_err(SpawnError::Io)?;
             return spawned(agent, reply, None, spec, cwd);
@@ -612,6 +692,7 @@ impl SpriteRuntime for SandboxRuntime {
             cwd: &cwd,
             fallback_cwd: fallback,
             tty: None,
+            policy: exec_policy(sprite_dir),
         };
         let stdio = [
             stdin_theirs.as_raw_fd(),
@@ -646,14 +727,28 @@ impl SpriteRuntime for SandboxRuntime {
         self.agent(sprite_dir).map(|_| ())
     }
 
-    /// Stops the agent, which ends every process of the sprite (its PID namespace goes),
-    /// and removes its cgroup; its identity (id range) and files stay for the next boot.
+    /// Stops the agent, which ends every process of the sprite (its PID namespace goes), and
+    /// its resolver, and removes its cgroup; its identity (id range) and files stay for the
+    /// next boot.
     fn halt(&self, sprite_dir: &Path) {
+        lock(&self.resolvers).remove(sprite_dir);
         let agent = lock(&self.agents).remove(sprite_dir);
         if let Some(a) = agent {
             a.stop();
         }
         self.cgroups.remove(sprite_dir);
+    }
+
+    fn policy_changed(&self, sprite_dir: &Path) {
+        // Not under the lock: a reload runs `nft`, other sprites need not wait for it.
+        let resolver = lock(&self.resolvers).get(sprite_dir).cloned();
+        if let Some(r) = resolver {
+            r.reload();
+        }
+    }
+
+    fn policy_note(&self, kind: crate::policy::Kind) -> String {
+        policy_note(kind, &self.network, self.dns_upstream)
     }
 
     /// The agent runs and answers a request (it makes a socket for us: one round trip).
@@ -669,6 +764,7 @@ impl SpriteRuntime for SandboxRuntime {
     }
 
     fn stop_sprite(&self, sprite_dir: &Path) {
+        lock(&self.resolvers).remove(sprite_dir);
         let agent = lock(&self.agents).remove(sprite_dir);
         if let Some(a) = agent {
             a.stop();
@@ -684,6 +780,7 @@ impl SpriteRuntime for SandboxRuntime {
             self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
             agents.drain().collect()
         };
+        lock(&self.resolvers).clear();
         for (_, a) in &all {
             a.stop();
         }

@@ -155,36 +155,31 @@ fn enable_forwarding() -> io::Result<()> {
     std::fs::write(PATH, "1")
 }
 
-/// The sprite's resolver file: the host's name servers, unless they live on the host's
-/// loopback (systemd-resolved's 127.0.0.53), which a sprite cannot reach; then the upstream
-/// servers resolved itself uses.
+/// The sprite's resolver file: its own resolver (the server answers there, applying the
+/// sprite's network policy; see `crate::policy::resolver`).
+/// `edns0` lets glibc take answers of up to 1200 bytes over UDP (bigger ones come back
+/// truncated and are asked again over TCP).
 fn resolv_conf() -> String {
-    let servers = |path: &str| -> Vec<String> {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .map(|s| s.trim().to_owned())
-            .filter(|s| {
-                s.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| !ip.is_loopback() && ip.is_ipv4())
-            })
-            .collect()
-    };
-    let mut found = servers("/etc/resolv.conf");
-    if found.is_empty() {
-        found = servers("/run/systemd/resolve/resolv.conf");
-    }
-    let mut out = String::from(RESOLV_MARKER);
-    out.push('\n');
-    for s in found {
-        out.push_str(&format!("nameserver {s}\n"));
-    }
-    out
+    format!(
+        "{RESOLV_MARKER}\nnameserver {}\noptions edns0\n",
+        super::ipc::RESOLVER_ADDR.ip()
+    )
+}
+
+/// Where sprites' resolvers forward allowed names by default: the first name server of the
+/// host's `/etc/resolv.conf` (a loopback one too: the forwarder runs on the host).
+pub fn host_upstream() -> Option<std::net::SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .find_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
 }
 
 /// First line of a resolver file written by us: one with it is ours to refresh, one
-/// without it the sprite's user wrote and is left alone.
+/// without it the sprite's user wrote and is left alone. (Its wording dates from when it
+/// listed the host's name servers; it stays, so older sprites' files are still refreshed.)
 pub const RESOLV_MARKER: &str = "# written by sprites-local (the host's name servers)";
 
 /// The addresses of subnet `n` (1 ≤ n < [`SUBNETS`]): (gateway = host end, sprite).

@@ -138,6 +138,48 @@ pub fn enter(root: &Path, masks: &[PathBuf]) -> io::Result<()> {
     Ok(())
 }
 
+/// Shows the host directory `source` read-only at `rel` (relative, `a/b`) in the merged
+/// `root` (the sprite's `/.sprite/policy`). Call before [`enter`], while no process of the
+/// sprite runs (so the directories checked here cannot be swapped for symlinks before the
+/// mount). The mount belongs to the sprite's mount namespace, which the sprite's root
+/// cannot change on a root server.
+pub fn bind_readonly(root: &Path, rel: &str, source: &Path) -> io::Result<()> {
+    let mut at = String::new();
+    let mut target = root.to_owned();
+    for part in rel.split('/') {
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(part);
+        target = real_dir(root, &at)?;
+    }
+    ctx(
+        mount(
+            Some(&source.to_string_lossy()),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        ),
+        || format!("binding {} at /{rel}", source.display()),
+    )?;
+    ctx(
+        mount(
+            None,
+            &target,
+            None,
+            libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            None,
+        ),
+        || format!("making /{rel} read-only"),
+    )
+}
+
 /// A fresh tmpfs `/dev` with the usual nodes bound from the host (bind mounts work in a
 /// user namespace, where `mknod` does not), its own `devpts` instance and `/dev/shm`.
 fn mount_dev(root: &Path) -> io::Result<()> {

@@ -177,6 +177,9 @@ pub fn write_masks(dir: &Path, base: &Path, owners: Owners, hidden: &[Hidden]) -
 }
 
 /// The opened upper directory and the plan.
+/// Most directories [`Upper`] keeps open at once.
+const MAX_CACHED_DIRS: usize = 256;
+
 struct Upper<'a> {
     root: BorrowedFd<'a>,
     plan: &'a Plan<'a>,
@@ -268,7 +271,14 @@ impl Upper<'_> {
                 None => None,
             }
         };
-        self.dirs.borrow_mut().insert(rel.to_owned(), found.clone());
+        let mut dirs = self.dirs.borrow_mut();
+        // Every cached directory is an open descriptor: a base with thousands of hidden
+        // entries in as many directories would exhaust the stub's usual limit of 1024
+        // (EMFILE). Past the cap the cache starts over; what callers hold stays open.
+        if dirs.len() >= MAX_CACHED_DIRS {
+            dirs.clear();
+        }
+        dirs.insert(rel.to_owned(), found.clone());
         Ok(found)
     }
 
