@@ -78,11 +78,12 @@ pub use exec::{
 pub use lifecycle::{
     RestartResult, SpriteCheck, SpriteEvent, SpriteStatus, SpriteWatch, WatchOptions,
 };
+pub use policy::{
+    MemoryPolicy, NetworkPolicy, NetworkRule, PrivilegesPolicy, ResourcesPolicy, RuleAction,
+};
 pub use services::{
     LogFiles, Service, ServiceEvent, ServiceEventKind, ServiceEvents, ServiceSpec, ServiceState,
     ServiceStatus,
-pub use policy::{
-    MemoryPolicy, NetworkPolicy, NetworkRule, PrivilegesPolicy, ResourcesPolicy, RuleAction,
 };
 pub use sprite::{CreateOptions, ListOptions, Sprite, SpriteIter, SpriteUpdate, TempSprite};
 pub use tunnel::{PortForward, ProxyStream};

@@ -65,7 +65,8 @@ struct Options {
 enum Cmd {
     Help,
     Version,
-    Serve(Options),
+    // Boxed: the options are far bigger than the other variants.
+    Serve(Box<Options>),
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
@@ -126,7 +127,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
-    Ok(Cmd::Serve(opts))
+    Ok(Cmd::Serve(Box::new(opts)))
 }
 
 /// A positive count given to `flag`.
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
             println!("sprites-local {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Cmd::Serve(o)) => o,
+        Ok(Cmd::Serve(o)) => *o,
         Err(e) => {
             eprintln!("sprites-local: {e}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn args() {
-        assert_eq!(parse(&[]), Ok(Cmd::Serve(Options::default())));
+        assert_eq!(parse(&[]), Ok(Cmd::Serve(Box::default())));
         assert_eq!(parse(&["--help"]), Ok(Cmd::Help));
         let Ok(Cmd::Serve(o)) = parse(&[
             "serve",
