@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 mod api;
+mod control;
 mod exec;
 mod fingerprint;
 mod fsops;

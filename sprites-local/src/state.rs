@@ -39,6 +39,11 @@ pub(crate) struct State {
     next_exec: AtomicU64,
     /// Port watchers: who listens on what in each sprite, for whoever subscribes.
     pub ports: Ports,
+    /// Whether `/control` (PROTOCOL.md §8) is served; when not, it answers 404 as a server
+    /// without control connections does.
+    pub control_enabled: bool,
+    /// Control connections accepted (upgraded) since the server started.
+    pub control_upgrades: AtomicU64,
 }
 
 impl State {
@@ -62,6 +67,8 @@ impl State {
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
+            control_enabled: true,
+            control_upgrades: AtomicU64::new(0),
         }
     }
 

@@ -6,6 +6,7 @@
 //! never touch it. A body a handler left unread is the connection's problem, not the
 //! handler's: the server answers with `Connection: close` and discards what still comes.
 
+mod control_routes;
 mod exec_routes;
 mod fs_routes;
 mod fs_write;
@@ -166,6 +167,10 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
         ["sprites", name, "exec", id, "kill"] => match m {
             "POST" => exec_routes::kill(state, name, id, &q, body).into(),
             _ => method_not_allowed("POST").into(),
+        },
+        ["sprites", name, "control"] => match m {
+            "GET" => control_routes::control(state, name, req, body),
+            _ => method_not_allowed("GET").into(),
         },
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
         ["sprites", name, "ports", "watch"] => match m {

@@ -41,7 +41,7 @@ pub fn watch(
 }
 
 /// The client's `Sec-WebSocket-Key` of a valid upgrade request, else the **400** to answer.
-fn websocket_key(req: &RequestHead) -> Result<&str, Response> {
+pub(super) fn websocket_key(req: &RequestHead) -> Result<&str, Response> {
     let key = req.header("sec-websocket-key").map(str::trim).unwrap_or("");
     if !req.is_websocket_upgrade()
         || key.is_empty()

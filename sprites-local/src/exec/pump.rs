@@ -320,7 +320,7 @@ fn stdin_main(mut pipe: File, rx: Receiver<(Vec<u8>, usize)>) {
 
 /// `{"type":"signal","signal":"TERM"}` → the signal number (names with or without `SIG`,
 /// or numbers). Anything else (resize, unknown types, junk) → None.
-pub(super) fn signal_request(text: &str) -> Option<i32> {
+pub(crate) fn signal_request(text: &str) -> Option<i32> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     if v.get("type")?.as_str()? != "signal" {
         return None;

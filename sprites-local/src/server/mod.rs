@@ -63,6 +63,7 @@ impl Server {
             base_dir: None,
             runtime: Runtime::Auto,
             signal_capability: true,
+            control: true,
             sandbox: SandboxOptions::default(),
             max_connections: None,
             max_unauthenticated: None,
@@ -83,6 +84,7 @@ pub struct ServerBuilder {
     base_dir: Option<PathBuf>,
     runtime: Runtime,
     signal_capability: bool,
+    control: bool,
     sandbox: SandboxOptions,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
@@ -131,6 +133,15 @@ impl ServerBuilder {
     /// are then ignored. For testing clients against such servers.
     pub fn signal_capability(mut self, advertise: bool) -> Self {
         self.signal_capability = advertise;
+        self
+    }
+
+    /// Whether `/v1/sprites/{name}/control` (control connections, PROTOCOL.md §8) is served
+    /// (default `true`). With `false` it answers 404 like a server without control
+    /// connections, so clients must fall back to direct exec sockets. For testing clients
+    /// against such servers.
+    pub fn control(mut self, enabled: bool) -> Self {
+        self.control = enabled;
         self
     }
 
@@ -242,6 +253,7 @@ impl ServerBuilder {
         let note = rt.note();
         let mut state = State::new(token, store, rt, self.signal_capability);
         state.scrollback_bytes = self.scrollback_bytes;
+        state.control_enabled = self.control;
         let state = Arc::new(state);
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
         let wake = Arc::new(Wake::new()?);
@@ -426,6 +438,14 @@ impl ServerHandle {
     /// The connection budget and deadlines in force (defaults resolved).
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// How many control connections (PROTOCOL.md §8) this server has accepted since it
+    /// started: a diagnostic, e.g. for a test that checks that clients reuse them.
+    pub fn control_upgrades(&self) -> u64 {
+        self.state
+            .control_upgrades
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops accepting, closes the connections waiting for a request, SIGKILLs every
