@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod control;
 mod error;
 mod exec;
 pub mod fs;
