@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use super::port_routes::websocket_key;
-use super::{invalid_request, not_found, sprite_not_found, Reply};
+use super::{invalid_request, method_not_allowed, not_found, sprite_not_found, Reply};
 use crate::control::ControlSession;
 use crate::net::body::RequestBody;
-use crate::net::http::RequestHead;
+use crate::net::http::{RequestHead, Response};
 use crate::state::State;
 
 /// `GET /v1/sprites/{name}/control`: **404** when control connections are switched off
@@ -34,4 +34,20 @@ pub fn control(
         return invalid_request("a WebSocket upgrade request cannot have a body").into();
     }
     Reply::WebSocket(Box::new(ControlSession::new(name, key)))
+}
+
+/// The server's own diagnostics, outside the Sprites API (`/v1/`): what no SDK asks for,
+/// for tests and the compatibility checks.
+pub const STATS_PATH: &str = "/_sprites-local/stats";
+
+/// `GET /_sprites-local/stats` (token required): `{"control_upgrades": N}`, the control
+/// connections accepted since the server started.
+pub fn stats(state: &State, method: &str) -> Response {
+    if method != "GET" {
+        return method_not_allowed("GET");
+    }
+    let upgrades = state
+        .control_upgrades
+        .load(std::sync::atomic::Ordering::SeqCst);
+    Response::json(200, &serde_json::json!({ "control_upgrades": upgrades }))
 }

@@ -127,6 +127,9 @@ pub fn json_body(body: &mut dyn RequestBody) -> Result<Vec<u8>, Response> {
 
 /// Handles one authenticated request; `body` is its body, unread.
 pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBody) -> Reply {
+    if req.path == control_routes::STATS_PATH {
+        return control_routes::stats(state, &req.method).into();
+    }
     let segments = match segments(&req.path) {
         Ok(Some(s)) => s,
         Ok(None) => return not_found().into(),
