@@ -249,21 +249,19 @@ impl Reader<'_> {
     }
 
     fn binary(&mut self, data: Vec<u8>) {
-        match std::mem::replace(&mut self.current, Current::Idle) {
-            Current::Write(pending, prefixed) => self.answer_fs(pending.finish(&data), prefixed),
-            Current::Exec {
-                hub,
-                kill_on_disconnect,
-            } => {
-                if self.busy.load(Ordering::SeqCst) {
-                    self.stdin(&hub, data);
-                }
-                self.current = Current::Exec {
-                    hub,
-                    kill_on_disconnect,
-                };
+        if let Current::Write(..) = self.current {
+            if let Current::Write(pending, prefixed) =
+                std::mem::replace(&mut self.current, Current::Idle)
+            {
+                self.answer_fs(pending.finish(&data), prefixed);
             }
-            Current::Idle => {}
+            return;
+        }
+        if let Current::Exec { hub, .. } = &self.current {
+            if self.busy.load(Ordering::SeqCst) {
+                let hub = hub.clone();
+                self.stdin(&hub, data);
+            }
         }
     }
 
