@@ -289,9 +289,13 @@ fn dial_into(client: &Client, sprite: &str, pool: &Arc<Pool>) -> crate::Result<b
         }
         Err(err) => {
             pool.open.fetch_sub(1, Ordering::SeqCst);
-            // 404: no control connections here (an unknown sprite is 404 too, but then a
-            // direct exec fails the same way). Other failures say nothing about support.
-            if matches!(&err, Error::Api(api) if api.status == 404) {
+            // 404: no control connections here. An unknown sprite is 404 too; when the
+            // server says that is what it is (§3.1 code `sprite_not_found`), the sprite may
+            // yet be created, so nothing is remembered. Other failures say nothing about
+            // support either.
+            if matches!(&err, Error::Api(api)
+                if api.status == 404 && api.code.as_deref() != Some("sprite_not_found"))
+            {
                 pool.support.store(UNSUPPORTED, Ordering::SeqCst);
                 return Ok(false);
             }

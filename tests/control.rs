@@ -408,3 +408,19 @@ fn the_builder_opts_out() {
     }
     assert_eq!(upgrades(&local), 0);
 }
+
+#[test]
+fn connecting_to_a_sprite_before_it_exists_does_not_give_up_on_control() {
+    let local = Local::start();
+    let sprite = local.client.sprite("later");
+    // 404 sprite_not_found: an error, and not "this server has no control connections".
+    let err = sprite.connect().unwrap_err();
+    assert_eq!(err.api().map(|a| a.status), Some(404), "{err}");
+    local.client.create_sprite("later").unwrap();
+    sprite.connect().unwrap();
+    assert_eq!(
+        sprite.command("echo").arg("x").output().unwrap().stdout,
+        b"x\n"
+    );
+    assert_eq!(upgrades(&local), 1);
+}

@@ -392,6 +392,7 @@ impl Reader<'_> {
             hub,
             attachment,
             prefixed,
+            kill_on_cut: kill_on_disconnect,
         }));
     }
 }

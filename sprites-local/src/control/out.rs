@@ -42,6 +42,9 @@ pub struct OpStart {
     pub attachment: Attachment,
     /// The op was started behind `control:` (its end is too).
     pub prefixed: bool,
+    /// A non-detachable exec: it must not outlive the op (killed if the op ends without
+    /// its exit).
+    pub kill_on_cut: bool,
 }
 
 /// Runs the writer until the reader says stop or the socket breaks. `busy` is cleared when
@@ -105,6 +108,11 @@ pub fn run(
                 }
                 Err(_) => {
                     if let Some(op) = current.take() {
+                        // The hub cut this client for not reading: the op is over, and a
+                        // non-detachable exec with it.
+                        if op.kill_on_cut {
+                            op.hub.session.signal(libc::SIGKILL);
+                        }
                         end_exec(&mut w, &op, Err("the client fell behind the session's output"), &busy);
                     }
                 }
