@@ -166,6 +166,16 @@ mod tests {
         assert_eq!(args.get("dir"), Some("/tmp"));
         assert_eq!(args.get("rows"), Some("24"));
         assert_eq!(args.get("stdin"), Some("true"));
+        // Numbers and booleans as their text (Python sends `"tty": true`, `"rows": 24`).
+        let text = r#"control:{"type":"op.start","op":"exec","args":{"cmd":["sh"],"tty":true,"rows":24,"env":null}}"#;
+        let ClientText::Start { args, .. } = parse(text) else {
+            panic!("not a start");
+        };
+        assert_eq!(
+            (args.get("tty"), args.get("rows")),
+            (Some("true"), Some("24"))
+        );
+        assert_eq!(args.get("env"), None);
     }
 
     #[test]
@@ -191,6 +201,12 @@ mod tests {
             parse(r#"{"type":"start","operation":"proxy","params":{"host":"localhost","port":1}}"#),
             ClientText::ProxyStart
         );
+        // Only Go's unprefixed start with an operation is a proxy start.
+        assert_eq!(
+            parse(r#"control:{"type":"start","operation":"proxy"}"#),
+            ClientText::OtherEnvelope
+        );
+        assert_eq!(parse(r#"{"type":"start"}"#), ClientText::Data);
         assert_eq!(
             parse(r#"{"type":"signal","signal":"TERM"}"#),
             ClientText::Data
