@@ -424,3 +424,71 @@ fn connecting_to_a_sprite_before_it_exists_does_not_give_up_on_control() {
     );
     assert_eq!(upgrades(&local), 1);
 }
+
+#[test]
+fn port_events_and_terminal_resizes_reach_a_command_over_control() {
+    use std::io::BufRead;
+    let local = Local::start();
+    let sprite = local.sprite("ctlports");
+    sprite.connect().unwrap();
+    let script = "import socket,sys\n\
+                  s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
+                  print(s.getsockname()[1], flush=True)\n\
+                  sys.stdin.readline(); s.close(); sys.stdin.readline()\n";
+    let mut child = sprite
+        .command("python3")
+        .args(["-c", script])
+        .port_events(true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let events = child.port_events().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next = |kind: sprites::PortEventKind| loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {kind:?} for port {port}");
+        if let Ok(event) = events.recv_timeout(left)
+            && event.port == port
+            && event.kind == kind
+        {
+            return event;
+        }
+    };
+    next(sprites::PortEventKind::Opened);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"close\n").unwrap();
+    next(sprites::PortEventKind::Closed);
+    stdin.write_all(b"end\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    // A terminal resized while it runs (a text resize frame, as on an exec socket).
+    let mut child = sprite
+        .command("sh")
+        .args(["-c", "read x; stty size"])
+        .tty(true)
+        .tty_size(24, 80)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.resize(33, 111).unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"go\r").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("33 111"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        upgrades(&local),
+        1,
+        "both ran over the one control connection"
+    );
+}
