@@ -221,8 +221,7 @@ fn alive(idle: &mut Idle) -> bool {
 }
 
 /// An idle control connection to `sprite`, if control connections are on, supported and one
-/// is idle; otherwise `None` (use a direct socket), after starting a background dial so the
-/// next command finds one.
+/// is idle; otherwise `None`: use a direct socket, then call [`dial_for_next`].
 pub(crate) fn checkout(client: &Client, sprite: &str) -> Option<Lease> {
     if !client.inner.control {
         return None;
@@ -240,15 +239,24 @@ pub(crate) fn checkout(client: &Client, sprite: &str) -> Option<Lease> {
             released: false,
         });
     }
-    dial_in_background(client, sprite, &pool);
     None
 }
 
-fn dial_in_background(client: &Client, sprite: &str, pool: &Arc<Pool>) {
-    if pool.dialling.swap(true, Ordering::SeqCst) {
+/// After a command ran on its own socket because no control connection was idle: dials one
+/// in the background so the next command finds it. Called once that command's own
+/// connection is up, so the dial never competes with it.
+pub(crate) fn dial_for_next(client: &Client, sprite: &str) {
+    if !client.inner.control {
         return;
     }
-    let (client, sprite, pool) = (client.clone(), sprite.to_owned(), pool.clone());
+    let pool = client.inner.pools.get(sprite);
+    if pool.support.load(Ordering::SeqCst) == UNSUPPORTED
+        || !lock(&pool.idle).is_empty()
+        || pool.dialling.swap(true, Ordering::SeqCst)
+    {
+        return;
+    }
+    let (client, sprite) = (client.clone(), sprite.to_owned());
     let spawned = std::thread::Builder::new()
         .name("sprites-control-dial".into())
         .spawn({

@@ -160,6 +160,8 @@ impl Child {
                 .runtimes
                 .record_version(spec.sprite.name(), version);
         }
+        // This command has its connection; the next one should find a control connection.
+        crate::control::dial_for_next(client, spec.sprite.name());
         let socket = Arc::new(accepted.socket);
         Child::start(spec, socket, &accepted.capabilities, framing, None)
     }
