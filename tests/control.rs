@@ -492,3 +492,29 @@ fn port_events_and_terminal_resizes_reach_a_command_over_control() {
         "both ran over the one control connection"
     );
 }
+
+#[test]
+fn connect_opens_one_control_and_one_http_connection_that_later_calls_reuse() {
+    let local = Local::start();
+    let relay = Relay::start(local.server.as_ref().unwrap().addr());
+    let client = Client::builder()
+        .base_url(&relay.url)
+        .token("test-token")
+        .build()
+        .unwrap();
+    let sprite = client.sprite(local.sprite("reuse-http").name());
+    sprite.connect().unwrap();
+    let opened = || relay.conns.lock().unwrap().len() / 2;
+    assert_eq!(opened(), 2, "a control connection and an HTTP connection");
+    for _ in 0..3 {
+        assert_eq!(
+            sprite.command("echo").arg("x").output().unwrap().stdout,
+            b"x\n"
+        );
+        sprite.info().unwrap();
+        sprite.fs().write("/tmp/reuse-http-test", b"x").unwrap();
+        sprite.fs().metadata("/tmp/reuse-http-test").unwrap();
+    }
+    let _ = sprite.fs().remove_file("/tmp/reuse-http-test");
+    assert_eq!(opened(), 2, "every later call reused them");
+}
