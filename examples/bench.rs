@@ -5,7 +5,12 @@
 //! cargo run --release --example bench -- --json  # ... and a JSON object as the last line
 //! cargo run --release --example bench -- --streams # only the byte streams (quick, for A/B runs)
 //! cargo run --release --example bench -- --only checkpoints [--json]  # one group alone
+//! cargo run --release --example bench -- --wan-ms 10 [--json]  # round trips through a WAN proxy
 //! ```
+//!
+//! `--wan-ms N` measures only the round-trip figures: each operation through an in-process
+//! proxy that delays every byte by N ms each way (`bench/wan.rs`), and the local exec round trip
+//! over a control connection and over a direct socket beside a local spawn of `true`.
 //!
 //! Uses `SPRITES_API_URL`/`SPRITES_TOKEN` when set; otherwise starts `sprites-local` in a child
 //! process (this program re-run with `SPRITES_BENCH_SERVE` set), so the client's memory is
@@ -29,6 +34,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench/tunnel.rs"]
 mod tunnel;
+#[path = "bench/wan.rs"]
+mod wan;
 
 const SERVE_VAR: &str = "SPRITES_BENCH_SERVE";
 const RUNTIME_VAR: &str = "SPRITES_BENCH_RUNTIME";
@@ -51,6 +58,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .windows(2)
         .find(|w| w[0] == "--only")
         .map(|w| w[1].clone());
+    if let Some(i) = args.iter().position(|a| a == "--wan-ms") {
+        let ms = args
+            .get(i + 1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .ok_or("--wan-ms needs a positive number of milliseconds")?;
+        return wan_main(ms, json);
+    }
     let (client, mut server, runtime, endpoint) = connect(None)?;
     if let Some(group) = only {
         let result = match group.as_str() {
@@ -114,6 +129,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     result
 }
 
+/// `--wan-ms N`: the round-trip figures only.
+fn wan_main(one_way_ms: u64, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    // SPRITES_BENCH_RUNTIME=host|sandbox picks the local server's runtime (default auto).
+    let runtime = std::env::var(RUNTIME_VAR).ok();
+    let (client, mut server, runtime, endpoint) = connect(runtime.as_deref())?;
+    let endpoint = endpoint.ok_or("--wan-ms needs the local server (unset SPRITES_TOKEN)")?;
+    let name = format!("bench-wan-{}", std::process::id());
+    let sprite = client.create_sprite(&name)?;
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let spawn = local_spawn_ms(300);
+        // Locally, on a warm control connection and on a socket per command.
+        sprite.connect()?;
+        let control = exec_rtt_ms(&sprite, 300)?;
+        let direct_client = Client::builder()
+            .base_url(format!("http://{}", endpoint.addr))
+            .token(&endpoint.token)
+            .control_connections(false)
+            .build()?;
+        let direct = exec_rtt_ms(&direct_client.sprite(&name), 300)?;
+        let token = endpoint.token.clone();
+        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &|url, control| {
+            Client::builder()
+                .base_url(url)
+                .token(&token)
+                .control_connections(control)
+                .build()
+                .expect("client")
+        })?;
+        println!("runtime: {runtime}");
+        row("measure", "value", "vs baseline");
+        row(
+            "baseline: local spawn+wait `true` p50",
+            format!("{:.3} ms", spawn.p50),
+            "",
+        );
+        row(
+            "exec round trip, control conn p50",
+            format!("{:.3} ms", control.p50),
+            format!("+{:.3} ms", control.p50 - spawn.p50),
+        );
+        row(
+            "exec round trip, own socket p50",
+            format!("{:.3} ms", direct.p50),
+            format!("+{:.3} ms", direct.p50 - spawn.p50),
+        );
+        figures.print();
+        if json {
+            let mut out = figures.json();
+            out["runtime"] = runtime.clone().into();
+            out["baseline_spawn_ms"] = spawn.p50.into();
+            out["exec_rtt_control_p50_ms"] = control.p50.into();
+            out["exec_rtt_control_minus_spawn_ms"] = (control.p50 - spawn.p50).into();
+            out["exec_rtt_direct_p50_ms"] = direct.p50.into();
+            println!("{out}");
+        }
+        Ok(())
+    })();
+    let _ = sprite.delete();
+    if let Some(child) = server.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
 /// Create a sprite and time until its first command's output is in hand.
 fn create_to_first_output_ms(
     client: &Client,
@@ -158,6 +238,8 @@ fn run(
     local: Option<&Local>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spawn = local_spawn_ms(200);
+    // Commands run over the sprite's control connection once one is open (PROTOCOL.md §8).
+    sprite.connect()?;
     let tcp = loopback_tcp_mib_s(1 << 30)?;
     let (tcp_best, _) = tunnel::tcp_best_mib_s(1 << 30)?;
     let disk = local_disk_write_mib_s(1 << 30)?;
@@ -348,6 +430,7 @@ fn run(
     if json {
         let mut all = serde_json::json!({
                 "exec_rtt_p50_ms": exec.p50,
+                "exec_rtt_control_p50_ms": exec.p50,
                 "exec_rtt_p99_ms": exec.p99,
                 "stdout_mib_s": stdout,
                 "stdin_mib_s": stdin,

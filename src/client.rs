@@ -57,6 +57,10 @@ pub(crate) struct ClientInner {
     pub(crate) keepalive: crate::exec::Keepalive,
     /// Each sprite's runtime version and attach route, as far as responses told.
     pub(crate) runtimes: crate::exec::Runtimes,
+    /// Whether commands may run over pooled control connections.
+    pub(crate) control: bool,
+    /// Each sprite's control connections.
+    pub(crate) pools: crate::control::Pools,
 }
 
 impl fmt::Debug for Client {
@@ -186,6 +190,21 @@ impl Client {
         serde_json::from_slice(&body).map_err(Error::Decode)
     }
 
+    /// Reads what is left of a response's body (bounded) and drops it, so the agent can
+    /// reuse the connection: ureq pools a connection only once its response was read to the
+    /// end, and a dropped unread response costs the next request a new connection.
+    pub(crate) fn drain(&self, response: ureq::Response) -> Result<()> {
+        let url = response.get_url().to_owned();
+        std::io::copy(
+            &mut std::io::Read::take(response.into_reader(), MAX_JSON_BODY),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| {
+            TransportError::io(format!("reading the response of {}", strip_query(&url)), e)
+        })?;
+        Ok(())
+    }
+
     /// Sends a request with an optional JSON body and returns the response; error statuses
     /// become [`Error::Api`].
     pub(crate) fn send(
@@ -220,6 +239,7 @@ pub struct ClientBuilder {
     keepalive: crate::exec::Keepalive,
     proxy: ProxySetting,
     root_certificates: Vec<RootCertificate>,
+    control: bool,
 }
 
 /// A PEM text given to [`ClientBuilder::add_root_certificate`], parsed by `build`.
@@ -258,6 +278,7 @@ impl Default for ClientBuilder {
             keepalive: crate::exec::Keepalive::DEFAULT,
             proxy: ProxySetting::Env,
             root_certificates: Vec::new(),
+            control: true,
         }
     }
 }
@@ -340,6 +361,27 @@ impl ClientBuilder {
     /// ```
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Whether commands run over pooled control connections where the server offers them
+    /// (default `true`; [PROTOCOL.md §8](crate::protocol#8-control-connections)).
+    ///
+    /// A control connection is a long-lived WebSocket per sprite that carries one command at
+    /// a time, so that a command on a warm connection costs one network round trip: its
+    /// request, the stdin written before the server answers and the end of that stdin go out
+    /// together, and its output, exit status and the end of the operation come back together.
+    /// The first command to a sprite runs on its own connection while a control connection is
+    /// opened in the background for the next ones ([`Sprite::connect`](crate::Sprite::connect)
+    /// opens one up front). A server without control connections (it answers 404) is
+    /// remembered and every command uses its own connection, as with `false`.
+    ///
+    /// ```
+    /// let client = sprites::Client::builder().token("t").control_connections(false).build()?;
+    /// # Ok::<(), sprites::Error>(())
+    /// ```
+    pub fn control_connections(mut self, enabled: bool) -> Self {
+        self.control = enabled;
         self
     }
 
@@ -454,6 +496,8 @@ impl ClientBuilder {
                 connect_timeout: self.connect_timeout,
                 keepalive: self.keepalive,
                 runtimes: crate::exec::Runtimes::default(),
+                control: self.control,
+                pools: crate::control::Pools::default(),
             }),
         })
     }

@@ -47,6 +47,7 @@
 
 mod checkpoints;
 mod client;
+mod control;
 mod error;
 mod exec;
 pub mod fs;

@@ -258,9 +258,10 @@ impl Sprite {
 
     /// Deletes the sprite, its files and its checkpoints. Irreversible.
     pub fn delete(&self) -> Result<()> {
-        self.client
+        let response = self
+            .client
             .send(self.client.request("DELETE", &self.path("")), None)?;
-        Ok(())
+        self.client.drain(response)
     }
 
     /// Upgrades the sprite to the latest runtime version.
@@ -269,8 +270,8 @@ impl Sprite {
             .client
             .request("POST", &self.path("/upgrade"))
             .timeout(std::time::Duration::from_secs(60));
-        self.client.send(request, None)?;
-        Ok(())
+        let response = self.client.send(request, None)?;
+        self.client.drain(response)
     }
 }
 

@@ -24,7 +24,10 @@ fn server_process_entry() {
 fn no_thread_or_descriptor_left_after_a_thousand_execs() {
     let server = ServerProcess::start("server_process_entry");
     let sprite = server.client.create_sprite("leaks").unwrap();
-    // Warm up once so lazily created process-wide state (TLS init, stdio locks) is not counted.
+    // Warm up once so lazily created process-wide state (TLS init, stdio locks) is not counted,
+    // with the sprite's control connection open (and its keeper thread running) before the
+    // count: the pool's one connection is the steady state the loop must come back to.
+    sprite.connect().unwrap();
     sprite.command("true").output().unwrap();
     let (threads, fds) = (thread_count(), fd_count());
 

@@ -422,6 +422,10 @@ fn commands_through_a_connect_proxy_verify_the_server_with_the_added_ca() {
         .add_root_certificate(ca_pem())
         .build()
         .unwrap();
+    // The sprite's control connection (which carries the command) and an HTTP connection,
+    // both opened up front through the proxy.
+    client.sprite("tunnelled").connect().unwrap();
+    assert_eq!(tls._local.server.as_ref().unwrap().control_upgrades(), 1);
     let out = client
         .sprite("tunnelled")
         .command("echo")
@@ -437,7 +441,9 @@ fn commands_through_a_connect_proxy_verify_the_server_with_the_added_ca() {
 
     let port = tls.front.addr().port();
     let tunnels = proxy.stop();
-    assert_eq!(tunnels.len(), 2, "{tunnels:?}");
+    // The control connection and at least one HTTP request (ureq 2 opens a new tunnel for
+    // each HTTPS request through a proxy rather than pooling it).
+    assert!(tunnels.len() >= 2, "{tunnels:?}");
     assert!(
         tunnels
             .iter()

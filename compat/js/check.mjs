@@ -278,12 +278,50 @@ await check('exec_kill_sends_signal', async () => {
   expect(code === 143, `exit code ${code} (want 128+15)`);
   return `exit ${code} ${(performance.now() - t0).toFixed(0)} ms after kill()`;
 });
-await check('exec_with_control_mode_falls_back', async () => {
-  // sprites-local has no /control (§8): a client built with controlMode must fall back to
-  // the plain exec socket (JS does on any control error).
+// Control connections (§8): a client built with controlMode runs execs over /control.
+// The server's own counter (`GET /_sprites-local/stats`, not part of the API) says whether
+// they did, so a silent fallback to the exec socket (JS falls back on any control error)
+// cannot pass for success.
+async function controlUpgrades() {
+  const r = await fetch(`${URL_}/_sprites-local/stats`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  expect(r.status === 200, `stats: HTTP ${r.status}`);
+  return (await r.json()).control_upgrades;
+}
+await check('exec_with_control_mode_uses_control', async () => {
+  const before = await controlUpgrades();
   const cc = new SpritesClient(TOKEN, { baseURL: URL_, timeout: 20_000, controlMode: true });
-  const r = await within(15_000, cc.sprite(name).execFile('sh', ['-c', 'echo via-fallback']), 'exec');
-  expect(r.stdout === 'via-fallback\n', JSON.stringify(r));
+  const s = cc.sprite(name);
+  const t0 = performance.now();
+  for (let i = 0; i < 5; i++) {
+    const r = await within(15_000, s.execFile('sh', ['-c', `echo via-control-${i}; echo e${i} >&2`]), 'exec');
+    expect(r.stdout === `via-control-${i}\n` && r.stderr === `e${i}\n` && r.exitCode === 0, JSON.stringify(r));
+  }
+  const ms = (performance.now() - t0) / 5;
+  const used = (await controlUpgrades()) - before;
+  expect(used === 1, `${used} control connections for 5 sequential execs (want 1: the pooled one)`);
+  s.closeControlConnection();
+  return `5 execs over 1 control connection, ${ms.toFixed(1)} ms each`;
+});
+await check('control_op_stdin_stderr_exit_code', async () => {
+  // The SDK's own ControlConnection/OpConn, as the agent plugins drive it: stdin frames
+  // (0x00-prefixed) and the EOF frame, output by stream, the exit code from op.complete.
+  const cc = new SpritesClient(TOKEN, { baseURL: URL_, timeout: 20_000, controlMode: true });
+  const s = cc.sprite(name);
+  const conn = await within(10_000, s.getControlConnection(), '/control dial');
+  const op = await within(10_000, conn.startOp('exec', {
+    cmd: ['sh', '-c', 'cat; echo err >&2; exit 3'], stdin: true,
+  }), 'op.start');
+  const out = [], err = [];
+  op.on('stdout', (d) => out.push(d));
+  op.on('stderr', (d) => err.push(d));
+  op.write(Buffer.from('hello over control'));
+  op.sendEOF();
+  const code = await within(10_000, op.wait(), 'op.complete');
+  s.closeControlConnection();
+  const stdout = Buffer.concat(out).toString(), stderr = Buffer.concat(err).toString();
+  expect(stdout === 'hello over control' && stderr === 'err\n' && code === 3,
+    JSON.stringify({ stdout, stderr, code }));
+  return `exit ${code}`;
 });
 await check('exec_round_trip_time', async () => {
   const n = 5;
@@ -1102,6 +1140,12 @@ await check('policy_resources_limitMB_round_trip', async () => {
   const back = await sprite.getResourcesPolicy();
   expect(back.memory === undefined, `after delete ${JSON.stringify(back)}`);
 });
+await check('upgrade_sprite', async () => {
+  // Nothing to upgrade locally: the call succeeds and the sprite stays as it was.
+  await within(10_000, sprite.upgrade(), 'upgrade');
+  const s = await client.getSprite(name);
+  expect(s.name === name, JSON.stringify(s));
+});
 await check('delete_sprite', async () => {
   await client.deleteSprite(name);
   try {
@@ -1112,7 +1156,5 @@ await check('delete_sprite', async () => {
   throw new Fail('still there after delete');
 });
 
-report('not_covered', null, 0,
-  'upgrade, control mode: the SDK has them, sprites-local does not');
 console.log('@@DONE');
 process.exit(results.some((r) => r.ok === false) ? 1 : 0);

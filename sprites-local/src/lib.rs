@@ -20,6 +20,7 @@
 
 mod api;
 mod checkpoints;
+mod control;
 mod exec;
 mod fingerprint;
 mod fsops;

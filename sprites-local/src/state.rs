@@ -45,6 +45,11 @@ pub(crate) struct State {
     pub url_port: u16,
     /// Each sprite's services (PROTOCOL.md §11).
     pub services: crate::services::Services,
+    /// Whether `/control` (PROTOCOL.md §8) is served; when not, it answers 404 as a server
+    /// without control connections does.
+    pub control_enabled: bool,
+    /// Control connections accepted (upgraded) since the server started.
+    pub control_upgrades: AtomicU64,
 }
 
 impl State {
@@ -71,6 +76,8 @@ impl State {
             next_exec: AtomicU64::new(0),
             lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(Default::default())),
             url_port: 0,
+            control_enabled: true,
+            control_upgrades: AtomicU64::new(0),
         }
     }
 

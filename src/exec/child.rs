@@ -1,7 +1,7 @@
 //! [`Child`]: a running remote command, like `std::process::Child`.
 
 use super::io::{
-    Control, Framing, MessageHandler, Outcome, Reader, SESSION_INFO_WAIT, Shared, Sink,
+    Control, ControlOp, Framing, MessageHandler, Outcome, Reader, SESSION_INFO_WAIT, Shared, Sink,
     StdinSource, Writer,
 };
 use super::local_stdin::{self, LocalInput};
@@ -21,7 +21,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::Bytes;
+use tungstenite::{Bytes, Message};
 
 /// How long [`Child::session_id`] waits for the server's first message.
 const SESSION_ID_WAIT: Duration = Duration::from_secs(10);
@@ -33,6 +33,9 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Spawn {
     pub(crate) sprite: Sprite,
     pub(crate) path: String,
+    /// The exec's parameters for a control connection's `op.start` (the same as `path`'s
+    /// query).
+    pub(crate) args: Vec<(&'static str, String)>,
     pub(crate) stdin: StdioKind,
     pub(crate) stdout: StdioKind,
     pub(crate) stderr: StdioKind,
@@ -134,6 +137,21 @@ impl Child {
         // Before connecting: a command that starts is a command that runs.
         check_directions(&spec)?;
         let client = spec.sprite.client();
+        let framing = if spec.tty {
+            Framing::Terminal
+        } else {
+            Framing::Streams
+        };
+        // A warm control connection: the request goes out at once, and the writer thread
+        // sends stdin and its end right behind it, all without waiting for an answer.
+        while let Some(lease) = crate::control::checkout(client, spec.sprite.name()) {
+            let start = crate::control::exec_start(&spec.args);
+            if lease.socket.send(Message::Text(start.into())).is_ok() {
+                let (socket, capabilities) = (lease.socket.clone(), lease.capabilities.clone());
+                return Child::start(spec, socket, &capabilities, framing, Some(lease));
+            }
+            // Dead before anything was sent on it: dropping the lease closes it; next.
+        }
         let accepted = ws::dial(client, &spec.path)?;
         if let Some(version) = &accepted.version {
             // Saves the attach a request for it later.
@@ -142,12 +160,10 @@ impl Child {
                 .runtimes
                 .record_version(spec.sprite.name(), version);
         }
-        let framing = if spec.tty {
-            Framing::Terminal
-        } else {
-            Framing::Streams
-        };
-        Child::start(spec, accepted, framing)
+        // This command has its connection; the next one should find a control connection.
+        crate::control::dial_for_next(client, spec.sprite.name());
+        let socket = Arc::new(accepted.socket);
+        Child::start(spec, socket, &accepted.capabilities, framing, None)
     }
 
     /// Attaches to session `id` ([PROTOCOL.md §7.2](crate::protocol#72-attach--websocket-v1spritesnameexecid-or-execidid)):
@@ -157,6 +173,7 @@ impl Child {
         let spec = Spawn {
             sprite: sprite.clone(),
             path: String::new(),
+            args: Vec::new(),
             stdin: StdioKind::Piped,
             stdout: StdioKind::Piped,
             stderr: StdioKind::Piped,
@@ -165,7 +182,14 @@ impl Child {
             tty: false,
             port_events: false,
         };
-        let mut child = Child::start(spec, accepted, Framing::pending())?;
+        let socket = Arc::new(accepted.socket);
+        let mut child = Child::start(
+            spec,
+            socket,
+            &accepted.capabilities,
+            Framing::pending(),
+            None,
+        )?;
         child.detach_on_drop.armed = true;
         // The reader ends the connection itself when session_info is late; the margin only
         // covers scheduling.
@@ -199,10 +223,22 @@ impl Child {
     }
 
     /// Starts the reader and writer threads on an accepted connection.
-    fn start(spec: Spawn, accepted: ws::Accepted, framing: Framing) -> io::Result<Child> {
+    fn start(
+        spec: Spawn,
+        socket: Arc<Socket>,
+        capabilities: &[String],
+        framing: Framing,
+        lease: Option<crate::control::Lease>,
+    ) -> io::Result<Child> {
         let attaching = matches!(framing, Framing::Pending { .. });
-        let socket = Arc::new(accepted.socket);
-        let signal_on_socket = accepted.capabilities.iter().any(|c| c == "signal");
+        let signal_on_socket = capabilities.iter().any(|c| c == "signal");
+        let (finished_tx, finished_rx) = bounded::<()>(0);
+        let control = lease.map(|lease| ControlOp {
+            lease,
+            writer_finished: finished_rx,
+            exit: None,
+            ended: false,
+        });
         let shared = Arc::new(Shared::default());
 
         let (stdin_tx, stdin_rx) = bounded::<Bytes>(STDIN_FRAMES);
@@ -261,8 +297,9 @@ impl Child {
             shared: shared.clone(),
             outcome: outcome_tx,
             keepalive: spec.sprite.client().inner.keepalive,
-            done: done_tx,
+            done: Some(done_tx),
             on_finish,
+            control,
         };
         let writer = Writer {
             socket: socket.clone(),
@@ -275,6 +312,7 @@ impl Child {
             kill_fallback,
             raw_stdin: spec.tty,
             send_eof: !spec.tty && !attaching,
+            finished: Some(finished_tx),
         };
         let (socket_for_guard, shared_for_guard) = (socket.clone(), shared.clone());
         let threads = vec![

@@ -694,13 +694,16 @@ impl Command {
     ) -> io::Result<Child> {
         // The request first: a command that cannot be expressed must not consume a pipe.
         let configured = self.stdin.as_ref().map_or(&default_stdin.0, |s| &s.0);
-        let path = self.exec_path(!matches!(configured, StdioKind::Null))?;
+        let with_stdin = !matches!(configured, StdioKind::Null);
+        let path = self.exec_path(with_stdin)?;
+        let args = self.exec_args(with_stdin)?;
         let stdin = resolve(&mut self.stdin, default_stdin)?;
         let stdout = resolve(&mut self.stdout, default_output())?;
         let stderr = resolve(&mut self.stderr, default_output())?;
         Child::spawn(super::child::Spawn {
             sprite: self.sprite.clone(),
             path,
+            args,
             stdin,
             stdout,
             stderr,
@@ -713,43 +716,55 @@ impl Command {
 
     /// `/v1/sprites/{name}/exec?cmd=...` for this command.
     fn exec_path(&self, with_stdin: bool) -> Result<String, Error> {
-        let argv = self.argv()?;
         let mut query = Query::new();
-        for arg in &argv {
-            query.push("cmd", arg);
+        for (key, value) in self.exec_args(with_stdin)? {
+            query.push(key, &value);
         }
-        query.push("path", &argv[0]);
+        Ok(self.sprite.path(&format!("/exec{}", query.as_str())))
+    }
+
+    /// The exec request's parameters, in order: the query of a direct exec (§6.1) and the
+    /// `args` of an exec over a control connection (§8.2).
+    fn exec_args(&self, with_stdin: bool) -> Result<Vec<(&'static str, String)>, Error> {
+        let argv = self.argv()?;
+        let mut args: Vec<(&'static str, String)> = Vec::new();
+        for arg in &argv {
+            args.push(("cmd", arg.clone()));
+        }
+        args.push(("path", argv[0].clone()));
         if !self.wraps_env() {
             for (key, val) in &self.env {
                 if let Some(val) = val {
-                    query.push(
+                    args.push((
                         "env",
-                        &format!(
+                        format!(
                             "{}={}",
                             utf8(key, "environment variable name")?,
                             utf8(val, "environment value")?
                         ),
-                    );
+                    ));
                 }
             }
         }
         if let Some(dir) = &self.current_dir {
-            query.push("dir", utf8(dir.as_os_str(), "working directory")?);
+            args.push((
+                "dir",
+                utf8(dir.as_os_str(), "working directory")?.to_owned(),
+            ));
         }
         if self.tty {
-            query.push("tty", "true");
+            args.push(("tty", "true".into()));
             if let Some((rows, cols)) = self.tty_size {
                 super::child::check_size(rows, cols)?;
-                query
-                    .push("rows", &rows.to_string())
-                    .push("cols", &cols.to_string());
+                args.push(("rows", rows.to_string()));
+                args.push(("cols", cols.to_string()));
             }
         }
         if self.detachable {
-            query.push("detachable", "true");
+            args.push(("detachable", "true".into()));
         }
-        query.push("stdin", if with_stdin { "true" } else { "false" });
-        Ok(self.sprite.path(&format!("/exec{}", query.as_str())))
+        args.push(("stdin", if with_stdin { "true" } else { "false" }.into()));
+        Ok(args)
     }
 
     fn wraps_env(&self) -> bool {

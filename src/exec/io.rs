@@ -203,14 +203,51 @@ pub(crate) struct Reader {
     pub(crate) outcome: Sender<Outcome>,
     pub(crate) keepalive: Keepalive,
     /// Dropped when the reader finishes, which tells the writer to stop.
-    pub(crate) done: Sender<()>,
+    pub(crate) done: Option<Sender<()>>,
     /// Wakes the local-stdin forwarder, if any, so it stops.
     pub(crate) on_finish: Option<Box<dyn FnOnce() + Send>>,
+    /// Set when the command runs over a control connection (PROTOCOL.md §8.3).
+    pub(crate) control: Option<ControlOp>,
 }
+
+/// A command's hold on a control connection: given back to the pool once the op has ended
+/// cleanly and the writer has stopped, closed otherwise.
+pub(crate) struct ControlOp {
+    pub(crate) lease: crate::control::Lease,
+    /// Disconnects when the writer thread has returned.
+    pub(crate) writer_finished: Receiver<()>,
+    /// The exit report, once read (the op ends with `op.complete` after it).
+    pub(crate) exit: Option<i32>,
+    /// `op.complete` or `op.error` was read: nothing of the op is left on the wire.
+    pub(crate) ended: bool,
+}
+
+/// How long a control op's end (`op.complete`) may lag behind its exit report; the server
+/// sends them back to back.
+const OP_END_WAIT: Duration = Duration::from_secs(5);
+/// How long the reader waits for the writer to stop before it gives a connection back.
+const WRITER_STOP_WAIT: Duration = Duration::from_secs(1);
 
 impl Reader {
     pub(crate) fn run(mut self) {
         let outcome = self.read_until_exit();
+        if let Some(op) = self.control.take() {
+            // The writer must be done with the socket before another command may use it.
+            drop(self.done.take());
+            let writer_stopped = matches!(
+                op.writer_finished.recv_timeout(WRITER_STOP_WAIT),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            );
+            if op.ended && writer_stopped {
+                op.lease.release();
+            }
+            // Otherwise dropping the lease closes the connection.
+            if let Outcome::Failed(err) = &outcome {
+                self.stdout.fail(err);
+                self.stderr.fail(err);
+            }
+            return self.finish(outcome);
+        }
         match &outcome {
             // The status is known: close now rather than let the server hold the socket ~5 s.
             Outcome::Exited(_) => self.socket.close_now(1000),
@@ -228,6 +265,10 @@ impl Reader {
                 }
             }
         }
+        self.finish(outcome);
+    }
+
+    fn finish(mut self, outcome: Outcome) {
         // Closing the output channels is what gives readers their EOF.
         self.stdout = Sink::Null;
         self.stderr = Sink::Null;
@@ -236,7 +277,7 @@ impl Reader {
             finish();
         }
         let _ = self.outcome.send(outcome);
-        drop(self.done);
+        drop(self.done.take());
     }
 
     fn read_until_exit(&mut self) -> Outcome {
@@ -258,11 +299,21 @@ impl Reader {
                 }
                 Ok(Incoming::Empty) => {
                     let silent = last_heard.elapsed();
+                    if let Some(code) = self.control.as_ref().and_then(|op| op.exit) {
+                        // The status is known; only the op's end is missing. Past the bound
+                        // the connection is dropped rather than pooled.
+                        if silent >= OP_END_WAIT {
+                            return Outcome::Exited(code);
+                        }
+                    }
                     let limit = self.keepalive.limit;
                     if silent >= limit {
                         return Outcome::Failed(Error::KeepaliveTimeout(limit));
                     }
                     let mut bound = limit - silent;
+                    if self.control.as_ref().is_some_and(|op| op.exit.is_some()) {
+                        bound = bound.min(OP_END_WAIT - silent);
+                    }
                     if let Framing::Pending { deadline, .. } = &self.framing {
                         bound = bound.min(deadline.saturating_duration_since(Instant::now()));
                     }
@@ -285,6 +336,12 @@ impl Reader {
         }
         match message {
             Message::Binary(data) => self.binary(data),
+            Message::Text(text)
+                if self.control.is_some() && text.as_str().starts_with(crate::control::PREFIX) =>
+            {
+                self.shared.mark_heard();
+                self.control_message(text.as_str())
+            }
             Message::Text(text) => {
                 let message = ServerMessage::parse(text.as_str());
                 let mut outcome = None;
@@ -293,7 +350,7 @@ impl Reader {
                         self.shared.set_session_info(session_id.clone(), *tty);
                         outcome = self.settle_framing(*tty);
                     }
-                    ServerMessage::Exit { code } => outcome = Some(Outcome::Exited(*code)),
+                    ServerMessage::Exit { code } => outcome = self.exited(*code),
                     ServerMessage::PortOpened { .. } | ServerMessage::PortClosed { .. } => {
                         if let (Some(tx), Some(event)) =
                             (&self.ports, PortEvent::from_message(&message))
@@ -333,13 +390,50 @@ impl Reader {
         }
     }
 
+    /// The exit report: the end on a socket of its own; over a control connection the op's
+    /// end (`op.complete`) follows it and is read first, so the connection can be reused.
+    fn exited(&mut self, code: i32) -> Option<Outcome> {
+        match &mut self.control {
+            Some(op) => {
+                op.exit.get_or_insert(code);
+                None
+            }
+            None => Some(Outcome::Exited(code)),
+        }
+    }
+
+    /// A `control:` message: the end of the op, or something to ignore.
+    fn control_message(&mut self, text: &str) -> Option<Outcome> {
+        let op = self.control.as_mut()?;
+        match crate::control::parse_end(text)? {
+            crate::control::End::Complete { exit_code } => {
+                op.ended = true;
+                // The exit report is what counts; a server that only sends `op.complete`
+                // says the status there. Neither: no status to report, and none is made up.
+                Some(match op.exit.or(exit_code) {
+                    Some(code) => Outcome::Exited(code),
+                    None => Outcome::Failed(Error::Protocol(
+                        "the server ended the command without an exit status".into(),
+                    )),
+                })
+            }
+            crate::control::End::Error(err) => {
+                op.ended = true;
+                Some(match op.exit {
+                    Some(code) => Outcome::Exited(code),
+                    None => Outcome::Failed(err),
+                })
+            }
+        }
+    }
+
     /// Routes one binary frame by the session's framing.
     fn binary(&mut self, data: Bytes) -> Option<Outcome> {
         match &mut self.framing {
             Framing::Streams => match frame::decode(data) {
                 ServerFrame::Stdout(data) => self.stdout.deliver(data),
                 ServerFrame::Stderr(data) => self.stderr.deliver(data),
-                ServerFrame::Exit(code) => return Some(Outcome::Exited(code)),
+                ServerFrame::Exit(code) => return self.exited(code),
                 ServerFrame::Ignored => {}
             },
             Framing::Terminal => {
@@ -455,6 +549,8 @@ pub(crate) struct Writer {
     /// frame (`0x04` there is a typed Ctrl-D), nor for an attachment, whose session other
     /// clients may still be typing into.
     pub(crate) send_eof: bool,
+    /// Dropped when the writer returns (a control connection's reader waits for it).
+    pub(crate) finished: Option<Sender<()>>,
 }
 
 impl Writer {
@@ -470,6 +566,7 @@ impl Writer {
             kill_fallback,
             raw_stdin,
             send_eof,
+            finished: _finished,
         } = self;
         let eof = || {
             if send_eof {

@@ -992,11 +992,11 @@ impl Filesystem {
             .push("workingDir", &self.cwd)
             .push("recursive", if recursive { "true" } else { "false" });
         let client = self.sprite.client();
-        client.send(
+        let response = client.send(
             client.request("DELETE", &self.fs_path("delete", &query)),
             None,
         )?;
-        Ok(())
+        Ok(client.drain(response)?)
     }
 
     fn chmod(&self, path: &Path, mode: u32, recursive: bool) -> io::Result<()> {
@@ -1008,8 +1008,8 @@ impl Filesystem {
 
     fn post(&self, op: &str, body: serde_json::Value) -> io::Result<()> {
         let client = self.sprite.client();
-        client.send(client.request("POST", &self.sprite.path(op)), Some(&body))?;
-        Ok(())
+        let response = client.send(client.request("POST", &self.sprite.path(op)), Some(&body))?;
+        Ok(client.drain(response)?)
     }
 
     /// One-shot upload of an in-memory body.
@@ -1021,8 +1021,9 @@ impl Filesystem {
                 &self.fs_path("write", &write_query(path, &self.cwd, mode, mkdir_parents)),
             )
             .set("Content-Type", "application/octet-stream");
-        request.send_bytes(contents).map_err(Error::from)?;
-        Ok(())
+        let response = request.send_bytes(contents).map_err(Error::from)?;
+        // Read to the end so the agent pools the connection for the next call.
+        Ok(client.drain(response)?)
     }
 
     /// `remove_file` (`dir == false`), `remove_dir`, `remove_dir_all`: std's type checks, then delete.

@@ -84,6 +84,9 @@ pub fn client(url: &str) -> Client {
         .base_url(url)
         .token("t")
         .http_timeout(Duration::from_secs(5))
+        // These servers script exact request sequences; a control connection dialled in the
+        // background would add requests of its own (tests/control.rs covers those).
+        .control_connections(false)
         .build()
         .unwrap()
 }

@@ -7,6 +7,7 @@
 //! handler's: the server answers with `Connection: close` and discards what still comes.
 
 mod checkpoint_routes;
+mod control_routes;
 mod exec_routes;
 mod fs_routes;
 mod fs_watch;
@@ -154,6 +155,9 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
     if let Some(name) = &req.sprite_url {
         return crate::urls::proxy(state, name, req);
     }
+    if req.path == control_routes::STATS_PATH {
+        return control_routes::stats(state, &req.method).into();
+    }
     let segments = match segments(&req.path) {
         Ok(Some(s)) => s,
         Ok(None) => return not_found().into(),
@@ -209,6 +213,10 @@ pub fn handle(state: &Arc<State>, req: &Authenticated, body: &mut dyn RequestBod
         ["sprites", name, "exec", id, "kill"] => match m {
             "POST" => exec_routes::kill(state, name, id, &q, body).into(),
             _ => method_not_allowed("POST").into(),
+        },
+        ["sprites", name, "control"] => match m {
+            "GET" => control_routes::control(state, name, req, body),
+            _ => method_not_allowed("GET").into(),
         },
         ["sprites", name, "fs", op] => fs_routes::route(state, name, op, req, &q, body),
         ["sprites", name, "checkpoint"] => match m {

@@ -28,8 +28,11 @@ mod stdin;
 pub use attach::Attach;
 pub use http::HttpExec;
 pub use hub::DEFAULT_SCROLLBACK;
+pub(crate) use hub::{Attachment, Hub, Out};
+pub(crate) use pump::signal_request;
 
 pub use control::ExecControl;
+pub(crate) use control::Registered;
 pub use params::{parse_params, ExecParams, WindowSize};
 pub use pump::run;
 pub use sessions::{Lookup, Session, Sessions};

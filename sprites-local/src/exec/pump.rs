@@ -314,7 +314,7 @@ pub(super) fn grow_pipe(fd: BorrowedFd<'_>) {
 
 /// `{"type":"signal","signal":"TERM"}` → the signal number (names with or without `SIG`,
 /// or numbers). Anything else (resize, unknown types, junk) → None.
-pub(super) fn signal_request(text: &str) -> Option<i32> {
+pub(crate) fn signal_request(text: &str) -> Option<i32> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     if v.get("type")?.as_str()? != "signal" {
         return None;

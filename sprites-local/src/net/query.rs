@@ -23,6 +23,11 @@ impl Query {
         Ok(Query { pairs })
     }
 
+    /// A query made of already-decoded pairs (a control connection's `args` object).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Query {
+        Query { pairs }
+    }
+
     /// The first value for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs

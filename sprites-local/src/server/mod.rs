@@ -63,6 +63,7 @@ impl Server {
             base_dir: None,
             runtime: Runtime::Auto,
             signal_capability: true,
+            control: true,
             sandbox: SandboxOptions::default(),
             max_connections: None,
             max_unauthenticated: None,
@@ -84,6 +85,7 @@ pub struct ServerBuilder {
     base_dir: Option<PathBuf>,
     runtime: Runtime,
     signal_capability: bool,
+    control: bool,
     sandbox: SandboxOptions,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
@@ -154,6 +156,15 @@ impl ServerBuilder {
     /// are then ignored. For testing clients against such servers.
     pub fn signal_capability(mut self, advertise: bool) -> Self {
         self.signal_capability = advertise;
+        self
+    }
+
+    /// Whether `/v1/sprites/{name}/control` (control connections, PROTOCOL.md §8) is served
+    /// (default `true`). With `false` it answers 404 like a server without control
+    /// connections, so clients must fall back to direct exec sockets. For testing clients
+    /// against such servers.
+    pub fn control(mut self, enabled: bool) -> Self {
+        self.control = enabled;
         self
     }
 
@@ -281,6 +292,7 @@ impl ServerBuilder {
             ));
         }
         state.lifecycle = Arc::new(crate::lifecycle::Lifecycle::new(self.lifecycle));
+        state.control_enabled = self.control;
         let state = Arc::new(state);
         state.lifecycle.start_clock(&state)?;
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
@@ -468,6 +480,14 @@ impl ServerHandle {
     /// The connection budget and deadlines in force (defaults resolved).
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// How many control connections (PROTOCOL.md §8) this server has accepted since it
+    /// started: a diagnostic, e.g. for a test that checks that clients reuse them.
+    pub fn control_upgrades(&self) -> u64 {
+        self.state
+            .control_upgrades
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops accepting, closes the connections waiting for a request, SIGKILLs every

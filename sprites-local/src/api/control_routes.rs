@@ -1,0 +1,53 @@
+//! The control route (PROTOCOL.md §8.1): `GET /v1/sprites/{name}/control`, a WebSocket.
+//! Everything that can be answered with an HTTP error is decided here, before the
+//! upgrade; the connection itself is [`ControlSession`].
+
+use std::sync::Arc;
+
+use super::port_routes::websocket_key;
+use super::{invalid_request, method_not_allowed, not_found, sprite_not_found, Reply};
+use crate::control::ControlSession;
+use crate::net::body::RequestBody;
+use crate::net::http::{RequestHead, Response};
+use crate::state::State;
+
+/// `GET /v1/sprites/{name}/control`: **404** when control connections are switched off
+/// (what clients take as "unsupported") or for an unknown sprite, **400** for a request
+/// that is not a WebSocket upgrade, else the connection.
+pub fn control(
+    state: &Arc<State>,
+    name: &str,
+    req: &RequestHead,
+    body: &mut dyn RequestBody,
+) -> Reply {
+    if !state.control_enabled {
+        return not_found().into();
+    }
+    if !state.store.contains(name) {
+        return sprite_not_found(name).into();
+    }
+    let key = match websocket_key(req) {
+        Ok(k) => k,
+        Err(r) => return r.into(),
+    };
+    if !body.is_done() {
+        return invalid_request("a WebSocket upgrade request cannot have a body").into();
+    }
+    Reply::WebSocket(Box::new(ControlSession::new(name, key)))
+}
+
+/// The server's own diagnostics, outside the Sprites API (`/v1/`): what no SDK asks for,
+/// for tests and the compatibility checks.
+pub const STATS_PATH: &str = "/_sprites-local/stats";
+
+/// `GET /_sprites-local/stats` (token required): `{"control_upgrades": N}`, the control
+/// connections accepted since the server started.
+pub fn stats(state: &State, method: &str) -> Response {
+    if method != "GET" {
+        return method_not_allowed("GET");
+    }
+    let upgrades = state
+        .control_upgrades
+        .load(std::sync::atomic::Ordering::SeqCst);
+    Response::json(200, &serde_json::json!({ "control_upgrades": upgrades }))
+}

@@ -1,0 +1,181 @@
+//! The control connection's writer thread: the only writer of the socket. It sends what the
+//! reader asks for (op results, pongs, errors) and, while an exec or attach runs, that
+//! session's `session_info`, output and exit report followed by `op.complete`, in order.
+//! It pings every [`PING_EVERY`] so clients and middleboxes see a live connection.
+
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{never, select, Receiver, Sender};
+
+use super::envelope;
+use crate::exec::{Attachment, Hub, Out};
+use crate::net::ws::{self, opcode};
+use crate::state::Conn;
+
+/// How often the server pings a control connection.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+/// How long the writer waits for room in the socket before it counts the client as gone.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// A request to the writer.
+pub enum OutMsg {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// A pong with this payload.
+    Pong(Vec<u8>),
+    /// Start forwarding an exec's (or attach's) session.
+    Op(OpStart),
+    /// Send a close frame with this code, then stop.
+    Close(u16, &'static str),
+    /// The client is gone: stop.
+    Gone,
+}
+
+/// An exec or attach over control: what to forward until its exit.
+pub struct OpStart {
+    pub hub: Arc<Hub>,
+    pub attachment: Attachment,
+    /// The op was started behind `control:` (its end is too).
+    pub prefixed: bool,
+    /// A non-detachable exec: it must not outlive the op (killed if the op ends without
+    /// its exit).
+    pub kill_on_cut: bool,
+}
+
+/// Runs the writer until the reader says stop or the socket breaks. `busy` is cleared when
+/// an exec op ends, just before its `op.complete`, so the client's next `op.start` (sent
+/// after it reads that) always finds the connection idle.
+pub fn run(
+    conn: Arc<Conn>,
+    preamble: Vec<u8>,
+    rx: Receiver<OutMsg>,
+    busy: Arc<AtomicBool>,
+    done: Sender<()>,
+) {
+    let mut w = Writer {
+        conn,
+        broken: false,
+    };
+    w.write(&preamble);
+    let mut current: Option<OpStart> = None;
+    let mut next_ping = Instant::now() + PING_EVERY;
+    while !w.broken {
+        let op_rx = current
+            .as_ref()
+            .map_or_else(never, |op| op.attachment.rx.clone());
+        let wait = next_ping.saturating_duration_since(Instant::now());
+        select! {
+            recv(rx) -> msg => match msg {
+                Ok(OutMsg::Text(t)) => w.frame(opcode::TEXT, t.as_bytes()),
+                Ok(OutMsg::Binary(b)) => w.frame(opcode::BINARY, &b),
+                Ok(OutMsg::Pong(p)) => w.frame(opcode::PONG, &p),
+                Ok(OutMsg::Op(op)) => {
+                    let info = serde_json::json!({
+                        "type": "session_info",
+                        "session_id": op.hub.session.pid.to_string(),
+                        "tty": op.hub.tty,
+                    })
+                    .to_string();
+                    w.frame(opcode::TEXT, info.as_bytes());
+                    for (stream, data) in &op.attachment.replay {
+                        data_frame(&mut w, op.hub.tty, *stream, data);
+                    }
+                    current = Some(op);
+                }
+                Ok(OutMsg::Close(code, reason)) => {
+                    let _ = w.conn.stream().set_write_timeout(Some(Duration::from_secs(5)));
+                    w.frame(opcode::CLOSE, &ws::close_payload(code, reason));
+                    break;
+                }
+                Ok(OutMsg::Gone) | Err(_) => break,
+            },
+            recv(op_rx) -> out => match out {
+                Ok(Out::Data(stream, data)) => {
+                    if let Some(op) = &current {
+                        data_frame(&mut w, op.hub.tty, stream, &data);
+                    }
+                }
+                Ok(Out::Text(text)) => w.frame(opcode::TEXT, text.as_bytes()),
+                Ok(Out::Exit(code)) => {
+                    if let Some(op) = current.take() {
+                        end_exec(&mut w, &op, Ok(code), &busy);
+                    }
+                }
+                Err(_) => {
+                    if let Some(op) = current.take() {
+                        // The hub cut this client for not reading: the op is over, and a
+                        // non-detachable exec with it.
+                        if op.kill_on_cut {
+                            op.hub.session.signal(libc::SIGKILL);
+                        }
+                        end_exec(&mut w, &op, Err("the client fell behind the session's output"), &busy);
+                    }
+                }
+            },
+            default(wait) => {
+                w.frame(opcode::PING, b"");
+                next_ping = Instant::now() + PING_EVERY;
+            }
+        }
+    }
+    if let Some(op) = current.take() {
+        op.hub.detach(op.attachment.id);
+    }
+    let _ = done.try_send(());
+    let _ = w.conn.stream().shutdown(Shutdown::Both);
+}
+
+/// The exit report (binary `0x03` frame, or the text `exit` on a terminal), then the end of
+/// the op.
+fn end_exec(w: &mut Writer, op: &OpStart, result: Result<u8, &str>, busy: &AtomicBool) {
+    op.hub.detach(op.attachment.id);
+    let end = match result {
+        Ok(code) => {
+            if op.hub.tty {
+                let exit = serde_json::json!({"type": "exit", "exit_code": code}).to_string();
+                w.frame(opcode::TEXT, exit.as_bytes());
+            } else {
+                w.frame(opcode::BINARY, &[0x03, code]);
+            }
+            envelope::complete(Some(code), op.prefixed)
+        }
+        Err(message) => envelope::error(message, None, op.prefixed),
+    };
+    busy.store(false, Ordering::SeqCst);
+    w.frame(opcode::TEXT, end.as_bytes());
+}
+
+/// One output chunk: raw on a terminal, behind its stream id otherwise.
+fn data_frame(w: &mut Writer, tty: bool, stream: u8, data: &[u8]) {
+    if tty {
+        w.frame(opcode::BINARY, data);
+    } else {
+        w.write(&ws::encode_frame(opcode::BINARY, &[&[stream], data]));
+    }
+}
+
+struct Writer {
+    conn: Arc<Conn>,
+    broken: bool,
+}
+
+impl Writer {
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        if !self.broken && self.conn.stream().write_all(bytes).is_err() {
+            self.broken = true;
+            let _ = self.conn.stream().shutdown(Shutdown::Both);
+        }
+    }
+
+    fn frame(&mut self, op: u8, payload: &[u8]) {
+        if !self.broken {
+            self.write(&ws::encode_frame(op, &[payload]));
+        }
+    }
+}
