@@ -71,12 +71,19 @@ fn restore_brings_back_contents_modes_symlinks_and_empty_dirs_and_ends_processes
          rm link && ln -s a/new link && rm -r gone && rmdir empty && mkdir extra",
     );
     assert_ne!(manifest(&sprite), before);
+    // Running before the restore begins: `spawn` may return before the server has started
+    // the process (over a control connection the request is not waited for), so the test
+    // waits for its first line.
     let mut sleeper = sprite
-        .command("sleep")
-        .arg("301.234")
+        .command("sh")
+        .args(["-c", "echo up; exec sleep 301.234"])
         .stdin(sprites::Stdio::null())
+        .stdout(sprites::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut up = [0u8; 3];
+    std::io::Read::read_exact(sleeper.stdout.as_mut().unwrap(), &mut up).unwrap();
+    assert_eq!(&up, b"up\n");
 
     let restored = sprite.restore_checkpoint(&id).unwrap().wait().unwrap();
     assert_eq!(restored, id);
