@@ -587,7 +587,15 @@ impl Command {
     }
 
     /// Starts the command; stdin, stdout and stderr default to [`Stdio::inherit`], as in std.
-    /// Returns once the server has accepted the command: it is running.
+    ///
+    /// On a connection of its own this returns once the server has accepted the command: it is
+    /// running. On a warm pooled control connection (PROTOCOL.md §8) it returns as soon as the
+    /// request is sent, so that stdin written at once travels with it (one round trip in all):
+    /// the command may not have started yet, and a failure to start it (the errors below)
+    /// arrives from the first [`Child::wait`], [`Child::try_wait`] or read of its output
+    /// instead. Code that must know the command runs before doing something else (such as
+    /// restoring a checkpoint) waits for a line of its output, or turns control connections
+    /// off ([`ClientBuilder::control_connections`](crate::ClientBuilder::control_connections)).
     ///
     /// # Errors
     ///
