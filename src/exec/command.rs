@@ -592,7 +592,7 @@ impl Command {
     /// running. On a warm pooled control connection (PROTOCOL.md §8) it returns as soon as the
     /// request is sent, so that stdin written at once travels with it (one round trip in all):
     /// the command may not have started yet, and a failure to start it (the errors below)
-    /// arrives from the first [`Child::wait`], [`Child::try_wait`] or read of its output
+    /// is reported when the child is waited for ([`Child::wait`], [`Command::output`])
     /// instead. Code that must know the command runs before doing something else (such as
     /// restoring a checkpoint) waits for a line of its output, or turns control connections
     /// off ([`ClientBuilder::control_connections`](crate::ClientBuilder::control_connections)).
