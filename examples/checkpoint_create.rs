@@ -8,11 +8,13 @@
 //! `CreateCheckpointWithComment`); otherwise it starts an embedded `sprites-local`, makes a
 //! sprite with a file in it, checkpoints it and deletes it again.
 
+#[path = "support/checkpoint_bar.rs"]
+mod checkpoint_bar;
 #[path = "support/local.rs"]
 mod local;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, embedded) = local::connect()?;
+    let (client, embedded) = local::connect("checkpoint-create")?;
     let mut args = std::env::args().skip(1);
     let comment = |args: &mut std::iter::Skip<std::env::Args>| {
         args.next()
@@ -33,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = (|| {
         let comment = comment(&mut args);
         let stream = sprite.create_checkpoint_with_comment(&comment)?;
-        let id = local::follow("checkpoint", stream)?;
+        let id = checkpoint_bar::follow("checkpoint", stream)?;
         let cp = sprite.get_checkpoint(&id)?;
         println!(
             "created {} at {} (comment {:?}, from {})",

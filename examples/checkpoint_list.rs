@@ -14,7 +14,7 @@ mod local;
 use sprites::CheckpointListOptions;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, embedded) = local::connect()?;
+    let (client, embedded) = local::connect("checkpoint-list")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut options = CheckpointListOptions::new().include_auto(args.iter().any(|a| a == "--auto"));
     if let Some(i) = args.iter().position(|a| a == "--history") {

@@ -9,15 +9,17 @@
 //! checkpoint's. Otherwise it starts an embedded `sprites-local`, makes a sprite, checkpoints
 //! it, changes a file, restores and shows the file back as it was.
 
+#[path = "support/checkpoint_bar.rs"]
+mod checkpoint_bar;
 #[path = "support/local.rs"]
 mod local;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, embedded) = local::connect()?;
+    let (client, embedded) = local::connect("checkpoint-restore")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [name, id] = args.as_slice() {
         let sprite = client.sprite(name.as_str());
-        let restored = local::follow("restore", sprite.restore_checkpoint(id)?)?;
+        let restored = checkpoint_bar::follow("restore", sprite.restore_checkpoint(id)?)?;
         println!("{name} is now at checkpoint {restored}");
         return Ok(());
     }
@@ -31,10 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         };
         sh("echo 'the original' > note")?;
-        let id = local::follow("checkpoint", sprite.create_checkpoint()?)?;
+        let id = checkpoint_bar::follow("checkpoint", sprite.create_checkpoint()?)?;
         sh("echo 'an unwanted change' > note")?;
         println!("before the restore: {}", sh("cat note")?);
-        local::follow("restore", sprite.restore_checkpoint(&id)?)?;
+        checkpoint_bar::follow("restore", sprite.restore_checkpoint(&id)?)?;
         println!("after restoring {id}: {}", sh("cat note")?);
         Ok::<(), Box<dyn std::error::Error>>(())
     })();

@@ -8,13 +8,16 @@
 //! With `SPRITES_TOKEN` (and optionally `SPRITES_API_URL`) set it uses that API and a temporary
 //! sprite; otherwise it starts an embedded `sprites-local`. Needs `python3` in the sprite.
 
-use sprites::{Client, Stdio};
+#[path = "support/local.rs"]
+mod local;
+
+use sprites::Stdio;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, _local) = connect()?;
+    let (client, _local) = local::connect("http-example")?;
     let sprite = client.create_temp_sprite("http-example")?;
 
     // The page, then the server: port 0 lets the sprite pick a free port, which
@@ -62,42 +65,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("unexpected response: {status}").into());
     }
     Ok(())
-}
-
-/// The API from the environment, or an embedded sprites-local (kept alive by the guard).
-fn connect() -> Result<(Client, Option<Local>), Box<dyn std::error::Error>> {
-    if std::env::var_os("SPRITES_TOKEN").is_some() {
-        return Ok((Client::from_env()?, None));
-    }
-    let dir = std::env::temp_dir().join(format!("sprites-http-example-{}", std::process::id()));
-    let server = sprites_local::Server::builder().data_dir(&dir).start()?;
-    eprintln!(
-        "no SPRITES_TOKEN set: an embedded sprites-local at {}",
-        server.url()
-    );
-    let client = Client::builder()
-        .base_url(server.url())
-        .token(server.token())
-        .build()?;
-    Ok((
-        client,
-        Some(Local {
-            server: Some(server),
-            dir,
-        }),
-    ))
-}
-
-struct Local {
-    server: Option<sprites_local::ServerHandle>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

@@ -7,13 +7,13 @@
 //! With `SPRITES_TOKEN` set it reads SPRITE's policies from that API; otherwise it starts an
 //! embedded `sprites-local` and shows a fresh sprite's (the defaults).
 
-#[path = "support/policy_local.rs"]
-mod policy_local;
+#[path = "support/local.rs"]
+mod local;
 
 use sprites::NetworkRule;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, local) = policy_local::connect("policy-get")?;
+    let (client, local) = local::connect("policy-get")?;
     let (sprite, made) = match std::env::args().nth(1) {
         Some(name) => (client.sprite(name), false),
         None => {

@@ -10,13 +10,13 @@
 //! runtime the network rules are enforced by the sprite's resolver; the host runtime only
 //! stores them. The `Sprites-Local-Enforcement` response header says which.)
 
-#[path = "support/policy_local.rs"]
-mod policy_local;
+#[path = "support/local.rs"]
+mod local;
 
 use sprites::{MemoryPolicy, NetworkPolicy, NetworkRule, PrivilegesPolicy, ResourcesPolicy};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, local) = policy_local::connect("policy-set")?;
+    let (client, local) = local::connect("policy-set")?;
     let (sprite, made) = match std::env::args().nth(1) {
         Some(name) => (client.sprite(name), false),
         None => {

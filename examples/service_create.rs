@@ -9,6 +9,8 @@
 
 #[path = "services/connect.rs"]
 mod connect;
+#[path = "support/local.rs"]
+mod local;
 
 use sprites::ServiceSpec;
 use std::time::Duration;

@@ -8,6 +8,8 @@
 
 #[path = "services/connect.rs"]
 mod connect;
+#[path = "support/local.rs"]
+mod local;
 
 use sprites::{ServiceEventKind, ServiceSpec};
 use std::time::Duration;
