@@ -480,6 +480,17 @@ fn no_session_info() -> Error {
     ))
 }
 
+/// `None` for a normal close (1000), else the close as an error (a watch stream's end).
+pub(crate) fn close_reason(frame: Option<tungstenite::protocol::CloseFrame>) -> Option<Error> {
+    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+        (f.code.into(), f.reason.to_string())
+    });
+    (code != 1000).then_some(Error::ConnectionClosed {
+        code: Some(code),
+        reason,
+    })
+}
+
 /// The error for a connection that ended without an exit report or a close frame.
 pub(crate) fn closed_error(err: tungstenite::Error) -> Error {
     use tungstenite::error::ProtocolError;

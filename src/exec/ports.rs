@@ -7,7 +7,7 @@
 //! pings while the connection is idle. Events wait in a bounded queue: a watch nobody reads
 //! stops reading its socket, as an unread pipe does, so memory stays constant.
 
-use super::io::{Keepalive, SESSION_INFO_WAIT, closed_error};
+use super::io::{Keepalive, SESSION_INFO_WAIT, close_reason, closed_error};
 use crate::error::{Error, Result, TransportError};
 use crate::sprite::Sprite;
 use crate::types::ServerMessage;
@@ -615,17 +615,6 @@ impl Watcher {
             }
         }
     }
-}
-
-/// `None` for a normal close (1000), else the close as an error.
-fn close_reason(frame: Option<tungstenite::protocol::CloseFrame>) -> Option<Error> {
-    let (code, reason) = frame.map_or((1005, String::new()), |f| {
-        (f.code.into(), f.reason.to_string())
-    });
-    (code != 1000).then_some(Error::ConnectionClosed {
-        code: Some(code),
-        reason,
-    })
 }
 
 #[cfg(test)]

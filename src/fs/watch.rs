@@ -9,7 +9,7 @@
 
 use super::Filesystem;
 use crate::error::{Error, Result, TransportError};
-use crate::exec::io::{Keepalive, SESSION_INFO_WAIT, closed_error};
+use crate::exec::io::{Keepalive, SESSION_INFO_WAIT, close_reason, closed_error};
 use crate::ws::{self, Incoming, Socket};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use serde::Deserialize;
@@ -522,17 +522,6 @@ impl Watcher {
             }
         }
     }
-}
-
-/// `None` for a normal close (1000), else the close as an error.
-fn close_reason(frame: Option<tungstenite::protocol::CloseFrame>) -> Option<Error> {
-    let (code, reason) = frame.map_or((1005, String::new()), |f| {
-        (f.code.into(), f.reason.to_string())
-    });
-    (code != 1000).then_some(Error::ConnectionClosed {
-        code: Some(code),
-        reason,
-    })
 }
 
 #[cfg(test)]
