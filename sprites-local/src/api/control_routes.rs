@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use super::port_routes::websocket_key;
-use super::{invalid_request, method_not_allowed, not_found, sprite_not_found, Reply};
+use super::{method_not_allowed, not_found, Reply};
 use crate::control::ControlSession;
 use crate::net::body::RequestBody;
 use crate::net::http::{RequestHead, Response};
@@ -23,16 +22,10 @@ pub fn control(
     if !state.control_enabled {
         return not_found().into();
     }
-    if !state.store.contains(name) {
-        return sprite_not_found(name).into();
-    }
-    let key = match websocket_key(req) {
+    let key = match super::accept_upgrade(state, name, req, body) {
         Ok(k) => k,
         Err(r) => return r.into(),
     };
-    if !body.is_done() {
-        return invalid_request("a WebSocket upgrade request cannot have a body").into();
-    }
     Reply::WebSocket(Box::new(ControlSession::new(name, key)))
 }
 

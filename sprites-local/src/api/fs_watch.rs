@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::fs_routes::sprite_fs;
-use super::port_routes::websocket_key;
-use super::{invalid_request, sprite_not_found, Reply};
+use super::Reply;
 use crate::fsops::{self, SpriteFs};
 use crate::fswatch::{check_line, Message as WatchMessage, WatchSpec, MAX_LINE};
 use crate::net::body::RequestBody;
@@ -59,16 +58,10 @@ pub fn watch(
     req: &RequestHead,
     body: &mut dyn RequestBody,
 ) -> Reply {
-    if !state.store.contains(name) {
-        return sprite_not_found(name).into();
-    }
-    let key = match websocket_key(req) {
+    let key = match super::accept_upgrade(state, name, req, body) {
         Ok(k) => k,
         Err(r) => return r.into(),
     };
-    if !body.is_done() {
-        return invalid_request("a WebSocket upgrade request cannot have a body").into();
-    }
     let fs = match sprite_fs(state, name) {
         Ok(fs) => fs,
         Err(r) => return r.into(),

@@ -92,6 +92,28 @@ fn method_not_allowed(allow: &str) -> Response {
         .with_header("Allow", allow)
 }
 
+/// What every WebSocket route but exec checks before it accepts an upgrade: the sprite
+/// exists (else **404**), the request is a valid upgrade (else **400**, see
+/// `port_routes::websocket_key`) and has no body (else **400**: what follows an upgrade's
+/// head is frames). The client's `Sec-WebSocket-Key`.
+fn accept_upgrade<'r>(
+    state: &State,
+    name: &str,
+    req: &'r RequestHead,
+    body: &mut dyn RequestBody,
+) -> Result<&'r str, Response> {
+    if !state.store.contains(name) {
+        return Err(sprite_not_found(name));
+    }
+    let key = port_routes::websocket_key(req)?;
+    if !body.is_done() {
+        return Err(invalid_request(
+            "a WebSocket upgrade request cannot have a body",
+        ));
+    }
+    Ok(key)
+}
+
 /// A request head that may be served: it carried the server's bearer token, or it is for
 /// the URL of a sprite whose URL is public. Only [`authenticate`] makes one, and [`handle`]
 /// takes nothing else, so no request reaches a handler unauthenticated.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{invalid_request, sprite_not_found, Reply};
+use super::{invalid_request, Reply};
 use crate::net::body::RequestBody;
 use crate::net::http::{RequestHead, Response};
 use crate::ports::PortWatch;
@@ -18,16 +18,10 @@ pub fn watch(
     req: &RequestHead,
     body: &mut dyn RequestBody,
 ) -> Reply {
-    if !state.store.contains(name) {
-        return sprite_not_found(name).into();
-    }
-    let key = match websocket_key(req) {
+    let key = match super::accept_upgrade(state, name, req, body) {
         Ok(k) => k,
         Err(r) => return r.into(),
     };
-    if !body.is_done() {
-        return invalid_request("a WebSocket upgrade request cannot have a body").into();
-    }
     match PortWatch::start(state, name, key) {
         Ok(w) => Reply::WebSocket(Box::new(w)),
         Err(e) => Response::error(

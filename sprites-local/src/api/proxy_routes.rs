@@ -2,7 +2,7 @@
 //! What can be answered with an HTTP error is decided here, before the upgrade; the session
 //! itself is [`ProxySession`].
 
-use super::{invalid_request, port_routes::websocket_key, sprite_not_found, Reply};
+use super::Reply;
 use crate::net::body::RequestBody;
 use crate::net::http::RequestHead;
 use crate::state::State;
@@ -11,15 +11,9 @@ use crate::tunnel::ProxySession;
 /// `GET /v1/sprites/{name}/proxy`: **404** for an unknown sprite, **400** for a request
 /// that is not a WebSocket upgrade (or has a body), else the proxy session.
 pub fn proxy(state: &State, name: &str, req: &RequestHead, body: &mut dyn RequestBody) -> Reply {
-    if !state.store.contains(name) {
-        return sprite_not_found(name).into();
-    }
-    let key = match websocket_key(req) {
+    let key = match super::accept_upgrade(state, name, req, body) {
         Ok(k) => k,
         Err(r) => return r.into(),
     };
-    if !body.is_done() {
-        return invalid_request("a WebSocket upgrade request cannot have a body").into();
-    }
     Reply::WebSocket(Box::new(ProxySession::new(name, key)))
 }
