@@ -209,14 +209,22 @@ impl Drop for ServerProcess {
 }
 
 /// A command that runs until it is killed (`sleep 60`, stdin null): the subject of kill,
-/// signal, session-id and disconnect tests.
+/// signal, session-id, restart and disconnect tests. Returned once it runs: over a warm
+/// control connection `spawn` returns before the server has started the command, so this
+/// waits for the line it prints before it becomes `sleep`.
 pub fn spawn_sleeper(sprite: &Sprite) -> sprites::Child {
-    sprite
-        .command("sleep")
-        .arg("60")
+    let mut child = sprite
+        .command("sh")
+        .args(["-c", "echo up; exec sleep 60"])
         .stdin(sprites::Stdio::null())
+        .stdout(sprites::Stdio::piped())
         .spawn()
-        .expect("spawn sleep 60")
+        .expect("spawn sleep 60");
+    let mut up = [0u8; 3];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut up)
+        .expect("the sleeper's first line");
+    assert_eq!(&up, b"up\n");
+    child
 }
 
 /// Threads in this process.
