@@ -285,7 +285,8 @@ await check('exec_kill_sends_signal', async () => {
 async function controlUpgrades() {
   const r = await fetch(`${URL_}/_sprites-local/stats`, { headers: { Authorization: `Bearer ${TOKEN}` } });
   expect(r.status === 200, `stats: HTTP ${r.status}`);
-  return (await r.json()).control_upgrades;
+  // This sprite's count: the Python checks run beside these, on a sprite of their own.
+  return (await r.json()).control_upgrades_by_sprite?.[name] ?? 0;
 }
 await check('exec_with_control_mode_uses_control', async () => {
   const before = await controlUpgrades();

@@ -232,7 +232,8 @@ def control_upgrades():
         f"{URL}/_sprites-local/stats", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)["control_upgrades"]
+        # This sprite's count: the JS checks run beside these, on a sprite of their own.
+        return json.load(r)["control_upgrades_by_sprite"].get(name, 0)
 
 
 @check("exec_with_control_mode_uses_control")

@@ -50,6 +50,9 @@ pub(crate) struct State {
     pub control_enabled: bool,
     /// Control connections accepted (upgraded) since the server started.
     pub control_upgrades: AtomicU64,
+    /// The same, by sprite (for `GET /_sprites-local/stats`: clients checking their own
+    /// sprite's count are not confused by others' connections).
+    pub control_upgrades_by_sprite: Mutex<HashMap<String, u64>>,
 }
 
 impl State {
@@ -78,6 +81,7 @@ impl State {
             url_port: 0,
             control_enabled: true,
             control_upgrades: AtomicU64::new(0),
+            control_upgrades_by_sprite: Mutex::new(HashMap::new()),
         }
     }
 

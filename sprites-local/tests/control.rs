@@ -454,7 +454,10 @@ fn control_answers_404_when_switched_off_or_for_an_unknown_sprite() {
     );
     let _ws = dial(server.addr(), "ctl").unwrap();
     let stats = http(&server, "GET", "/_sprites-local/stats", None);
-    assert_eq!(stats.json(), json!({"control_upgrades": 1}));
+    assert_eq!(
+        stats.json(),
+        json!({"control_upgrades": 1, "control_upgrades_by_sprite": {"ctl": 1}})
+    );
     let raw = http_raw(
         &server,
         b"GET /_sprites-local/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

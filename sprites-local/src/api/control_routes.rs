@@ -33,8 +33,9 @@ pub fn control(
 /// for tests and the compatibility checks.
 pub const STATS_PATH: &str = "/_sprites-local/stats";
 
-/// `GET /_sprites-local/stats` (token required): `{"control_upgrades": N}`, the control
-/// connections accepted since the server started.
+/// `GET /_sprites-local/stats` (token required): `{"control_upgrades": N,
+/// "control_upgrades_by_sprite": {"<name>": n, ...}}`, the control connections accepted
+/// since the server started, in all and per sprite.
 pub fn stats(state: &State, method: &str) -> Response {
     if method != "GET" {
         return method_not_allowed("GET");
@@ -42,5 +43,12 @@ pub fn stats(state: &State, method: &str) -> Response {
     let upgrades = state
         .control_upgrades
         .load(std::sync::atomic::Ordering::SeqCst);
-    Response::json(200, &serde_json::json!({ "control_upgrades": upgrades }))
+    let by_sprite = crate::lock(&state.control_upgrades_by_sprite).clone();
+    Response::json(
+        200,
+        &serde_json::json!({
+            "control_upgrades": upgrades,
+            "control_upgrades_by_sprite": by_sprite,
+        }),
+    )
 }

@@ -62,6 +62,9 @@ impl ControlSession {
 impl crate::api::WebSocketSession for ControlSession {
     fn run(self: Box<Self>, state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>) {
         state.control_upgrades.fetch_add(1, Ordering::SeqCst);
+        *crate::lock(&state.control_upgrades_by_sprite)
+            .entry(self.sprite.clone())
+            .or_default() += 1;
         let stream = conn.stream();
         let _ = stream.set_read_timeout(Some(CLIENT_SILENCE));
         let _ = stream.set_write_timeout(Some(out::WRITE_STALL));
