@@ -75,7 +75,7 @@ pub fn has_image(sprite_dir: &Path) -> bool {
 }
 
 /// Whether `mkfs.btrfs` runs here (checked once).
-fn btrfs_available() -> bool {
+pub fn btrfs_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         Command::new("mkfs.btrfs")

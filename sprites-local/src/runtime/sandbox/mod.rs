@@ -403,7 +403,11 @@ impl SandboxRuntime {
                 "disk limited to storage_gb (a btrfs image; checkpoints are snapshots on it)"
                     .to_owned()
             }
-            (Ok(()), _) => "disk limited to storage_gb (an ext4 image)".to_owned(),
+            (Ok(()), None) if disk::btrfs_available() => {
+                "disk limited to storage_gb (a btrfs image; checkpoints are snapshots on it)"
+                    .to_owned()
+            }
+            (Ok(()), _) => "disk limited to storage_gb (an ext4 image; no checkpoints)".to_owned(),
         };
         let memory = if self.cgroups.enforced() {
             self.cgroups.describe()
