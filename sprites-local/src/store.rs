@@ -291,6 +291,21 @@ impl Store {
         Ok(())
     }
 
+    /// Changes sprite `name`'s status times in memory only (the lifecycle's
+    /// `last_running_at`/`last_warming_at`): they are written with the next metadata change,
+    /// as [`Store::mark_running`]'s later times are, so a status change costs no fsync and
+    /// holds no lock across I/O. `None` if there is no such sprite.
+    pub fn note_times(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut SpriteRecord),
+    ) -> Option<SpriteRecord> {
+        let mut sprites = lock(&self.sprites);
+        let rec = sprites.get_mut(name)?;
+        change(rec);
+        Some(rec.clone())
+    }
+
     /// Removes sprite `name` and its files. Returns false if there was no such sprite.
     pub fn remove(&self, name: &str) -> io::Result<bool> {
         let trash = {
@@ -420,6 +435,35 @@ mod tests {
         let rec = store.get("one").unwrap();
         assert_eq!(rec.labels, ["x"]);
         assert_eq!(rec.last_running_at.as_deref(), Some("2026-01-02T00:00:00Z"));
+        // Status times: seen at once, on disk only with the next metadata change.
+        let noted = store
+            .note_times("one", |r| {
+                r.last_warming_at = Some("2026-01-03T00:00:00Z".into())
+            })
+            .unwrap();
+        assert_eq!(
+            noted.last_warming_at.as_deref(),
+            Some("2026-01-03T00:00:00Z")
+        );
+        assert!(store.note_times("two", |_| {}).is_none());
+        assert_eq!(
+            Store::open(&dir)
+                .unwrap()
+                .get("one")
+                .unwrap()
+                .last_warming_at,
+            None
+        );
+        store.update("one", |_| {}).unwrap().unwrap();
+        assert_eq!(
+            Store::open(&dir)
+                .unwrap()
+                .get("one")
+                .unwrap()
+                .last_warming_at
+                .as_deref(),
+            Some("2026-01-03T00:00:00Z")
+        );
         assert!(store.remove("one").unwrap());
         assert!(!store.remove("one").unwrap());
         assert!(!store.sprite_dir("one").exists());

@@ -251,25 +251,20 @@ impl Lifecycle {
         }
         e.shown = to;
         let now = crate::time::now_rfc3339();
+        // In memory only: this runs under the lifecycle's lock, which every request to every
+        // sprite takes, so it must not wait for a disk (the times are written with the
+        // sprite's next metadata change).
         let rec = match to {
             Status::Running => state
                 .store
-                .update(name, |r| r.last_running_at = Some(now.clone())),
+                .note_times(name, |r| r.last_running_at = Some(now.clone())),
             Status::Warm => state
                 .store
-                .update(name, |r| r.last_warming_at = Some(now.clone())),
-            Status::Cold => Ok(state.store.get(name)),
+                .note_times(name, |r| r.last_warming_at = Some(now.clone())),
+            Status::Cold => state.store.get(name),
         };
-        let rec = match rec {
-            Ok(Some(r)) => r,
-            Ok(None) => return, // deleted meanwhile: its `deleted` event says so
-            Err(e) => {
-                eprintln!("sprites-local: sprite {name}: recording its status: {e}");
-                match state.store.get(name) {
-                    Some(r) => r,
-                    None => return,
-                }
-            }
+        let Some(rec) = rec else {
+            return; // deleted meanwhile: its `deleted` event says so
         };
         self.emit(Event {
             name: name.to_owned(),
