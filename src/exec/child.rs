@@ -1,8 +1,9 @@
 //! [`Child`]: a running remote command, like `std::process::Child`.
 
+use super::frame;
 use super::io::{
     Control, ControlOp, Framing, MessageHandler, Outcome, Reader, SESSION_INFO_WAIT, Shared, Sink,
-    StdinSource, Writer,
+    StdinSource, Writer, closed_error,
 };
 use super::local_stdin::{self, LocalInput};
 use super::pipes::{
@@ -126,6 +127,15 @@ impl Drop for DetachOnDrop {
     }
 }
 
+/// What a command run on the caller's thread ([`Child::run_inline`]) left.
+pub(crate) struct Completed {
+    pub(crate) status: ExitStatus,
+    /// What a piped stdout collected (empty otherwise).
+    pub(crate) stdout: Vec<u8>,
+    /// What a piped stderr collected (empty otherwise).
+    pub(crate) stderr: Vec<u8>,
+}
+
 /// The final result, kept so `wait` can be called again.
 enum Finished {
     Exited(ExitStatus),
@@ -164,6 +174,106 @@ impl Child {
         crate::control::dial_for_next(client, spec.sprite.name());
         let socket = Arc::new(accepted.socket);
         Child::start(spec, socket, &accepted.capabilities, framing, None)
+    }
+
+    /// Runs a command to its end on the calling thread, over an idle control connection,
+    /// when nothing about it needs a thread of its own: no stdin (`Stdio::null`), no
+    /// timeout, no port events, output collected ([`Stdio::piped`](crate::Stdio::piped)),
+    /// discarded, inherited or written to a file. Like std's `output()`, which reads both
+    /// pipes on the caller's thread rather than spawn any: the round trip then pays for no
+    /// thread start, hand-over or join. `Err(spec)` gives the command back when that is not
+    /// the case or no connection is idle, for [`Child::spawn`].
+    pub(crate) fn run_inline(spec: Spawn) -> Result<io::Result<Completed>, Spawn> {
+        let fits = matches!(spec.stdin, StdioKind::Null)
+            && spec.timeout.is_none()
+            && !spec.port_events
+            && [&spec.stdout, &spec.stderr].iter().all(|k| {
+                matches!(
+                    k,
+                    StdioKind::Piped
+                        | StdioKind::Null
+                        | StdioKind::Inherit
+                        | StdioKind::LocalStdout
+                        | StdioKind::LocalStderr
+                        | StdioKind::File(_)
+                )
+            });
+        if !fits {
+            return Err(spec);
+        }
+        let client = spec.sprite.client().clone();
+        let lease = loop {
+            let Some(lease) = crate::control::checkout(&client, spec.sprite.name()) else {
+                return Err(spec);
+            };
+            let start = crate::control::exec_start(&spec.args);
+            if lease.socket.send(Message::Text(start.into())).is_err() {
+                // Dead before anything was sent on it: dropping the lease closes it; next.
+                continue;
+            }
+            // The end of (no) stdin right behind the request, as the writer thread would
+            // send it. From here the op is under way: a failure is the command's.
+            if !spec.tty
+                && let Err(err) = lease.socket.send(Message::Binary(frame::stdin_eof()))
+            {
+                return Ok(Err(closed_error(err).into()));
+            }
+            break lease;
+        };
+        let collect = |kind: StdioKind, inherit: Sink| match kind {
+            StdioKind::Piped => {
+                let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+                (Sink::Collect(all.clone()), Some(all))
+            }
+            other => (output_sink(other, inherit).0, None),
+        };
+        let (stdout_sink, stdout) = collect(spec.stdout, Sink::Stdout);
+        let (stderr_sink, stderr) = collect(spec.stderr, Sink::Stderr);
+        // No writer thread: its end is known at once.
+        let (_, writer_finished) = bounded::<()>(0);
+        let (outcome_tx, outcome_rx) = bounded(1);
+        let keepalive = client.inner.keepalive;
+        let reader = Reader {
+            socket: lease.socket.clone(),
+            stdout: stdout_sink,
+            stderr: stderr_sink,
+            on_message: spec.on_message,
+            ports: None,
+            framing: if spec.tty {
+                Framing::Terminal
+            } else {
+                Framing::Streams
+            },
+            shared: Arc::new(Shared::default()),
+            outcome: outcome_tx,
+            keepalive,
+            done: None,
+            on_finish: None,
+            control: Some(ControlOp {
+                lease,
+                writer_finished,
+                exit: None,
+                ended: false,
+            }),
+            ping_every: Some(keepalive.interval),
+        };
+        reader.run();
+        let take = |all: Option<Arc<std::sync::Mutex<Vec<u8>>>>| {
+            all.map(|all| std::mem::take(&mut *all.lock().unwrap_or_else(|p| p.into_inner())))
+                .unwrap_or_default()
+        };
+        let (stdout, stderr) = (take(stdout), take(stderr));
+        Ok(match outcome_rx.try_recv() {
+            Ok(Outcome::Exited(code)) => Ok(Completed {
+                status: ExitStatus::from_code(code),
+                stdout,
+                stderr,
+            }),
+            Ok(Outcome::Failed(err)) => Err(io::Error::new(err.io_kind(), err)),
+            Err(_) => {
+                Err(Error::Protocol("the command's reader ended without a result".into()).into())
+            }
+        })
     }
 
     /// Attaches to session `id` ([PROTOCOL.md §7.2](crate::protocol#72-attach--websocket-v1spritesnameexecid-or-execidid)):
@@ -300,6 +410,7 @@ impl Child {
             done: Some(done_tx),
             on_finish,
             control,
+            ping_every: None,
         };
         let writer = Writer {
             socket: socket.clone(),
