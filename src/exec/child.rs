@@ -183,7 +183,7 @@ impl Child {
     /// pipes on the caller's thread rather than spawn any: the round trip then pays for no
     /// thread start, hand-over or join. `Err(spec)` gives the command back when that is not
     /// the case or no connection is idle, for [`Child::spawn`].
-    pub(crate) fn run_inline(spec: Spawn) -> Result<io::Result<Completed>, Spawn> {
+    pub(crate) fn run_inline(spec: Spawn) -> Result<io::Result<Completed>, Box<Spawn>> {
         let fits = matches!(spec.stdin, StdioKind::Null)
             && spec.timeout.is_none()
             && !spec.port_events
@@ -199,12 +199,12 @@ impl Child {
                 )
             });
         if !fits {
-            return Err(spec);
+            return Err(Box::new(spec));
         }
         let client = spec.sprite.client().clone();
         let lease = loop {
             let Some(lease) = crate::control::checkout(&client, spec.sprite.name()) else {
-                return Err(spec);
+                return Err(Box::new(spec));
             };
             let start = crate::control::exec_start(&spec.args);
             if lease.socket.send(Message::Text(start.into())).is_err() {

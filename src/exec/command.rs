@@ -671,7 +671,7 @@ impl Command {
                 stdout: done.stdout,
                 stderr: done.stderr,
             }),
-            Err(spec) => Child::spawn(spec)?.wait_with_output(),
+            Err(spec) => Child::spawn(*spec)?.wait_with_output(),
         }
     }
 
@@ -705,7 +705,7 @@ impl Command {
         // With no stdin to forward, on a warm control connection, on this thread.
         match Child::run_inline(spec) {
             Ok(done) => done.map(|done| done.status),
-            Err(spec) => Child::spawn(spec)?.wait(),
+            Err(spec) => Child::spawn(*spec)?.wait(),
         }
     }
 
