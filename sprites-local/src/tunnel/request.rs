@@ -37,6 +37,36 @@ impl Target {
 pub fn parse(text: &str) -> Result<Target, String> {
     let v: Value =
         serde_json::from_str(text).map_err(|e| format!("the init message is not JSON: {e}"))?;
+    parse_value(&v)
+}
+
+/// Parses the target of a proxy operation on a control connection (§8.4): Go's `params`
+/// object (`{"host","port","keep_alive"}`), or the `args` of an `op.start` as query pairs
+/// (values are strings: `"port":"5432"`, `"half_close":"true"`).
+pub fn parse_params(params: &Value) -> Result<Target, String> {
+    parse_value(params)
+}
+
+/// [`parse_params`] for `op.start` args (strings).
+pub fn parse_args(args: &crate::net::query::Query) -> Result<Target, String> {
+    let mut obj = serde_json::Map::new();
+    for key in ["host", "port"] {
+        if let Some(v) = args.get(key) {
+            obj.insert(key.into(), Value::String(v.to_owned()));
+        }
+    }
+    if let Some(v) = args.get("half_close") {
+        let v = match v {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" | "" => Value::Bool(false),
+            other => Value::String(other.to_owned()),
+        };
+        obj.insert("half_close".into(), v);
+    }
+    parse_value(&Value::Object(obj))
+}
+
+fn parse_value(v: &Value) -> Result<Target, String> {
     let Value::Object(obj) = v else {
         return Err("the init message must be a JSON object".into());
     };
