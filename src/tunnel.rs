@@ -550,19 +550,6 @@ impl ProxyStream {
                         {
                             inner.op_message(&mut side, text.as_str());
                         }
-                        Message::Close(frame) if inner.op.is_some() && !side.ended => {
-                            inner.write_closed.store(true, Ordering::SeqCst);
-                            let (code, reason) = frame
-                                .map(|f| (u16::from(f.code), f.reason.to_string()))
-                                .unwrap_or((1005, String::new()));
-                            side.failed = Some((
-                                io::ErrorKind::ConnectionReset,
-                                format!(
-                                    "the control connection closed (code {code}) during the \
-                                     proxy op: {reason}"
-                                ),
-                            ));
-                        }
                         Message::Close(frame) => {
                             inner.write_closed.store(true, Ordering::SeqCst);
                             match frame {
