@@ -404,7 +404,18 @@ impl ProxyStream {
     }
 
     /// Whether the tunnel is a proxy op on a pooled control connection (PROTOCOL.md §8.4)
-    /// rather than a connection of its own (§10).
+    /// rather than a connection of its own (§10): true when a control connection was idle
+    /// (after [`Sprite::connect`], or any earlier command) and the server serves proxies on
+    /// it. Either way the stream behaves the same.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+    /// sprite.connect()?;
+    /// let conn = sprite.proxy_socket("localhost:5432")?;
+    /// println!("over a pooled control connection: {}", conn.over_control());
+    /// # Ok(()) }
+    /// ```
     pub fn over_control(&self) -> bool {
         self.inner.op.is_some()
     }

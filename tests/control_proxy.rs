@@ -76,7 +76,10 @@ fn an_echo_server_proxied_over_a_control_connection_gets_8_mib_back_exactly() {
     sprite.connect().unwrap();
     let before = upgrades(&local);
     let conn = sprite.proxy_socket(&format!("localhost:{port}")).unwrap();
-    assert!(conn.over_control(), "the warm control connection carries it");
+    assert!(
+        conn.over_control(),
+        "the warm control connection carries it"
+    );
     assert!(conn.supports_half_close());
     assert_eq!(conn.peer_addr().unwrap().port(), port);
     let writer = {
@@ -182,7 +185,11 @@ fn a_refused_target_is_a_clear_error_and_the_connection_serves_the_next_exec() {
             b"next\n"
         );
     }
-    assert_eq!(upgrades(&local), 1, "the refused proxy left its connection usable");
+    assert_eq!(
+        upgrades(&local),
+        1,
+        "the refused proxy left its connection usable"
+    );
 }
 
 #[test]
@@ -288,7 +295,11 @@ fn a_control_connection_cut_mid_proxy_fails_the_reads_and_the_next_proxy_works()
         ),
         "{err:?}"
     );
-    assert!(cut.elapsed() < Duration::from_secs(5), "noticed in {:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "noticed in {:?}",
+        cut.elapsed()
+    );
     assert!(conn.write_all(b"more").is_err());
     drop(conn);
     let (_, back) = exchange(&relayed, port, b"after");
@@ -310,15 +321,29 @@ fn attach_over_control_gets_the_scrollback_and_the_exit_code() {
         .spawn()
         .unwrap();
     let mut first = [0u8; 6];
-    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
     assert_eq!(&first, b"first\n");
     let id = child.session_id().unwrap();
     child.detach();
     sprite.connect().unwrap();
     let before = upgrades(&local);
     let mut attached = sprite.attach(&id).unwrap();
-    assert_eq!(upgrades(&local), before, "the attach took the warm connection");
-    attached.stdin.as_mut().unwrap().write_all(b"now\n").unwrap();
+    assert_eq!(
+        upgrades(&local),
+        before,
+        "the attach took the warm connection"
+    );
+    attached
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"now\n")
+        .unwrap();
     let mut out = String::new();
     attached
         .stdout
@@ -326,7 +351,10 @@ fn attach_over_control_gets_the_scrollback_and_the_exit_code() {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    assert_eq!(out, "first\nsecond now\n", "the scrollback, then live output");
+    assert_eq!(
+        out, "first\nsecond now\n",
+        "the scrollback, then live output"
+    );
     assert_eq!(attached.wait().unwrap().code(), Some(7));
     // The attach's connection went back to the pool; an unknown session is still a 404.
     assert_eq!(
@@ -335,5 +363,8 @@ fn attach_over_control_gets_the_scrollback_and_the_exit_code() {
     );
     assert_eq!(upgrades(&local), before);
     let err = sprite.attach("99999999").unwrap_err();
-    assert!(err.to_string().contains("404") || err.kind() == io::ErrorKind::NotFound, "{err}");
+    assert!(
+        err.to_string().contains("404") || err.kind() == io::ErrorKind::NotFound,
+        "{err}"
+    );
 }

@@ -564,11 +564,15 @@ fn proxy_ops_in_both_forms_end_with_release_or_the_target_and_leave_the_connecti
             (reply["status"].as_str(), reply["half_close"].as_bool()),
             (Some("connected"), Some(true))
         );
-        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 >> 3) as u8).collect();
+        let big: Vec<u8> = (0..300_000u32).map(|i| ((i * 7) >> 3) as u8).collect();
         binary(&mut ws, &big);
         binary(&mut ws, b"");
         let (bytes, eof, end) = read_proxy(&mut ws, 0);
-        assert!(bytes == big, "300000 bytes echoed exactly ({} back)", bytes.len());
+        assert!(
+            bytes == big,
+            "300000 bytes echoed exactly ({} back)",
+            bytes.len()
+        );
         assert!(eof, "the target's EOF as an empty frame");
         assert_eq!(end.unwrap()["type"], "op.complete");
 
@@ -596,7 +600,10 @@ fn proxy_ops_in_both_forms_end_with_release_or_the_target_and_leave_the_connecti
         assert_eq!(proxy_reply(&mut ws)["status"], "connected");
         start(&mut ws, "exec", json!({"cmd": ["true"]}));
         let refused = read_proxy(&mut ws, 0).2.unwrap();
-        assert!(refused["args"]["error"].as_str().unwrap().contains("already"));
+        assert!(refused["args"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("already"));
         ws.send(Message::Text(r#"{"type":"release"}"#.into()))
             .unwrap();
         assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");

@@ -314,7 +314,7 @@ impl Reader<'_> {
             }
         } else if let Current::Proxy(relay) = &self.current {
             // After the op's end the relay discards what still comes.
-            relay.from_client(&data);
+            relay.client_frame(&data);
         }
     }
 

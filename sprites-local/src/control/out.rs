@@ -15,8 +15,8 @@ use crossbeam_channel::{never, select, Receiver, Sender};
 use super::envelope;
 use crate::exec::{Attachment, Hub, Out};
 use crate::net::ws::{self, opcode};
-use crate::tunnel::relay::{ClientOut, PumpEnd, Relay};
 use crate::state::Conn;
+use crate::tunnel::relay::{ClientOut, PumpEnd, Relay};
 
 /// How often the server pings a control connection.
 pub const PING_EVERY: Duration = Duration::from_secs(15);
@@ -149,7 +149,10 @@ pub fn run(
                 w.frame(opcode::TEXT, envelope::complete(None, true).as_bytes());
             }
             Ok(OutMsg::Close(code, reason)) => {
-                let _ = w.conn.stream().set_write_timeout(Some(Duration::from_secs(5)));
+                let _ = w
+                    .conn
+                    .stream()
+                    .set_write_timeout(Some(Duration::from_secs(5)));
                 w.frame(opcode::CLOSE, &ws::close_payload(code, reason));
                 break;
             }

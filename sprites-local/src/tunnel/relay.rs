@@ -3,7 +3,7 @@
 //! [`Relay`] holds one target connection and is driven by two threads:
 //!
 //! - the thread that reads the client's frames hands each binary frame to
-//!   [`Relay::from_client`], which writes it to the target with a blocking write: a target
+//!   [`Relay::client_frame`], which writes it to the target with a blocking write: a target
 //!   that reads slowly stops this thread, which stops reading the client, whose TCP window
 //!   then fills — the backpressure. An empty binary frame (with half-close) shuts the
 //!   target's write side.
@@ -141,7 +141,7 @@ impl Relay {
 
     /// One binary frame from the client: bytes for the target, or (empty, with half-close)
     /// the client's end-of-stream. Blocks while the target does not read.
-    pub(crate) fn from_client(&self, data: &[u8]) {
+    pub(crate) fn client_frame(&self, data: &[u8]) {
         if self.ended.load(Ordering::SeqCst) {
             return;
         }
@@ -155,8 +155,7 @@ impl Relay {
         }
         // After a write failed (the target stopped reading for good) or after the client's
         // own end-of-stream, bytes have nowhere to go.
-        if !self.target_broken.load(Ordering::SeqCst) && !self.client_done.load(Ordering::SeqCst)
-        {
+        if !self.target_broken.load(Ordering::SeqCst) && !self.client_done.load(Ordering::SeqCst) {
             let failed = (&self.target).write_all(data).is_err();
             if failed {
                 self.target_broken.store(true, Ordering::SeqCst);
@@ -165,7 +164,7 @@ impl Relay {
     }
 
     /// Ends the relay: closes the target connection (which wakes a blocked
-    /// [`from_client`](Self::from_client)); later client bytes are discarded.
+    /// [`client_frame`](Self::client_frame)); later client bytes are discarded.
     pub(crate) fn close_target(&self) {
         self.ended.store(true, Ordering::SeqCst);
         let _ = self.target.shutdown(Shutdown::Both);
@@ -336,7 +335,7 @@ pub(super) fn run(
     };
     let close = loop {
         match reader.read_message() {
-            Ok(Message::Binary(data)) => relay.from_client(&data),
+            Ok(Message::Binary(data)) => relay.client_frame(&data),
             // Clients have nothing to say in text after the init message.
             Ok(Message::Text(_)) | Ok(Message::Pong) => {}
             Ok(Message::Ping(payload)) => {
