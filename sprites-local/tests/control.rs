@@ -612,3 +612,30 @@ fn proxy_ops_in_both_forms_end_with_release_or_the_target_and_leave_the_connecti
         drop(echo);
     });
 }
+
+#[test]
+fn a_proxy_target_that_resets_ends_the_op_with_target_failed_and_the_connection_goes_on() {
+    // Accepts one connection, reads a byte, and resets it (SO_LINGER 0).
+    const RESET: &str = "import socket,struct\n\
+        s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        c,_=s.accept(); c.recv(1)\n\
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii',1,0)); c.close()\n";
+    each_runtime("ctl-proxy-reset", |_, addr| {
+        let mut target = common::connect(addr, "ctl", &q(&["python3", "-c", RESET]));
+        let port = read_port(&mut target);
+        let mut ws = dial(addr, "ctl").unwrap();
+        start(&mut ws, "proxy", json!({"port": port, "half_close": true}));
+        assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+        binary(&mut ws, b"x");
+        let end = read_proxy(&mut ws, 0).2.unwrap();
+        assert_eq!(
+            (end["type"].as_str(), end["args"]["code"].as_str()),
+            (Some("op.error"), Some("target_failed")),
+            "{end}"
+        );
+        start(&mut ws, "exec", json!({"cmd": ["echo", "still"]}));
+        assert_eq!(read_op(&mut ws, false).stdout, b"still\n");
+        assert_eq!(common::exit_code(&mut target), 0);
+    });
+}
