@@ -70,6 +70,9 @@ pub(crate) struct Pool {
     /// The server answered a proxy op with something other than a proxy reply (or not in
     /// time): proxies use their own sockets (§8.4).
     no_proxy: AtomicBool,
+    /// The server answered a proxy op with a proxy reply: it serves them, so a forwarded
+    /// connection may send its first bytes before the reply (§8.4).
+    proxy_served: AtomicBool,
     /// The keeper thread is running.
     keeping: AtomicBool,
     /// Dropped with the pool, which wakes the keeper at once to end.
@@ -259,6 +262,31 @@ pub(crate) fn checkout_for_proxy(client: &Client, sprite: &str) -> Option<Lease>
         return None;
     }
     checkout(client, sprite)
+}
+
+/// Remembers that the server answered a proxy op with a proxy reply.
+pub(crate) fn proxy_served(client: &Client, sprite: &str) {
+    client
+        .inner
+        .pools
+        .get(sprite)
+        .proxy_served
+        .store(true, Ordering::SeqCst);
+}
+
+/// [`checkout_for_proxy`], only once the server is known to serve proxies over control (a
+/// proxy whose data goes out before its reply has no fallback).
+pub(crate) fn checkout_for_pipelined_proxy(client: &Client, sprite: &str) -> Option<Lease> {
+    if !client
+        .inner
+        .pools
+        .get(sprite)
+        .proxy_served
+        .load(Ordering::SeqCst)
+    {
+        return None;
+    }
+    checkout_for_proxy(client, sprite)
 }
 
 /// Remembers (for this `Client`) that the server does not serve proxies over control

@@ -90,6 +90,9 @@ struct Inner {
     read_shut: AtomicBool,
     /// This side's end-of-stream (an empty frame) went out.
     eof_sent: AtomicBool,
+    /// A forwarded connection's proxy op whose reply has not been read yet (it is read
+    /// with the first data).
+    reply_pending: AtomicBool,
     timeouts: Mutex<Timeouts>,
 }
 
@@ -118,6 +121,8 @@ struct ReadSide {
     /// A proxy op's end (`op.complete` or `op.error`) was read: nothing of it is left on the
     /// control connection.
     ended: bool,
+    /// An error reply was read: the op's `op.error` follows at once.
+    end_coming: bool,
 }
 
 impl std::fmt::Debug for ProxyStream {
@@ -309,6 +314,7 @@ impl ProxyStream {
             }
             match read_answer(&lease.socket, wait, true) {
                 Ok(Answer::Reply(reply)) => {
+                    crate::control::proxy_served(client, sprite.name());
                     let socket = lease.socket.clone();
                     let op = Op {
                         lease: Some(lease),
@@ -351,6 +357,52 @@ impl ProxyStream {
                 .into())
             }
         }
+    }
+
+    /// For a forwarded connection, whose first bytes are already waiting: on a pool whose
+    /// server is known to serve proxies over control, the start goes out and the stream is
+    /// returned at once, so those bytes go in the same flight; the reply is read with the
+    /// first data (a failure then fails the reads). Otherwise [`connect`](Self::connect).
+    fn connect_forwarded(sprite: &Sprite, addr: &str) -> Result<ProxyStream> {
+        let (host, port) = split_addr(addr)?;
+        let client = sprite.client();
+        if let Some(lease) = crate::control::checkout_for_pipelined_proxy(client, sprite.name())
+            && lease
+                .socket
+                .send_within(
+                    Message::text(go_start(&host, port)),
+                    client.inner.http_timeout,
+                )
+                .is_ok()
+        {
+            let target = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let socket = lease.socket.clone();
+            let stream = ProxyStream {
+                inner: Arc::new(Inner {
+                    socket,
+                    op: Some(Mutex::new(Op {
+                        lease: Some(lease),
+                        released: false,
+                    })),
+                    target,
+                    peer: None,
+                    // Asked for; an empty frame is harmless to a server without it.
+                    half_close: true,
+                    read: Mutex::new(ReadSide::default()),
+                    write_closed: AtomicBool::new(false),
+                    read_shut: AtomicBool::new(false),
+                    eof_sent: AtomicBool::new(false),
+                    reply_pending: AtomicBool::new(true),
+                    timeouts: Mutex::new(Timeouts::default()),
+                }),
+            };
+            return Ok(stream);
+        }
+        ProxyStream::connect(sprite, addr)
     }
 
     /// The tunnel after the server's reply, or the reply's error.
@@ -398,6 +450,7 @@ impl ProxyStream {
                 write_closed: AtomicBool::new(false),
                 read_shut: AtomicBool::new(false),
                 eof_sent: AtomicBool::new(false),
+                reply_pending: AtomicBool::new(false),
                 timeouts: Mutex::new(Timeouts::default()),
             }),
         })
@@ -561,6 +614,9 @@ impl ProxyStream {
                         {
                             inner.op_message(&mut side, text.as_str());
                         }
+                        Message::Text(text) if inner.reply_pending.load(Ordering::SeqCst) => {
+                            inner.late_reply(&mut side, text.as_str());
+                        }
                         Message::Close(frame) => {
                             inner.write_closed.store(true, Ordering::SeqCst);
                             match frame {
@@ -696,7 +752,7 @@ impl Inner {
             }
             Some(crate::control::End::Error(err)) => {
                 side.ended = true;
-                if !side.eof {
+                if !side.eof && side.failed.is_none() {
                     side.failed = Some((
                         io::ErrorKind::ConnectionReset,
                         format!("the proxy op failed: {err}"),
@@ -706,6 +762,44 @@ impl Inner {
             None => return, // other envelope messages carry nothing for a tunnel
         }
         self.write_closed.store(true, Ordering::SeqCst);
+    }
+
+    /// The reply of a forwarded connection's proxy op, read with its data: an error reply
+    /// fails the reads (the op's `op.error` follows).
+    fn late_reply(&self, side: &mut ReadSide, text: &str) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+            return; // not the reply
+        };
+        if value.get("status").is_none() {
+            // An unprefixed op end instead of a reply (a server that no longer serves
+            // proxies over control): the op is over, the connection clean.
+            if matches!(
+                value.get("type").and_then(|t| t.as_str()),
+                Some("op.error" | "op.complete")
+            ) {
+                self.reply_pending.store(false, Ordering::SeqCst);
+                side.ended = true;
+                side.failed = Some((
+                    io::ErrorKind::Unsupported,
+                    "the server did not serve the proxy over its control connection".into(),
+                ));
+                self.write_closed.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        let Ok(reply) = serde_json::from_value::<Reply>(value) else {
+            return;
+        };
+        self.reply_pending.store(false, Ordering::SeqCst);
+        if reply.status != "connected" {
+            let message = reply
+                .error
+                .unwrap_or_else(|| format!("the server answered status {:?}", reply.status));
+            let kind = io_kind_of_code(reply.code.as_deref(), &message);
+            side.failed = Some((kind, format!("{}: {message}", self.target)));
+            side.end_coming = true;
+            self.write_closed.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Asks the server to end the proxy op (`release`), once.
@@ -736,12 +830,12 @@ impl Drop for Inner {
             // `op.complete` (or `op.error`) was read: nothing of the op is left.
             return lease.release();
         }
-        let broken = side.failed.is_some();
+        let broken = side.failed.is_some() && !side.end_coming;
         let both_ended = side.eof && self.eof_sent.load(Ordering::SeqCst);
         if broken {
             return; // dropping the lease closes the connection
         }
-        if both_ended {
+        if both_ended || side.end_coming {
             // The op's end is on its way: read it here, then the connection is clean.
             if drain_op(&lease.socket, OP_END_WAIT) {
                 lease.release();
@@ -961,13 +1055,14 @@ fn accept_loop(listener: &TcpListener, remote: u16, shared: &Arc<ForwardShared>)
 /// One forwarded connection: a tunnel, bytes both ways, half-closes passed on.
 fn serve_forwarded(local: TcpStream, remote: u16, shared: &ForwardShared) {
     let _ = local.set_nodelay(true);
-    let tunnel = match ProxyStream::connect(&shared.sprite, &format!("localhost:{remote}")) {
-        Ok(t) => t,
-        Err(e) => {
-            log::warn!("port forward to sprite port {remote}: {e}");
-            return; // dropping `local` closes it: the local client sees the failure
-        }
-    };
+    let tunnel =
+        match ProxyStream::connect_forwarded(&shared.sprite, &format!("localhost:{remote}")) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("port forward to sprite port {remote}: {e}");
+                return; // dropping `local` closes it: the local client sees the failure
+            }
+        };
     if shared.stop.load(Ordering::SeqCst) {
         return;
     }

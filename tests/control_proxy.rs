@@ -368,3 +368,61 @@ fn attach_over_control_gets_the_scrollback_and_the_exit_code() {
         "{err}"
     );
 }
+
+/// Waits (bounded) until `forward` has no open connection: each one's control connection is
+/// back in the pool by then.
+fn settled(forward: &sprites::PortForward) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while forward.open_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a forwarded connection never ended"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn forwarded_connections_run_over_the_warm_control_connection() {
+    let local = Local::start();
+    let sprite = local.sprite("ctlfwd");
+    let (mut server, port) = echo_server(&sprite);
+    sprite.connect().unwrap();
+    let before = upgrades(&local);
+    let forward = sprite.forward_port(0, port).unwrap();
+    // The first learns that the server serves proxies over control; the ones after it send
+    // the local client's first bytes together with the start.
+    for i in 0..20 {
+        let mut conn = TcpStream::connect(forward.local_addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let msg = format!("forwarded {i}");
+        conn.write_all(msg.as_bytes()).unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        conn.read_to_end(&mut back).unwrap();
+        assert_eq!(back, format!("{msg}EOF-SEEN").as_bytes());
+        settled(&forward);
+    }
+    assert_eq!(
+        upgrades(&local),
+        before,
+        "every forwarded connection reused it"
+    );
+    // A refused target: the local connection just ends; the control connection goes on.
+    let refused = sprite.forward_port(0, 1).unwrap();
+    let mut conn = TcpStream::connect(refused.local_addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = conn.write_all(b"x");
+    let mut back = Vec::new();
+    let _ = conn.read_to_end(&mut back); // EOF or a reset: either way, nothing
+    assert!(back.is_empty());
+    settled(&refused);
+    assert_eq!(
+        sprite.command("echo").arg("ok").output().unwrap().stdout,
+        b"ok\n"
+    );
+    assert_eq!(upgrades(&local), before);
+    server.kill().unwrap();
+}
