@@ -183,10 +183,16 @@ fn wan_main(one_way_ms: u64, json: bool) -> Result<(), Box<dyn std::error::Error
             "{:<36} {:>6.2} RTT  (a /proxy socket of its own: {:.2} RTT)",
             "wan proxy_socket + 1-byte echo", proxy.control, proxy.direct
         );
+        println!(
+            "{:<36} {:>6.2} RTT  (a /proxy socket of its own: {:.2} RTT)",
+            "wan forwarded port: 1-byte echo", proxy.forward, proxy.forward_direct
+        );
         if json {
             let mut out = figures.json();
             out["wan_proxy_rtts"] = proxy.control.into();
             out["wan_proxy_direct_rtts"] = proxy.direct.into();
+            out["wan_forward_rtts"] = proxy.forward.into();
+            out["wan_forward_direct_rtts"] = proxy.forward_direct.into();
             out["runtime"] = runtime.clone().into();
             out["baseline_spawn_ms"] = spawn.p50.into();
             out["exec_rtt_control_p50_ms"] = control.p50.into();

@@ -2,12 +2,14 @@
 //! sprite plus a one-byte echo, in round trips through the WAN proxy of `wan.rs`: over a
 //! pooled control connection (PROTOCOL.md §8.4: the start and its reply, then the echo) and
 //! over a `/proxy` socket of its own (a new connection, its upgrade, the init message and its
-//! reply, then the echo).
+//! reply, then the echo). `wan_forward_rtts`: the same through a `PortForward` (a local TCP
+//! connection to the forwarded port, one byte out and back), where on a warm pool the local
+//! client's byte goes out with the proxy start (one round trip in all).
 
 use crate::wan::DelayProxy;
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Samples per figure (the median is reported).
@@ -32,6 +34,10 @@ pub struct ProxyRtts {
     pub control: f64,
     /// Over a `/proxy` socket of its own (control connections off).
     pub direct: f64,
+    /// A forwarded port's connection + echo, over a warm control connection.
+    pub forward: f64,
+    /// The same with control connections off.
+    pub forward_direct: f64,
 }
 
 /// Measures through a proxy with `one_way_ms` of delay each way in front of `server`; the
@@ -82,10 +88,43 @@ pub fn measure(
         samples.sort_by(|a, b| a.total_cmp(b));
         Ok(samples[samples.len() / 2])
     };
+    let forward_figure = |control: bool| -> Result<f64, Box<dyn std::error::Error>> {
+        let warm = client_for(&url, control).sprite(sprite.name());
+        warm.connect()?;
+        let port: u16 = target.trim_start_matches("localhost:").parse()?;
+        let forward = warm.forward_port(0, port)?;
+        let mut samples = Vec::with_capacity(RUNS);
+        for i in 0..RUNS + 2 {
+            let started = Instant::now();
+            let mut conn = TcpStream::connect(forward.local_addr())?;
+            conn.set_nodelay(true)?;
+            conn.write_all(b"x")?;
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            let took = started.elapsed();
+            assert_eq!(&byte, b"x");
+            conn.shutdown(Shutdown::Write)?;
+            let mut rest = Vec::new();
+            conn.read_to_end(&mut rest)?;
+            drop(conn);
+            // Its tunnel's control connection is back in the pool before the next.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while forward.open_connections() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if i >= 2 {
+                samples.push(took.as_secs_f64() * 1e3 / rtt_ms);
+            }
+        }
+        samples.sort_by(|a, b| a.total_cmp(b));
+        Ok(samples[samples.len() / 2])
+    };
     let result = (|| {
         Ok(ProxyRtts {
             control: figure(true)?,
             direct: figure(false)?,
+            forward: forward_figure(true)?,
+            forward_direct: forward_figure(false)?,
         })
     })();
     drop(proxy);
