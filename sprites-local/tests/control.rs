@@ -639,3 +639,41 @@ fn a_proxy_target_that_resets_ends_the_op_with_target_failed_and_the_connection_
         assert_eq!(common::exit_code(&mut target), 0);
     });
 }
+
+#[test]
+fn an_open_proxy_op_keeps_the_sprite_running_until_released() {
+    // Host runtime: the target is a listener of this test (no isolation), so no command of
+    // the sprite's own holds it running.
+    const WARM: Duration = Duration::from_millis(800);
+    let dir = TempDir::new("ctl-proxy-life");
+    let server = Server::builder()
+        .token("secret")
+        .addr("127.0.0.1:0")
+        .data_dir(&dir.0)
+        .runtime(Runtime::Host)
+        .warm_after(WARM)
+        .cold_after(Duration::from_secs(600))
+        .start()
+        .unwrap();
+    create(&server, "life");
+    let status = || {
+        http(&server, "GET", "/v1/sprites/life", None).json()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ws = dial(server.addr(), "life").unwrap();
+    wait_until("an idle sprite warms", || status() == "warm");
+    start(&mut ws, "proxy", json!({"host": "127.0.0.1", "port": port}));
+    assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+    let (_target, _) = listener.accept().unwrap();
+    assert_eq!(status(), "running", "an open proxy is activity");
+    std::thread::sleep(WARM * 2);
+    assert_eq!(status(), "running", "and stays so while it is open");
+    ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+        .unwrap();
+    assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+    wait_until("released, the sprite warms again", || status() == "warm");
+}
