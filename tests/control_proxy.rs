@@ -426,3 +426,48 @@ fn forwarded_connections_run_over_the_warm_control_connection() {
     assert_eq!(upgrades(&local), before);
     server.kill().unwrap();
 }
+
+#[test]
+fn a_server_that_does_not_proxy_over_control_gets_proxies_over_their_own_sockets() {
+    let _watchdog = Watchdog::arm("no-control-proxy");
+    let dir = TempDir::new("noctlproxy");
+    let server = sprites_local::Server::builder()
+        .addr("127.0.0.1:0")
+        .token("test-token")
+        .data_dir(dir.path().join("data"))
+        .runtime(test_runtime())
+        .control_proxy(false)
+        .start()
+        .unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .token("test-token")
+        .build()
+        .unwrap();
+    let sprite = client.create_sprite("noproxyops").unwrap();
+    let (mut echo, port) = echo_server(&sprite);
+    sprite.connect().unwrap();
+    let before = server.control_upgrades();
+    // The first tries the warm connection, reads the op.error and falls back; the rest go
+    // to /proxy at once.
+    for i in 0..3 {
+        let msg = format!("fallback {i}");
+        let (over_control, back) = exchange(&sprite, port, msg.as_bytes());
+        assert!(!over_control);
+        assert_eq!(back, format!("{msg}EOF-SEEN").as_bytes());
+    }
+    let forward = sprite.forward_port(0, port).unwrap();
+    let mut conn = TcpStream::connect(forward.local_addr()).unwrap();
+    conn.write_all(b"forwarded").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"forwardedEOF-SEEN");
+    // The refused proxy op left the warm connection clean: the next command runs on it.
+    assert_eq!(
+        sprite.command("echo").arg("ok").output().unwrap().stdout,
+        b"ok\n"
+    );
+    assert_eq!(server.control_upgrades(), before);
+    echo.kill().unwrap();
+}

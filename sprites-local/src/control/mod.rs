@@ -251,7 +251,7 @@ impl Reader<'_> {
             }
             ClientText::BadStart { message, prefixed } => self.fail(&message, None, prefixed),
             ClientText::GoStart { operation, params } => {
-                if operation != "proxy" {
+                if operation != "proxy" || !self.state.control_proxy_enabled {
                     return self.fail(
                         &format!("unknown control operation {operation:?}"),
                         None,
@@ -393,7 +393,7 @@ impl Reader<'_> {
     }
 
     fn start(&mut self, op: &str, args: &Query, prefixed: bool) {
-        if op == "proxy" {
+        if op == "proxy" && self.state.control_proxy_enabled {
             // Its failures are §10.3 replies, an unknown sprite's too.
             return self.proxy(request::parse_args(args));
         }
