@@ -607,6 +607,22 @@ fn proxy_ops_in_both_forms_end_with_release_or_the_target_and_leave_the_connecti
         ws.send(Message::Text(r#"{"type":"release"}"#.into()))
             .unwrap();
         assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+        // Go sends `release` and its next start back to back: the proxy's end comes first,
+        // then the next op runs as usual.
+        for _ in 0..3 {
+            start(&mut ws, "proxy", json!({"port": port}));
+            assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+            ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+                .unwrap();
+            start(&mut ws, "proxy", json!({"port": port}));
+            assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+            assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+            binary(&mut ws, b"second");
+            assert_eq!(read_proxy(&mut ws, 6).0, b"second");
+            ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+                .unwrap();
+            assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+        }
         start(&mut ws, "exec", json!({"cmd": ["echo", "fine"]}));
         assert_eq!(read_op(&mut ws, false).stdout, b"fine\n");
         drop(echo);

@@ -153,8 +153,9 @@ enum Current {
     },
     /// An `fs.write` waiting for its content frame.
     Write(fs::PendingWrite, bool),
-    /// A proxy op (§8.4): the client's binary frames go to its target while `busy`.
-    Proxy(Arc<Relay>),
+    /// A proxy op (§8.4): the client's binary frames go to its target while it is open
+    /// (the flag, shared with the writer: whichever of them clears it sends the op's end).
+    Proxy(Arc<Relay>, Arc<AtomicBool>),
 }
 
 struct Reader<'a> {
@@ -163,8 +164,7 @@ struct Reader<'a> {
     tx: Sender<OutMsg>,
     /// Wakes the writer while it relays a proxy op.
     wake: Arc<Wake>,
-    /// An exec or proxy op is running (cleared by the writer when it ends, or by the
-    /// reader when the client releases a proxy op).
+    /// An exec op is running (cleared by the writer when it ends).
     busy: Arc<AtomicBool>,
     current: Current,
 }
@@ -199,7 +199,7 @@ impl Reader<'_> {
 
     /// The connection ended: a running non-detachable exec dies with it.
     fn end(&mut self) {
-        if let Current::Proxy(relay) = &self.current {
+        if let Current::Proxy(relay, _) = &self.current {
             relay.close_target();
         }
         if let Current::Exec {
@@ -215,7 +215,11 @@ impl Reader<'_> {
     }
 
     fn idle(&self) -> bool {
-        !self.busy.load(Ordering::SeqCst) && !matches!(self.current, Current::Write(..))
+        let proxy_open =
+            matches!(&self.current, Current::Proxy(_, open) if open.load(Ordering::SeqCst));
+        !self.busy.load(Ordering::SeqCst)
+            && !matches!(self.current, Current::Write(..))
+            && !proxy_open
     }
 
     fn send(&self, msg: OutMsg) {
@@ -312,7 +316,7 @@ impl Reader<'_> {
                 let hub = hub.clone();
                 self.stdin(&hub, data);
             }
-        } else if let Current::Proxy(relay) = &self.current {
+        } else if let Current::Proxy(relay, _) = &self.current {
             // After the op's end the relay discards what still comes.
             relay.client_frame(&data);
         }
@@ -322,8 +326,8 @@ impl Reader<'_> {
     /// writer answers `op.complete`. Ignored when no proxy op runs (Go sends it after every
     /// op; a proxy op the target already ended has sent its `op.complete`).
     fn release(&mut self) {
-        if let Current::Proxy(relay) = &self.current {
-            if self.busy.swap(false, Ordering::SeqCst) {
+        if let Current::Proxy(relay, open) = &self.current {
+            if open.swap(false, Ordering::SeqCst) {
                 relay.close_target();
                 self.send(OutMsg::EndProxy);
             }
@@ -356,10 +360,14 @@ impl Reader<'_> {
         };
         let reply = request::connected(&target, tcp.peer_addr().ok());
         let relay = Arc::new(Relay::new(tcp, target.half_close, self.wake.clone()));
-        self.busy.store(true, Ordering::SeqCst);
-        self.current = Current::Proxy(relay.clone());
+        let open = Arc::new(AtomicBool::new(true));
+        self.current = Current::Proxy(relay.clone(), open.clone());
         self.send(OutMsg::Text(reply));
-        self.send(OutMsg::Proxy(ProxyOp { relay, activity }));
+        self.send(OutMsg::Proxy(ProxyOp {
+            relay,
+            open,
+            activity,
+        }));
     }
 
     /// Stdin for the running exec, in either dialect (§8.3): a lone `0x04` is EOF, a

@@ -58,15 +58,18 @@ pub struct OpStart {
 /// it is open (§14).
 pub(crate) struct ProxyOp {
     pub(crate) relay: Arc<Relay>,
+    /// The op is open; whichever of the reader (`release`) and the writer (the target
+    /// ended) clears it sends the op's end.
+    pub(crate) open: Arc<AtomicBool>,
     /// Dropped when the op ends.
     pub(crate) activity: crate::lifecycle::Activity,
 }
 
 /// Runs the writer until the reader says stop or the socket breaks. `busy` is cleared when
 /// an exec op ends, just before its `op.complete`, so the client's next `op.start` (sent
-/// after it reads that) always finds the connection idle. A proxy op's end is sent by
+/// after it reads that) always finds the connection idle. A proxy op's end is sent for
 /// whichever of the writer (the target ended) and the reader (the client's `release`)
-/// clears `busy` first.
+/// closes it first.
 pub fn run(
     conn: Arc<Conn>,
     preamble: Vec<u8>,
@@ -143,8 +146,8 @@ pub fn run(
                 }
                 current = Some(op);
             }
-            Ok(OutMsg::Proxy(op)) => pending = proxy(&mut w, op, &rx, &busy, &mut next_ping),
-            // The client's `release` ended the proxy op (the reader cleared `busy`).
+            Ok(OutMsg::Proxy(op)) => pending = proxy(&mut w, op, &rx, &mut next_ping),
+            // The client's `release` ended the proxy op (the reader closed it).
             Ok(OutMsg::EndProxy) => {
                 w.frame(opcode::TEXT, envelope::complete(None, true).as_bytes());
             }
@@ -173,7 +176,6 @@ fn proxy(
     w: &mut Writer,
     op: ProxyOp,
     rx: &Receiver<OutMsg>,
-    busy: &AtomicBool,
     next_ping: &mut Instant,
 ) -> Option<OutMsg> {
     let mut stop = None;
@@ -202,8 +204,9 @@ fn proxy(
         ),
         PumpEnd::Broken => return stop,
     };
-    // Not cleared yet: the op ended here first (a `release` crossing it finds it idle).
-    if busy.swap(false, Ordering::SeqCst) {
+    // Still open: the op ended here first (a `release` crossing it finds it closed). Closed:
+    // the reader's `EndProxy` is queued (or stopped the pump) and the main loop ends it.
+    if op.open.swap(false, Ordering::SeqCst) {
         w.frame(opcode::TEXT, end.as_bytes());
     }
     stop
