@@ -201,6 +201,39 @@ mod tests {
     }
 
     #[test]
+    fn control_op_targets() {
+        // Go's params: a number port, keep_alive ignored.
+        let go = serde_json::json!({"host":"localhost","port":5432,"keep_alive":true});
+        assert_eq!(parse_params(&go), Ok(t("localhost", 5432, false)));
+        assert!(parse_params(&Value::Null).is_err());
+        assert!(parse_params(&serde_json::json!({"port":0})).is_err());
+        // op.start args: strings.
+        let args = |pairs: &[(&str, &str)]| {
+            crate::net::query::Query::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            parse_args(&args(&[
+                ("host", "::1"),
+                ("port", "22"),
+                ("half_close", "true")
+            ])),
+            Ok(t("::1", 22, true))
+        );
+        assert_eq!(
+            parse_args(&args(&[("port", "80"), ("half_close", "false")])),
+            Ok(t("localhost", 80, false))
+        );
+        assert!(parse_args(&args(&[("port", "80"), ("half_close", "yes")])).is_err());
+        assert!(parse_args(&args(&[("host", "x")])).is_err());
+        assert!(parse_args(&args(&[("port", "65536")])).is_err());
+    }
+
+    #[test]
     fn replies() {
         let v: Value = serde_json::from_str(&connected(
             &t("::1", 5, true),
