@@ -30,6 +30,8 @@ pub(crate) struct State {
     pub signal_capability: bool,
     /// Output each detachable session keeps for clients that attach later, in bytes.
     pub scrollback_bytes: usize,
+    /// Filesystem writes are fsynced before they are answered (`--durable-writes`).
+    pub durable_writes: bool,
     shutting_down: AtomicBool,
     /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
     conns: Arc<Conns>,
@@ -75,6 +77,7 @@ impl State {
             runtime,
             signal_capability,
             scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
+            durable_writes: false,
             shutting_down: AtomicBool::new(false),
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),

@@ -216,20 +216,24 @@ fn proxy(
 /// the op.
 fn end_exec(w: &mut Writer, op: &OpStart, result: Result<u8, &str>, busy: &AtomicBool) {
     op.hub.detach(op.attachment.id);
+    // The exit report and the op's end go out in one write: one segment, one wake-up of
+    // the client, which waits for both.
+    let mut frames = Vec::new();
     let end = match result {
         Ok(code) => {
-            if op.hub.tty {
+            frames = if op.hub.tty {
                 let exit = serde_json::json!({"type": "exit", "exit_code": code}).to_string();
-                w.frame(opcode::TEXT, exit.as_bytes());
+                ws::encode_frame(opcode::TEXT, &[exit.as_bytes()])
             } else {
-                w.frame(opcode::BINARY, &[0x03, code]);
-            }
+                ws::encode_frame(opcode::BINARY, &[&[0x03, code]])
+            };
             envelope::complete(Some(code), op.prefixed)
         }
         Err(message) => envelope::error(message, None, op.prefixed),
     };
+    frames.extend_from_slice(&ws::encode_frame(opcode::TEXT, &[end.as_bytes()]));
     busy.store(false, Ordering::SeqCst);
-    w.frame(opcode::TEXT, end.as_bytes());
+    w.write(&frames);
 }
 
 /// One output chunk: raw on a terminal, behind its stream id otherwise.
