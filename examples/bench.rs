@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 mod tunnel;
 #[path = "bench/wan.rs"]
 mod wan;
+#[path = "bench/wan_proxy.rs"]
+mod wan_proxy;
 
 const SERVE_VAR: &str = "SPRITES_BENCH_SERVE";
 const RUNTIME_VAR: &str = "SPRITES_BENCH_RUNTIME";
@@ -149,14 +151,16 @@ fn wan_main(one_way_ms: u64, json: bool) -> Result<(), Box<dyn std::error::Error
             .build()?;
         let direct = exec_rtt_ms(&direct_client.sprite(&name), 300)?;
         let token = endpoint.token.clone();
-        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &|url, control| {
+        let client_for = |url: &str, control: bool| {
             Client::builder()
                 .base_url(url)
                 .token(&token)
                 .control_connections(control)
                 .build()
                 .expect("client")
-        })?;
+        };
+        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &client_for)?;
+        let proxy = wan_proxy::measure(endpoint.addr, &sprite, one_way_ms, &client_for)?;
         println!("runtime: {runtime}");
         row("measure", "value", "vs baseline");
         row(
@@ -175,8 +179,20 @@ fn wan_main(one_way_ms: u64, json: bool) -> Result<(), Box<dyn std::error::Error
             format!("+{:.3} ms", direct.p50 - spawn.p50),
         );
         figures.print();
+        println!(
+            "{:<36} {:>6.2} RTT  (a /proxy socket of its own: {:.2} RTT)",
+            "wan proxy_socket + 1-byte echo", proxy.control, proxy.direct
+        );
+        println!(
+            "{:<36} {:>6.2} RTT  (a /proxy socket of its own: {:.2} RTT)",
+            "wan forwarded port: 1-byte echo", proxy.forward, proxy.forward_direct
+        );
         if json {
             let mut out = figures.json();
+            out["wan_proxy_rtts"] = proxy.control.into();
+            out["wan_proxy_direct_rtts"] = proxy.direct.into();
+            out["wan_forward_rtts"] = proxy.forward.into();
+            out["wan_forward_direct_rtts"] = proxy.forward_direct.into();
             out["runtime"] = runtime.clone().into();
             out["baseline_spawn_ms"] = spawn.p50.into();
             out["exec_rtt_control_p50_ms"] = control.p50.into();

@@ -50,6 +50,8 @@ pub(crate) struct State {
     /// Whether `/control` (PROTOCOL.md §8) is served; when not, it answers 404 as a server
     /// without control connections does.
     pub control_enabled: bool,
+    /// Whether control connections serve proxy ops (PROTOCOL.md §8.4).
+    pub control_proxy_enabled: bool,
     /// Control connections accepted (upgraded) since the server started.
     pub control_upgrades: AtomicU64,
     /// The same, by sprite (for `GET /_sprites-local/stats`: clients checking their own
@@ -83,6 +85,7 @@ impl State {
             lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(Default::default())),
             url_port: 0,
             control_enabled: true,
+            control_proxy_enabled: true,
             control_upgrades: AtomicU64::new(0),
             control_upgrades_by_sprite: Mutex::new(HashMap::new()),
         }

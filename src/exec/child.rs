@@ -115,7 +115,14 @@ impl DetachOnDrop {
         self.shared
             .detached
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.socket.close_now(1000);
+        // An attachment over control that ended has its connection back in the pool.
+        if !self
+            .shared
+            .connection_claimed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.socket.close_now(1000);
+        }
     }
 }
 
@@ -279,7 +286,37 @@ impl Child {
     /// Attaches to session `id` ([PROTOCOL.md §7.2](crate::protocol#72-attach--websocket-v1spritesnameexecid-or-execidid)):
     /// pipes for all three streams, the framing from `session_info`.
     pub(crate) fn attach(sprite: &Sprite, id: &str) -> io::Result<Child> {
+        if id.is_empty() {
+            return Err(Error::InvalidInput("a session id must not be empty".into()).into());
+        }
+        let client = sprite.client();
+        // A warm control connection (§8.3): the attach request goes out at once. Anything
+        // that goes wrong before session_info (an unknown session, a server that does not
+        // attach over control) falls back to the attach socket, whose answer is the
+        // authoritative one (a 404 for an unknown session).
+        if let Some(lease) = crate::control::checkout(client, sprite.name()) {
+            let start = crate::control::attach_start(id);
+            if lease.socket.send(Message::Text(start.into())).is_ok() {
+                let (socket, capabilities) = (lease.socket.clone(), lease.capabilities.clone());
+                match Child::attached(sprite, socket, &capabilities, Some(lease)) {
+                    Ok(child) => return Ok(child),
+                    Err(e) => log::debug!("attach over a control connection: {e}"),
+                }
+            }
+        }
         let accepted = super::attach::dial(sprite, id)?;
+        crate::control::dial_for_next(client, sprite.name());
+        let socket = Arc::new(accepted.socket);
+        Child::attached(sprite, socket, &accepted.capabilities, None)
+    }
+
+    /// The attached session on `socket` once its session_info came.
+    fn attached(
+        sprite: &Sprite,
+        socket: Arc<Socket>,
+        capabilities: &[String],
+        lease: Option<crate::control::Lease>,
+    ) -> io::Result<Child> {
         let spec = Spawn {
             sprite: sprite.clone(),
             path: String::new(),
@@ -292,14 +329,8 @@ impl Child {
             tty: false,
             port_events: false,
         };
-        let socket = Arc::new(accepted.socket);
-        let mut child = Child::start(
-            spec,
-            socket,
-            &accepted.capabilities,
-            Framing::pending(),
-            None,
-        )?;
+        let over_control = lease.is_some();
+        let mut child = Child::start(spec, socket, capabilities, Framing::pending(), lease)?;
         child.detach_on_drop.armed = true;
         // The reader ends the connection itself when session_info is late; the margin only
         // covers scheduling.
@@ -320,7 +351,11 @@ impl Child {
             }
             None => {
                 child.detach_on_drop.armed = false;
-                child.socket.shutdown();
+                // Over control the reader has ended the op itself: it gave a clean
+                // connection (an op.error read) back to the pool, which must not be cut.
+                if !over_control {
+                    child.socket.shutdown();
+                }
                 match child.wait() {
                     Err(err) => Err(err),
                     Ok(status) => Err(Error::Protocol(format!(

@@ -110,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) timed_out: AtomicBool,
     /// The caller detached: the connection's end is theirs, not a failure to report on the pipes.
     pub(crate) detached: AtomicBool,
+    /// Taken by whichever comes first: the reader giving a control connection back to its
+    /// pool, or a detach closing it (which must never cut a pooled connection).
+    pub(crate) connection_claimed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -252,7 +255,10 @@ impl Reader {
                 op.writer_finished.recv_timeout(WRITER_STOP_WAIT),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected)
             );
-            if op.ended && writer_stopped {
+            if op.ended
+                && writer_stopped
+                && !self.shared.connection_claimed.swap(true, Ordering::SeqCst)
+            {
                 op.lease.release();
             }
             // Otherwise dropping the lease closes the connection.

@@ -64,6 +64,7 @@ impl Server {
             runtime: Runtime::Auto,
             signal_capability: true,
             control: true,
+            control_proxy: true,
             durable_writes: false,
             sandbox: SandboxOptions::default(),
             max_connections: None,
@@ -87,6 +88,7 @@ pub struct ServerBuilder {
     runtime: Runtime,
     signal_capability: bool,
     control: bool,
+    control_proxy: bool,
     durable_writes: bool,
     sandbox: SandboxOptions,
     max_connections: Option<usize>,
@@ -167,6 +169,15 @@ impl ServerBuilder {
     /// against such servers.
     pub fn control(mut self, enabled: bool) -> Self {
         self.control = enabled;
+        self
+    }
+
+    /// Whether control connections serve TCP proxies (PROTOCOL.md §8.4; default `true`).
+    /// With `false` a proxy start is an unknown operation (`op.error`), as on a server
+    /// without proxy ops, so clients must fall back to `/proxy`. For testing clients
+    /// against such servers.
+    pub fn control_proxy(mut self, enabled: bool) -> Self {
+        self.control_proxy = enabled;
         self
     }
 
@@ -316,6 +327,7 @@ impl ServerBuilder {
         }
         state.lifecycle = Arc::new(crate::lifecycle::Lifecycle::new(self.lifecycle));
         state.control_enabled = self.control;
+        state.control_proxy_enabled = self.control_proxy;
         let state = Arc::new(state);
         state.lifecycle.start_clock(&state)?;
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);
