@@ -32,6 +32,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+#[path = "bench/stdin_floor.rs"]
+mod stdin_floor;
 #[path = "bench/tunnel.rs"]
 mod tunnel;
 #[path = "bench/wan.rs"]
@@ -262,6 +264,7 @@ fn run(
     let exec = exec_rtt_ms(sprite, 300)?;
     let stdout = stdout_mib_s(sprite, 1 << 30)?;
     let stdin = stdin_mib_s(sprite, 256 << 20)?;
+    let stdin_floor = stdin_floor::local_cat_relay_best_mib_s(256 << 20)?;
     let echo = echo_rtt_us(sprite, 2000)?;
     let tty_echo = tty_echo_rtt_us(sprite, 2000)?;
     let attach = attach_ms(sprite, 100)?;
@@ -325,6 +328,15 @@ fn run(
         "stdin->stdout via cat vs best TCP",
         "",
         format!("{:.0}%", 100.0 * stdin / tcp_best),
+    );
+    row(
+        "  floor: TCP -> local cat -> TCP relay",
+        format!("{stdin_floor:.0} MiB/s"),
+        format!(
+            "{:.0}% of best TCP; sprite path {:.0}% of it",
+            100.0 * stdin_floor / tcp_best,
+            100.0 * stdin / stdin_floor
+        ),
     );
     row(
         "TCP proxy, sprite -> client (512 MiB)",
@@ -488,6 +500,8 @@ fn run(
                 "sandbox_url_rtt_p50_us": life.and_then(|l| l.sandbox_url_rtt_p50_us),
                 "baseline_tcp_best_mib_s": tcp_best,
                 "stdin_vs_tcp_best": stdin / tcp_best,
+                "stdin_floor_mib_s": stdin_floor,
+                "stdin_vs_floor": stdin / stdin_floor,
                 "proxy_mib_s": proxy,
                 "proxy_down_mib_s": proxy_down,
                 "proxy_up_mib_s": proxy_up,
@@ -542,6 +556,11 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             0.0
         };
+        let stdin_floor = if want("stdin") {
+            stdin_floor::local_cat_relay_best_mib_s(256 << 20)?
+        } else {
+            1.0
+        };
         let (proxy_down, proxy_up) = if want("proxy") {
             tunnel::proxy_mib_s(&sprite, 512 << 20)?
         } else {
@@ -574,6 +593,11 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
             vs(stdin),
         );
         row(
+            "  floor: TCP -> local cat -> TCP relay",
+            format!("{stdin_floor:.0} MiB/s"),
+            format!("sprite path {:.0}% of it", 100.0 * stdin / stdin_floor),
+        );
+        row(
             "TCP proxy sprite->client",
             format!("{proxy_down:.0} MiB/s"),
             vs(proxy_down),
@@ -594,6 +618,8 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
                     "stdin_mib_s": stdin,
                     "stdin_vs_tcp": stdin / tcp,
                     "stdin_vs_tcp_best": stdin / tcp_best,
+                    "stdin_floor_mib_s": stdin_floor,
+                    "stdin_vs_floor": stdin / stdin_floor,
                     "proxy_mib_s": proxy,
                     "proxy_down_mib_s": proxy_down,
                     "proxy_up_mib_s": proxy_up,
