@@ -65,6 +65,9 @@ pub(crate) struct Pool {
     open: AtomicUsize,
     /// Whether the server serves `/control` (UNKNOWN until a dial says).
     support: AtomicU8,
+    /// The server answered an `fs.*` op as unknown or in a form we do not read: filesystem
+    /// calls use HTTP from then on (commands still use the connections).
+    fs_unsupported: AtomicBool,
     /// A background dial is under way.
     dialling: AtomicBool,
     /// The keeper thread is running.
@@ -240,6 +243,33 @@ pub(crate) fn checkout(client: &Client, sprite: &str) -> Option<Lease> {
         });
     }
     None
+}
+
+/// An idle control connection for a filesystem call ([`checkout`]), unless this sprite's
+/// server has shown it does not serve `fs.*` ops over control ([`fs_unsupported`]).
+pub(crate) fn checkout_fs(client: &Client, sprite: &str) -> Option<Lease> {
+    if !client.inner.control
+        || client
+            .inner
+            .pools
+            .get(sprite)
+            .fs_unsupported
+            .load(Ordering::SeqCst)
+    {
+        return None;
+    }
+    checkout(client, sprite)
+}
+
+/// Remembers that `sprite`'s server does not serve `fs.*` ops over control (as the pool
+/// remembers a 404 on `/control`): later filesystem calls go straight to HTTP.
+pub(crate) fn fs_unsupported(client: &Client, sprite: &str) {
+    client
+        .inner
+        .pools
+        .get(sprite)
+        .fs_unsupported
+        .store(true, Ordering::SeqCst);
 }
 
 /// After a command ran on its own socket because no control connection was idle: dials one

@@ -1,0 +1,361 @@
+//! Small filesystem calls over an idle pooled control connection ([PROTOCOL.md §8.5](crate::protocol#85-fs-over-control)).
+//!
+//! A pooled HTTP connection goes stale while the client is idle (servers and load balancers
+//! close idle keep-alive connections), so the first call after a pause pays a new connection
+//! (TCP, and TLS). Control connections are kept alive by the pool's keeper pings, so a call
+//! that finds one idle costs one round trip whatever the pause. Calls use one only when it is
+//! idle right now: none is ever dialled for them (an fs-only program does not get a WebSocket
+//! it did not ask for; [`Sprite::connect`](crate::Sprite::connect) or any command warms one).
+//!
+//! The ops go in the Go SDK's form (the one the Sprites cloud is known to serve): unprefixed
+//! `op.start` with the args as a URL-encoded string. What comes back decides:
+//!
+//! - `op.complete`: the result;
+//! - `op.error` after a filesystem error body (§3.2, an errno `code`): the same typed error as
+//!   over HTTP, through the same [`ApiError::parse`];
+//! - `op.error` for a read too large for one message (`EFBIG`), for an unknown or unsupported
+//!   op, or anything else: the call runs over HTTP (once); an unknown op, or an answer this
+//!   module cannot read, also makes the pool remember that `fs.*` is not served over control;
+//! - the connection dying (or no answer within the client's HTTP timeout): a call that changes
+//!   nothing (`fs.read`, `fs.list`) runs over HTTP; one that changes something may have been
+//!   applied, so it fails with that error rather than run twice.
+
+use super::Filesystem;
+use crate::control;
+use crate::error::{ApiError, Error, TransportError};
+use crate::ws::{self, Incoming};
+use serde_json::Value;
+use std::io;
+use std::time::Instant;
+use tungstenite::{Bytes, Message};
+
+/// Largest whole-file read or write that goes over a control connection; bigger ones (and
+/// every streamed [`File`](super::File)) use HTTP streaming, in constant memory.
+pub(crate) const SMALL: usize = 1 << 20;
+
+/// One `fs.*` op: its name, args (keyed like the HTTP query, §9), and for `fs.write` the
+/// content.
+pub(crate) struct Call<'a> {
+    pub(crate) op: &'static str,
+    pub(crate) args: &'a [(&'static str, String)],
+    /// `fs.write`: sent as one binary frame right after `op.start`.
+    pub(crate) content: Option<&'a [u8]>,
+    /// `fs.read`: the largest content frame accepted (what the args asked for).
+    pub(crate) read_limit: Option<usize>,
+}
+
+impl Call<'_> {
+    /// Whether the op changes the filesystem, so that running it twice is not the same as
+    /// running it once.
+    fn changes(&self) -> bool {
+        !matches!(self.op, "fs.read" | "fs.list")
+    }
+
+    /// `{"type":"op.start","op":…,"args":"k=v&…"}`.
+    fn start(&self) -> String {
+        let mut query = crate::url::Query::new();
+        for (key, value) in self.args {
+            query.push(key, value);
+        }
+        let args = query.as_str().strip_prefix('?').unwrap_or_default();
+        serde_json::json!({ "type": "op.start", "op": self.op, "args": args }).to_string()
+    }
+}
+
+/// What a call over control came back with.
+pub(crate) struct Answer {
+    /// The op's result JSON (`Null` if the server sent none before `op.complete`).
+    pub(crate) result: Value,
+    /// `fs.read`'s content.
+    pub(crate) content: Option<Vec<u8>>,
+}
+
+/// How a call over control ended.
+pub(crate) enum Outcome<T> {
+    Done(T),
+    /// The error to return: what HTTP would have returned, or the connection's failure for a
+    /// call that may have been applied.
+    Failed(io::Error),
+    /// Run the call over HTTP.
+    Http,
+}
+
+impl<T> Outcome<T> {
+    /// The result, running `http` when the call did not (or could not) run over control.
+    pub(crate) fn or_http(self, http: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match self {
+            Outcome::Done(value) => Ok(value),
+            Outcome::Failed(err) => Err(err),
+            Outcome::Http => http(),
+        }
+    }
+}
+
+/// Runs `call` over an idle control connection of `fs`'s sprite, if there is one; `decode`
+/// reads the answer (`None`: not the shape the op answers with).
+pub(crate) fn run<T>(
+    fs: &Filesystem,
+    call: &Call<'_>,
+    decode: impl FnOnce(Answer) -> Option<T>,
+) -> Outcome<T> {
+    let client = fs.sprite().client();
+    let sprite = fs.sprite().name();
+    let Some(lease) = control::checkout_fs(client, sprite) else {
+        return Outcome::Http;
+    };
+    if lease
+        .socket
+        .send(Message::Text(call.start().into()))
+        .is_err()
+    {
+        // Nothing of the op reached the server: dropping the lease closes the connection.
+        return Outcome::Http;
+    }
+    let deadline = Instant::now() + client.inner.http_timeout;
+    let reply = match call.content {
+        Some(content) => lease
+            .socket
+            .send(Message::Binary(Bytes::copy_from_slice(content)))
+            .map_err(|e| Broken::Died(ws::ws_error(e))),
+        None => Ok(()),
+    }
+    .and_then(|()| read_reply(&lease, call, deadline));
+    match reply {
+        Ok(Reply::Complete(answer)) => {
+            lease.release();
+            match decode(answer) {
+                Some(value) => Outcome::Done(value),
+                None => misunderstood(fs, call, "an answer of another shape"),
+            }
+        }
+        Ok(Reply::Error { body, args }) => {
+            lease.release();
+            op_error(fs, body, &args)
+        }
+        Err(Broken::Malformed(what)) => {
+            // Dropping the lease closes the connection: what else is on the wire is unknown.
+            drop(lease);
+            misunderstood(fs, call, &what)
+        }
+        Err(Broken::Died(err)) => {
+            drop(lease);
+            if call.changes() {
+                Outcome::Failed(err.into())
+            } else {
+                Outcome::Http
+            }
+        }
+    }
+}
+
+/// An answer this module cannot read: fs over control is off for this pool from now on; the
+/// call runs over HTTP unless it may have been applied.
+fn misunderstood<T>(fs: &Filesystem, call: &Call<'_>, what: &str) -> Outcome<T> {
+    log::warn!(
+        "sprites: {} over a control connection got {what}; filesystem calls use HTTP from now on",
+        call.op
+    );
+    control::fs_unsupported(fs.sprite().client(), fs.sprite().name());
+    if call.changes() {
+        Outcome::Failed(
+            Error::Protocol(format!(
+                "{} over a control connection got {what}; it may have been applied",
+                call.op
+            ))
+            .into(),
+        )
+    } else {
+        Outcome::Http
+    }
+}
+
+/// `op.error`: a filesystem error (an errno `code`) is the call's result; anything else runs
+/// it over HTTP, which gives its own answer (an op the server refused was not applied).
+fn op_error<T>(fs: &Filesystem, body: Option<Value>, args: &Value) -> Outcome<T> {
+    // The §3.2 body the server sent as the op's answer; else the fields op.error carries.
+    let source = body
+        .filter(|b| b.get("code").is_some() || b.get("error").is_some())
+        .unwrap_or_else(|| args.clone());
+    let code = source.get("code").and_then(Value::as_str);
+    match code {
+        Some("EFBIG") => return Outcome::Http,
+        Some(code) if is_errno(code) => {
+            let status = source
+                .get("status")
+                .or_else(|| args.get("status"))
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(400);
+            let api = ApiError::parse(status, |_| None, source.to_string().as_bytes());
+            return Outcome::Failed(Error::from(api).into());
+        }
+        _ => {}
+    }
+    let text = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let said = format!(
+        "{} {} {}",
+        text(&source, "error"),
+        text(&source, "message"),
+        text(args, "error")
+    );
+    if said.contains("unknown")
+        || said.contains("unsupported")
+        || said.contains("not supported")
+        || said.contains("not implemented")
+    {
+        control::fs_unsupported(fs.sprite().client(), fs.sprite().name());
+    }
+    Outcome::Http
+}
+
+/// An errno name (`ENOENT`, `EISDIR`, …), the `code` of a §3.2 filesystem error.
+fn is_errno(code: &str) -> bool {
+    code.len() > 1
+        && code.starts_with('E')
+        && code[1..]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+enum Reply {
+    Complete(Answer),
+    Error { body: Option<Value>, args: Value },
+}
+
+enum Broken {
+    /// Something the op does not answer with: a non-JSON text, a second answer, a binary
+    /// frame that was not asked for or is bigger than asked.
+    Malformed(String),
+    /// The connection closed, failed or stayed silent past the deadline.
+    Died(Error),
+}
+
+/// Reads the op's answer, content and end.
+fn read_reply(lease: &control::Lease, call: &Call<'_>, deadline: Instant) -> Result<Reply, Broken> {
+    let mut result: Option<Value> = None;
+    let mut content: Option<Vec<u8>> = None;
+    loop {
+        let message = match lease.socket.read() {
+            Ok(Incoming::Message(message)) => message,
+            Ok(Incoming::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match lease.socket.wait_readable(left) {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        return Err(Broken::Died(
+                            TransportError::io(
+                                format!("{} over a control connection", call.op),
+                                io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "no answer within the HTTP timeout",
+                                ),
+                            )
+                            .into(),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(Broken::Died(
+                            TransportError::io("the control connection", e).into(),
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(Broken::Died(ws::ws_error(e))),
+        };
+        match message {
+            Message::Text(text) => {
+                let (body, prefixed) = match text.as_str().strip_prefix(control::PREFIX) {
+                    Some(rest) => (rest, true),
+                    None => (text.as_str(), false),
+                };
+                let Ok(value) = serde_json::from_str::<Value>(body) else {
+                    return Err(Broken::Malformed("a text message that is not JSON".into()));
+                };
+                match value.get("type").and_then(Value::as_str) {
+                    Some("op.complete") => {
+                        return Ok(Reply::Complete(Answer {
+                            result: result.unwrap_or(Value::Null),
+                            content,
+                        }));
+                    }
+                    Some("op.error") => {
+                        let args = value.get("args").cloned().unwrap_or(Value::Null);
+                        return Ok(Reply::Error { body: result, args });
+                    }
+                    // Envelope chatter (keepalive, dial): not the op's.
+                    Some("keepalive" | "dial") => {}
+                    Some(_) if prefixed => {}
+                    _ if result.is_none() && !prefixed && value.is_object() => {
+                        result = Some(value);
+                    }
+                    _ => return Err(Broken::Malformed("a second answer".into())),
+                }
+            }
+            Message::Binary(data) => match call.read_limit {
+                Some(limit) if result.is_some() && content.is_none() && data.len() <= limit => {
+                    content = Some(Vec::from(data));
+                }
+                _ => {
+                    return Err(Broken::Malformed(format!(
+                        "a binary message of {} bytes it did not ask for",
+                        data.len()
+                    )));
+                }
+            },
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(frame) => {
+                return Err(Broken::Died(Error::ConnectionClosed {
+                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        for code in ["ENOENT", "EISDIR", "E2BIG", "EACCES"] {
+            assert!(is_errno(code), "{code}");
+        }
+        for code in [
+            "E",
+            "",
+            "invalid_request",
+            "Enoent",
+            "unsupported_operation",
+        ] {
+            assert!(!is_errno(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn start_is_the_go_form() {
+        let args = [
+            ("path", "/a b/ü+&".to_owned()),
+            ("workingDir", "/".to_owned()),
+        ];
+        let call = Call {
+            op: "fs.list",
+            args: &args,
+            content: None,
+            read_limit: None,
+        };
+        let value: Value = serde_json::from_str(&call.start()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"op.start","op":"fs.list",
+                "args":"path=%2Fa%20b%2F%C3%BC%2B%26&workingDir=%2F"})
+        );
+        assert!(!call.changes());
+    }
+}
