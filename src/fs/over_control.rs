@@ -23,7 +23,7 @@
 use super::Filesystem;
 use crate::control;
 use crate::error::{ApiError, Error, TransportError};
-use crate::ws::{self, Incoming};
+use crate::ws::Incoming;
 use serde_json::Value;
 use std::io;
 use std::time::Instant;
@@ -116,7 +116,7 @@ pub(crate) fn run<T>(
         Some(content) => lease
             .socket
             .send(Message::Binary(Bytes::copy_from_slice(content)))
-            .map_err(|e| Broken::Died(ws::ws_error(e))),
+            .map_err(|e| Broken::Died(crate::exec::closed_error(e))),
         None => Ok(()),
     }
     .and_then(|()| read_reply(&lease, call, deadline));
@@ -265,7 +265,7 @@ fn read_reply(lease: &control::Lease, call: &Call<'_>, deadline: Instant) -> Res
                     }
                 }
             }
-            Err(e) => return Err(Broken::Died(ws::ws_error(e))),
+            Err(e) => return Err(Broken::Died(crate::exec::closed_error(e))),
         };
         match message {
             Message::Text(text) => {
