@@ -149,13 +149,15 @@ fn wan_main(one_way_ms: u64, json: bool) -> Result<(), Box<dyn std::error::Error
             .build()?;
         let direct = exec_rtt_ms(&direct_client.sprite(&name), 300)?;
         let token = endpoint.token.clone();
-        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &|url, control| {
-            Client::builder()
+        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &|url, control, ping| {
+            let mut builder = Client::builder()
                 .base_url(url)
                 .token(&token)
-                .control_connections(control)
-                .build()
-                .expect("client")
+                .control_connections(control);
+            if let Some(ping) = ping {
+                builder = builder.keepalive(ping, ping * 10);
+            }
+            builder.build().expect("client")
         })?;
         println!("runtime: {runtime}");
         row("measure", "value", "vs baseline");

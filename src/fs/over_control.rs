@@ -172,13 +172,35 @@ fn misunderstood<T>(fs: &Filesystem, call: &Call<'_>, what: &str) -> Outcome<T> 
 /// `op.error`: a filesystem error (an errno `code`) is the call's result; anything else runs
 /// it over HTTP, which gives its own answer (an op the server refused was not applied).
 fn op_error<T>(fs: &Filesystem, body: Option<Value>, args: &Value) -> Outcome<T> {
+    match classify(body, args) {
+        Verdict::Failed(api) => Outcome::Failed(Error::from(api).into()),
+        Verdict::Http => Outcome::Http,
+        Verdict::Unsupported => {
+            control::fs_unsupported(fs.sprite().client(), fs.sprite().name());
+            Outcome::Http
+        }
+    }
+}
+
+/// What an `op.error` means.
+#[derive(Debug)]
+enum Verdict {
+    /// A filesystem error: the same [`ApiError`] HTTP gives.
+    Failed(ApiError),
+    /// Run the call over HTTP (a read too big for one message, or an error HTTP will give
+    /// in its own words).
+    Http,
+    /// The server does not serve the op over control: HTTP, now and from now on.
+    Unsupported,
+}
+
+fn classify(body: Option<Value>, args: &Value) -> Verdict {
     // The §3.2 body the server sent as the op's answer; else the fields op.error carries.
     let source = body
         .filter(|b| b.get("code").is_some() || b.get("error").is_some())
         .unwrap_or_else(|| args.clone());
-    let code = source.get("code").and_then(Value::as_str);
-    match code {
-        Some("EFBIG") => return Outcome::Http,
+    match source.get("code").and_then(Value::as_str) {
+        Some("EFBIG") => return Verdict::Http,
         Some(code) if is_errno(code) => {
             let status = source
                 .get("status")
@@ -186,8 +208,11 @@ fn op_error<T>(fs: &Filesystem, body: Option<Value>, args: &Value) -> Outcome<T>
                 .and_then(Value::as_u64)
                 .and_then(|s| u16::try_from(s).ok())
                 .unwrap_or(400);
-            let api = ApiError::parse(status, |_| None, source.to_string().as_bytes());
-            return Outcome::Failed(Error::from(api).into());
+            return Verdict::Failed(ApiError::parse(
+                status,
+                |_| None,
+                source.to_string().as_bytes(),
+            ));
         }
         _ => {}
     }
@@ -203,14 +228,14 @@ fn op_error<T>(fs: &Filesystem, body: Option<Value>, args: &Value) -> Outcome<T>
         text(&source, "message"),
         text(args, "error")
     );
-    if said.contains("unknown")
-        || said.contains("unsupported")
-        || said.contains("not supported")
-        || said.contains("not implemented")
+    if ["unknown", "unsupported", "not supported", "not implemented"]
+        .iter()
+        .any(|w| said.contains(w))
     {
-        control::fs_unsupported(fs.sprite().client(), fs.sprite().name());
+        Verdict::Unsupported
+    } else {
+        Verdict::Http
     }
-    Outcome::Http
 }
 
 /// An errno name (`ENOENT`, `EISDIR`, …), the `code` of a §3.2 filesystem error.
@@ -336,6 +361,56 @@ mod tests {
         ] {
             assert!(!is_errno(code), "{code}");
         }
+    }
+
+    #[test]
+    fn op_errors() {
+        use serde_json::json;
+        // sprites-local's answer to a read of a missing file: the §3.2 body, then op.error.
+        let body = json!({"error":"open /x: no such file or directory","code":"ENOENT","path":"/x","status":404});
+        let args = json!({"error":"open /x: no such file or directory","code":"ENOENT","path":"/x","status":404});
+        let Verdict::Failed(api) = classify(Some(body), &args) else {
+            panic!("not a filesystem error");
+        };
+        assert_eq!((api.status, api.code.as_deref()), (404, Some("ENOENT")));
+        assert_eq!(api.path.as_deref(), Some("/x"));
+        assert_eq!(api.io_kind(), io::ErrorKind::NotFound);
+        // The code only in op.error's args.
+        let Verdict::Failed(api) =
+            classify(None, &json!({"error":"is a directory","code":"EISDIR"}))
+        else {
+            panic!("not a filesystem error");
+        };
+        assert_eq!(
+            (api.status, api.io_kind()),
+            (400, io::ErrorKind::IsADirectory)
+        );
+        assert!(matches!(
+            classify(
+                None,
+                &json!({"error":"too big","code":"EFBIG","status":413})
+            ),
+            Verdict::Http
+        ));
+        assert!(matches!(
+            classify(
+                Some(
+                    json!({"error":"unsupported_operation","message":"unknown control operation \"fs.x\"","status":400})
+                ),
+                &json!({"error":"unknown control operation \"fs.x\""})
+            ),
+            Verdict::Unsupported
+        ));
+        assert!(matches!(
+            classify(None, &json!({"error":"unknown op: fs.read"})),
+            Verdict::Unsupported
+        ));
+        // Not about the op: HTTP says it in its own words, and fs stays on control.
+        assert!(matches!(
+            classify(None, &json!({"error":"sprite \"x\" not found"})),
+            Verdict::Http
+        ));
+        assert!(matches!(classify(None, &Value::Null), Verdict::Http));
     }
 
     #[test]
