@@ -10,6 +10,9 @@
 //! A server that answers the dial with 404 has no control connections: the pool remembers
 //! that and every command uses its own socket.
 //!
+//! Filesystem calls use an idle connection too when there is one, and HTTP otherwise
+//! (`fs/over_control.rs`); they never dial one.
+//!
 //! Idle connections are kept alive by a keeper thread per pool (a ping every keepalive
 //! interval) and dropped when the server goes silent past the keepalive limit or closes them,
 //! so a dead connection is replaced before a command is sent on it.

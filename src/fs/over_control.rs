@@ -173,7 +173,7 @@ fn misunderstood<T>(fs: &Filesystem, call: &Call<'_>, what: &str) -> Outcome<T> 
 /// it over HTTP, which gives its own answer (an op the server refused was not applied).
 fn op_error<T>(fs: &Filesystem, body: Option<Value>, args: &Value) -> Outcome<T> {
     match classify(body, args) {
-        Verdict::Failed(api) => Outcome::Failed(Error::from(api).into()),
+        Verdict::Failed(api) => Outcome::Failed(Error::Api(api).into()),
         Verdict::Http => Outcome::Http,
         Verdict::Unsupported => {
             control::fs_unsupported(fs.sprite().client(), fs.sprite().name());
@@ -186,7 +186,7 @@ fn op_error<T>(fs: &Filesystem, body: Option<Value>, args: &Value) -> Outcome<T>
 #[derive(Debug)]
 enum Verdict {
     /// A filesystem error: the same [`ApiError`] HTTP gives.
-    Failed(ApiError),
+    Failed(Box<ApiError>),
     /// Run the call over HTTP (a read too big for one message, or an error HTTP will give
     /// in its own words).
     Http,
@@ -208,11 +208,11 @@ fn classify(body: Option<Value>, args: &Value) -> Verdict {
                 .and_then(Value::as_u64)
                 .and_then(|s| u16::try_from(s).ok())
                 .unwrap_or(400);
-            return Verdict::Failed(ApiError::parse(
+            return Verdict::Failed(Box::new(ApiError::parse(
                 status,
                 |_| None,
                 source.to_string().as_bytes(),
-            ));
+            )));
         }
         _ => {}
     }
