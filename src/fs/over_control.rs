@@ -18,7 +18,9 @@
 //!   module cannot read, also makes the pool remember that `fs.*` is not served over control;
 //! - the connection dying (or no answer within the client's HTTP timeout): a call that changes
 //!   nothing (`fs.read`, `fs.list`) runs over HTTP; one that changes something may have been
-//!   applied, so it fails with that error rather than run twice.
+//!   applied, so it fails with that error rather than run twice. (A connection that fails
+//!   while the op is being sent — its `op.start`, or a write's content frame — ran nothing:
+//!   HTTP.)
 
 use super::Filesystem;
 use crate::control;
@@ -111,16 +113,18 @@ pub(crate) fn run<T>(
         // Nothing of the op reached the server: dropping the lease closes the connection.
         return Outcome::Http;
     }
-    let deadline = Instant::now() + client.inner.http_timeout;
-    let reply = match call.content {
-        Some(content) => lease
+    if let Some(content) = call.content
+        && lease
             .socket
             .send(Message::Binary(Bytes::copy_from_slice(content)))
-            .map_err(|e| Broken::Died(crate::exec::closed_error(e))),
-        None => Ok(()),
+            .is_err()
+    {
+        // The server writes only once the whole frame is in, and it never was: nothing was
+        // applied.
+        return Outcome::Http;
     }
-    .and_then(|()| read_reply(&lease, call, deadline));
-    match reply {
+    let deadline = Instant::now() + client.inner.http_timeout;
+    match read_reply(&lease, call, deadline) {
         Ok(Reply::Complete(answer)) => {
             lease.release();
             match decode(answer) {
