@@ -314,6 +314,10 @@ struct RelayShared {
     /// The client sent something on a control connection since arming.
     asked: AtomicBool,
     cuts: AtomicUsize,
+    /// Replace the next fs result (a JSON text frame without a `type`) from the server with
+    /// text that is not JSON, as a server that answers in another form would.
+    mangle: AtomicBool,
+    mangled: AtomicUsize,
     /// Every connection, to close them all when the relay goes.
     conns: Mutex<Vec<TcpStream>>,
 }
@@ -358,10 +362,12 @@ impl Relay {
                     }
                     let _ = to.shutdown(Shutdown::Write);
                 });
-                // Server → client: the answer to an armed question cuts both ways instead.
+                // Server → client: the answer to an armed question cuts both ways instead;
+                // on a control connection, frame by frame (to mangle an answer if asked).
                 let (mut from, mut to) = (pair.1, pair.0);
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 << 10];
+                    let mut frames = Frames::default();
                     while let Ok(n @ 1..) = from.read(&mut buf) {
                         if control.load(Ordering::SeqCst)
                             && shared.asked.load(Ordering::SeqCst)
@@ -373,7 +379,12 @@ impl Relay {
                             let _ = to.shutdown(Shutdown::Both);
                             return;
                         }
-                        if to.write_all(&buf[..n]).is_err() {
+                        let out = if control.load(Ordering::SeqCst) {
+                            frames.pass(&buf[..n], &shared)
+                        } else {
+                            buf[..n].to_vec()
+                        };
+                        if to.write_all(&out).is_err() {
                             break;
                         }
                     }
@@ -391,6 +402,56 @@ impl Relay {
 
     fn cuts(&self) -> usize {
         self.shared.cuts.load(Ordering::SeqCst)
+    }
+}
+
+/// The server's side of a control connection: its HTTP head, then unmasked frames.
+#[derive(Default)]
+struct Frames {
+    head_done: bool,
+    pending: Vec<u8>,
+}
+
+impl Frames {
+    /// Takes bytes from the server; returns the whole frames (and head) they complete, the
+    /// first fs result mangled if the relay is asked to.
+    fn pass(&mut self, bytes: &[u8], shared: &RelayShared) -> Vec<u8> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        if !self.head_done {
+            let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return out;
+            };
+            out.extend(self.pending.drain(..end + 4));
+            self.head_done = true;
+        }
+        loop {
+            let p = &self.pending;
+            if p.len() < 2 {
+                return out;
+            }
+            let (header, len) = match p[1] & 0x7f {
+                126 if p.len() >= 4 => (4, u64::from(u16::from_be_bytes([p[2], p[3]]))),
+                127 if p.len() >= 10 => (10, u64::from_be_bytes(p[2..10].try_into().unwrap())),
+                126 | 127 => return out,
+                small => (2, u64::from(small)),
+            };
+            let total = header + len as usize;
+            if p.len() < total {
+                return out;
+            }
+            let mut frame: Vec<u8> = self.pending.drain(..total).collect();
+            let payload = &frame[header..];
+            if frame[0] & 0x0f == 1
+                && payload.starts_with(b"{")
+                && !String::from_utf8_lossy(payload).contains("\"type\"")
+                && shared.mangle.swap(false, Ordering::SeqCst)
+            {
+                frame[header..].fill(b'x');
+                shared.mangled.fetch_add(1, Ordering::SeqCst);
+            }
+            out.extend(frame);
+        }
     }
 }
 
@@ -473,4 +534,42 @@ fn a_connection_killed_mid_call_retries_a_read_fails_a_change_and_the_next_call_
     fs.remove_file("g").unwrap();
     let after = served(&local);
     assert!(after[1] > before[1] && after[0] > before[0] && after[3] > before[3]);
+}
+
+#[test]
+fn a_server_answering_in_another_form_costs_one_call_and_fs_stays_on_http() {
+    let local = Local::start();
+    let relay = Relay::start(local.server.as_ref().unwrap().addr());
+    let client = client(&relay.url, true);
+    let sprite = client.sprite(local.sprite("form").name());
+    sprite.connect().unwrap();
+    let fs = sprite.fs_at(home(&sprite));
+    fs.write("f", b"v1").unwrap();
+    let upgrades = local.server.as_ref().unwrap().control_upgrades();
+
+    // The read's result arrives as text that is not JSON: read again over HTTP.
+    relay.shared.mangle.store(true, Ordering::SeqCst);
+    let before = served(&local);
+    assert_eq!(fs.read("f").unwrap(), b"v1");
+    assert_eq!(relay.shared.mangled.load(Ordering::SeqCst), 1);
+    assert_eq!(served(&local)[0], before[0] + 1, "tried over control once");
+
+    // Remembered: with a control connection idle again, fs calls use HTTP…
+    sprite.connect().unwrap();
+    let before = served(&local);
+    fs.write("f", b"v2").unwrap();
+    assert_eq!(fs.read("f").unwrap(), b"v2");
+    assert!(fs.metadata("f").unwrap().is_file());
+    fs.remove_file("f").unwrap();
+    assert_eq!(served(&local), before);
+    // …and commands still use the control connection.
+    assert_eq!(
+        sprite.command("echo").arg("ok").output().unwrap().stdout,
+        b"ok\n"
+    );
+    assert_eq!(
+        local.server.as_ref().unwrap().control_upgrades(),
+        upgrades + 1,
+        "one new connection (the mangled one was closed), used by the command"
+    );
 }
