@@ -266,8 +266,7 @@ enum Broken {
 
 /// Reads the op's answer, content and end.
 fn read_reply(lease: &control::Lease, call: &Call<'_>, deadline: Instant) -> Result<Reply, Broken> {
-    let mut result: Option<Value> = None;
-    let mut content: Option<Vec<u8>> = None;
+    let mut gathered = Gathered::default();
     loop {
         let message = match lease.socket.read() {
             Ok(Incoming::Message(message)) => message,
@@ -296,6 +295,27 @@ fn read_reply(lease: &control::Lease, call: &Call<'_>, deadline: Instant) -> Res
             }
             Err(e) => return Err(Broken::Died(crate::exec::closed_error(e))),
         };
+        if let Some(reply) = gathered.take(message, call.read_limit)? {
+            return Ok(reply);
+        }
+    }
+}
+
+/// What has arrived of an op's answer.
+#[derive(Default)]
+struct Gathered {
+    result: Option<Value>,
+    content: Option<Vec<u8>>,
+}
+
+impl Gathered {
+    /// Takes one message from the server; `Some` once it ends the op. `read_limit`: the
+    /// largest content frame accepted (`None`: the op has no content).
+    fn take(
+        &mut self,
+        message: Message,
+        read_limit: Option<usize>,
+    ) -> Result<Option<Reply>, Broken> {
         match message {
             Message::Text(text) => {
                 let (body, prefixed) = match text.as_str().strip_prefix(control::PREFIX) {
@@ -307,27 +327,31 @@ fn read_reply(lease: &control::Lease, call: &Call<'_>, deadline: Instant) -> Res
                 };
                 match value.get("type").and_then(Value::as_str) {
                     Some("op.complete") => {
-                        return Ok(Reply::Complete(Answer {
-                            result: result.unwrap_or(Value::Null),
-                            content,
-                        }));
+                        return Ok(Some(Reply::Complete(Answer {
+                            result: self.result.take().unwrap_or(Value::Null),
+                            content: self.content.take(),
+                        })));
                     }
                     Some("op.error") => {
                         let args = value.get("args").cloned().unwrap_or(Value::Null);
-                        return Ok(Reply::Error { body: result, args });
+                        let body = self.result.take();
+                        return Ok(Some(Reply::Error { body, args }));
                     }
-                    // Envelope chatter (keepalive, dial): not the op's.
+                    // Envelope chatter (keepalive, dial), prefixed or not: not the op's.
                     Some("keepalive" | "dial") => {}
                     Some(_) if prefixed => {}
-                    _ if result.is_none() && !prefixed && value.is_object() => {
-                        result = Some(value);
+                    // The op's answer: one unprefixed JSON object.
+                    _ if self.result.is_none() && !prefixed && value.is_object() => {
+                        self.result = Some(value);
                     }
-                    _ => return Err(Broken::Malformed("a second answer".into())),
+                    _ => return Err(Broken::Malformed("an unexpected text message".into())),
                 }
             }
-            Message::Binary(data) => match call.read_limit {
-                Some(limit) if result.is_some() && content.is_none() && data.len() <= limit => {
-                    content = Some(Vec::from(data));
+            Message::Binary(data) => match read_limit {
+                Some(limit)
+                    if self.result.is_some() && self.content.is_none() && data.len() <= limit =>
+                {
+                    self.content = Some(Vec::from(data));
                 }
                 _ => {
                     return Err(Broken::Malformed(format!(
@@ -344,6 +368,7 @@ fn read_reply(lease: &control::Lease, call: &Call<'_>, deadline: Instant) -> Res
                 }));
             }
         }
+        Ok(None)
     }
 }
 
@@ -365,6 +390,105 @@ mod tests {
         ] {
             assert!(!is_errno(code), "{code}");
         }
+    }
+
+    /// Feeds `messages` to a fresh [`Gathered`]: the reply, or the first error.
+    fn gather(messages: Vec<Message>, read_limit: Option<usize>) -> Result<Option<Reply>, Broken> {
+        let mut gathered = Gathered::default();
+        for message in messages {
+            if let Some(reply) = gathered.take(message, read_limit)? {
+                return Ok(Some(reply));
+            }
+        }
+        Ok(None)
+    }
+
+    fn text(t: &str) -> Message {
+        Message::Text(t.into())
+    }
+
+    fn bin(b: &[u8]) -> Message {
+        Message::Binary(Bytes::copy_from_slice(b))
+    }
+
+    const DONE: &str = r#"{"type":"op.complete","args":{"ok":true}}"#;
+
+    #[test]
+    fn answers() {
+        // Go's form: result, content, end; chatter around it ignored.
+        let Ok(Some(Reply::Complete(answer))) = gather(
+            vec![
+                text(r#"{"type":"keepalive"}"#),
+                text(r#"control:{"type":"dial"}"#),
+                text(r#"control:{"type":"something-new"}"#),
+                text(r#"{"path":"/x","size":2}"#),
+                Message::Ping(Bytes::new()),
+                bin(b"hi"),
+                text(DONE),
+            ],
+            Some(2),
+        ) else {
+            panic!("not complete");
+        };
+        assert_eq!(answer.result, serde_json::json!({"path":"/x","size":2}));
+        assert_eq!(answer.content.as_deref(), Some(&b"hi"[..]));
+        // A prefixed end, no content.
+        let Ok(Some(Reply::Complete(answer))) = gather(
+            vec![
+                text(r#"{"deleted":["/x"],"count":1}"#),
+                text(r#"control:{"type":"op.complete"}"#),
+            ],
+            None,
+        ) else {
+            panic!("not complete");
+        };
+        assert_eq!(answer.result["count"], 1);
+        assert!(answer.content.is_none());
+        // An unprefixed object with some other type is the result (a listing could be).
+        let Ok(Some(Reply::Complete(answer))) =
+            gather(vec![text(r#"{"type":"other"}"#), text(DONE)], None)
+        else {
+            panic!("not complete");
+        };
+        assert_eq!(answer.result["type"], "other");
+        // op.error keeps the body before it.
+        let Ok(Some(Reply::Error { body, args })) = gather(
+            vec![
+                text(r#"{"error":"gone","code":"ENOENT"}"#),
+                text(r#"{"type":"op.error","args":{"error":"gone"}}"#),
+            ],
+            None,
+        ) else {
+            panic!("not an error");
+        };
+        assert_eq!(body.unwrap()["code"], "ENOENT");
+        assert_eq!(args["error"], "gone");
+        assert!(matches!(gather(vec![text("{}")], None), Ok(None)));
+    }
+
+    #[test]
+    fn malformed_answers() {
+        let malformed = |messages: Vec<Message>, limit: Option<usize>| {
+            matches!(gather(messages, limit), Err(Broken::Malformed(_)))
+        };
+        let result = || text(r#"{"path":"/x","size":2}"#);
+        assert!(malformed(vec![text("not json")], None));
+        assert!(malformed(vec![text("42")], None));
+        assert!(malformed(vec![text(r#"control:{"path":"/x"}"#)], None));
+        assert!(malformed(vec![result(), result()], None));
+        // Content: only after the result, only once, only as much as asked, only if asked.
+        assert!(malformed(vec![bin(b"hi")], Some(2)));
+        assert!(malformed(vec![result(), bin(b"hi"), bin(b"")], Some(2)));
+        assert!(malformed(vec![result(), bin(b"hi!")], Some(2)));
+        assert!(malformed(vec![result(), bin(b"")], None));
+        assert!(matches!(
+            gather(vec![result(), bin(b"hi")], Some(2)),
+            Ok(None)
+        ));
+        assert!(matches!(
+            gather(vec![result(), Message::Close(None)], None),
+            Err(Broken::Died(Error::ConnectionClosed { .. }))
+        ));
     }
 
     #[test]
@@ -415,6 +539,22 @@ mod tests {
             Verdict::Http
         ));
         assert!(matches!(classify(None, &Value::Null), Verdict::Http));
+        // A body with a code alone is still the body.
+        let Verdict::Failed(api) = classify(
+            Some(json!({"code":"ENOTDIR","status":400})),
+            &json!({"error":"failed"}),
+        ) else {
+            panic!("not a filesystem error");
+        };
+        assert_eq!(api.io_kind(), io::ErrorKind::NotADirectory);
+        // A code that is not an errno name is not a filesystem error.
+        assert!(matches!(
+            classify(
+                Some(json!({"error":"bad mode","code":"invalid_request","status":400})),
+                &json!({"error":"bad mode"})
+            ),
+            Verdict::Http
+        ));
     }
 
     #[test]
