@@ -73,6 +73,12 @@ pub(crate) struct Pool {
     fs_unsupported: AtomicBool,
     /// A background dial is under way.
     dialling: AtomicBool,
+    /// The server answered a proxy op with something other than a proxy reply (or not in
+    /// time): proxies use their own sockets (§8.4).
+    no_proxy: AtomicBool,
+    /// The server answered a proxy op with a proxy reply: it serves them, so a forwarded
+    /// connection may send its first bytes before the reply (§8.4).
+    proxy_served: AtomicBool,
     /// The keeper thread is running.
     keeping: AtomicBool,
     /// Dropped with the pool, which wakes the keeper at once to end.
@@ -246,6 +252,58 @@ pub(crate) fn checkout(client: &Client, sprite: &str) -> Option<Lease> {
         });
     }
     None
+}
+
+/// [`checkout`] for a proxy op: `None` also when the server is known not to serve proxies
+/// over control connections.
+pub(crate) fn checkout_for_proxy(client: &Client, sprite: &str) -> Option<Lease> {
+    if !client.inner.control
+        || client
+            .inner
+            .pools
+            .get(sprite)
+            .no_proxy
+            .load(Ordering::SeqCst)
+    {
+        return None;
+    }
+    checkout(client, sprite)
+}
+
+/// Remembers that the server answered a proxy op with a proxy reply.
+pub(crate) fn proxy_served(client: &Client, sprite: &str) {
+    client
+        .inner
+        .pools
+        .get(sprite)
+        .proxy_served
+        .store(true, Ordering::SeqCst);
+}
+
+/// [`checkout_for_proxy`], only once the server is known to serve proxies over control (a
+/// proxy whose data goes out before its reply has no fallback).
+pub(crate) fn checkout_for_pipelined_proxy(client: &Client, sprite: &str) -> Option<Lease> {
+    if !client
+        .inner
+        .pools
+        .get(sprite)
+        .proxy_served
+        .load(Ordering::SeqCst)
+    {
+        return None;
+    }
+    checkout_for_proxy(client, sprite)
+}
+
+/// Remembers (for this `Client`) that the server does not serve proxies over control
+/// connections: later proxies use their own sockets at once.
+pub(crate) fn no_proxy_over_control(client: &Client, sprite: &str) {
+    client
+        .inner
+        .pools
+        .get(sprite)
+        .no_proxy
+        .store(true, Ordering::SeqCst);
 }
 
 /// An idle control connection for a filesystem call ([`checkout`]), unless this sprite's
@@ -428,6 +486,13 @@ pub(crate) fn exec_start(pairs: &[(&str, String)]) -> String {
         }
     }
     let start = serde_json::json!({ "type": "op.start", "op": "exec", "args": args });
+    format!("{PREFIX}{start}")
+}
+
+/// `control:{"type":"op.start","op":"exec","args":{"id":…}}`: attach to session `id`
+/// (§8.3; `op: "exec"` with an `id`, as the Go SDK sends it).
+pub(crate) fn attach_start(id: &str) -> String {
+    let start = serde_json::json!({ "type": "op.start", "op": "exec", "args": { "id": id } });
     format!("{PREFIX}{start}")
 }
 

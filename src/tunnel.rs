@@ -75,7 +75,10 @@ pub struct ProxyStream {
 }
 
 struct Inner {
-    socket: Socket,
+    socket: Arc<Socket>,
+    /// Set when the tunnel is a proxy op on a pooled control connection (§8.4): the
+    /// connection goes back to the pool when the op has ended cleanly.
+    op: Option<Mutex<Op>>,
     target: String,
     peer: Option<SocketAddr>,
     /// The server understands half-close (it said so in its reply).
@@ -85,7 +88,19 @@ struct Inner {
     write_closed: AtomicBool,
     /// `shutdown(Read)`: reads return 0, what arrives is discarded.
     read_shut: AtomicBool,
+    /// This side's end-of-stream (an empty frame) went out.
+    eof_sent: AtomicBool,
+    /// A forwarded connection's proxy op whose reply has not been read yet (it is read
+    /// with the first data).
+    reply_pending: AtomicBool,
     timeouts: Mutex<Timeouts>,
+}
+
+/// A proxy op's hold on its control connection.
+struct Op {
+    lease: Option<crate::control::Lease>,
+    /// `release` was sent: the server is ending the op.
+    released: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -103,6 +118,11 @@ struct ReadSide {
     eof: bool,
     /// The tunnel failed: every later read returns this.
     failed: Option<(io::ErrorKind, String)>,
+    /// A proxy op's end (`op.complete` or `op.error`) was read: nothing of it is left on the
+    /// control connection.
+    ended: bool,
+    /// An error reply was read: the op's `op.error` follows at once.
+    end_coming: bool,
 }
 
 impl std::fmt::Debug for ProxyStream {
@@ -158,6 +178,120 @@ fn io_kind_of_code(code: Option<&str>, message: &str) -> io::ErrorKind {
     }
 }
 
+/// What came back for a proxy request.
+enum Answer {
+    /// The §10.3 reply.
+    Reply(Reply),
+    /// Over control: the op ended (or an unprefixed op end came) before any reply — the
+    /// server does not serve proxies there.
+    NotServed(String),
+    /// Nothing within the wait.
+    TimedOut,
+}
+
+/// Reads until the proxy's reply (§10.3); over control (`control`), an op end before it is
+/// [`Answer::NotServed`] and other envelope messages are skipped.
+fn read_answer(socket: &Socket, wait: Duration, control: bool) -> Result<Answer> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match socket.read() {
+            Ok(Incoming::Message(Message::Text(text))) => {
+                let text = text.as_str();
+                if control && text.starts_with(crate::control::PREFIX) {
+                    if let Some(end) = crate::control::parse_end(text) {
+                        let why = match end {
+                            crate::control::End::Error(e) => e.to_string(),
+                            crate::control::End::Complete { .. } => "the op ended".into(),
+                        };
+                        return Ok(Answer::NotServed(why));
+                    }
+                    continue;
+                }
+                let value: serde_json::Value = match serde_json::from_str(text) {
+                    Ok(v) => v,
+                    Err(_) if control => continue,
+                    Err(e) => {
+                        return Err(Error::Protocol(format!(
+                            "the proxy's reply is not the documented JSON: {e}"
+                        )));
+                    }
+                };
+                if control && value.get("status").is_none() {
+                    // A server that ends Go's unprefixed start unprefixed (§8.2).
+                    if matches!(
+                        value.get("type").and_then(|t| t.as_str()),
+                        Some("op.error" | "op.complete")
+                    ) {
+                        return Ok(Answer::NotServed(value.to_string()));
+                    }
+                    continue;
+                }
+                return match serde_json::from_value::<Reply>(value) {
+                    Ok(reply) => Ok(Answer::Reply(reply)),
+                    Err(e) => Err(Error::Protocol(format!(
+                        "the proxy's reply is not the documented JSON: {e}"
+                    ))),
+                };
+            }
+            Ok(Incoming::Message(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
+                    .unwrap_or((None, String::new()));
+                return Err(Error::ConnectionClosed { code, reason });
+            }
+            Ok(Incoming::Message(_)) => {} // pings; nothing else comes before the reply
+            Ok(Incoming::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ready = socket
+                    .wait_readable(left)
+                    .map_err(|e| TransportError::io("waiting for the proxy's reply", e))?;
+                if !ready {
+                    return Ok(Answer::TimedOut);
+                }
+            }
+            Err(e) => return Err(ws::ws_error(e)),
+        }
+    }
+}
+
+/// Reads a control connection until the running op's end, discarding what comes before
+/// it; true when the end came within `wait` (the connection is clean).
+fn drain_op(socket: &Socket, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match socket.read() {
+            Ok(Incoming::Message(Message::Text(text)))
+                if text.as_str().starts_with(crate::control::PREFIX) =>
+            {
+                if crate::control::parse_end(text.as_str()).is_some() {
+                    return true;
+                }
+            }
+            Ok(Incoming::Message(Message::Close(_))) | Err(_) => return false,
+            Ok(Incoming::Message(_)) => {}
+            Ok(Incoming::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !matches!(socket.wait_readable(left), Ok(true)) {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Go's proxy start on a control connection (§8.4), with `half_close` (ours).
+fn go_start(host: &str, port: u16) -> String {
+    serde_json::json!({
+        "type": "start",
+        "operation": "proxy",
+        "params": {"host": host, "port": port, "keep_alive": true, "half_close": true},
+    })
+    .to_string()
+}
+
+/// Go's end of a proxy op (§8.4): unprefixed.
+const RELEASE: &str = r#"{"type":"release"}"#;
+
 impl ProxyStream {
     pub(crate) fn connect(sprite: &Sprite, addr: &str) -> Result<ProxyStream> {
         let (host, port) = split_addr(addr)?;
@@ -168,56 +302,131 @@ impl ProxyStream {
         };
         let client = sprite.client();
         let wait = client.inner.http_timeout;
+        // A warm control connection: the start goes out at once, the reply is the one
+        // round trip (§8.4). Anything but a proxy reply falls back to a socket of its own.
+        while let Some(lease) = crate::control::checkout_for_proxy(client, sprite.name()) {
+            if lease
+                .socket
+                .send_within(Message::text(go_start(&host, port)), wait)
+                .is_err()
+            {
+                continue; // dead before anything was sent on it: dropping closes it; next
+            }
+            match read_answer(&lease.socket, wait, true) {
+                Ok(Answer::Reply(reply)) => {
+                    crate::control::proxy_served(client, sprite.name());
+                    let socket = lease.socket.clone();
+                    let op = Op {
+                        lease: Some(lease),
+                        released: false,
+                    };
+                    return ProxyStream::open(socket, Some(op), target, reply, wait);
+                }
+                Ok(Answer::NotServed(why)) => {
+                    log::debug!("no proxy over control connections here: {why}");
+                    crate::control::no_proxy_over_control(client, sprite.name());
+                    lease.release(); // the op's end was read: clean
+                    break;
+                }
+                Ok(Answer::TimedOut) => {
+                    log::debug!("no proxy reply on the control connection within {wait:?}");
+                    crate::control::no_proxy_over_control(client, sprite.name());
+                    break;
+                }
+                // A connection that broke says nothing about support; the next is tried.
+                Err(e) => log::debug!("proxy over a control connection: {e}"),
+            }
+        }
         let accepted = ws::dial(client, &sprite.path("/proxy"))?;
-        let socket = accepted.socket;
+        // This tunnel has its connection; the next one should find a control connection.
+        crate::control::dial_for_next(client, sprite.name());
+        let socket = Arc::new(accepted.socket);
         let init = serde_json::json!({"host": host, "port": port, "half_close": true});
         socket
             .send_within(Message::text(init.to_string()), wait)
             .map_err(ws::ws_error)?;
-        let deadline = Instant::now() + wait;
-        let reply = loop {
-            match socket.read() {
-                Ok(Incoming::Message(Message::Text(text))) => {
-                    match serde_json::from_str::<Reply>(text.as_str()) {
-                        Ok(reply) => break reply,
-                        Err(e) => {
-                            return Err(Error::Protocol(format!(
-                                "the proxy's reply is not the documented JSON: {e}"
-                            )));
-                        }
-                    }
-                }
-                Ok(Incoming::Message(Message::Close(frame))) => {
-                    let (code, reason) = frame
-                        .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
-                        .unwrap_or((None, String::new()));
-                    return Err(Error::ConnectionClosed { code, reason });
-                }
-                Ok(Incoming::Message(_)) => {} // pings; nothing else comes before the reply
-                Ok(Incoming::Empty) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let ready = socket
-                        .wait_readable(left)
-                        .map_err(|e| TransportError::io("waiting for the proxy's reply", e))?;
-                    if !ready {
-                        socket.close_now(1000);
-                        return Err(TransportError::new(
-                            io::ErrorKind::TimedOut,
-                            format!("waiting {wait:?} for the proxy's reply"),
-                            None,
-                        )
-                        .into());
-                    }
-                }
-                Err(e) => return Err(ws::ws_error(e)),
+        match read_answer(&socket, wait, false)? {
+            Answer::Reply(reply) => ProxyStream::open(socket, None, target, reply, wait),
+            _ => {
+                socket.close_now(1000);
+                Err(TransportError::new(
+                    io::ErrorKind::TimedOut,
+                    format!("waiting {wait:?} for the proxy's reply"),
+                    None,
+                )
+                .into())
             }
-        };
+        }
+    }
+
+    /// For a forwarded connection, whose first bytes are already waiting: on a pool whose
+    /// server is known to serve proxies over control, the start goes out and the stream is
+    /// returned at once, so those bytes go in the same flight; the reply is read with the
+    /// first data (a failure then fails the reads). Otherwise [`connect`](Self::connect).
+    fn connect_forwarded(sprite: &Sprite, addr: &str) -> Result<ProxyStream> {
+        let (host, port) = split_addr(addr)?;
+        let client = sprite.client();
+        if let Some(lease) = crate::control::checkout_for_pipelined_proxy(client, sprite.name())
+            && lease
+                .socket
+                .send_within(
+                    Message::text(go_start(&host, port)),
+                    client.inner.http_timeout,
+                )
+                .is_ok()
+        {
+            let target = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let socket = lease.socket.clone();
+            let stream = ProxyStream {
+                inner: Arc::new(Inner {
+                    socket,
+                    op: Some(Mutex::new(Op {
+                        lease: Some(lease),
+                        released: false,
+                    })),
+                    target,
+                    peer: None,
+                    // Asked for; an empty frame is harmless to a server without it.
+                    half_close: true,
+                    read: Mutex::new(ReadSide::default()),
+                    write_closed: AtomicBool::new(false),
+                    read_shut: AtomicBool::new(false),
+                    eof_sent: AtomicBool::new(false),
+                    reply_pending: AtomicBool::new(true),
+                    timeouts: Mutex::new(Timeouts::default()),
+                }),
+            };
+            return Ok(stream);
+        }
+        ProxyStream::connect(sprite, addr)
+    }
+
+    /// The tunnel after the server's reply, or the reply's error.
+    fn open(
+        socket: Arc<Socket>,
+        mut op: Option<Op>,
+        target: String,
+        reply: Reply,
+        wait: Duration,
+    ) -> Result<ProxyStream> {
         if reply.status != "connected" {
             let message = reply
                 .error
                 .unwrap_or_else(|| format!("the server answered status {:?}", reply.status));
             let kind = io_kind_of_code(reply.code.as_deref(), &message);
-            socket.close_now(1000);
+            match op.as_mut().and_then(|op| op.lease.take()) {
+                // The op's end follows the error reply; once read, the connection is clean.
+                Some(lease) => {
+                    if drain_op(&lease.socket, wait) {
+                        lease.release();
+                    }
+                }
+                None => socket.close_now(1000),
+            }
             return Err(Error::ProxyTarget {
                 target,
                 kind,
@@ -233,15 +442,35 @@ impl ProxyStream {
         Ok(ProxyStream {
             inner: Arc::new(Inner {
                 socket,
+                op: op.map(Mutex::new),
                 target,
                 peer,
                 half_close: reply.half_close,
                 read: Mutex::new(ReadSide::default()),
                 write_closed: AtomicBool::new(false),
                 read_shut: AtomicBool::new(false),
+                eof_sent: AtomicBool::new(false),
+                reply_pending: AtomicBool::new(false),
                 timeouts: Mutex::new(Timeouts::default()),
             }),
         })
+    }
+
+    /// Whether the tunnel is a proxy op on a pooled control connection (PROTOCOL.md §8.4)
+    /// rather than a connection of its own (§10): true when a control connection was idle
+    /// (after [`Sprite::connect`], or any earlier command) and the server serves proxies on
+    /// it. Either way the stream behaves the same.
+    ///
+    /// ```no_run
+    /// # fn main() -> sprites::Result<()> {
+    /// let sprite = sprites::Client::from_env()?.sprite("my-sprite");
+    /// sprite.connect()?;
+    /// let conn = sprite.proxy_socket("localhost:5432")?;
+    /// println!("over a pooled control connection: {}", conn.over_control());
+    /// # Ok(()) }
+    /// ```
+    pub fn over_control(&self) -> bool {
+        self.inner.op.is_some()
     }
 
     /// The target as requested, `host:port`.
@@ -320,11 +549,17 @@ impl ProxyStream {
                         .socket
                         .send_within(Message::Binary(Bytes::new()), stall)
                         .map_err(|e| io::Error::from(ws::ws_error(e)))?;
+                    inner.eof_sent.store(true, Ordering::SeqCst);
                 }
             }
             Shutdown::Both => {
                 inner.write_closed.store(true, Ordering::SeqCst);
-                inner.socket.close_now(1000);
+                match &inner.op {
+                    // The op ends with the server's answer to `release`; the connection
+                    // goes back to the pool when the last handle is dropped.
+                    Some(op) => inner.release(&mut lock(op)),
+                    None => inner.socket.close_now(1000),
+                }
             }
             Shutdown::Read => {}
         }
@@ -372,6 +607,15 @@ impl ProxyStream {
                         Message::Binary(data) => {
                             side.buf = data;
                             side.pos = 0;
+                        }
+                        Message::Text(text)
+                            if inner.op.is_some()
+                                && text.as_str().starts_with(crate::control::PREFIX) =>
+                        {
+                            inner.op_message(&mut side, text.as_str());
+                        }
+                        Message::Text(text) if inner.reply_pending.load(Ordering::SeqCst) => {
+                            inner.late_reply(&mut side, text.as_str());
                         }
                         Message::Close(frame) => {
                             inner.write_closed.store(true, Ordering::SeqCst);
@@ -425,9 +669,25 @@ impl ProxyStream {
                     }
                     inner.socket.wait_readable(wait)?;
                 }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)
+                    if inner.op.is_none() =>
+                {
                     inner.write_closed.store(true, Ordering::SeqCst);
                     side.eof = true;
+                }
+                // A control connection that ends before the op's end cut the op short.
+                Err(
+                    e @ (tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    )),
+                ) if inner.op.is_some() => {
+                    inner.write_closed.store(true, Ordering::SeqCst);
+                    side.failed = Some((
+                        io::ErrorKind::ConnectionReset,
+                        format!("the control connection broke during the proxy op: {e}"),
+                    ));
                 }
                 Err(e) => {
                     let err = io::Error::from(ws::ws_error(e));
@@ -480,9 +740,119 @@ fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
     Ok(())
 }
 
+impl Inner {
+    /// A `control:` message on a proxy op: its end. After `op.complete` every byte of the
+    /// target is in (end-of-stream); `op.error` is a failure. Either way the op is over and
+    /// this side must not send more.
+    fn op_message(&self, side: &mut ReadSide, text: &str) {
+        match crate::control::parse_end(text) {
+            Some(crate::control::End::Complete { .. }) => {
+                side.ended = true;
+                side.eof = true;
+            }
+            Some(crate::control::End::Error(err)) => {
+                side.ended = true;
+                if !side.eof && side.failed.is_none() {
+                    side.failed = Some((
+                        io::ErrorKind::ConnectionReset,
+                        format!("the proxy op failed: {err}"),
+                    ));
+                }
+            }
+            None => return, // other envelope messages carry nothing for a tunnel
+        }
+        self.write_closed.store(true, Ordering::SeqCst);
+    }
+
+    /// The reply of a forwarded connection's proxy op, read with its data: an error reply
+    /// fails the reads (the op's `op.error` follows).
+    fn late_reply(&self, side: &mut ReadSide, text: &str) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+            return; // not the reply
+        };
+        if value.get("status").is_none() {
+            // An unprefixed op end instead of a reply (a server that no longer serves
+            // proxies over control): the op is over, the connection clean.
+            if matches!(
+                value.get("type").and_then(|t| t.as_str()),
+                Some("op.error" | "op.complete")
+            ) {
+                self.reply_pending.store(false, Ordering::SeqCst);
+                side.ended = true;
+                side.failed = Some((
+                    io::ErrorKind::Unsupported,
+                    "the server did not serve the proxy over its control connection".into(),
+                ));
+                self.write_closed.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        let Ok(reply) = serde_json::from_value::<Reply>(value) else {
+            return;
+        };
+        self.reply_pending.store(false, Ordering::SeqCst);
+        if reply.status != "connected" {
+            let message = reply
+                .error
+                .unwrap_or_else(|| format!("the server answered status {:?}", reply.status));
+            let kind = io_kind_of_code(reply.code.as_deref(), &message);
+            side.failed = Some((kind, format!("{}: {message}", self.target)));
+            side.end_coming = true;
+            self.write_closed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Asks the server to end the proxy op (`release`), once.
+    fn release(&self, op: &mut Op) {
+        if !op.released {
+            op.released = true;
+            let _ = self.socket.send_within(Message::text(RELEASE), SILENCE);
+        }
+    }
+}
+
+/// How long a proxy op's end may take once both directions have ended (the server sends it
+/// right behind the target's end-of-stream).
+const OP_END_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.socket.close_now(1000);
+        let Some(op) = self.op.take() else {
+            self.socket.close_now(1000);
+            return;
+        };
+        let mut op = op.into_inner().unwrap_or_else(|p| p.into_inner());
+        let Some(lease) = op.lease.take() else {
+            return;
+        };
+        let side = self.read.get_mut().unwrap_or_else(|p| p.into_inner());
+        if side.ended {
+            // `op.complete` (or `op.error`) was read: nothing of the op is left.
+            return lease.release();
+        }
+        let broken = side.failed.is_some() && !side.end_coming;
+        let both_ended = side.eof && self.eof_sent.load(Ordering::SeqCst);
+        if broken {
+            return; // dropping the lease closes the connection
+        }
+        if both_ended || side.end_coming {
+            // The op's end is on its way: read it here, then the connection is clean.
+            if drain_op(&lease.socket, OP_END_WAIT) {
+                lease.release();
+            }
+            return;
+        }
+        // Ended early: `release` ends the op; its end is read off the caller's thread, and
+        // the connection pooled once it came (closed if it does not come in time).
+        self.release(&mut op);
+        let spawned = std::thread::Builder::new()
+            .name("sprites-proxy-release".into())
+            .spawn(move || {
+                if drain_op(&lease.socket, SILENCE) {
+                    lease.release();
+                }
+            });
+        drop(spawned);
     }
 }
 
@@ -685,13 +1055,14 @@ fn accept_loop(listener: &TcpListener, remote: u16, shared: &Arc<ForwardShared>)
 /// One forwarded connection: a tunnel, bytes both ways, half-closes passed on.
 fn serve_forwarded(local: TcpStream, remote: u16, shared: &ForwardShared) {
     let _ = local.set_nodelay(true);
-    let tunnel = match ProxyStream::connect(&shared.sprite, &format!("localhost:{remote}")) {
-        Ok(t) => t,
-        Err(e) => {
-            log::warn!("port forward to sprite port {remote}: {e}");
-            return; // dropping `local` closes it: the local client sees the failure
-        }
-    };
+    let tunnel =
+        match ProxyStream::connect_forwarded(&shared.sprite, &format!("localhost:{remote}")) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("port forward to sprite port {remote}: {e}");
+                return; // dropping `local` closes it: the local client sees the failure
+            }
+        };
     if shared.stop.load(Ordering::SeqCst) {
         return;
     }

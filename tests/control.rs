@@ -356,6 +356,114 @@ fn idle_connections_closed_by_the_server_are_replaced_without_failing_a_command(
 }
 
 #[test]
+fn output_and_status_on_a_warm_connection_run_on_the_calling_thread() {
+    let local = Local::start();
+    let sprite = local.sprite("inline");
+    sprite.connect().unwrap();
+    let caller = std::thread::current().id();
+    let readers = Arc::new(Mutex::new(Vec::new()));
+    let seen = readers.clone();
+    let out = sprite
+        .command("sh")
+        .args(["-c", "printf out; printf err >&2; exit 5"])
+        .on_message(move |_| seen.lock().unwrap().push(std::thread::current().id()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice()),
+        (&b"out"[..], &b"err"[..])
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let readers = readers.lock().unwrap().clone();
+    assert!(!readers.is_empty(), "session_info reached the handler");
+    assert!(
+        readers.iter().all(|id| *id == caller),
+        "the connection was read on the caller's thread"
+    );
+    let status = sprite
+        .command("sh")
+        .args(["-c", "exit 3"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    // More output than any socket buffer holds, collected whole.
+    let big = sprite
+        .command("head")
+        .args(["-c", "3000000", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(big.stdout.len(), 3_000_000);
+    assert_eq!(
+        upgrades(&local),
+        1,
+        "all of it on the one control connection"
+    );
+}
+
+#[test]
+fn a_quiet_command_on_the_calling_thread_keeps_its_connection_alive() {
+    // The caller's thread sends the pings a writer thread would: without them, a server that
+    // says nothing for longer than the keepalive limit would look gone.
+    let local = Local::start();
+    let client = Client::builder()
+        .base_url(local.url())
+        .token("test-token")
+        .keepalive(Duration::from_millis(50), Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let sprite = client.sprite(local.sprite("quiet").name());
+    sprite.connect().unwrap();
+    let out = sprite
+        .command("sh")
+        .args(["-c", "sleep 1; echo done"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"done\n");
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_connection_cut_under_output_fails_it_and_the_next_one_works() {
+    let local = Local::start();
+    let relay = Relay::start(local.server.as_ref().unwrap().addr());
+    let client = Client::builder()
+        .base_url(&relay.url)
+        .token("test-token")
+        .build()
+        .unwrap();
+    let sprite = client.sprite(local.sprite("cut-inline").name());
+    sprite.connect().unwrap();
+    let running = {
+        let sprite = sprite.clone();
+        std::thread::spawn(move || sprite.command("sleep").arg("30").output())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sprite
+        .sessions()
+        .unwrap()
+        .iter()
+        .any(|s| s.command.contains("sleep"))
+    {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cut = Instant::now();
+    relay.cut_all();
+    let err = running.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "noticed in {:?}",
+        cut.elapsed()
+    );
+    assert_eq!(
+        sprite.command("echo").arg("ok").output().unwrap().stdout,
+        b"ok\n"
+    );
+}
+
+#[test]
 fn a_server_without_control_runs_everything_over_direct_sockets() {
     let _watchdog = Watchdog::arm("no-control");
     let dir = TempDir::new("noctl");

@@ -287,13 +287,13 @@ fn median(mut samples: Vec<f64>) -> f64 {
 
 /// A TCP proxy that holds every chunk for `delay` in each direction, and the first chunk a
 /// client sends on a new connection for one more round trip (`2 × delay`).
-struct DelayProxy {
-    addr: SocketAddr,
+pub struct DelayProxy {
+    pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
 impl DelayProxy {
-    fn start(target: SocketAddr, delay: Duration) -> std::io::Result<DelayProxy> {
+    pub fn start(target: SocketAddr, delay: Duration) -> std::io::Result<DelayProxy> {
         DelayProxy::start_with_idle_cut(target, delay, None)
     }
 

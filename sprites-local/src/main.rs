@@ -36,6 +36,8 @@ OPTIONS:
     --max-unauthenticated N
                         most open connections that have not sent a request with
                         the token yet (default: max-connections / 4, at most 4096)
+    --durable-writes    fsync every filesystem-API write before answering it (default:
+                        atomic and visible at once, flushed by the kernel later)
     --warm-after SECS   idle seconds before a running sprite is warm (default 30)
     --cold-after SECS   idle seconds before a sprite is halted and cold: its
                         processes end, files stay (default 600)
@@ -58,6 +60,7 @@ struct Options {
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
     warm_after: Option<usize>,
+    durable_writes: bool,
     cold_after: Option<usize>,
 }
 
@@ -122,6 +125,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             "--max-unauthenticated" => {
                 opts.max_unauthenticated = Some(count("--max-unauthenticated", &value(&flag)?)?)
             }
+            "--durable-writes" if inline.is_none() => opts.durable_writes = true,
             "--warm-after" => opts.warm_after = Some(count("--warm-after", &value(&flag)?)?),
             "--cold-after" => opts.cold_after = Some(count("--cold-after", &value(&flag)?)?),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -195,6 +199,7 @@ fn main() -> ExitCode {
     if let Some(n) = opts.max_unauthenticated {
         builder = builder.max_unauthenticated(n);
     }
+    builder = builder.durable_writes(opts.durable_writes);
     if let Some(n) = opts.warm_after {
         builder = builder.warm_after(std::time::Duration::from_secs(n as u64));
     }
@@ -259,9 +264,12 @@ mod tests {
             "100",
             "--max-unauthenticated=10",
             "--scrollback-bytes=4096",
+            "--durable-writes",
         ]) else {
             panic!()
         };
+        assert!(o.durable_writes);
+        assert!(parse(&["--durable-writes=no"]).is_err());
         assert_eq!(o.addr.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(o.token.as_deref(), Some("t"));
         assert_eq!(o.data_dir.as_deref(), Some("/d"));

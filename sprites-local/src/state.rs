@@ -30,6 +30,8 @@ pub(crate) struct State {
     pub signal_capability: bool,
     /// Output each detachable session keeps for clients that attach later, in bytes.
     pub scrollback_bytes: usize,
+    /// Filesystem writes are fsynced before they are answered (`--durable-writes`).
+    pub durable_writes: bool,
     shutting_down: AtomicBool,
     /// Open connections: how many (the cap counts them), and a way to cut them at shutdown.
     conns: Arc<Conns>,
@@ -48,6 +50,8 @@ pub(crate) struct State {
     /// Whether `/control` (PROTOCOL.md §8) is served; when not, it answers 404 as a server
     /// without control connections does.
     pub control_enabled: bool,
+    /// Whether control connections serve proxy ops (PROTOCOL.md §8.4).
+    pub control_proxy_enabled: bool,
     /// Control connections accepted (upgraded) since the server started.
     pub control_upgrades: AtomicU64,
     /// The same, by sprite (for `GET /_sprites-local/stats`: clients checking their own
@@ -76,6 +80,7 @@ impl State {
             runtime,
             signal_capability,
             scrollback_bytes: crate::exec::DEFAULT_SCROLLBACK,
+            durable_writes: false,
             shutting_down: AtomicBool::new(false),
             conns: Arc::new(Conns::default()),
             execs: Mutex::new(HashMap::new()),
@@ -83,6 +88,7 @@ impl State {
             lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(Default::default())),
             url_port: 0,
             control_enabled: true,
+            control_proxy_enabled: true,
             control_upgrades: AtomicU64::new(0),
             control_upgrades_by_sprite: Mutex::new(HashMap::new()),
             control_fs_ops: Mutex::new(HashMap::new()),

@@ -1,6 +1,7 @@
 //! `/control` (PROTOCOL.md §8) on the wire, with a raw WebSocket client: both `op.start`
 //! dialects, both stdin dialects, op endings, one op at a time, attach over control, the
-//! `fs.*` operations, 404 when switched off, and the non-detachable exec killed with its
+//! `fs.*` operations, proxy ops (Go's start and the envelope's, `release`, the target's end,
+//! failures), 404 when switched off, and the non-detachable exec killed with its
 //! connection.
 
 mod common;
@@ -198,9 +199,9 @@ fn op_errors_busy_connections_and_unknown_ops() {
         assert_eq!(read_op(&mut ws, false).end["type"], "op.error");
         ws.send(Message::Text("control:{broken".into())).unwrap();
         assert_eq!(read_op(&mut ws, false).end["type"], "op.error");
-        // Go's proxy start is refused, unprefixed.
+        // Go's start of an operation that does not exist is refused, unprefixed.
         ws.send(Message::Text(
-            r#"{"type":"start","operation":"proxy","params":{"host":"localhost","port":1}}"#.into(),
+            r#"{"type":"start","operation":"dance","params":{}}"#.into(),
         ))
         .unwrap();
         let op = read_op(&mut ws, false);
@@ -476,4 +477,232 @@ fn control_answers_404_when_switched_off_or_for_an_unknown_sprite() {
         b"GET /_sprites-local/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(raw.status, 401);
+}
+
+/// An echo server in the sprite for one connection at a time: echoes until EOF, then closes
+/// and takes the next. Prints its port first.
+const ECHO_LOOP: &str = "import socket\n\
+    s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\n\
+    print(s.getsockname()[1], flush=True)\n\
+    while True:\n\
+    \x20   c,_=s.accept()\n\
+    \x20   while True:\n\
+    \x20       b=c.recv(65536)\n\
+    \x20       if not b: break\n\
+    \x20       c.sendall(b)\n\
+    \x20   c.close()\n";
+
+/// Reads an exec socket's stdout until its first line: the port the server printed.
+fn read_port(ws: &mut Ws) -> u16 {
+    let mut out = Vec::new();
+    while !out.contains(&b'\n') {
+        if let Message::Binary(b) = ws.read().unwrap() {
+            if b.first() == Some(&1) {
+                out.extend_from_slice(&b[1..]);
+            }
+        }
+    }
+    String::from_utf8(out).unwrap().trim().parse().unwrap()
+}
+
+/// The proxy reply (§10.3): the first unprefixed text frame.
+fn proxy_reply(ws: &mut Ws) -> Value {
+    loop {
+        if let Message::Text(t) = ws.read().unwrap() {
+            assert!(!t.starts_with("control:"), "an end before the reply: {t}");
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Reads a proxy op to its end: the bytes of its binary frames, whether an empty frame
+/// (half-close) came, and the end message (prefixed, as proxy ends always are).
+fn read_proxy(ws: &mut Ws, want: usize) -> (Vec<u8>, bool, Option<Value>) {
+    let (mut bytes, mut eof) = (Vec::new(), false);
+    loop {
+        match ws.read().unwrap() {
+            Message::Binary(b) if b.is_empty() => eof = true,
+            Message::Binary(b) => {
+                bytes.extend_from_slice(&b);
+                if want > 0 && bytes.len() >= want {
+                    return (bytes, eof, None);
+                }
+            }
+            Message::Text(t) => {
+                let body = t.strip_prefix("control:").expect("a prefixed end");
+                return (bytes, eof, Some(serde_json::from_str(body).unwrap()));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn proxy_ops_in_both_forms_end_with_release_or_the_target_and_leave_the_connection_usable() {
+    each_runtime("ctl-proxy", |_, addr| {
+        let mut echo = common::connect(addr, "ctl", &q(&["python3", "-c", ECHO_LOOP]));
+        let port = read_port(&mut echo);
+        let mut ws = dial(addr, "ctl").unwrap();
+
+        // Go's form, unprefixed, ended by Go's unprefixed `release`.
+        let go_start = json!({"type": "start", "operation": "proxy",
+            "params": {"host": "localhost", "port": port, "keep_alive": true}});
+        ws.send(Message::Text(go_start.to_string().into())).unwrap();
+        let reply = proxy_reply(&mut ws);
+        assert_eq!(reply["status"], "connected");
+        assert_eq!(reply["target"], format!("localhost:{port}"));
+        assert_eq!(reply["half_close"], false);
+        binary(&mut ws, b"hello ");
+        binary(&mut ws, b"proxy");
+        let (bytes, _, end) = read_proxy(&mut ws, 11);
+        assert_eq!((bytes.as_slice(), end), (&b"hello proxy"[..], None));
+        ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+            .unwrap();
+        let (_, _, end) = read_proxy(&mut ws, 0);
+        assert_eq!(end.unwrap()["type"], "op.complete");
+        // Bytes after the op's end go nowhere; a second release is ignored.
+        binary(&mut ws, b"stray");
+        ws.send(Message::Text(r#"control:{"type":"release"}"#.into()))
+            .unwrap();
+
+        // The envelope's form with string args and half-close: our EOF reaches the target,
+        // which closes; its EOF comes back as an empty frame and the op completes by itself.
+        start(
+            &mut ws,
+            "proxy",
+            json!({"host": "127.0.0.1", "port": port.to_string(), "half_close": "true"}),
+        );
+        let reply = proxy_reply(&mut ws);
+        assert_eq!(
+            (reply["status"].as_str(), reply["half_close"].as_bool()),
+            (Some("connected"), Some(true))
+        );
+        let big: Vec<u8> = (0..300_000u32).map(|i| ((i * 7) >> 3) as u8).collect();
+        binary(&mut ws, &big);
+        binary(&mut ws, b"");
+        let (bytes, eof, end) = read_proxy(&mut ws, 0);
+        assert!(
+            bytes == big,
+            "300000 bytes echoed exactly ({} back)",
+            bytes.len()
+        );
+        assert!(eof, "the target's EOF as an empty frame");
+        assert_eq!(end.unwrap()["type"], "op.complete");
+
+        // A refused target: the §10.3 error reply, then op.error; a malformed start too.
+        start(&mut ws, "proxy", json!({"port": 1}));
+        let reply = proxy_reply(&mut ws);
+        assert_eq!(
+            (reply["status"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("connection_refused"))
+        );
+        let end = read_proxy(&mut ws, 0).2.unwrap();
+        assert_eq!(
+            (end["type"].as_str(), end["args"]["code"].as_str()),
+            (Some("op.error"), Some("connection_refused"))
+        );
+        ws.send(Message::Text(
+            r#"{"type":"start","operation":"proxy","params":{"port":0}}"#.into(),
+        ))
+        .unwrap();
+        assert_eq!(proxy_reply(&mut ws)["code"], "invalid_request");
+        assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.error");
+
+        // One op at a time while a proxy runs; the connection still serves an exec after.
+        start(&mut ws, "proxy", json!({"port": port}));
+        assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+        start(&mut ws, "exec", json!({"cmd": ["true"]}));
+        let refused = read_proxy(&mut ws, 0).2.unwrap();
+        assert!(refused["args"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("already"));
+        ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+            .unwrap();
+        assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+        // Go sends `release` and its next start back to back: the proxy's end comes first,
+        // then the next op runs as usual.
+        for _ in 0..3 {
+            start(&mut ws, "proxy", json!({"port": port}));
+            assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+            ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+                .unwrap();
+            start(&mut ws, "proxy", json!({"port": port}));
+            assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+            assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+            binary(&mut ws, b"second");
+            assert_eq!(read_proxy(&mut ws, 6).0, b"second");
+            ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+                .unwrap();
+            assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+        }
+        start(&mut ws, "exec", json!({"cmd": ["echo", "fine"]}));
+        assert_eq!(read_op(&mut ws, false).stdout, b"fine\n");
+        drop(echo);
+    });
+}
+
+#[test]
+fn a_proxy_target_that_resets_ends_the_op_with_target_failed_and_the_connection_goes_on() {
+    // Accepts one connection, reads a byte, and resets it (SO_LINGER 0).
+    const RESET: &str = "import socket,struct\n\
+        s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        c,_=s.accept(); c.recv(1)\n\
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii',1,0)); c.close()\n";
+    each_runtime("ctl-proxy-reset", |_, addr| {
+        let mut target = common::connect(addr, "ctl", &q(&["python3", "-c", RESET]));
+        let port = read_port(&mut target);
+        let mut ws = dial(addr, "ctl").unwrap();
+        start(&mut ws, "proxy", json!({"port": port, "half_close": true}));
+        assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+        binary(&mut ws, b"x");
+        let end = read_proxy(&mut ws, 0).2.unwrap();
+        assert_eq!(
+            (end["type"].as_str(), end["args"]["code"].as_str()),
+            (Some("op.error"), Some("target_failed")),
+            "{end}"
+        );
+        start(&mut ws, "exec", json!({"cmd": ["echo", "still"]}));
+        assert_eq!(read_op(&mut ws, false).stdout, b"still\n");
+        assert_eq!(common::exit_code(&mut target), 0);
+    });
+}
+
+#[test]
+fn an_open_proxy_op_keeps_the_sprite_running_until_released() {
+    // Host runtime: the target is a listener of this test (no isolation), so no command of
+    // the sprite's own holds it running.
+    const WARM: Duration = Duration::from_millis(800);
+    let dir = TempDir::new("ctl-proxy-life");
+    let server = Server::builder()
+        .token("secret")
+        .addr("127.0.0.1:0")
+        .data_dir(&dir.0)
+        .runtime(Runtime::Host)
+        .warm_after(WARM)
+        .cold_after(Duration::from_secs(600))
+        .start()
+        .unwrap();
+    create(&server, "life");
+    let status = || {
+        http(&server, "GET", "/v1/sprites/life", None).json()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ws = dial(server.addr(), "life").unwrap();
+    wait_until("an idle sprite warms", || status() == "warm");
+    start(&mut ws, "proxy", json!({"host": "127.0.0.1", "port": port}));
+    assert_eq!(proxy_reply(&mut ws)["status"], "connected");
+    let (_target, _) = listener.accept().unwrap();
+    assert_eq!(status(), "running", "an open proxy is activity");
+    std::thread::sleep(WARM * 2);
+    assert_eq!(status(), "running", "and stays so while it is open");
+    ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+        .unwrap();
+    assert_eq!(read_proxy(&mut ws, 0).2.unwrap()["type"], "op.complete");
+    wait_until("released, the sprite warms again", || status() == "warm");
 }

@@ -192,6 +192,35 @@ fn a_cut_upload_keeps_the_old_file_and_leaves_no_temp_file() {
 }
 
 #[test]
+fn durable_writes_commit_like_default_ones() {
+    // `--durable-writes` adds an fsync before the rename (not observable here); what must not
+    // change is the answer, the content, the exact mode and the atomic replacement.
+    let dir = TempDir::new("durable");
+    let s = Server::builder()
+        .token(TOKEN)
+        .data_dir(dir.0.join("data"))
+        .runtime(Runtime::Host)
+        .durable_writes(true)
+        .start()
+        .unwrap();
+    std::fs::create_dir_all(dir.0.join("files")).unwrap();
+    create(s.addr(), "s");
+    let target = dir.p("files/notes.txt");
+    let mut c = Conn::new(s.addr());
+    for content in [&b"first"[..], b"second, longer"] {
+        let r = c.request("PUT", &write_target("s", &target, "&mode=0600"), content);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["size"], content.len());
+        assert_eq!(r.json()["mode"], "0600");
+        assert_eq!(std::fs::read(&target).unwrap(), content);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    assert_eq!(dir.names("files"), ["notes.txt"]);
+}
+
+#[test]
 fn ranges_give_206_with_the_right_bytes() {
     let (s, dir) = start("range");
     create(s.addr(), "s");

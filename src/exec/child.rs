@@ -1,8 +1,9 @@
 //! [`Child`]: a running remote command, like `std::process::Child`.
 
+use super::frame;
 use super::io::{
     Control, ControlOp, Framing, MessageHandler, Outcome, Reader, SESSION_INFO_WAIT, Shared, Sink,
-    StdinSource, Writer,
+    StdinSource, Writer, closed_error,
 };
 use super::local_stdin::{self, LocalInput};
 use super::pipes::{
@@ -114,7 +115,14 @@ impl DetachOnDrop {
         self.shared
             .detached
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.socket.close_now(1000);
+        // An attachment over control that ended has its connection back in the pool.
+        if !self
+            .shared
+            .connection_claimed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.socket.close_now(1000);
+        }
     }
 }
 
@@ -124,6 +132,15 @@ impl Drop for DetachOnDrop {
             self.detach();
         }
     }
+}
+
+/// What a command run on the caller's thread ([`Child::run_inline`]) left.
+pub(crate) struct Completed {
+    pub(crate) status: ExitStatus,
+    /// What a piped stdout collected (empty otherwise).
+    pub(crate) stdout: Vec<u8>,
+    /// What a piped stderr collected (empty otherwise).
+    pub(crate) stderr: Vec<u8>,
 }
 
 /// The final result, kept so `wait` can be called again.
@@ -166,10 +183,140 @@ impl Child {
         Child::start(spec, socket, &accepted.capabilities, framing, None)
     }
 
+    /// Runs a command to its end on the calling thread, over an idle control connection,
+    /// when nothing about it needs a thread of its own: no stdin (`Stdio::null`), no
+    /// timeout, no port events, output collected ([`Stdio::piped`](crate::Stdio::piped)),
+    /// discarded, inherited or written to a file. Like std's `output()`, which reads both
+    /// pipes on the caller's thread rather than spawn any: the round trip then pays for no
+    /// thread start, hand-over or join. `Err(spec)` gives the command back when that is not
+    /// the case or no connection is idle, for [`Child::spawn`].
+    pub(crate) fn run_inline(spec: Spawn) -> Result<io::Result<Completed>, Box<Spawn>> {
+        let fits = matches!(spec.stdin, StdioKind::Null)
+            && spec.timeout.is_none()
+            && !spec.port_events
+            && [&spec.stdout, &spec.stderr].iter().all(|k| {
+                matches!(
+                    k,
+                    StdioKind::Piped
+                        | StdioKind::Null
+                        | StdioKind::Inherit
+                        | StdioKind::LocalStdout
+                        | StdioKind::LocalStderr
+                        | StdioKind::File(_)
+                )
+            });
+        if !fits {
+            return Err(Box::new(spec));
+        }
+        let client = spec.sprite.client().clone();
+        let lease = loop {
+            let Some(lease) = crate::control::checkout(&client, spec.sprite.name()) else {
+                return Err(Box::new(spec));
+            };
+            let start = crate::control::exec_start(&spec.args);
+            if lease.socket.send(Message::Text(start.into())).is_err() {
+                // Dead before anything was sent on it: dropping the lease closes it; next.
+                continue;
+            }
+            // The end of (no) stdin right behind the request, as the writer thread would
+            // send it. From here the op is under way: a failure is the command's.
+            if !spec.tty
+                && let Err(err) = lease.socket.send(Message::Binary(frame::stdin_eof()))
+            {
+                return Ok(Err(closed_error(err).into()));
+            }
+            break lease;
+        };
+        let collect = |kind: StdioKind, inherit: Sink| match kind {
+            StdioKind::Piped => {
+                let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+                (Sink::Collect(all.clone()), Some(all))
+            }
+            other => (output_sink(other, inherit).0, None),
+        };
+        let (stdout_sink, stdout) = collect(spec.stdout, Sink::Stdout);
+        let (stderr_sink, stderr) = collect(spec.stderr, Sink::Stderr);
+        // No writer thread: its end is known at once.
+        let (_, writer_finished) = bounded::<()>(0);
+        let (outcome_tx, outcome_rx) = bounded(1);
+        let keepalive = client.inner.keepalive;
+        let reader = Reader {
+            socket: lease.socket.clone(),
+            stdout: stdout_sink,
+            stderr: stderr_sink,
+            on_message: spec.on_message,
+            ports: None,
+            framing: if spec.tty {
+                Framing::Terminal
+            } else {
+                Framing::Streams
+            },
+            shared: Arc::new(Shared::default()),
+            outcome: outcome_tx,
+            keepalive,
+            done: None,
+            on_finish: None,
+            control: Some(ControlOp {
+                lease,
+                writer_finished,
+                exit: None,
+                ended: false,
+            }),
+            ping_every: Some(keepalive.interval),
+        };
+        reader.run();
+        let take = |all: Option<Arc<std::sync::Mutex<Vec<u8>>>>| {
+            all.map(|all| std::mem::take(&mut *all.lock().unwrap_or_else(|p| p.into_inner())))
+                .unwrap_or_default()
+        };
+        let (stdout, stderr) = (take(stdout), take(stderr));
+        Ok(match outcome_rx.try_recv() {
+            Ok(Outcome::Exited(code)) => Ok(Completed {
+                status: ExitStatus::from_code(code),
+                stdout,
+                stderr,
+            }),
+            Ok(Outcome::Failed(err)) => Err(io::Error::new(err.io_kind(), err)),
+            Err(_) => {
+                Err(Error::Protocol("the command's reader ended without a result".into()).into())
+            }
+        })
+    }
+
     /// Attaches to session `id` ([PROTOCOL.md §7.2](crate::protocol#72-attach--websocket-v1spritesnameexecid-or-execidid)):
     /// pipes for all three streams, the framing from `session_info`.
     pub(crate) fn attach(sprite: &Sprite, id: &str) -> io::Result<Child> {
+        if id.is_empty() {
+            return Err(Error::InvalidInput("a session id must not be empty".into()).into());
+        }
+        let client = sprite.client();
+        // A warm control connection (§8.3): the attach request goes out at once. Anything
+        // that goes wrong before session_info (an unknown session, a server that does not
+        // attach over control) falls back to the attach socket, whose answer is the
+        // authoritative one (a 404 for an unknown session).
+        if let Some(lease) = crate::control::checkout(client, sprite.name()) {
+            let start = crate::control::attach_start(id);
+            if lease.socket.send(Message::Text(start.into())).is_ok() {
+                let (socket, capabilities) = (lease.socket.clone(), lease.capabilities.clone());
+                match Child::attached(sprite, socket, &capabilities, Some(lease)) {
+                    Ok(child) => return Ok(child),
+                    Err(e) => log::debug!("attach over a control connection: {e}"),
+                }
+            }
+        }
         let accepted = super::attach::dial(sprite, id)?;
+        crate::control::dial_for_next(client, sprite.name());
+        let socket = Arc::new(accepted.socket);
+        Child::attached(sprite, socket, &accepted.capabilities, None)
+    }
+
+    /// The attached session on `socket` once its session_info came.
+    fn attached(
+        sprite: &Sprite,
+        socket: Arc<Socket>,
+        capabilities: &[String],
+        lease: Option<crate::control::Lease>,
+    ) -> io::Result<Child> {
         let spec = Spawn {
             sprite: sprite.clone(),
             path: String::new(),
@@ -182,14 +329,8 @@ impl Child {
             tty: false,
             port_events: false,
         };
-        let socket = Arc::new(accepted.socket);
-        let mut child = Child::start(
-            spec,
-            socket,
-            &accepted.capabilities,
-            Framing::pending(),
-            None,
-        )?;
+        let over_control = lease.is_some();
+        let mut child = Child::start(spec, socket, capabilities, Framing::pending(), lease)?;
         child.detach_on_drop.armed = true;
         // The reader ends the connection itself when session_info is late; the margin only
         // covers scheduling.
@@ -210,7 +351,11 @@ impl Child {
             }
             None => {
                 child.detach_on_drop.armed = false;
-                child.socket.shutdown();
+                // Over control the reader has ended the op itself: it gave a clean
+                // connection (an op.error read) back to the pool, which must not be cut.
+                if !over_control {
+                    child.socket.shutdown();
+                }
                 match child.wait() {
                     Err(err) => Err(err),
                     Ok(status) => Err(Error::Protocol(format!(
@@ -300,6 +445,7 @@ impl Child {
             done: Some(done_tx),
             on_finish,
             control,
+            ping_every: None,
         };
         let writer = Writer {
             socket: socket.clone(),

@@ -352,8 +352,10 @@ impl Command {
     }
 
     /// Calls `handler` with every text message the server sends (`session_info`, port
-    /// notifications, anything unknown), on the connection's reader thread. Keep it quick: output
-    /// waits while it runs. To get a channel instead, send from the handler. An extra beside std.
+    /// notifications, anything unknown), on the thread that reads the connection: the
+    /// connection's reader thread, or the caller's own when [`output`](Self::output) or
+    /// [`status`](Self::status) runs the command on it. Keep it quick: output waits while it
+    /// runs. To get a channel instead, send from the handler. An extra beside std.
     ///
     /// # Examples
     ///
@@ -661,8 +663,16 @@ impl Command {
     /// # Ok(()) }
     /// ```
     pub fn output(&mut self) -> io::Result<Output> {
-        self.spawn_with(Stdio::null(), Stdio::piped)?
-            .wait_with_output()
+        let spec = self.spec_with(Stdio::null(), Stdio::piped)?;
+        // On a warm control connection the whole command runs on this thread.
+        match Child::run_inline(spec) {
+            Ok(done) => done.map(|done| Output {
+                status: done.status,
+                stdout: done.stdout,
+                stderr: done.stderr,
+            }),
+            Err(spec) => Child::spawn(*spec)?.wait_with_output(),
+        }
     }
 
     /// Runs the command to completion; stdin, stdout and stderr default to [`Stdio::inherit`], as
@@ -691,8 +701,12 @@ impl Command {
     /// # Ok(()) }
     /// ```
     pub fn status(&mut self) -> io::Result<ExitStatus> {
-        let mut child = self.spawn_with(Stdio::inherit(), Stdio::inherit)?;
-        child.wait()
+        let spec = self.spec_with(Stdio::inherit(), Stdio::inherit)?;
+        // With no stdin to forward, on a warm control connection, on this thread.
+        match Child::run_inline(spec) {
+            Ok(done) => done.map(|done| done.status),
+            Err(spec) => Child::spawn(*spec)?.wait(),
+        }
     }
 
     fn spawn_with(
@@ -700,6 +714,15 @@ impl Command {
         default_stdin: Stdio,
         default_output: fn() -> Stdio,
     ) -> io::Result<Child> {
+        Child::spawn(self.spec_with(default_stdin, default_output)?)
+    }
+
+    /// What a spawn of this command needs, with these defaults for unset stdio.
+    fn spec_with(
+        &mut self,
+        default_stdin: Stdio,
+        default_output: fn() -> Stdio,
+    ) -> io::Result<super::child::Spawn> {
         // The request first: a command that cannot be expressed must not consume a pipe.
         let configured = self.stdin.as_ref().map_or(&default_stdin.0, |s| &s.0);
         let with_stdin = !matches!(configured, StdioKind::Null);
@@ -708,7 +731,7 @@ impl Command {
         let stdin = resolve(&mut self.stdin, default_stdin)?;
         let stdout = resolve(&mut self.stdout, default_output())?;
         let stderr = resolve(&mut self.stderr, default_output())?;
-        Child::spawn(super::child::Spawn {
+        Ok(super::child::Spawn {
             sprite: self.sprite.clone(),
             path,
             args,

@@ -53,6 +53,11 @@ pub(crate) enum Sink {
     File(std::fs::File),
     /// Another remote command's stdin (stdin frames, with backpressure).
     Remote(StdinSender),
+    /// Collected whole for a command run on the caller's thread ([`Command::output`]
+    /// there: nothing reads concurrently, so nothing can be a channel).
+    ///
+    /// [`Command::output`]: crate::Command::output
+    Collect(Arc<Mutex<Vec<u8>>>),
 }
 
 impl Sink {
@@ -73,6 +78,12 @@ impl Sink {
             // A downstream command that exited drops its stdin: discard from then on, as a
             // pipeline's writer would stop at EPIPE.
             Sink::Remote(tx) => tx.send_all(&data).is_ok(),
+            Sink::Collect(all) => {
+                all.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&data);
+                true
+            }
             Sink::Null => true,
         };
         if !delivered {
@@ -99,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) timed_out: AtomicBool,
     /// The caller detached: the connection's end is theirs, not a failure to report on the pipes.
     pub(crate) detached: AtomicBool,
+    /// Taken by whichever comes first: the reader giving a control connection back to its
+    /// pool, or a detach closing it (which must never cut a pooled connection).
+    pub(crate) connection_claimed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -208,6 +222,9 @@ pub(crate) struct Reader {
     pub(crate) on_finish: Option<Box<dyn FnOnce() + Send>>,
     /// Set when the command runs over a control connection (PROTOCOL.md §8.3).
     pub(crate) control: Option<ControlOp>,
+    /// Pings the server every this long while it is silent: set when there is no writer
+    /// thread (a command run on the caller's thread), which otherwise sends them.
+    pub(crate) ping_every: Option<Duration>,
 }
 
 /// A command's hold on a control connection: given back to the pool once the op has ended
@@ -238,7 +255,10 @@ impl Reader {
                 op.writer_finished.recv_timeout(WRITER_STOP_WAIT),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected)
             );
-            if op.ended && writer_stopped {
+            if op.ended
+                && writer_stopped
+                && !self.shared.connection_claimed.swap(true, Ordering::SeqCst)
+            {
                 op.lease.release();
             }
             // Otherwise dropping the lease closes the connection.
@@ -282,6 +302,7 @@ impl Reader {
 
     fn read_until_exit(&mut self) -> Outcome {
         let mut last_heard = Instant::now();
+        let mut next_ping = self.ping_every.map(|every| Instant::now() + every);
         loop {
             if let Framing::Pending { deadline, .. } = &self.framing
                 && Instant::now() >= *deadline
@@ -316,6 +337,16 @@ impl Reader {
                     }
                     if let Framing::Pending { deadline, .. } = &self.framing {
                         bound = bound.min(deadline.saturating_duration_since(Instant::now()));
+                    }
+                    if let (Some(at), Some(every)) = (next_ping, self.ping_every) {
+                        let now = Instant::now();
+                        if now >= at {
+                            next_ping = Some(now + every);
+                            if let Err(err) = self.socket.send(Message::Ping(Bytes::new())) {
+                                return Outcome::Failed(closed_error(err));
+                            }
+                        }
+                        bound = bound.min(next_ping.map_or(every, |at| at - now));
                     }
                     if let Err(err) = self.socket.wait_readable(bound) {
                         return Outcome::Failed(

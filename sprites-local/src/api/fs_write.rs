@@ -62,6 +62,7 @@ fn prepare(
             path,
             mode,
             mkdir_parents,
+            durable: state.durable_writes,
         },
     ))
 }

@@ -6,7 +6,8 @@
 //! string arrays; Go's filesystem calls send the same message **unprefixed** with `args` a
 //! URL-encoded string, and Go sends an unprefixed `{"type":"release"}` after each op. All
 //! are accepted here; an op started unprefixed is also ended unprefixed (Go parses the
-//! filesystem ops' end that way).
+//! filesystem ops' end that way), except a proxy op, whose end is always prefixed (§8.4).
+//! Go's proxy start has a shape of its own: `{"type":"start","operation":"proxy",…}`.
 
 use serde_json::{json, Map, Value};
 
@@ -29,8 +30,9 @@ pub enum ClientText {
     BadStart { message: String, prefixed: bool },
     /// `release` (Go): the client is done with the op; nothing to do.
     Release,
-    /// Go's proxy start (`{"type":"start","operation":"proxy",…}`, §8.4), not served here.
-    ProxyStart,
+    /// Go's start (`{"type":"start","operation":"proxy","params":{…}}`, §8.4): `operation`
+    /// and `params` (Null when absent).
+    GoStart { operation: String, params: Value },
     /// Some other envelope message (a `keepalive`, say): ignored.
     OtherEnvelope,
     /// Not an envelope message: operation data (a signal or resize of the running exec).
@@ -60,7 +62,14 @@ pub fn parse(text: &str) -> ClientText {
             Err(message) => ClientText::BadStart { message, prefixed },
         },
         "release" => ClientText::Release,
-        "start" if !prefixed && value.get("operation").is_some() => ClientText::ProxyStart,
+        "start" if !prefixed && value.get("operation").is_some() => ClientText::GoStart {
+            operation: match value.get("operation") {
+                Some(Value::String(op)) => op.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            },
+            params: value.get("params").cloned().unwrap_or(Value::Null),
+        },
         _ if prefixed => ClientText::OtherEnvelope,
         _ => ClientText::Data,
     }
@@ -199,7 +208,10 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"type":"start","operation":"proxy","params":{"host":"localhost","port":1}}"#),
-            ClientText::ProxyStart
+            ClientText::GoStart {
+                operation: "proxy".into(),
+                params: json!({"host":"localhost","port":1})
+            }
         );
         // Only Go's unprefixed start with an operation is a proxy start.
         assert_eq!(

@@ -133,6 +133,7 @@ fn try_run(state: &State, sprite: &str, op: &str, args: &Query) -> Result<Step, 
                 // Over control, parents are made unless the client says not to (Go sends
                 // `mkdirParents=false` only to disable it).
                 mkdir_parents: flag("mkdirParents", true)?,
+                durable: state.durable_writes,
                 path,
             };
             return Ok(Step::AwaitContent(PendingWrite { fs, spec }));

@@ -10,6 +10,12 @@
 //! - here: the connection's reader (the worker thread that accepted the upgrade), which
 //!   starts operations and routes the client's frames to the running one.
 //!
+//! A proxy op (`op.start` with `op: "proxy"`, or Go's `{"type":"start","operation":"proxy"}`)
+//! connects to its target from inside the sprite as `/proxy` does (`tunnel/`), then the
+//! reader writes the client's binary frames to the target and the writer relays the
+//! target's bytes ([`Relay`]); it ends on the client's `release`, or when the target ends,
+//! with `op.complete`, and the connection is idle again.
+//!
 //! An exec over control runs as a [`Hub`] session (the machinery of detachable sessions):
 //! the writer forwards its output as an attachment and, on exit, sends the exit report
 //! and `op.complete`. A non-detachable exec is killed when its connection ends before it
@@ -29,12 +35,14 @@ use crossbeam_channel::{bounded, Sender};
 use serde::Deserialize;
 
 use self::envelope::ClientText;
-use self::out::{OpStart, OutMsg};
+use self::out::{OpStart, OutMsg, ProxyOp};
 use crate::exec::{self, ExecControl, Hub, Lookup, Registered, SpawnFailure};
 use crate::net::http::SPRITE_VERSION;
 use crate::net::query::Query;
 use crate::net::ws::{self, close_code, Message, MessageReader, ReadError};
 use crate::state::{Conn, State};
+use crate::tunnel::relay::{Relay, Wake};
+use crate::tunnel::{self, request};
 
 /// Silence from the client after which the connection counts as gone (clients ping every
 /// 15 s).
@@ -79,17 +87,26 @@ impl crate::api::WebSocketSession for ControlSession {
             self.accept_key
         )
         .into_bytes();
+        // Wakes the writer out of a proxy op's poll when something is queued for it.
+        let wake = match Wake::new() {
+            Ok(w) => Arc::new(w),
+            Err(_) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+        };
         let (tx, rx) = bounded::<OutMsg>(64);
         let (done_tx, done_rx) = bounded::<()>(1);
         let busy = Arc::new(AtomicBool::new(false));
         // Registered before the writer can say anything, so shutdown closes it with 1001.
         let _registered = {
-            let tx = tx.clone();
+            let (tx, wake) = (tx.clone(), wake.clone());
             let going_away = move || {
                 let _ = tx.try_send(OutMsg::Close(
                     close_code::GOING_AWAY,
                     "server shutting down",
                 ));
+                wake.notify();
             };
             Registered::new(&state, ExecControl::new(going_away, done_rx.clone()))
         };
@@ -108,6 +125,7 @@ impl crate::api::WebSocketSession for ControlSession {
             state: &state,
             sprite: &self.sprite,
             tx,
+            wake,
             busy,
             current: Current::Idle,
         };
@@ -115,11 +133,11 @@ impl crate::api::WebSocketSession for ControlSession {
         reader.end();
         match close_with {
             Some((code, reason)) => {
-                if reader.tx.try_send(OutMsg::Close(code, reason)).is_ok() {
+                if reader.try_send(OutMsg::Close(code, reason)) {
                     let _ = done_rx.recv_timeout(CLOSE_WAIT);
                 }
             }
-            None => drop(reader.tx.try_send(OutMsg::Gone)),
+            None => drop(reader.try_send(OutMsg::Gone)),
         }
         let _ = stream.shutdown(Shutdown::Both);
     }
@@ -135,12 +153,17 @@ enum Current {
     },
     /// An `fs.write` waiting for its content frame.
     Write(fs::PendingWrite, bool),
+    /// A proxy op (§8.4): the client's binary frames go to its target while it is open
+    /// (the flag, shared with the writer: whichever of them clears it sends the op's end).
+    Proxy(Arc<Relay>, Arc<AtomicBool>),
 }
 
 struct Reader<'a> {
     state: &'a Arc<State>,
     sprite: &'a str,
     tx: Sender<OutMsg>,
+    /// Wakes the writer while it relays a proxy op.
+    wake: Arc<Wake>,
     /// An exec op is running (cleared by the writer when it ends).
     busy: Arc<AtomicBool>,
     current: Current,
@@ -165,7 +188,7 @@ impl Reader<'_> {
             match reader.read_message() {
                 Ok(Message::Text(text)) => self.text(&text),
                 Ok(Message::Binary(data)) => self.binary(data),
-                Ok(Message::Ping(payload)) => drop(self.tx.try_send(OutMsg::Pong(payload))),
+                Ok(Message::Ping(payload)) => drop(self.try_send(OutMsg::Pong(payload))),
                 Ok(Message::Pong) => {}
                 Ok(Message::Close(code)) => return Some((ws::reply_close_code(code), "")),
                 Err(ReadError::Protocol(code, reason)) => return Some((code, reason)),
@@ -176,6 +199,9 @@ impl Reader<'_> {
 
     /// The connection ended: a running non-detachable exec dies with it.
     fn end(&mut self) {
+        if let Current::Proxy(relay, _) = &self.current {
+            relay.close_target();
+        }
         if let Current::Exec {
             hub,
             kill_on_disconnect: true,
@@ -189,13 +215,25 @@ impl Reader<'_> {
     }
 
     fn idle(&self) -> bool {
-        !self.busy.load(Ordering::SeqCst) && !matches!(self.current, Current::Write(..))
+        let proxy_open =
+            matches!(&self.current, Current::Proxy(_, open) if open.load(Ordering::SeqCst));
+        !self.busy.load(Ordering::SeqCst)
+            && !matches!(self.current, Current::Write(..))
+            && !proxy_open
     }
 
     fn send(&self, msg: OutMsg) {
         // Blocks while the writer is backed up: that is the backpressure on a client that
         // sends operations faster than it reads their answers.
         let _ = self.tx.send(msg);
+        self.wake.notify();
+    }
+
+    /// Queues `msg` unless the writer is backed up; false if it was dropped.
+    fn try_send(&self, msg: OutMsg) -> bool {
+        let sent = self.tx.try_send(msg).is_ok();
+        self.wake.notify();
+        sent
     }
 
     /// Ends the op with `op.error` (`extra`'s fields added to its args).
@@ -216,12 +254,25 @@ impl Reader<'_> {
                 self.start(&op, &args, prefixed);
             }
             ClientText::BadStart { message, prefixed } => self.fail(&message, None, prefixed),
-            ClientText::ProxyStart => self.fail(
-                "proxy over a control connection is not supported: use /proxy",
-                None,
-                false,
-            ),
-            ClientText::Release | ClientText::OtherEnvelope => {}
+            ClientText::GoStart { operation, params } => {
+                if operation != "proxy" || !self.state.control_proxy_enabled {
+                    return self.fail(
+                        &format!("unknown control operation {operation:?}"),
+                        None,
+                        false,
+                    );
+                }
+                if !self.idle() {
+                    return self.fail(
+                        "an operation is already running on this connection",
+                        None,
+                        false,
+                    );
+                }
+                self.proxy(request::parse_params(&params));
+            }
+            ClientText::Release => self.release(),
+            ClientText::OtherEnvelope => {}
             ClientText::Data => {
                 self.exec_text(text);
             }
@@ -265,7 +316,58 @@ impl Reader<'_> {
                 let hub = hub.clone();
                 self.stdin(&hub, data);
             }
+        } else if let Current::Proxy(relay, _) = &self.current {
+            // After the op's end the relay discards what still comes.
+            relay.client_frame(&data);
         }
+    }
+
+    /// `release` (§8.4): ends a running proxy op — the target connection is closed and the
+    /// writer answers `op.complete`. Ignored when no proxy op runs (Go sends it after every
+    /// op; a proxy op the target already ended has sent its `op.complete`).
+    fn release(&mut self) {
+        if let Current::Proxy(relay, open) = &self.current {
+            if open.swap(false, Ordering::SeqCst) {
+                relay.close_target();
+                self.send(OutMsg::EndProxy);
+            }
+            self.current = Current::Idle;
+        }
+    }
+
+    /// A proxy op (§8.4): connects to the target from inside the sprite, answers as the
+    /// `/proxy` endpoint does (§10.3), and hands the relay to the writer. A failure is that
+    /// reply followed by `op.error`; the connection stays usable.
+    fn proxy(&mut self, target: Result<request::Target, String>) {
+        let refuse = |this: &Self, code: &str, why: &str| {
+            this.send(OutMsg::Text(request::error(code, why)));
+            let extra = serde_json::json!({ "code": code });
+            this.fail(why, Some(&extra), true);
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(why) => return refuse(self, "invalid_request", &why),
+        };
+        if !self.state.store.contains(self.sprite) {
+            let why = format!("sprite {:?} not found", self.sprite);
+            return refuse(self, "sprite_not_found", &why);
+        }
+        // An open proxy is traffic: the sprite stays `running` while it lasts (§14).
+        let activity = self.state.lifecycle.hold(self.state, self.sprite);
+        let tcp = match tunnel::connect(self.state, self.sprite, &target) {
+            Ok(tcp) => tcp,
+            Err((code, why)) => return refuse(self, code, &why),
+        };
+        let reply = request::connected(&target, tcp.peer_addr().ok());
+        let relay = Arc::new(Relay::new(tcp, target.half_close, self.wake.clone()));
+        let open = Arc::new(AtomicBool::new(true));
+        self.current = Current::Proxy(relay.clone(), open.clone());
+        self.send(OutMsg::Text(reply));
+        self.send(OutMsg::Proxy(ProxyOp {
+            relay,
+            open,
+            activity,
+        }));
     }
 
     /// Stdin for the running exec, in either dialect (§8.3): a lone `0x04` is EOF, a
@@ -299,6 +401,10 @@ impl Reader<'_> {
     }
 
     fn start(&mut self, op: &str, args: &Query, prefixed: bool) {
+        if op == "proxy" && self.state.control_proxy_enabled {
+            // Its failures are §10.3 replies, an unknown sprite's too.
+            return self.proxy(request::parse_args(args));
+        }
         if !self.state.store.contains(self.sprite) {
             return self.fail(
                 &format!("sprite {:?} not found", self.sprite),

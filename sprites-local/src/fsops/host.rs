@@ -119,10 +119,19 @@ impl SpriteFs for HostFs {
             spec,
         } = pending;
         // fchmod on the open file: the mode is applied exactly (no umask), before the file
-        // becomes visible under its name.
+        // becomes visible under its name. The rename makes the new content visible whole or
+        // not at all; an fsync (only when the server was asked for durable writes) would make
+        // it survive a power cut too, at the cost of a disk flush on every write (PROTOCOL.md
+        // §9 "Write").
         let done = file
             .set_permissions(Permissions::from_mode(spec.mode))
-            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                if spec.durable {
+                    file.sync_all()
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| file.metadata())
             .and_then(|meta| fs::rename(&temp, &target).map(|()| meta.len()));
         match done {

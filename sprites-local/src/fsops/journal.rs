@@ -118,6 +118,7 @@ mod tests {
             path: files.join(name).to_str().unwrap().to_owned(),
             mode: 0o644,
             mkdir_parents: false,
+            durable: true,
         };
         let fs_ = Journaled::new(Box::new(HostFs), &sprite);
         // Finished writes leave no journal entry.

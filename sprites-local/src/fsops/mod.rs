@@ -73,7 +73,8 @@ pub trait SpriteFs: Send + Sync {
     /// missing parents if asked). The target itself is not touched.
     fn begin_write(&self, spec: &WriteSpec) -> Result<PendingWrite, FsError>;
 
-    /// Makes a filled temp file the target: fsync, chmod, rename over the target.
+    /// Makes a filled temp file the target: chmod, fsync if the spec is durable, rename over
+    /// the target.
     /// On failure the temp file is removed and the old target is intact.
     fn commit_write(&self, pending: PendingWrite) -> Result<Written, FsError>;
 

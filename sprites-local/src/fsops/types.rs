@@ -242,6 +242,10 @@ pub struct WriteSpec {
     pub mode: u32,
     /// Create missing parent directories.
     pub mkdir_parents: bool,
+    /// fsync the file before it replaces the target, so the answer means "on disk", not
+    /// only "visible to every reader" (the server's `--durable-writes`).
+    #[serde(default)]
+    pub durable: bool,
 }
 
 /// `{"path","size","mode"}`.

@@ -64,6 +64,8 @@ impl Server {
             runtime: Runtime::Auto,
             signal_capability: true,
             control: true,
+            control_proxy: true,
+            durable_writes: false,
             sandbox: SandboxOptions::default(),
             max_connections: None,
             max_unauthenticated: None,
@@ -86,6 +88,8 @@ pub struct ServerBuilder {
     runtime: Runtime,
     signal_capability: bool,
     control: bool,
+    control_proxy: bool,
+    durable_writes: bool,
     sandbox: SandboxOptions,
     max_connections: Option<usize>,
     max_unauthenticated: Option<usize>,
@@ -165,6 +169,35 @@ impl ServerBuilder {
     /// against such servers.
     pub fn control(mut self, enabled: bool) -> Self {
         self.control = enabled;
+        self
+    }
+
+    /// Whether control connections serve TCP proxies (PROTOCOL.md §8.4; default `true`).
+    /// With `false` a proxy start is an unknown operation (`op.error`), as on a server
+    /// without proxy ops, so clients must fall back to `/proxy`. For testing clients
+    /// against such servers.
+    pub fn control_proxy(mut self, enabled: bool) -> Self {
+        self.control_proxy = enabled;
+        self
+    }
+
+    /// Whether filesystem writes (PROTOCOL.md §9 "Write", §8.5 `fs.write`) are fsynced
+    /// before they are answered (default `false`).
+    ///
+    /// Either way a write replaces its target atomically (a reader sees the old content or
+    /// the new, never a mix), and the new content is what every later read and command
+    /// sees, also after this server process is killed. What `true` adds is survival of a
+    /// power cut or a kernel crash right after the answer, for one disk flush per write
+    /// (milliseconds on most disks; a round trip's worth on a fast network). Without it a
+    /// write is as durable as one a program in the sprite makes with `write(2)`, which is
+    /// what the kernel flushes within seconds.
+    ///
+    /// ```no_run
+    /// let server = sprites_local::Server::builder().durable_writes(true).start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn durable_writes(mut self, durable: bool) -> Self {
+        self.durable_writes = durable;
         self
     }
 
@@ -284,6 +317,7 @@ impl ServerBuilder {
         let note = rt.note();
         let mut state = State::new(token, store, rt, self.signal_capability);
         state.scrollback_bytes = self.scrollback_bytes;
+        state.durable_writes = self.durable_writes;
         state.url_port = addr.port();
         if self.lifecycle.warm_after.is_zero() || self.lifecycle.heartbeat.is_zero() {
             return Err(io::Error::new(
@@ -293,6 +327,7 @@ impl ServerBuilder {
         }
         state.lifecycle = Arc::new(crate::lifecycle::Lifecycle::new(self.lifecycle));
         state.control_enabled = self.control;
+        state.control_proxy_enabled = self.control_proxy;
         let state = Arc::new(state);
         state.lifecycle.start_clock(&state)?;
         state.ports.set_max_per_sprite(self.max_ports_per_sprite);

@@ -115,6 +115,33 @@ pub fn default_all_signals() {
     }
 }
 
+/// The signals whose disposition in this process is not the default (ignored, or with a
+/// handler): what [`default_signals`] must reset in a child so that it starts with every
+/// signal at its default, without a `sigaction` call for each of the 64.
+pub fn changed_signals() -> Vec<libc::c_int> {
+    (1..=libc::SIGRTMAX())
+        .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        .filter(|&sig| {
+            // SAFETY: a query only (null new action); `old` is a local the kernel fills.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let ok = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+            ok && old.sa_sigaction != libc::SIG_DFL
+        })
+        .collect()
+}
+
+/// Sets `signals` to their default disposition. Async-signal-safe (signal(2) only), for a
+/// child between fork and exec; with [`changed_signals`] of the parent, it has the effect of
+/// [`default_all_signals`].
+pub fn default_signals(signals: &[libc::c_int]) {
+    for &sig in signals {
+        // SAFETY: as in `default_all_signals`.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
 /// Makes `cmd`'s process start with every signal at its default disposition (see
 /// [`default_all_signals`]).
 pub fn default_signals_on_exec(cmd: &mut Command) {

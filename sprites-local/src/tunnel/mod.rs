@@ -11,8 +11,8 @@
 //! the sprite's), answers `connected` or an error, and then relays until both sides are
 //! done.
 
-mod relay;
-mod request;
+pub(crate) mod relay;
+pub(crate) mod request;
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
@@ -78,22 +78,10 @@ impl crate::api::WebSocketSession for ProxySession {
         }
         // An open tunnel is traffic: the sprite stays `running` while it lasts (§14).
         let _activity = state.lifecycle.hold(&state, &self.sprite);
-        let dir = state.store.sprite_dir(&self.sprite);
-        let tcp = match state
-            .runtime
-            .connect_tcp(&dir, &target.host, target.port, CONNECT_TIMEOUT)
-        {
+        let tcp = match connect(&state, &self.sprite, &target) {
             Ok(tcp) => tcp,
-            Err(e) => {
-                let why = format!(
-                    "connecting to {} from inside the sprite: {e}",
-                    target.display()
-                );
-                return refuse(stream, &mut reader, request::error_code(&e), &why);
-            }
+            Err((code, why)) => return refuse(stream, &mut reader, code, &why),
         };
-        // Interactive protocols (ssh, psql) must not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
         let reply = request::connected(&target, tcp.peer_addr().ok());
         if (&*stream)
             .write_all(&ws::encode_frame(opcode::TEXT, &[reply.as_bytes()]))
@@ -104,6 +92,36 @@ impl crate::api::WebSocketSession for ProxySession {
         }
         let _ = stream.set_read_timeout(None);
         relay::run(&state, conn.clone(), reader, tcp, target.half_close);
+    }
+}
+
+/// Connects to `target` from inside `sprite` (§10.2), for a `/proxy` tunnel or a proxy
+/// operation on a control connection (§8.4). The error is the §10.3 `code` and message.
+pub(crate) fn connect(
+    state: &State,
+    sprite: &str,
+    target: &request::Target,
+) -> Result<TcpStream, (&'static str, String)> {
+    if !state.store.contains(sprite) {
+        return Err(("sprite_not_found", format!("sprite {sprite:?} not found")));
+    }
+    let dir = state.store.sprite_dir(sprite);
+    match state
+        .runtime
+        .connect_tcp(&dir, &target.host, target.port, CONNECT_TIMEOUT)
+    {
+        Ok(tcp) => {
+            // Interactive protocols (ssh, psql) must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Err(e) => Err((
+            request::error_code(&e),
+            format!(
+                "connecting to {} from inside the sprite: {e}",
+                target.display()
+            ),
+        )),
     }
 }
 

@@ -1,27 +1,32 @@
-//! A connected proxy's bytes, both ways (PROTOCOL.md §10.4), until both sides are done.
+//! A connected proxy's bytes, both ways (PROTOCOL.md §10.4, §8.4), until both sides are done.
 //!
-//! Two threads, both ending with the tunnel:
+//! [`Relay`] holds one target connection and is driven by two threads:
 //!
-//! - the **connection thread** (the worker that ran the session) reads client frames and
-//!   writes their bytes to the target with blocking writes: a target that reads slowly
-//!   stops this thread, which stops reading the client, whose TCP window then fills — the
-//!   backpressure. An empty binary frame (with half-close) shuts the target's write side.
-//! - the **output thread** is the only writer of the client socket: it waits in `poll(2)`
-//!   on the target and on an eventfd the connection thread wakes it with, reads up to
-//!   [`CHUNK`] from the target into a buffer with room for the frame header in front and
-//!   writes the frame from there in one `write` (no copy); it also sends pongs, a ping
-//!   every [`PING_EVERY`], and the close frame. A client that reads slowly blocks this
-//!   thread, which stops reading the target.
+//! - the thread that reads the client's frames hands each binary frame to
+//!   [`Relay::client_frame`], which writes it to the target with a blocking write: a target
+//!   that reads slowly stops this thread, which stops reading the client, whose TCP window
+//!   then fills — the backpressure. An empty binary frame (with half-close) shuts the
+//!   target's write side.
+//! - the only writer of the client socket runs [`Relay::pump`]: it waits in `poll(2)` on
+//!   the target and on an eventfd the other thread wakes it with, reads up to [`CHUNK`] from
+//!   the target into a buffer with room for the frame header in front and writes the frame
+//!   from there in one `write` (no copy); between reads it does the writer's other duties
+//!   (pongs, pings every [`PING_EVERY`], queued messages) through a callback. A client that
+//!   reads slowly blocks this thread, which stops reading the target.
+//!
+//! Two drivers: a `/proxy` tunnel ([`run`]: the connection's worker reads, an output thread
+//! of its own pumps, and the end is a close frame) and a proxy operation on a control
+//! connection (`control/`: its reader and its writer thread drive the relay, and the end is
+//! `op.complete`, the connection staying open).
 //!
 //! Memory is one [`CHUNK`] buffer out and one client message in (at most
-//! [`ws::MAX_MESSAGE`], growing only with bytes that actually arrived) per tunnel; queues
+//! [`ws::MAX_MESSAGE`], growing only with bytes that actually arrived) per relay; queues
 //! between the threads are bounded.
 //!
-//! Ending: without half-close, the target's EOF closes the WebSocket (1000) at once. With
-//! it, the target's EOF is an empty binary frame, the client's empty binary frame shuts
-//! the target's write side, and the close (1000) follows when both have happened. A target
-//! error (reset) closes with 1011 and the error as reason. A client close or a vanished
-//! client ends the target connection.
+//! Ending: without half-close, the target's EOF ends the relay at once (after all of its
+//! bytes). With it, the target's EOF is an empty binary frame, the client's empty binary
+//! frame shuts the target's write side, and the relay ends when both have happened. A
+//! target error (reset) ends it as failed.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -40,7 +45,7 @@ use crate::sys;
 /// Bytes read from the target per frame.
 const CHUNK: usize = 256 * 1024;
 /// Server ping interval (the exec's), so idle tunnels survive NATs and proxies.
-const PING_EVERY: Duration = Duration::from_secs(15);
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
 /// How long to wait for the client's close after ours, and for our close to be written.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Close code for a target connection that failed (not a clean end): internal error.
@@ -52,7 +57,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_PROBES: u32 = 6;
 
 /// Turns TCP keepalive on for the client's connection (best effort).
-pub(super) fn keepalive(stream: &TcpStream) {
+pub(crate) fn keepalive(stream: &TcpStream) {
     let _ = sys::socket::set_tcp_keepalive(
         stream.as_fd(),
         KEEPALIVE_IDLE,
@@ -61,7 +66,185 @@ pub(super) fn keepalive(stream: &TcpStream) {
     );
 }
 
-/// Requests from the connection thread (or the server, at shutdown) to the output thread.
+/// A wake-up signal for the thread in [`Relay::pump`] (an eventfd): whoever queues
+/// something for that thread notifies it.
+pub(crate) struct Wake(OwnedFd);
+
+impl Wake {
+    pub(crate) fn new() -> io::Result<Wake> {
+        sys::fd::eventfd().map(Wake)
+    }
+
+    pub(crate) fn notify(&self) {
+        // Non-blocking eventfd: failure only means the counter is already non-zero.
+        let _ = sys::fd::write(self.0.as_fd(), &1u64.to_ne_bytes());
+    }
+
+    fn drain(&self) {
+        let mut n = [0u8; 8];
+        let _ = sys::fd::read(self.0.as_fd(), &mut n);
+    }
+}
+
+/// The writer side of the client connection, as the pump needs it.
+pub(crate) trait ClientOut {
+    /// Writes `bytes` (whole frames); on failure, marks the connection broken and cuts it.
+    fn write(&mut self, bytes: &[u8]);
+    /// A write failed: nothing more can be sent.
+    fn broken(&self) -> bool;
+    /// One frame.
+    fn frame(&mut self, op: u8, payload: &[u8]) {
+        if !self.broken() {
+            self.write(&ws::encode_frame(op, &[payload]));
+        }
+    }
+}
+
+/// How [`Relay::pump`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PumpEnd {
+    /// The target's end-of-stream is out (and, with half-close, the client's has come).
+    Finished,
+    /// The target connection failed: the error, for the client.
+    TargetFailed(String),
+    /// The callback asked to stop.
+    Stopped,
+    /// A write to the client failed.
+    Broken,
+}
+
+/// One target connection and what the two threads driving it share.
+pub(crate) struct Relay {
+    target: TcpStream,
+    wake: Arc<Wake>,
+    half_close: bool,
+    /// The client sent its end-of-stream (half-close only).
+    client_done: AtomicBool,
+    /// A write to the target failed: later client bytes have nowhere to go.
+    target_broken: AtomicBool,
+    /// The relay is over: client bytes are discarded.
+    ended: AtomicBool,
+}
+
+impl Relay {
+    /// A relay to `target`; `wake` wakes the thread in [`pump`](Self::pump).
+    pub(crate) fn new(target: TcpStream, half_close: bool, wake: Arc<Wake>) -> Relay {
+        Relay {
+            target,
+            wake,
+            half_close,
+            client_done: AtomicBool::new(false),
+            target_broken: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// One binary frame from the client: bytes for the target, or (empty, with half-close)
+    /// the client's end-of-stream. Blocks while the target does not read.
+    pub(crate) fn client_frame(&self, data: &[u8]) {
+        if self.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        if data.is_empty() {
+            if self.half_close && !self.client_done.swap(true, Ordering::SeqCst) {
+                let _ = self.target.shutdown(Shutdown::Write);
+                // The pump ends once the target is done too.
+                self.wake.notify();
+            }
+            return;
+        }
+        // After a write failed (the target stopped reading for good) or after the client's
+        // own end-of-stream, bytes have nowhere to go.
+        if !self.target_broken.load(Ordering::SeqCst) && !self.client_done.load(Ordering::SeqCst) {
+            let failed = (&self.target).write_all(data).is_err();
+            if failed {
+                self.target_broken.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Ends the relay: closes the target connection (which wakes a blocked
+    /// [`client_frame`](Self::client_frame)); later client bytes are discarded.
+    pub(crate) fn close_target(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        let _ = self.target.shutdown(Shutdown::Both);
+    }
+
+    /// Target → client until the relay ends. `on_wake` runs first and whenever the wake
+    /// signal fires (the writer's other duties); it returns false to stop. `next_ping` is
+    /// the writer's ping schedule, kept across calls.
+    pub(crate) fn pump(
+        &self,
+        out: &mut dyn ClientOut,
+        next_ping: &mut Instant,
+        on_wake: &mut dyn FnMut(&mut dyn ClientOut) -> bool,
+    ) -> PumpEnd {
+        let mut buf = vec![0u8; ws::MAX_HEADER + CHUNK];
+        let mut target_eof = false;
+        let mut woken = true;
+        loop {
+            if woken && !on_wake(out) {
+                return PumpEnd::Stopped;
+            }
+            if out.broken() {
+                return PumpEnd::Broken;
+            }
+            let client_done = self.client_done.load(Ordering::SeqCst);
+            if target_eof && (!self.half_close || client_done) {
+                return PumpEnd::Finished;
+            }
+            let mut fds = [
+                pollfd(self.wake.0.as_raw_fd()),
+                pollfd(if target_eof {
+                    -1 // ignored by poll
+                } else {
+                    self.target.as_raw_fd()
+                }),
+            ];
+            let left = next_ping.saturating_duration_since(Instant::now());
+            if let Err(e) = poll(&mut fds, left) {
+                return PumpEnd::TargetFailed(format!("waiting for the target: {e}"));
+            }
+            if Instant::now() >= *next_ping {
+                out.frame(opcode::PING, b"");
+                *next_ping = Instant::now() + PING_EVERY;
+            }
+            woken = fds[0].revents != 0;
+            if woken {
+                self.wake.drain();
+            }
+            if fds[1].revents == 0 {
+                continue;
+            }
+            match (&self.target).read(&mut buf[ws::MAX_HEADER..]) {
+                Ok(0) => {
+                    target_eof = true;
+                    if self.half_close {
+                        out.frame(opcode::BINARY, b"");
+                    }
+                }
+                Ok(n) => data_frame(out, &mut buf, n),
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => {}
+                Err(e) => return PumpEnd::TargetFailed(format!("target connection failed: {e}")),
+            }
+        }
+    }
+}
+
+/// Writes `n` bytes that sit at `buf[MAX_HEADER..]` as one binary frame, its header put
+/// into the room in front.
+fn data_frame(out: &mut dyn ClientOut, buf: &mut [u8], n: usize) {
+    let mut hdr = [0u8; ws::MAX_HEADER];
+    let h = ws::header_into(opcode::BINARY, n, &mut hdr);
+    let start = ws::MAX_HEADER - h;
+    buf[start..ws::MAX_HEADER].copy_from_slice(&hdr[start..]);
+    if let Some(frame) = buf.get(start..ws::MAX_HEADER + n) {
+        out.write(frame);
+    }
+}
+
+/// Requests from the connection thread (or the server, at shutdown) to the output thread
+/// of a `/proxy` tunnel.
 enum Ctrl {
     Pong(Vec<u8>),
     /// Send a close frame with this code and reason (unless ours is out), then stop.
@@ -70,36 +253,34 @@ enum Ctrl {
     Gone,
 }
 
-/// What both threads see.
-struct Shared {
+/// The client connection of a `/proxy` tunnel, written by its output thread.
+struct ConnOut {
     conn: Arc<Conn>,
-    target: TcpStream,
-    /// Wakes the output thread out of `poll`.
-    wake: OwnedFd,
-    /// The client sent its end-of-stream (half-close only).
-    client_done: AtomicBool,
+    /// A write to the client failed: write nothing more.
+    broken: bool,
+    /// Our close frame is out: write nothing more.
+    closed: bool,
 }
 
-impl Shared {
-    fn notify(&self) {
-        // Non-blocking eventfd: failure only means the counter is already non-zero.
-        let _ = sys::fd::write(self.wake.as_fd(), &1u64.to_ne_bytes());
+impl ClientOut for ConnOut {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.broken || self.closed {
+            return;
+        }
+        if self.conn.stream().write_all(bytes).is_err() {
+            self.broken = true;
+            let _ = self.conn.stream().shutdown(Shutdown::Both);
+        }
     }
 
-    fn drain(&self) {
-        let mut n = [0u8; 8];
-        let _ = sys::fd::read(self.wake.as_fd(), &mut n);
-    }
-
-    /// Ends both connections: wakes every thread blocked on either.
-    fn cut(&self) {
-        let _ = self.target.shutdown(Shutdown::Both);
-        let _ = self.conn.stream().shutdown(Shutdown::Both);
+    fn broken(&self) -> bool {
+        self.broken || self.closed
     }
 }
 
-/// Relays between the client (`conn`, read through `reader`) and `target` until the
-/// tunnel ends.
+/// Relays a `/proxy` tunnel between the client (`conn`, read through `reader`) and
+/// `target` until it ends: the target's end closes the WebSocket (1000), its failure with
+/// 1011, and a client close or a vanished client ends the target connection.
 pub(super) fn run(
     state: &State,
     conn: Arc<Conn>,
@@ -107,38 +288,36 @@ pub(super) fn run(
     target: TcpStream,
     half_close: bool,
 ) {
-    let wake = match sys::fd::eventfd() {
-        Ok(w) => w,
-        Err(_) => {
-            let _ = target.shutdown(Shutdown::Both);
-            let _ = conn.stream().shutdown(Shutdown::Both);
-            return;
-        }
+    let cut = |target: &TcpStream| {
+        let _ = target.shutdown(Shutdown::Both);
+        let _ = conn.stream().shutdown(Shutdown::Both);
     };
-    let shared = Arc::new(Shared {
-        conn,
-        target,
-        wake,
-        client_done: AtomicBool::new(false),
-    });
+    let wake = match Wake::new() {
+        Ok(w) => Arc::new(w),
+        Err(_) => return cut(&target),
+    };
+    let relay = Arc::new(Relay::new(target, half_close, wake.clone()));
     let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
     let (done_tx, done_rx) = bounded::<()>(1);
     // Registered before the output thread starts: a shutdown closes the tunnel with 1001.
     let registration = {
-        let (ctrl, shared) = (ctrl_tx.clone(), shared.clone());
+        let (ctrl, wake) = (ctrl_tx.clone(), wake.clone());
         let going_away = move || {
             let _ = ctrl.try_send(Ctrl::Close(close_code::GOING_AWAY, "server shutting down"));
-            shared.notify();
+            wake.notify();
         };
         state.add_exec(ExecControl::new(going_away, done_rx.clone()))
     };
     let out = Output {
-        shared: shared.clone(),
+        relay: relay.clone(),
+        wake: wake.clone(),
+        client: ConnOut {
+            conn: conn.clone(),
+            broken: false,
+            closed: false,
+        },
         ctrl: ctrl_rx,
         done: done_tx,
-        half_close,
-        broken: false,
-        closed: false,
     };
     let spawned = std::thread::Builder::new()
         .name("sprites-proxy-out".into())
@@ -146,32 +325,17 @@ pub(super) fn run(
         .spawn(move || out.run());
     if spawned.is_err() {
         state.remove_exec(registration);
-        shared.cut();
-        return;
+        return cut(&relay.target);
     }
 
     let to_out = |msg: Ctrl| {
         let sent = ctrl_tx.try_send(msg).is_ok();
-        shared.notify();
+        wake.notify();
         sent
     };
-    let mut target_broken = false;
     let close = loop {
         match reader.read_message() {
-            Ok(Message::Binary(data)) if data.is_empty() => {
-                if half_close && !shared.client_done.swap(true, Ordering::SeqCst) {
-                    let _ = shared.target.shutdown(Shutdown::Write);
-                    // The output thread closes once the target is done too.
-                    shared.notify();
-                }
-            }
-            Ok(Message::Binary(data)) => {
-                // After a write failed (the target stopped reading for good) or after the
-                // client's own end-of-stream, bytes have nowhere to go.
-                if !target_broken && !shared.client_done.load(Ordering::SeqCst) {
-                    target_broken = (&shared.target).write_all(&data).is_err();
-                }
-            }
+            Ok(Message::Binary(data)) => relay.client_frame(&data),
             // Clients have nothing to say in text after the init message.
             Ok(Message::Text(_)) | Ok(Message::Pong) => {}
             Ok(Message::Ping(payload)) => {
@@ -195,141 +359,73 @@ pub(super) fn run(
         }
     }
     state.remove_exec(registration);
-    shared.cut();
+    cut(&relay.target);
 }
 
-/// The output thread: target → client, plus every other write to the client.
+/// The output thread of a `/proxy` tunnel: target → client, plus every other write to the
+/// client.
 struct Output {
-    shared: Arc<Shared>,
+    relay: Arc<Relay>,
+    wake: Arc<Wake>,
+    client: ConnOut,
     ctrl: Receiver<Ctrl>,
     /// Signalled once our close frame is out (or we stopped without one).
     done: Sender<()>,
-    half_close: bool,
-    /// A write to the client failed: write nothing more.
-    broken: bool,
-    /// Our close frame is out: write nothing more.
-    closed: bool,
 }
 
 impl Output {
-    fn write(&mut self, bytes: &[u8]) {
-        if self.broken || self.closed {
-            return;
-        }
-        if self.shared.conn.stream().write_all(bytes).is_err() {
-            self.broken = true;
-            self.shared.cut();
-        }
-    }
-
-    fn frame(&mut self, op: u8, payload: &[u8]) {
-        if !(self.broken || self.closed) {
-            self.write(&ws::encode_frame(op, &[payload]));
-        }
-    }
-
     fn close(&mut self, code: u16, reason: &str) {
-        if !(self.broken || self.closed) {
+        if !self.client.broken() {
             // The client may not be reading: the close must not wait forever.
             let _ = self
-                .shared
+                .client
                 .conn
                 .stream()
                 .set_write_timeout(Some(CLOSE_WAIT));
-            self.frame(opcode::CLOSE, &ws::close_payload(code, reason));
-            self.closed = true;
+            self.client
+                .frame(opcode::CLOSE, &ws::close_payload(code, reason));
+            self.client.closed = true;
         }
         let _ = self.done.try_send(());
     }
 
-    /// Handles queued requests; false once the thread must stop.
-    fn handle_ctrl(&mut self) -> bool {
-        while let Ok(msg) = self.ctrl.try_recv() {
-            match msg {
-                Ctrl::Pong(p) => self.frame(opcode::PONG, &p),
-                Ctrl::Close(code, reason) => {
-                    self.close(code, reason);
-                    return false;
-                }
-                Ctrl::Gone => return false,
-            }
-        }
-        true
-    }
-
     fn run(mut self) {
-        let mut buf = vec![0u8; ws::MAX_HEADER + CHUNK];
-        let mut target_eof = false;
         let mut next_ping = Instant::now() + PING_EVERY;
-        loop {
-            if !self.handle_ctrl() || self.broken {
-                return;
-            }
-            let client_done = self.shared.client_done.load(Ordering::SeqCst);
-            if target_eof && (!self.half_close || client_done) {
-                self.close(close_code::NORMAL, "");
-                return self.linger();
-            }
-            let mut fds = [
-                pollfd(self.shared.wake.as_raw_fd()),
-                pollfd(if target_eof {
-                    -1 // ignored by poll
-                } else {
-                    self.shared.target.as_raw_fd()
-                }),
-            ];
-            let left = next_ping.saturating_duration_since(Instant::now());
-            if poll(&mut fds, left).is_err() {
-                self.shared.cut();
-                return;
-            }
-            if Instant::now() >= next_ping {
-                self.frame(opcode::PING, b"");
-                next_ping = Instant::now() + PING_EVERY;
-            }
-            if fds[0].revents != 0 {
-                self.shared.drain();
-            }
-            if fds[1].revents == 0 {
-                continue;
-            }
-            match (&self.shared.target).read(&mut buf[ws::MAX_HEADER..]) {
-                Ok(0) => {
-                    target_eof = true;
-                    if self.half_close {
-                        self.frame(opcode::BINARY, b"");
+        // What the connection thread asked for when it stopped the pump.
+        let mut stop: Option<Ctrl> = None;
+        let ctrl = self.ctrl.clone();
+        let end = self
+            .relay
+            .pump(&mut self.client, &mut next_ping, &mut |client| {
+                while let Ok(msg) = ctrl.try_recv() {
+                    match msg {
+                        Ctrl::Pong(p) => client.frame(opcode::PONG, &p),
+                        other => {
+                            stop = Some(other);
+                            return false;
+                        }
                     }
                 }
-                Ok(n) => self.data(&mut buf, n),
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => {}
-                Err(e) => {
-                    let reason = format!("target connection failed: {e}");
-                    let reason = &reason[..reason.len().min(120)];
-                    let _ = self
-                        .shared
-                        .conn
-                        .stream()
-                        .set_write_timeout(Some(CLOSE_WAIT));
-                    self.frame(opcode::CLOSE, &ws::close_payload(TARGET_FAILED, reason));
-                    self.closed = true;
-                    let _ = self.done.try_send(());
-                    return self.linger();
+                true
+            });
+        match end {
+            PumpEnd::Finished => {
+                self.close(close_code::NORMAL, "");
+                self.linger();
+            }
+            PumpEnd::TargetFailed(reason) => {
+                let reason = &reason[..reason.len().min(120)];
+                self.close(TARGET_FAILED, reason);
+                self.linger();
+            }
+            PumpEnd::Stopped => {
+                if let Some(Ctrl::Close(code, reason)) = stop {
+                    self.close(code, reason);
                 }
             }
+            PumpEnd::Broken => self.relay.close_target(),
         }
-    }
-
-    /// Writes `n` bytes that sit at `buf[MAX_HEADER..]` as one binary frame, its header
-    /// put into the room in front.
-    fn data(&mut self, buf: &mut [u8], n: usize) {
-        let mut hdr = [0u8; ws::MAX_HEADER];
-        let h = ws::header_into(opcode::BINARY, n, &mut hdr);
-        let start = ws::MAX_HEADER - h;
-        buf[start..ws::MAX_HEADER].copy_from_slice(&hdr[start..]);
-        if let Some(frame) = buf.get(start..ws::MAX_HEADER + n) {
-            let frame: &[u8] = frame;
-            self.write(frame);
-        }
+        let _ = self.done.try_send(());
     }
 
     /// After our close: gives the client [`CLOSE_WAIT`] to answer (the connection thread
@@ -344,19 +440,22 @@ impl Output {
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.broken {
-                self.shared.cut();
-                return;
+            if left.is_zero() || self.client.broken {
+                return self.cut();
             }
-            let mut fds = [pollfd(self.shared.wake.as_raw_fd())];
+            let mut fds = [pollfd(self.wake.0.as_raw_fd())];
             if poll(&mut fds, left).is_err() {
-                self.shared.cut();
-                return;
+                return self.cut();
             }
             if fds[0].revents != 0 {
-                self.shared.drain();
+                self.wake.drain();
             }
         }
+    }
+
+    fn cut(&self) {
+        self.relay.close_target();
+        let _ = self.client.conn.stream().shutdown(Shutdown::Both);
     }
 }
 

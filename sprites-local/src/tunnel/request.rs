@@ -37,6 +37,36 @@ impl Target {
 pub fn parse(text: &str) -> Result<Target, String> {
     let v: Value =
         serde_json::from_str(text).map_err(|e| format!("the init message is not JSON: {e}"))?;
+    parse_value(&v)
+}
+
+/// Parses the target of a proxy operation on a control connection (§8.4): Go's `params`
+/// object (`{"host","port","keep_alive"}`), or the `args` of an `op.start` as query pairs
+/// (values are strings: `"port":"5432"`, `"half_close":"true"`).
+pub fn parse_params(params: &Value) -> Result<Target, String> {
+    parse_value(params)
+}
+
+/// [`parse_params`] for `op.start` args (strings).
+pub fn parse_args(args: &crate::net::query::Query) -> Result<Target, String> {
+    let mut obj = serde_json::Map::new();
+    for key in ["host", "port"] {
+        if let Some(v) = args.get(key) {
+            obj.insert(key.into(), Value::String(v.to_owned()));
+        }
+    }
+    if let Some(v) = args.get("half_close") {
+        let v = match v {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" | "" => Value::Bool(false),
+            other => Value::String(other.to_owned()),
+        };
+        obj.insert("half_close".into(), v);
+    }
+    parse_value(&Value::Object(obj))
+}
+
+fn parse_value(v: &Value) -> Result<Target, String> {
     let Value::Object(obj) = v else {
         return Err("the init message must be a JSON object".into());
     };
@@ -168,6 +198,39 @@ mod tests {
         assert!(parse(&long).is_ok());
         let longer = format!(r#"{{"host":"{}","port":1}}"#, "a".repeat(MAX_HOST + 1));
         assert!(parse(&longer).is_err());
+    }
+
+    #[test]
+    fn control_op_targets() {
+        // Go's params: a number port, keep_alive ignored.
+        let go = serde_json::json!({"host":"localhost","port":5432,"keep_alive":true});
+        assert_eq!(parse_params(&go), Ok(t("localhost", 5432, false)));
+        assert!(parse_params(&Value::Null).is_err());
+        assert!(parse_params(&serde_json::json!({"port":0})).is_err());
+        // op.start args: strings.
+        let args = |pairs: &[(&str, &str)]| {
+            crate::net::query::Query::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            parse_args(&args(&[
+                ("host", "::1"),
+                ("port", "22"),
+                ("half_close", "true")
+            ])),
+            Ok(t("::1", 22, true))
+        );
+        assert_eq!(
+            parse_args(&args(&[("port", "80"), ("half_close", "false")])),
+            Ok(t("localhost", 80, false))
+        );
+        assert!(parse_args(&args(&[("port", "80"), ("half_close", "yes")])).is_err());
+        assert!(parse_args(&args(&[("host", "x")])).is_err());
+        assert!(parse_args(&args(&[("port", "65536")])).is_err());
     }
 
     #[test]

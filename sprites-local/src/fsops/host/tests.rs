@@ -50,6 +50,7 @@ fn spec(path: &str, mode: u32, mkdir_parents: bool) -> WriteSpec {
         path: path.to_owned(),
         mode,
         mkdir_parents,
+        durable: false,
     }
 }
 

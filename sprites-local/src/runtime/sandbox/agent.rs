@@ -80,6 +80,7 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         limits: cfg.limits,
         live: HashSet::new(),
         snapshots,
+        changed_signals: proc::changed_signals(),
     }
     .serve()
 }
@@ -103,6 +104,9 @@ struct Agent {
     live: HashSet<libc::pid_t>,
     /// The sprite's btrfs disk image, for checkpoints (`None`: no checkpoints).
     snapshots: Option<snapshots::Snapshots>,
+    /// The signals this agent does not leave at their default disposition: the ones a
+    /// child resets before its exec (taken once: the agent never changes them later).
+    changed_signals: Vec<libc::c_int>,
 }
 
 impl Agent {
@@ -370,8 +374,23 @@ impl Agent {
         };
         drop(err_w);
         // Blocks only until the child's exec (which closes the CLOEXEC pipe) or failure.
-        let mut msg = Vec::new();
-        let _ = std::fs::File::from(err_r).read_to_end(&mut msg);
+        // (A plain read: `read_to_end` would first stat and seek the pipe for a size hint.)
+        let mut msg = Vec::with_capacity(5);
+        let mut pipe = std::fs::File::from(err_r);
+        let mut buf = [0u8; 5];
+        loop {
+            match pipe.read(&mut buf[msg.len()..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    msg.extend_from_slice(&buf[msg.len()..msg.len() + n]);
+                    if msg.len() == buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         if msg.len() == 5 {
             wait_pid(pid);
             let errno = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
@@ -405,9 +424,11 @@ impl Agent {
     ) -> (&'static str, i32, Option<OwnedFd>) {
         let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
         // This child is single-threaded (forked from the single-threaded agent).
+        // Nothing ignored by whoever started the server reaches the sprite's programs: every
+        // disposition back to its default (only the agent's changed ones need a call), then
+        // the mask emptied, so a signal is never delivered to a handler of the agent's.
+        proc::default_signals(&self.changed_signals);
         let _ = proc::unblock_all_signals();
-        // Nothing ignored by whoever started the server reaches the sprite's programs.
-        proc::default_all_signals();
         // Own session and process group: signals and kills reach the whole exec tree.
         let _ = proc::setsid();
         for (i, fd) in fds.iter().enumerate() {
