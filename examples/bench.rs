@@ -153,15 +153,18 @@ fn wan_main(one_way_ms: u64, json: bool) -> Result<(), Box<dyn std::error::Error
             .build()?;
         let direct = exec_rtt_ms(&direct_client.sprite(&name), 300)?;
         let token = endpoint.token.clone();
-        let client_for = |url: &str, control: bool| {
-            Client::builder()
+        let client_with = |url: &str, control: bool, ping: Option<Duration>| {
+            let mut builder = Client::builder()
                 .base_url(url)
                 .token(&token)
-                .control_connections(control)
-                .build()
-                .expect("client")
+                .control_connections(control);
+            if let Some(ping) = ping {
+                builder = builder.keepalive(ping, ping * 10);
+            }
+            builder.build().expect("client")
         };
-        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &client_for)?;
+        let client_for = |url: &str, control: bool| client_with(url, control, None);
+        let figures = wan::measure(endpoint.addr, &name, one_way_ms, &client_with)?;
         let proxy = wan_proxy::measure(endpoint.addr, &sprite, one_way_ms, &client_for)?;
         println!("runtime: {runtime}");
         row("measure", "value", "vs baseline");

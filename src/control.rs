@@ -10,6 +10,9 @@
 //! A server that answers the dial with 404 has no control connections: the pool remembers
 //! that and every command uses its own socket.
 //!
+//! Filesystem calls use an idle connection too when there is one, and HTTP otherwise
+//! (`fs/over_control.rs`); they never dial one.
+//!
 //! Idle connections are kept alive by a keeper thread per pool (a ping every keepalive
 //! interval) and dropped when the server goes silent past the keepalive limit or closes them,
 //! so a dead connection is replaced before a command is sent on it.
@@ -65,6 +68,9 @@ pub(crate) struct Pool {
     open: AtomicUsize,
     /// Whether the server serves `/control` (UNKNOWN until a dial says).
     support: AtomicU8,
+    /// The server answered an `fs.*` op as unknown or in a form we do not read: filesystem
+    /// calls use HTTP from then on (commands still use the connections).
+    fs_unsupported: AtomicBool,
     /// A background dial is under way.
     dialling: AtomicBool,
     /// The server answered a proxy op with something other than a proxy reply (or not in
@@ -297,6 +303,33 @@ pub(crate) fn no_proxy_over_control(client: &Client, sprite: &str) {
         .pools
         .get(sprite)
         .no_proxy
+        .store(true, Ordering::SeqCst);
+}
+
+/// An idle control connection for a filesystem call ([`checkout`]), unless this sprite's
+/// server has shown it does not serve `fs.*` ops over control ([`fs_unsupported`]).
+pub(crate) fn checkout_fs(client: &Client, sprite: &str) -> Option<Lease> {
+    if !client.inner.control
+        || client
+            .inner
+            .pools
+            .get(sprite)
+            .fs_unsupported
+            .load(Ordering::SeqCst)
+    {
+        return None;
+    }
+    checkout(client, sprite)
+}
+
+/// Remembers that `sprite`'s server does not serve `fs.*` ops over control (as the pool
+/// remembers a 404 on `/control`): later filesystem calls go straight to HTTP.
+pub(crate) fn fs_unsupported(client: &Client, sprite: &str) {
+    client
+        .inner
+        .pools
+        .get(sprite)
+        .fs_unsupported
         .store(true, Ordering::SeqCst);
 }
 

@@ -7,14 +7,25 @@
 use sprites::{Client, Sprite, Stdio};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Samples per warm figure (the median is reported).
 const RUNS: usize = 15;
 /// Fresh clients for the cold first-command figure.
 const COLD_RUNS: usize = 7;
+/// Samples of the read after a pause (each costs a pause).
+const IDLE_RUNS: usize = 5;
+/// The idle timeout of the proxy in front of the server for the read-after-a-pause figure:
+/// it closes a connection after this long without a byte either way, as a server or load
+/// balancer closes idle keep-alive connections. Scaled down (sprites-local's is 300 s, ureq's
+/// pool has none, the cloud's is unknown) so the figure takes seconds, with the client's
+/// keepalive ping interval scaled down alongside (15 s → [`IDLE_PING`]), so that, as with the
+/// defaults, control connections are pinged well within the idle timeout.
+const IDLE_CUT: Duration = Duration::from_secs(2);
+/// The keepalive ping interval of the clients in the read-after-a-pause figure.
+const IDLE_PING: Duration = Duration::from_millis(500);
 
 /// The WAN figures, in RTTs (medians).
 pub struct WanFigures {
@@ -25,6 +36,11 @@ pub struct WanFigures {
     pub fs_read: f64,
     pub fs_stat: f64,
     pub info: f64,
+    /// A warm client's small fs read after a pause longer than the connections' idle timeout,
+    /// with control connections (the read finds one, kept alive by the keeper's pings)…
+    pub fs_read_idle: f64,
+    /// …and without (the pooled HTTP connection was closed: a new one).
+    pub fs_read_idle_direct: f64,
     pub first_exec: f64,
     /// A cold client's first command with control connections off.
     pub first_exec_direct: f64,
@@ -43,6 +59,8 @@ impl WanFigures {
             "wan_fs_read_rtts": self.fs_read,
             "wan_fs_stat_rtts": self.fs_stat,
             "wan_info_rtts": self.info,
+            "wan_fs_read_idle_rtts": self.fs_read_idle,
+            "wan_fs_read_idle_direct_rtts": self.fs_read_idle_direct,
             "wan_first_exec_rtts": self.first_exec,
             "wan_first_exec_direct_rtts": self.first_exec_direct,
             "wan_local_ms": {
@@ -72,6 +90,19 @@ impl WanFigures {
         row("wan fs stat", self.fs_stat, 1.2, l(4));
         row("wan sprite info", self.info, 1.2, l(5));
         row(
+            &format!(
+                "wan fs read after {}s idle",
+                (IDLE_CUT + IDLE_CUT / 2).as_secs_f64()
+            ),
+            self.fs_read_idle,
+            1.2,
+            None,
+        );
+        println!(
+            "{:<36} {:>6.2} RTT  (the same without control connections: a new connection)",
+            "  ... without control connections", self.fs_read_idle_direct
+        );
+        row(
             "wan first command (cold client)",
             self.first_exec,
             2.2,
@@ -88,12 +119,12 @@ impl WanFigures {
 
 /// Measures through a proxy with `one_way_ms` of delay each way in front of `server`.
 /// `client_for` builds a client for a base URL (the caller's token), with or without control
-/// connections.
+/// connections, with a keepalive ping interval if one is given.
 pub fn measure(
     server: SocketAddr,
     sprite_name: &str,
     one_way_ms: u64,
-    client_for: &dyn Fn(&str, bool) -> Client,
+    client_for: &dyn Fn(&str, bool, Option<Duration>) -> Client,
 ) -> Result<WanFigures, Box<dyn std::error::Error>> {
     let proxy = DelayProxy::start(server, Duration::from_millis(one_way_ms))?;
     let rtt_ms = 2.0 * one_way_ms as f64;
@@ -103,14 +134,14 @@ pub fn measure(
     // Cold: a new client's first command (nothing pooled anywhere).
     let (mut cold, mut cold_direct) = (Vec::new(), Vec::new());
     for _ in 0..COLD_RUNS {
-        let client = client_for(&url, true);
+        let client = client_for(&url, true, None);
         let sprite = client.sprite(sprite_name);
         let started = Instant::now();
         let out = sprite.command("true").output()?;
         cold.push(rtts(started.elapsed()));
         assert!(out.status.success());
         // The same without control connections: no background dial beside the command.
-        let sprite = client_for(&url, false).sprite(sprite_name);
+        let sprite = client_for(&url, false, None).sprite(sprite_name);
         let started = Instant::now();
         let out = sprite.command("true").output()?;
         cold_direct.push(rtts(started.elapsed()));
@@ -119,9 +150,15 @@ pub fn measure(
 
     // Warm: one client, its connections open; the same operations without the proxy say
     // how much of each figure is the server's and the client's own time.
-    let wan = ops(&client_for(&url, true).sprite(sprite_name))?;
-    let local = ops(&client_for(&format!("http://{server}"), true).sprite(sprite_name))?;
+    let wan = ops(&client_for(&url, true, None).sprite(sprite_name))?;
+    let local = ops(&client_for(&format!("http://{server}"), true, None).sprite(sprite_name))?;
     drop(proxy);
+    let (fs_read_idle, fs_read_idle_direct) = read_after_idle(
+        server,
+        sprite_name,
+        Duration::from_millis(one_way_ms),
+        client_for,
+    )?;
     let r = |i: usize| rtts(wan[i]);
     let l = |i: usize| local[i].as_secs_f64() * 1e3;
     Ok(WanFigures {
@@ -132,6 +169,8 @@ pub fn measure(
         fs_read: r(3),
         fs_stat: r(4),
         info: r(5),
+        fs_read_idle: fs_read_idle / rtt_ms,
+        fs_read_idle_direct: fs_read_idle_direct / rtt_ms,
         first_exec: median(cold),
         first_exec_direct: median(cold_direct),
         local_ms: [l(0), l(1), l(2), l(3), l(4), l(5)],
@@ -204,6 +243,37 @@ fn ops(sprite: &Sprite) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
     Ok(figures)
 }
 
+/// A warm client's small fs read after a pause longer than the idle timeout of a proxy that
+/// closes idle connections ([`IDLE_CUT`]), with and without control connections: medians in
+/// ms. Both clients pause together, so the figure costs `IDLE_RUNS` pauses.
+fn read_after_idle(
+    server: SocketAddr,
+    sprite_name: &str,
+    delay: Duration,
+    client_for: &dyn Fn(&str, bool, Option<Duration>) -> Client,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let proxy = DelayProxy::start_with_idle_cut(server, delay, Some(IDLE_CUT))?;
+    let url = format!("http://{}", proxy.addr);
+    let control = client_for(&url, true, Some(IDLE_PING)).sprite(sprite_name);
+    let direct = client_for(&url, false, Some(IDLE_PING)).sprite(sprite_name);
+    let path = format!("/tmp/sprites-wan-idle-{}", std::process::id());
+    control.fs().write(&path, b"hello")?;
+    // Warm: a control connection in the pool, an HTTP connection in each agent.
+    control.connect()?;
+    direct.connect()?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..IDLE_RUNS {
+        std::thread::sleep(IDLE_CUT + IDLE_CUT / 2);
+        for (sprite, samples) in [(&control, &mut with), (&direct, &mut without)] {
+            let started = Instant::now();
+            assert_eq!(sprite.fs().read(&path)?, b"hello");
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let _ = control.fs().remove_file(&path);
+    Ok((median(with), median(without)))
+}
+
 /// Opens what a warm client has open.
 fn warm(sprite: &Sprite) -> Result<(), Box<dyn std::error::Error>> {
     sprite.connect()?;
@@ -224,6 +294,16 @@ pub struct DelayProxy {
 
 impl DelayProxy {
     pub fn start(target: SocketAddr, delay: Duration) -> std::io::Result<DelayProxy> {
+        DelayProxy::start_with_idle_cut(target, delay, None)
+    }
+
+    /// [`start`](Self::start), closing each connection after `idle_cut` without a byte
+    /// either way.
+    fn start_with_idle_cut(
+        target: SocketAddr,
+        delay: Duration,
+        idle_cut: Option<Duration>,
+    ) -> std::io::Result<DelayProxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -242,8 +322,27 @@ impl DelayProxy {
                 let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
                     continue;
                 };
-                pipe(client, server, delay, Some(2 * delay));
-                pipe(s2, c2, delay, None);
+                let heard = Arc::new(Mutex::new(Instant::now()));
+                if let Some(cut) = idle_cut
+                    && let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone())
+                {
+                    let heard = heard.clone();
+                    std::thread::spawn(move || {
+                        loop {
+                            // Sleeps to the connection's idle deadline, not a poll.
+                            let due = *heard.lock().unwrap() + cut;
+                            let now = Instant::now();
+                            if now >= due {
+                                let _ = c3.shutdown(Shutdown::Both);
+                                let _ = s3.shutdown(Shutdown::Both);
+                                return;
+                            }
+                            std::thread::sleep(due - now);
+                        }
+                    });
+                }
+                pipe(client, server, delay, Some(2 * delay), heard.clone());
+                pipe(s2, c2, delay, None, heard);
             }
         });
         Ok(DelayProxy { addr, stop })
@@ -260,7 +359,13 @@ impl Drop for DelayProxy {
 
 /// Copies `from` → `to`, each chunk sent `delay` after it arrived (plus `setup` for the
 /// first one): a reader thread timestamps chunks, a writer thread releases them on time.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, setup: Option<Duration>) {
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    delay: Duration,
+    setup: Option<Duration>,
+    heard: Arc<Mutex<Instant>>,
+) {
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
@@ -269,6 +374,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, setup: Option<D
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    *heard.lock().unwrap() = Instant::now();
                     let due = Instant::now() + delay + extra.take().unwrap_or_default();
                     if tx.send((due, buf[..n].to_vec())).is_err() {
                         break;

@@ -57,6 +57,9 @@ pub(crate) struct State {
     /// The same, by sprite (for `GET /_sprites-local/stats`: clients checking their own
     /// sprite's count are not confused by others' connections).
     pub control_upgrades_by_sprite: Mutex<HashMap<String, u64>>,
+    /// `fs.*` ops served over control connections, by op (for `GET /_sprites-local/stats`:
+    /// tests check that clients run filesystem calls over control).
+    pub control_fs_ops: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl State {
@@ -88,6 +91,7 @@ impl State {
             control_proxy_enabled: true,
             control_upgrades: AtomicU64::new(0),
             control_upgrades_by_sprite: Mutex::new(HashMap::new()),
+            control_fs_ops: Mutex::new(HashMap::new()),
         }
     }
 

@@ -453,12 +453,25 @@ fn control_answers_404_when_switched_off_or_for_an_unknown_sprite() {
         http(&server, "GET", "/v1/sprites/ctl/control", None).status,
         400
     );
-    let _ws = dial(server.addr(), "ctl").unwrap();
+    let mut ws = dial(server.addr(), "ctl").unwrap();
+    // fs ops are counted by op; unknown ones are not (the map stays bounded).
+    for op in ["fs.list", "fs.list", "fs.nope"] {
+        start(&mut ws, op, json!({"path": "/"}));
+        loop {
+            match ws.read().unwrap() {
+                Message::Text(t) if t.starts_with("control:") => break,
+                _ => {}
+            }
+        }
+    }
     let stats = http(&server, "GET", "/_sprites-local/stats", None);
     assert_eq!(
         stats.json(),
-        json!({"control_upgrades": 1, "control_upgrades_by_sprite": {"ctl": 1}})
+        json!({"control_upgrades": 1, "control_upgrades_by_sprite": {"ctl": 1},
+               "control_fs_ops": {"fs.list": 2}})
     );
+    assert_eq!(server.control_fs_ops("fs.list"), 2);
+    assert_eq!(server.control_fs_ops("fs.nope"), 0);
     let raw = http_raw(
         &server,
         b"GET /_sprites-local/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

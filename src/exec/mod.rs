@@ -23,6 +23,7 @@ pub use child::Child;
 pub(crate) use child::normalize_signal;
 pub use command::{Command, CommandArgs, CommandEnvs};
 pub(crate) use io::Keepalive;
+pub(crate) use io::closed_error;
 pub use pipes::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 pub use ports::{PortEvent, PortEventKind, PortEvents, PortWatch};
 pub use sessions::{KillProgress, KillReport, Session};

@@ -28,6 +28,7 @@
 
 mod file;
 mod metadata;
+mod over_control;
 mod owner;
 mod watch;
 
@@ -137,7 +138,38 @@ impl Filesystem {
     /// # Ok(()) }
     /// ```
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        self.open(path)?.read_all()
+        let path = self.resolve(path.as_ref())?;
+        // Over control, at most SMALL + 1 bytes: one more than SMALL says the file is bigger,
+        // and it is read again over HTTP, whole (joining the two could tear a file replaced
+        // in between).
+        let args = [
+            ("path", path.clone()),
+            ("workingDir", self.cwd.clone()),
+            ("end", (over_control::SMALL + 1).to_string()),
+        ];
+        let call = over_control::Call {
+            op: "fs.read",
+            args: &args,
+            content: None,
+            read_limit: Some(over_control::SMALL + 1),
+        };
+        let small = over_control::run(self, &call, |answer| {
+            let content = answer.content?;
+            let size = answer
+                .result
+                .get("size")
+                .and_then(serde_json::Value::as_u64);
+            // The declared size must be what came: anything else is not an answer we read.
+            (size == Some(content.len() as u64))
+                .then(|| (content.len() <= over_control::SMALL).then_some(content))
+        });
+        match small {
+            over_control::Outcome::Done(Some(content)) => Ok(content),
+            over_control::Outcome::Failed(err) => Err(err),
+            over_control::Outcome::Done(None) | over_control::Outcome::Http => {
+                self.open(&path)?.read_all()
+            }
+        }
     }
 
     /// Reads a whole file as UTF-8, as `std::fs::read_to_string`.
@@ -525,7 +557,7 @@ impl Filesystem {
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         self.post(
-            "/fs/rename",
+            "rename",
             json!({ "source": from, "dest": to, "workingDir": self.cwd }),
         )?;
         Ok(())
@@ -560,7 +592,7 @@ impl Filesystem {
             return Err(is_a_directory(&from));
         }
         let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": false, "preserveAttrs": true });
-        self.post("/fs/copy", body)?;
+        self.post("copy", body)?;
         Ok(meta.len())
     }
 
@@ -589,7 +621,7 @@ impl Filesystem {
     pub fn copy_recursive(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         let (from, to) = (self.resolve(from.as_ref())?, self.resolve(to.as_ref())?);
         let body = json!({ "source": from, "dest": to, "workingDir": self.cwd, "recursive": true, "preserveAttrs": true });
-        self.post("/fs/copy", body)?;
+        self.post("copy", body)?;
         Ok(())
     }
 
@@ -977,43 +1009,111 @@ impl Filesystem {
     }
 
     fn list(&self, path: &str) -> io::Result<Vec<FsEntry>> {
-        let mut query = Query::new();
-        query.push("path", path).push("workingDir", &self.cwd);
-        let client = self.sprite.client();
-        let response = client.send(client.request("GET", &self.fs_path("list", &query)), None)?;
-        let listing: FsListing = crate::Client::decode(response)?;
-        Ok(listing.entries)
+        let args = [("path", path.to_owned()), ("workingDir", self.cwd.clone())];
+        let call = over_control::Call {
+            op: "fs.list",
+            args: &args,
+            content: None,
+            read_limit: None,
+        };
+        over_control::run(self, &call, |answer| {
+            serde_json::from_value::<FsListing>(answer.result).ok()
+        })
+        .or_http(|| {
+            let client = self.sprite.client();
+            let request = client.request("GET", &self.fs_path("list", &query_of(&args)));
+            let response = client.send(request, None)?;
+            crate::Client::decode::<FsListing>(response).map_err(io::Error::from)
+        })
+        .map(|listing| listing.entries)
     }
 
     fn delete(&self, path: &str, recursive: bool) -> io::Result<()> {
-        let mut query = Query::new();
-        query
-            .push("path", path)
-            .push("workingDir", &self.cwd)
-            .push("recursive", if recursive { "true" } else { "false" });
-        let client = self.sprite.client();
-        let response = client.send(
-            client.request("DELETE", &self.fs_path("delete", &query)),
-            None,
-        )?;
-        Ok(client.drain(response)?)
+        let args = [
+            ("path", path.to_owned()),
+            ("workingDir", self.cwd.clone()),
+            ("recursive", recursive.to_string()),
+        ];
+        let call = over_control::Call {
+            op: "fs.delete",
+            args: &args,
+            content: None,
+            read_limit: None,
+        };
+        over_control::run(self, &call, |_| Some(())).or_http(|| {
+            let client = self.sprite.client();
+            let request = client.request("DELETE", &self.fs_path("delete", &query_of(&args)));
+            let response = client.send(request, None)?;
+            Ok(client.drain(response)?)
+        })
     }
 
     fn chmod(&self, path: &Path, mode: u32, recursive: bool) -> io::Result<()> {
         let path = self.resolve(path)?;
         let body = json!({ "path": path, "workingDir": self.cwd, "mode": format!("{:04o}", mode & 0o7777), "recursive": recursive });
-        self.post("/fs/chmod", body)?;
+        self.post("chmod", body)?;
         Ok(())
     }
 
-    fn post(&self, op: &str, body: serde_json::Value) -> io::Result<()> {
-        let client = self.sprite.client();
-        let response = client.send(client.request("POST", &self.sprite.path(op)), Some(&body))?;
-        Ok(client.drain(response)?)
+    /// `POST /fs/{op}` with a JSON body, or (rename, copy, chmod) `fs.{op}` over control with
+    /// the body's fields as args.
+    fn post(&self, op: &'static str, body: serde_json::Value) -> io::Result<()> {
+        let args: Vec<(&'static str, String)> = body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, value)| {
+                let key = CONTROL_ARG_KEYS.iter().find(|k| **k == key)?;
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((*key, value))
+            })
+            .collect();
+        let control_op = match op {
+            "rename" => Some("fs.rename"),
+            "copy" => Some("fs.copy"),
+            "chmod" => Some("fs.chmod"),
+            _ => None,
+        };
+        let outcome = match control_op {
+            Some(op) => {
+                let call = over_control::Call {
+                    op,
+                    args: &args,
+                    content: None,
+                    read_limit: None,
+                };
+                over_control::run(self, &call, |_| Some(()))
+            }
+            None => over_control::Outcome::Http,
+        };
+        outcome.or_http(|| {
+            let client = self.sprite.client();
+            let request = client.request("POST", &self.sprite.path(&format!("/fs/{op}")));
+            let response = client.send(request, Some(&body))?;
+            Ok(client.drain(response)?)
+        })
     }
 
-    /// One-shot upload of an in-memory body.
+    /// One-shot upload of an in-memory body: over control when it is small and a connection
+    /// is idle, else a `PUT`.
     fn put(&self, path: &str, contents: &[u8], mode: u32, mkdir_parents: bool) -> io::Result<()> {
+        if contents.len() <= over_control::SMALL {
+            let args = write_args(path, &self.cwd, mode, mkdir_parents);
+            let call = over_control::Call {
+                op: "fs.write",
+                args: &args,
+                content: Some(contents),
+                read_limit: None,
+            };
+            match over_control::run(self, &call, |_| Some(())) {
+                over_control::Outcome::Done(()) => return Ok(()),
+                over_control::Outcome::Failed(err) => return Err(err),
+                over_control::Outcome::Http => {}
+            }
+        }
         let client = self.sprite.client();
         let request = client
             .streaming_request(
@@ -1049,14 +1149,45 @@ impl Filesystem {
 }
 
 pub(crate) fn write_query(path: &str, cwd: &str, mode: u32, mkdir_parents: bool) -> Query {
+    query_of(&write_args(path, cwd, mode, mkdir_parents))
+}
+
+/// A write's args, for the HTTP query and the control op alike.
+fn write_args(
+    path: &str,
+    cwd: &str,
+    mode: u32,
+    mkdir_parents: bool,
+) -> [(&'static str, String); 4] {
+    [
+        ("path", path.to_owned()),
+        ("workingDir", cwd.to_owned()),
+        ("mode", format!("{:04o}", mode & 0o7777)),
+        // Explicit both ways: over control the server's default is true (§8.5).
+        ("mkdirParents", mkdir_parents.to_string()),
+    ]
+}
+
+/// The HTTP query of a call's args.
+fn query_of(args: &[(&'static str, String)]) -> Query {
     let mut query = Query::new();
-    query
-        .push("path", path)
-        .push("workingDir", cwd)
-        .push("mode", &format!("{:04o}", mode & 0o7777))
-        .push("mkdirParents", if mkdir_parents { "true" } else { "false" });
+    for (key, value) in args {
+        query.push(key, value);
+    }
     query
 }
+
+/// The fields of the JSON bodies of rename, copy and chmod (§9), which are their args over
+/// control (§8.5).
+const CONTROL_ARG_KEYS: [&str; 7] = [
+    "path",
+    "source",
+    "dest",
+    "workingDir",
+    "mode",
+    "recursive",
+    "preserveAttrs",
+];
 
 pub(crate) fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};

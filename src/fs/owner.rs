@@ -89,6 +89,7 @@ impl Filesystem {
             "recursive": recursive,
             "asRoot": true,
         });
-        self.post("/fs/chown", body)
+        // Over HTTP only: sprites-local serves no fs.chown over control.
+        self.post("chown", body)
     }
 }

@@ -34,8 +34,9 @@ pub fn control(
 pub const STATS_PATH: &str = "/_sprites-local/stats";
 
 /// `GET /_sprites-local/stats` (token required): `{"control_upgrades": N,
-/// "control_upgrades_by_sprite": {"<name>": n, ...}}`, the control connections accepted
-/// since the server started, in all and per sprite.
+/// "control_upgrades_by_sprite": {"<name>": n, ...}, "control_fs_ops": {"fs.read": n, ...}}`,
+/// the control connections accepted since the server started, in all and per sprite, and
+/// the `fs.*` ops served over them.
 pub fn stats(state: &State, method: &str) -> Response {
     if method != "GET" {
         return method_not_allowed("GET");
@@ -44,11 +45,13 @@ pub fn stats(state: &State, method: &str) -> Response {
         .control_upgrades
         .load(std::sync::atomic::Ordering::SeqCst);
     let by_sprite = crate::lock(&state.control_upgrades_by_sprite).clone();
+    let fs_ops = crate::lock(&state.control_fs_ops).clone();
     Response::json(
         200,
         &serde_json::json!({
             "control_upgrades": upgrades,
             "control_upgrades_by_sprite": by_sprite,
+            "control_fs_ops": fs_ops,
         }),
     )
 }

@@ -13,6 +13,17 @@ use crate::fsops::{self, FsError, FsOp, SpriteFs, WriteError, WriteSpec};
 use crate::net::query::Query;
 use crate::state::State;
 
+/// The ops served here.
+pub const OPS: [&str; 7] = [
+    "fs.read",
+    "fs.write",
+    "fs.list",
+    "fs.delete",
+    "fs.rename",
+    "fs.copy",
+    "fs.chmod",
+];
+
 /// Largest content one `fs.read` sends (it travels as one WebSocket message).
 pub const MAX_READ: u64 = 8 << 20;
 /// The working directory when `workingDir` is absent (Go's default for control ops).

@@ -416,6 +416,12 @@ impl Reader<'_> {
             "exec" => self.exec(args, prefixed),
             "attach" => self.attach(args.get("id").unwrap_or_default(), prefixed),
             op if op.starts_with("fs.") => {
+                // Counted by name only for the ops there are: the map stays bounded.
+                if let Some(known) = fs::OPS.iter().find(|k| **k == op) {
+                    *crate::lock(&self.state.control_fs_ops)
+                        .entry(known)
+                        .or_default() += 1;
+                }
                 let step = fs::run(self.state, self.sprite, op, args);
                 self.answer_fs(step, prefixed);
             }

@@ -525,6 +525,16 @@ impl ServerHandle {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How many `op` ops (`"fs.read"`, `"fs.write"`, …, PROTOCOL.md §8.5) this server has
+    /// served over control connections since it started: a diagnostic, e.g. for a test that
+    /// checks that clients run filesystem calls over control.
+    pub fn control_fs_ops(&self, op: &str) -> u64 {
+        crate::lock(&self.state.control_fs_ops)
+            .get(op)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Stops accepting, closes the connections waiting for a request, SIGKILLs every
     /// running exec's process group, cuts the connections being served and joins the
     /// reactor thread. Returns within milliseconds.
