@@ -394,6 +394,16 @@ fn output_and_status_on_a_warm_connection_run_on_the_calling_thread() {
         .output()
         .unwrap();
     assert_eq!(big.stdout.len(), 3_000_000);
+    // A terminal gets no end-of-input frame: 0x04 there would be a typed Ctrl-D, and `read`
+    // would see end of input at once instead of waiting out its timeout (status > 128).
+    let tty = sprite
+        .command("bash")
+        .args(["-c", "read -t 1 x; echo rc=$?"])
+        .tty(true)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(text.contains("rc=142"), "{text:?}");
     assert_eq!(
         upgrades(&local),
         1,
