@@ -273,6 +273,7 @@ fn run(
     let attach = attach_ms(sprite, 100)?;
     let (proxy_down, proxy_up) = tunnel::proxy_mib_s(sprite, 512 << 20)?;
     let proxy = proxy_down.min(proxy_up);
+    let proxy_floor = tunnel::relay_floor_best_mib_s(1 << 30)?;
     let dns = policy::dns_figures(sprite, runtime, 2000);
     // A server without the filesystem API still gets the rest of the report.
     let (upload, download) = match fs_mib_s(sprite, 1 << 30) {
@@ -350,6 +351,15 @@ fn run(
         "TCP proxy, client -> sprite (512 MiB)",
         format!("{proxy_up:.0} MiB/s"),
         format!("{:.0}%", 100.0 * proxy_up / tcp_best),
+    );
+    row(
+        "  floor: TCP -> local relay -> TCP",
+        format!("{proxy_floor:.0} MiB/s"),
+        format!(
+            "{:.0}% of best TCP; proxy {:.0}% of it",
+            100.0 * proxy_floor / tcp_best,
+            100.0 * proxy / proxy_floor
+        ),
     );
     row("1-byte echo via cat p50", format!("{:.0} us", echo.p50), "");
     row("1-byte echo via cat p99", format!("{:.0} us", echo.p99), "");
@@ -509,6 +519,8 @@ fn run(
                 "proxy_down_mib_s": proxy_down,
                 "proxy_up_mib_s": proxy_up,
                 "proxy_vs_tcp_best": proxy / tcp_best,
+                "proxy_floor_mib_s": proxy_floor,
+                "proxy_vs_floor": proxy / proxy_floor,
                 "dns_refused_p50_us": dns.as_ref().map(|d| d.refused_p50_us),
                 "dns_refused_p99_us": dns.as_ref().map(|d| d.refused_p99_us),
                 "dns_udp_echo_p50_us": dns.as_ref().map(|d| d.echo_p50_us),
@@ -570,6 +582,11 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
             (0.0, 0.0)
         };
         let proxy = proxy_down.min(proxy_up);
+        let proxy_floor = if want("proxy") {
+            tunnel::relay_floor_best_mib_s(1 << 30)?
+        } else {
+            1.0
+        };
         println!("runtime: {runtime}");
         row(
             "baseline: loopback TCP (64 KiB)",
@@ -610,6 +627,11 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
             format!("{proxy_up:.0} MiB/s"),
             vs(proxy_up),
         );
+        row(
+            "  floor: TCP -> local relay -> TCP",
+            format!("{proxy_floor:.0} MiB/s"),
+            format!("proxy {:.0}% of it", 100.0 * proxy / proxy_floor),
+        );
         if json {
             println!(
                 "{}",
@@ -627,6 +649,8 @@ fn streams_only(json: bool) -> Result<(), Box<dyn std::error::Error>> {
                     "proxy_down_mib_s": proxy_down,
                     "proxy_up_mib_s": proxy_up,
                     "proxy_vs_tcp_best": proxy / tcp_best,
+                    "proxy_floor_mib_s": proxy_floor,
+                    "proxy_vs_floor": proxy / proxy_floor,
                 })
             );
         }

@@ -112,3 +112,61 @@ pub fn proxy_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<(f64, f64)>
     child.wait()?;
     Ok((down_rate, up_rate))
 }
+
+/// The floor under the proxy: a source's bytes over loopback TCP to a relay that copies them
+/// onto a second loopback TCP connection to the reader — the proxy's two TCP crossings and
+/// one copy loop, without WebSocket framing, masking or the sandbox. Best of 64 KiB, 256 KiB
+/// and 1 MiB relay buffers, in MiB/s.
+pub fn relay_floor_best_mib_s(total: usize) -> std::io::Result<f64> {
+    let mut best = 0f64;
+    for size in [64 << 10, 256 << 10, 1 << 20] {
+        best = best.max(relay_floor_mib_s(total, size)?);
+    }
+    Ok(best)
+}
+
+fn relay_floor_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
+    let source = TcpListener::bind("127.0.0.1:0")?;
+    let source_addr = source.local_addr()?;
+    let front = TcpListener::bind("127.0.0.1:0")?;
+    let front_addr = front.local_addr()?;
+    let feeder = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut conn, _) = source.accept()?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            conn.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let relay = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut to_reader, _) = front.accept()?;
+        let mut from_source = TcpStream::connect(source_addr)?;
+        let mut buf = vec![0u8; size];
+        loop {
+            let n = from_source.read(&mut buf)?;
+            if n == 0 {
+                return to_reader.shutdown(Shutdown::Write);
+            }
+            to_reader.write_all(&buf[..n])?;
+        }
+    });
+    let started = Instant::now();
+    let mut reader = TcpStream::connect(front_addr)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    feeder.join().expect("feeder")?;
+    relay.join().expect("relay")?;
+    assert_eq!(got, total);
+    Ok(total as f64 / MIB / secs)
+}
