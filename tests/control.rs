@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::relay::Relay;
 use common::{Local, TempDir, Watchdog, test_runtime};
 use sprites::{Client, Stdio};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -224,50 +224,6 @@ fn signals_and_timeouts_work_over_control() {
         b"after\n"
     );
     assert_eq!(upgrades(&local), 1);
-}
-
-/// A TCP relay in front of the server whose connections the test can cut.
-struct Relay {
-    url: String,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(target: std::net::SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let kept = conns.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(target) else {
-                    return;
-                };
-                let mut list = kept.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                drop(list);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                }
-            }
-        });
-        Relay { url, conns }
-    }
-
-    /// Cuts every connection made so far, both ways.
-    fn cut_all(&self) {
-        for conn in self.conns.lock().unwrap().drain(..) {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-    }
 }
 
 #[test]
@@ -622,7 +578,7 @@ fn connect_opens_one_control_and_one_http_connection_that_later_calls_reuse() {
         .unwrap();
     let sprite = client.sprite(local.sprite("reuse-http").name());
     sprite.connect().unwrap();
-    let opened = || relay.conns.lock().unwrap().len() / 2;
+    let opened = || relay.open();
     assert_eq!(opened(), 2, "a control connection and an HTTP connection");
     for _ in 0..3 {
         assert_eq!(

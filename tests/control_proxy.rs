@@ -10,11 +10,11 @@
 
 mod common;
 
+use common::relay::Relay;
 use common::{Local, TempDir, Watchdog, test_runtime};
 use sprites::{Child, Client, Error, Sprite, Stdio};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Bytes echoed through the tunnel, both ways.
@@ -220,49 +220,6 @@ fn a_server_without_control_still_proxies_over_its_own_sockets() {
     }
     assert_eq!(server.control_upgrades(), 0);
     echo.kill().unwrap();
-}
-
-/// A TCP relay between the client and the server whose connections can all be cut at once.
-struct Relay {
-    url: String,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(target: std::net::SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let kept = conns.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(target) else {
-                    return;
-                };
-                let mut list = kept.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                drop(list);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                }
-            }
-        });
-        Relay { url, conns }
-    }
-
-    fn cut_all(&self) {
-        for conn in self.conns.lock().unwrap().drain(..) {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-    }
 }
 
 #[test]

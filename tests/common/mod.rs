@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod relay;
 pub mod tls;
 
 use sprites::{Client, Sprite};
