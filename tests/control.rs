@@ -6,8 +6,8 @@
 
 mod common;
 
+use common::Local;
 use common::relay::Relay;
-use common::{Local, TempDir, Watchdog, test_runtime};
 use sprites::{Client, Stdio};
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -431,16 +431,8 @@ fn a_connection_cut_under_output_fails_it_and_the_next_one_works() {
 
 #[test]
 fn a_server_without_control_runs_everything_over_direct_sockets() {
-    let _watchdog = Watchdog::arm("no-control");
-    let dir = TempDir::new("noctl");
-    let server = sprites_local::Server::builder()
-        .addr("127.0.0.1:0")
-        .token("test-token")
-        .data_dir(dir.path().join("data"))
-        .runtime(test_runtime())
-        .control(false)
-        .start()
-        .unwrap();
+    let local = Local::start_with(|b| b.control(false));
+    let server = local.server.as_ref().unwrap();
     let client = Client::builder()
         .base_url(server.url())
         .token("test-token")

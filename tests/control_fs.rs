@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Local, TempDir, Watchdog, pseudo_random, test_runtime};
+use common::{Local, pseudo_random};
 use sprites::fs::{Filesystem, Permissions};
 use sprites::{Client, Sprite};
 use std::io::{self, Read, Write};
@@ -279,16 +279,8 @@ fn large_transfers_go_over_http_and_stay_exact() {
 
 #[test]
 fn a_server_without_control_serves_every_call_over_http() {
-    let _watchdog = Watchdog::arm("fs-no-control");
-    let dir = TempDir::new("fsnoctl");
-    let server = sprites_local::Server::builder()
-        .addr("127.0.0.1:0")
-        .token("test-token")
-        .data_dir(dir.path().join("data"))
-        .runtime(test_runtime())
-        .control(false)
-        .start()
-        .unwrap();
+    let local = Local::start_with(|b| b.control(false));
+    let server = local.server.as_ref().unwrap();
     let sprite = client(&server.url(), true).create_sprite("plain").unwrap();
     sprite.connect().unwrap();
     let home = home(&sprite);

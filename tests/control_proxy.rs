@@ -10,8 +10,8 @@
 
 mod common;
 
+use common::Local;
 use common::relay::Relay;
-use common::{Local, TempDir, Watchdog, test_runtime};
 use sprites::{Child, Client, Error, Sprite, Stdio};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -194,16 +194,8 @@ fn a_refused_target_is_a_clear_error_and_the_connection_serves_the_next_exec() {
 
 #[test]
 fn a_server_without_control_still_proxies_over_its_own_sockets() {
-    let _watchdog = Watchdog::arm("proxy-no-control");
-    let dir = TempDir::new("proxynoctl");
-    let server = sprites_local::Server::builder()
-        .addr("127.0.0.1:0")
-        .token("test-token")
-        .data_dir(dir.path().join("data"))
-        .runtime(test_runtime())
-        .control(false)
-        .start()
-        .unwrap();
+    let local = Local::start_with(|b| b.control(false));
+    let server = local.server.as_ref().unwrap();
     let client = Client::builder()
         .base_url(server.url())
         .token("test-token")
@@ -386,16 +378,8 @@ fn forwarded_connections_run_over_the_warm_control_connection() {
 
 #[test]
 fn a_server_that_does_not_proxy_over_control_gets_proxies_over_their_own_sockets() {
-    let _watchdog = Watchdog::arm("no-control-proxy");
-    let dir = TempDir::new("noctlproxy");
-    let server = sprites_local::Server::builder()
-        .addr("127.0.0.1:0")
-        .token("test-token")
-        .data_dir(dir.path().join("data"))
-        .runtime(test_runtime())
-        .control_proxy(false)
-        .start()
-        .unwrap();
+    let local = Local::start_with(|b| b.control_proxy(false));
+    let server = local.server.as_ref().unwrap();
     let client = Client::builder()
         .base_url(server.url())
         .token("test-token")

@@ -87,14 +87,23 @@ pub struct Local {
 
 impl Local {
     pub fn start() -> Local {
+        Local::start_with(|builder| builder)
+    }
+
+    /// A server configured by `configure` beyond the test defaults (token, data dir, runtime).
+    pub fn start_with(
+        configure: impl FnOnce(sprites_local::ServerBuilder) -> sprites_local::ServerBuilder,
+    ) -> Local {
         let dir = TempDir::new("srv");
-        let server = sprites_local::Server::builder()
-            .addr("127.0.0.1:0")
-            .token("test-token")
-            .data_dir(dir.path().join("data"))
-            .runtime(test_runtime())
-            .start()
-            .expect("start sprites-local");
+        let server = configure(
+            sprites_local::Server::builder()
+                .addr("127.0.0.1:0")
+                .token("test-token")
+                .data_dir(dir.path().join("data"))
+                .runtime(test_runtime()),
+        )
+        .start()
+        .expect("start sprites-local");
         let client = Client::builder()
             .base_url(server.url())
             .token(server.token())
