@@ -683,6 +683,18 @@ fn percentiles(mut samples: Vec<f64>) -> Percentiles {
     }
 }
 
+/// Reads `r` to its end in `buf_size` reads; the bytes read.
+fn count_to_eof(r: &mut impl Read, buf_size: usize) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; buf_size];
+    let mut got = 0;
+    loop {
+        match r.read(&mut buf)? {
+            0 => return Ok(got),
+            n => got += n,
+        }
+    }
+}
+
 fn local_spawn_ms(runs: usize) -> Percentiles {
     let samples = (0..runs)
         .map(|_| {
@@ -737,15 +749,7 @@ fn loopback_tcp_mib_s(total: usize) -> std::io::Result<f64> {
     });
     let (mut stream, _) = listener.accept()?;
     let started = Instant::now();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut got = 0;
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = count_to_eof(&mut stream, 64 << 10)?;
     let secs = started.elapsed().as_secs_f64();
     writer.join().expect("writer thread")?;
     assert_eq!(got, total);
@@ -777,15 +781,7 @@ fn stdout_mib_s(sprite: &Sprite, total: u64) -> std::io::Result<f64> {
         .stdout(Stdio::piped())
         .spawn()?;
     let mut stdout = child.stdout.take().expect("piped");
-    let mut buf = vec![0u8; 256 << 10];
-    let mut got = 0u64;
-    loop {
-        let n = stdout.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-    }
+    let got = count_to_eof(&mut stdout, 256 << 10)? as u64;
     assert!(child.wait()?.success());
     assert_eq!(got, total);
     Ok(total as f64 / MIB / started.elapsed().as_secs_f64())
@@ -810,15 +806,7 @@ fn stdin_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<f64> {
         Ok(())
     });
     let mut stdout = child.stdout.take().expect("piped");
-    let mut buf = vec![0u8; 256 << 10];
-    let mut got = 0;
-    loop {
-        let n = stdout.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = count_to_eof(&mut stdout, 256 << 10)?;
     writer.join().expect("writer thread")?;
     assert!(child.wait()?.success());
     assert_eq!(got, total);
@@ -933,15 +921,7 @@ fn fs_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<(f64, f64)> {
 
     let started = Instant::now();
     let mut file = fs.open(&path)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut got = 0;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = count_to_eof(&mut file, 256 << 10)?;
     let download = total as f64 / MIB / started.elapsed().as_secs_f64();
     assert_eq!(got, total);
     fs.remove_file(&path)?;

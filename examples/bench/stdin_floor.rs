@@ -85,15 +85,7 @@ fn local_cat_relay_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
         sender.shutdown(Shutdown::Write)
     });
     let mut reader = stream;
-    let mut buf = vec![0u8; size];
-    let mut got = 0;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = super::count_to_eof(&mut reader, size)?;
     let secs = started.elapsed().as_secs_f64();
     writer.join().expect("writer thread")?;
     relay.join().expect("relay")?;

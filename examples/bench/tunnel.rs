@@ -34,15 +34,7 @@ fn tcp_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
     });
     let (mut stream, _) = listener.accept()?;
     let started = Instant::now();
-    let mut buf = vec![0u8; size];
-    let mut got = 0;
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = super::count_to_eof(&mut stream, size)?;
     let secs = started.elapsed().as_secs_f64();
     writer.join().expect("writer thread")?;
     assert_eq!(got, total);
@@ -82,21 +74,14 @@ pub fn proxy_mib_s(sprite: &Sprite, total: usize) -> std::io::Result<(f64, f64)>
 
     let started = Instant::now();
     let mut down = sprite.proxy_socket(&target)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut got = 0;
-    loop {
-        let n = down.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = super::count_to_eof(&mut down, 1 << 20)?;
     let down_rate = total as f64 / MIB / started.elapsed().as_secs_f64();
     assert_eq!(got, total);
     drop(down);
 
     let started = Instant::now();
     let mut up = sprite.proxy_socket(&target)?;
+    let buf = vec![0u8; 1 << 20];
     let mut left = total;
     while left > 0 {
         let n = left.min(buf.len());
@@ -155,15 +140,7 @@ fn relay_floor_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
     });
     let started = Instant::now();
     let mut reader = TcpStream::connect(front_addr)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut got = 0;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = super::count_to_eof(&mut reader, 1 << 20)?;
     let secs = started.elapsed().as_secs_f64();
     feeder.join().expect("feeder")?;
     relay.join().expect("relay")?;
