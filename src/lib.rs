@@ -63,6 +63,7 @@ mod transfer;
 mod tunnel;
 mod types;
 mod url;
+mod watch_stream;
 mod ws;
 
 pub use checkpoints::{

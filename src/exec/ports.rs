@@ -7,11 +7,12 @@
 //! pings while the connection is idle. Events wait in a bounded queue: a watch nobody reads
 //! stops reading its socket, as an unread pipe does, so memory stays constant.
 
-use super::io::{Keepalive, SESSION_INFO_WAIT, close_reason, closed_error};
-use crate::error::{Error, Result, TransportError};
+use super::io::{Keepalive, SESSION_INFO_WAIT};
+use crate::error::{Error, Result};
 use crate::sprite::Sprite;
 use crate::types::ServerMessage;
-use crate::ws::{self, Incoming, Socket};
+use crate::watch_stream;
+use crate::ws::{self, Socket};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use serde::Deserialize;
 use std::fmt;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::{Bytes, Message};
 
 /// Events queued for a reader before the connection's thread waits for room.
 const QUEUED_EVENTS: usize = 64;
@@ -511,7 +511,8 @@ fn parse_port_list(text: &str) -> Option<Vec<PortEvent>> {
     )
 }
 
-/// The thread behind a [`PortWatch`]: reads, pings while idle, gives up on silence.
+/// The thread behind a [`PortWatch`] ([`crate::watch_stream`]): the snapshot first, then
+/// events (any that came before the snapshot, delivered after it).
 struct Watcher {
     socket: Arc<Socket>,
     tx: Sender<Item>,
@@ -520,99 +521,58 @@ struct Watcher {
 
 impl Watcher {
     fn run(self) {
-        let end = self.watch();
-        if end.is_some() {
-            self.socket.shutdown();
-        } else {
-            self.socket.close_now(1000);
-        }
+        let mut decoder = Decode {
+            early: Some(Vec::new()),
+        };
+        let tx = &self.tx;
+        let end = watch_stream::run(&self.socket, self.keepalive, &mut decoder, |item| {
+            tx.send(item).is_ok()
+        });
         let _ = self.tx.send(Item::End(end));
     }
+}
 
-    /// Watches until the end: `None` for a normal close by the server, else why.
-    fn watch(&self) -> Option<Error> {
-        let snapshot_deadline = Instant::now() + SESSION_INFO_WAIT;
-        // Events that came before the snapshot, delivered after it.
-        let mut early: Option<Vec<PortEvent>> = Some(Vec::new());
-        let mut last_heard = Instant::now();
-        let mut next_ping = Instant::now() + self.keepalive.interval;
-        loop {
-            if early.is_some() && Instant::now() >= snapshot_deadline {
-                return Some(no_snapshot());
+/// What a port watch's messages mean: `port_list`, then `port_opened`/`port_closed`.
+struct Decode {
+    /// Events that came before the snapshot (`None` once it came).
+    early: Option<Vec<PortEvent>>,
+}
+
+impl watch_stream::Decoder for Decode {
+    type Item = Item;
+
+    fn unconfirmed(&self) -> bool {
+        self.early.is_some()
+    }
+
+    fn late(&self) -> Error {
+        no_snapshot()
+    }
+
+    fn text(&mut self, text: &str, deliver: &mut dyn FnMut(Item) -> bool) -> Result<bool> {
+        if let Some(ports) = parse_port_list(text) {
+            if ports.len() > MAX_SNAPSHOT {
+                return Err(Error::ResponseTooLarge {
+                    what: "a port_list snapshot (in ports)".into(),
+                    limit: MAX_SNAPSHOT as u64,
+                });
             }
-            match self.socket.read() {
-                Ok(Incoming::Message(message)) => {
-                    last_heard = Instant::now();
-                    let Message::Text(text) = message else {
-                        match message {
-                            Message::Close(frame) => {
-                                return close_reason(frame);
-                            }
-                            // Binary frames mean nothing here; pings are answered by the
-                            // WebSocket layer.
-                            _ => continue,
-                        }
-                    };
-                    if let Some(ports) = parse_port_list(text.as_str()) {
-                        if ports.len() > MAX_SNAPSHOT {
-                            return Some(Error::ResponseTooLarge {
-                                what: "a port_list snapshot (in ports)".into(),
-                                limit: MAX_SNAPSHOT as u64,
-                            });
-                        }
-                        let queued = early.take().unwrap_or_default();
-                        if self.tx.send(Item::Snapshot(ports)).is_err() {
-                            return None;
-                        }
-                        for event in queued {
-                            if self.tx.send(Item::Event(event)).is_err() {
-                                return None;
-                            }
-                        }
-                        continue;
-                    }
-                    let Some(event) = PortEvent::from_message(&ServerMessage::parse(text.as_str()))
-                    else {
-                        continue;
-                    };
-                    match &mut early {
-                        Some(queued) if queued.len() >= EARLY_EVENTS => {
-                            return Some(Error::Protocol(format!(
-                                "the server sent more than {EARLY_EVENTS} port events before \
-                                 its port_list"
-                            )));
-                        }
-                        Some(queued) => queued.push(event),
-                        // The watch was dropped: stop.
-                        None if self.tx.send(Item::Event(event)).is_err() => return None,
-                        None => {}
-                    }
-                }
-                Ok(Incoming::Empty) => {
-                    let now = Instant::now();
-                    let silent = now.saturating_duration_since(last_heard);
-                    if silent >= self.keepalive.limit {
-                        return Some(Error::KeepaliveTimeout(self.keepalive.limit));
-                    }
-                    if now >= next_ping {
-                        next_ping = now + self.keepalive.interval;
-                        if let Err(err) = self.socket.send(Message::Ping(Bytes::new())) {
-                            return Some(closed_error(err));
-                        }
-                    }
-                    let mut wake = (last_heard + self.keepalive.limit).min(next_ping);
-                    if early.is_some() {
-                        wake = wake.min(snapshot_deadline);
-                    }
-                    if let Err(err) = self
-                        .socket
-                        .wait_readable(wake.saturating_duration_since(Instant::now()))
-                    {
-                        return Some(TransportError::io("waiting for the server", err).into());
-                    }
-                }
-                Err(err) => return Some(closed_error(err)),
+            let queued = self.early.take().unwrap_or_default();
+            return Ok(deliver(Item::Snapshot(ports))
+                && queued.into_iter().all(|event| deliver(Item::Event(event))));
+        }
+        let Some(event) = PortEvent::from_message(&ServerMessage::parse(text)) else {
+            return Ok(true);
+        };
+        match &mut self.early {
+            Some(queued) if queued.len() >= EARLY_EVENTS => Err(Error::Protocol(format!(
+                "the server sent more than {EARLY_EVENTS} port events before its port_list"
+            ))),
+            Some(queued) => {
+                queued.push(event);
+                Ok(true)
             }
+            None => Ok(deliver(Item::Event(event))),
         }
     }
 }
@@ -620,6 +580,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::io::close_reason;
 
     #[test]
     fn port_list_snapshots() {

@@ -8,9 +8,10 @@
 //! whatever happens in the sprite.
 
 use super::Filesystem;
-use crate::error::{Error, Result, TransportError};
-use crate::exec::io::{Keepalive, SESSION_INFO_WAIT, close_reason, closed_error};
-use crate::ws::{self, Incoming, Socket};
+use crate::error::{Error, Result};
+use crate::exec::io::{Keepalive, SESSION_INFO_WAIT, closed_error};
+use crate::watch_stream;
+use crate::ws::{self, Socket};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use serde::Deserialize;
 use std::fmt;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::{Bytes, Message};
+use tungstenite::Message;
 
 /// Events queued between the watch thread and the caller.
 const QUEUED_EVENTS: usize = 256;
@@ -437,7 +438,8 @@ impl fmt::Debug for FsWatch {
     }
 }
 
-/// The thread behind an [`FsWatch`]: reads, pings while idle, gives up on silence.
+/// The thread behind an [`FsWatch`] ([`crate::watch_stream`]): the subscription first, then
+/// events.
 struct Watcher {
     socket: Arc<Socket>,
     tx: Sender<Item>,
@@ -446,81 +448,49 @@ struct Watcher {
 
 impl Watcher {
     fn run(self) {
-        let end = self.watch();
-        if end.is_some() {
-            self.socket.shutdown();
-        } else {
-            self.socket.close_now(1000);
-        }
+        let mut decoder = Decode { subscribed: false };
+        let tx = &self.tx;
+        // Blocks while the caller is behind: the server then holds back too.
+        let end = watch_stream::run(&self.socket, self.keepalive, &mut decoder, |item| {
+            tx.send(item).is_ok()
+        });
         let _ = self.tx.send(Item::End(end));
     }
+}
 
-    /// Watches until the end: `None` for a normal close by the server (or a dropped
-    /// watch), else why.
-    fn watch(&self) -> Option<Error> {
-        let subscribe_deadline = Instant::now() + SESSION_INFO_WAIT;
-        let mut subscribed = false;
-        let mut last_heard = Instant::now();
-        let mut next_ping = Instant::now() + self.keepalive.interval;
-        loop {
-            if !subscribed && Instant::now() >= subscribe_deadline {
-                return Some(Error::Protocol(format!(
-                    "the server did not confirm the filesystem watch within {SESSION_INFO_WAIT:?}"
-                )));
+/// What a filesystem watch's messages mean: `subscribed`, then events.
+struct Decode {
+    subscribed: bool,
+}
+
+impl watch_stream::Decoder for Decode {
+    type Item = Item;
+
+    fn unconfirmed(&self) -> bool {
+        !self.subscribed
+    }
+
+    fn late(&self) -> Error {
+        Error::Protocol(format!(
+            "the server did not confirm the filesystem watch within {SESSION_INFO_WAIT:?}"
+        ))
+    }
+
+    fn text(&mut self, text: &str, deliver: &mut dyn FnMut(Item) -> bool) -> Result<bool> {
+        let item = match parse(text) {
+            Parsed::Subscribed(paths) if !self.subscribed => {
+                self.subscribed = true;
+                Item::Subscribed(paths)
             }
-            match self.socket.read() {
-                Ok(Incoming::Message(message)) => {
-                    last_heard = Instant::now();
-                    let text = match message {
-                        Message::Text(text) => text,
-                        Message::Close(frame) => return close_reason(frame),
-                        // Binary frames mean nothing here; pings are answered by the
-                        // WebSocket layer.
-                        _ => continue,
-                    };
-                    let item = match parse(text.as_str()) {
-                        Parsed::Subscribed(paths) if !subscribed => {
-                            subscribed = true;
-                            Item::Subscribed(paths)
-                        }
-                        Parsed::Event(event) if subscribed => Item::Event(event),
-                        Parsed::Event(_) => {
-                            return Some(Error::Protocol(
-                                "the server sent a watch event before confirming the watch".into(),
-                            ));
-                        }
-                        Parsed::Subscribed(_) | Parsed::Other => continue,
-                    };
-                    // Blocks while the caller is behind: the server then holds back too.
-                    if self.tx.send(item).is_err() {
-                        return None; // the watch was dropped
-                    }
-                }
-                Ok(Incoming::Empty) => {
-                    let now = Instant::now();
-                    if now.saturating_duration_since(last_heard) >= self.keepalive.limit {
-                        return Some(Error::KeepaliveTimeout(self.keepalive.limit));
-                    }
-                    if now >= next_ping {
-                        next_ping = now + self.keepalive.interval;
-                        if let Err(err) = self.socket.send(Message::Ping(Bytes::new())) {
-                            return Some(closed_error(err));
-                        }
-                    }
-                    let mut wake = (last_heard + self.keepalive.limit).min(next_ping);
-                    if !subscribed {
-                        wake = wake.min(subscribe_deadline);
-                    }
-                    if let Err(err) = self
-                        .socket
-                        .wait_readable(wake.saturating_duration_since(Instant::now()))
-                    {
-                        return Some(TransportError::io("waiting for the server", err).into());
-                    }
-                }
-                Err(err) => return Some(closed_error(err)),
+            Parsed::Event(event) if self.subscribed => Item::Event(event),
+            Parsed::Event(_) => {
+                return Err(Error::Protocol(
+                    "the server sent a watch event before confirming the watch".into(),
+                ));
             }
-        }
+            Parsed::Subscribed(_) | Parsed::Other => return Ok(true),
+        };
+        Ok(deliver(item))
     }
 }
 
