@@ -11,6 +11,7 @@
 mod common;
 
 use common::Local;
+use common::echo::echo_both_ways;
 use common::relay::Relay;
 use sprites::{Child, Client, Error, Sprite, Stdio};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -53,11 +54,6 @@ fn echo_server(sprite: &Sprite) -> (Child, u16) {
     (child, line.trim().parse().expect("a port number"))
 }
 
-/// The byte at `i` of the test pattern.
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
-
 /// One short exchange: `msg` out, our EOF, everything back to the target's end.
 fn exchange(sprite: &Sprite, port: u16, msg: &[u8]) -> (bool, Vec<u8>) {
     let mut conn = sprite.proxy_socket(&format!("localhost:{port}")).unwrap();
@@ -82,49 +78,7 @@ fn an_echo_server_proxied_over_a_control_connection_gets_8_mib_back_exactly() {
     );
     assert!(conn.supports_half_close());
     assert_eq!(conn.peer_addr().unwrap().port(), port);
-    let writer = {
-        let mut conn = conn.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 100_003]; // odd sizes: frames never line up with reads
-            let mut sent = 0;
-            while sent < ECHO_BYTES {
-                let n = buf.len().min(ECHO_BYTES - sent);
-                for (k, b) in buf[..n].iter_mut().enumerate() {
-                    *b = pattern(sent + k);
-                }
-                conn.write_all(&buf[..n]).unwrap();
-                sent += n;
-            }
-            // Half-close: the echo server sees EOF while we still read its answer.
-            conn.shutdown(Shutdown::Write).unwrap();
-            assert_eq!(
-                conn.write(b"x").unwrap_err().kind(),
-                io::ErrorKind::BrokenPipe
-            );
-        })
-    };
-    let mut reader = &conn;
-    let mut buf = vec![0u8; 77_777];
-    let (mut total, mut tail) = (0, Vec::new());
-    loop {
-        let n = reader.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        for (k, &b) in buf[..n].iter().enumerate() {
-            let i = total + k;
-            if i < ECHO_BYTES {
-                assert_eq!(b, pattern(i), "byte {i} differs");
-            } else {
-                tail.push(b);
-            }
-        }
-        total += n;
-    }
-    writer.join().unwrap();
-    assert_eq!(total, ECHO_BYTES + 8, "bytes back");
-    assert_eq!(tail, b"EOF-SEEN");
-    assert_eq!(reader.read(&mut buf).unwrap(), 0, "EOF stays EOF");
+    echo_both_ways(&conn, ECHO_BYTES);
     drop(conn);
     // Closed cleanly: the connection went back to the pool and carries the next one.
     let (over_control, back) = exchange(&sprite, port, b"again");

@@ -10,6 +10,7 @@
 mod common;
 
 use common::Local;
+use common::echo::{echo_both_ways, pattern};
 use sprites::{Child, Error, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -46,11 +47,6 @@ const ECHO: &str = "import socket\n\
     \x20   c.sendall(b)\n\
     c.sendall(b'EOF-SEEN'); c.close()\n";
 
-/// The byte at `i` of the test pattern (not periodic at any power of two that matters).
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
-
 #[test]
 fn an_echo_server_in_the_sprite_gets_64_mib_back_exactly_and_sees_our_eof() {
     let local = Local::start();
@@ -61,51 +57,7 @@ fn an_echo_server_in_the_sprite_gets_64_mib_back_exactly_and_sees_our_eof() {
     assert_eq!(conn.target(), format!("localhost:{port}"));
     assert!(conn.peer_addr().unwrap().ip().is_loopback());
     assert_eq!(conn.peer_addr().unwrap().port(), port);
-    let writer = {
-        let mut conn = conn.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 100_003]; // odd sizes: frames never line up with reads
-            let mut sent = 0;
-            while sent < ECHO_BYTES {
-                let n = buf.len().min(ECHO_BYTES - sent);
-                for (k, b) in buf[..n].iter_mut().enumerate() {
-                    *b = pattern(sent + k);
-                }
-                conn.write_all(&buf[..n]).unwrap();
-                sent += n;
-            }
-            // Half-close: the echo server sees EOF while we still read its answer.
-            conn.shutdown(Shutdown::Write).unwrap();
-            assert_eq!(
-                conn.write(b"x").unwrap_err().kind(),
-                std::io::ErrorKind::BrokenPipe
-            );
-        })
-    };
-    let mut reader = &conn;
-    let mut buf = vec![0u8; 77_777];
-    let mut got = Vec::new();
-    let mut total = 0;
-    loop {
-        let n = reader.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        for (k, &b) in buf[..n].iter().enumerate() {
-            let i = total + k;
-            if i < ECHO_BYTES {
-                assert_eq!(b, pattern(i), "byte {i} differs");
-            } else {
-                got.push(b);
-            }
-        }
-        total += n;
-    }
-    writer.join().unwrap();
-    assert_eq!(total, ECHO_BYTES + 8, "bytes back");
-    assert_eq!(got, b"EOF-SEEN");
-    // After EOF, reads keep returning 0.
-    assert_eq!(reader.read(&mut buf).unwrap(), 0);
+    echo_both_ways(&conn, ECHO_BYTES);
     assert!(child.wait().unwrap().success());
 }
 
