@@ -155,6 +155,82 @@ fn a_close_frame_on_a_connection_left_open_ends_the_command_at_once() {
 }
 
 #[test]
+fn a_watch_the_server_closes_normally_ends_without_an_error() {
+    let _watchdog = common::Watchdog::arm("watch closed normally");
+    // The snapshot, one event, then close 1000 — and the TCP connection stays open for 20 s.
+    let (url, _server) = serve(|request, _, mut stream| {
+        accept_upgrade(&request, &mut stream);
+        let list = br#"{"type":"port_list","ports":[]}"#;
+        let opened = br#"{"type":"port_opened","port":8080,"address":"0.0.0.0","pid":7}"#;
+        for text in [&list[..], &opened[..]] {
+            stream.write_all(&[0x81, text.len() as u8]).unwrap();
+            stream.write_all(text).unwrap();
+        }
+        stream.write_all(b"\x88\x06\x03\xe8done").unwrap();
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let started = Instant::now();
+    let watch = client(&url).sprite("s").watch_ports().unwrap();
+    assert!(watch.ports().is_empty());
+    let events: Vec<_> = watch.collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].as_ref().unwrap().port, 8080);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "ended only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_quiet_watch_pings_once_per_keepalive_interval() {
+    let _watchdog = common::Watchdog::arm("watch pings");
+    // The snapshot, then a second of silence from the server while it counts the client's
+    // pings (interval 100 ms), then close 1000.
+    let pings = Arc::new(AtomicUsize::new(0));
+    let counted = pings.clone();
+    let (url, _server) = serve(move |request, mut reader, mut stream| {
+        accept_upgrade(&request, &mut stream);
+        let list = br#"{"type":"port_list","ports":[]}"#;
+        stream.write_all(&[0x81, list.len() as u8]).unwrap();
+        stream.write_all(list).unwrap();
+        let until = Instant::now() + Duration::from_millis(1000);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            // A masked client frame with a short payload: header, mask key, payload.
+            let mut head = [0u8; 2];
+            if reader.read_exact(&mut head).is_err() {
+                break;
+            }
+            let mut rest = vec![0u8; 4 + (head[1] & 0x7f) as usize];
+            reader.read_exact(&mut rest).unwrap();
+            if head[0] & 0x0f == 0x9 {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        stream.write_all(b"\x88\x02\x03\xe8").unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let client = Client::builder()
+        .base_url(&url)
+        .token("t")
+        .control_connections(false)
+        .keepalive(Duration::from_millis(100), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let watch = client.sprite("s").watch_ports().unwrap();
+    assert_eq!(watch.count(), 0, "no events, and a clean end");
+    let pings = pings.load(Ordering::SeqCst);
+    // About ten in the second; a busy loop would send thousands, a stalled one none.
+    assert!(
+        (5..=20).contains(&pings),
+        "{pings} pings in 1 s at a 100 ms interval"
+    );
+}
+
+#[test]
 fn a_name_that_does_not_resolve_is_not_found() {
     let client = client("http://no-such-host.invalid:7780");
     let err = client.get_sprite("x").unwrap_err();
