@@ -182,6 +182,22 @@ fn a_watch_the_server_closes_normally_ends_without_an_error() {
     );
 }
 
+/// User + system CPU time, in clock ticks, of this process's thread named `comm` (Linux).
+fn thread_cpu_ticks(comm: &str) -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.trim_end() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+        return Some(ticks(14)? + ticks(15)?);
+    }
+    None
+}
+
 #[test]
 fn a_quiet_watch_pings_once_per_keepalive_interval() {
     let _watchdog = common::Watchdog::arm("watch pings");
@@ -221,6 +237,14 @@ fn a_quiet_watch_pings_once_per_keepalive_interval() {
         .build()
         .unwrap();
     let watch = client.sprite("s").watch_ports().unwrap();
+    // Waiting between pings is a wait, not a spin: the watch's thread has used next to no CPU
+    // half a second into the silence (clock ticks are 10 ms; a spin would use ~50).
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = thread_cpu_ticks("sprites-port-wa").expect("the watch's thread");
+    assert!(
+        ticks <= 10,
+        "the watch's thread used {ticks} ticks of CPU while waiting"
+    );
     assert_eq!(watch.count(), 0, "no events, and a clean end");
     let pings = pings.load(Ordering::SeqCst);
     // About ten in the second; a busy loop would send thousands, a stalled one none.
