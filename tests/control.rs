@@ -433,11 +433,7 @@ fn a_connection_cut_under_output_fails_it_and_the_next_one_works() {
 fn a_server_without_control_runs_everything_over_direct_sockets() {
     let local = Local::start_with(|b| b.control(false));
     let server = local.server.as_ref().unwrap();
-    let client = Client::builder()
-        .base_url(server.url())
-        .token("test-token")
-        .build()
-        .unwrap();
+    let client = &local.client;
     let sprite = client.create_sprite("plain").unwrap();
     sprite.connect().unwrap();
     for i in 0..10 {

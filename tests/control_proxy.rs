@@ -150,11 +150,7 @@ fn a_refused_target_is_a_clear_error_and_the_connection_serves_the_next_exec() {
 fn a_server_without_control_still_proxies_over_its_own_sockets() {
     let local = Local::start_with(|b| b.control(false));
     let server = local.server.as_ref().unwrap();
-    let client = Client::builder()
-        .base_url(server.url())
-        .token("test-token")
-        .build()
-        .unwrap();
+    let client = &local.client;
     let sprite = client.create_sprite("plain").unwrap();
     sprite.connect().unwrap();
     let (mut echo, port) = echo_server(&sprite);
@@ -334,11 +330,7 @@ fn forwarded_connections_run_over_the_warm_control_connection() {
 fn a_server_that_does_not_proxy_over_control_gets_proxies_over_their_own_sockets() {
     let local = Local::start_with(|b| b.control_proxy(false));
     let server = local.server.as_ref().unwrap();
-    let client = Client::builder()
-        .base_url(server.url())
-        .token("test-token")
-        .build()
-        .unwrap();
+    let client = &local.client;
     let sprite = client.create_sprite("noproxyops").unwrap();
     let (mut echo, port) = echo_server(&sprite);
     sprite.connect().unwrap();
