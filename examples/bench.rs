@@ -29,7 +29,7 @@ mod policy;
 
 use sprites::{Client, Sprite, Stdio};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 #[path = "bench/stdin_floor.rs"]
@@ -734,26 +734,7 @@ fn local_disk_write_mib_s(total: usize) -> std::io::Result<f64> {
 
 /// Bytes through a loopback TCP connection, writer and reader in two threads, 64 KiB buffers.
 fn loopback_tcp_mib_s(total: usize) -> std::io::Result<f64> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut stream = TcpStream::connect(addr)?;
-        let buf = vec![0u8; 64 << 10];
-        let mut left = total;
-        while left > 0 {
-            let n = left.min(buf.len());
-            stream.write_all(&buf[..n])?;
-            left -= n;
-        }
-        Ok(())
-    });
-    let (mut stream, _) = listener.accept()?;
-    let started = Instant::now();
-    let got = count_to_eof(&mut stream, 64 << 10)?;
-    let secs = started.elapsed().as_secs_f64();
-    writer.join().expect("writer thread")?;
-    assert_eq!(got, total);
-    Ok(total as f64 / MIB / secs)
+    tunnel::tcp_mib_s(total, 64 << 10)
 }
 
 fn exec_rtt_ms(sprite: &Sprite, runs: usize) -> std::io::Result<Percentiles> {

@@ -18,7 +18,8 @@ pub fn tcp_best_mib_s(total: usize) -> std::io::Result<(f64, Vec<(usize, f64)>)>
     Ok((best, all))
 }
 
-fn tcp_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
+/// Bytes through one loopback TCP connection in `size` writes and reads, in MiB/s.
+pub fn tcp_mib_s(total: usize, size: usize) -> std::io::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
