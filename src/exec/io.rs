@@ -346,7 +346,8 @@ impl Reader {
                                 return Outcome::Failed(closed_error(err));
                             }
                         }
-                        bound = bound.min(next_ping.map_or(every, |at| at - now));
+                        bound = bound
+                            .min(next_ping.map_or(every, |at| at.saturating_duration_since(now)));
                     }
                     if let Err(err) = self.socket.wait_readable(bound) {
                         return Outcome::Failed(
