@@ -313,7 +313,9 @@ fn idle_connections_closed_by_the_server_are_replaced_without_failing_a_command(
 
 #[test]
 fn output_and_status_on_a_warm_connection_run_on_the_calling_thread() {
-    let local = Local::start();
+    // A small scrollback: output a command makes before its connection is attached must
+    // still all arrive (it once went only to the scrollback, which kept the last part).
+    let local = Local::start_with(|b| b.scrollback_bytes(64 << 10));
     let sprite = local.sprite("inline");
     sprite.connect().unwrap();
     let caller = std::thread::current().id();

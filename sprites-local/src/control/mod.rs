@@ -466,16 +466,16 @@ impl Reader<'_> {
                 return self.fail(&message, Some(&extra), prefixed);
             }
         };
-        let hub = match Hub::start(
+        let (hub, attachment) = match Hub::start(
             self.state,
             process,
             session,
             params.max_run_after_disconnect,
         ) {
-            Ok(hub) => hub,
+            Ok(started) => started,
             Err(e) => return self.fail(&format!("exec: {e}"), None, prefixed),
         };
-        self.run_exec(hub, !params.detachable, prefixed);
+        self.run_exec(hub, attachment, !params.detachable, prefixed);
     }
 
     fn attach(&mut self, id: &str, prefixed: bool) {
@@ -487,7 +487,10 @@ impl Reader<'_> {
             _ => None,
         };
         match hub {
-            Some(hub) => self.run_exec(hub, false, prefixed),
+            Some(hub) => {
+                let attachment = hub.attach();
+                self.run_exec(hub, attachment, false, prefixed)
+            }
             None => self.fail(
                 &format!("session {id:?} not found or not attachable"),
                 None,
@@ -496,9 +499,14 @@ impl Reader<'_> {
         }
     }
 
-    fn run_exec(&mut self, hub: Arc<Hub>, kill_on_disconnect: bool, prefixed: bool) {
+    fn run_exec(
+        &mut self,
+        hub: Arc<Hub>,
+        attachment: exec::Attachment,
+        kill_on_disconnect: bool,
+        prefixed: bool,
+    ) {
         self.busy.store(true, Ordering::SeqCst);
-        let attachment = hub.attach();
         self.current = Current::Exec {
             hub: hub.clone(),
             kill_on_disconnect,

@@ -55,7 +55,15 @@ impl Attach {
 
 impl crate::api::WebSocketSession for Attach {
     fn run(self: Box<Self>, state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>) {
-        serve(&state, conn, leftover, &self.hub, &self.accept_key)
+        let attachment = self.hub.attach();
+        serve(
+            &state,
+            conn,
+            leftover,
+            &self.hub,
+            attachment,
+            &self.accept_key,
+        )
     }
 }
 
@@ -77,18 +85,18 @@ struct Resize {
     cols: u16,
 }
 
-/// Serves `conn` as an attachment to `hub` until the client leaves or the process exits.
+/// Serves `conn` as `attachment` to `hub` until the client leaves or the process exits.
 pub(super) fn serve(
     state: &Arc<State>,
     conn: Arc<Conn>,
     leftover: Vec<u8>,
     hub: &Arc<Hub>,
+    attachment: Attachment,
     accept_key: &str,
 ) {
     let stream = conn.stream();
     let _ = stream.set_read_timeout(Some(CLIENT_SILENCE));
     let _ = stream.set_write_timeout(Some(WRITE_STALL));
-    let attachment = hub.attach();
     let id = attachment.id;
     let (ctrl_tx, ctrl_rx) = bounded::<Ctrl>(16);
     let (done_tx, done_rx) = bounded::<()>(1);

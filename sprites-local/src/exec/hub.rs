@@ -98,14 +98,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Takes over `process` (just spawned for `session`) and starts serving its output.
-    /// On failure the process is killed and reaped.
+    /// Takes over `process` (just spawned for `session`) and starts serving its output,
+    /// with the creator already attached: it gets every byte from the first, however far the
+    /// process runs before the creator reads (a later attachment gets the scrollback, which
+    /// keeps only the last part). On failure the process is killed and reaped.
     pub fn start(
         state: &Arc<State>,
         mut process: Box<dyn ExecProcess>,
         session: Arc<Session>,
         max_run_after_disconnect: Option<Duration>,
-    ) -> io::Result<Arc<Hub>> {
+    ) -> io::Result<(Arc<Hub>, Attachment)> {
         let stdio = process.take_stdio();
         let group = process.group();
         let fail = |process: &mut Box<dyn ExecProcess>, e: io::Error| {
@@ -150,6 +152,8 @@ impl Hub {
             }),
             changed: Condvar::new(),
         });
+        // Before anything can read the process's output.
+        let creator = hub.attach();
         let (exit_tx, exit_rx) = bounded::<u8>(1);
         let waiter = {
             let (session, wake) = (session.clone(), wake.clone());
@@ -212,7 +216,7 @@ impl Hub {
             });
         }
         session.set_hub(&hub);
-        Ok(hub)
+        Ok((hub, creator))
     }
 
     /// Joins: the scrollback so far and, from then on, every chunk of output.

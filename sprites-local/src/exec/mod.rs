@@ -144,7 +144,9 @@ impl crate::api::WebSocketSession for Upgrade {
             None => run(state, conn, leftover, up),
             Some(max_run_after_disconnect) => {
                 match hub::Hub::start(&state, up.process, up.session, max_run_after_disconnect) {
-                    Ok(hub) => attach::serve(&state, conn, leftover, &hub, &up.accept_key),
+                    Ok((hub, attachment)) => {
+                        attach::serve(&state, conn, leftover, &hub, attachment, &up.accept_key)
+                    }
                     // The process was killed and reaped; the client learns it from the close.
                     Err(_) => {
                         let _ = conn.stream().shutdown(std::net::Shutdown::Both);
