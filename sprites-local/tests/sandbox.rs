@@ -289,6 +289,10 @@ fn exec_errors_match_the_host_runtime() {
     assert!(e.contains("400"), "{e}");
     let e = try_connect(a, "box", &format!("{}&dir=/nope", q(&["true"]))).unwrap_err();
     assert!(e.contains("400"), "{e}");
+    // A file that is not executable: the child's execve fails with EACCES.
+    assert_eq!(ok(a, "box", "printf x > ~/plain && chmod 644 ~/plain"), "");
+    let e = try_connect(a, "box", &q(&["/home/sprite/plain"])).unwrap_err();
+    assert!(e.contains("400"), "{e}");
     assert_eq!(ok(a, "box", "mkdir -p ~/sub && echo hi > ~/sub/x"), "");
     let mut ws = connect(a, "box", &format!("{}&dir=sub", q(&["cat", "x"])));
     assert_eq!(collect(&mut ws).stdout, b"hi\n");
@@ -606,4 +610,38 @@ fn a_cut_fs_write_leaves_no_torn_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ok(a, "box", "cat ~/w/keep"), "old");
+}
+
+/// Exec children share the agent's memory until their `execve` (`spawn_vfork`): whatever one
+/// left allocated would be the agent's leak, once per exec. The sprite sees the agent as its
+/// PID 1; its data size must not grow over many execs.
+#[test]
+fn execs_leave_nothing_allocated_in_the_agent() {
+    let Some((s, _dir)) = start("agent-memory") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "box");
+    let data_kib = || -> u64 {
+        let status = ok(a, "box", "grep VmData /proc/1/status");
+        status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no VmData in {status:?}"))
+    };
+    // Warm up: the allocator takes its first arenas.
+    for _ in 0..50 {
+        ok(a, "box", "true");
+    }
+    let before = data_kib();
+    for _ in 0..1500 {
+        ok(a, "box", "true");
+    }
+    let after = data_kib();
+    // 100 bytes left per exec would be ~150 KiB; the allocator's own slack is far less.
+    assert!(
+        after <= before + 64,
+        "the agent's data grew from {before} KiB to {after} KiB over 1 500 execs"
+    );
 }

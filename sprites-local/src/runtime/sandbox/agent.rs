@@ -81,6 +81,7 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         live: HashSet::new(),
         snapshots,
         changed_signals: proc::changed_signals(),
+        stack: proc::ChildStack::new()?,
     }
     .serve()
 }
@@ -107,6 +108,8 @@ struct Agent {
     /// The signals this agent does not leave at their default disposition: the ones a
     /// child resets before its exec (taken once: the agent never changes them later).
     changed_signals: Vec<libc::c_int>,
+    /// Where an exec's child runs until its `execve` (see `spawn_vfork`).
+    stack: proc::ChildStack,
 }
 
 impl Agent {
@@ -345,36 +348,44 @@ impl Agent {
             .filter_map(|(k, v)| cstr(format!("{k}={v}")).ok())
             .collect();
         let c_cwd = cstr(cwd).map_err(|_| ("dir", libc::EINVAL))?;
+        // Built here, not in the child: its memory is ours (see `spawn_vfork`), and what it
+        // allocated would still be allocated at its exec, i.e. leaked here.
+        let argv = CStrArray::new(&c_argv);
+        let env = CStrArray::new(&c_env);
         let (err_r, err_w) = sys::fd::pipe().map_err(|_| einval)?;
-        let forked = proc::fork().map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let pid = match forked {
-            Fork::Parent(pid) => pid,
-            Fork::Child(child) => {
-                drop(err_r);
-                let (stage, errno, err_w) = self.child(
-                    &child,
-                    &c_candidates,
-                    &c_argv,
-                    &c_env,
-                    &c_cwd,
-                    fallback_cwd,
-                    fds,
-                    tty,
-                    policy,
-                    err_w,
-                );
-                let mut msg = [0u8; 5];
-                msg[0] = u8::from(stage == "dir");
-                msg[1..].copy_from_slice(&errno.to_ne_bytes());
-                if let Some(w) = err_w {
-                    let _ = sys::fd::write(w.as_fd(), &msg);
-                }
-                proc::exit_now(127)
+        let mut child = |child: &InChild| -> i32 {
+            // The child's own descriptor for the pipe's write end (`err_w` is the agent's):
+            // it moves and closes it as it likes. Without one there is nothing to report on;
+            // the exit (127) says enough.
+            let Ok(err_w) = err_w.try_clone() else {
+                return 127;
+            };
+            let (stage, errno, err_w) = self.child(
+                child,
+                &c_candidates,
+                &argv,
+                &env,
+                &c_cwd,
+                fallback_cwd,
+                fds,
+                tty,
+                policy,
+                err_w,
+            );
+            let mut msg = [0u8; 5];
+            msg[0] = u8::from(stage == "dir");
+            msg[1..].copy_from_slice(&errno.to_ne_bytes());
+            if let Some(w) = err_w {
+                let _ = sys::fd::write(w.as_fd(), &msg);
             }
+            127
         };
+        let (pid, pidfd) = proc::spawn_vfork(&self.stack, &mut child)
+            .map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
         drop(err_w);
-        // Blocks only until the child's exec (which closes the CLOEXEC pipe) or failure.
-        // (A plain read: `read_to_end` would first stat and seek the pipe for a size hint.)
+        // The child has exec'd or exited by now (CLONE_VFORK); a failure left its report in
+        // the pipe. (A plain read: `read_to_end` would first stat and seek the pipe for a
+        // size hint.)
         let mut msg = Vec::with_capacity(5);
         let mut pipe = std::fs::File::from(err_r);
         let mut buf = [0u8; 5];
@@ -396,25 +407,20 @@ impl Agent {
             let errno = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
             return Err((if msg[0] == 1 { "dir" } else { "exec" }, errno));
         }
-        // Our own (unreaped) child.
-        let Ok(pidfd) = proc::pidfd_open(pid) else {
-            // Without it the server cannot name the process; end it rather than leak it.
-            let _ = proc::kill(pid, libc::SIGKILL);
-            wait_pid(pid);
-            return Err(("exec", libc::EMFILE));
-        };
         Ok((pid, pidfd))
     }
 
-    /// In the forked child: stdio, session, descriptors, privileges, directory, exec.
-    /// Returns only on failure, with `(stage, errno)` and the error pipe to report on.
+    /// In the child (sharing the agent's memory, see `spawn_vfork`): stdio, session,
+    /// descriptors, privileges, directory, exec. Returns only on failure, with
+    /// `(stage, errno)` and the error pipe to report on. Whatever it allocates is freed
+    /// before the exec.
     #[allow(clippy::too_many_arguments)]
     fn child(
         &self,
         child: &InChild,
         candidates: &[CString],
-        argv: &[CString],
-        env: &[CString],
+        argv: &CStrArray<'_>,
+        env: &CStrArray<'_>,
         cwd: &CString,
         fallback_cwd: bool,
         fds: &[OwnedFd],
@@ -452,7 +458,11 @@ impl Agent {
         };
         let mut keep = keep.into_iter();
         let err_w = keep.next();
-        if let Err(e) = self.become_sprite_user(userns, false) {
+        let became = self.become_sprite_user(userns, false);
+        // The namespace's descriptor (close-on-exec) and the list's memory, which is the
+        // agent's: freed now, not leaked at the exec.
+        drop(keep);
+        if let Err(e) = became {
             return ("exec", e.raw_os_error().unwrap_or(libc::EPERM), err_w);
         }
         if let Err(e) = self.apply_policy(policy) {
@@ -463,12 +473,10 @@ impl Agent {
                 return ("dir", errno(e), err_w);
             }
         }
-        let argv = CStrArray::new(argv);
-        let env = CStrArray::new(env);
         // Like execvp: ENOENT/ENOTDIR move on, EACCES is remembered, anything else stops.
         let mut result = libc::ENOENT;
         for c in candidates {
-            match errno(proc::execve(c, &argv, &env)) {
+            match errno(proc::execve(c, argv, env)) {
                 libc::ENOENT | libc::ENOTDIR => {}
                 libc::EACCES => result = libc::EACCES,
                 e => return ("exec", e, err_w),
