@@ -375,7 +375,7 @@ impl Reader<'_> {
     /// else is raw stdin (Go). A terminal takes raw bytes; the JS SDK sends its resizes and
     /// signals as binary frames, so a binary frame that is exactly such a message counts as
     /// one.
-    fn stdin(&self, hub: &Hub, mut data: Vec<u8>) {
+    fn stdin(&self, hub: &Hub, data: Vec<u8>) {
         if hub.tty {
             if data.first() == Some(&b'{')
                 && std::str::from_utf8(&data).is_ok_and(|t| self.exec_text(t))
@@ -383,7 +383,7 @@ impl Reader<'_> {
                 return;
             }
             if !data.is_empty() {
-                hub.write_stdin(data);
+                hub.write_stdin(data, 0);
             }
             return;
         }
@@ -391,11 +391,10 @@ impl Reader<'_> {
             [] | [0x00] => {}
             [0x04] => hub.close_stdin(),
             [0x00, ..] => {
-                data.remove(0);
-                hub.write_stdin(data);
+                hub.write_stdin(data, 1);
             }
             _ => {
-                hub.write_stdin(data);
+                hub.write_stdin(data, 0);
             }
         }
     }

@@ -187,17 +187,16 @@ fn preamble(state: &State, hub: &Hub, accept_key: &str) -> Vec<u8> {
 }
 
 /// A client's binary frame: raw keystrokes on a terminal; stream-tagged otherwise.
-fn input(hub: &Hub, mut data: Vec<u8>) {
+fn input(hub: &Hub, data: Vec<u8>) {
     if hub.tty {
         if !data.is_empty() {
-            hub.write_stdin(data);
+            hub.write_stdin(data, 0);
         }
         return;
     }
     match data.first() {
         Some(&stream_id::STDIN) if data.len() > 1 => {
-            data.remove(0);
-            hub.write_stdin(data);
+            hub.write_stdin(data, 1);
         }
         Some(&stream_id::STDIN_EOF) => hub.close_stdin(),
         _ => {} // empty frames and unknown stream ids are ignored

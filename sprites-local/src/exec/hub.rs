@@ -35,6 +35,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::pump::{self, poll, pollfd, read_fd, spawn_named, stream_id, Wake};
 use super::scrollback::Scrollback;
+use super::stdin::StdinSink;
 use super::Session;
 use crate::runtime::ExecProcess;
 use crate::state::State;
@@ -91,7 +92,8 @@ pub struct Hub {
     pub tty: bool,
     /// The terminal's master, for resizes.
     terminal: Option<File>,
-    stdin: Mutex<Option<Sender<Vec<u8>>>>,
+    /// Where typed input goes; `None` once stdin is closed.
+    stdin: Mutex<Option<Input>>,
     shared: Mutex<Shared>,
     /// Signalled when attachments come or go and at the exit.
     changed: Condvar,
@@ -128,15 +130,22 @@ impl Hub {
             Ok(w) => w,
             Err(e) => return fail(&mut process, e),
         };
-        let stdin_tx = match stdio.stdin {
-            Some(pipe) => {
-                let (tx, rx) = bounded::<Vec<u8>>(4);
-                if let Err(e) = spawn_named("sprites-hub-stdin", move || stdin_main(pipe, rx)) {
+        let stdin_tx = match (stdio.stdin, tty) {
+            (Some(pipe), false) => {
+                match StdinSink::start(pipe, |f| spawn_named("sprites-hub-stdin", f).map(drop)) {
+                    Ok(sink) => Some(Input::Pipe(Arc::new(sink))),
+                    Err(e) => return fail(&mut process, e),
+                }
+            }
+            (Some(master), true) => {
+                let (tx, rx) = bounded::<(Vec<u8>, usize)>(4);
+                if let Err(e) = spawn_named("sprites-hub-stdin", move || terminal_input(master, rx))
+                {
                     return fail(&mut process, e);
                 }
-                Some(tx)
+                Some(Input::Terminal(tx))
             }
-            None => None,
+            (None, _) => None,
         };
         let hub = Arc::new(Hub {
             session: session.clone(),
@@ -251,10 +260,15 @@ impl Hub {
         self.changed.notify_all();
     }
 
-    /// Writes typed input to the process; false once its stdin is closed.
-    pub fn write_stdin(&self, data: Vec<u8>) -> bool {
-        let tx = lock(&self.stdin).clone();
-        tx.is_some_and(|tx| tx.send(data).is_ok())
+    /// Writes `data[offset..]` (input after a frame's stream byte, say) to the process;
+    /// false once its stdin is closed.
+    pub fn write_stdin(&self, data: Vec<u8>, offset: usize) -> bool {
+        let input = lock(&self.stdin).clone();
+        match input {
+            Some(Input::Pipe(sink)) => sink.write(data, offset).is_ok(),
+            Some(Input::Terminal(tx)) => tx.send((data, offset)).is_ok(),
+            None => false,
+        }
     }
 
     /// Closes the process's stdin once what was written before is delivered (non-TTY;
@@ -278,7 +292,7 @@ impl Hub {
         let chunk: Arc<[u8]> = Arc::from(data);
         let targets = {
             let mut shared = lock(&self.shared);
-            shared.scrollback.push(stream, data);
+            shared.scrollback.push(stream, &chunk);
             shared.attached.clone()
         };
         for (id, tx) in targets {
@@ -426,9 +440,19 @@ impl Output {
     }
 }
 
-fn stdin_main(mut pipe: File, rx: Receiver<Vec<u8>>) {
-    for buf in rx {
-        if pipe.write_all(&buf).is_err() {
+/// Where a session's typed input goes.
+#[derive(Clone)]
+enum Input {
+    /// A pipe: written at once while it has room, queued to a helper thread otherwise.
+    Pipe(Arc<StdinSink>),
+    /// A terminal's master, through [`terminal_input`]: it stays blocking, since the output
+    /// thread reads the same open file.
+    Terminal(Sender<(Vec<u8>, usize)>),
+}
+
+fn terminal_input(mut master: File, rx: Receiver<(Vec<u8>, usize)>) {
+    for (buf, offset) in rx {
+        if master.write_all(&buf[offset.min(buf.len())..]).is_err() {
             return;
         }
     }

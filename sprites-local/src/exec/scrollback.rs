@@ -2,24 +2,53 @@
 //! to every client that attaches (PROTOCOL.md §7.2) before its live output.
 //!
 //! Output is kept as chunks tagged with their stream (stdout, or stderr for a non-TTY
-//! session), in order. Small chunks of the same stream are merged, so a terminal typing
-//! one byte at a time costs one byte each rather than one allocation each; the oldest
-//! bytes are dropped first, from the front of the oldest chunk, so the limit holds
-//! exactly. Cutting a terminal's history mid escape sequence is harmless: terminals
-//! resynchronise at the next one.
+//! session), in order. A big chunk is the very allocation the attached clients are sent
+//! (shared, not copied); small chunks of the same stream are merged into a buffer of their
+//! own, so a terminal typing one byte at a time costs one byte each rather than one
+//! allocation each. The oldest bytes are dropped first, from the front of the oldest chunk
+//! (a shared chunk just starts later), so the limit holds exactly; what is held beyond it is
+//! at most the dropped front of one shared chunk. Cutting a terminal's history mid escape
+//! sequence is harmless: terminals resynchronise at the next one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Chunks at most this long take the next chunk of their stream into themselves.
+/// Chunks shorter than this are merged into a buffer (while that is shorter than this too)
+/// rather than kept as they came.
 const MERGE_BELOW: usize = 4096;
 
 /// Output kept for replay.
 #[derive(Debug)]
 pub struct Scrollback {
-    chunks: VecDeque<(u8, Vec<u8>)>,
+    chunks: VecDeque<(u8, Piece)>,
     bytes: usize,
     limit: usize,
+}
+
+/// One kept chunk.
+#[derive(Debug)]
+enum Piece {
+    /// An output chunk as it was published; the bytes before `start` are dropped.
+    Shared { data: Arc<[u8]>, start: usize },
+    /// Small chunks, merged.
+    Merged(Vec<u8>),
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Shared { data, start } => &data[*start..],
+            Piece::Merged(data) => data,
+        }
+    }
+
+    /// Drops the first `n` bytes (fewer than it holds).
+    fn drop_front(&mut self, n: usize) {
+        match self {
+            Piece::Shared { start, .. } => *start += n,
+            Piece::Merged(data) => drop(data.drain(..n)),
+        }
+    }
 }
 
 impl Scrollback {
@@ -32,18 +61,30 @@ impl Scrollback {
         }
     }
 
-    /// Appends `data` of stream `stream`, then forgets the oldest bytes beyond the limit.
-    pub fn push(&mut self, stream: u8, data: &[u8]) {
-        // Only the newest `limit` bytes of `data` could survive.
-        let data = &data[data.len().saturating_sub(self.limit)..];
+    /// Appends `chunk` of stream `stream`, then forgets the oldest bytes beyond the limit.
+    pub fn push(&mut self, stream: u8, chunk: &Arc<[u8]>) {
+        // Only the newest `limit` bytes of it could survive.
+        let start = chunk.len().saturating_sub(self.limit);
+        let data = &chunk[start..];
         if data.is_empty() {
             return;
         }
         match self.chunks.back_mut() {
-            Some((s, last)) if *s == stream && last.len() < MERGE_BELOW => {
+            Some((s, Piece::Merged(last)))
+                if *s == stream && last.len() < MERGE_BELOW && data.len() < MERGE_BELOW =>
+            {
                 last.extend_from_slice(data)
             }
-            _ => self.chunks.push_back((stream, data.to_vec())),
+            _ if data.len() < MERGE_BELOW => self
+                .chunks
+                .push_back((stream, Piece::Merged(data.to_vec()))),
+            _ => self.chunks.push_back((
+                stream,
+                Piece::Shared {
+                    data: chunk.clone(),
+                    start,
+                },
+            )),
         }
         self.bytes += data.len();
         while self.bytes > self.limit {
@@ -51,11 +92,12 @@ impl Scrollback {
             let Some((_, front)) = self.chunks.front_mut() else {
                 break;
             };
-            if front.len() <= excess {
-                self.bytes -= front.len();
+            let len = front.bytes().len();
+            if len <= excess {
+                self.bytes -= len;
                 self.chunks.pop_front();
             } else {
-                front.drain(..excess);
+                front.drop_front(excess);
                 self.bytes -= excess;
             }
         }
@@ -67,11 +109,15 @@ impl Scrollback {
         self.bytes
     }
 
-    /// A copy of what is held, oldest first, for one attaching client.
+    /// What is held, oldest first, for one attaching client: whole shared chunks are shared
+    /// again, the rest copied.
     pub fn snapshot(&self) -> Vec<(u8, Arc<[u8]>)> {
         self.chunks
             .iter()
-            .map(|(s, data)| (*s, Arc::from(data.as_slice())))
+            .map(|(s, piece)| match piece {
+                Piece::Shared { data, start: 0 } => (*s, data.clone()),
+                other => (*s, Arc::from(other.bytes())),
+            })
             .collect()
     }
 }
@@ -79,6 +125,10 @@ impl Scrollback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn push(s: &mut Scrollback, stream: u8, data: &[u8]) {
+        s.push(stream, &Arc::from(data));
+    }
 
     fn flat(s: &Scrollback) -> Vec<(u8, Vec<u8>)> {
         s.snapshot()
@@ -90,14 +140,14 @@ mod tests {
     #[test]
     fn keeps_the_newest_bytes_up_to_the_limit_exactly() {
         let mut s = Scrollback::new(10);
-        s.push(1, b"0123456789");
+        push(&mut s, 1, b"0123456789");
         assert_eq!(s.len(), 10);
         assert_eq!(flat(&s), [(1, b"0123456789".to_vec())]);
-        s.push(1, b"ab");
+        push(&mut s, 1, b"ab");
         assert_eq!(s.len(), 10);
         assert_eq!(flat(&s), [(1, b"23456789ab".to_vec())]);
         // One chunk bigger than the limit keeps its own tail.
-        s.push(2, b"ABCDEFGHIJKLMNOP");
+        push(&mut s, 2, b"ABCDEFGHIJKLMNOP");
         assert_eq!(flat(&s), [(2, b"GHIJKLMNOP".to_vec())]);
         assert_eq!(s.len(), 10);
     }
@@ -106,10 +156,10 @@ mod tests {
     fn streams_stay_in_order_and_small_chunks_merge() {
         let mut s = Scrollback::new(1 << 20);
         for b in b"hello" {
-            s.push(1, &[*b]);
+            push(&mut s, 1, &[*b]);
         }
-        s.push(2, b"err");
-        s.push(1, b"!");
+        push(&mut s, 2, b"err");
+        push(&mut s, 1, b"!");
         assert_eq!(
             flat(&s),
             [
@@ -120,12 +170,12 @@ mod tests {
         );
         // A chunk of MERGE_BELOW bytes or more starts a new one for what follows.
         let mut s = Scrollback::new(1 << 20);
-        s.push(1, &[b'x'; MERGE_BELOW]);
-        s.push(1, b"y");
+        push(&mut s, 1, &[b'x'; MERGE_BELOW]);
+        push(&mut s, 1, b"y");
         assert_eq!(s.snapshot().len(), 2);
         let mut s = Scrollback::new(1 << 20);
-        s.push(1, &[b'x'; MERGE_BELOW - 1]);
-        s.push(1, b"y");
+        push(&mut s, 1, &[b'x'; MERGE_BELOW - 1]);
+        push(&mut s, 1, b"y");
         assert_eq!(s.snapshot().len(), 1);
         assert_eq!(s.len(), MERGE_BELOW);
     }
@@ -133,9 +183,9 @@ mod tests {
     #[test]
     fn dropping_whole_and_partial_chunks() {
         let mut s = Scrollback::new(6);
-        s.push(1, b"aaa");
-        s.push(2, b"bbb");
-        s.push(1, b"c");
+        push(&mut s, 1, b"aaa");
+        push(&mut s, 2, b"bbb");
+        push(&mut s, 1, b"c");
         assert_eq!(
             flat(&s),
             [
@@ -144,7 +194,7 @@ mod tests {
                 (1, b"c".to_vec())
             ]
         );
-        s.push(2, b"dddd");
+        push(&mut s, 2, b"dddd");
         assert_eq!(
             flat(&s),
             [
@@ -155,7 +205,35 @@ mod tests {
         );
         assert_eq!(s.len(), 6);
         let mut s = Scrollback::new(0);
-        s.push(1, b"nothing kept");
+        push(&mut s, 1, b"nothing kept");
         assert_eq!((s.len(), s.snapshot().len()), (0, 0));
+    }
+
+    #[test]
+    fn big_chunks_are_shared_and_trimmed_without_copies() {
+        let mut s = Scrollback::new(3 * MERGE_BELOW);
+        let a: Arc<[u8]> = Arc::from(vec![b'a'; MERGE_BELOW]);
+        let b: Arc<[u8]> = Arc::from(vec![b'b'; 2 * MERGE_BELOW]);
+        s.push(1, &a);
+        s.push(2, &b);
+        let snap = s.snapshot();
+        assert!(Arc::ptr_eq(&snap[0].1, &a) && Arc::ptr_eq(&snap[1].1, &b));
+        // One byte over the limit: the oldest chunk starts a byte later.
+        push(&mut s, 1, b"c");
+        assert_eq!(s.len(), 3 * MERGE_BELOW);
+        assert!(Arc::ptr_eq(&s.snapshot()[1].1, &b));
+        assert_eq!(
+            flat(&s),
+            [
+                (1, vec![b'a'; MERGE_BELOW - 1]),
+                (2, vec![b'b'; 2 * MERGE_BELOW]),
+                (1, b"c".to_vec())
+            ]
+        );
+        // A chunk longer than the limit replaces everything with its own tail.
+        let big: Arc<[u8]> = (0..4 * MERGE_BELOW).map(|i| i as u8).collect();
+        s.push(1, &big);
+        assert_eq!(flat(&s), [(1, big[MERGE_BELOW..].to_vec())]);
+        assert_eq!(s.len(), 3 * MERGE_BELOW);
     }
 }
