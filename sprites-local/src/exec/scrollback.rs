@@ -178,6 +178,15 @@ mod tests {
         push(&mut s, 1, b"y");
         assert_eq!(s.snapshot().len(), 1);
         assert_eq!(s.len(), MERGE_BELOW);
+        // That buffer is full now: the next small chunk starts another.
+        push(&mut s, 1, b"z");
+        assert_eq!(s.snapshot().len(), 2);
+        // A chunk of MERGE_BELOW bytes is kept as it came, not merged into a small buffer.
+        let whole: Arc<[u8]> = Arc::from(vec![b'w'; MERGE_BELOW]);
+        s.push(1, &whole);
+        let snap = s.snapshot();
+        assert_eq!(snap.len(), 3);
+        assert!(Arc::ptr_eq(&snap[2].1, &whole));
     }
 
     #[test]
