@@ -260,14 +260,15 @@ impl Hub {
         self.changed.notify_all();
     }
 
-    /// Writes `data[offset..]` (input after a frame's stream byte, say) to the process;
-    /// false once its stdin is closed.
-    pub fn write_stdin(&self, data: Vec<u8>, offset: usize) -> bool {
+    /// Writes `data[offset..]` (input after a frame's stream byte, say) to the process. Input
+    /// after its stdin closed (or the process exited) is dropped, as a pipe's reader that
+    /// went away drops it.
+    pub fn write_stdin(&self, data: Vec<u8>, offset: usize) {
         let input = lock(&self.stdin).clone();
         match input {
-            Some(Input::Pipe(sink)) => sink.write(data, offset).is_ok(),
-            Some(Input::Terminal(tx)) => tx.send((data, offset)).is_ok(),
-            None => false,
+            Some(Input::Pipe(sink)) => drop(sink.write(data, offset)),
+            Some(Input::Terminal(tx)) => drop(tx.send((data, offset))),
+            None => {}
         }
     }
 
