@@ -383,26 +383,22 @@ impl Agent {
         let (pid, pidfd) = proc::spawn_vfork(&self.stack, &mut child)
             .map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
         drop(err_w);
-        // The child has exec'd or exited by now (CLONE_VFORK); a failure left its report in
-        // the pipe. (A plain read: `read_to_end` would first stat and seek the pipe for a
-        // size hint.)
-        let mut msg = Vec::with_capacity(5);
+        // The child has exec'd or exited by now (CLONE_VFORK), so the pipe holds its whole
+        // report, if any, then its end: read to that end or to a full report. (A plain read:
+        // `read_to_end` would first stat and seek the pipe for a size hint.)
         let mut pipe = std::fs::File::from(err_r);
-        let mut buf = [0u8; 5];
+        let mut msg = [0u8; 5];
+        let mut got = 0;
         loop {
-            match pipe.read(&mut buf[msg.len()..]) {
+            match pipe.read(&mut msg[got..]) {
+                // The end, or a full report (a read into nothing).
                 Ok(0) => break,
-                Ok(n) => {
-                    msg.extend_from_slice(&buf[msg.len()..msg.len() + n]);
-                    if msg.len() == buf.len() {
-                        break;
-                    }
-                }
+                Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
-        if msg.len() == 5 {
+        if got == msg.len() {
             wait_pid(pid);
             let errno = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
             return Err((if msg[0] == 1 { "dir" } else { "exec" }, errno));
