@@ -241,7 +241,7 @@ fn data_frame(w: &mut Writer, tty: bool, stream: u8, data: &[u8]) {
     if tty {
         w.frame(opcode::BINARY, data);
     } else {
-        w.write(&ws::encode_frame(opcode::BINARY, &[&[stream], data]));
+        w.frame_of(opcode::BINARY, &[&[stream], data]);
     }
 }
 
@@ -250,12 +250,26 @@ struct Writer {
     broken: bool,
 }
 
+impl Writer {
+    /// One frame whose payload is `parts` concatenated, written without joining them.
+    fn frame_of(&mut self, op: u8, parts: &[&[u8]]) {
+        if !self.broken && ws::write_frame(&mut self.conn.stream(), op, parts).is_err() {
+            self.fail();
+        }
+    }
+
+    /// A write failed: nothing more goes out, and the connection is cut.
+    fn fail(&mut self) {
+        self.broken = true;
+        let _ = self.conn.stream().shutdown(Shutdown::Both);
+    }
+}
+
 impl ClientOut for Writer {
     fn write(&mut self, bytes: &[u8]) {
         use std::io::Write;
         if !self.broken && self.conn.stream().write_all(bytes).is_err() {
-            self.broken = true;
-            let _ = self.conn.stream().shutdown(Shutdown::Both);
+            self.fail();
         }
     }
 

@@ -254,7 +254,7 @@ fn data_frame(w: &mut Writer, tty: bool, stream: u8, data: &[u8]) {
     if tty {
         w.frame(opcode::BINARY, data);
     } else {
-        w.write(&ws::encode_frame(opcode::BINARY, &[&[stream], data]));
+        w.frame_of(opcode::BINARY, &[&[stream], data]);
     }
 }
 

@@ -357,8 +357,18 @@ impl Writer {
     }
 
     pub(super) fn frame(&mut self, op: u8, payload: &[u8]) {
-        if !(self.broken || self.closed) {
-            self.write(&ws::encode_frame(op, &[payload]));
+        self.frame_of(op, &[payload]);
+    }
+
+    /// One frame whose payload is `parts` concatenated, written without joining them.
+    pub(super) fn frame_of(&mut self, op: u8, parts: &[&[u8]]) {
+        if self.broken || self.closed {
+            return;
+        }
+        if ws::write_frame(&mut self.sock.stream(), op, parts).is_err() {
+            self.broken = true;
+            // Wake the reader too: the exec is over from the client's side.
+            let _ = self.sock.stream().shutdown(Shutdown::Both);
         }
     }
 

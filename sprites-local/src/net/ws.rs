@@ -10,7 +10,7 @@
 //! bytes that actually arrive (at most [`READ_BUF`] per read), so a header announcing
 //! 16 MiB followed by silence costs one read buffer, not 16 MiB.
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor, IoSlice, Read, Write};
 
 use tungstenite::protocol::frame::coding::OpCode;
 use tungstenite::protocol::frame::FrameHeader;
@@ -84,6 +84,37 @@ pub fn encode_frame(opcode: u8, parts: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(p);
     }
     out
+}
+
+/// Writes one server frame, `opcode` with payload `parts` concatenated, with vectored
+/// writes: the header and the parts go out as they are, the payload never copied into a
+/// frame first (a session's 64 KiB output chunk is sent from the buffer its readers share).
+pub fn write_frame(out: &mut impl Write, opcode: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut hdr = [0u8; MAX_HEADER];
+    let n = header_into(opcode, len, &mut hdr);
+    let mut left: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+    left.push(&hdr[MAX_HEADER - n..]);
+    left.extend(parts.iter().copied().filter(|p| !p.is_empty()));
+    let mut first = 0;
+    while first < left.len() {
+        let slices: Vec<IoSlice<'_>> = left[first..].iter().map(|p| IoSlice::new(p)).collect();
+        let mut wrote = match out.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(wrote) => wrote,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // Skip what went out: whole parts, then the front of a part.
+        while first < left.len() && wrote >= left[first].len() {
+            wrote -= left[first].len();
+            first += 1;
+        }
+        if first < left.len() {
+            left[first] = &left[first][wrote..];
+        }
+    }
+    Ok(())
 }
 
 /// A close frame payload: status code + optional UTF-8 reason.
@@ -455,6 +486,72 @@ mod tests {
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    /// Takes at most `step` bytes per write (counting across slices, as a socket would),
+    /// after one `Interrupted`.
+    struct Trickle {
+        got: Vec<u8>,
+        step: usize,
+        interrupted: bool,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if !self.interrupted {
+                self.interrupted = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let mut room = self.step;
+            for b in bufs {
+                let n = b.len().min(room);
+                self.got.extend_from_slice(&b[..n]);
+                room -= n;
+                if room == 0 {
+                    break;
+                }
+            }
+            Ok(self.step - room)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn vectored_frames_survive_partial_writes_at_every_boundary() {
+        let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        let cases: [&[&[u8]]; 4] = [
+            &[b"\x01", b"hello"],
+            &[b"", b"x", b""],
+            &[b"\x01", &big[..125], &big[125..126]],
+            &[b"\x02", &big],
+        ];
+        for parts in cases {
+            let want = encode_frame(opcode::BINARY, parts);
+            for step in [1, 2, 3, 7, 4096, 1 << 20] {
+                let mut out = Trickle {
+                    got: Vec::new(),
+                    step,
+                    interrupted: false,
+                };
+                write_frame(&mut out, opcode::BINARY, parts).unwrap();
+                assert!(out.got == want, "step {step}, {} bytes", want.len());
+            }
+        }
+        // A writer that takes nothing is an error, not a loop.
+        let mut stuck = Trickle {
+            got: Vec::new(),
+            step: 0,
+            interrupted: true,
+        };
+        let e = write_frame(&mut stuck, opcode::BINARY, &[b"x"]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WriteZero);
     }
 
     #[test]
