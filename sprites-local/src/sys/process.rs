@@ -132,7 +132,7 @@ fn page_size() -> usize {
 
 /// The child side of [`spawn_vfork`]: what it runs, and the exit code it ends with when
 /// that returns (it returns only on failure; success is an `execve`).
-type VforkChild<'a> = &'a mut dyn FnMut(&InChild) -> i32;
+pub type VforkChild<'a> = &'a mut dyn FnMut(&InChild) -> i32;
 
 extern "C" fn vfork_trampoline(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `&mut VforkChild` that `spawn_vfork` passed, alive in the
@@ -467,6 +467,51 @@ pub fn clear_ambient_caps() -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// Sets whether this process's memory may be traced (`PR_SET_DUMPABLE`): when it may not,
+/// `ptrace`, `process_vm_readv`/`writev` and `/proc/PID/mem` need `CAP_SYS_PTRACE` in the
+/// user namespace the memory belongs to, whatever the caller's ids.
+pub fn set_dumpable(dumpable: bool) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            libc::c_ulong::from(dumpable),
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Whether the kernel leaves a process that changed its ids traceable by those ids
+/// (`fs.suid_dumpable` = 1, "debug"): a credential change sets the memory's dumpable flag to
+/// this setting, and only 1 lets the new ids trace it. `true` when it cannot be read.
+pub fn id_changes_stay_traceable() -> bool {
+    std::fs::read_to_string("/proc/sys/fs/suid_dumpable").map_or(true, |v| v.trim() == "1")
+}
+
+/// fork(2) in the sandbox helper, the child running `child` and exiting with the code it
+/// returns (it returns only on failure; success is an `execve`): [`spawn_vfork`] for where
+/// the child must not share the parent's memory. Returns the pid and a pidfd for it.
+pub fn fork_run(child: VforkChild<'_>) -> io::Result<(libc::pid_t, OwnedFd)> {
+    match fork()? {
+        Fork::Child(token) => {
+            let code = child(&token);
+            exit_now(code)
+        }
+        Fork::Parent(pid) => match pidfd_open(pid) {
+            Ok(pidfd) => Ok((pid, pidfd)),
+            Err(e) => {
+                // Without it the caller cannot name the process: end it rather than leak it.
+                let _ = kill(pid, libc::SIGKILL);
+                let _ = waitpid(pid, 0);
+                Err(e)
+            }
+        },
+    }
 }
 
 /// Sets `no_new_privs`: no exec can raise privileges again (setuid binaries, file

@@ -46,6 +46,12 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
             );
         }
     }
+    // Nothing in the sprite may ever trace the agent's memory. Its children's credential
+    // changes would make it traceable again only where `fs.suid_dumpable` is 1: there they
+    // get a copy of it (fork) rather than the memory itself (see `Agent::spawn`). Read
+    // before entering the sprite's root.
+    proc::set_dumpable(false)?;
+    let share_memory = !proc::id_changes_stay_traceable();
     rootfs::enter(&built.root, &masks)?;
     let snapshots = built.snapshots.take().map(snapshots::Snapshots::start);
     // A pidfd for ourselves lets the server kill the sprite and know when it is gone: it
@@ -82,6 +88,7 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         snapshots,
         changed_signals: proc::changed_signals(),
         stack: proc::ChildStack::new()?,
+        share_memory,
     }
     .serve()
 }
@@ -110,6 +117,10 @@ struct Agent {
     changed_signals: Vec<libc::c_int>,
     /// Where an exec's child runs until its `execve` (see `spawn_vfork`).
     stack: proc::ChildStack,
+    /// Exec children share the agent's memory until their `execve` (`spawn_vfork`), which
+    /// is safe only while the memory stays untraceable through their credential changes;
+    /// else they are forked.
+    share_memory: bool,
 }
 
 impl Agent {
@@ -380,12 +391,22 @@ impl Agent {
             }
             127
         };
-        let (pid, pidfd) = proc::spawn_vfork(&self.stack, &mut child)
-            .map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
+        // Between its `setns` into the sprite's user namespace and its `execve` the child is
+        // a process the sprite's root (and, once its ids changed, the sprite's user) may
+        // trace, were its memory traceable: shared, that memory is the agent's. It is not
+        // (`set_dumpable(false)` at the start, and a credential change keeps it so unless
+        // `fs.suid_dumpable` is 1, when `share_memory` is false).
+        let spawned = if self.share_memory {
+            proc::spawn_vfork(&self.stack, &mut child)
+        } else {
+            proc::fork_run(&mut child)
+        };
+        let (pid, pidfd) = spawned.map_err(|e| ("exec", e.raw_os_error().unwrap_or(libc::EIO)))?;
         drop(err_w);
-        // The child has exec'd or exited by now (CLONE_VFORK), so the pipe holds its whole
-        // report, if any, then its end: read to that end or to a full report. (A plain read:
-        // `read_to_end` would first stat and seek the pipe for a size hint.)
+        // The pipe holds the child's whole report, if any, then its end, which comes with its
+        // `execve` or exit (at once after `spawn_vfork`): read to that end or to a full
+        // report. (A plain read: `read_to_end` would first stat and seek the pipe for a size
+        // hint.)
         let mut pipe = std::fs::File::from(err_r);
         let mut msg = [0u8; 5];
         let mut got = 0;
