@@ -93,25 +93,18 @@ pub fn write_frame(out: &mut impl Write, opcode: u8, parts: &[&[u8]]) -> io::Res
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut hdr = [0u8; MAX_HEADER];
     let n = header_into(opcode, len, &mut hdr);
-    let mut left: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-    left.push(&hdr[MAX_HEADER - n..]);
-    left.extend(parts.iter().copied().filter(|p| !p.is_empty()));
-    let mut first = 0;
-    while first < left.len() {
-        let slices: Vec<IoSlice<'_>> = left[first..].iter().map(|p| IoSlice::new(p)).collect();
-        let mut wrote = match out.write_vectored(&slices) {
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(&hdr[MAX_HEADER - n..])
+        .chain(parts.iter().copied())
+        .filter(|p| !p.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match out.write_vectored(left) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(wrote) => wrote,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(wrote) => IoSlice::advance_slices(&mut left, wrote),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        // Skip what went out: whole parts, then the front of a part.
-        while first < left.len() && wrote >= left[first].len() {
-            wrote -= left[first].len();
-            first += 1;
-        }
-        if first < left.len() {
-            left[first] = &left[first][wrote..];
         }
     }
     Ok(())
