@@ -257,39 +257,41 @@ pub(crate) fn checkout(client: &Client, sprite: &str) -> Option<Lease> {
 /// [`checkout`] for a proxy op: `None` also when the server is known not to serve proxies
 /// over control connections.
 pub(crate) fn checkout_for_proxy(client: &Client, sprite: &str) -> Option<Lease> {
-    if !client.inner.control
-        || client
-            .inner
-            .pools
-            .get(sprite)
-            .no_proxy
-            .load(Ordering::SeqCst)
-    {
+    checkout_unless(client, sprite, |p| &p.no_proxy)
+}
+
+/// [`checkout`], unless the control connections are off or `known_unsupported` (one of the
+/// sprite pool's flags) says its server does not serve that kind of op over them.
+fn checkout_unless(
+    client: &Client,
+    sprite: &str,
+    known_unsupported: fn(&Pool) -> &AtomicBool,
+) -> Option<Lease> {
+    if !client.inner.control || flag(client, sprite, known_unsupported) {
         return None;
     }
     checkout(client, sprite)
 }
 
+/// One of `sprite`'s pool flags.
+fn flag(client: &Client, sprite: &str, which: fn(&Pool) -> &AtomicBool) -> bool {
+    which(&client.inner.pools.get(sprite)).load(Ordering::SeqCst)
+}
+
+/// Raises one of `sprite`'s pool flags (they are never lowered).
+fn raise(client: &Client, sprite: &str, which: fn(&Pool) -> &AtomicBool) {
+    which(&client.inner.pools.get(sprite)).store(true, Ordering::SeqCst);
+}
+
 /// Remembers that the server answered a proxy op with a proxy reply.
 pub(crate) fn proxy_served(client: &Client, sprite: &str) {
-    client
-        .inner
-        .pools
-        .get(sprite)
-        .proxy_served
-        .store(true, Ordering::SeqCst);
+    raise(client, sprite, |p| &p.proxy_served);
 }
 
 /// [`checkout_for_proxy`], only once the server is known to serve proxies over control (a
 /// proxy whose data goes out before its reply has no fallback).
 pub(crate) fn checkout_for_pipelined_proxy(client: &Client, sprite: &str) -> Option<Lease> {
-    if !client
-        .inner
-        .pools
-        .get(sprite)
-        .proxy_served
-        .load(Ordering::SeqCst)
-    {
+    if !flag(client, sprite, |p| &p.proxy_served) {
         return None;
     }
     checkout_for_proxy(client, sprite)
@@ -298,39 +300,19 @@ pub(crate) fn checkout_for_pipelined_proxy(client: &Client, sprite: &str) -> Opt
 /// Remembers (for this `Client`) that the server does not serve proxies over control
 /// connections: later proxies use their own sockets at once.
 pub(crate) fn no_proxy_over_control(client: &Client, sprite: &str) {
-    client
-        .inner
-        .pools
-        .get(sprite)
-        .no_proxy
-        .store(true, Ordering::SeqCst);
+    raise(client, sprite, |p| &p.no_proxy);
 }
 
 /// An idle control connection for a filesystem call ([`checkout`]), unless this sprite's
 /// server has shown it does not serve `fs.*` ops over control ([`fs_unsupported`]).
 pub(crate) fn checkout_fs(client: &Client, sprite: &str) -> Option<Lease> {
-    if !client.inner.control
-        || client
-            .inner
-            .pools
-            .get(sprite)
-            .fs_unsupported
-            .load(Ordering::SeqCst)
-    {
-        return None;
-    }
-    checkout(client, sprite)
+    checkout_unless(client, sprite, |p| &p.fs_unsupported)
 }
 
 /// Remembers that `sprite`'s server does not serve `fs.*` ops over control (as the pool
 /// remembers a 404 on `/control`): later filesystem calls go straight to HTTP.
 pub(crate) fn fs_unsupported(client: &Client, sprite: &str) {
-    client
-        .inner
-        .pools
-        .get(sprite)
-        .fs_unsupported
-        .store(true, Ordering::SeqCst);
+    raise(client, sprite, |p| &p.fs_unsupported);
 }
 
 /// After a command ran on its own socket because no control connection was idle: dials one
