@@ -778,10 +778,6 @@ await check('watch_ports_pid_is_the_session_id', async () => {
         expect(e !== null, 'stream ended');
         if (e.type === 'port_opened' && e.port === port) ev = e;
       }
-      if (String(ev.pid) !== id && process.env.COMPAT_RUNTIME === 'sandbox') {
-        // Session ids are host pids in the sandbox runtime, port pids the sprite's own.
-        throw new Known(`sandbox session ids are host pids (${id}), port pids in-sprite (${ev.pid})`);
-      }
       expect(String(ev.pid) === id, `port ${port} reported with pid ${ev.pid}, its session's id is ${id}`);
       return `pid ${ev.pid} = session ${id}`;
     } finally {

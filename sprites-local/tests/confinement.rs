@@ -73,11 +73,10 @@ fn sandbox_on(base: &Path, tag: &str) -> (ServerHandle, TempDir) {
     (s, data)
 }
 
-/// Starts `argv` in `sprite` and returns the open exec and its session id (the host pid).
+/// Starts `argv` in `sprite` and returns the open exec and its leader's host pid.
 fn spawn_long(a: SocketAddr, sprite: &str, argv: &[&str]) -> (Ws, String) {
-    let mut ws = connect(a, sprite, &q(argv));
-    let id = session_id(&mut ws);
-    (ws, id)
+    let (ws, _, host_pid) = connect_on_host(a, sprite, argv);
+    (ws, host_pid.to_string())
 }
 
 /// Finding 3 (a sprite's uid was a real host user's, who could then read its files and

@@ -528,11 +528,20 @@ fn http_exec_runs_inside_a_sandboxed_sprite() {
     );
     assert_eq!(String::from_utf8_lossy(&out), "in\nsprite\n");
     assert_eq!((&err[..], code), (&b"err\n"[..], 4));
-    let mut e = Exec::start(a, "box", &q(&["sh", "-c", "echo $$; exec sleep 1000"]), "");
+    let mark = test_mark();
+    let query = format!(
+        "{}&env={}",
+        q(&["sh", "-c", "echo $$; exec sleep 1000"]),
+        enc(&mark)
+    );
+    let mut e = Exec::start(a, "box", &query, "");
     let pid = first_line_pid(&mut e);
     let list = http(a, "GET", "/v1/sprites/box/exec", None).json();
     let id: i32 = list["sessions"][0]["id"].as_str().unwrap().parse().unwrap();
-    assert!(pid > 0 && id > 0);
+    assert_eq!(id, pid, "the session id is the pid inside the sprite");
+    assert!(marked_process(&mark).is_some());
     drop(e);
-    wait_until("the sprite's process to be killed", || process_gone(id));
+    wait_until("the sprite's process to be killed", || {
+        marked_process(&mark).is_none()
+    });
 }

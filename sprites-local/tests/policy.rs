@@ -438,8 +438,8 @@ for f in (udp, tcp):
     // Connection level: the firewall in the sprite's namespace lets out only what an
     // allowed name resolved to. Seen from the host through a process of the sprite: its
     // rules count the packets they let through and reject.
-    let mut ws = connect(a, "dnsp", &q(&["sleep", "30"]));
-    let pid = session_id(&mut ws);
+    let (ws, _, host_pid) = connect_on_host(a, "dnsp", &["sleep", "30"]);
+    let pid = host_pid.to_string();
     let table = || firewall_table(&pid);
     let listing = table();
     assert!(listing.contains("192.0.2.10"), "{listing}");

@@ -227,9 +227,8 @@ fn delete_kills_every_process_and_removes_the_files() {
     create(a, "box");
     // A daemon that outlives its exec, plus a running exec.
     ok(a, "box", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null &");
-    let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
-    let session: u32 = session_id(&mut ws).parse().unwrap();
-    let ns = pid_ns(session);
+    let (mut ws, _, leader) = connect_on_host(a, "box", &["sleep", "1000"]);
+    let ns = pid_ns(leader);
     assert_ne!(ns, pid_ns(std::process::id()));
     assert!(processes_in(&ns).len() >= 3, "agent, daemon and exec");
     let r = http(a, "DELETE", "/v1/sprites/box", None);
@@ -247,9 +246,8 @@ fn agent_restarts_and_shutdown_ends_sprites() {
     };
     let a = s.addr();
     create(a, "box");
-    let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
-    let session: u32 = session_id(&mut ws).parse().unwrap();
-    let ns = pid_ns(session);
+    let (mut ws, _, leader) = connect_on_host(a, "box", &["sleep", "1000"]);
+    let ns = pid_ns(leader);
     // Kill the agent (PID 1 of the sprite) from the host: the exec ends with 137 and the
     // next exec starts a new agent.
     let agent = processes_in(&ns)
@@ -267,15 +265,78 @@ fn agent_restarts_and_shutdown_ends_sprites() {
     }
     assert_eq!(exit_code(&mut ws), 137);
     assert_eq!(ok(a, "box", "echo again"), "again");
-    let mut ws = connect(a, "box", &q(&["sleep", "1000"]));
-    let session: u32 = session_id(&mut ws).parse().unwrap();
-    let ns = pid_ns(session);
+    let (_exec, _, leader) = connect_on_host(a, "box", &["sleep", "1000"]);
+    let ns = pid_ns(leader);
     s.shutdown();
     let left: Vec<String> = processes_in(&ns)
         .iter()
         .map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default())
         .collect();
     assert!(left.is_empty(), "{left:#?}");
+}
+
+/// Session ids are pids as the sprite sees them (what `$$` is inside, what `kill` takes
+/// there), as on a sprite of its own VM. Each sprite has its own PID namespace, so two sprites
+/// can have sessions with the same id; each sprite's list, kill and attach find its own.
+#[test]
+fn session_ids_are_pids_in_the_sprite_and_repeat_across_sprites() {
+    let Some((s, _dir)) = start("session-ids") else {
+        return;
+    };
+    let a = s.addr();
+    create(a, "one");
+    create(a, "two");
+    let script = ["sh", "-c", "echo $$; exec sleep 1000"];
+    let first_line = |ws: &mut Ws| -> String {
+        let mut out = Vec::new();
+        while !out.contains(&b'\n') {
+            match ws.read().unwrap() {
+                Message::Binary(b) if b[0] == 1 => out.extend_from_slice(&b[1..]),
+                Message::Binary(b) => panic!("{b:?}"),
+                _ => {}
+            }
+        }
+        String::from_utf8(out).unwrap().trim().to_owned()
+    };
+    let (mut in_one, id, _) = connect_on_host(a, "one", &script);
+    assert_eq!(first_line(&mut in_one), id, "$$ inside is the session id");
+    // Execs in `two` until one gets the same id (pids go up one by one in a fresh sprite).
+    let mut in_two = None;
+    for _ in 0..50 {
+        let (mut ws, other, _) = connect_on_host(a, "two", &script);
+        let (other, wanted): (u32, u32) = (other.parse().unwrap(), id.parse().unwrap());
+        assert!(
+            other <= wanted,
+            "sprite two's pids passed {wanted}: {other}"
+        );
+        if other == wanted {
+            in_two = Some(ws);
+            break;
+        }
+        assert_eq!(first_line(&mut ws), other.to_string());
+        let _ = ws.close(None);
+        assert_eq!(exit_code(&mut ws), 128 + 9);
+    }
+    let mut in_two = in_two.expect("an exec in sprite two with the same id");
+    for sprite in ["one", "two"] {
+        let list = http(a, "GET", &format!("/v1/sprites/{sprite}/exec"), None).json();
+        let ids: Vec<&str> = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert_eq!(ids, [id.as_str()], "{sprite}: {list}");
+    }
+    // Killing sprite two's session leaves sprite one's running.
+    let kill = format!("/v1/sprites/two/exec/{id}/kill?signal=KILL&timeout=0s");
+    assert_eq!(http(a, "POST", &kill, None).status, 200);
+    assert_eq!(exit_code(&mut in_two), 128 + 9);
+    let list = http(a, "GET", "/v1/sprites/one/exec", None).json();
+    assert_eq!(list["sessions"][0]["id"], id.as_str(), "{list}");
+    let kill = format!("/v1/sprites/one/exec/{id}/kill?signal=KILL&timeout=0s");
+    assert_eq!(http(a, "POST", &kill, None).status, 200);
+    assert_eq!(exit_code(&mut in_one), 128 + 9);
 }
 
 #[test]

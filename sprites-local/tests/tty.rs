@@ -447,7 +447,7 @@ fn shutdown_closes_attached_terminals_with_going_away() {
 
 #[test]
 fn a_listener_in_a_terminal_session_is_announced_to_every_attached_client() {
-    each_runtime("tty-ports", None, |s, runtime| {
+    each_runtime("tty-ports", None, |s, _runtime| {
         let script = "import socket, sys\n\
                       s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
                       print('port', s.getsockname()[1], flush=True)\n\
@@ -487,11 +487,9 @@ fn a_listener_in_a_terminal_session_is_announced_to_every_attached_client() {
             assert_eq!(ev["port"], port, "{ev}");
             assert_eq!(ev["address"], "127.0.0.1", "{ev}");
             assert!(ev["pid"].as_u64().is_some_and(|p| p > 0), "{ev}");
-            if runtime == "host" {
-                // The listener is the session's leader; in a sandbox its pid is the one
-                // inside the sprite, the session id the one on the host.
-                assert_eq!(ev["pid"].to_string(), id, "{ev}");
-            }
+            // The listener is the session's leader: port pids and session ids are both
+            // pids as the sprite sees them.
+            assert_eq!(ev["pid"].to_string(), id, "{ev}");
         }
         send(&mut ws, b"\r");
         let closed = next_port_event(&mut ws, &mut Vec::new());

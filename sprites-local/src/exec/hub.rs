@@ -190,7 +190,7 @@ impl Hub {
                 .subscribe(
                     &session.sprite,
                     &state.store.sprite_dir(&session.sprite),
-                    crate::ports::Scope::Session(session.pid),
+                    crate::ports::Scope::Session(session.host_pid),
                     Box::new(move |u: &crate::ports::Update<'_>| {
                         if let Some(hub) = weak.upgrade() {
                             hub.announce(u.to_json());

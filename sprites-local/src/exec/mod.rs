@@ -124,6 +124,7 @@ pub(crate) fn start(
     };
     let session = Arc::new(Session::new(
         spawned.process.id(),
+        spawned.process.host_pid(),
         spawned.process.group(),
         sprite.to_owned(),
         params.argv.join(" "),

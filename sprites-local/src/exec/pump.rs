@@ -229,7 +229,7 @@ pub fn run(state: Arc<State>, conn: Arc<Conn>, leftover: Vec<u8>, up: Upgrade) {
             .subscribe(
                 &session.sprite,
                 &state.store.sprite_dir(&session.sprite),
-                ports::Scope::Session(pid),
+                ports::Scope::Session(session.host_pid),
                 Box::new(move |u: &ports::Update<'_>| {
                     let _ = tx.try_send(Ctrl::Text(u.to_json()));
                     wake.notify();

@@ -13,10 +13,13 @@ use crate::runtime::SignalGroup;
 /// How many exited session ids to remember per server.
 const EXITED_MEMORY: usize = 1000;
 
-/// One running exec. The id is the PID of the process, which leads its own process group.
+/// One running exec. The id is the PID of the process as its sprite sees it; the process
+/// leads its own process group.
 pub struct Session {
-    /// PID = process-group id = session id.
+    /// PID in the sprite = process-group id = session id. Unique within its sprite only.
     pub pid: u32,
+    /// PID on the server's host, for what reads the host's `/proc` (the port scanner).
+    pub host_pid: u32,
     /// Owning sprite.
     pub sprite: String,
     /// The command line, for display.
@@ -56,9 +59,11 @@ fn unix_ns(t: SystemTime) -> u64 {
 }
 
 impl Session {
-    /// A new session record for process `pid`, whose group `group` signals.
+    /// A new session record for process `pid` (`host_pid` on the host), whose group `group`
+    /// signals.
     pub fn new(
         pid: u32,
+        host_pid: u32,
         group: Arc<dyn SignalGroup>,
         sprite: String,
         command: String,
@@ -68,6 +73,7 @@ impl Session {
         let created = SystemTime::now();
         Session {
             pid,
+            host_pid,
             sprite,
             command,
             workdir,
@@ -171,7 +177,8 @@ pub enum Lookup {
 
 #[derive(Default)]
 struct Inner {
-    active: HashMap<u32, Arc<Session>>,
+    /// By sprite and id: ids are pids in the sprite, so two sprites can have the same one.
+    active: HashMap<(String, u32), Arc<Session>>,
     /// When each sprite's most recent session ended.
     last_ended: HashMap<String, std::time::Instant>,
     exited_order: VecDeque<(String, u32)>,
@@ -194,24 +201,25 @@ impl Sessions {
     pub fn insert(&self, s: Arc<Session>) {
         let mut inner = lock(&self.inner);
         // A recycled PID must not keep answering 410 for the new session.
-        inner.exited.remove(&(s.sprite.clone(), s.pid));
-        inner.active.insert(s.pid, s);
+        let key = (s.sprite.clone(), s.pid);
+        inner.exited.remove(&key);
+        inner.active.insert(key, s);
     }
 
     /// Moves a session whose leader exited to the exited memory.
     pub fn finish(&self, s: &Session) {
         let mut inner = lock(&self.inner);
+        let key = (s.sprite.clone(), s.pid);
         if inner
             .active
-            .get(&s.pid)
+            .get(&key)
             .is_some_and(|a| std::ptr::eq(&**a, s))
         {
-            inner.active.remove(&s.pid);
+            inner.active.remove(&key);
         }
         inner
             .last_ended
             .insert(s.sprite.clone(), std::time::Instant::now());
-        let key = (s.sprite.clone(), s.pid);
         if inner.exited.insert(key.clone()) {
             inner.exited_order.push_back(key);
         }
@@ -244,10 +252,11 @@ impl Sessions {
     /// Finds session `id` of sprite `sprite`.
     pub fn lookup(&self, sprite: &str, id: u32) -> Lookup {
         let inner = lock(&self.inner);
-        match inner.active.get(&id) {
-            Some(s) if s.sprite == sprite => Lookup::Active(s.clone()),
-            _ if inner.exited.contains(&(sprite.to_owned(), id)) => Lookup::Exited,
-            _ => Lookup::Unknown,
+        let key = (sprite.to_owned(), id);
+        match inner.active.get(&key) {
+            Some(s) => Lookup::Active(s.clone()),
+            None if inner.exited.contains(&key) => Lookup::Exited,
+            None => Lookup::Unknown,
         }
     }
 

@@ -18,7 +18,7 @@
 //! let sub = state.ports.subscribe(
 //!     &sprite,
 //!     &state.store.sprite_dir(&sprite),
-//!     Scope::Session(session_id), // or Scope::Sprite for every listener of the sprite
+//!     Scope::Session(session.host_pid), // or Scope::Sprite for every listener of the sprite
 //!     Box::new(move |update: &Update<'_>| {
 //!         // Runs on the scanner thread with the sprite's watcher locked: only queue the
 //!         // text and wake the socket's writer; never block, never touch `Ports`.
@@ -67,8 +67,8 @@ pub const DEFAULT_MAX_PER_SPRITE: usize = 256;
 pub enum Scope {
     /// Every listener of the sprite (the port watch).
     Sprite,
-    /// Only those held by the process tree of the exec session with this id (its leader's
-    /// pid as the server sees it, i.e. the session id).
+    /// Only those held by the process tree of the exec session whose leader has this pid as
+    /// the server sees it (`Session::host_pid`; the session id is the pid in the sprite).
     Session(u32),
 }
 

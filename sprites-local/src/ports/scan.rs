@@ -165,7 +165,7 @@ impl Watcher {
                 .sessions
                 .list(&self.sprite)
                 .iter()
-                .map(|s| s.pid)
+                .map(|s| s.host_pid)
                 .collect();
             let scope = self.runtime.port_scope(&self.sprite_dir, &execs);
             let change = memory.scan(scope, self.max);

@@ -130,8 +130,15 @@ impl Stdio3 {
 /// (`host::HostProcess`) or a process inside a sprite, a child of the sprite's agent
 /// ([`sandbox::SandboxProcess`]).
 pub(crate) trait ExecProcess: Send {
-    /// The session id: the process's pid as the server sees it.
+    /// The session id: the process's pid as the sprite sees it (what `$$` is inside; a
+    /// sandbox has a PID namespace of its own, so ids repeat across sprites).
     fn id(&self) -> u32;
+
+    /// The process's pid as the server sees it, for what looks at the host's `/proc` (the
+    /// port scanner). The same as [`id`](Self::id) where the sprite shares the host's pids.
+    fn host_pid(&self) -> u32 {
+        self.id()
+    }
 
     /// Takes the server's ends of the process's stdio.
     fn take_stdio(&mut self) -> Stdio3;

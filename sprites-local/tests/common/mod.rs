@@ -319,6 +319,46 @@ pub fn session_id(ws: &mut Ws) -> String {
     }
 }
 
+/// An exec of `argv` in `sprite`, found on the host: the open WebSocket, the session id (the
+/// pid inside the sprite) and the leader's host pid, for tests that look at the process from
+/// the host's `/proc`. The exec carries an environment variable no other process has, which
+/// is how the host pid is found (session ids repeat across sprites).
+pub fn connect_on_host(s: impl Addr, sprite: &str, argv: &[&str]) -> (Ws, String, u32) {
+    let mark = test_mark();
+    let mut ws = connect(s, sprite, &format!("{}&env={}", q(argv), enc(&mark)));
+    let id = session_id(&mut ws);
+    // The process has exec'd by the time the session starts, so its environment is there.
+    let host_pid = marked_process(&mark).unwrap_or_else(|| panic!("no host process has {mark}"));
+    // The session id is the leader's pid as the sprite sees it: NSpid's last field.
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(
+        nspid.split_whitespace().last(),
+        Some(id.as_str()),
+        "{nspid}"
+    );
+    (ws, id, host_pid)
+}
+
+/// An environment variable (`NAME=value`) to give one exec, by which [`marked_process`] finds
+/// it on the host.
+pub fn test_mark() -> String {
+    format!("SPRITES_TEST_MARK={}", random_hex())
+}
+
+/// The host pid of the live process whose environment holds `mark`, if there is one.
+pub fn marked_process(mark: &str) -> Option<u32> {
+    let needle = format!("{mark}\0");
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let marked = environ
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes());
+        (marked && !process_gone(pid as i32)).then_some(pid)
+    })
+}
+
 /// Reads (skipping everything else) until the exit frame; returns the exit code.
 pub fn exit_code(ws: &mut Ws) -> u8 {
     loop {

@@ -478,7 +478,7 @@ pub(crate) struct SandboxProcess {
     agent: Arc<AgentHandle>,
     /// pid inside the sprite (its process group and session there).
     pid: i32,
-    /// pid as the server sees it: the session id, unique across sprites.
+    /// pid as the server sees it, for the port scanner.
     host_pid: u32,
     exit: Receiver<i32>,
     /// Our ends of the stdio pipes.
@@ -490,8 +490,12 @@ pub(crate) struct SandboxProcess {
 }
 
 impl ExecProcess for SandboxProcess {
-    /// The session id (the host pid).
+    /// The session id: the pid in the sprite's PID namespace.
     fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    fn host_pid(&self) -> u32 {
         self.host_pid
     }
 
