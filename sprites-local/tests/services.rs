@@ -93,6 +93,37 @@ fn sh_json(cmd: &str) -> String {
     serde_json::json!({"cmd": "sh", "args": ["-c", cmd]}).to_string()
 }
 
+/// A service's main process that dies leaves nothing of its process group behind: a crashed
+/// `sh` must not leave its server holding the port the restart needs.
+#[test]
+fn what_a_crashed_service_started_in_its_group_goes_with_it() {
+    each_runtime("svc-group", |s, _, rt| {
+        create(s, "box");
+        // First run: a background child, then a crash. The restart just sleeps.
+        let script = "if [ -e \"$HOME/ran\" ]; then exec sleep 1000; fi; touch \"$HOME/ran\"; \
+                      sleep 1000 & echo \"$!\" > \"$HOME/bg\"; exit 3";
+        put(s, "box", "leaky", &sh_json(script), "0s");
+        wait_until("the restart", || {
+            let v = get(s, "box", "leaky");
+            v["state"]["restart_count"] == 1 && status(&v) == "running"
+        });
+        let (bg, _, code) = sh(s.addr(), "box", "cat \"$HOME/bg\"");
+        assert_eq!(code, 0);
+        let bg: i32 = bg.trim().parse().unwrap();
+        match rt {
+            // Host pids; an orphan's zombie counts as gone.
+            Runtime::Host => wait_until("the background child killed", || process_gone(bg)),
+            // Pids in the sprite, whose init (the agent) reaps orphans.
+            _ => wait_until("the background child killed", || {
+                sh(s.addr(), "box", &format!("kill -0 {bg}")).2 != 0
+            }),
+        }
+        // The restarted service runs on.
+        let pid = get(s, "box", "leaky")["state"]["pid"].as_i64().unwrap();
+        assert_eq!(sh(s.addr(), "box", &format!("kill -0 {pid}")).2, 0);
+    });
+}
+
 #[test]
 fn a_crashing_service_is_restarted_with_backoff_and_counted() {
     each_runtime("svc-crash", |s, _, _| {

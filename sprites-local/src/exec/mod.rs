@@ -116,6 +116,7 @@ pub(crate) fn start(
         dir: params.dir.as_deref(),
         stdin: params.stdin,
         tty: params.tty,
+        end_group_with_leader: false,
     };
     let spawned = match state.runtime.spawn(&state.store.sprite_dir(sprite), &spec) {
         Ok(s) => s,

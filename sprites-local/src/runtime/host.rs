@@ -215,7 +215,11 @@ impl SpriteRuntime for HostRuntime {
             child.stdin = None;
         }
         Ok(Spawned {
-            process: Box::new(HostProcess { child, master }),
+            process: Box::new(HostProcess {
+                child,
+                master,
+                end_group_with_leader: spec.end_group_with_leader,
+            }),
             workdir: cwd.to_string_lossy().into_owned(),
         })
     }
@@ -255,6 +259,8 @@ impl HostTerminal {
 struct HostProcess {
     child: Child,
     master: Option<OwnedFd>,
+    /// KILL the group when the leader exits, before reaping it.
+    end_group_with_leader: bool,
 }
 
 impl ExecProcess for HostProcess {
@@ -297,6 +303,10 @@ impl ExecProcess for HostProcess {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 _ => break,
             }
+        }
+        if self.end_group_with_leader {
+            // The leader is a zombie still, so the group is the one it led.
+            HostGroup(pid).signal(libc::SIGKILL);
         }
         on_exit();
         match child.wait() {

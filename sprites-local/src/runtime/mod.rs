@@ -91,6 +91,10 @@ pub(crate) struct ProcessSpec<'a> {
     /// Run on a new pseudo-terminal of this size, as its session's controlling terminal:
     /// stdin, stdout and stderr are all the terminal, and the server keeps its master.
     pub tty: Option<crate::exec::WindowSize>,
+    /// When the process exits, KILL what is left of its process group before it is reaped
+    /// (services: what a crashed main process started must not outlive it, and its pgid
+    /// cannot belong to anyone else while the leader is a zombie).
+    pub end_group_with_leader: bool,
 }
 
 /// `TERM` for a TTY exec whose environment names none (the official CLI passes its own).

@@ -146,6 +146,7 @@ impl Supervisor {
             dir: def.dir.as_deref(),
             stdin: false,
             tty: None,
+            end_group_with_leader: true,
         };
         let spawned = self.sp.runtime.spawn(&self.sp.dir, &spec);
         let mut svcs = lock(&self.sp.svcs);
@@ -259,14 +260,13 @@ impl Supervisor {
         let pid = process.id();
         let sp = &self.sp;
         let code = process.wait(&mut || {
-            // Before the leader is reaped (its pid cannot be reused yet): what it left
-            // behind in its group goes with it, then the group is forgotten.
+            // The leader exited, and the runtime KILLed what it left behind in its group
+            // (`end_group_with_leader`): the group is forgotten, so a stop can never signal
+            // a recycled pgid.
             let mut svcs = lock(&sp.svcs);
             for svc in svcs.values_mut() {
                 if svc.group.as_ref().is_some_and(|(p, _)| *p == pid) {
-                    if let Some((_, g)) = svc.group.take() {
-                        g.signal(libc::SIGKILL);
-                    }
+                    svc.group = None;
                 }
             }
             sp.cv.notify_all();
@@ -452,6 +452,7 @@ fn open_writer(sp: &SpriteServices, name: &str) -> Option<(Box<dyn ExecProcess>,
         dir: None,
         stdin: true,
         tty: None,
+        end_group_with_leader: false,
     };
     let mut process = sp.runtime.spawn(&sp.dir, &spec).ok()?.process;
     let stdio = process.take_stdio();

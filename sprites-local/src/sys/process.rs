@@ -371,6 +371,29 @@ pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t,
     Ok((r, st))
 }
 
+/// A child of any kind that has exited, without reaping it (`WEXITED | WNOHANG | WNOWAIT`):
+/// it stays a zombie, so its pid (and the group it led) cannot be reused yet. `None` when no
+/// child has exited.
+pub fn exited_child_nowait() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: siginfo_t is plain data, zero is a valid bit pattern.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into `info`, a valid siginfo_t.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` (si_pid stays 0 when no child had exited).
+    let pid = unsafe { info.si_pid() };
+    Ok((pid > 0).then_some(pid))
+}
+
 /// One waitid(2) call that waits until child `pid` has exited *without reaping it*
 /// (`WEXITED | WNOWAIT`): it stays a zombie, so its pid cannot be reused yet.
 pub fn wait_exited_nowait(pid: libc::id_t) -> io::Result<()> {

@@ -85,6 +85,7 @@ pub fn run(cfg: &StubConfig, mut built: Built, ctl: RawFd) -> io::Result<()> {
         userns: built.userns,
         limits: cfg.limits,
         live: HashSet::new(),
+        end_group_with_leader: HashSet::new(),
         snapshots,
         changed_signals: proc::changed_signals(),
         stack: proc::ChildStack::new()?,
@@ -110,6 +111,9 @@ struct Agent {
     /// Exec leaders not yet reaped. Signals go only to these, so a recycled pid is never
     /// signalled.
     live: HashSet<libc::pid_t>,
+    /// Exec leaders whose process group is KILLed when they exit, before they are reaped
+    /// (while the zombie holds the pgid, so no other group can have it).
+    end_group_with_leader: HashSet<libc::pid_t>,
     /// The sprite's btrfs disk image, for checkpoints (`None`: no checkpoints).
     snapshots: Option<snapshots::Snapshots>,
     /// The signals this agent does not leave at their default disposition: the ones a
@@ -163,7 +167,14 @@ impl Agent {
     /// Reaps every exited child; reports the exec leaders among them.
     fn reap(&mut self) -> io::Result<()> {
         loop {
-            let (pid, st) = match proc::waitpid(-1, libc::WNOHANG) {
+            let Ok(Some(pid)) = proc::exited_child_nowait() else {
+                return Ok(());
+            };
+            if self.end_group_with_leader.remove(&pid) {
+                // The leader is a zombie still, so the group is the one it led.
+                let _ = proc::kill(-pid, libc::SIGKILL);
+            }
+            let (pid, st) = match proc::waitpid(pid, libc::WNOHANG) {
                 Ok((pid, st)) if pid > 0 => (pid, st),
                 _ => return Ok(()),
             };
@@ -192,6 +203,7 @@ impl Agent {
                 fallback_cwd,
                 tty,
                 policy,
+                end_group_with_leader,
             } => {
                 let (fds, master) = match tty.map(|size| self.open_terminal(size)).transpose() {
                     Ok(Some((master, stdio))) => (stdio, Some(master)),
@@ -220,6 +232,9 @@ impl Agent {
                 let ev = match spawned {
                     Ok((pid, pidfd)) => {
                         self.live.insert(pid);
+                        if end_group_with_leader {
+                            self.end_group_with_leader.insert(pid);
+                        }
                         let ev = Event::Spawned { id, pid };
                         let mut out = vec![pidfd.as_raw_fd()];
                         out.extend(master.as_ref().map(|m| m.as_raw_fd()));

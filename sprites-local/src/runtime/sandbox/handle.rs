@@ -54,6 +54,8 @@ pub struct SpawnArgs<'a> {
     pub tty: Option<(u16, u16)>,
     /// What the sprite's policies set on the process.
     pub policy: ipc::ExecPolicy,
+    /// KILL the process group when the process exits, before reaping it.
+    pub end_group_with_leader: bool,
 }
 
 /// The outcome of a spawn request.
@@ -233,6 +235,7 @@ impl AgentHandle {
             fallback_cwd,
             tty,
             policy,
+            end_group_with_leader,
         } = what;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
@@ -252,6 +255,7 @@ impl AgentHandle {
             fallback_cwd,
             tty,
             policy,
+            end_group_with_leader,
         };
         if let Err(e) = ipc::send(self.sock.as_raw_fd(), &req, stdio) {
             lock(&self.waiters).pending.remove(&id);

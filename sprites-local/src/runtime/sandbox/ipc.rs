@@ -46,6 +46,10 @@ pub enum Request {
         /// What the sprite's privileges and resources policies ask of a new process.
         #[serde(default)]
         policy: ExecPolicy,
+        /// When the process exits, KILL what is left of its process group before reaping it
+        /// (a service: what a crashed main process started must not outlive it).
+        #[serde(default)]
+        end_group_with_leader: bool,
     },
     /// Send `sig` to the process group led by `pid`, if that exec is still running.
     Signal {

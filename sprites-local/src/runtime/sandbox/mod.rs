@@ -680,6 +680,7 @@ impl SpriteRuntime for SandboxRuntime {
                 fallback_cwd: fallback,
                 tty: Some((size.rows, size.cols)),
                 policy: exec_policy(sprite_dir),
+                end_group_with_leader: spec.end_group_with_leader,
             };
             let reply = agent.spawn(what, &[]).map_err(SpawnError::Io)?;
             return spawned(agent, reply, None, spec, cwd);
@@ -701,6 +702,7 @@ impl SpriteRuntime for SandboxRuntime {
             fallback_cwd: fallback,
             tty: None,
             policy: exec_policy(sprite_dir),
+            end_group_with_leader: spec.end_group_with_leader,
         };
         let stdio = [
             stdin_theirs.as_raw_fd(),
