@@ -293,3 +293,77 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process group that is never there to signal: the registry's bookkeeping is what
+    /// these tests look at.
+    struct NoGroup;
+
+    impl SignalGroup for NoGroup {
+        fn signal(&self, _sig: i32) {}
+    }
+
+    fn session(sprite: &str, pid: u32) -> Arc<Session> {
+        Arc::new(Session::new(
+            pid,
+            pid + 100_000,
+            Arc::new(NoGroup),
+            sprite.to_owned(),
+            "sleep 1".to_owned(),
+            "/".to_owned(),
+            false,
+        ))
+    }
+
+    fn exited(sessions: &Sessions, sprite: &str, pid: u32) -> bool {
+        matches!(sessions.lookup(sprite, pid), Lookup::Exited)
+    }
+
+    #[test]
+    fn the_same_id_in_two_sprites_is_two_sessions() {
+        let sessions = Sessions::default();
+        let (one, two) = (session("one", 7), session("two", 7));
+        sessions.insert(one.clone());
+        sessions.insert(two.clone());
+        assert!(matches!(sessions.lookup("one", 7), Lookup::Active(s) if Arc::ptr_eq(&s, &one)));
+        assert!(matches!(sessions.lookup("two", 7), Lookup::Active(s) if Arc::ptr_eq(&s, &two)));
+        sessions.finish(&two);
+        assert!(exited(&sessions, "two", 7));
+        assert!(matches!(sessions.lookup("one", 7), Lookup::Active(_)));
+        assert!(matches!(sessions.lookup("three", 7), Lookup::Unknown));
+        // A recycled id is running again, not gone.
+        sessions.insert(session("two", 7));
+        assert!(matches!(sessions.lookup("two", 7), Lookup::Active(_)));
+    }
+
+    #[test]
+    fn exactly_the_last_thousand_exited_ids_are_remembered() {
+        let sessions = Sessions::default();
+        for pid in 1..=EXITED_MEMORY as u32 {
+            let s = session("box", pid);
+            sessions.insert(s.clone());
+            sessions.finish(&s);
+        }
+        assert!(
+            exited(&sessions, "box", 1),
+            "the 1000th exit forgot the first"
+        );
+        let s = session("box", 5000);
+        sessions.insert(s.clone());
+        sessions.finish(&s);
+        assert!(!exited(&sessions, "box", 1), "1001 exits remembered");
+        assert!(exited(&sessions, "box", 2));
+        assert!(exited(&sessions, "box", 5000));
+        // The bound holds as exits go on (a trim each time, not once).
+        for pid in 6000..6010 {
+            let s = session("box", pid);
+            sessions.insert(s.clone());
+            sessions.finish(&s);
+        }
+        assert!(!exited(&sessions, "box", 11));
+        assert!(exited(&sessions, "box", 12));
+    }
+}
