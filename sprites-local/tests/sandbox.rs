@@ -339,6 +339,43 @@ fn session_ids_are_pids_in_the_sprite_and_repeat_across_sprites() {
     assert_eq!(exit_code(&mut in_one), 128 + 9);
 }
 
+/// A sprite's cgroups (its CPU weight and limits) go with it, even when its server is killed
+/// and cannot remove them: the sprite's helper, the last of it to end, does.
+#[test]
+fn a_killed_servers_sprites_leave_no_cgroups_behind() {
+    if start("cgroups-probe").is_none() {
+        return;
+    }
+    let mut s = ServerProcess::start_with(&["--runtime", "sandbox"], None);
+    let name = format!("cg{}", &random_hex()[..8]);
+    create(&s, &name);
+    assert_eq!(ok(s.addr, &name, "echo up"), "up");
+    // Each cgroup is `<parent>/sprites-local-<name>-<hash>`; the parents are in the limits.
+    let info = http(&s, "GET", &format!("/v1/sprites/{name}"), None).json();
+    let limits = info["resource_limits"].as_str().unwrap().to_owned();
+    let parents: Vec<&str> = limits
+        .split("under ")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .collect();
+    let prefix = format!("sprites-local-{name}-");
+    let cgroups = || -> Vec<String> {
+        parents
+            .iter()
+            .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    };
+    if cgroups().is_empty() {
+        eprintln!("SKIPPED: sprites get no cgroup here ({limits})");
+        return;
+    }
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    wait_until("the sprite's cgroups removed", || cgroups().is_empty());
+}
+
 #[test]
 fn exec_errors_match_the_host_runtime() {
     let Some((s, _dir)) = start("errors") else {

@@ -235,8 +235,9 @@ pub struct StubConfig {
     pub masks: Vec<String>,
     /// How the server runs: root (`Some`) or not.
     pub privileged: Option<Privileged>,
-    /// A cgroup (with the sprite's limits) to join first, so every process inherits it.
-    pub cgroup: Option<PathBuf>,
+    /// Cgroups (with the sprite's CPU weight and limits) to join first, so every process
+    /// inherits them: one (cgroup v2) or one per controller (v1).
+    pub cgroups: Vec<PathBuf>,
     /// Limits every process of the sprite starts with.
     pub limits: ProcessLimits,
 }

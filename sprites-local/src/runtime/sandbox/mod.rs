@@ -11,7 +11,7 @@
 //!   [`rootfs`]: overlay, `/dev`, `/proc`, `pivot_root`.
 //! - [`ipc`]: the control protocol (JSON + SCM_RIGHTS); [`handle`]: [`AgentHandle`], the
 //!   server's handle on one sprite's agent; [`fs`]: the filesystem API, run inside.
-//! - [`cgroup`]: memory/CPU limits where cgroup v2 offers them.
+//! - [`cgroup`]: a cgroup per sprite (v2, else v1): one CPU weight, memory/CPU limits.
 //!
 //! See the "Sandbox runtime" section of the crate README for the design and its choices.
 
@@ -239,7 +239,7 @@ impl SandboxRuntime {
         // The directory the sprite sees at /.sprite/policy must exist (best effort: a
         // sprite without it only misses that view).
         let _ = crate::policy::ensure_network_file(sprite_dir);
-        let cgroup = self.cgroups.prepare(sprite_dir, &config);
+        let cgroups = self.cgroups.prepare(sprite_dir, &config);
         let privileged = if self.privileged {
             // A sprite made before identities existed already has files: they move.
             let legacy = sprite_dir
@@ -271,9 +271,10 @@ impl SandboxRuntime {
             privileged,
             limits: ProcessLimits {
                 nproc: self.options.process_limit,
-                data_bytes: (cgroup.is_none()).then(|| config.ram_mb.saturating_mul(1 << 20)),
+                data_bytes: (!cgroups.memory_limited)
+                    .then(|| config.ram_mb.saturating_mul(1 << 20)),
             },
-            cgroup,
+            cgroups: cgroups.join,
         })
     }
 
@@ -294,6 +295,7 @@ impl SandboxRuntime {
             Ok::<(), io::Error>(())
         })()
         .map_err(|e| e.to_string());
+        self.cgroups.remove(&dir);
         identity::release(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         result
@@ -409,17 +411,11 @@ impl SandboxRuntime {
             }
             (Ok(()), _) => "disk limited to storage_gb (an ext4 image; no checkpoints)".to_owned(),
         };
-        let memory = if self.cgroups.enforced() {
-            self.cgroups.describe()
-        } else {
-            format!(
-                "ram_mb per process (RLIMIT_DATA; cgroup memory limits {})",
-                self.cgroups.describe()
-            )
-        };
         format!(
-            "at most {} processes per user (RLIMIT_NPROC); memory: {memory}; {disk}",
-            self.options.process_limit
+            "at most {} processes per user (RLIMIT_NPROC); memory: {}; cpu: {}; {disk}",
+            self.options.process_limit,
+            self.cgroups.describe_memory(),
+            self.cgroups.describe_cpu(),
         )
     }
 }

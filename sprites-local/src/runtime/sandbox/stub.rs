@@ -75,11 +75,9 @@ fn failed(ctl: RawFd, who: &str, e: &io::Error) -> i32 {
 
 /// `held`: the sprite's disk as its previous start left it mounted, if the server kept it.
 fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
-    if let Some(cg) = &cfg.cgroup {
-        // Best effort: without it the sprite runs unlimited (the startup line says whether
-        // limits work at all).
-        let _ = fs::write(cg.join("cgroup.procs"), std::process::id().to_string());
-    }
+    // Best effort: without them the sprite runs unlimited (the startup line says whether
+    // limits work at all).
+    let cgroups = join_cgroups(&cfg.cgroups);
     let built = match &cfg.privileged {
         Some(p) => privileged(cfg, p, held)?,
         None => unprivileged(cfg)?,
@@ -89,6 +87,7 @@ fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
     let child = match proc::fork()? {
         Fork::Parent(pid) => pid,
         Fork::Child(_) => {
+            drop(cgroups); // the host's cgroup directories are none of the agent's business
             let _ = proc::set_parent_death_signal(libc::SIGKILL);
             let code = match agent::run(cfg, built, ctl) {
                 Ok(()) => 0,
@@ -101,7 +100,48 @@ fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
     // The stub keeps no end of the control socket: its EOF must mean "the agent is gone".
     // Our copy of the fd the server passed is known only by number: nothing owns it here.
     sys::fd::close_raw(ctl);
-    Ok(wait_status_code(wait_pid(child)))
+    let code = wait_status_code(wait_pid(child));
+    for cgroup in cgroups {
+        cgroup.leave();
+    }
+    Ok(code)
+}
+
+/// A cgroup the stub joined, by its parent directory, opened before the stub's namespaces
+/// hid the host's cgroup mounts.
+struct Joined {
+    parent: OwnedFd,
+    name: String,
+}
+
+impl Joined {
+    /// The sprite has ended (its init is reaped, so every process of it is gone): moves the
+    /// stub to the parent and removes the emptied cgroup. The server does the same when it
+    /// stops a sprite; this is what cleans up after a server that was killed.
+    fn leave(self) {
+        if let Ok(procs) =
+            sys::dirfd::open_beneath(self.parent.as_fd(), "cgroup.procs", libc::O_WRONLY, 0)
+        {
+            let _ = sys::fd::write(procs.as_fd(), std::process::id().to_string().as_bytes());
+        }
+        let _ = sys::dirfd::unlink_at(self.parent.as_fd(), &self.name, libc::AT_REMOVEDIR);
+    }
+}
+
+/// Moves the stub into `cgroups` (so every process of the sprite is inside) and keeps a
+/// handle on each one it joined.
+fn join_cgroups(cgroups: &[PathBuf]) -> Vec<Joined> {
+    cgroups
+        .iter()
+        .filter_map(|cg| {
+            fs::write(cg.join("cgroup.procs"), std::process::id().to_string()).ok()?;
+            let parent = fs::File::open(cg.parent()?).ok()?;
+            Some(Joined {
+                parent: parent.into(),
+                name: cg.file_name()?.to_str()?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// A root server's sprite. Steps, in order:
