@@ -368,6 +368,10 @@ fn a_killed_servers_sprites_leave_no_cgroups_behind() {
             .collect()
     };
     if cgroups().is_empty() {
+        assert!(
+            !cpu_cgroup_possible(),
+            "this machine offers a cpu cgroup and the sprite has none: {limits}"
+        );
         eprintln!("SKIPPED: sprites get no cgroup here ({limits})");
         return;
     }

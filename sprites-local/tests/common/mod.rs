@@ -359,6 +359,57 @@ pub fn marked_process(mark: &str) -> Option<u32> {
     })
 }
 
+/// Whether a root process here may give a child cgroup the `cpu` controller: a cgroup v2
+/// directory (its own) offering `cpu` and `memory`, or a writable cgroup v1 `cpu` hierarchy at
+/// its own place in it (how containers often mount them). Where it may, sandboxed sprites must
+/// get a cgroup: tests that skip without one check this first, so a server that stopped
+/// making them cannot pass by skipping.
+pub fn cpu_cgroup_possible() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own_path = |controller: Option<&str>| {
+        own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let wanted = match controller {
+                None => controllers.is_empty(),
+                Some(c) => controllers.split(',').any(|x| x == c),
+            };
+            wanted.then(|| path.to_owned())
+        })
+    };
+    mountinfo.lines().any(|line| {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            return false;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let mut post = post.split(' ');
+        let (fstype, options) = (post.next(), post.nth(1).unwrap_or(""));
+        let (root, mount) = (Path::new(pre[3]), Path::new(pre[4]));
+        let below = |path: String| {
+            Path::new(&path)
+                .strip_prefix(root)
+                .ok()
+                .map(|rel| mount.join(rel))
+        };
+        match fstype {
+            Some("cgroup2") => own_path(None).and_then(below).is_some_and(|dir| {
+                let c = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+                ["cpu", "memory"]
+                    .iter()
+                    .all(|w| c.split_whitespace().any(|x| x == *w))
+            }),
+            Some("cgroup") if options.split(',').any(|o| o == "cpu") => {
+                own_path(Some("cpu")).and_then(below).is_some_and(|dir| {
+                    let probe = dir.join(format!("sprites-local-test-probe-{}", random_hex()));
+                    std::fs::create_dir(&probe).is_ok() && std::fs::remove_dir(&probe).is_ok()
+                })
+            }
+            _ => false,
+        }
+    })
+}
+
 /// Reads (skipping everything else) until the exit frame; returns the exit code.
 pub fn exit_code(ws: &mut Ws) -> u8 {
     loop {

@@ -193,6 +193,25 @@ enum Controller {
 
 /// The server's cgroup v2 directory, if it offers `memory` and `cpu` to children.
 fn unified_parent(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
+    let parent = unified_dir(mountinfo, own)?;
+    let controllers = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    if !offers(&controllers, &["memory", "cpu"]) {
+        return Err(format!(
+            "cgroup v2 at {} offers no memory/cpu controller",
+            parent.display()
+        ));
+    }
+    fs::write(parent.join("cgroup.subtree_control"), "+memory +cpu").map_err(|e| {
+        format!(
+            "cannot enable memory/cpu for child cgroups of {}: {e}",
+            parent.display()
+        )
+    })?;
+    Ok(parent)
+}
+
+/// The server's directory in the cgroup v2 hierarchy: its mount point plus the server's path.
+fn unified_dir(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
     // Field 5 is the mount point; the filesystem type follows the " - " separator.
     let mount = mountinfo
         .lines()
@@ -206,22 +225,14 @@ fn unified_parent(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("not in a cgroup v2 hierarchy")?;
-    let parent = mount.join(rel.trim_start_matches('/'));
-    let controllers = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-    let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-    if !(has("memory") && has("cpu")) {
-        return Err(format!(
-            "cgroup v2 at {} offers no memory/cpu controller",
-            parent.display()
-        ));
-    }
-    fs::write(parent.join("cgroup.subtree_control"), "+memory +cpu").map_err(|e| {
-        format!(
-            "cannot enable memory/cpu for child cgroups of {}: {e}",
-            parent.display()
-        )
-    })?;
-    Ok(parent)
+    Ok(mount.join(rel.trim_start_matches('/')))
+}
+
+/// Whether a `cgroup.controllers` list names every one of `wanted`.
+fn offers(controllers: &str, wanted: &[&str]) -> bool {
+    wanted
+        .iter()
+        .all(|w| controllers.split_whitespace().any(|c| c == *w))
 }
 
 /// The server's own directory in the cgroup v1 hierarchy of `controller`, from
@@ -299,6 +310,112 @@ mod tests {
             v1_parent(together, "3:cpu,cpuacct:/a/b\n", "cpu"),
             Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a/b"))
         );
+    }
+
+    #[test]
+    fn the_v2_directory_is_the_mount_point_plus_the_servers_path() {
+        assert_eq!(
+            unified_dir(MOUNTINFO, "0::/system.slice/x.service\n"),
+            Ok(PathBuf::from(
+                "/sys/fs/cgroup/unified/system.slice/x.service"
+            ))
+        );
+        assert!(unified_dir(MOUNTINFO, "1:cpu:/\n").is_err());
+        let v1_only = "31 25 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert!(unified_dir(v1_only, OWN).is_err());
+    }
+
+    #[test]
+    fn controllers_are_matched_by_whole_name() {
+        assert!(offers("cpuset cpu io memory pids", &["memory", "cpu"]));
+        assert!(!offers("cpuset io memory pids", &["memory", "cpu"]));
+        assert!(!offers("cpuset cpu io pids", &["memory", "cpu"]));
+        assert!(!offers("", &["cpu"]));
+    }
+
+    /// A scratch directory standing in for a cgroup parent: `prepare` writes plain files
+    /// there, as the kernel's cgroup files would take them.
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sprites-local-cgroup-test-{tag}-{}",
+            crate::random::hex(6).unwrap()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    #[test]
+    fn v2_limits_are_written_and_removed_with_the_sprite() {
+        let parent = scratch("v2");
+        let cgroups = Cgroups {
+            kind: Kind::Unified(parent.clone()),
+            reason: String::new(),
+        };
+        let cfg = SpriteConfig {
+            ram_mb: 64,
+            cpus: 2,
+            ..SpriteConfig::default()
+        };
+        let sprite = Path::new("/data/sprites/box");
+        let prepared = cgroups.prepare(sprite, &cfg);
+        assert_eq!(prepared.join.len(), 1);
+        assert!(prepared.memory_limited);
+        let dir = &prepared.join[0];
+        assert_eq!(read(dir, "memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read(dir, "cpu.max"), "200000 100000");
+        for f in ["memory.max", "cpu.max"] {
+            fs::remove_file(dir.join(f)).unwrap();
+        }
+        cgroups.remove(sprite);
+        assert!(!dir.exists());
+        fs::remove_dir(&parent).unwrap();
+    }
+
+    #[test]
+    fn v1_limits_are_written_per_hierarchy() {
+        let (cpu, memory) = (scratch("v1cpu"), scratch("v1mem"));
+        let both = Cgroups {
+            kind: Kind::Split {
+                cpu: Some(cpu.clone()),
+                memory: Some(memory.clone()),
+            },
+            reason: String::new(),
+        };
+        let cfg = SpriteConfig {
+            ram_mb: 100,
+            cpus: 3,
+            ..SpriteConfig::default()
+        };
+        let sprite = Path::new("/data/sprites/box");
+        let prepared = both.prepare(sprite, &cfg);
+        assert_eq!(prepared.join.len(), 2);
+        assert!(prepared.memory_limited);
+        assert_eq!(read(&prepared.join[0], "cpu.cfs_quota_us"), "300000");
+        assert_eq!(read(&prepared.join[0], "cpu.cfs_period_us"), "100000");
+        assert_eq!(
+            read(&prepared.join[1], "memory.limit_in_bytes"),
+            (100u64 << 20).to_string()
+        );
+        // CPU alone: joined, but memory is left to RLIMIT_DATA.
+        let cpu_only = Cgroups {
+            kind: Kind::Split {
+                cpu: Some(cpu.clone()),
+                memory: None,
+            },
+            reason: "no memory".into(),
+        };
+        let prepared = cpu_only.prepare(sprite, &cfg);
+        assert_eq!(prepared.join.len(), 1);
+        assert!(!prepared.memory_limited);
+        assert!(cpu_only.describe_memory().contains("RLIMIT_DATA"));
+        assert!(cpu_only.describe_cpu().contains("one scheduling weight"));
+        assert!(both.describe_memory().contains("cgroup v1 memory"));
+        let _ = fs::remove_dir_all(&cpu);
+        let _ = fs::remove_dir_all(&memory);
     }
 
     #[test]
