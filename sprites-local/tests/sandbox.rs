@@ -375,6 +375,11 @@ fn a_killed_servers_sprites_leave_no_cgroups_behind() {
         eprintln!("SKIPPED: sprites get no cgroup here ({limits})");
         return;
     }
+    // The server's check that it may make cgroups there left nothing either.
+    let probe = format!("sprites-local-probe-{}", s.child.id());
+    for p in &parents {
+        assert!(!Path::new(p).join(&probe).exists(), "{p}/{probe}");
+    }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
     wait_until("the sprite's cgroups removed", || cgroups().is_empty());
