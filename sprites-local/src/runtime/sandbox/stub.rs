@@ -77,7 +77,23 @@ fn failed(ctl: RawFd, who: &str, e: &io::Error) -> i32 {
 fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
     // Best effort: without them the sprite runs unlimited (the startup line says whether
     // limits work at all).
-    let cgroups = join_cgroups(&cfg.cgroups);
+    let mut cgroups = join_cgroups(&cfg.cgroups);
+    let result = build_and_wait(cfg, ctl, held, &mut cgroups);
+    // Whether the sprite ran and ended or could not be built: its cgroups go.
+    for cgroup in cgroups {
+        cgroup.leave();
+    }
+    result
+}
+
+/// Builds the sprite, forks its agent and waits for it; the agent's exit code. The agent
+/// gets no copy of `cgroups`' handles.
+fn build_and_wait(
+    cfg: &StubConfig,
+    ctl: RawFd,
+    held: Option<OwnedFd>,
+    cgroups: &mut Vec<Joined>,
+) -> io::Result<i32> {
     let built = match &cfg.privileged {
         Some(p) => privileged(cfg, p, held)?,
         None => unprivileged(cfg)?,
@@ -87,7 +103,8 @@ fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
     let child = match proc::fork()? {
         Fork::Parent(pid) => pid,
         Fork::Child(_) => {
-            drop(cgroups); // the host's cgroup directories are none of the agent's business
+            // The host's cgroup directories are none of the agent's business.
+            drop(std::mem::take(cgroups));
             let _ = proc::set_parent_death_signal(libc::SIGKILL);
             let code = match agent::run(cfg, built, ctl) {
                 Ok(()) => 0,
@@ -100,11 +117,7 @@ fn run(cfg: &StubConfig, ctl: RawFd, held: Option<OwnedFd>) -> io::Result<i32> {
     // The stub keeps no end of the control socket: its EOF must mean "the agent is gone".
     // Our copy of the fd the server passed is known only by number: nothing owns it here.
     sys::fd::close_raw(ctl);
-    let code = wait_status_code(wait_pid(child));
-    for cgroup in cgroups {
-        cgroup.leave();
-    }
-    Ok(code)
+    Ok(wait_status_code(wait_pid(child)))
 }
 
 /// A cgroup the stub joined, by its parent directory, opened before the stub's namespaces
@@ -115,9 +128,10 @@ struct Joined {
 }
 
 impl Joined {
-    /// The sprite has ended (its init is reaped, so every process of it is gone): moves the
-    /// stub to the parent and removes the emptied cgroup. The server does the same when it
-    /// stops a sprite; this is what cleans up after a server that was killed.
+    /// The sprite has ended (its init is reaped, so every process of it is gone) or was
+    /// never built: moves the stub to the parent and removes the emptied cgroup. The server
+    /// does the same when it stops a sprite; this is what cleans up after a server that was
+    /// killed, or a start that failed.
     fn leave(self) {
         if let Ok(procs) =
             sys::dirfd::open_beneath(self.parent.as_fd(), "cgroup.procs", libc::O_WRONLY, 0)
